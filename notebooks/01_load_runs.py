@@ -1,0 +1,77 @@
+# %% [markdown]
+# # Which runs enter this phase's analysis, and which were left out?
+#
+# Every run of the source is either in the snapshot (`outputs/data/`) or listed in
+# `excluded_runs.csv` with its reason. This notebook shows the phase's runs, their batch sizes
+# and flags, the validation metric the analysis will use, and the runs that were left out.
+
+# %% tags=["parameters"]
+phase = "p1"
+out_dir = "../outputs"
+params_dir = "../params"
+source = "../data/demo"
+n_bootstrap = 1000
+
+# %%
+from pathlib import Path
+
+import pandas as pd
+
+import cbs_helpers as ch
+
+params = ch.load_phase_params(params_dir, phase)
+out = Path(out_dir)
+if not (out / "data" / "manifest.json").exists():
+    # Opened in JupyterLab before `make snapshot`: build it with the same code.
+    ch.write_snapshot(ch.build_snapshot(source), out)
+runs_all, history_all, manifest = ch.read_snapshot(out)
+excluded = pd.read_csv(out / "data" / "excluded_runs.csv", keep_default_na=False)
+runs = runs_all[runs_all["phase"] == phase].sort_values(["total_batch", "n_prompts", "replicate"])
+history = history_all[history_all["run_id"].isin(runs["run_id"])]
+print(f"{params['title']}: {len(runs)} runs in the snapshot of {manifest['source']!r} "
+      f"({manifest['n_runs']} runs over all phases, {manifest['n_excluded']} excluded).")
+
+# %% [markdown]
+# ## The runs and their batch sizes
+# `B = n_prompts × n_rollouts` samples per optimizer step. Runs that share a name are
+# replicates (seeds or reruns) and are kept side by side; crashed runs keep their history.
+
+# %%
+assert len(runs), f"no runs of phase {phase!r} in the snapshot; phases present: " \
+    f"{sorted(runs_all['phase'].dropna().unique())}"
+assert (runs["total_batch"] == runs["n_prompts"] * runs["n_rollouts"]).all()
+metric = ch.select_accuracy_metric(
+    [c for c in history.columns if history[c].notna().any()],
+    params["metric"], params["prefer_source"])
+n_eval = history.dropna(subset=[metric]).groupby("run_id").size().rename("n_eval")
+table = runs.join(n_eval, on="run_id")
+table["n_eval"] = table["n_eval"].fillna(0).astype(int)
+table = table[["name", "replicate", "n_prompts", "n_rollouts", "total_batch", "state",
+               "last_step", "n_eval", "flags"]]
+ch.save_table(table, out / phase / "tables", "runs")
+table
+
+# %% [markdown]
+# ## Runs left out of the analysis, with their reasons
+
+# %%
+parsed = excluded["name"].map(lambda n: ch.parse_run_name(str(n))["phase"])
+excluded_here = excluded[parsed == phase]
+excluded_elsewhere = len(excluded) - len(excluded_here)
+print(f"{len(excluded_here)} run(s) of phase {phase} excluded; {excluded_elsewhere} other "
+      "excluded input(s) (other phases or unparseable names) are listed in outputs/data/excluded_runs.csv.")
+excluded_here[["name", "run_id", "reason"]]
+
+# %% [markdown]
+# ## Answer
+
+# %%
+batch_sizes = sorted(runs["total_batch"].unique())
+n_rep = int((runs["replicate"] > 0).sum())
+not_finished = runs[runs["state"] != "finished"]
+flagged = runs[runs["flags"].astype(str) != ""]
+print(f"Phase {phase}: {len(runs)} runs enter the analysis at {len(batch_sizes)} batch sizes "
+      f"(B = {batch_sizes[0]} to {batch_sizes[-1]}), {n_rep} of them extra replicates; "
+      f"{len(not_finished)} did not finish ({', '.join(sorted(not_finished['state'].unique())) or 'none'}); "
+      f"{len(flagged)} carry flags; {len(excluded_here)} were excluded. "
+      f"Validation metric: {metric}.")

@@ -1,0 +1,49 @@
+# %% [markdown]
+# # How does validation accuracy grow with steps and with samples at each batch size?
+#
+# Larger batches need fewer optimizer steps to a target but more samples; the gap between the
+# two panels is what the critical batch size summarises. Dashed lines mark the target accuracies.
+
+# %% tags=["parameters"]
+phase = "p1"
+out_dir = "../outputs"
+params_dir = "../params"
+n_bootstrap = 1000
+
+# %%
+from pathlib import Path
+
+import cbs_helpers as ch
+
+ch.setup_style()
+params = ch.load_phase_params(params_dir, phase)
+out = Path(out_dir)
+runs_all, history_all, manifest = ch.read_snapshot(out)
+runs = runs_all[runs_all["phase"] == phase]
+history = history_all[history_all["run_id"].isin(runs["run_id"])]
+assert len(runs), f"no runs of phase {phase!r} in the snapshot"
+metric = ch.select_accuracy_metric([c for c in history.columns if history[c].notna().any()],
+                                   params["metric"], params["prefer_source"])
+curves = ch.training_curves_table(runs, history, metric)
+print(f"{len(curves)} validation points from {curves['run_id'].nunique()} runs; metric {metric}")
+
+# %% [markdown]
+# ## Accuracy against optimizer steps and against samples seen
+
+# %%
+fig = ch.plot_training_curves(curves, params["thresholds"], title=params["title"])
+ch.save_figure(fig, curves, out / phase / "figures", "training_curves")
+fig
+
+# %% [markdown]
+# ## Answer
+
+# %%
+final = curves.sort_values("step").groupby("run_id").tail(1)
+best = final.loc[final["accuracy"].idxmax()]
+top = max(params["thresholds"])
+reached_top = final[final["accuracy"] >= top]
+print(f"Final validation accuracy ranges from {final['accuracy'].min():.3f} to "
+      f"{final['accuracy'].max():.3f} (best: B = {int(best['total_batch'])}, "
+      f"{int(best['n_prompts'])}×{int(best['n_rollouts'])}, step {int(best['step'])}); "
+      f"{len(reached_top)} of {len(final)} runs end above the highest target {top:g}.")

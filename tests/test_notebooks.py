@@ -1,0 +1,175 @@
+"""The notebooks: paired and clean in git, one literal parameters cell, and the whole report
+built headless on the demo data through `make report`, asserting on what it wrote."""
+import ast
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pandas as pd
+import pytest
+
+import cbs_helpers as ch
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+DEMO_TRUTH = json.loads((ROOT / "data" / "demo" / "ground_truth.json").read_text())
+
+
+def test_every_section_has_a_notebook():
+    assert [p.stem for p in NOTEBOOKS] == list(ch.SECTIONS) + [ch.SUMMARY_SECTION]
+
+
+@pytest.mark.parametrize("py", NOTEBOOKS, ids=lambda p: p.stem)
+def test_py_and_ipynb_twins_agree_and_ipynb_has_no_outputs(py):
+    ipynb = py.with_suffix(".ipynb")
+    assert ipynb.exists(), f"{ipynb.name} missing: run `make sync-notebooks`"
+    text_nb = jupytext.read(py)
+    json_nb = nbformat.read(ipynb, as_version=4)
+    pairs = list(zip([(c.cell_type, c.source) for c in text_nb.cells],
+                     [(c.cell_type, c.source) for c in json_nb.cells], strict=False))
+    assert len(text_nb.cells) == len(json_nb.cells), f"{py.name} and {ipynb.name} differ in cells"
+    for i, (a, b) in enumerate(pairs):
+        assert a == b, f"{py.name} and {ipynb.name} differ at cell {i}: run `make sync-notebooks`"
+    for cell in json_nb.cells:
+        if cell.cell_type == "code":
+            assert not cell.get("outputs"), f"{ipynb.name} carries outputs"
+            assert cell.get("execution_count") is None, f"{ipynb.name} carries execution counts"
+
+
+@pytest.mark.parametrize("py", NOTEBOOKS, ids=lambda p: p.stem)
+def test_one_literal_parameters_cell_right_after_the_title(py):
+    nb = jupytext.read(py)
+    tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
+    assert tagged == [1], f"{py.name}: the parameters cell must be the one right after the title"
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    assert nb.cells[0].source.splitlines()[0].rstrip().endswith("?"), "the title states the question"
+    for node in ast.parse(nb.cells[1].source).body:
+        assert isinstance(node, ast.Assign), f"{py.name}: only assignments in the parameters cell"
+        ast.literal_eval(node.value)  # raises if not a literal
+    names = {t.id for node in ast.parse(nb.cells[1].source).body for t in node.targets}
+    assert {"phase", "out_dir", "params_dir", "n_bootstrap"} <= names
+    assert nb.cells[-1].cell_type == "code", f"{py.name}: ends with the answer printed from variables"
+
+
+# ---------------------------------------------------------------------------------------------
+# The report, built once for the module
+# ---------------------------------------------------------------------------------------------
+
+def _make(out: Path, *args, env_extra=None):
+    env = dict(os.environ, VIRTUAL_ENV=sys.prefix, **(env_extra or {}))
+    env.pop("CONDA_PREFIX", None)
+    return subprocess.run(["make", "--no-print-directory", "report", f"OUT={out}",
+                           "N_BOOTSTRAP=40", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=1500)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "out"
+    t0 = time.perf_counter()
+    proc = _make(out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return {"out": out, "proc": proc, "seconds": time.perf_counter() - t0}
+
+
+def test_report_builds_every_applicable_notebook_and_html(report):
+    out = report["out"]
+    for phase_file in sorted((ROOT / "params").glob("*.yaml")):
+        params = ch.load_phase_params(ROOT / "params", phase_file.stem)
+        for section in params["sections"]:
+            assert (out / params["phase"] / f"{section}.ipynb").exists(), (params["phase"], section)
+            html = (out / params["phase"] / f"{section}.html").read_text()
+            assert "Traceback" not in html
+    assert (out / "summary" / "07_summary.html").exists()
+    index = (out / "index.html").read_text()
+    assert "p1/02_steps_to_target.html" in index and "summary/07_summary.html" in index
+    assert "failed" not in index
+
+
+def test_html_reports_hide_code_and_show_no_traceback(report):
+    for html_path in report["out"].glob("*/*.html"):
+        text = html_path.read_text()
+        assert "Traceback" not in text, html_path
+        assert "import cbs_helpers" not in text, f"{html_path}: code is not hidden"
+        assert "data:image/png;base64" in text or "01_load_runs" in html_path.name, html_path
+        assert str(Path.home()) not in text, f"{html_path}: prints a home path"
+
+
+def test_contract_tables_are_written_for_every_fitted_phase(report):
+    out = report["out"]
+    for phase in ("p1", "p2a", "p2b", "p4_math", "p4_rpp"):
+        sb_eb = pd.read_csv(out / phase / "tables" / "sb_eb.csv")
+        fit = pd.read_csv(out / phase / "tables" / "cbs_fit.csv")
+        assert list(sb_eb.columns[:8]) == ["run_name", "n_prompts", "n_rollouts", "total_batch",
+                                           "threshold", "S_B", "E_B", "censored"]
+        assert list(fit.columns[:11]) == ["threshold", "B_noise", "B_noise_lo", "B_noise_hi", "S_min",
+                                          "E_min", "B_crit_20pct", "r2_log", "n_points",
+                                          "n_censored", "status"]
+        truth = DEMO_TRUTH["phases"][phase]["thresholds"]
+        assert sorted(fit["threshold"]) == sorted(float(t) for t in truth)
+        assert (sb_eb["E_B"] == sb_eb["S_B"] * sb_eb["total_batch"]).all()
+        ok = fit[fit["status"] == "ok"]
+        assert len(ok) >= len(fit) - 2, fit
+        # a demo fit lands within a factor 1.5 of the truth (accuracy proper: test_demo_accuracy)
+        for row in ok.itertuples():
+            true_b = truth[f"{row.threshold:g}"]["B_noise"]
+            assert 1 / 1.5 < row.B_noise / true_b < 1.5, (phase, row.threshold, row.B_noise, true_b)
+            assert row.B_noise_lo <= row.B_noise <= row.B_noise_hi
+
+
+def test_figures_come_as_pdf_png_and_csv(report):
+    figs = list((report["out"] / "p1" / "figures").glob("*.png"))
+    assert len(figs) >= 5
+    for png in figs:
+        assert png.with_suffix(".pdf").exists() and png.with_suffix(".csv").exists()
+
+
+def test_summary_table_in_csv_and_latex(report):
+    tables = report["out"] / "summary" / "tables"
+    summary = pd.read_csv(tables / "cbs_summary.csv")
+    assert {"p1", "p2a", "p2b", "p4_math", "p4_rpp"} <= set(summary["phase"])
+    tex = (tables / "cbs_summary.tex").read_text()
+    assert r"\toprule" in tex and "p4\\_math" in tex
+
+
+def test_noop_rebuild_runs_nothing(report):
+    out = report["out"]
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    t0 = time.perf_counter()
+    proc = _make(out)
+    elapsed = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr
+    after = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    assert before == after, "a no-op rebuild rewrote files"
+    assert "ok:" not in proc.stdout
+    assert elapsed < 10  # generous: the benchmark measures it properly
+
+
+def test_a_failing_notebook_is_named_and_the_others_still_build(report, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(report["out"], out, symlinks=True)
+    params = tmp_path / "params"
+    shutil.copytree(ROOT / "params", params)
+    text = (params / "p2a.yaml").read_text().replace("n_val: 1319", "n_val: many")
+    (params / "p2a.yaml").write_text(text)
+    # only p2a's notebooks depend on its params file, so only they re-run, and fail
+    env = dict(os.environ, VIRTUAL_ENV=sys.prefix)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "cbs_helpers.py"), "execute", str(ROOT / "notebooks" / "01_load_runs.py"),
+         "--phase", "p2a", "--out", str(out), "--params-dir", str(params), "--n-bootstrap", "10"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1
+    assert "FAILED: " in proc.stderr and "01_load_runs.py [phase p2a], cell" in proc.stderr
+    assert "n_val must be int" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (out / "p2a" / "01_load_runs.failed.ipynb").exists()
+    assert not (out / "p2a" / "01_load_runs.ipynb").exists()
+    ch.write_index(out, params)
+    index = (out / "index.html").read_text()
+    assert "n_val must be int" in index and "p1/02_steps_to_target.html" in index

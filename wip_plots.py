@@ -1,0 +1,752 @@
+"""Phase parameters, figure style, plots, tables and the report build (WIP part of cbs_helpers)."""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import json
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import yaml
+from matplotlib import ticker
+from matplotlib.figure import Figure
+
+# ---------------------------------------------------------------------------------------------
+# Phase parameters (params/<phase>.yaml)
+# ---------------------------------------------------------------------------------------------
+
+#: Every analysis section, in report order, with the title used in the index.
+SECTIONS = {
+    "01_load_runs": "Runs in the phase",
+    "02_steps_to_target": "Steps and samples to target, McCandlish fit",
+    "03_training_curves": "Training curves",
+    "04_two_axis": "Prompts vs rollouts",
+    "05_gradient_noise": "Gradient noise scale",
+    "06_wall_clock": "Wall-clock time",
+}
+SUMMARY_SECTION = "07_summary"
+#: Column contracts of outputs/<phase>/tables/{sb_eb,cbs_fit}.csv (design.md); extras go last.
+SB_EB_COLUMNS = ["run_name", "n_prompts", "n_rollouts", "total_batch", "threshold", "S_B", "E_B",
+                 "censored", "run_id", "replicate"]
+CBS_FIT_COLUMNS = ["threshold", "B_noise", "B_noise_lo", "B_noise_hi", "S_min", "E_min",
+                   "B_crit_20pct", "r2_log", "n_points", "n_censored", "status", "reason"]
+AXES = ("prompts", "rollouts", "iso_batch")
+PARAM_SPEC = {  # key: (types, required)
+    "phase": ((str,), True),
+    "title": ((str,), True),
+    "axis": ((str,), True),
+    "metric": ((str,), True),
+    "prefer_source": ((str, type(None)), False),
+    "n_val": ((int,), True),
+    "thresholds": ((list,), True),
+    "sections": ((list,), True),
+    "two_axis_phases": ((list,), False),
+}
+
+
+class ParamsError(ValueError):
+    """A params/<phase>.yaml file that cannot be used; the message says what to fix."""
+
+
+def validate_phase_params(raw: object, where: str = "params") -> dict:
+    """Check one phase's parameters and return them with defaults filled in.
+
+    Raises ParamsError naming the file and the key on: a non-mapping, an unknown or missing
+    key, a wrong type, a threshold outside (0, 1), an unknown axis or section.
+    """
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{where}: expected a mapping of keys to values, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - set(PARAM_SPEC))
+    if unknown:
+        raise ParamsError(f"{where}: unknown key(s) {unknown}; allowed keys: {sorted(PARAM_SPEC)}")
+    missing = sorted(k for k, (_, req) in PARAM_SPEC.items() if req and k not in raw)
+    if missing:
+        raise ParamsError(f"{where}: missing key(s) {missing}")
+    for key, value in raw.items():
+        types, _ = PARAM_SPEC[key]
+        # bool is an int subclass; n_val: true would otherwise pass as 1
+        if isinstance(value, bool) or not isinstance(value, types):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise ParamsError(f"{where}: {key} must be {names}, got {value!r}")
+    params = dict(raw)
+    params.setdefault("prefer_source", None)
+    params.setdefault("two_axis_phases", [])
+    if params["axis"] not in AXES:
+        raise ParamsError(f"{where}: axis must be one of {list(AXES)}, got {params['axis']!r}")
+    if params["n_val"] <= 0:
+        raise ParamsError(f"{where}: n_val must be a positive number of validation problems")
+    thresholds = params["thresholds"]
+    if not thresholds:
+        raise ParamsError(f"{where}: thresholds is empty")
+    for t in thresholds:
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < 1:
+            raise ParamsError(f"{where}: every threshold must be a number in (0, 1), got {t!r}"
+                              " (accuracy is a fraction: write 0.6, not 60)")
+    params["thresholds"] = sorted(float(t) for t in thresholds)
+    bad = [s for s in params["sections"] if s not in SECTIONS]
+    if bad:
+        raise ParamsError(f"{where}: unknown section(s) {bad}; known: {list(SECTIONS)}")
+    if not all(isinstance(p, str) for p in params["two_axis_phases"]):
+        raise ParamsError(f"{where}: two_axis_phases must be a list of phase names")
+    return params
+
+
+def load_phase_params(params_dir: str | Path, phase: str) -> dict:
+    """Read and validate params/<phase>.yaml (the phase's metric, thresholds, n_val, sections)."""
+    params_dir = Path(params_dir)
+    known = sorted(p.stem for p in params_dir.glob("*.yaml"))
+    path = params_dir / f"{phase}.yaml"
+    if not path.is_file():
+        raise ParamsError(f"unknown phase {phase!r}: there is no {path}. Known phases: {known}."
+                          " To add a phase, add a params file (see params/README.md).")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML ({exc})") from None
+    params = validate_phase_params(raw, where=str(path))
+    if params["phase"] != phase:
+        raise ParamsError(f"{path}: phase is {params['phase']!r} but the file is named for {phase!r}")
+    return params
+
+
+# ---------------------------------------------------------------------------------------------
+# Figure style and saving
+# ---------------------------------------------------------------------------------------------
+
+#: Okabe & Ito's colour-blind-safe palette (black last, it is kept for reference lines).
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+
+
+def setup_style() -> None:
+    """The one matplotlib style of every figure in the reports and the paper."""
+    matplotlib.rcParams.update({
+        "figure.figsize": (6.4, 4.2),
+        "figure.dpi": 110,
+        "figure.constrained_layout.use": True,
+        "savefig.dpi": 200,
+        "font.size": 10,
+        "axes.titlesize": 11,
+        "axes.labelsize": 10,
+        "legend.fontsize": 8.5,
+        "axes.grid": True,
+        "grid.alpha": 0.3,
+        "grid.linewidth": 0.6,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "axes.prop_cycle": matplotlib.cycler(color=PALETTE),
+        "legend.frameon": False,
+        "lines.linewidth": 1.6,
+        "lines.markersize": 5,
+        "pdf.fonttype": 42,  # editable text in the paper's PDF
+        "ps.fonttype": 42,
+    })
+
+
+def threshold_colors(thresholds) -> dict:
+    """A fixed colour per accuracy threshold, the same in every figure of a phase."""
+    return {t: PALETTE[i % (len(PALETTE) - 1)] for i, t in enumerate(sorted(thresholds))}
+
+
+def batch_colors(batch_sizes) -> dict:
+    """Sequential colours (viridis, colour-blind safe) for an ordered set of batch sizes."""
+    values = sorted(set(batch_sizes))
+    cmap = matplotlib.colormaps["viridis"]
+    n = max(len(values) - 1, 1)
+    return {b: cmap(0.9 * i / n) for i, b in enumerate(values)}
+
+
+def _pow2_label(x: float, _pos=None) -> str:
+    if x <= 0:
+        return ""
+    k = np.log2(x)
+    if abs(k - round(k)) > 1e-6:
+        return ""
+    value = int(round(x))
+    return f"{value // 1024}K" if value >= 8192 and value % 1024 == 0 else f"{value}"
+
+
+def set_log2_axis(ax, which: str = "x", lo: float | None = None, hi: float | None = None) -> None:
+    """log2 axis with ticks at powers of two labelled as plain numbers (64, 128, ... 16K)."""
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log", base=2)
+    axis.set_major_locator(ticker.LogLocator(base=2, numticks=12))
+    axis.set_major_formatter(ticker.FuncFormatter(_pow2_label))
+    axis.set_minor_locator(ticker.NullLocator())
+    if lo is not None and hi is not None:
+        (ax.set_xlim if which == "x" else ax.set_ylim)(lo, hi)
+
+
+def set_log_axis(ax, which: str = "y") -> None:
+    """log10 axis with plain-number labels (for steps, samples, hours)."""
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    axis.set_major_formatter(ticker.FuncFormatter(_sci_label))
+    axis.set_minor_formatter(ticker.NullFormatter())
+
+
+def _sci_label(x: float, _pos=None) -> str:
+    if x <= 0:
+        return ""
+    k = int(np.floor(np.log10(x) + 1e-9))
+    m = x / 10**k
+    if abs(m - round(m)) > 1e-6:
+        return ""
+    if -2 <= k <= 4:
+        return f"{x:g}"
+    return rf"${int(round(m))}\times10^{{{k}}}$" if round(m) != 1 else rf"$10^{{{k}}}$"
+
+
+def save_figure(fig: Figure, data: pd.DataFrame, out_dir: str | Path, name: str) -> dict:
+    """Save a figure as PDF (vector, for the paper) and PNG (for the HTML), with its data as CSV.
+
+    Returns the three paths. The PDF carries no creation date, so rebuilding gives the same file.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {ext: out_dir / f"{name}.{ext}" for ext in ("pdf", "png", "csv")}
+    fig.savefig(paths["pdf"], metadata={"CreationDate": None})
+    fig.savefig(paths["png"])
+    data.to_csv(paths["csv"], index=False)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots. Each takes result tables and returns a Figure; none saves or shows.
+# ---------------------------------------------------------------------------------------------
+
+def _fit_curve(B, S_min, B_noise):
+    return S_min * (1.0 + B_noise / B)
+
+
+def _batch_limits(b) -> tuple[float, float]:
+    b = np.asarray(b, dtype=float)
+    b = b[np.isfinite(b) & (b > 0)]
+    if b.size == 0:
+        return 1.0, 2.0
+    return 2 ** (np.floor(np.log2(b.min())) - 0.5), 2 ** (np.ceil(np.log2(b.max())) + 0.5)
+
+
+def plot_sb_eb(sb_eb: pd.DataFrame, cbs_fit: pd.DataFrame, title: str = "",
+               batch_col: str = "total_batch") -> Figure:
+    """S(B) and E(B) per threshold: measured points, censored runs as lower bounds (open
+    triangles), the McCandlish fit with its 95% band over B_noise, and B_noise marked (diamond:
+    there S = 2 S_min and E = 2 E_min)."""
+    fig = Figure(figsize=(10.5, 4.6))
+    ax_s, ax_e = fig.subplots(1, 2)
+    fits = cbs_fit.set_index("threshold")
+    colors = threshold_colors(sb_eb["threshold"].unique())
+    lo, hi = _batch_limits(sb_eb[batch_col])
+    grid = np.geomspace(lo, hi, 200)
+    for t, rows in sb_eb.groupby("threshold"):
+        c = colors[t]
+        ok = rows[~rows["censored"].astype(bool)]
+        cen = rows[rows["censored"].astype(bool)]
+        for ax, col in ((ax_s, "S_B"), (ax_e, "E_B")):
+            ax.scatter(ok[batch_col], ok[col], color=c, s=22, zorder=3)
+            ax.scatter(cen[batch_col], cen[col], marker="^", facecolors="none", edgecolors=c,
+                       s=30, zorder=3)
+        label = f"acc ≥ {t:g}"
+        if t in fits.index and np.isfinite(fits.loc[t, "B_noise"]) and \
+                fits.loc[t, "status"] in ("ok", "extrapolated"):
+            f = fits.loc[t]
+            s_fit = _fit_curve(grid, f["S_min"], f["B_noise"])
+            ax_s.plot(grid, s_fit, color=c, lw=1.4)
+            ax_e.plot(grid, s_fit * grid, color=c, lw=1.4)
+            if np.isfinite(f["B_noise_lo"]) and np.isfinite(f["B_noise_hi"]):
+                # Band: the curve through the fitted S_min as B_noise spans its 95% CI.
+                s_lo = _fit_curve(grid, f["S_min"], f["B_noise_lo"])
+                s_hi = _fit_curve(grid, f["S_min"], f["B_noise_hi"])
+                ax_s.fill_between(grid, s_lo, s_hi, color=c, alpha=0.15, lw=0)
+                ax_e.fill_between(grid, s_lo * grid, s_hi * grid, color=c, alpha=0.15, lw=0)
+            ax_s.scatter([f["B_noise"]], [2 * f["S_min"]], marker="D", color=c, s=36,
+                         edgecolors="black", linewidths=0.6, zorder=4)
+            ax_e.scatter([f["B_noise"]], [2 * f["S_min"] * f["B_noise"]], marker="D", color=c,
+                         s=36, edgecolors="black", linewidths=0.6, zorder=4)
+            label += f": B_noise = {f['B_noise']:.0f}"
+            if np.isfinite(f["B_noise_lo"]):
+                label += f" [{f['B_noise_lo']:.0f}, {f['B_noise_hi']:.0f}]"
+        ax_s.plot([], [], color=c, marker="o", label=label)
+    for ax in (ax_s, ax_e):
+        set_log2_axis(ax, "x", lo, hi)
+        set_log_axis(ax, "y")
+        ax.set_xlabel("batch size B = prompts × rollouts (samples per step)")
+    ax_s.set_ylabel("optimizer steps to target S(B)")
+    ax_e.set_ylabel("samples to target E(B) = B·S(B)")
+    ax_s.set_title("steps to target")
+    ax_e.set_title("samples to target")
+    handles, labels = ax_s.get_legend_handles_labels()
+    handles += [matplotlib.lines.Line2D([], [], ls="", marker="^", mfc="none", mec="0.3"),
+                matplotlib.lines.Line2D([], [], ls="", marker="D", mfc="0.6", mec="black")]
+    labels += ["never reached (lower bound)", "B = B_noise"]
+    fig.legend(handles, labels, loc="outside lower center", ncol=3)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_b_noise_vs_target(cbs_fit: pd.DataFrame, compare: pd.DataFrame | None = None,
+                           compare_label: str = "seed method", title: str = "") -> Figure:
+    """B_noise against the target accuracy, with 95% CIs; optionally a second method beside it."""
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.subplots()
+    ok = cbs_fit[cbs_fit["status"].isin(["ok", "extrapolated"]) & np.isfinite(cbs_fit["B_noise"])]
+    yerr = np.vstack([ok["B_noise"] - ok["B_noise_lo"], ok["B_noise_hi"] - ok["B_noise"]])
+    yerr = np.where(np.isfinite(yerr), yerr, 0)
+    ax.errorbar(ok["threshold"], ok["B_noise"], yerr=yerr, marker="o", color=PALETTE[0],
+                capsize=3, label="this project (95% CI)")
+    ext = ok[ok["status"] == "extrapolated"]
+    if len(ext):
+        ax.scatter(ext["threshold"], ext["B_noise"], marker="o", facecolors="white",
+                   edgecolors=PALETTE[0], zorder=4, label="outside the sampled B (extrapolated)")
+    if compare is not None and len(compare):
+        cmp_ok = compare[np.isfinite(compare["B_noise"])]
+        ax.plot(cmp_ok["threshold"] + 0.004, cmp_ok["B_noise"], marker="s", ls="--",
+                color=PALETTE[3], label=compare_label)
+    set_log2_axis(ax, "y")
+    ax.set_xlabel("target validation accuracy")
+    ax.set_ylabel("B_noise (samples per step)")
+    ax.set_title(title or "critical batch size grows with the target")
+    ax.legend(loc="best")
+    return fig
+
+
+def plot_pareto(pareto: pd.DataFrame, title: str = "") -> Figure:
+    """(S/S_min - 1) against (E/E_min - 1): the McCandlish model puts every run on x·y = 1."""
+    fig = Figure(figsize=(5.6, 4.6))
+    ax = fig.subplots()
+    colors = threshold_colors(pareto["threshold"].unique())
+    xcol, ycol = "E_over_Emin_minus_1", "S_over_Smin_minus_1"
+    data = pareto[(pareto[xcol] > 0) & (pareto[ycol] > 0)]
+    for t, rows in data.groupby("threshold"):
+        ax.scatter(rows[xcol], rows[ycol], color=colors[t], s=22, label=f"acc ≥ {t:g}")
+    if len(data):
+        lo = min(data[xcol].min(), data[ycol].min(), 0.5) / 2
+        hi = max(data[xcol].max(), data[ycol].max(), 2) * 2
+        x = np.geomspace(lo, hi, 100)
+        ax.plot(x, 1 / x, color="black", lw=1, ls="--", label="(S/S_min−1)(E/E_min−1) = 1")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("E/E_min − 1 (extra samples)")
+    ax.set_ylabel("S/S_min − 1 (extra steps)")
+    ax.set_title(title or "steps-samples trade-off")
+    ax.legend(loc="upper right", fontsize=8)
+    return fig
+
+
+def training_curves_table(runs: pd.DataFrame, history: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Long table of the validation curve of every run: accuracy against steps and samples."""
+    cols = ["run_id", "name", "replicate", "n_prompts", "n_rollouts", "total_batch"]
+    h = history.loc[history[metric].notna() & np.isfinite(history[metric]), ["run_id", "step", metric]]
+    out = h.merge(runs[cols], on="run_id", how="inner").rename(columns={metric: "accuracy"})
+    out["samples"] = out["step"].astype(float) * out["total_batch"].astype(float)
+    return out.sort_values(["total_batch", "n_prompts", "replicate", "step"]).reset_index(drop=True)
+
+
+def plot_training_curves(curves: pd.DataFrame, thresholds=(), title: str = "",
+                         color_by: str = "total_batch") -> Figure:
+    """Validation accuracy against optimizer steps (left) and samples seen (right), one line per
+    run coloured by batch size; dashed lines are the target accuracies."""
+    fig = Figure(figsize=(10.5, 4.4))
+    ax_s, ax_n = fig.subplots(1, 2, sharey=True)
+    keys = sorted(curves[["total_batch", "n_prompts", "n_rollouts"]].drop_duplicates().itertuples(index=False))
+    colors = batch_colors(range(len(keys)))
+    for i, (b, npr, nro) in enumerate(keys):
+        sel = curves[(curves["total_batch"] == b) & (curves["n_prompts"] == npr)
+                     & (curves["n_rollouts"] == nro)]
+        for j, (_, run) in enumerate(sel.groupby("run_id", sort=False)):
+            label = f"B={b} ({npr}×{nro})" if j == 0 else None
+            ax_s.plot(run["step"], run["accuracy"], color=colors[i], lw=1.1, alpha=0.9, label=label)
+            ax_n.plot(run["samples"].where(run["samples"] > 0), run["accuracy"], color=colors[i],
+                      lw=1.1, alpha=0.9)
+    for t in thresholds:
+        for ax in (ax_s, ax_n):
+            ax.axhline(t, color="0.5", lw=0.7, ls="--", zorder=0)
+    ax_s.set_xlabel("optimizer step")
+    ax_n.set_xlabel("samples seen (step × B)")
+    set_log_axis(ax_n, "x")
+    ax_s.set_ylabel("validation accuracy")
+    ax_s.set_title("accuracy vs steps")
+    ax_n.set_title("accuracy vs samples")
+    fig.legend(loc="outside right center", title="batch (prompts×rollouts)", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_cross_phase(summary_long: pd.DataFrame, title: str = "") -> Figure:
+    """The headline figure: B_noise against the target accuracy, one line per phase, 95% CIs."""
+    fig = Figure(figsize=(7.4, 4.4))
+    ax = fig.subplots()
+    ok = summary_long[summary_long["status"].isin(["ok", "extrapolated"])
+                      & np.isfinite(summary_long["B_noise"])]
+    markers = "osD^vP*X"
+    for i, (phase, rows) in enumerate(ok.groupby("phase", sort=False)):
+        yerr = np.vstack([rows["B_noise"] - rows["B_noise_lo"], rows["B_noise_hi"] - rows["B_noise"]])
+        yerr = np.where(np.isfinite(yerr), yerr, 0)
+        ax.errorbar(rows["threshold"], rows["B_noise"], yerr=yerr, marker=markers[i % len(markers)],
+                    color=PALETTE[i % (len(PALETTE) - 1)], capsize=2.5,
+                    label=f"{phase}: {rows['axis'].iloc[0]} axis, {rows['task'].iloc[0]}")
+    set_log2_axis(ax, "y")
+    ax.set_xlabel("target validation accuracy")
+    ax.set_ylabel("B_noise (samples per step)")
+    ax.set_title(title or "critical batch size by phase and target")
+    fig.legend(loc="outside right center", fontsize=8)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables for the paper
+# ---------------------------------------------------------------------------------------------
+
+def cbs_summary_long(fits: dict, params: dict) -> pd.DataFrame:
+    """All phases' cbs_fit tables stacked, with the phase's axis and task."""
+    frames = []
+    for phase, fit in fits.items():
+        p = params[phase]
+        task = p.get("prefer_source") or p["metric"]
+        frames.append(fit.assign(phase=phase, axis=p["axis"], task=task))
+    cols = ["phase", "axis", "task", "threshold", "B_noise", "B_noise_lo", "B_noise_hi", "S_min",
+            "E_min", "B_crit_20pct", "r2_log", "n_points", "n_censored", "status"]
+    return pd.concat(frames, ignore_index=True)[cols]
+
+
+def cbs_summary_table(summary_long: pd.DataFrame) -> pd.DataFrame:
+    """The paper's cross-phase table: one row per (phase, target), B_noise with its 95% CI."""
+    rows = summary_long.copy()
+    return pd.DataFrame({
+        "phase": rows["phase"], "axis": rows["axis"], "task": rows["task"],
+        "target": rows["threshold"].map(lambda t: f"{t:g}"),
+        "B_noise [95% CI]": [format_ci(b, lo, hi) for b, lo, hi in
+                             zip(rows["B_noise"], rows["B_noise_lo"], rows["B_noise_hi"], strict=True)],
+        "S_min": rows["S_min"].round(1),
+        "0.2 B_noise": rows["B_crit_20pct"].round(0),
+        "R2 (log)": rows["r2_log"].round(3),
+        "runs (censored)": [f"{n} ({c})" for n, c in zip(rows["n_points"], rows["n_censored"], strict=True)],
+        "status": rows["status"],
+    })
+
+
+def format_ci(value: float, lo: float, hi: float, digits: int = 0) -> str:
+    """'290 [250, 330]', or an en dash where the value is missing."""
+    if not np.isfinite(value):
+        return "–"
+    if np.isfinite(lo) and np.isfinite(hi):
+        return f"{value:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+    return f"{value:.{digits}f}"
+
+
+def to_latex_booktabs(table: pd.DataFrame, caption: str = "", label: str = "") -> str:
+    """A booktabs LaTeX table (no pandas Styler/jinja dependency): escapes &, %, _, #, $."""
+    def esc(x) -> str:
+        s = "" if x is None or (isinstance(x, float) and not np.isfinite(x)) else str(x)
+        for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"),
+                     ("#", r"\#"), ("$", r"\$"), ("{", r"\{"), ("}", r"\}"), ("≥", r"$\geq$"),
+                     ("–", "--"), ("×", r"$\times$")):
+            s = s.replace(a, b)
+        return s
+    align = "".join("r" if pd.api.types.is_numeric_dtype(table[c]) else "l" for c in table.columns)
+    lines = [r"\begin{table}[t]", r"\centering"]
+    if caption:
+        lines.append(rf"\caption{{{esc(caption)}}}")
+    if label:
+        lines.append(rf"\label{{{label}}}")
+    lines += [rf"\begin{{tabular}}{{{align}}}", r"\toprule",
+              " & ".join(esc(c) for c in table.columns) + r" \\", r"\midrule"]
+    for row in table.itertuples(index=False):
+        lines.append(" & ".join(esc(v) for v in row) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    return "\n".join(lines)
+
+
+def save_table(table: pd.DataFrame, out_dir: str | Path, name: str, latex: bool = False,
+               caption: str = "", label: str = "") -> dict:
+    """Write a result table as <name>.csv (and <name>.tex, booktabs, when latex=True)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": out_dir / f"{name}.csv"}
+    table.to_csv(paths["csv"], index=False)
+    if latex:
+        paths["tex"] = out_dir / f"{name}.tex"
+        paths["tex"].write_text(to_latex_booktabs(table, caption, label))
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# Report build: plan (make rules), execute (papermill), html (nbconvert) and the index page.
+# These are the only functions here that touch files or start processes.
+# ---------------------------------------------------------------------------------------------
+
+def report_plan(params_dir: str | Path, notebooks_dir: str | Path, out_dir: str,
+                n_bootstrap: int = 1000) -> str:
+    """Make rules for every (phase, section) in params/*.yaml, plus the cross-phase summary.
+
+    A params file that does not validate still gets its 01_load_runs notebook, whose first cell
+    then stops with the validation message; the other phases build as usual.
+    """
+    params_dir, notebooks_dir = Path(params_dir), Path(notebooks_dir)
+    lines = ["# generated by `cbs_helpers.py plan` from params/*.yaml; do not edit", ""]
+    run = '@"$(PY)" cbs_helpers.py execute'
+    summary_deps = []
+    all_params = " ".join(str(p) for p in sorted(params_dir.glob("*.yaml")))
+    for path in sorted(params_dir.glob("*.yaml")):
+        phase = path.stem
+        try:
+            params = validate_phase_params(yaml.safe_load(path.read_text()), str(path))
+            sections = [s for s in SECTIONS if s in params["sections"]]
+            extra = [params_dir / f"{p}.yaml" for p in params["two_axis_phases"] if p != phase]
+        except (ParamsError, yaml.YAMLError):
+            sections, extra = ["01_load_runs"], []
+        targets = []
+        for section in sections:
+            nb = notebooks_dir / f"{section}.py"
+            target = f"{out_dir}/{phase}/{section}.ipynb"
+            deps = [str(nb), str(path), "cbs_helpers.py", "$(SNAPSHOT)"] + [str(e) for e in extra
+                                                                          if e.exists()]
+            lines.append(f"{target}: {' '.join(deps)} | $(STAMP)")
+            lines.append(f"\t{run} {nb} --phase {phase} --out \"{out_dir}\" --params-dir {params_dir}"
+                         f" --n-bootstrap $(N_BOOTSTRAP)")
+            targets.append(target)
+            if section == "02_steps_to_target":
+                summary_deps.append(target)
+        lines.append(f"NOTEBOOKS_{phase} := {' '.join(targets)}")
+        lines.append("")
+    nb = notebooks_dir / f"{SUMMARY_SECTION}.py"
+    target = f"{out_dir}/summary/{SUMMARY_SECTION}.ipynb"
+    lines.append(f"SUMMARY_NB := {target}")
+    lines.append(f"{target}: {nb} cbs_helpers.py {all_params} $(SNAPSHOT) "
+                 f"$(filter {' '.join(summary_deps)},$(foreach p,$(PHASES),$(NOTEBOOKS_$(p)))) | $(STAMP)")
+    lines.append(f"\t{run} {nb} --phase summary --out \"{out_dir}\" --params-dir {params_dir}"
+                 f" --n-bootstrap $(N_BOOTSTRAP)")
+    return "\n".join(lines) + "\n"
+
+
+def _first_error_line(evalue: str) -> str:
+    lines = [ln for ln in str(evalue).strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def run_notebook(notebook: str | Path, phase: str, out_dir: str | Path, params_dir: str | Path,
+                 n_bootstrap: int = 1000, timeout: int = 1800) -> int:
+    """Execute notebooks/<NN_section>.py for one phase through papermill into
+    <out>/<phase>/<NN_section>.ipynb. The .py percent file is executed (it is the source of
+    truth), with phase, paths and n_bootstrap injected as parameters.
+
+    On failure: one line naming the notebook, phase and cell on stderr, the partial notebook kept
+    as <NN_section>.failed.ipynb, the error in <NN_section>.error.txt, return code 1.
+    """
+    import jupytext
+    import nbformat
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    notebook = Path(notebook)
+    out_dir = Path(out_dir).resolve()
+    target_dir = out_dir / phase
+    target_dir.mkdir(parents=True, exist_ok=True)
+    stem = notebook.stem
+    target = target_dir / f"{stem}.ipynb"
+    failed = target_dir / f"{stem}.failed.ipynb"
+    error_file = target_dir / f"{stem}.error.txt"
+    status = out_dir / ".make" / "status.stamp"
+    status.parent.mkdir(parents=True, exist_ok=True)
+    nb = jupytext.read(notebook)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    # Paths relative to the notebook's directory (the kernel's cwd, as in JupyterLab), so the
+    # executed notebooks carry no absolute (home) paths.
+    nb_dir = notebook.parent.resolve()
+    parameters = {"phase": phase, "out_dir": os.path.relpath(out_dir, nb_dir),
+                  "params_dir": os.path.relpath(Path(params_dir).resolve(), nb_dir),
+                  "n_bootstrap": int(n_bootstrap)}
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / f"{stem}.ipynb"
+        dst = Path(tmp) / f"{stem}.out.ipynb"
+        nbformat.write(nb, src)
+        for stale in (target, target.with_suffix(".html")):
+            stale.unlink(missing_ok=True)
+        # The kernel imports cbs_helpers from the project root whatever the environment.
+        root = str(Path(__file__).resolve().parent)
+        env_path = os.environ.get("PYTHONPATH", "")
+        if root not in env_path.split(os.pathsep):
+            os.environ["PYTHONPATH"] = root + (os.pathsep + env_path if env_path else "")
+        try:
+            pm.execute_notebook(str(src), str(dst), parameters=parameters, kernel_name="python3",
+                                cwd=str(notebook.parent.resolve()), progress_bar=False,
+                                log_output=False, execution_timeout=timeout)
+        except PapermillExecutionError as exc:
+            if dst.exists():
+                os.replace(dst, failed)
+            msg = (f"FAILED: {notebook} [phase {phase}], cell {exc.exec_count or exc.cell_index}: "
+                   f"{exc.ename}: {_first_error_line(exc.evalue)}")
+            error_file.write_text(msg + "\n")
+            status.touch()
+            print(msg, file=sys.stderr)
+            return 1
+        except Exception as exc:  # kernel died, timeout, bad notebook: still one clear line
+            msg = f"FAILED: {notebook} [phase {phase}]: {type(exc).__name__}: {_first_error_line(exc)}"
+            error_file.write_text(msg + "\n")
+            status.touch()
+            print(msg, file=sys.stderr)
+            return 1
+        os.replace(dst, target)
+    failed.unlink(missing_ok=True)
+    error_file.unlink(missing_ok=True)
+    status.touch()
+    print(f"ok: {notebook.name} [phase {phase}]")
+    return 0
+
+
+def convert_reports(out_dir: str | Path) -> list[Path]:
+    """Convert every executed notebook under OUT that is newer than its HTML, in one nbconvert
+    exporter (one process): code hidden for collaborators, figures embedded, no JavaScript
+    needed to read it. Returns the HTML files written."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    out_dir = Path(out_dir)
+    todo = []
+    for nb_path in sorted(out_dir.glob("*/[0-9][0-9]_*.ipynb")):
+        if nb_path.name.endswith(".failed.ipynb"):
+            continue
+        html_path = nb_path.with_suffix(".html")
+        if not html_path.exists() or html_path.stat().st_mtime < nb_path.stat().st_mtime:
+            todo.append((nb_path, html_path))
+    if not todo:
+        return []
+    exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
+                            exclude_output_prompt=True, embed_images=True)
+    written = []
+    for nb_path, html_path in todo:
+        nb = nbformat.read(nb_path, as_version=4)
+        body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": nb_path.stem}})
+        tmp = html_path.with_suffix(".html.tmp")
+        tmp.write_text(body, encoding="utf-8")
+        os.replace(tmp, html_path)
+        written.append(html_path)
+    return written
+
+
+def _embed_png(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def render_index_html(phases: dict, summary: pd.DataFrame | None, headline_png: Path | None,
+                      created: str, source: str) -> str:
+    """The index page. phases: {phase: {"title": str, "sections": [(section, title, href|None,
+    error|None)]}}. Every name and value is HTML-escaped."""
+    e = html.escape
+    parts = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
+             "<title>Critical batch size in RLVR: reports</title>",
+             "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;"
+             "padding:0 1em;color:#222}table{border-collapse:collapse;font-size:14px}"
+             "th,td{border-bottom:1px solid #ddd;padding:4px 10px;text-align:right}"
+             "th:first-child,td:first-child{text-align:left}.fail{color:#b00}"
+             "img{max-width:100%}h2{margin-top:1.6em}.muted{color:#666;font-size:13px}</style>",
+             "</head><body>",
+             "<h1>Critical batch size in RLVR</h1>",
+             f"<p class='muted'>Source: {e(source)} &middot; built {e(created)}</p>"]
+    if summary is not None and len(summary):
+        parts.append("<h2>B_noise across phases</h2>")
+        parts.append(summary.to_html(index=False, escape=True, na_rep="–", border=0))
+    if headline_png is not None and headline_png.exists():
+        parts.append(f"<p><img alt='headline figure' src='{_embed_png(headline_png)}'></p>")
+    parts.append("<h2>Reports by phase</h2>")
+    for phase, info in phases.items():
+        parts.append(f"<h3>{e(phase)}: {e(info.get('title', ''))}</h3><ul>")
+        for _section, title, href, error in info["sections"]:
+            if error:
+                parts.append(f"<li class='fail'>{e(title)}: failed &mdash; {e(error)}</li>")
+            elif href:
+                parts.append(f"<li><a href='{e(href)}'>{e(title)}</a></li>")
+            else:
+                parts.append(f"<li class='muted'>{e(title)}: not built</li>")
+        parts.append("</ul>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_index(out_dir: str | Path, params_dir: str | Path = "params") -> Path:
+    """Write <OUT>/index.html linking every phase's reports, with the cross-phase summary."""
+    out_dir = Path(out_dir)
+    phases = {}
+    for path in sorted(Path(params_dir).glob("*.yaml")):
+        phase = path.stem
+        if not (out_dir / phase).is_dir():
+            continue
+        try:
+            params = validate_phase_params(yaml.safe_load(path.read_text()), str(path))
+            title, sections = params["title"], [s for s in SECTIONS if s in params["sections"]]
+        except (ParamsError, yaml.YAMLError):
+            title, sections = "(params file invalid)", ["01_load_runs"]
+        phases[phase] = {"title": title, "sections": [
+            _section_entry(out_dir, phase, s, SECTIONS[s]) for s in sections]}
+    if (out_dir / "summary").is_dir():
+        phases["summary"] = {"title": "all phases", "sections": [
+            _section_entry(out_dir, "summary", SUMMARY_SECTION, "Cross-phase summary")]}
+    summary_csv = out_dir / "summary" / "tables" / "cbs_summary.csv"
+    summary = pd.read_csv(summary_csv, keep_default_na=False) if summary_csv.exists() else None
+    source = ""
+    manifest = out_dir / "data" / "manifest.json"
+    if manifest.exists():
+        try:
+            source = str(json.loads(manifest.read_text()).get("source", ""))
+        except (ValueError, OSError):
+            source = "(unreadable manifest)"
+    created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    page = render_index_html(phases, summary, out_dir / "summary" / "figures" / "headline.png",
+                             created, source)
+    target = out_dir / "index.html"
+    tmp = target.with_suffix(".html.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, target)
+    return target
+
+
+def _section_entry(out_dir: Path, phase: str, section: str, title: str):
+    html_path = out_dir / phase / f"{section}.html"
+    error_path = out_dir / phase / f"{section}.error.txt"
+    error = error_path.read_text().strip() if error_path.exists() else None
+    if error:
+        error = re.sub(r"^FAILED: ", "", error)
+    href = f"{phase}/{section}.html" if html_path.exists() else None
+    return (section, title, href, error)
+
+
+def report_main(argv: list[str]) -> int:
+    """`python cbs_helpers.py plan|execute|html ...`: the report steps the Makefile calls."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="cbs_helpers.py")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_plan = sub.add_parser("plan", help="print the make rules of the report")
+    p_plan.add_argument("--params-dir", default="params")
+    p_plan.add_argument("--notebooks-dir", default="notebooks")
+    p_plan.add_argument("--out", default="outputs")
+    p_plan.add_argument("--n-bootstrap", type=int, default=1000)
+    p_exec = sub.add_parser("execute", help="run one section notebook for one phase")
+    p_exec.add_argument("notebook")
+    p_exec.add_argument("--phase", required=True)
+    p_exec.add_argument("--out", default="outputs")
+    p_exec.add_argument("--params-dir", default="params")
+    p_exec.add_argument("--n-bootstrap", type=int, default=1000)
+    p_html = sub.add_parser("html", help="convert executed notebooks to HTML and write the index")
+    p_html.add_argument("--out", default="outputs")
+    p_html.add_argument("--params-dir", default="params")
+    args = parser.parse_args(argv)
+    if args.command == "plan":
+        sys.stdout.write(report_plan(args.params_dir, args.notebooks_dir, args.out, args.n_bootstrap))
+        return 0
+    if args.command == "execute":
+        return run_notebook(args.notebook, args.phase, args.out, args.params_dir, args.n_bootstrap)
+    written = convert_reports(args.out)
+    index = write_index(args.out, args.params_dir)
+    print(f"html: {len(written)} report(s) converted; index at {index}")
+    return 0
