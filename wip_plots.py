@@ -32,11 +32,9 @@ SECTIONS = {
     "06_wall_clock": "Wall-clock time",
 }
 SUMMARY_SECTION = "07_summary"
-#: Column contracts of outputs/<phase>/tables/{sb_eb,cbs_fit}.csv (design.md); extras go last.
-SB_EB_COLUMNS = ["run_name", "n_prompts", "n_rollouts", "total_batch", "threshold", "S_B", "E_B",
-                 "censored", "run_id", "replicate"]
-CBS_FIT_COLUMNS = ["threshold", "B_noise", "B_noise_lo", "B_noise_hi", "S_min", "E_min",
-                   "B_crit_20pct", "r2_log", "n_points", "n_censored", "status", "reason"]
+#: Column order of outputs/<phase>/tables/sb_eb.csv: design.md's contract first, extras last.
+SB_EB_CSV_COLUMNS = ["run_name", "n_prompts", "n_rollouts", "total_batch", "threshold", "S_B",
+                     "E_B", "censored", "run_id", "replicate", "n_eval", "n_nonfinite"]
 AXES = ("prompts", "rollouts", "iso_batch")
 PARAM_SPEC = {  # key: (types, required)
     "phase": ((str,), True),
@@ -147,6 +145,27 @@ def setup_style() -> None:
         "pdf.fonttype": 42,  # editable text in the paper's PDF
         "ps.fonttype": 42,
     })
+    _register_figure_display()
+
+
+def _register_figure_display() -> None:
+    """Let a bare `fig` at the end of a notebook cell display as PNG (figures here are built
+    with matplotlib.figure.Figure, not pyplot, so nothing global is left open)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+
+    def to_png(fig: Figure) -> bytes:
+        import io
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110)
+        return buf.getvalue()
+
+    shell.display_formatter.formatters["image/png"].for_type(Figure, to_png)
 
 
 def threshold_colors(thresholds) -> dict:
@@ -184,23 +203,33 @@ def set_log2_axis(ax, which: str = "x", lo: float | None = None, hi: float | Non
 
 
 def set_log_axis(ax, which: str = "y") -> None:
-    """log10 axis with plain-number labels (for steps, samples, hours)."""
+    """log10 axis with plain labels (10, 100, 1K, ...). Call it after plotting: when the data
+    span less than about two decades, 2 and 5 times each power of ten are labelled too, so the
+    axis never shows a single number."""
     axis = ax.xaxis if which == "x" else ax.yaxis
     (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    lo, hi = ax.get_xlim() if which == "x" else ax.get_ylim()
+    decades = np.log10(hi / lo) if lo > 0 and hi > lo else 3.0
+    subs = (1.0, 2.0, 5.0) if decades < 2.2 else (1.0,)
+    axis.set_major_locator(ticker.LogLocator(base=10, subs=subs, numticks=12))
     axis.set_major_formatter(ticker.FuncFormatter(_sci_label))
+    axis.set_minor_locator(ticker.LogLocator(base=10, subs=np.arange(2, 10), numticks=12))
     axis.set_minor_formatter(ticker.NullFormatter())
 
 
 def _sci_label(x: float, _pos=None) -> str:
+    """1, 2, 5 times powers of ten as 0.5, 1, 20, 500, 1K, 20K, 1M ...; other ticks unlabelled."""
     if x <= 0:
         return ""
     k = int(np.floor(np.log10(x) + 1e-9))
-    m = x / 10**k
-    if abs(m - round(m)) > 1e-6:
+    m = x / 10.0**k
+    if min(abs(m - d) for d in (1, 2, 5)) > 1e-6:
         return ""
-    if -2 <= k <= 4:
+    m = int(round(m))
+    if k < 0:
         return f"{x:g}"
-    return rf"${int(round(m))}\times10^{{{k}}}$" if round(m) != 1 else rf"$10^{{{k}}}$"
+    suffix, scale = next((s, d) for s, d in (("G", 9), ("M", 6), ("K", 3), ("", 0)) if k >= d)
+    return f"{m * 10 ** (k - scale)}{suffix}"
 
 
 def save_figure(fig: Figure, data: pd.DataFrame, out_dir: str | Path, name: str) -> dict:
@@ -322,10 +351,14 @@ def plot_pareto(pareto: pd.DataFrame, title: str = "") -> Figure:
     fig = Figure(figsize=(5.6, 4.6))
     ax = fig.subplots()
     colors = threshold_colors(pareto["threshold"].unique())
-    xcol, ycol = "E_over_Emin_minus_1", "S_over_Smin_minus_1"
+    xcol, ycol = "E_excess", "S_excess"
     data = pareto[(pareto[xcol] > 0) & (pareto[ycol] > 0)]
     for t, rows in data.groupby("threshold"):
-        ax.scatter(rows[xcol], rows[ycol], color=colors[t], s=22, label=f"acc ≥ {t:g}")
+        cen = rows["censored"].astype(bool)
+        ax.scatter(rows.loc[~cen, xcol], rows.loc[~cen, ycol], color=colors[t], s=22,
+                   label=f"acc ≥ {t:g}")
+        ax.scatter(rows.loc[cen, xcol], rows.loc[cen, ycol], marker="^", facecolors="none",
+                   edgecolors=colors[t], s=26)
     if len(data):
         lo = min(data[xcol].min(), data[ycol].min(), 0.5) / 2
         hi = max(data[xcol].max(), data[ycol].max(), 2) * 2
@@ -400,6 +433,195 @@ def plot_cross_phase(summary_long: pd.DataFrame, title: str = "") -> Figure:
     ax.set_ylabel("B_noise (samples per step)")
     ax.set_title(title or "critical batch size by phase and target")
     fig.legend(loc="outside right center", fontsize=8)
+    return fig
+
+
+def plot_two_axis(sb_eb_all: pd.DataFrame, two_axis: dict, threshold: float, title: str = "") -> Figure:
+    """Left: S against B at one target for each phase (prompt and rollout axes), with the joint
+    model S = S_min (1 + B0 (1 + (n_r - 1) rho) / (n_p n_r)). Right: the per-axis B_noise in
+    total samples that the joint fit implies, against the target, with 95% CIs."""
+    fig = Figure(figsize=(10.5, 4.4))
+    ax_s, ax_b = fig.subplots(1, 2)
+    sub = sb_eb_all[np.isclose(sb_eb_all["threshold"], threshold)]
+    fit = two_axis["fit"].set_index("threshold")
+    axes_tab = two_axis["axes"]
+    lo, hi = _batch_limits(sb_eb_all["total_batch"])
+    markers = "osD^v"
+    for i, (phase, rows) in enumerate(sub.groupby("phase", sort=True)):
+        c = PALETTE[i % (len(PALETTE) - 1)]
+        cen = rows["censored"].astype(bool)
+        ax_s.scatter(rows.loc[~cen, "total_batch"], rows.loc[~cen, "S_B"], color=c,
+                     marker=markers[i % len(markers)], s=24, zorder=3)
+        ax_s.scatter(rows.loc[cen, "total_batch"], rows.loc[cen, "S_B"], marker="^",
+                     facecolors="none", edgecolors=c, s=30, zorder=3)
+        n_p, n_r = rows["n_prompts"].astype(float), rows["n_rollouts"].astype(float)
+        if n_r.nunique() == 1:
+            fixed, label = n_r.iloc[0], f"{phase}: prompts vary, n_rollouts = {int(n_r.iloc[0])}"
+            grid_np, grid_nr = np.geomspace(lo, hi, 100) / fixed, np.full(100, fixed)
+        else:
+            fixed, label = n_p.iloc[0], f"{phase}: rollouts vary, n_prompts = {int(n_p.iloc[0])}"
+            grid_nr = np.geomspace(max(lo / fixed, 1), hi / fixed, 100)
+            grid_np = np.full(100, fixed)
+        if threshold in fit.index and fit.loc[threshold, "status"] == "ok":
+            f = fit.loc[threshold]
+            s_pred = f["S_min"] * (1 + f["B0"] * (1 + (grid_nr - 1) * f["rho"]) / (grid_np * grid_nr))
+            ax_s.plot(grid_np * grid_nr, s_pred, color=c, lw=1.3, label=label)
+        else:
+            ax_s.plot([], [], color=c, label=label)
+        ph_axes = axes_tab[axes_tab["phase"] == phase].sort_values("threshold")
+        if len(ph_axes):
+            yerr = np.vstack([ph_axes["B_noise"] - ph_axes["B_noise_lo"],
+                              ph_axes["B_noise_hi"] - ph_axes["B_noise"]])
+            ax_b.errorbar(ph_axes["threshold"] + 0.003 * (i - 1), ph_axes["B_noise"],
+                          yerr=np.where(np.isfinite(yerr), yerr, 0), color=c,
+                          marker=markers[i % len(markers)], capsize=2.5,
+                          label=f"{phase} ({ph_axes['axis'].iloc[0]} axis)")
+    set_log2_axis(ax_s, "x", lo, hi)
+    set_log_axis(ax_s, "y")
+    ax_s.set_xlabel("batch size B = prompts × rollouts")
+    ax_s.set_ylabel("optimizer steps to target S")
+    ax_s.set_title(f"steps to accuracy {threshold:g}: joint fit")
+    ax_s.legend(loc="upper right", fontsize=7.5)
+    set_log2_axis(ax_b, "y")
+    ax_b.set_xlabel("target validation accuracy")
+    ax_b.set_ylabel("implied B_noise (samples per step)")
+    ax_b.set_title("B_noise along each axis")
+    ax_b.legend(loc="best", fontsize=7.5)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_iso_batch(iso: pd.DataFrame, title: str = "") -> Figure:
+    """At a fixed total batch: steps to each target against how it is split (n_rollouts per
+    prompt, log2), measured (points; open triangles never reached) and, when given, the joint
+    two-axis model's prediction (dashed)."""
+    fig = Figure(figsize=(6.8, 4.4))
+    ax = fig.subplots()
+    colors = threshold_colors(iso["threshold"].unique())
+    for t, rows in iso.groupby("threshold", sort=True):
+        rows = rows.sort_values("n_rollouts")
+        c = colors[t]
+        cen = rows["censored"].astype(bool)
+        ax.plot(rows["n_rollouts"], rows["S_B"], color=c, lw=1.2, marker="o",
+                label=f"acc ≥ {t:g}")
+        ax.scatter(rows.loc[cen, "n_rollouts"], rows.loc[cen, "S_B"], marker="^",
+                   facecolors="white", edgecolors=c, s=40, zorder=4)
+        if "S_pred" in rows:
+            ax.plot(rows["n_rollouts"], rows["S_pred"], color=c, lw=1, ls="--")
+    set_log2_axis(ax, "x")
+    set_log_axis(ax, "y")
+    splits = iso[["n_prompts", "n_rollouts"]].drop_duplicates().sort_values("n_rollouts")
+    ax.set_xticks(splits["n_rollouts"].to_numpy(dtype=float))
+    ax.set_xticklabels([f"{int(r)}\n({int(p)} prompts)" for p, r in splits.itertuples(index=False)],
+                       fontsize=8)
+    ax.set_xlabel("rollouts per prompt (prompts per step) at a fixed batch")
+    ax.set_ylabel("optimizer steps to target S")
+    ax.set_title(title or "iso-batch: prompt diversity vs rollout diversity")
+    handles, labels = ax.get_legend_handles_labels()
+    if "S_pred" in iso:
+        handles.append(matplotlib.lines.Line2D([], [], color="0.4", ls="--"))
+        labels.append("joint two-axis model")
+    fig.legend(handles, labels, loc="outside right center", fontsize=8)
+    return fig
+
+
+def plot_grad_noise(smoothed: pd.DataFrame, cbs_fit: pd.DataFrame | None = None,
+                    title: str = "") -> Figure:
+    """The smoothed simple noise scale B_simple over training for each run (log2), with the
+    fitted B_noise range of the phase shaded for reference."""
+    fig = Figure(figsize=(7.4, 4.4))
+    ax = fig.subplots()
+    colors = batch_colors(smoothed["total_batch"].unique())
+    seen = set()
+    for _rid, rows in smoothed.groupby("run_id", sort=False):
+        b = rows["total_batch"].iloc[0]
+        ax.plot(rows["step"], rows["B_simple_ema"], color=colors[b], lw=1.1,
+                label=None if b in seen else f"B={int(b)}")
+        seen.add(b)
+    if cbs_fit is not None:
+        ok = cbs_fit[cbs_fit["status"].isin(["ok", "extrapolated"])]
+        if len(ok):
+            ax.axhspan(ok["B_noise"].min(), ok["B_noise"].max(), color="0.5", alpha=0.15, lw=0,
+                       label="fitted B_noise (range over targets)")
+    set_log2_axis(ax, "y")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("B_simple = tr(Σ)/|G|² (samples)")
+    ax.set_title(title or "gradient noise scale during training (EMA)")
+    handles, labels = ax.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: (not labels[i].startswith("B="),
+                   int(labels[i][2:]) if labels[i].startswith("B=") else 0))
+    fig.legend([handles[i] for i in order], [labels[i] for i in order],
+               loc="outside right center", fontsize=8)
+    return fig
+
+
+def plot_noise_scale_vs_fit(comparison: pd.DataFrame, at_target: pd.DataFrame | None = None,
+                            title: str = "") -> Figure:
+    """Does the gradient noise scale predict B_crit? Fitted B_noise, post-hoc B_simple from
+    gradient norms at matched accuracy, and (if logged) the smoothed B_simple at the crossing,
+    each against the target accuracy with 95% CIs."""
+    fig = Figure(figsize=(6.8, 4.4))
+    ax = fig.subplots()
+
+    def bars(x, y, lo, hi, **kw):
+        yerr = np.vstack([y - lo, hi - y])
+        ax.errorbar(x, y, yerr=np.where(np.isfinite(yerr), yerr, 0), capsize=2.5, **kw)
+
+    c = comparison.sort_values("threshold")
+    bars(c["threshold"], c["B_noise"], c["B_noise_lo"], c["B_noise_hi"], marker="o",
+         color=PALETTE[0], label="B_noise fitted from S(B)")
+    ok = c[c["status"] == "ok"]
+    bars(ok["threshold"] + 0.004, ok["B_simple"], ok["B_simple_lo"], ok["B_simple_hi"],
+         marker="s", color=PALETTE[1], label="B_simple from actor/grad_norm (post hoc)")
+    if at_target is not None and len(at_target):
+        med = at_target.groupby("threshold")["B_simple_ema"].agg(
+            med="median", lo=lambda v: np.quantile(v, 0.1), hi=lambda v: np.quantile(v, 0.9))
+        bars(med.index.to_numpy() - 0.004, med["med"], med["lo"], med["hi"], marker="D",
+             color=PALETTE[2], label="logged B_simple at the crossing (median, 10-90%)")
+    set_log2_axis(ax, "y")
+    ax.set_xlabel("target validation accuracy")
+    ax.set_ylabel("batch size (samples per step)")
+    ax.set_title(title or "gradient noise scale vs fitted critical batch")
+    ax.legend(loc="upper left", fontsize=8)
+    return fig
+
+
+def plot_wall_clock(wall: pd.DataFrame, title: str = "") -> Figure:
+    """Left: hours to each target against B (median over replicates; open triangles: never
+    reached, a lower bound). Right: mean step time against B."""
+    fig = Figure(figsize=(10.5, 4.4))
+    ax_t, ax_s = fig.subplots(1, 2)
+    colors = threshold_colors(wall["threshold"].unique())
+    lo, hi = _batch_limits(wall["total_batch"])
+    for t, rows in wall.groupby("threshold", sort=True):
+        agg = rows.groupby(["total_batch", "censored"], as_index=False)["time_to_target_h"].median()
+        ok = agg[~agg["censored"]].sort_values("total_batch")
+        cen = agg[agg["censored"]]
+        ax_t.plot(ok["total_batch"], ok["time_to_target_h"], color=colors[t], marker="o",
+                  label=f"acc ≥ {t:g}")
+        ax_t.scatter(cen["total_batch"], cen["time_to_target_h"], marker="^", facecolors="none",
+                     edgecolors=colors[t], s=30)
+        if len(ok):
+            best = ok.loc[ok["time_to_target_h"].idxmin()]
+            ax_t.scatter([best["total_batch"]], [best["time_to_target_h"]], marker="*", s=120,
+                         color=colors[t], edgecolors="black", linewidths=0.5, zorder=4)
+    steps = wall.drop_duplicates("run_id")
+    ax_s.scatter(steps["total_batch"], steps["mean_step_time_s"], color=PALETTE[0], s=24)
+    for ax in (ax_t, ax_s):
+        set_log2_axis(ax, "x", lo, hi)
+        ax.set_xlabel("batch size B = prompts × rollouts")
+    set_log_axis(ax_t, "y")
+    ax_t.set_ylabel("wall-clock hours to target")
+    ax_t.set_title("time to target (★ fastest)")
+    ax_s.set_ylabel("mean step time (s)")
+    ax_s.set_title("step time grows with B")
+    handles, labels = ax_t.get_legend_handles_labels()
+    handles.append(matplotlib.lines.Line2D([], [], ls="", marker="^", mfc="none", mec="0.3"))
+    labels.append("never reached (lower bound)")
+    fig.legend(handles, labels, loc="outside right center", fontsize=8)
+    if title:
+        fig.suptitle(title)
     return fig
 
 
@@ -580,7 +802,8 @@ def run_notebook(notebook: str | Path, phase: str, out_dir: str | Path, params_d
         try:
             pm.execute_notebook(str(src), str(dst), parameters=parameters, kernel_name="python3",
                                 cwd=str(notebook.parent.resolve()), progress_bar=False,
-                                log_output=False, execution_timeout=timeout)
+                                log_output=False, execution_timeout=timeout,
+                                extra_arguments=["--IPKernelApp.log_level=ERROR"])
         except PapermillExecutionError as exc:
             if dst.exists():
                 os.replace(dst, failed)

@@ -43,10 +43,10 @@ print(f"{params['title']}: {len(runs)} runs, metric {metric}, n_val = {params['n
 # %%
 sb_eb, cbs_fit = ch.fit_phase(runs, history, metric, params["thresholds"], params["n_val"],
                               n_bootstrap=n_bootstrap, seed=seed)
-ch.save_table(sb_eb[ch.SB_EB_COLUMNS], tables, "sb_eb")
+ch.save_table(sb_eb[ch.SB_EB_CSV_COLUMNS], tables, "sb_eb")
 ch.save_table(cbs_fit[ch.CBS_FIT_COLUMNS], tables, "cbs_fit", latex=True,
               caption=f"McCandlish fit, {params['title']}", label=f"tab:cbs_fit_{phase}")
-sb_eb[ch.SB_EB_COLUMNS].pivot_table(index=["total_batch", "n_prompts", "n_rollouts"],
+sb_eb.pivot_table(index=["total_batch", "n_prompts", "n_rollouts"],
                                     columns="threshold", values="S_B", aggfunc="median").round(1)
 
 # %% [markdown]
