@@ -50,7 +50,7 @@ SOURCE_FILES := FORCE
 else
 SOURCE_FILES := $(shell find "$(SOURCE)" -type f 2>/dev/null)
 endif
-ifneq ($(filter report report-notebooks snapshot,$(MAKECMDGOALS)),)
+ifneq ($(filter report report-notebooks report-html snapshot,$(MAKECMDGOALS)),)
 # Remember which source OUT was built from, so that switching SOURCE rebuilds the snapshot.
 $(shell mkdir -p "$(OUT)/.make"; [ "$$(cat "$(OUT)/.make/source.txt" 2>/dev/null)" = "$(SOURCE)" ] \
         || printf '%s\n' "$(SOURCE)" > "$(OUT)/.make/source.txt")
@@ -88,9 +88,11 @@ report: $(STAMP)
 	 exit $$html
 
 report-notebooks: $(foreach p,$(PHASES),$(NOTEBOOKS_$(p))) $(SUMMARY_NB)
+	@:
 
 # One nbconvert call converts every executed notebook newer than its HTML, then the index.
 report-html: $(OUT)/index.html
+	@:
 $(OUT)/index.html: $(wildcard $(foreach p,$(ALL_PHASES),$(NOTEBOOKS_$(p))) $(SUMMARY_NB)) $(wildcard $(OUT)/.make/status.stamp)
 	@"$(PY)" cbs_helpers.py html --out "$(OUT)"
 

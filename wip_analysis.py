@@ -168,6 +168,16 @@ def steps_to_target(steps, acc, threshold: float, method: str = "isotonic") -> t
     return float(S[0]), bool(cens[0])
 
 
+def _int_columns(df: pd.DataFrame, cols) -> pd.DataFrame:
+    """Cast integral float columns (batch sizes) to nullable Int64 for readable tables."""
+    for c in cols:
+        if c in df.columns:
+            v = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float)
+            if len(v) and np.isfinite(v).all() and (v == np.round(v)).all():
+                df[c] = df[c].astype("Int64")
+    return df
+
+
 def _run_meta(runs: pd.DataFrame) -> pd.DataFrame:
     """Per-run columns the tables need, with defaults for optional ones."""
     meta = pd.DataFrame({"run_id": runs["run_id"].astype(str).to_numpy()})
@@ -195,6 +205,7 @@ def sb_eb_table(runs: pd.DataFrame, history: pd.DataFrame, metric: str, threshol
 
 
 def _sb_eb_from_series(meta: pd.DataFrame, series: dict, thr: list, method: str) -> pd.DataFrame:
+    """sb_eb_table from already extracted eval series (fit_phase reuses them)."""
     rows = []
     for m in meta.itertuples(index=False):
         s, a, n_bad = series.get(m.run_id, (np.array([]), np.array([]), 0))
@@ -207,10 +218,7 @@ def _sb_eb_from_series(meta: pd.DataFrame, series: dict, thr: list, method: str)
                          m.phase, s[-1] if len(s) else np.nan, method))
     cols = SB_EB_COLUMNS + ["phase", "last_eval_step", "method"]
     out = pd.DataFrame(rows, columns=cols)
-    for c in ("n_prompts", "n_rollouts", "total_batch"):
-        v = out[c].to_numpy(dtype=float)
-        if len(v) and np.isfinite(v).all() and (v == np.round(v)).all():
-            out[c] = out[c].astype("Int64")
+    out = _int_columns(out, ("n_prompts", "n_rollouts", "total_batch"))
     out["censored"] = out["censored"].astype(bool)
     return out
 
@@ -232,8 +240,9 @@ def mccandlish_samples(B, E_min: float, B_noise: float):
 # Vectorised fitting engine
 #   log S_i = a + log(1 + exp(b) u_i(rho)),  u_i = 1/B_i (McCandlish) or
 #   (1 + (n_r - 1) rho) / (n_p n_r) (two axes). For fixed (b, rho) the intercept a has a
-#   closed form, so the fit profiles over (b, rho): a coarse grid, then a shrinking local
-#   stencil, for K bootstrap tables at once. Censored rows: EM for the Tobit likelihood.
+#   closed form, so the fit profiles over (b, rho): a coarse grid, then parabolic steps (one
+#   axis) or a shrinking stencil (two axes), for K bootstrap tables at once. Censored rows:
+#   EM for the Tobit likelihood, finished by damped Newton steps (one axis).
 # ------------------------------------------------------------------------------------------
 class _Model:
     """u_i(rho) for a set of rows; rho is ignored when `two_axis` is False."""
@@ -543,10 +552,12 @@ def _n_distinct_reached(B, reached) -> np.ndarray:
 
 
 def _quantiles(x, q=(0.025, 0.975)):
-    """Percentile interval of a bootstrap sample that may hold +-inf; NaN when too few."""
+    """Percentile interval of a bootstrap sample that may hold +-inf (fits that ran to a
+    search bound); NaN when fewer than half the replicates (or < 20) gave a fit."""
     x = np.asarray(x, dtype=float)
+    n_all = x.size
     x = x[~np.isnan(x)]
-    if x.size < 20:
+    if x.size < max(20, 0.5 * n_all):
         return np.nan, np.nan
     return tuple(float(v) for v in np.quantile(x, q, method="inverted_cdf"))
 
@@ -562,10 +573,17 @@ def _empty_fit(n_points=0, n_censored=0, status="failed", reason="") -> dict:
             "n_batch_sizes": 0, "n_reached": 0, "ci_method": "", "n_bootstrap_ok": 0}
 
 
+def _as_float(x) -> np.ndarray:
+    """1-D float array; pandas nullable values (pd.NA) become NaN."""
+    if isinstance(x, (pd.Series, pd.Index)):
+        return pd.to_numeric(x, errors="coerce").to_numpy(dtype=float, na_value=np.nan).ravel()
+    return np.asarray(x, dtype=float).ravel()
+
+
 def _prepare(B, S, censored):
     """Arrays, validity mask and a note on what was dropped."""
-    B = np.asarray(B, dtype=float).ravel()
-    S = np.asarray(S, dtype=float).ravel()
+    B = _as_float(B)
+    S = _as_float(S)
     if B.shape != S.shape:
         raise ValueError("batch_sizes and steps differ in length")
     c = np.zeros(B.shape, bool) if censored is None else np.asarray(censored, dtype=bool).ravel()
@@ -736,6 +754,10 @@ def _fit_table(B, S, c, n_bootstrap, seed, notes, groups, tables=None, ci_note=N
         out["S_min_lo"], out["S_min_hi"] = math.exp(slo), math.exp(shi)
         out["ci_method"] = method
         out["n_bootstrap_ok"] = int(np.isfinite(bs).sum() + np.isinf(bs).sum())
+        if out["n_bootstrap_ok"] < 0.5 * len(bs):
+            ci_note = "; ".join(filter(None, [ci_note, (
+                f"no CI: only {out['n_bootstrap_ok']} of {len(bs)} bootstrap tables had 3 batch "
+                "sizes reaching the target")]))
         if ci_note:
             out["reason"] = "; ".join(filter(None, [out["reason"], ci_note]))
     return out
@@ -1380,7 +1402,7 @@ def wall_clock_table(runs: pd.DataFrame, history: pd.DataFrame, metric: str, thr
                          "gpu_hours": secs / 3600.0 * n_gpus,
                          "mean_step_time_s": mean_step if t_step is not None else np.nan,
                          "n_steps_imputed": n_imp, "time_key": key})
-    return pd.DataFrame(rows)
+    return _int_columns(pd.DataFrame(rows), ("n_prompts", "n_rollouts", "total_batch"))
 
 
 def fastest_batch(wall_clock: pd.DataFrame, by: str = "time_to_target_h") -> pd.DataFrame:
@@ -1403,7 +1425,7 @@ def fastest_batch(wall_clock: pd.DataFrame, by: str = "time_to_target_h") -> pd.
                      "total_batch": best["total_batch"], "time_to_target_h": best["time_to_target_h"],
                      "gpu_hours": best["gpu_hours"], "S_B": best["S_B"], "n_configs": len(agg),
                      "undetermined": bool((cens[by] < best["value"]).any())})
-    return pd.DataFrame(rows)
+    return _int_columns(pd.DataFrame(rows), ("n_prompts", "n_rollouts", "total_batch"))
 
 
 # ------------------------------------------------------------------------------------------

@@ -807,6 +807,8 @@ def run_notebook(notebook: str | Path, phase: str, out_dir: str | Path, params_d
         except PapermillExecutionError as exc:
             if dst.exists():
                 os.replace(dst, failed)
+            else:
+                failed.unlink(missing_ok=True)
             msg = (f"FAILED: {notebook} [phase {phase}], cell {exc.exec_count or exc.cell_index}: "
                    f"{exc.ename}: {_first_error_line(exc.evalue)}")
             error_file.write_text(msg + "\n")

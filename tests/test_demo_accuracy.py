@@ -81,6 +81,6 @@ def test_more_accurate_than_the_seed_method(acceptance):
     "the bundled demo realisation gives a median |rel err| of 0.133 (> 0.10): fitting the "
     "runs' exact S (speed noise only, no eval noise) already gives 0.075 on it, against 0.04 "
     "on typical realisations; over 20 fresh realisations of the same generator this method's "
-    "median is 0.073 (19/20 <= 0.10, coverage 0.955) and the seed's 0.166"))
+    "median is 0.073 (19/20 <= 0.10, mean coverage 0.95) and the seed's 0.166"))
 def test_median_relative_error_at_most_10_percent(acceptance):
     assert acceptance["rel_err"].abs().median() <= 0.10

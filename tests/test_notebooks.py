@@ -114,8 +114,9 @@ def test_contract_tables_are_written_for_every_fitted_phase(report):
         truth = DEMO_TRUTH["phases"][phase]["thresholds"]
         assert sorted(fit["threshold"]) == sorted(float(t) for t in truth)
         assert (sb_eb["E_B"] == sb_eb["S_B"] * sb_eb["total_batch"]).all()
-        ok = fit[fit["status"] == "ok"]
-        assert len(ok) >= len(fit) - 2, fit
+        # p2b's true B_noise sits at the low edge of its sampled B: 'extrapolated' is right there
+        ok = fit[fit["status"].isin(["ok", "extrapolated"])]
+        assert len(ok) == len(fit), fit
         # a demo fit lands within a factor 1.5 of the truth (accuracy proper: test_demo_accuracy)
         for row in ok.itertuples():
             true_b = truth[f"{row.threshold:g}"]["B_noise"]
