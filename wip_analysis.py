@@ -1,6 +1,6 @@
 """Analysis core: steps to target S(B), samples E(B), McCandlish fits with bootstrap CIs.
 
-Pure functions over the snapshot's DataFrames (runs, history; schema in devnotes/contracts.md)
+Pure functions over the snapshot's DataFrames (runs, history; schema in outputs/README.md)
 and plain arrays. No I/O, no plotting.
 
 Model (McCandlish et al. 2018, "An empirical model of large-batch training"):

@@ -53,7 +53,7 @@ sb_eb.pivot_table(index=["total_batch", "n_prompts", "n_rollouts"],
 # ## The McCandlish fit at each target
 
 # %%
-cbs_fit[ch.CBS_FIT_COLUMNS].round({"B_noise": 0, "B_noise_lo": 0, "B_noise_hi": 0, "S_min": 1,
+cbs_fit[ch.CBS_FIT_COLUMNS].set_index("threshold").round({"B_noise": 0, "B_noise_lo": 0, "B_noise_hi": 0, "S_min": 1,
                                     "E_min": 0, "B_crit_20pct": 0, "r2_log": 3})
 
 # %%

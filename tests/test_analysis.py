@@ -1,6 +1,6 @@
 """Analysis core: recover known parameters from synthetic sweeps within stated tolerances.
 
-Synthetic runs follow the demo's simulation model (devnotes/contracts.md): progress tau,
+Synthetic runs follow the demo's simulation model (data/demo/README.md): progress tau,
 acc(tau) = a0 + (amax - a0)(1 - exp(-tau/tau0)), noise scale B0(tau) = B00 (1 + tau/taub),
 B_eff = n_p n_r / (1 + (n_r - 1) rho), so S(B) follows McCandlish exactly with known
 S_min and B_noise; evals every 5 steps with Binomial(n_val, acc)/n_val noise, and a per-run

@@ -4,7 +4,7 @@
     python data/demo/make_demo.py --only ID ...   # regenerate some runs (by id or name)
     python data/demo/make_demo.py --check         # only verify the ground truth numerically
 
-The simulation model is specified in devnotes/contracts.md ("Demo sweep: simulation model").
+The simulation model is described in data/demo/README.md ("The model").
 Training progress is a variable tau measured in "S_min steps"; one optimizer step at an
 effective batch of B_eff independent prompts advances tau by r / (1 + B0(tau) / B_eff), so
 the steps to a target follow the McCandlish et al. (2018) law exactly and the ground truth
@@ -391,7 +391,7 @@ _NOT_MODEL_KEYS = ("train_files", "val_files", "prompt_tokens", "response_tokens
 
 
 def ground_truth(simulated: list[SimulatedRun] | None = None) -> dict:
-    """The ground-truth JSON (schema in devnotes/contracts.md); `runs` if simulations given."""
+    """The ground-truth JSON (schema in data/demo/README.md); `runs` if simulations given."""
     model = {
         "progress": "tau in S_min steps; acc(tau) = a0 + (amax - a0)(1 - exp(-tau/tau0)); "
                     "B0(tau) = B00 (1 + tau/taub); B_eff = n_p n_r / (1 + (n_r - 1) rho); "
