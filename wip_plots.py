@@ -128,7 +128,7 @@ def setup_style() -> None:
         "figure.figsize": (6.4, 4.2),
         "figure.dpi": 110,
         "figure.constrained_layout.use": True,
-        "savefig.dpi": 200,
+        "savefig.dpi": 150,
         "font.size": 10,
         "axes.titlesize": 11,
         "axes.labelsize": 10,
@@ -161,6 +161,9 @@ def _register_figure_display() -> None:
 
     def to_png(fig: Figure) -> bytes:
         import io
+        saved = getattr(fig, "_cbs_saved_png", None)
+        if saved is not None:  # save_figure already rendered it: do not render twice
+            return saved
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=110)
         return buf.getvalue()
@@ -242,6 +245,7 @@ def save_figure(fig: Figure, data: pd.DataFrame, out_dir: str | Path, name: str)
     paths = {ext: out_dir / f"{name}.{ext}" for ext in ("pdf", "png", "csv")}
     fig.savefig(paths["pdf"], metadata={"CreationDate": None})
     fig.savefig(paths["png"])
+    fig._cbs_saved_png = paths["png"].read_bytes()
     data.to_csv(paths["csv"], index=False)
     return paths
 

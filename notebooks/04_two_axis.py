@@ -104,8 +104,9 @@ if len(axes_tab):
               f"{rows['B_noise'].max():.0f} samples/step over the targets")
 if len(fit_ok):
     rho = fit_ok["rho"].median()
-    print(f"\nMedian rho = {rho:.2f}: one extra rollout of a prompt is worth about {1 - rho:.2f} of a "
-          f"new prompt's samples (when n_rollouts is large).")
+    print(f"\nMedian rho = {rho:.2f}: the second rollout of a prompt is worth {1 - rho:.2f} of a "
+          f"sample from a new prompt, and each further rollout less; n_p prompts with many "
+          f"rollouts are worth at most n_p / rho = {1 / rho:.1f} n_p independent samples.")
 if len(iso):
     best = iso.loc[iso.groupby("threshold")["S_B"].idxmin()]
     for row in best.itertuples():

@@ -76,7 +76,10 @@ for row in comparison.itertuples():
 if at_target is not None and len(at_target):
     med = at_target.groupby("threshold")["B_simple_ema"].median()
     ratio = (med / cbs_fit.set_index("threshold")["B_noise"]).dropna()
+    verdict = ("agrees with it within 15%" if 0.85 <= ratio.median() <= 1.15 else
+               "overestimates it" if ratio.median() > 1 else "underestimates it")
     print(f"\nLogged B_simple at the crossing / fitted B_noise: median ratio {ratio.median():.2f} "
-          f"(range {ratio.min():.2f} to {ratio.max():.2f}). B_simple is measured at the target, while "
-          "S(B) integrates the noise scale over the whole run, so when the noise scale grows during "
-          "training the noise scale at the target overestimates the fitted B_noise.")
+          f"(range {ratio.min():.2f} to {ratio.max():.2f}): the logged noise scale {verdict}. "
+          "Note that B_simple is measured at the target while S(B) integrates the noise scale over "
+          "the whole run, so a noise scale that grows during training makes B_simple at the target "
+          "larger than the fitted B_noise.")

@@ -1,0 +1,689 @@
+"""Benchmarks of cbs-rlvr: report build, snapshot, analysis at scale, W&B fetch (issue 5).
+
+    python benchmarks/run.py                  # full sizes (about 10 min on 2 cores)
+    python benchmarks/run.py --quick          # smaller sizes (about 3 min)
+    python benchmarks/run.py --only analysis fetch
+
+Prints a table and writes benchmarks/results.md (machine, date, medians over repeats, ratios
+against a baseline measured in the same run). Generated inputs are cached under
+benchmarks/_work/ (git-ignored); their generation is not timed. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WORK = REPO / "benchmarks" / "_work"
+RESULTS = REPO / "benchmarks" / "results.md"
+if str(REPO) not in sys.path:  # cbs_helpers' shim finds wip_*.py only with the root on the path
+    sys.path.insert(0, str(REPO))
+VAL = "val-core/openai/gsm8k/reward/mean@1"
+THRESHOLDS = [0.3, 0.4, 0.5, 0.6, 0.65, 0.7]
+N_VAL = 1319
+
+SIZES = {  # full / --quick
+    "snapshot_runs": (200, 40), "snapshot_steps": (2000, 500),
+    "analysis_runs": (1000, 200), "analysis_evals": (2000, 500), "analysis_bootstrap": (1000, 1000),
+    "fetch_runs": (200, 40), "fetch_steps": (500, 500),
+}
+# W&B latency model of the fetch double: every request costs REQUEST_S plus VALUE_S per value
+# returned (about 20 bytes of JSON each, i.e. ~20 MB/s), run listing in pages of 50.
+REQUEST_S = 0.150
+VALUE_S = 1e-6
+LIST_PAGE = 50
+N_EXTRA_KEYS = 100  # keys a verl run logs that the analysis does not need
+
+
+# --------------------------------------------------------------------------------------------
+# Small utilities
+# --------------------------------------------------------------------------------------------
+def _load_make_demo():
+    """data/demo/make_demo.py as a module (its model and its SDK writer are reused)."""
+    spec = importlib.util.spec_from_file_location("make_demo", REPO / "data" / "demo" / "make_demo.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["make_demo"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _make_env() -> dict:
+    """Environment for `make`: this interpreter's environment, no conda override."""
+    env = dict(os.environ, VIRTUAL_ENV=sys.prefix)
+    env.pop("CONDA_PREFIX", None)
+    return env
+
+
+def _timed(cmd: list[str], **kw) -> tuple[float, subprocess.CompletedProcess]:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    return time.perf_counter() - t0, proc
+
+
+def _check(proc: subprocess.CompletedProcess, what: str) -> None:
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark step failed: {what} (exit {proc.returncode})\n"
+                         f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+
+
+def _worker(name: str, *args: str) -> dict:
+    """Run `run.py _<name> args` in a fresh process; it prints one JSON line at the end."""
+    proc = subprocess.run([sys.executable, __file__, f"_{name}", *args], capture_output=True,
+                          text=True, cwd=REPO)
+    _check(proc, f"worker {name}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _median(values):
+    return statistics.median(values) if values else math.nan
+
+
+def _fmt(x, digits=2) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    if isinstance(x, float):
+        return f"{x:,.{digits}f}"
+    return f"{x:,}"
+
+
+def _maxrss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def machine_info() -> dict:
+    from importlib import metadata
+
+    versions = {}
+    for package in ("numpy", "pandas", "scipy", "matplotlib", "pyarrow", "wandb", "protobuf",
+                    "papermill", "nbconvert", "jupytext", "ipykernel"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    try:
+        nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        nproc = str(os.cpu_count())
+    return {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "nproc": nproc,
+            "python": platform.python_version(), "platform": platform.platform(),
+            "load_average_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+            "versions": versions}
+
+
+# --------------------------------------------------------------------------------------------
+# 1. Report build on the demo: cold, no-op, and the floor (trivial notebooks, same parallelism)
+# --------------------------------------------------------------------------------------------
+_FLOOR_EXEC = textwrap.dedent('''
+    """Execute one trivial notebook through papermill, as `cbs_helpers.py execute` does."""
+    import sys
+
+    import nbformat
+    import papermill as pm
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+    src, dst = sys.argv[1], sys.argv[2]
+    nb = new_notebook(cells=[
+        new_markdown_cell("# trivial"),
+        new_code_cell('phase = "p1"', metadata={"tags": ["parameters"]}),
+        new_code_cell("import pandas as pd\\nimport matplotlib.pyplot as plt"),
+    ])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, src)
+    pm.execute_notebook(src, dst, parameters={"phase": "x"}, kernel_name="python3", progress_bar=False,
+                        log_output=False, extra_arguments=["--IPKernelApp.log_level=ERROR"])
+''')
+
+
+def _floor(n_notebooks: int, jobs: int, workdir: Path) -> float:
+    """Seconds to execute n trivial notebooks through papermill, `make -j<jobs>`, one process each."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    (workdir / "floor_exec.py").write_text(_FLOOR_EXEC)
+    targets = [f"nb{i:02d}.out.ipynb" for i in range(n_notebooks)]
+    rules = [f"all: {' '.join(targets)}", ""]
+    for i, target in enumerate(targets):
+        rules += [f"{target}:", f"\t@\"{sys.executable}\" floor_exec.py nb{i:02d}.ipynb $@", ""]
+    (workdir / "Makefile").write_text("\n".join(rules))
+    seconds, proc = _timed(["make", "--no-print-directory", f"-j{jobs}", "all"], cwd=workdir)
+    _check(proc, "floor notebooks")
+    return seconds
+
+
+def _notebook_profile(out: Path) -> dict:
+    """Per-notebook and per-cell-kind seconds from papermill's metadata in the executed notebooks."""
+    kinds = {"setup: imports, params, read_snapshot": 0.0, "fit / bootstrap": 0.0,
+             "figures (plot + save pdf/png/csv)": 0.0, "tables and other cells": 0.0}
+    notebooks = {}
+    for path in sorted(out.glob("*/[0-9][0-9]_*.ipynb")):
+        if path.name.endswith(".failed.ipynb"):
+            continue
+        nb = json.loads(path.read_text())
+        notebooks[f"{path.parent.name}/{path.stem}"] = nb["metadata"].get("papermill", {}).get("duration") or 0.0
+        for cell in nb["cells"]:
+            if cell["cell_type"] != "code":
+                continue
+            src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+            duration = cell.get("metadata", {}).get("papermill", {}).get("duration") or 0.0
+            if "import cbs_helpers" in src:
+                kind = "setup: imports, params, read_snapshot"
+            elif any(k in src for k in ("fit_phase", "two_axis_fit(", "b_simple_posthoc", "seed_method_fit")):
+                kind = "fit / bootstrap"
+            elif "save_figure" in src or "plot_" in src:
+                kind = "figures (plot + save pdf/png/csv)"
+            else:
+                kind = "tables and other cells"
+            kinds[kind] += duration
+    return {"notebooks": notebooks, "kinds": kinds}
+
+
+def bench_report(args, results: dict) -> None:
+    base = WORK / "report"
+    out = base / "cold_out"
+    env = _make_env()
+    make = ["make", "--no-print-directory", "report", f"OUT={out}", f"JOBS={args.jobs}"]
+    cold = []
+    for _ in range(args.repeats_cold):
+        shutil.rmtree(out, ignore_errors=True)
+        seconds, proc = _timed(make, cwd=REPO, env=env)
+        _check(proc, "make report (cold)")
+        cold.append(seconds)
+    noop = []
+    for _ in range(args.repeats):
+        seconds, proc = _timed(make, cwd=REPO, env=env)
+        _check(proc, "make report (no-op)")
+        if "ok:" in proc.stdout:
+            raise SystemExit("the no-op rebuild re-ran notebooks:\n" + proc.stdout)
+        noop.append(seconds)
+    profile = _notebook_profile(out)
+    n_notebooks = len(profile["notebooks"])
+    floor = [_floor(n_notebooks, args.jobs, base / "floor") for _ in range(args.repeats_cold)]
+
+    # The parts of a cold build that are not notebook execution, measured one by one.
+    snap_out = base / "snapshot_only"
+    shutil.rmtree(snap_out, ignore_errors=True)
+    t_snapshot, proc = _timed([sys.executable, "cbs_helpers.py", "snapshot", "--source", "data/demo",
+                               "--out", str(snap_out)], cwd=REPO)
+    _check(proc, "snapshot of the demo")
+    for html in out.glob("*/*.html"):
+        html.unlink()
+    t_html, proc = _timed([sys.executable, "cbs_helpers.py", "html", "--out", str(out)], cwd=REPO)
+    _check(proc, "html conversion")
+    # One notebook through the project's driver vs one trivial notebook through the floor's.
+    one = base / "one_notebook"
+    shutil.rmtree(one, ignore_errors=True)
+    shutil.copytree(out / "data", one / "data")
+    t_driver, proc = _timed([sys.executable, "cbs_helpers.py", "execute", "notebooks/01_load_runs.py",
+                             "--phase", "p4_rpp", "--out", str(one), "--n-bootstrap", "1000"], cwd=REPO)
+    _check(proc, "one notebook")
+    nb_one = json.loads((one / "p4_rpp" / "01_load_runs.ipynb").read_text())
+    t_one_cells = nb_one["metadata"]["papermill"]["duration"]
+    t_floor_one, proc = _timed([sys.executable, "floor_exec.py", "one.ipynb", "one.out.ipynb"],
+                               cwd=base / "floor")
+    _check(proc, "one trivial notebook")
+    t_import_helpers = _median([_timed([sys.executable, "-c", "import cbs_helpers"], cwd=REPO)[0]
+                                for _ in range(3)])
+    t_import_floor = _median([_timed([sys.executable, "-c", "import pandas, matplotlib.pyplot"])[0]
+                              for _ in range(3)])
+    t_import_driver = _median([_timed([sys.executable, "-c", "import cbs_helpers, papermill, jupytext"],
+                                      cwd=REPO)[0] for _ in range(3)])
+    t_import_floor_driver = _median([_timed([sys.executable, "-c", "import papermill, nbformat"])[0]
+                                     for _ in range(3)])
+    results["report"] = {
+        "n_notebooks": n_notebooks, "jobs": args.jobs, "cold": cold, "noop": noop, "floor": floor,
+        "snapshot_s": t_snapshot, "html_s": t_html, "profile": profile,
+        "one_notebook": {"driver_wall_s": t_driver, "papermill_duration_s": t_one_cells,
+                         "floor_wall_s": t_floor_one},
+        "imports": {"kernel: import cbs_helpers": t_import_helpers,
+                    "kernel: import pandas, matplotlib.pyplot (floor)": t_import_floor,
+                    "driver: import cbs_helpers, papermill, jupytext": t_import_driver,
+                    "driver: import papermill, nbformat (floor)": t_import_floor_driver},
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# 2. Snapshot from W&B offline runs (real SDK files)
+# --------------------------------------------------------------------------------------------
+_GENERATE = "generate_offline"
+
+
+def _generate_offline(dest: str, n_runs: str, n_steps: str) -> None:
+    """Write n_runs p1-style runs of n_steps steps with the wandb SDK (make_demo's model)."""
+    md = _load_make_demo()
+    n_runs, n_steps = int(n_runs), int(n_steps)
+    md.PHASES["p1"]["cap"] = n_steps  # make every run exactly n_steps long
+    md.MAX_STEPS_FACTOR, md.MAX_STEPS_EXTRA = 0.0, n_steps
+    sizes = (8, 16, 32, 64, 128, 256, 512, 1024)
+    specs = [md.RunSpec("p1", sizes[i % len(sizes)], 8, i // len(sizes), md.SWEEP_START + i * 3600)
+             for i in range(n_runs)]
+    md.write_runs([md.simulate_run(s) for s in specs], Path(dest))
+    print(json.dumps({"written": n_runs}))
+
+
+def _offline_corpus(n_runs: int, n_steps: int) -> Path:
+    """The cached generated sweep (generated once; not timed)."""
+    root = WORK / f"offline_{n_runs}x{n_steps}"
+    marker = root / "complete.json"
+    if marker.is_file():
+        return root / "sweep"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    print(f"  generating {n_runs} offline runs x {n_steps} steps with the wandb SDK (cached in {root})...",
+          flush=True)
+    t0 = time.perf_counter()
+    _worker(_GENERATE, str(root / "sweep"), str(n_runs), str(n_steps))
+    marker.write_text(json.dumps({"n_runs": n_runs, "n_steps": n_steps,
+                                  "seconds": time.perf_counter() - t0}))
+    return root / "sweep"
+
+
+def _snapshot_worker(source: str, out: str) -> None:
+    import cbs_helpers as ch
+
+    rss_imported = _maxrss_mb()
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    snapshot = ch.build_snapshot(source)
+    t1 = time.perf_counter()
+    ch.write_snapshot(snapshot, out)
+    t2 = time.perf_counter()
+    print(json.dumps({"build_s": t1 - t0, "write_s": t2 - t1, "n_runs": len(snapshot["runs"]),
+                      "n_excluded": len(snapshot["excluded"]), "n_rows": len(snapshot["history"]),
+                      "rss_after_import_mb": rss_imported, "peak_rss_mb": _maxrss_mb()}))
+
+
+def bench_snapshot(args, results: dict) -> None:
+    n_runs, n_steps = args.size("snapshot_runs"), args.size("snapshot_steps")
+    source = _offline_corpus(n_runs, n_steps)
+    n_bytes = sum(p.stat().st_size for p in source.rglob("*.wandb"))
+    reps = [_worker("snapshot", str(source), str(WORK / "snapshot_out"))
+            for _ in range(args.repeats_snapshot)]
+    assert all(r["n_runs"] == n_runs for r in reps), reps
+    results["snapshot"] = {"n_runs": n_runs, "n_steps": n_steps, "bytes": n_bytes, "reps": reps}
+
+
+# --------------------------------------------------------------------------------------------
+# 3. Analysis at scale: synthetic snapshot-schema frames
+# --------------------------------------------------------------------------------------------
+def synthetic_phase(n_runs: int, n_evals: int, seed: int = 0, test_freq: int = 5):
+    """runs + history frames in the snapshot schema: n_runs prompt-axis runs (n_rollouts 8, every
+    run its own batch size, so every run goes through the eval-noise bootstrap), each with
+    n_evals validation points of make_demo's gsm8k model observed as Binomial(1319, acc)/1319."""
+    import numpy as np
+    import pandas as pd
+
+    md = _load_make_demo()
+    task = md.TASKS["gsm8k"]
+    rng = np.random.default_rng(seed)
+    n_prompts = np.unique(np.round(np.geomspace(4, 4096, 4 * n_runs)).astype(int))
+    n_prompts = np.sort(rng.choice(n_prompts, size=n_runs, replace=False))
+    steps = np.arange(n_evals, dtype=np.int64) * test_freq
+    run_ids = [f"syn{i:05d}" for i in range(n_runs)]
+    frames = []
+    for rid, n_p in zip(run_ids, n_prompts, strict=True):
+        tau = md.tau_after_steps(task, n_p, 8, steps, r=float(rng.lognormal(0, md.SPEED_SIGMA)))
+        acc = rng.binomial(N_VAL, md.accuracy(task, tau)) / N_VAL
+        frames.append(pd.DataFrame({"run_id": rid, "step": steps, VAL: acc}))
+    history = pd.concat(frames, ignore_index=True)
+    runs = pd.DataFrame({
+        "run_id": run_ids, "name": [f"cbs_p1_np{n}_nr8" for n in n_prompts], "phase": "p1",
+        "n_prompts": pd.array(n_prompts, dtype="Int64"), "n_rollouts": pd.array([8] * n_runs, dtype="Int64"),
+        "total_batch": pd.array(n_prompts * 8, dtype="Int64"), "replicate": 0, "n_replicates": 1,
+        "state": "finished", "flags": "",
+    })
+    return runs, history
+
+
+def _analysis_worker(n_runs: str, n_evals: str, n_bootstrap: str, repeats: str) -> None:
+    import cbs_helpers as ch
+
+    runs, history = synthetic_phase(int(n_runs), int(n_evals))
+    timings = {"sb_eb_table": [], "fit_phase_no_bootstrap": [], "fit_phase": []}
+    for _ in range(int(repeats)):
+        t0 = time.perf_counter()
+        sb = ch.sb_eb_table(runs, history, VAL, THRESHOLDS)
+        t1 = time.perf_counter()
+        ch.fit_phase(runs, history, VAL, THRESHOLDS, N_VAL, n_bootstrap=0)
+        t2 = time.perf_counter()
+        _, fit = ch.fit_phase(runs, history, VAL, THRESHOLDS, N_VAL, n_bootstrap=int(n_bootstrap))
+        t3 = time.perf_counter()
+        timings["sb_eb_table"].append(t1 - t0)
+        timings["fit_phase_no_bootstrap"].append(t2 - t1)
+        timings["fit_phase"].append(t3 - t2)
+    print(json.dumps({"timings": timings, "n_rows": len(history), "n_sb_rows": len(sb),
+                      "status": fit["status"].tolist(), "B_noise": fit["B_noise"].round(1).tolist(),
+                      "peak_rss_mb": _maxrss_mb()}))
+
+
+def bench_analysis(args, results: dict) -> None:
+    n_runs, n_evals = args.size("analysis_runs"), args.size("analysis_evals")
+    n_bootstrap = args.size("analysis_bootstrap")
+    out = _worker("analysis", str(n_runs), str(n_evals), str(n_bootstrap), str(args.repeats_analysis))
+    results["analysis"] = {"n_runs": n_runs, "n_evals": n_evals, "n_bootstrap": n_bootstrap, **out}
+
+
+# --------------------------------------------------------------------------------------------
+# 4. W&B fetch through a wandb.Api test double with latency
+# --------------------------------------------------------------------------------------------
+class LatencyApi:
+    """wandb.Api double: every request sleeps REQUEST_S + VALUE_S per value returned.
+
+    Modelled on wandb 0.31's public API: `runs()` lists lazily, LIST_PAGE runs per request, with
+    the light fields (id, name, state, created_at, heartbeat_at, history_line_count); the first
+    access to config / summary / history_keys loads the full run (one request);
+    `lastHistoryStep` is one request each time; `scan_history(keys, page_size)` first reads
+    lastHistoryStep, then one request per page of page_size *steps*, returning only the rows that
+    hold every requested key.
+    """
+
+    def __init__(self, runs, request_s=REQUEST_S, value_s=VALUE_S):
+        self.run_list = runs
+        self.request_s, self.value_s = request_s, value_s
+        self.lock = threading.Lock()
+        self.requests = {"list": 0, "full_load": 0, "last_step": 0, "history_page": 0}
+        self.values = 0
+
+    def request(self, kind: str, n_values: int = 0) -> None:
+        with self.lock:
+            self.requests[kind] += 1
+            self.values += n_values
+        time.sleep(self.request_s + self.value_s * n_values)
+
+    def runs(self, path):
+        for start in range(0, len(self.run_list), LIST_PAGE):
+            self.request("list", 8 * min(LIST_PAGE, len(self.run_list) - start))
+            yield from self.run_list[start:start + LIST_PAGE]
+
+    def reset(self) -> None:
+        self.requests = dict.fromkeys(self.requests, 0)
+        self.values = 0
+        for run in self.run_list:
+            run._full = None
+
+
+class LatencyRun:
+    """One run of the double; its history is generated on the fly from a few arrays."""
+
+    def __init__(self, api: LatencyApi, index: int, n_steps: int, extra_keys: list[str]):
+        import numpy as np
+
+        self.api, self.n_steps, self.extra_keys = api, n_steps, extra_keys
+        sizes = (8, 16, 32, 64, 128, 256, 512, 1024)
+        n_p = sizes[index % len(sizes)]
+        self.id, self.name = f"run{index:04d}", f"cbs_p1_np{n_p}_nr8"
+        self.display_name, self.state = self.name, "finished"
+        self.created_at = f"2026-01-01T{index // 60 % 24:02d}:{index % 60:02d}:00Z"
+        self.heartbeat_at = f"2026-01-02T{index // 60 % 24:02d}:{index % 60:02d}:00Z"
+        self.history_line_count = n_steps + 1
+        rng = np.random.default_rng(index)
+        tau = np.arange(n_steps + 1) * (n_p / (n_p + 96.0))
+        self._acc = np.round(0.12 + 0.68 * (1 - np.exp(-tau / 30.0)) + rng.normal(0, 0.01, n_steps + 1), 4)
+        self._noise = np.round(rng.lognormal(0, 0.05, n_steps + 1), 5)
+        self._config = {"data": {"train_batch_size": n_p, "max_prompt_length": 512},
+                        "actor_rollout_ref": {"rollout": {"n": 8}}, "trainer": {"n_gpus_per_node": 8, "nnodes": 1}}
+        self._full = None
+
+    def _row(self, step: int) -> dict:
+        row = {"_step": step, "_timestamp": 1.7e9 + 30.0 * step, "_runtime": 30.0 * step}
+        if step % 5 == 0:
+            row[VAL] = float(self._acc[step])
+            row["val-aux/openai/gsm8k/reward/std@1"] = 0.3
+        if step > 0:
+            x = float(self._noise[step])
+            row.update({"training/global_step": step, "critic/score/mean": float(self._acc[step]) + 0.05,
+                        "actor/entropy": 0.5 * x, "actor/grad_norm": 0.3 * x, "perf/time_per_step": 30.0 * x,
+                        "perf/throughput": 1000.0 * x, "perf/total_num_tokens": 300000, "timing_s/step": 30.0 * x,
+                        "grad_noise/B_noise_estimate": 150.0 * x, "grad_noise/grad_norm": 0.3 * x})
+            for i, key in enumerate(self.extra_keys):
+                row[key] = i + x
+        return row
+
+    def _load(self) -> dict:
+        if self._full is None:
+            keys = sorted(set(self._row(self.n_steps)) | set(self._row(self.n_steps - self.n_steps % 5)))
+            counts = {k: self.n_steps // 5 + 1 if k.startswith("val-") else self.n_steps for k in keys}
+            self.api.request("full_load", len(keys) * 2 + 20)
+            summary = {**self._row(self.n_steps - self.n_steps % 5), **self._row(self.n_steps)}
+            self._full = {"config": self._config, "summary": summary,
+                          "history_keys": {"keys": {k: {"typeCounts": [{"type": "number", "count": c}]}
+                                                    for k, c in counts.items() if not k.startswith("_")},
+                                           "lastStep": self.n_steps}}
+        return self._full
+
+    config = property(lambda self: self._load()["config"])
+    summary = property(lambda self: self._load()["summary"])
+    history_keys = property(lambda self: self._load()["history_keys"])
+
+    @property
+    def lastHistoryStep(self) -> int:  # noqa: N802 -- wandb's name
+        self.api.request("last_step")
+        return self.n_steps
+
+    def scan_history(self, keys=None, page_size=1000, min_step=0, max_step=None):
+        stop = self.lastHistoryStep + 1 if max_step is None else min(max_step, self.n_steps + 1)
+        return self._pages(list(keys) if keys else None, page_size, min_step, stop)
+
+    def _pages(self, keys, page_size, start, stop):
+        for lo in range(start, stop, page_size):
+            rows = []
+            for step in range(lo, min(lo + page_size, stop)):
+                row = self._row(step)
+                if keys is None:
+                    rows.append(row)
+                elif all(k in row for k in keys):
+                    rows.append({k: row[k] for k in keys})
+            self.api.request("history_page", sum(len(r) for r in rows))
+            yield from rows
+
+
+def _extra_keys(n: int) -> list[str]:
+    """Names like verl's other logged keys, none matched by the analysis' key patterns."""
+    stems = ["actor/pg_loss", "actor/pg_clipfrac", "actor/ppo_kl", "actor/lr", "actor/kl_loss",
+             "critic/rewards/mean", "critic/rewards/max", "critic/advantages/mean", "critic/returns/mean",
+             "response_length/mean", "response_length/max", "response_length/clip_ratio",
+             "prompt_length/mean", "timing_s/gen", "timing_s/old_log_prob", "timing_s/ref",
+             "timing_s/adv", "timing_s/update_actor", "timing_per_token_ms/gen", "mfu/actor"]
+    return [stems[i] if i < len(stems) else f"{stems[i % len(stems)]}_{i // len(stems)}" for i in range(n)]
+
+
+def seed_fetch(api, path: str) -> dict:
+    """The seed notebook's loading loop: full scan_history of every run, sequential, every time."""
+    import pandas as pd
+
+    all_runs = {}
+    for run in api.runs(path):
+        if not (run.name.startswith("cbs_") and "_np" in run.name):
+            continue
+        meta = {"name": run.name, "run_id": run.id, "state": run.state}
+        meta["history"] = pd.DataFrame(list(run.scan_history(page_size=10000)))
+        all_runs[run.name] = meta  # (the seed also overwrites replicates here)
+    return all_runs
+
+
+def bench_fetch(args, results: dict) -> None:
+    import cbs_helpers as ch
+
+    n_runs, n_steps = args.size("fetch_runs"), args.size("fetch_steps")
+    api = LatencyApi([])
+    extra = _extra_keys(N_EXTRA_KEYS)
+    api.run_list = [LatencyRun(api, i, n_steps, extra) for i in range(n_runs)]
+    out = WORK / "fetch_out"
+    shutil.rmtree(out, ignore_errors=True)
+    rows = {}
+
+    def project(label: str) -> None:
+        api.reset()
+        t0 = time.perf_counter()
+        snap = ch.build_snapshot("wandb:bench/cbs", previous_dir=out, api=api, progress=False)
+        ch.write_snapshot(snap, out)
+        rows[label] = {"seconds": time.perf_counter() - t0, "requests": dict(api.requests),
+                       "values": api.values, "n_runs": len(snap["runs"]),
+                       "n_fetched": snap["manifest"].get("n_fetched"), "n_reused": snap["manifest"].get("n_reused")}
+
+    def seed(label: str) -> None:
+        api.reset()
+        t0 = time.perf_counter()
+        loaded = seed_fetch(api, "bench/cbs")
+        rows[label] = {"seconds": time.perf_counter() - t0, "requests": dict(api.requests),
+                       "values": api.values, "n_runs": len(loaded)}
+
+    project("project cold")
+    project("project warm")
+    seed("seed cold")
+    seed("seed warm")
+    assert rows["project cold"]["n_runs"] == n_runs and rows["project warm"]["n_reused"] == n_runs, rows
+    results["fetch"] = {"n_runs": n_runs, "n_steps": n_steps, "n_keys_logged": len(extra) + 12,
+                        "request_s": REQUEST_S, "value_s": VALUE_S, "rows": rows}
+
+
+# --------------------------------------------------------------------------------------------
+# Report: table on stdout + results.md
+# --------------------------------------------------------------------------------------------
+def render(results: dict, info: dict, args) -> str:
+    lines = ["# Benchmarks", "",
+             f"Measured by `python benchmarks/run.py{' --quick' if args.quick else ''}` on {info['date']}.",
+             f"Machine: nproc {info['nproc']}, Python {info['python']}, {info['platform']}; load average "
+             f"{info['load_average_start']} at start, {info.get('load_average_end', '-')} at the end "
+             "(the machine may be shared: ratios are against a baseline measured in the same run).",
+             "Packages: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + ".", "",
+             "| case | measure | median | n | baseline (same run) | ratio | goal | met |",
+             "| --- | --- | ---: | ---: | --- | ---: | --- | --- |"]
+    notes: list[str] = []
+
+    def row(case, measure, value, n, baseline="", ratio=None, goal="", met=None):
+        lines.append(f"| {case} | {measure} | {value} | {n} | {baseline} | "
+                     f"{'-' if ratio is None else f'{ratio:.2f}x'} | {goal} | "
+                     f"{'' if met is None else ('yes' if met else '**no**')} |")
+
+    if "report" in results:
+        r = results["report"]
+        cold, floor, noop = _median(r["cold"]), _median(r["floor"]), _median(r["noop"])
+        case = f"report build, demo ({r['n_notebooks']} notebooks, JOBS={r['jobs']})"
+        row(case, "cold `make report` (s)", _fmt(cold, 1), len(r["cold"]),
+            f"floor {floor:.1f} s", cold / floor, "<= 1.5x floor", cold <= 1.5 * floor)
+        row(case, "no-op `make report` (s)", _fmt(noop, 3), len(r["noop"]), "", None, "<= 1 s", noop <= 1.0)
+        row(case, "floor: trivial notebooks via papermill (s)", _fmt(floor, 1), len(r["floor"]))
+        prof = r["profile"]
+        total_cells = sum(prof["notebooks"].values())
+        notes += ["", "### Report build: where the cold time goes", "",
+                  f"- wall {cold:.1f} s with JOBS={r['jobs']}; sum of notebook durations (papermill, cells only) "
+                  f"{total_cells:.1f} s, i.e. {total_cells / r['jobs']:.1f} s of wall if perfectly parallel;",
+                  f"- snapshot of the demo alone {r['snapshot_s']:.1f} s; HTML conversion alone "
+                  f"{r['html_s']:.1f} s (one process, serial, after the notebooks);",
+                  f"- one notebook (p4_rpp/01_load_runs) through `cbs_helpers.py execute`: "
+                  f"{r['one_notebook']['driver_wall_s']:.1f} s wall, of which "
+                  f"{r['one_notebook']['papermill_duration_s']:.1f} s in its cells; one trivial notebook "
+                  f"through the floor's driver: {r['one_notebook']['floor_wall_s']:.1f} s wall;",
+                  "- process start-up costs (median of 3, each a fresh interpreter): "
+                  + "; ".join(f"{k} {v:.2f} s" for k, v in r["imports"].items()) + ".", "",
+                  "Cell time by kind, summed over all notebooks:", "",
+                  "| kind | seconds | share |", "| --- | ---: | ---: |"]
+        for kind, seconds in sorted(prof["kinds"].items(), key=lambda kv: -kv[1]):
+            notes.append(f"| {kind} | {seconds:.1f} | {seconds / max(total_cells, 1e-9):.0%} |")
+        notes += ["", "Slowest notebooks (papermill duration, s):", "", "| notebook | seconds |", "| --- | ---: |"]
+        for name, seconds in sorted(prof["notebooks"].items(), key=lambda kv: -kv[1])[:8]:
+            notes.append(f"| {name} | {seconds:.1f} |")
+    if "snapshot" in results:
+        s = results["snapshot"]
+        total = [r["build_s"] + r["write_s"] for r in s["reps"]]
+        t = _median(total)
+        rep = s["reps"][0]
+        case = f"snapshot, {s['n_runs']} offline runs x {s['n_steps']} steps ({s['bytes'] / 1e6:.0f} MB of .wandb)"
+        row(case, "build_snapshot + write_snapshot (s)", _fmt(t, 1), len(total),
+            f"build {_median([r['build_s'] for r in s['reps']]):.1f} s, write "
+            f"{_median([r['write_s'] for r in s['reps']]):.2f} s")
+        row(case, "runs/s", _fmt(s["n_runs"] / t, 1), len(total))
+        row(case, "history rows/s", _fmt(rep["n_rows"] / t, 0), len(total))
+        row(case, "peak RSS (MB)", _fmt(_median([r["peak_rss_mb"] for r in s["reps"]]), 0), len(total),
+            f"after imports {rep['rss_after_import_mb']:.0f} MB")
+    if "analysis" in results:
+        a = results["analysis"]
+        tm = a["timings"]
+        sb, fit0, full = (_median(tm["sb_eb_table"]), _median(tm["fit_phase_no_bootstrap"]),
+                          _median(tm["fit_phase"]))
+        total = sb + full
+        case = (f"analysis, {a['n_runs']} runs x {a['n_evals']} evals, {len(THRESHOLDS)} thresholds, "
+                f"{a['n_bootstrap']} bootstrap")
+        n = len(tm["fit_phase"])
+        row(case, "sb_eb_table + fit_phase (s)", _fmt(total, 2), n, "", None, "< 10 s", total < 10)
+        row(case, "measurement: sb_eb_table (s)", _fmt(sb, 2), n)
+        row(case, "fits: fit_phase(n_bootstrap=0) - sb_eb_table (s)", _fmt(max(fit0 - sb, 0.0), 2), n)
+        row(case, "bootstrap: fit_phase - fit_phase(n_bootstrap=0) (s)", _fmt(full - fit0, 2), n)
+        row(case, "peak RSS (MB)", _fmt(a["peak_rss_mb"], 0), 1)
+        notes += ["", f"Analysis fit status per threshold: {a['status']}; B_noise: {a['B_noise']}."]
+    if "fetch" in results:
+        f = results["fetch"]
+        rows_ = f["rows"]
+        case = (f"W&B fetch, {f['n_runs']} runs x {f['n_steps']} steps, {f['n_keys_logged']} keys logged, "
+                f"{f['request_s'] * 1000:.0f} ms/request + {f['value_s'] * 1e6:.0f} us/value")
+        for label in ("project cold", "project warm"):
+            other = "seed " + label.split()[1]
+            ratio = rows_[other]["seconds"] / rows_[label]["seconds"]
+            row(case, f"{label} (s)", _fmt(rows_[label]["seconds"], 1), 1,
+                f"{other} {rows_[other]['seconds']:.1f} s", ratio, "faster than seed", ratio > 1)
+        for label in ("seed cold", "seed warm"):
+            row(case, f"{label} (s)", _fmt(rows_[label]["seconds"], 1), 1)
+        notes += ["", "### W&B fetch: requests made", "",
+                  "| pattern | seconds | list | full load | lastHistoryStep | history pages | values returned |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for label, r in rows_.items():
+            q = r["requests"]
+            notes.append(f"| {label} | {r['seconds']:.1f} | {q['list']} | {q['full_load']} | {q['last_step']} | "
+                         f"{q['history_page']} | {r['values']:,} |")
+    lines += notes
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (see SIZES)")
+    parser.add_argument("--only", nargs="+", choices=["report", "snapshot", "analysis", "fetch"],
+                        default=["report", "snapshot", "analysis", "fetch"])
+    parser.add_argument("--jobs", type=int, default=2, help="JOBS of make report and of the floor")
+    parser.add_argument("--repeats", type=int, default=5, help="repeats of the cheap measures (no-op)")
+    parser.add_argument("--repeats-cold", type=int, default=1, help="repeats of the cold build and floor")
+    parser.add_argument("--repeats-snapshot", type=int, default=2)
+    parser.add_argument("--repeats-analysis", type=int, default=3)
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    args.size = lambda key: SIZES[key][1 if args.quick else 0]
+    WORK.mkdir(parents=True, exist_ok=True)
+    info = machine_info()
+    results: dict = {}
+    steps = {"report": bench_report, "snapshot": bench_snapshot, "analysis": bench_analysis, "fetch": bench_fetch}
+    t_start = time.perf_counter()
+    for name in args.only:
+        print(f"[{time.perf_counter() - t_start:6.0f} s] {name}...", flush=True)
+        steps[name](args, results)
+    info["load_average_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    text = render(results, info, args)
+    text += f"\nTotal benchmark time: {time.perf_counter() - t_start:.0f} s.\n"
+    (WORK / "results.json").write_text(json.dumps({"info": info, "results": results}, indent=1, default=str))
+    args.results.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1].startswith("_"):
+        with contextlib.suppress(BrokenPipeError):
+            {"_" + _GENERATE: _generate_offline, "_snapshot": _snapshot_worker,
+             "_analysis": _analysis_worker}[sys.argv[1]](*sys.argv[2:])
+        sys.exit(0)
+    sys.exit(main())
