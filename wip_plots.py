@@ -693,6 +693,18 @@ def to_latex_booktabs(table: pd.DataFrame, caption: str = "", label: str = "") -
     return "\n".join(lines)
 
 
+def open_snapshot(out_dir: str | Path, source: str | None = None):
+    """(runs, history, manifest) of the snapshot in <out_dir>/data. When there is none yet
+    (a notebook opened in JupyterLab before any `make snapshot`) and a source is given, build it
+    first with the same code as `make snapshot`."""
+    from cbs_helpers import build_snapshot, read_snapshot, write_snapshot  # MERGE: drop
+
+    out_dir = Path(out_dir)
+    if source is not None and not (out_dir / "data" / "manifest.json").exists():
+        write_snapshot(build_snapshot(source), out_dir)
+    return read_snapshot(out_dir)
+
+
 def save_table(table: pd.DataFrame, out_dir: str | Path, name: str, latex: bool = False,
                caption: str = "", label: str = "") -> dict:
     """Write a result table as <name>.csv (and <name>.tex, booktabs, when latex=True)."""

@@ -21,10 +21,7 @@ import cbs_helpers as ch
 
 params = ch.load_phase_params(params_dir, phase)
 out = Path(out_dir)
-if not (out / "data" / "manifest.json").exists():
-    # Opened in JupyterLab before `make snapshot`: build it with the same code.
-    ch.write_snapshot(ch.build_snapshot(source), out)
-runs_all, history_all, manifest = ch.read_snapshot(out)
+runs_all, history_all, manifest = ch.open_snapshot(out, source)
 excluded = pd.read_csv(out / "data" / "excluded_runs.csv", keep_default_na=False)
 runs = runs_all[runs_all["phase"] == phase].sort_values(["total_batch", "n_prompts", "replicate"])
 history = history_all[history_all["run_id"].isin(runs["run_id"])]

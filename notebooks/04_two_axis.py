@@ -12,6 +12,7 @@
 phase = "p2b"
 out_dir = "../outputs"
 params_dir = "../params"
+source = "../data/demo"
 n_bootstrap = 1000
 seed = 0
 
@@ -26,7 +27,7 @@ ch.setup_style()
 params = ch.load_phase_params(params_dir, phase)
 out = Path(out_dir)
 figures, tables = out / phase / "figures", out / phase / "tables"
-runs_all, history_all, manifest = ch.read_snapshot(out)
+runs_all, history_all, manifest = ch.open_snapshot(out, source)
 joint_phases = params["two_axis_phases"] or [phase]
 frames = []
 for p in joint_phases:

@@ -12,6 +12,7 @@
 phase = "p1"
 out_dir = "../outputs"
 params_dir = "../params"
+source = "../data/demo"
 n_bootstrap = 1000
 seed = 0
 
@@ -24,7 +25,7 @@ ch.setup_style()
 params = ch.load_phase_params(params_dir, phase)
 out = Path(out_dir)
 figures, tables = out / phase / "figures", out / phase / "tables"
-runs_all, history_all, manifest = ch.read_snapshot(out)
+runs_all, history_all, manifest = ch.open_snapshot(out, source)
 runs = runs_all[runs_all["phase"] == phase]
 history = history_all[history_all["run_id"].isin(runs["run_id"])]
 assert len(runs), f"no runs of phase {phase!r} in the snapshot"

@@ -10,6 +10,7 @@
 phase = "p1"
 out_dir = "../outputs"
 params_dir = "../params"
+source = "../data/demo"
 n_bootstrap = 1000
 
 # %%
@@ -20,7 +21,7 @@ import cbs_helpers as ch
 ch.setup_style()
 params = ch.load_phase_params(params_dir, phase)
 out = Path(out_dir)
-runs_all, history_all, manifest = ch.read_snapshot(out)
+runs_all, history_all, manifest = ch.open_snapshot(out, source)
 runs = runs_all[runs_all["phase"] == phase]
 history = history_all[history_all["run_id"].isin(runs["run_id"])]
 assert len(runs), f"no runs of phase {phase!r} in the snapshot"
