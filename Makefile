@@ -10,7 +10,8 @@ SOURCE ?= data/demo
 OUT ?= outputs
 JOBS ?= 2
 N_BOOTSTRAP ?= 1000
-ALL_PHASES := $(sort $(basename $(notdir $(wildcard params/*.yaml))))
+PARAMS ?= params
+ALL_PHASES := $(sort $(basename $(notdir $(wildcard $(PARAMS)/*.yaml))))
 PHASES ?= $(ALL_PHASES)
 
 # --- environment --------------------------------------------------------------------------
@@ -34,7 +35,7 @@ $(STAMP): pyproject.toml
 
 .PHONY: help setup snapshot report report-notebooks report-html test lint bench sync-notebooks clean demo-data
 help:
-	@echo "make report [SOURCE=data/demo|wandb:entity/project|<offline dir>|<export dir>] [OUT=outputs] [PHASES=\"p1 p2b\"] [JOBS=2]"
+	@echo "make report [SOURCE=data/demo|wandb:entity/project|<offline dir>|<export dir>] [OUT=outputs] [PHASES=\"p1 p2b\"] [JOBS=2] [PARAMS=params]"
 	@echo "make test          run the test suite"
 	@echo "make snapshot      only pull the source into OUT/data/"
 	@echo "make bench         benchmarks -> benchmarks/results.md"
@@ -73,13 +74,19 @@ FORCE:
 # into OUT and included, so make can schedule the notebooks JOBS at a time and re-run only
 # those whose notebook, params file, helper module or snapshot changed.
 REPORT_MK := $(OUT)/.make/report.mk
-ifneq ($(filter report report-notebooks report-html,$(MAKECMDGOALS)),)
+ifneq ($(filter report report-notebooks,$(MAKECMDGOALS)),)
 include $(REPORT_MK)
 endif
-$(REPORT_MK): $(wildcard params/*.yaml) notebooks Makefile | $(STAMP)
+$(REPORT_MK): $(wildcard $(PARAMS)/*.yaml) notebooks Makefile | $(STAMP)
 	@mkdir -p $(dir $@)
-	@"$(PY)" cbs_helpers.py plan --params-dir params --notebooks-dir notebooks --out "$(OUT)" \
+	@"$(PY)" cbs_helpers.py plan --params-dir "$(PARAMS)" --notebooks-dir notebooks --out "$(OUT)" \
 	  --n-bootstrap $(N_BOOTSTRAP) > $@.tmp && mv $@.tmp $@
+
+# The .py percent file is the source of truth; make re-pairs its .ipynb twin when the .py is
+# newer, and papermill executes the twin.
+notebooks/%.ipynb: notebooks/%.py | $(STAMP)
+	@"$(PY)" -m jupytext --sync --quiet $<
+	@touch $@
 
 report: $(STAMP)
 	@$(MAKE) --no-print-directory -k -j$(JOBS) report-notebooks PHASES="$(PHASES)"; nb=$$?; \
@@ -93,8 +100,9 @@ report-notebooks: $(foreach p,$(PHASES),$(NOTEBOOKS_$(p))) $(SUMMARY_NB)
 # One nbconvert call converts every executed notebook newer than its HTML, then the index.
 report-html: $(OUT)/index.html
 	@:
-$(OUT)/index.html: $(wildcard $(foreach p,$(ALL_PHASES),$(NOTEBOOKS_$(p))) $(SUMMARY_NB)) $(wildcard $(OUT)/.make/status.stamp)
-	@"$(PY)" cbs_helpers.py html --out "$(OUT)"
+# (report.mk is not included here, so existing notebooks are plain files: nothing re-runs)
+$(OUT)/index.html: $(wildcard $(OUT)/*/[0-9][0-9]_*.ipynb) $(wildcard $(OUT)/.make/status.stamp)
+	@"$(PY)" cbs_helpers.py html --out "$(OUT)" --params-dir "$(PARAMS)"
 
 # --- checks --------------------------------------------------------------------------------
 test: $(STAMP)

@@ -159,21 +159,22 @@ def test_a_failing_notebook_is_named_and_the_others_still_build(report, tmp_path
     shutil.copytree(ROOT / "params", params)
     text = (params / "p2a.yaml").read_text().replace("n_val: 1319", "n_val: many")
     (params / "p2a.yaml").write_text(text)
-    # only p2a's notebooks depend on its params file, so only they re-run, and fail
-    env = dict(os.environ, VIRTUAL_ENV=sys.prefix)
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "cbs_helpers.py"), "execute", str(ROOT / "notebooks" / "01_load_runs.py"),
-         "--phase", "p2a", "--out", str(out), "--params-dir", str(params), "--n-bootstrap", "10"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 1
-    assert "FAILED: " in proc.stderr and "01_load_runs.py [phase p2a], cell" in proc.stderr
-    assert "n_val must be int" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    (params / "p4_rpp.yaml").touch()  # so that p4_rpp re-runs beside the failing p2a
+    proc = _make(out, f"PARAMS={params}", "PHASES=p2a p4_rpp")
+    assert proc.returncode != 0
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("FAILED: ")]
+    # p2a's notebooks, and the summary that reads every params file, stop at their first cell
+    assert lines and all("p2a.yaml: n_val must be int, got 'many'" in ln for ln in lines), \
+        proc.stderr[-2000:]
+    assert any("[phase p2a], cell 3" in ln for ln in lines)
+    assert "notebooks/01_load_runs.py [phase p2a]" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "ok: 02_steps_to_target [phase p4_rpp]" in proc.stdout  # the other phase still built
     assert (out / "p2a" / "01_load_runs.failed.ipynb").exists()
     assert not (out / "p2a" / "01_load_runs.ipynb").exists()
-    ch.write_index(out, params)
+    assert not (out / "p2a" / "01_load_runs.html").exists()
     index = (out / "index.html").read_text()
-    assert "n_val must be int" in index and "p1/02_steps_to_target.html" in index
+    assert "n_val must be int" in index and "p4_rpp/02_steps_to_target.html" in index
 
 
 def test_notebooks_run_with_their_defaults_as_in_jupyterlab(tmp_path):
