@@ -207,6 +207,8 @@ _NONFINITE_STRINGS = {"nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infini
 
 def _metric_value(value: Any) -> tuple[float, str]:
     """(float value, kind) with kind in ok | nonfinite | non_numeric | null | structured."""
+    if type(value) is float:  # the common case, without the slower ABC checks below
+        return (value, "ok") if math.isfinite(value) else (math.nan, "nonfinite")
     if value is None:
         return math.nan, "null"
     if isinstance(value, (bool, np.bool_)):
@@ -532,9 +534,20 @@ def _loads_lenient(text: str) -> Any:
         return text
 
 
+def _loads_history_value(text: str) -> Any:
+    """A history value's JSON text -> Python value, as `_loads_lenient`, with a fast path for
+    plain numbers (nearly every value; json.loads costs ~20x float() and dominated reading)."""
+    if text.isascii() and (text.isdigit() or (text[:1] == "-" and text[1:].isdigit())):
+        return int(text)
+    try:
+        return float(text)  # also NaN / Infinity / -Infinity, as W&B writes them
+    except ValueError:
+        return _loads_lenient(text)  # strings, booleans, null, media dicts
+
+
 def _history_item_value(item: Any) -> Any:
     if item.value_json:
-        return _loads_lenient(item.value_json)
+        return _loads_history_value(item.value_json)
     kind = item.WhichOneof("value")  # the typed form (x_history_value_encoding="typed")
     if kind is None or kind == "none":
         return None
@@ -689,43 +702,100 @@ def _merge_segments(segments: list[dict]) -> dict:
     }
 
 
+def _peek_run_id(path: Path, limit: int = 1 << 21) -> str | None:
+    """The run id of the first run record of a `.wandb` file, read from the file's head only.
+
+    None when there is none in the first `limit` bytes or the file is unreadable (the caller
+    then reads the file whole). Lets load_offline_runs group files by run before reading them.
+    """
+    from google.protobuf.message import DecodeError
+    from wandb.proto import wandb_internal_pb2
+
+    size = 4 * _LOG_BLOCK
+    try:
+        with open(path, "rb") as handle:
+            while True:
+                handle.seek(0)
+                head = handle.read(size)
+                if len(head) < _WANDB_HEADER.size or head[:4] != _WANDB_MAGIC:
+                    return None
+                payloads, _truncated, _n_bad = split_log_records(head)
+                for payload in payloads:
+                    record = wandb_internal_pb2.Record()
+                    try:
+                        record.ParseFromString(payload)
+                    except DecodeError:
+                        continue
+                    if record.WhichOneof("record_type") == "run":
+                        return record.run.run_id or None
+                if len(head) < size or size >= limit:
+                    return None
+                size *= 4
+    except OSError:
+        return None
+
+
+def _read_segment(path: Path, root: Path, exclusions: list[dict]) -> dict | None:
+    """One `.wandb` file -> its run dict (with `source`), or None after appending its exclusion."""
+    rel = path.relative_to(root).as_posix()
+    excluded = {"source": rel, "run_id": _run_id_from_filename(path), "name": None}
+    try:
+        run = read_wandb_file(path)
+    except WandbFileError as exc:
+        exclusions.append({"kind": "excluded", "row": {**excluded, "reason": str(exc)}})
+        return None
+    except OSError as exc:
+        reason = f"cannot read file: {exc.strerror or exc}"
+        exclusions.append({"kind": "excluded", "row": {**excluded, "reason": reason}})
+        return None
+    if run["n_records"] == 0:
+        reason = ("no records after the file header (the run stopped before wandb wrote "
+                  "anything to disk, e.g. a crash soon after start)")
+        if run["n_bad_records"]:
+            reason = f"no readable records ({run['n_bad_records']} damaged)"
+        exclusions.append({"kind": "excluded", "row": {**excluded, "reason": reason}})
+        return None
+    if not run["run_id"]:
+        reason = "no run record (run id, name, config) readable in the file"
+        exclusions.append({"kind": "excluded", "row": {**excluded, "reason": reason}})
+        return None
+    return {**run, "source": rel}
+
+
 def load_offline_runs(root: str | os.PathLike) -> dict:
     """Read every `.wandb` file under root -> runs, history, excluded frames (snapshot schema).
 
     Each file either becomes (part of) a run or an excluded row with its reason; other files
     (logs, requirements.txt, stray notes) are ignored. Files sharing a run id are segments of one
-    resumed run and are merged in start-time order (flag `segments:N`).
+    resumed run and are merged in start-time order (flag `segments:N`). Files are grouped by run
+    id first (from the head of each file), then read and normalised one run at a time, so memory
+    holds one run's raw records, not the whole sweep's.
     """
     root = Path(root)
-    entries: list[dict] = []
-    by_id: dict[str, list[dict]] = {}
+    exclusions: list[dict] = []
+    runs: dict[str, dict] = {}
+    merged_paths: dict[str, list[Path]] = {}
+    groups: dict[str, list[Path]] = {}
     for path in find_wandb_files(root):
-        rel = path.relative_to(root).as_posix()
-        excluded = {"source": rel, "run_id": _run_id_from_filename(path), "name": None}
-        try:
-            run = read_wandb_file(path)
-        except WandbFileError as exc:
-            entries.append({"kind": "excluded", "row": {**excluded, "reason": str(exc)}})
-            continue
-        except OSError as exc:
-            reason = f"cannot read file: {exc.strerror or exc}"
-            entries.append({"kind": "excluded", "row": {**excluded, "reason": reason}})
-            continue
-        if run["n_records"] == 0:
-            reason = ("no records after the file header (the run stopped before wandb wrote "
-                      "anything to disk, e.g. a crash soon after start)")
-            if run["n_bad_records"]:
-                reason = f"no readable records ({run['n_bad_records']} damaged)"
-            entries.append({"kind": "excluded", "row": {**excluded, "reason": reason}})
-            continue
-        if not run["run_id"]:
-            reason = "no run record (run id, name, config) readable in the file"
-            entries.append({"kind": "excluded", "row": {**excluded, "reason": reason}})
-            continue
-        by_id.setdefault(run["run_id"], []).append({**run, "source": rel})
-    for segments in by_id.values():
-        entries.append(normalise_raw_run(_merge_segments(segments)))
-    return assemble_snapshot_frames(entries)
+        groups.setdefault(_peek_run_id(path) or f"\0{path}", []).append(path)
+    leftovers: list[dict] = []  # files whose id was not known from their head
+    for key, paths in groups.items():
+        segments = []
+        for path in paths:
+            segment = _read_segment(path, root, exclusions)
+            if segment is not None:
+                (segments if segment["run_id"] == key else leftovers).append(segment)
+        if segments:
+            merged_paths[key] = [root / s["source"] for s in segments]
+            runs[key] = normalise_raw_run(_merge_segments(segments))
+    by_id: dict[str, list[dict]] = {}
+    for segment in leftovers:
+        by_id.setdefault(segment["run_id"], []).append(segment)
+    for run_id, segments in by_id.items():
+        # rare: a segment of a run already merged (its head did not show the id): merge again
+        again = [_read_segment(p, root, []) for p in merged_paths.get(run_id, [])]
+        runs[run_id] = normalise_raw_run(_merge_segments(segments + [s for s in again if s]))
+    return assemble_snapshot_frames(exclusions + list(runs.values()))
 
 
 # --------------------------------------------------------------------------------------------
@@ -906,6 +976,19 @@ def _redact_secrets(text: str) -> str:
     return text
 
 
+def _portable_source(source: Any) -> str:
+    """The source as the manifest records it (and the reports print it): the API key redacted and
+    the home directory written `~`, so no report carries a user's absolute home path."""
+    text = _redact_secrets(str(source))
+    try:
+        home = str(Path.home())
+    except (RuntimeError, KeyError):  # no HOME and no passwd entry
+        return text
+    if home not in ("", os.sep) and (text == home or text.startswith(home.rstrip(os.sep) + os.sep)):
+        text = "~" + text[len(home.rstrip(os.sep)):]
+    return text
+
+
 def _describe_error(exc: BaseException) -> str:
     status = _http_status(exc)
     message = " ".join(str(exc).split())[:300]
@@ -943,18 +1026,45 @@ def needed_keys(available: Iterable[str], patterns: Sequence[str] = NEEDED_KEY_P
     return sorted({k for k in available if any(fnmatch.fnmatchcase(k, p) for p in patterns)})
 
 
-def history_key_groups(keys: Iterable[str]) -> list[list[str]]:
+def history_key_groups(keys: Iterable[str], counts: Mapping[str, int] | None = None) -> list[list[str]]:
     """Split keys into groups logged together, one `scan_history` call each.
 
     `scan_history(keys=...)` returns only rows in which *all* requested keys are present, so keys
     logged at different steps must not share a call: validation keys (every test_freq steps)
-    must not be fetched with per-step training keys. verl logs each key family (the part before
-    the first '/') from one place, so the family is the group.
+    must not be fetched with per-step training keys. With `counts` (how many history rows hold
+    each key, from the run's historyKeys) keys logged equally often form one group: for verl,
+    one call for the per-step keys and one for the validation keys, instead of one per family
+    (every call costs a lastHistoryStep request plus its pages). The caller checks each group's
+    row count and refetches key by key if keys of equal counts were not logged together. Keys
+    without a count are grouped by family (the part before the first '/'): verl logs each family
+    from one place.
     """
-    groups: dict[str, list[str]] = {}
+    counts = counts or {}
+    groups: dict[Any, list[str]] = {}
     for key in sorted(keys):
-        groups.setdefault(key.split("/", 1)[0], []).append(key)
+        group = ("count", counts[key]) if counts.get(key) else ("family", key.split("/", 1)[0])
+        groups.setdefault(group, []).append(key)
     return list(groups.values())
+
+
+def _history_key_counts(run: Any) -> dict[str, int]:
+    """key -> number of history rows holding it, from the run's `historyKeys` ({} if absent).
+
+    W&B's form: {"keys": {key: {"typeCounts": [{"type": "number", "count": N}, ...]}}, "lastStep": S}.
+    """
+    info = _run_attr(run, "history_keys")
+    keys = info.get("keys") if isinstance(info, Mapping) else None
+    if not isinstance(keys, Mapping):
+        return {}
+    counts = {}
+    for key, meta in keys.items():
+        types = meta.get("typeCounts") if isinstance(meta, Mapping) else None
+        if isinstance(types, list):
+            total = sum(t["count"] for t in types if isinstance(t, Mapping) and isinstance(t.get("count"), int)
+                        and not isinstance(t.get("count"), bool))
+            if total > 0:
+                counts[str(key)] = total
+    return counts
 
 
 def _run_attr(run: Any, *names: str) -> Any:
@@ -1020,10 +1130,16 @@ def _fetch_api_run(run: Any, path: str, previous: Mapping | None, retry: Callabl
         if not any(k.startswith("val-core/") for k in keys):
             return {"kind": "excluded", "row": {**base, "reason": REASON_NO_VALIDATION}}
         rows_by_step: dict[int, dict] = {}
-        groups = [[k] for k in keys] if scan_each_key else history_key_groups(keys)
+        counts = {} if scan_each_key else retry(lambda: _history_key_counts(run))
+        groups = [[k] for k in keys] if scan_each_key else history_key_groups(keys, counts)
         for group in groups:
             request = ["_step", *group]
             rows = retry(lambda request=request: list(run.scan_history(keys=request, page_size=page_size)))
+            if len(group) > 1 and len(rows) < counts.get(group[0], 0):
+                # keys logged equally often but not at the same steps: the joint scan dropped
+                # rows, so fetch each key on its own (rare; nothing is lost)
+                rows = [row for key in group for row in retry(
+                    lambda key=key: list(run.scan_history(keys=["_step", key], page_size=page_size)))]
             for row in rows:
                 step = row.get("_step")
                 if isinstance(step, numbers.Real) and math.isfinite(step):
@@ -1251,7 +1367,7 @@ def build_snapshot(source: str, previous_dir: str | os.PathLike | None = None, a
     runs, history, excluded = frames["runs"], frames["history"], frames["excluded"]
     manifest = {
         "schema_version": SNAPSHOT_SCHEMA_VERSION,
-        "source": _redact_secrets(str(source)),
+        "source": _portable_source(source),
         "source_kind": kind,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "n_runs": len(runs),

@@ -22,7 +22,7 @@ import cbs_helpers as ch
 params = ch.load_phase_params(params_dir, phase)
 out = Path(out_dir)
 runs_all, history_all, manifest = ch.open_snapshot(out, source)
-excluded = pd.read_csv(out / "data" / "excluded_runs.csv", keep_default_na=False)
+excluded = ch.read_excluded_runs(out)
 runs = runs_all[runs_all["phase"] == phase].sort_values(["total_batch", "n_prompts", "replicate"])
 history = history_all[history_all["run_id"].isin(runs["run_id"])]
 print(f"{params['title']}: {len(runs)} runs in the snapshot of {manifest['source']!r} "
@@ -50,14 +50,18 @@ table
 
 # %% [markdown]
 # ## Runs left out of the analysis, with their reasons
+# Those of this phase, and those whose phase could not be told at all (they may belong here).
 
 # %%
 parsed = excluded["name"].map(lambda n: ch.parse_run_name(str(n))["phase"])
 excluded_here = excluded[parsed == phase]
-excluded_elsewhere = len(excluded) - len(excluded_here)
-print(f"{len(excluded_here)} run(s) of phase {phase} excluded; {excluded_elsewhere} other "
-      "excluded input(s) (other phases or unparseable names) are listed in outputs/data/excluded_runs.csv.")
-excluded_here[["name", "run_id", "reason"]]
+unassigned = excluded[parsed.isna()]
+n_other = len(excluded) - len(excluded_here) - len(unassigned)
+print(f"{len(excluded_here)} run(s) of phase {phase} excluded, {len(unassigned)} input(s) with no "
+      f"recognisable phase; {n_other} excluded run(s) of other phases are listed in "
+      "data/excluded_runs.csv of the output directory.")
+pd.concat([excluded_here.assign(phase=phase), unassigned.assign(phase="unknown")])[
+    ["phase", "name", "run_id", "source", "reason"]]
 
 # %% [markdown]
 # ## Answer

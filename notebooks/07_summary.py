@@ -20,12 +20,18 @@ import cbs_helpers as ch
 
 ch.setup_style()
 out = Path(out_dir)
-phases = {}
+phases, skipped = {}, []
 for path in sorted(Path(params_dir).glob("*.yaml")):
-    params = ch.load_phase_params(params_dir, path.stem)
+    try:
+        params = ch.load_phase_params(params_dir, path.stem)
+    except ch.ParamsError as exc:  # that phase's own notebooks report it; summarise the rest
+        skipped.append(f"{path.stem} (params file invalid: {exc})")
+        continue
     fit_csv = out / params["phase"] / "tables" / "cbs_fit.csv"
     if fit_csv.exists():
         phases[params["phase"]] = (params, pd.read_csv(fit_csv))
+for note in skipped:
+    print(f"skipped {note}")
 assert phases, f"no phase has a cbs_fit.csv under {out}: run the 02_steps_to_target notebooks first"
 print(f"{len(phases)} phases with a fit: {', '.join(phases)}")
 

@@ -1,0 +1,621 @@
+"""Hardening: a corpus of bad inputs never breaks the report, and no input run is lost silently.
+
+The corpus (tests/hardening_corpus.py) holds real W&B offline runs written by the wandb SDK with
+every fault of the data-layer issue, files damaged on purpose, stray files, and 1,000 cloned runs
+of which one is broken. The FULL `make report` runs over it (in a copy of the project whose
+params/ holds the corpus' phases) with a fake HOME and a sentinel WANDB_API_KEY; each case then
+has its own assertion on what the build wrote. Separate tests: a params file with wrong types,
+missing / unreachable sources, a corrupt earlier snapshot, `make snapshot` killed mid-write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import hardening_corpus as hc  # noqa: E402
+
+import cbs_helpers as ch  # noqa: E402
+
+SENTINEL = "SENTINEL-wandb-key-0123456789abcdef0123456789abcdef"
+N_BOOTSTRAP = 20
+
+
+# --------------------------------------------------------------------------------------------
+# Fixtures: the corpus, a copy of the project with the corpus' params, the report built over it
+# --------------------------------------------------------------------------------------------
+def _wandb_env(tmp: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_CONFIG_DIR=str(tmp / ".config"),
+               WANDB_CACHE_DIR=str(tmp / ".cache"), WANDB_DATA_DIR=str(tmp / ".data"))
+    return env
+
+
+def _wait_until_stable(path: Path, quiet: float = 0.3, limit: float = 10.0) -> None:
+    deadline, size = time.monotonic() + limit, -1
+    while time.monotonic() < deadline and path.stat().st_size != size:
+        size = path.stat().st_size
+        time.sleep(quiet)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> dict:
+    base = tmp_path_factory.mktemp("hardening")
+    home = base / "home"  # a fake HOME: the corpus and OUT live below it, as a user's would
+    root = home / "runs" / "corpus"
+    root.mkdir(parents=True)
+    env = _wandb_env(base)
+    script = Path(hc.__file__)
+    sdk = subprocess.run([sys.executable, str(script), "sdk", str(root)], cwd=base, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert sdk.returncode == 0, sdk.stderr[-3000:]
+    crash = subprocess.run([sys.executable, str(script), "crash", str(root)], cwd=base, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert crash.returncode == 1, crash.stderr[-3000:]
+    _wait_until_stable(hc.run_file(root, "crash1"))  # wandb-core may outlive its parent
+    made = hc.damage(root)
+    return {"base": base, "home": home, "root": root, "made": made}
+
+
+def _project_files() -> list[str]:
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                            cwd=REPO, capture_output=True, text=True, check=True).stdout.split("\n")
+    skip = ("data/", "tests/", "benchmarks/", "docs/", "outputs/", "params/")
+    return [f for f in listed if f and not f.startswith(skip) and (REPO / f).is_file()]
+
+
+def _stamp() -> Path:
+    return Path(sys.prefix) / ".cbs-rlvr-installed"
+
+
+@pytest.fixture(scope="module")
+def project(corpus) -> Path:
+    """The project's working tree (code, notebooks, Makefile) with params/ for the corpus'
+    phases. `make report` has no PARAMS_DIR variable, so the build runs in this copy."""
+    if not _stamp().is_file():
+        pytest.skip(f"{_stamp()} missing: run `make setup` first (the copy must not reinstall)")
+    copy = corpus["base"] / "project"
+    for rel in _project_files():
+        (copy / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, copy / rel)
+    # make must not consider the environment out of date (it would `pip install -e` the copy)
+    stamp_time = _stamp().stat().st_mtime - 10
+    os.utime(copy / "pyproject.toml", (stamp_time, stamp_time))
+    (copy / "params").mkdir()
+    for phase in hc.PHASES:
+        (copy / "params" / f"{phase}.yaml").write_text(hc.params_yaml(phase))
+    return copy
+
+
+def _make_env(corpus: dict, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.pop("CONDA_PREFIX", None)
+    env.update(VIRTUAL_ENV=sys.prefix, HOME=str(corpus["home"]), WANDB_API_KEY=SENTINEL,
+               MPLCONFIGDIR=str(corpus["base"] / "mplconfig"), **extra)
+    return env
+
+
+def _make(project: Path, corpus: dict, target: str, *args: str, timeout: int = 600):
+    return subprocess.run(["make", "--no-print-directory", target, *args], cwd=project,
+                          env=_make_env(corpus), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def report(corpus, project) -> dict:
+    out = corpus["home"] / "reports" / "out"
+    t0 = time.perf_counter()
+    proc = _make(project, corpus, "report", f"SOURCE={corpus['root']}", f"OUT={out}",
+                 f"N_BOOTSTRAP={N_BOOTSTRAP}", "JOBS=2", timeout=900)
+    seconds = time.perf_counter() - t0
+    data = out / "data"
+    runs = pd.read_parquet(data / "runs.parquet") if (data / "runs.parquet").is_file() else None
+    excluded = (pd.read_csv(data / "excluded_runs.csv", dtype=str, keep_default_na=False)
+                if (data / "excluded_runs.csv").is_file() else None)
+    history = pd.read_parquet(data / "history.parquet") if (data / "history.parquet").is_file() else None
+    html = {p.relative_to(out).as_posix(): p.read_text(encoding="utf-8", errors="replace")
+            for p in out.rglob("*.html")}
+    return {"out": out, "proc": proc, "seconds": seconds, "runs": runs, "excluded": excluded,
+            "history": history, "html": html, **corpus}
+
+
+def _run(report: dict, run_id: str) -> dict:
+    rows = report["runs"][report["runs"]["run_id"] == run_id]
+    assert len(rows) == 1, (run_id, report["runs"]["run_id"].tolist()[:40])
+    return rows.iloc[0].to_dict()
+
+
+def _flags(report: dict, run_id: str) -> dict:
+    """'a:3;b' -> {'a': '3', 'b': ''}"""
+    text = _run(report, run_id)["flags"] or ""
+    return dict((f.split(":", 1) + [""])[:2] for f in text.split(";") if f)
+
+
+def _reason(report: dict, run_id: str | None = None, source: str | None = None) -> str:
+    frame = report["excluded"]
+    if run_id is not None:
+        frame = frame[frame["run_id"] == run_id]
+    if source is not None:
+        frame = frame[frame["source"] == source]
+    assert len(frame) == 1, (run_id, source, report["excluded"])
+    return frame.iloc[0]["reason"]
+
+
+def _hist(report: dict, run_id: str) -> pd.DataFrame:
+    history = report["history"]
+    return history[history["run_id"] == run_id].set_index("step")
+
+
+def _table(report: dict, phase: str, name: str) -> pd.DataFrame:
+    return pd.read_csv(report["out"] / phase / "tables" / f"{name}.csv")
+
+
+def _sb_eb_runs(report: dict, phase: str) -> set:
+    return set(_table(report, phase, "sb_eb")["run_id"])
+
+
+# --------------------------------------------------------------------------------------------
+# The build as a whole
+# --------------------------------------------------------------------------------------------
+def test_full_report_over_the_corpus_exits_0(report):
+    proc = report["proc"]
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "FAILED" not in proc.stderr and "Traceback" not in proc.stdout + proc.stderr
+    for phase, (_thresholds, sections) in hc.PHASES.items():
+        for section in sections:
+            assert (report["out"] / phase / f"{section}.html").is_file(), (phase, section)
+    assert (report["out"] / "summary" / "07_summary.html").is_file()
+    assert not list(report["out"].rglob("*.error.txt"))
+
+
+def test_every_run_file_is_accounted_for(report):
+    files = {p.relative_to(report["root"]).as_posix() for p in hc.wandb_files(report["root"])}
+    used = {s for sources in report["runs"]["source"] for s in sources.split(";")}
+    excluded = set(report["excluded"]["source"])
+    assert used | excluded == files
+    assert not used & excluded
+    assert len(files) == hc.N_CLONES + 28 + 4  # clones, SDK runs (2 files: resumed run), damaged
+    assert report["excluded"]["reason"].str.len().gt(10).all()
+
+
+def test_no_html_shows_a_traceback(report):
+    assert report["html"], "no HTML written"
+    for name, text in report["html"].items():
+        assert "Traceback" not in text, name
+        assert not re.search(r"\b[A-Z][A-Za-z]*Error\b: ", text), name
+
+
+# --------------------------------------------------------------------------------------------
+# One assertion per case of the corpus
+# --------------------------------------------------------------------------------------------
+def case_unparseable_name(r):
+    assert _reason(r, "unparse1").startswith("cannot determine phase/n_prompts/n_rollouts from name 'baseline-run'")
+
+
+def case_name_without_phase(r):
+    assert _reason(r, "nophase1").startswith("no phase in run name 'my_experiment'")
+
+
+def case_no_validation_metric(r):
+    assert _reason(r, "noval1") == ch.REASON_NO_VALIDATION
+
+
+def case_validation_never_finite(r):
+    assert "never a finite number" in _reason(r, "nanval1")
+
+
+def case_nan_and_inf_values(r):
+    assert _flags(r, "nan1")["nonfinite"] == "4"
+    hist = _hist(r, "nan1")
+    assert hist[hc.VAL].isna()[[10, 20]].all() and hist[hc.VAL].notna()[[5, 15, 25]].all()
+    assert "nan1" in _sb_eb_runs(r, "hA")
+
+
+def case_metric_logged_as_a_string(r):
+    assert _flags(r, "str1")["non_numeric"] == "2"
+    hist = _hist(r, "str1")
+    assert pd.isna(hist.loc[15, hc.VAL]) and pd.isna(hist.loc[6, "critic/score/mean"])
+    assert "str1" in _sb_eb_runs(r, "hA")
+
+
+def case_empty_file(r):
+    assert "empty file" in _reason(r, source=r["made"]["empty_file"])
+
+
+def case_not_a_wandb_file(r):
+    assert "bad header" in _reason(r, source=r["made"]["not_a_wandb_file"])
+
+
+def case_header_only_file(r):
+    assert "no records after the file header" in _reason(r, source=r["made"]["header_only"])
+
+
+def case_garbage_after_header(r):
+    assert "no readable records" in _reason(r, source=r["made"]["garbage_after_header"])
+
+
+def case_truncated_file(r):
+    run = _run(r, "trunc1")
+    assert (run["state"], run["flags"]) == ("crashed", "truncated")
+    assert 10 <= run["last_step"] < 80 and "trunc1" in _sb_eb_runs(r, "hA")
+
+
+def case_flipped_crc(r):
+    assert _flags(r, "crc1") == {"bad_records": "1"}
+    assert _run(r, "crc1")["last_step"] == 80
+
+
+def case_stray_files(r):
+    sources = set(r["excluded"]["source"]) | {s for x in r["runs"]["source"] for s in x.split(";")}
+    assert all(s.endswith(".wandb") for s in sources)
+    assert not any("synced" in s or "odd.wandb/" in s or "latest-run" in s for s in sources)
+
+
+def case_duplicate_names_are_replicates(r):
+    reps = r["runs"][r["runs"]["name"] == "cbs_hA_np256_nr8"].set_index("run_id")
+    assert sorted(reps["replicate"]) == [0, 1] and set(reps["n_replicates"]) == {2}
+    assert {"dupA", "dupB"} <= _sb_eb_runs(r, "hA")
+
+
+def case_crashed_process(r):
+    run = _run(r, "crash1")
+    assert run["state"] == "crashed" and run["n_history_rows"] > 20
+    assert "crash1" in _sb_eb_runs(r, "hA")
+
+
+def case_failed_run_keeps_its_history(r):
+    run = _run(r, "fail1")
+    assert (run["state"], run["last_step"]) == ("failed", 40) and "fail1" in _sb_eb_runs(r, "hA")
+
+
+def case_config_name_mismatch(r):
+    run = _run(r, "mism1")
+    assert (run["n_prompts"], run["total_batch"], run["flags"]) == (24, 192, "config_name_mismatch")
+
+
+def case_resumed_run_with_overlapping_steps(r):
+    flags = _flags(r, "resume1")
+    assert flags["segments"] == "2" and int(flags["duplicate_steps"]) == 11
+    hist = _hist(r, "resume1")
+    assert hist.index.tolist() == list(range(81))
+    assert hist.loc[45, "critic/score/mean"] == 2045.0 and hist.loc[39, "critic/score/mean"] != 2039.0
+
+
+def case_step_counter_restarts(r):
+    flags = _flags(r, "restart1")
+    assert "step_restart" in flags and int(flags["duplicate_steps"]) == 11
+    hist = _hist(r, "restart1")
+    assert hist.index.tolist() == list(range(81))
+    assert hist.loc[35, "critic/score/mean"] == 3035.0 and hist.loc[29, "critic/score/mean"] == 1029.0
+
+
+def case_accuracy_in_percent(r):
+    assert "percent_accuracy" in _flags(r, "pct1")
+    values = _hist(r, "pct1")[hc.VAL].dropna()
+    assert 0 < values.max() <= 1 and values.iloc[-1] == pytest.approx(hc.accuracy(80, 8192), abs=1e-4)
+    sb = _table(r, "hA", "sb_eb")
+    assert sb[sb["run_id"] == "pct1"]["S_B"].notna().all()
+
+
+def case_phase_with_a_single_batch_size(r):
+    fit = _table(r, "hsingle", "cbs_fit")
+    assert set(fit["status"]) == {"insufficient"} and len(fit) == 2
+    assert "hsingle/02_steps_to_target.html" in r["html"]
+
+
+def case_phase_where_no_run_reaches_a_threshold(r):
+    sb = _table(r, "hnoreach", "sb_eb")
+    assert len(sb) == 3 * 2 and sb["censored"].all()
+    assert set(_table(r, "hnoreach", "cbs_fit")["status"]) == {"insufficient"}
+
+
+def case_thousand_runs_one_broken(r):
+    big = r["runs"][r["runs"]["phase"] == "hbig"]
+    assert len(big) == hc.N_CLONES - 1
+    assert "no readable records" in _reason(r, source=r["made"]["broken_clone"])
+    assert len(_sb_eb_runs(r, "hbig")) == hc.N_CLONES - 1
+    assert "hbig/02_steps_to_target.html" in r["html"]
+
+
+def case_script_in_a_parseable_run_name(r):
+    assert _run(r, "xss1")["name"] == f"cbs_hA_np40_nr8_{hc.SCRIPT_NAME}"
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in r["html"]["hA/01_load_runs.html"]
+    for name, text in r["html"].items():
+        assert "<script>alert(1)" not in text, name
+
+
+def case_script_in_an_unparseable_run_name(r):
+    assert "cannot determine" in _reason(r, "xss2")
+    for name, text in r["html"].items():
+        assert "<script>alert(3)" not in text, name
+
+
+def case_markup_in_a_config_value(r):
+    assert hc.IMG_CONFIG in json.loads(_run(r, "xss1")["config"])["experiment_note"]
+    for name, text in r["html"].items():
+        assert "<img src=x onerror" not in text, name
+
+
+def case_api_key_never_written(r):
+    for path in r["out"].rglob("*"):
+        if path.is_file():
+            assert SENTINEL.encode() not in path.read_bytes(), path
+
+
+def case_no_absolute_home_paths_in_reports(r):
+    home = str(r["home"])
+    for name, text in r["html"].items():
+        assert home not in text, (name, text[max(0, text.find(home) - 200):text.find(home) + 200])
+
+
+def case_no_environment_variables_in_reports(r):
+    env_values = [os.environ.get("PATH", ""), sys.prefix, str(REPO)]
+    for name, text in r["html"].items():
+        assert "WANDB_API_KEY" not in text and "VIRTUAL_ENV" not in text, name
+        for value in env_values:
+            assert value not in text, (name, value)
+
+
+CASES = {name[len("case_"):]: fn for name, fn in globals().items() if name.startswith("case_")}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_case(report, case):
+    CASES[case](report)
+
+
+def test_at_least_twenty_cases():
+    assert len(CASES) >= 20
+
+
+# --------------------------------------------------------------------------------------------
+# Cases that need their own build
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bad_params_build(report, project, tmp_path_factory) -> dict:
+    """The report rebuilt after adding a params file with wrong types (phase hbadtypes)."""
+    out = tmp_path_factory.mktemp("bad_params") / "out"
+    shutil.copytree(report["out"], out, symlinks=True)
+    bad = project / "params" / "hbadtypes.yaml"
+    bad.write_text(hc.params_yaml("hsingle").replace("phase: hsingle", "phase: hbadtypes")
+                   .replace("n_val: 1319", "n_val: \"many\"").replace("[0.3, 0.5]", "\"0.3\""))
+    try:
+        proc = _make(project, report, "report", f"SOURCE={report['root']}", f"OUT={out}",
+                     f"N_BOOTSTRAP={N_BOOTSTRAP}", "JOBS=2")
+    finally:
+        bad.unlink()
+    failed = [line for line in proc.stderr.splitlines() if line.startswith("FAILED")]
+    return {"out": out, "proc": proc, "failed": failed}
+
+
+def test_params_file_with_wrong_types_fails_that_phase_with_one_named_line(bad_params_build):
+    """Its notebook stops with one line naming the notebook, the phase, the file and the key;
+    every other phase stays built; the index says what failed."""
+    out, proc = bad_params_build["out"], bad_params_build["proc"]
+    assert proc.returncode != 0
+    mine = [line for line in bad_params_build["failed"] if "[phase hbadtypes]" in line]
+    assert len(mine) == 1, proc.stderr[-3000:]
+    assert "01_load_runs.py [phase hbadtypes]" in mine[0]
+    assert "hbadtypes.yaml: n_val must be int" in mine[0]
+    assert "Traceback" not in proc.stderr
+    assert "n_val must be int" in (out / "index.html").read_text()
+    for phase, (_thresholds, sections) in hc.PHASES.items():
+        for section in sections:
+            assert (out / phase / f"{section}.html").is_file(), (phase, section)
+
+
+def test_params_file_with_wrong_types_leaves_the_summary_built(bad_params_build):
+    assert [line for line in bad_params_build["failed"] if "[phase hbadtypes]" not in line] == []
+    assert (bad_params_build["out"] / "summary" / "07_summary.html").is_file()
+
+
+def test_missing_source_is_one_line_and_keeps_the_snapshot(report, project, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(report["out"] / "data", out / "data")
+    before = ch.read_snapshot(out)[2]["content_hash"]
+    proc = _make(project, report, "snapshot", f"SOURCE={tmp_path / 'no_such_dir'}", f"OUT={out}")
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "source not found" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert ch.read_snapshot(out)[2]["content_hash"] == before
+
+
+class _Refused:
+    def runs(self, path):
+        raise ConnectionError("connection refused")
+
+
+def test_unreachable_wandb_source_is_one_line_and_keeps_the_snapshot(report, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(report["out"] / "data", out / "data")
+    before = ch.read_snapshot(out)[2]["content_hash"]
+    monkeypatch.setenv("WANDB_API_KEY", SENTINEL)
+    monkeypatch.setitem(ch.main.__globals__, "_make_wandb_api", lambda timeout: _Refused())
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+    assert ch.main(["snapshot", "--source", "wandb:ent/proj", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unreachable" in err and SENTINEL not in err
+    assert ch.read_snapshot(out)[2]["content_hash"] == before
+
+
+def test_corrupt_earlier_snapshot_is_rebuilt(report, project, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(report["out"] / "data", out / "data")
+    expected = ch.read_snapshot(out)[2]["content_hash"]
+    (out / "data" / "runs.parquet").write_bytes(b"PAR1 not really")
+    (out / "data" / "manifest.json").write_text("{truncated")
+    with pytest.raises(ch.SnapshotError):
+        ch.read_snapshot(out)
+    proc = _make(project, report, "snapshot", f"SOURCE={report['root']}", f"OUT={out}")
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert ch.read_snapshot(out)[2]["content_hash"] == expected
+
+
+def _start_snapshot(project: Path, corpus: dict, source: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen(["make", "--no-print-directory", "snapshot", f"SOURCE={source}", f"OUT={out}"],
+                            cwd=project, env=_make_env(corpus), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def test_killed_snapshot_leaves_the_previous_one_readable(report, project, tmp_path):
+    """SIGKILL `make snapshot` (make and its python) while it writes, at several moments: the
+    snapshot in OUT stays readable (the old set or the new one, whole), and the next run completes."""
+    small, large = tmp_path / "small", tmp_path / "large"
+    for target, ids in ((small, ("hA008", "hA032")), (large, ("hA008", "hA032", "hA128", "hA512", "dupA",
+                                                              "dupB", "crash1", "nan1", "str1"))):
+        for run_id in ids:
+            src = hc.run_file(report["root"], run_id)
+            (target / src.parent.name).mkdir(parents=True)
+            shutil.copy2(src, target / src.parent.name / src.name)
+    out = tmp_path / "out"
+    hashes = {}
+    for source in (small, large):
+        proc = _make(project, report, "snapshot", f"SOURCE={source}", f"OUT={out}")
+        assert proc.returncode == 0, proc.stderr
+        hashes[source] = ch.read_snapshot(out)[2]["content_hash"]
+    data = out / "data"
+    # kill once a temporary file of the write appears, plus a delay; then at fixed times
+    plans = [("write", 0.0), ("write", 0.003), ("write", 0.01), ("write", 0.03), ("time", 1.0), ("time", 2.0)]
+    current = large
+    killed_in_write = 0
+    for how, delay in plans:
+        other = small if current == large else large
+        proc = _start_snapshot(project, report, other, out)
+        t0 = time.monotonic()
+        if how == "write":
+            while proc.poll() is None and not any(p.name.endswith(".tmp") for p in data.iterdir()):
+                if time.monotonic() - t0 > 120:
+                    break
+            time.sleep(delay)
+        else:
+            time.sleep(delay)
+        still_running = proc.poll() is None
+        if still_running:
+            os.killpg(proc.pid, signal.SIGKILL)
+            killed_in_write += how == "write"
+        proc.communicate(timeout=60)
+        _runs, _history, manifest = ch.read_snapshot(out)
+        assert manifest["content_hash"] in (hashes[current], hashes[other]), (how, delay)
+        if manifest["content_hash"] == hashes[other]:
+            current = other
+        # the next run completes and leaves the other source's snapshot
+        nxt = small if current == large else large
+        done = _make(project, report, "snapshot", f"SOURCE={nxt}", f"OUT={out}")
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+        assert ch.read_snapshot(out)[2]["content_hash"] == hashes[nxt]
+        current = nxt
+    assert killed_in_write >= 2, "the kills never landed during a write"
+
+
+# --------------------------------------------------------------------------------------------
+# W&B fetch: keys grouped by their logged counts lose no rows
+# --------------------------------------------------------------------------------------------
+class _CountingRun:
+    """wandb.apis.public.Run subset with historyKeys (key -> typeCounts) and a scan_history that
+    keeps only the rows holding ALL requested keys, as the real one does."""
+
+    def __init__(self, run_id, rows):
+        self.id, self.name, self.state, self.rows, self.scans = run_id, "cbs_p1_np32_nr8", "finished", rows, []
+        self.config = {"data": {"train_batch_size": 32}, "actor_rollout_ref": {"rollout": {"n": 8}}}
+        self.heartbeat_at, self.created_at = "2026-01-01T10:00:00Z", "2026-01-01T00:00:00Z"
+        self.summary = {k: v for row in rows for k, v in row.items()}
+        counts: dict = {}
+        for row in rows:
+            for key in row:
+                counts[key] = counts.get(key, 0) + 1
+        self.history_keys = {"keys": {k: {"typeCounts": [{"type": "number", "count": c}]}
+                                      for k, c in counts.items() if not k.startswith("_")},
+                             "lastStep": max(r["_step"] for r in rows)}
+
+    @property
+    def lastHistoryStep(self):  # noqa: N802 -- wandb's name
+        return self.history_keys["lastStep"]
+
+    def scan_history(self, keys=None, page_size=1000):
+        self.scans.append(tuple(keys))
+        return iter([{k: r[k] for k in keys} for r in self.rows if all(k in r for k in keys)])
+
+
+class _CountingApi:
+    def __init__(self, runs):
+        self.run_list = runs
+
+    def runs(self, path):
+        return list(self.run_list)
+
+
+def _fetch(run, **kw):
+    return ch.build_snapshot("wandb:ent/proj", api=_CountingApi([run]), sleep=lambda s: None,
+                             progress=False, **kw)
+
+
+def test_fetch_groups_keys_by_logged_count():
+    rows = [{"_step": 0, hc.VAL: 0.1}]
+    for s in range(1, 21):
+        row = {"_step": s, "training/global_step": s, "critic/score/mean": 0.01 * s, "actor/entropy": 1.0,
+               "perf/time_per_step": 20.0, "timing_s/step": 20.0, "actor/pg_loss": 0.1}
+        if s % 5 == 0:
+            row[hc.VAL] = 0.1 + 0.02 * s
+        rows.append(row)
+    grouped = _CountingRun("r1", rows)
+    snap = _fetch(grouped)
+    assert len(grouped.scans) == 2  # per-step keys, validation keys (not one call per family)
+    per_key = _CountingRun("r1", rows)
+    reference = _fetch(per_key, scan_each_key=True)
+    pd.testing.assert_frame_equal(snap["history"], reference["history"])
+    assert snap["history"][hc.VAL].notna().sum() == 5 and len(snap["history"]) == 21
+
+
+def test_fetch_loses_no_rows_when_equal_counts_are_logged_at_different_steps():
+    rows = [{"_step": 0, hc.VAL: 0.1}]
+    for s in range(1, 21):
+        row = {"_step": s, "training/global_step": s}
+        row["actor/entropy" if s % 2 else "perf/time_per_step"] = float(s)  # 10 each, never together
+        if s % 5 == 0:
+            row[hc.VAL] = 0.1 + 0.02 * s
+        rows.append(row)
+    run = _CountingRun("r2", rows)
+    history = _fetch(run)["history"].set_index("step")
+    assert history["actor/entropy"].dropna().index.tolist() == list(range(1, 21, 2))
+    assert history["perf/time_per_step"].dropna().index.tolist() == list(range(2, 21, 2))
+    reference = _fetch(_CountingRun("r2", rows), scan_each_key=True)["history"].set_index("step")
+    pd.testing.assert_frame_equal(history, reference)
+
+
+# --------------------------------------------------------------------------------------------
+# Offline reader: files are grouped by the run id in their head; a file whose head does not
+# show it (or shows another) is still merged with the rest of its run
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("peek", ["none", "misleading"])
+def test_offline_grouping_does_not_depend_on_the_head_of_the_file(report, monkeypatch, peek):
+    expected = json.loads((report["out"] / "data" / "manifest.json").read_text())["content_hash"]
+    real = ch.load_offline_runs.__globals__["_peek_run_id"]
+
+    def fake(path, *args, **kwargs):
+        if peek == "none":
+            return None
+        run_id = real(path, *args, **kwargs)
+        # the second segment of the resumed run, and every clone, look like another run
+        return "clone0001" if (run_id == "resume1" and "nodeB" in path.parts) or (
+            run_id or "").startswith("clone") else run_id
+
+    monkeypatch.setitem(ch.load_offline_runs.__globals__, "_peek_run_id", fake)
+    snap = ch.build_snapshot(str(report["root"]))
+    assert snap["manifest"]["content_hash"] == expected
+    assert _flags({"runs": snap["runs"]}, "resume1")["segments"] == "2"
