@@ -31,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "benchmarks" / "_work"
 RESULTS = REPO / "benchmarks" / "results.md"
-if str(REPO) not in sys.path:  # cbs_helpers' shim finds wip_*.py only with the root on the path
+if str(REPO) not in sys.path:  # import the working copy of cbs_helpers
     sys.path.insert(0, str(REPO))
 VAL = "val-core/openai/gsm8k/reward/mean@1"
 THRESHOLDS = [0.3, 0.4, 0.5, 0.6, 0.65, 0.7]
@@ -381,7 +381,7 @@ def _analysis_worker(n_runs: str, n_evals: str, n_bootstrap: str, repeats: str) 
     stats = pstats.Stats(profiler).stats
     inside = {}
     for (filename, _line, func), (_cc, _nc, _tt, cumtime, _callers) in stats.items():
-        if filename.endswith("wip_analysis.py") or filename.endswith("cbs_helpers.py"):
+        if filename.endswith("cbs_helpers.py"):
             inside[func] = max(inside.get(func, 0.0), cumtime)
     top = dict(sorted(inside.items(), key=lambda kv: -kv[1])[:8])
     print(json.dumps({"timings": timings, "n_rows": len(history), "n_sb_rows": len(sb), "profile": top,

@@ -249,22 +249,10 @@ def test_committed_files_are_complete_and_private(gt):
 
 
 def _history_frame(result):
-    """History DataFrame out of whatever wip_data.read_wandb_file returns."""
+    """History DataFrame of what cbs_helpers.read_wandb_file returns (rows as dicts)."""
     import pandas as pd
 
-    candidates = [result]
-    if isinstance(result, dict):
-        candidates.append(result.get("history"))
-    candidates.append(getattr(result, "history", None))
-    if isinstance(result, tuple | list):
-        candidates.extend(result)
-    for c in candidates:
-        if isinstance(c, pd.DataFrame):
-            return c
-        if isinstance(c, list) and c and isinstance(c[0], dict):
-            return pd.DataFrame(c)
-    pytest.fail(f"read_wandb_file returned {type(result).__name__}: "
-                "cannot find its history (expected a DataFrame, or a 'history' key/attribute)")
+    return pd.DataFrame(result["history"])
 
 
 def test_regenerating_a_run_reproduces_the_committed_history(gt, tmp_path):
@@ -272,10 +260,7 @@ def test_regenerating_a_run_reproduces_the_committed_history(gt, tmp_path):
         sys.path.insert(0, str(ROOT))
     import cbs_helpers as ch
 
-    read_wandb_file = getattr(ch, "read_wandb_file", None)
-    if read_wandb_file is None:
-        pytest.skip("cbs_helpers has no read_wandb_file yet (the data layer, wip_data.py, is "
-                    "written in parallel): no .wandb reader to compare the files with")
+    read_wandb_file = ch.read_wandb_file
     # the failing run: short, and covers the exit_code=1 path
     spec = next(s for s in md.sweep() if s.fails)
     new_path = md.write_run(md.simulate_run(spec), tmp_path)
