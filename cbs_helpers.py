@@ -3788,6 +3788,20 @@ def open_snapshot(out_dir: str | Path, source: str | None = None):
     return read_snapshot(out_dir)
 
 
+def phase_runs(runs_all: pd.DataFrame, history_all: pd.DataFrame, params: dict):
+    """(runs, history, metric) of one phase: its runs in the snapshot, their history, and the
+    validation-accuracy key its params select among the columns those runs logged."""
+    phase = params["phase"]
+    runs = runs_all[runs_all["phase"] == phase]
+    if runs.empty:
+        present = sorted(runs_all["phase"].dropna().astype(str).unique())
+        raise ValueError(f"no runs of phase {phase!r} in the snapshot; phases present: {present}")
+    history = history_all[history_all["run_id"].isin(runs["run_id"])]
+    logged = [c for c in history.columns if history[c].notna().any()]
+    metric = select_accuracy_metric(logged, params["metric"], params["prefer_source"])
+    return runs, history, metric
+
+
 def save_table(table: pd.DataFrame, out_dir: str | Path, name: str, latex: bool = False,
                caption: str = "", label: str = "") -> dict:
     """Write a result table as <name>.csv (and <name>.tex, booktabs, when latex=True)."""

@@ -23,8 +23,8 @@ params = ch.load_phase_params(params_dir, phase)
 out = Path(out_dir)
 runs_all, history_all, manifest = ch.open_snapshot(out, source)
 excluded = ch.read_excluded_runs(out)
-runs = runs_all[runs_all["phase"] == phase].sort_values(["total_batch", "n_prompts", "replicate"])
-history = history_all[history_all["run_id"].isin(runs["run_id"])]
+runs, history, metric = ch.phase_runs(runs_all, history_all, params)
+runs = runs.sort_values(["total_batch", "n_prompts", "replicate"])
 print(f"{params['title']}: {len(runs)} runs in the snapshot of {manifest['source']!r} "
       f"({manifest['n_runs']} runs over all phases, {manifest['n_excluded']} excluded).")
 
@@ -34,12 +34,7 @@ print(f"{params['title']}: {len(runs)} runs in the snapshot of {manifest['source
 # replicates (seeds or reruns) and are kept side by side; crashed runs keep their history.
 
 # %%
-assert len(runs), f"no runs of phase {phase!r} in the snapshot; phases present: " \
-    f"{sorted(runs_all['phase'].dropna().unique())}"
 assert (runs["total_batch"] == runs["n_prompts"] * runs["n_rollouts"]).all()
-metric = ch.select_accuracy_metric(
-    [c for c in history.columns if history[c].notna().any()],
-    params["metric"], params["prefer_source"])
 n_eval = history.dropna(subset=[metric]).groupby("run_id").size().rename("n_eval")
 table = runs.join(n_eval, on="run_id")
 table["n_eval"] = table["n_eval"].fillna(0).astype(int)

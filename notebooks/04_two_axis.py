@@ -31,14 +31,10 @@ runs_all, history_all, manifest = ch.open_snapshot(out, source)
 joint_phases = params["two_axis_phases"] or [phase]
 frames = []
 for p in joint_phases:
-    p_params = ch.load_phase_params(params_dir, p)
-    p_runs = runs_all[runs_all["phase"] == p]
-    if p_runs.empty:
+    if not (runs_all["phase"] == p).any():
         print(f"phase {p}: no runs in the snapshot, left out of the joint fit")
         continue
-    p_hist = history_all[history_all["run_id"].isin(p_runs["run_id"])]
-    p_metric = ch.select_accuracy_metric([c for c in p_hist.columns if p_hist[c].notna().any()],
-                                         p_params["metric"], p_params["prefer_source"])
+    p_runs, p_hist, p_metric = ch.phase_runs(runs_all, history_all, ch.load_phase_params(params_dir, p))
     frames.append(ch.sb_eb_table(p_runs, p_hist, p_metric, params["thresholds"]).assign(phase=p))
 sb_eb_all = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 print(f"joint fit over {', '.join(sorted(sb_eb_all['phase'].unique())) if len(sb_eb_all) else 'nothing'}: "
@@ -78,10 +74,7 @@ else:
 # %%
 iso = pd.DataFrame()
 if params["axis"] == "iso_batch":
-    runs = runs_all[runs_all["phase"] == phase]
-    history = history_all[history_all["run_id"].isin(runs["run_id"])]
-    metric = ch.select_accuracy_metric([c for c in history.columns if history[c].notna().any()],
-                                       params["metric"], params["prefer_source"])
+    runs, history, metric = ch.phase_runs(runs_all, history_all, params)
     sb_iso = ch.sb_eb_table(runs, history, metric, params["thresholds"])
     iso = ch.iso_batch_table(sb_iso, two_axis if len(fit_ok) else None)
     ch.save_table(iso, tables, "iso_batch", latex=True,

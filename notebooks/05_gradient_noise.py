@@ -26,11 +26,7 @@ params = ch.load_phase_params(params_dir, phase)
 out = Path(out_dir)
 figures, tables = out / phase / "figures", out / phase / "tables"
 runs_all, history_all, manifest = ch.open_snapshot(out, source)
-runs = runs_all[runs_all["phase"] == phase]
-history = history_all[history_all["run_id"].isin(runs["run_id"])]
-assert len(runs), f"no runs of phase {phase!r} in the snapshot"
-metric = ch.select_accuracy_metric([c for c in history.columns if history[c].notna().any()],
-                                   params["metric"], params["prefer_source"])
+runs, history, metric = ch.phase_runs(runs_all, history_all, params)
 sb_eb, cbs_fit = ch.fit_phase(runs, history, metric, params["thresholds"], params["n_val"],
                               n_bootstrap=n_bootstrap, seed=seed)
 logged = "grad_noise/B_noise_estimate" in history.columns and \

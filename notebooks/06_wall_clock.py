@@ -22,11 +22,7 @@ ch.setup_style()
 params = ch.load_phase_params(params_dir, phase)
 out = Path(out_dir)
 runs_all, history_all, manifest = ch.open_snapshot(out, source)
-runs = runs_all[runs_all["phase"] == phase]
-history = history_all[history_all["run_id"].isin(runs["run_id"])]
-assert len(runs), f"no runs of phase {phase!r} in the snapshot"
-metric = ch.select_accuracy_metric([c for c in history.columns if history[c].notna().any()],
-                                   params["metric"], params["prefer_source"])
+runs, history, metric = ch.phase_runs(runs_all, history_all, params)
 
 # %% [markdown]
 # ## Time to each target, per run

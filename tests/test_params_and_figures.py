@@ -130,3 +130,16 @@ def test_report_plan_lists_each_phase_sections(tmp_path):
     assert "NOTEBOOKS_pa := OUTDIR/pa/01_load_runs.ipynb OUTDIR/pa/02_steps_to_target.ipynb" in plan
     assert "NOTEBOOKS_pb := OUTDIR/pb/01_load_runs.ipynb" in plan
     assert "SUMMARY_NB := OUTDIR/summary/07_summary.ipynb" in plan
+
+
+def test_phase_runs_selects_the_phase_and_its_metric():
+    runs = pd.DataFrame({"run_id": ["a", "b"], "phase": ["p1", "p2b"]})
+    history = pd.DataFrame({"run_id": ["a", "a", "b"], "step": [0, 5, 0],
+                            "val-core/openai/gsm8k/reward/mean@1": [0.1, 0.2, np.nan],
+                            "val-core/math/reward/mean@1": [np.nan, np.nan, 0.3]})
+    params = {**GOOD, "phase": "p1", "prefer_source": "gsm8k"}
+    r, h, metric = ch.phase_runs(runs, history, params)
+    assert list(r["run_id"]) == ["a"] and len(h) == 2
+    assert metric == "val-core/openai/gsm8k/reward/mean@1"
+    with pytest.raises(ValueError, match=r"no runs of phase 'p9' in the snapshot; phases present: \['p1', 'p2b'\]"):
+        ch.phase_runs(runs, history, {**GOOD, "phase": "p9"})
