@@ -41,7 +41,7 @@ table["n_eval"] = table["n_eval"].fillna(0).astype(int)
 table = table[["name", "replicate", "n_prompts", "n_rollouts", "total_batch", "state",
                "last_step", "n_eval", "flags"]]
 ch.save_table(table, out / phase / "tables", "runs")
-table
+table.set_index("name")
 
 # %% [markdown]
 # ## Runs left out of the analysis, with their reasons
@@ -56,7 +56,7 @@ print(f"{len(excluded_here)} run(s) of phase {phase} excluded, {len(unassigned)}
       f"recognisable phase; {n_other} excluded run(s) of other phases are listed in "
       "data/excluded_runs.csv of the output directory.")
 pd.concat([excluded_here.assign(phase=phase), unassigned.assign(phase="unknown")])[
-    ["phase", "name", "run_id", "source", "reason"]]
+    ["phase", "name", "run_id", "source", "reason"]].set_index("phase")
 
 # %% [markdown]
 # ## Answer
