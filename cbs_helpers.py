@@ -581,6 +581,18 @@ def _history_item_value(item: Any) -> Any:
     return getattr(item, kind)
 
 
+def _apply_record_items(target: dict, updates, removes) -> None:
+    """Apply a config or summary record's update and remove items to a nested dict."""
+    for item in updates:
+        path = _item_path(item)
+        if path:
+            _set_nested(target, path, _loads_lenient(item.value_json))
+    for item in removes:
+        path = _item_path(item)
+        if path:
+            _del_nested(target, path)
+
+
 def decode_wandb_records(payloads: Iterable[bytes]) -> tuple[dict, int]:
     """Protobuf `Record` payloads -> (run dict, number of payloads that failed to decode)."""
     from google.protobuf.message import DecodeError
@@ -616,28 +628,11 @@ def decode_wandb_records(payloads: Iterable[bytes]) -> tuple[dict, int]:
                     run[key] = getattr(rec, field)
             if rec.HasField("start_time"):
                 run["start_time"] = rec.start_time.seconds + rec.start_time.nanos / 1e9
-            for item in rec.config.update:
-                path = _item_path(item)
-                if path:
-                    _set_nested(run["config"], path, _loads_lenient(item.value_json))
+            _apply_record_items(run["config"], rec.config.update, ())
         elif kind == "config":
-            for item in record.config.update:
-                path = _item_path(item)
-                if path:
-                    _set_nested(run["config"], path, _loads_lenient(item.value_json))
-            for item in record.config.remove:
-                path = _item_path(item)
-                if path:
-                    _del_nested(run["config"], path)
+            _apply_record_items(run["config"], record.config.update, record.config.remove)
         elif kind == "summary":
-            for item in record.summary.update:
-                path = _item_path(item)
-                if path:
-                    _set_nested(run["summary"], path, _loads_lenient(item.value_json))
-            for item in record.summary.remove:
-                path = _item_path(item)
-                if path:
-                    _del_nested(run["summary"], path)
+            _apply_record_items(run["summary"], record.summary.update, record.summary.remove)
         elif kind == "exit":
             run["exit_code"] = record.exit.exit_code
         elif kind == "header":
@@ -1574,9 +1569,9 @@ _PROJECT_DIR = Path(__file__).resolve().parent
 
 def _snapshot_unchanged(manifest: dict, out_dir) -> bool:
     """True when OUT already holds a readable snapshot of the same source with the same content."""
-    try:
-        _, _, old = read_snapshot(out_dir)
-    except Exception:  # noqa: BLE001 -- missing or corrupt: write a new one
+    try:  # the per-file hashes prove the set is whole; no need to parse the parquet again
+        old = _verify_snapshot_files(_snapshot_data_dir(out_dir))
+    except Exception:  # noqa: BLE001 -- missing, torn or corrupt: write a new one
         return False
     return (old.get("content_hash") == manifest.get("content_hash")
             and old.get("source") == manifest.get("source"))
@@ -3408,16 +3403,21 @@ def plot_sb_eb(sb_eb: pd.DataFrame, cbs_fit: pd.DataFrame, title: str = "",
     return fig
 
 
+def _ci_errorbar(ax, x, y, lo, hi, capsize: float = 2.5, **kw) -> None:
+    """Points with their interval [lo, hi] as error bars; a missing bound draws no bar."""
+    y, lo, hi = (np.asarray(v, dtype=float) for v in (y, lo, hi))
+    yerr = np.vstack([y - lo, hi - y])
+    ax.errorbar(x, y, yerr=np.where(np.isfinite(yerr), yerr, 0), capsize=capsize, **kw)
+
+
 def plot_b_noise_vs_target(cbs_fit: pd.DataFrame, compare: pd.DataFrame | None = None,
                            compare_label: str = "seed method", title: str = "") -> Figure:
     """B_noise against the target accuracy, with 95% CIs; optionally a second method beside it."""
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.subplots()
     ok = cbs_fit[cbs_fit["status"].isin(["ok", "extrapolated"]) & np.isfinite(cbs_fit["B_noise"])]
-    yerr = np.vstack([ok["B_noise"] - ok["B_noise_lo"], ok["B_noise_hi"] - ok["B_noise"]])
-    yerr = np.where(np.isfinite(yerr), yerr, 0)
-    ax.errorbar(ok["threshold"], ok["B_noise"], yerr=yerr, marker="o", color=PALETTE[0],
-                capsize=3, label="this project (95% CI)")
+    _ci_errorbar(ax, ok["threshold"], ok["B_noise"], ok["B_noise_lo"], ok["B_noise_hi"],
+                 marker="o", color=PALETTE[0], capsize=3, label="this project (95% CI)")
     ext = ok[ok["status"] == "extrapolated"]
     if len(ext):
         ax.scatter(ext["threshold"], ext["B_noise"], marker="o", facecolors="white",
@@ -3511,11 +3511,9 @@ def plot_cross_phase(summary_long: pd.DataFrame, title: str = "") -> Figure:
                       & np.isfinite(summary_long["B_noise"])]
     markers = "osD^vP*X"
     for i, (phase, rows) in enumerate(ok.groupby("phase", sort=False)):
-        yerr = np.vstack([rows["B_noise"] - rows["B_noise_lo"], rows["B_noise_hi"] - rows["B_noise"]])
-        yerr = np.where(np.isfinite(yerr), yerr, 0)
-        ax.errorbar(rows["threshold"], rows["B_noise"], yerr=yerr, marker=markers[i % len(markers)],
-                    color=PALETTE[i % (len(PALETTE) - 1)], capsize=2.5,
-                    label=f"{phase}: {rows['axis'].iloc[0]} axis, {rows['task'].iloc[0]}")
+        _ci_errorbar(ax, rows["threshold"], rows["B_noise"], rows["B_noise_lo"], rows["B_noise_hi"],
+                     marker=markers[i % len(markers)], color=PALETTE[i % (len(PALETTE) - 1)],
+                     label=f"{phase}: {rows['axis'].iloc[0]} axis, {rows['task'].iloc[0]}")
     set_log2_axis(ax, "y")
     ax.set_xlabel("target validation accuracy")
     ax.set_ylabel("B_noise (samples per step)")
@@ -3558,12 +3556,10 @@ def plot_two_axis(sb_eb_all: pd.DataFrame, two_axis: dict, threshold: float, tit
             ax_s.plot([], [], color=c, label=label)
         ph_axes = axes_tab[axes_tab["phase"] == phase].sort_values("threshold")
         if len(ph_axes):
-            yerr = np.vstack([ph_axes["B_noise"] - ph_axes["B_noise_lo"],
-                              ph_axes["B_noise_hi"] - ph_axes["B_noise"]])
-            ax_b.errorbar(ph_axes["threshold"] + 0.003 * (i - 1), ph_axes["B_noise"],
-                          yerr=np.where(np.isfinite(yerr), yerr, 0), color=c,
-                          marker=markers[i % len(markers)], capsize=2.5,
-                          label=f"{phase} ({ph_axes['axis'].iloc[0]} axis)")
+            _ci_errorbar(ax_b, ph_axes["threshold"] + 0.003 * (i - 1), ph_axes["B_noise"],
+                         ph_axes["B_noise_lo"], ph_axes["B_noise_hi"], color=c,
+                         marker=markers[i % len(markers)],
+                         label=f"{phase} ({ph_axes['axis'].iloc[0]} axis)")
     set_log2_axis(ax_s, "x", lo, hi)
     set_log_axis(ax_s, "y")
     ax_s.set_xlabel("batch size B = prompts × rollouts")
@@ -3652,21 +3648,17 @@ def plot_noise_scale_vs_fit(comparison: pd.DataFrame, at_target: pd.DataFrame | 
     fig = Figure(figsize=(6.8, 4.4))
     ax = fig.subplots()
 
-    def bars(x, y, lo, hi, **kw):
-        yerr = np.vstack([y - lo, hi - y])
-        ax.errorbar(x, y, yerr=np.where(np.isfinite(yerr), yerr, 0), capsize=2.5, **kw)
-
     c = comparison.sort_values("threshold")
-    bars(c["threshold"], c["B_noise"], c["B_noise_lo"], c["B_noise_hi"], marker="o",
-         color=PALETTE[0], label="B_noise fitted from S(B)")
+    _ci_errorbar(ax, c["threshold"], c["B_noise"], c["B_noise_lo"], c["B_noise_hi"], marker="o",
+                 color=PALETTE[0], label="B_noise fitted from S(B)")
     ok = c[c["status"] == "ok"]
-    bars(ok["threshold"] + 0.004, ok["B_simple"], ok["B_simple_lo"], ok["B_simple_hi"],
-         marker="s", color=PALETTE[1], label="B_simple from actor/grad_norm (post hoc)")
+    _ci_errorbar(ax, ok["threshold"] + 0.004, ok["B_simple"], ok["B_simple_lo"], ok["B_simple_hi"],
+                 marker="s", color=PALETTE[1], label="B_simple from actor/grad_norm (post hoc)")
     if at_target is not None and len(at_target):
         med = at_target.groupby("threshold")["B_simple_ema"].agg(
             med="median", lo=lambda v: np.quantile(v, 0.1), hi=lambda v: np.quantile(v, 0.9))
-        bars(med.index.to_numpy() - 0.004, med["med"], med["lo"], med["hi"], marker="D",
-             color=PALETTE[2], label="logged B_simple at the crossing (median, 10-90%)")
+        _ci_errorbar(ax, med.index.to_numpy() - 0.004, med["med"], med["lo"], med["hi"],
+                     marker="D", color=PALETTE[2], label="logged B_simple at the crossing (median, 10-90%)")
     set_log2_axis(ax, "y")
     ax.set_xlabel("target validation accuracy")
     ax.set_ylabel("batch size (samples per step)")
@@ -3820,6 +3812,17 @@ def save_table(table: pd.DataFrame, out_dir: str | Path, name: str, latex: bool 
 # These are the only functions here that touch files or start processes.
 # ---------------------------------------------------------------------------------------------
 
+def _phase_sections(path: Path) -> tuple[str, list[str], list[str]]:
+    """(title, sections in report order, two_axis_phases) of one params file. An invalid file
+    still gets its 01_load_runs section, whose first cell then stops with the message."""
+    try:
+        params = validate_phase_params(yaml.safe_load(path.read_text()), str(path))
+    except (ParamsError, yaml.YAMLError):
+        return "(params file invalid)", ["01_load_runs"], []
+    return (params["title"], [s for s in SECTIONS if s in params["sections"]],
+            params["two_axis_phases"])
+
+
 def report_plan(params_dir: str | Path, notebooks_dir: str | Path, out_dir: str,
                 n_bootstrap: int = 1000) -> str:
     """Make rules for every (phase, section) in params/*.yaml, plus the cross-phase summary.
@@ -3833,12 +3836,8 @@ def report_plan(params_dir: str | Path, notebooks_dir: str | Path, out_dir: str,
     all_params = " ".join(str(p) for p in sorted(params_dir.glob("*.yaml")))
     for path in sorted(params_dir.glob("*.yaml")):
         phase = path.stem
-        try:
-            params = validate_phase_params(yaml.safe_load(path.read_text()), str(path))
-            sections = [s for s in SECTIONS if s in params["sections"]]
-            extra = [params_dir / f"{p}.yaml" for p in params["two_axis_phases"] if p != phase]
-        except (ParamsError, yaml.YAMLError):
-            sections, extra = ["01_load_runs"], []
+        _title, sections, joint = _phase_sections(path)
+        extra = [params_dir / f"{p}.yaml" for p in joint if p != phase]
         targets = []
         for section in sections:
             nb = notebooks_dir / f"{section}.ipynb"
@@ -4067,11 +4066,7 @@ def write_index(out_dir: str | Path, params_dir: str | Path = "params") -> Path:
         phase = path.stem
         if not (out_dir / phase).is_dir():
             continue
-        try:
-            params = validate_phase_params(yaml.safe_load(path.read_text()), str(path))
-            title, sections = params["title"], [s for s in SECTIONS if s in params["sections"]]
-        except (ParamsError, yaml.YAMLError):
-            title, sections = "(params file invalid)", ["01_load_runs"]
+        title, sections, _joint = _phase_sections(path)
         phases[phase] = {"title": title, "sections": [
             _section_entry(out_dir, phase, s, SECTIONS[s]) for s in sections]}
     if (out_dir / "summary").is_dir():
