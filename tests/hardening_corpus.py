@@ -13,6 +13,7 @@ import os
 import random
 import struct
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -30,6 +31,14 @@ PHASES = {
     "hnoreach": ([0.6, 0.8], ["01_load_runs", "02_steps_to_target"]),
     "hbig": ([0.3, 0.5], ["01_load_runs", "02_steps_to_target"]),
 }
+
+
+def wait_until_stable(path: Path, quiet: float = 0.3, limit: float = 10.0) -> None:
+    """Wait until a .wandb file stops growing: wandb-core may outlive the process that logged."""
+    deadline, size = time.monotonic() + limit, -1
+    while time.monotonic() < deadline and path.stat().st_size != size:
+        size = path.stat().st_size
+        time.sleep(quiet)
 
 
 def params_yaml(phase: str) -> str:

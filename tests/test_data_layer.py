@@ -25,6 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # until pytest's pythonpath is set in pyproject.toml
     sys.path.insert(0, str(REPO))
 
+from hardening_corpus import wait_until_stable  # noqa: E402 (tests/ is on sys.path)
+
 import cbs_helpers as ch  # noqa: E402
 
 VAL = "val-core/openai/gsm8k/reward/mean@1"
@@ -161,15 +163,8 @@ def offline_corpus_dir(tmp_path_factory) -> Path:
     crash = subprocess.run([sys.executable, "-c", _CRASH_SCRIPT, str(root / "good")], cwd=root, env=env,
                            capture_output=True, timeout=300)
     assert crash.returncode == 1
-    _wait_until_stable(_run_file(root / "good", "crash1"))  # wandb-core may outlive its parent
+    wait_until_stable(_run_file(root / "good", "crash1"))  # wandb-core may outlive its parent
     return root
-
-
-def _wait_until_stable(path: Path, quiet: float = 0.3, limit: float = 10.0) -> None:
-    deadline, size = time.monotonic() + limit, -1
-    while time.monotonic() < deadline and path.stat().st_size != size:
-        size = path.stat().st_size
-        time.sleep(quiet)
 
 
 def _run_file(root: Path, run_id: str) -> Path:

@@ -46,13 +46,6 @@ def _wandb_env(tmp: Path) -> dict:
     return env
 
 
-def _wait_until_stable(path: Path, quiet: float = 0.3, limit: float = 10.0) -> None:
-    deadline, size = time.monotonic() + limit, -1
-    while time.monotonic() < deadline and path.stat().st_size != size:
-        size = path.stat().st_size
-        time.sleep(quiet)
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> dict:
     base = tmp_path_factory.mktemp("hardening")
@@ -67,7 +60,7 @@ def corpus(tmp_path_factory) -> dict:
     crash = subprocess.run([sys.executable, str(script), "crash", str(root)], cwd=base, env=env,
                            capture_output=True, text=True, timeout=300)
     assert crash.returncode == 1, crash.stderr[-3000:]
-    _wait_until_stable(hc.run_file(root, "crash1"))  # wandb-core may outlive its parent
+    hc.wait_until_stable(hc.run_file(root, "crash1"))  # wandb-core may outlive its parent
     made = hc.damage(root)
     return {"base": base, "home": home, "root": root, "made": made}
 
