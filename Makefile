@@ -13,6 +13,8 @@ N_BOOTSTRAP ?= 1000
 PARAMS ?= params
 ALL_PHASES := $(sort $(basename $(notdir $(wildcard $(PARAMS)/*.yaml))))
 PHASES ?= $(ALL_PHASES)
+# the code every report depends on: the notebooks' API and the package behind it
+CODE := cbs_helpers.py $(wildcard cbs_rlvr/*.py cbs_rlvr/*/*.py)
 
 # --- environment --------------------------------------------------------------------------
 ifneq ($(VIRTUAL_ENV),)
@@ -58,13 +60,13 @@ $(shell mkdir -p "$(OUT)/.make"; [ "$$(cat "$(OUT)/.make/source.txt" 2>/dev/null
 endif
 
 snapshot: $(STAMP)
-	@"$(PY)" cbs_helpers.py snapshot --source "$(SOURCE)" --out "$(OUT)"
+	@"$(PY)" -m cbs_rlvr snapshot --source "$(SOURCE)" --out "$(OUT)"
 	@mkdir -p "$(OUT)/.make" && touch "$(SNAPSHOT_STAMP)"
 
 # The snapshot command rewrites manifest.json only when the content changed, so the
 # notebooks (which depend on the manifest) re-run only when the data did.
-$(SNAPSHOT_STAMP): $(SOURCE_FILES) $(OUT)/.make/source.txt cbs_helpers.py | $(STAMP)
-	@"$(PY)" cbs_helpers.py snapshot --source "$(SOURCE)" --out "$(OUT)"
+$(SNAPSHOT_STAMP): $(SOURCE_FILES) $(OUT)/.make/source.txt $(CODE) | $(STAMP)
+	@"$(PY)" -m cbs_rlvr snapshot --source "$(SOURCE)" --out "$(OUT)"
 	@touch $@
 $(SNAPSHOT): $(SNAPSHOT_STAMP)
 FORCE:
@@ -79,7 +81,7 @@ include $(REPORT_MK)
 endif
 $(REPORT_MK): $(wildcard $(PARAMS)/*.yaml) notebooks Makefile | $(STAMP)
 	@mkdir -p $(dir $@)
-	@"$(PY)" cbs_helpers.py plan --params-dir "$(PARAMS)" --notebooks-dir notebooks --out "$(OUT)" \
+	@"$(PY)" -m cbs_rlvr plan --params-dir "$(PARAMS)" --notebooks-dir notebooks --out "$(OUT)" \
 	  --n-bootstrap $(N_BOOTSTRAP) > $@.tmp && mv $@.tmp $@
 
 # The .py percent file is the source of truth; make re-pairs its .ipynb twin when the .py is
@@ -102,7 +104,7 @@ report-html: $(OUT)/index.html
 	@:
 # (report.mk is not included here, so existing notebooks are plain files: nothing re-runs)
 $(OUT)/index.html: $(wildcard $(OUT)/*/[0-9][0-9]_*.ipynb) $(wildcard $(OUT)/.make/status.stamp)
-	@"$(PY)" cbs_helpers.py html --out "$(OUT)" --params-dir "$(PARAMS)"
+	@"$(PY)" -m cbs_rlvr html --out "$(OUT)" --params-dir "$(PARAMS)"
 
 # --- checks --------------------------------------------------------------------------------
 test: $(STAMP)

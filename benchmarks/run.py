@@ -131,7 +131,7 @@ def machine_info() -> dict:
 # 1. Report build on the demo: cold, no-op, and the floor (trivial notebooks, same parallelism)
 # --------------------------------------------------------------------------------------------
 _FLOOR_EXEC = textwrap.dedent('''
-    """Execute one trivial notebook through papermill, as `cbs_helpers.py execute` does."""
+    """Execute one trivial notebook through papermill."""
     import sys
 
     import nbformat
@@ -225,19 +225,22 @@ def bench_report(args, results: dict) -> None:
     # The parts of a cold build that are not notebook execution, measured one by one.
     snap_out = base / "snapshot_only"
     shutil.rmtree(snap_out, ignore_errors=True)
-    t_snapshot, proc = _timed([sys.executable, "cbs_helpers.py", "snapshot", "--source", "data/demo",
+    t_snapshot, proc = _timed([sys.executable, "-m", "cbs_rlvr", "snapshot", "--source", "data/demo",
                                "--out", str(snap_out)], cwd=REPO)
     _check(proc, "snapshot of the demo")
     for html in out.glob("*/*.html"):
         html.unlink()
-    t_html, proc = _timed([sys.executable, "cbs_helpers.py", "html", "--out", str(out)], cwd=REPO)
+    t_html, proc = _timed([sys.executable, "-m", "cbs_rlvr", "html", "--out", str(out)], cwd=REPO)
     _check(proc, "html conversion")
     # One notebook through the project's driver vs one trivial notebook through the floor's.
     one = base / "one_notebook"
     shutil.rmtree(one, ignore_errors=True)
     shutil.copytree(out / "data", one / "data")
-    t_driver, proc = _timed([sys.executable, "cbs_helpers.py", "execute", "notebooks/01_load_runs.py",
-                             "--phase", "p4_rpp", "--out", str(one), "--n-bootstrap", "1000"], cwd=REPO)
+    (one / "p4_rpp").mkdir(parents=True, exist_ok=True)
+    t_driver, proc = _timed([sys.executable, "-m", "papermill", "notebooks/01_load_runs.ipynb",
+                             str(one / "p4_rpp" / "01_load_runs.ipynb"), "-k", "python3", "--cwd", "notebooks",
+                             "--no-progress-bar", "-p", "phase", "p4_rpp", "-p", "out_dir", str(one)],
+                            cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
     _check(proc, "one notebook")
     nb_one = json.loads((one / "p4_rpp" / "01_load_runs.ipynb").read_text())
     t_one_cells = nb_one["metadata"]["papermill"]["duration"]
@@ -301,7 +304,7 @@ def _offline_corpus(n_runs: int, n_steps: int) -> Path:
 
 
 def _snapshot_worker(source: str, out: str) -> None:
-    import cbs_helpers as ch
+    from cbs_rlvr import snapshot as ch
 
     rss_imported = _maxrss_mb()
     shutil.rmtree(out, ignore_errors=True)
@@ -358,7 +361,7 @@ def synthetic_phase(n_runs: int, n_evals: int, seed: int = 0, test_freq: int = 5
 
 
 def _analysis_worker(n_runs: str, n_evals: str, n_bootstrap: str, repeats: str) -> None:
-    import cbs_helpers as ch
+    import cbs_helpers as ch  # the notebooks' API
 
     runs, history = synthetic_phase(int(n_runs), int(n_evals))
     timings = {"sb_eb_table": [], "fit_phase_no_bootstrap": [], "fit_phase": []}
@@ -381,7 +384,7 @@ def _analysis_worker(n_runs: str, n_evals: str, n_bootstrap: str, repeats: str) 
     stats = pstats.Stats(profiler).stats
     inside = {}
     for (filename, _line, func), (_cc, _nc, _tt, cumtime, _callers) in stats.items():
-        if filename.endswith("cbs_helpers.py"):
+        if "cbs_rlvr" in filename:
             inside[func] = max(inside.get(func, 0.0), cumtime)
     top = dict(sorted(inside.items(), key=lambda kv: -kv[1])[:8])
     print(json.dumps({"timings": timings, "n_rows": len(history), "n_sb_rows": len(sb), "profile": top,
@@ -535,7 +538,7 @@ def seed_fetch(api, path: str) -> dict:
 
 
 def bench_fetch(args, results: dict) -> None:
-    import cbs_helpers as ch
+    from cbs_rlvr import snapshot as ch
 
     n_runs, n_steps = args.size("fetch_runs"), args.size("fetch_steps")
     api = LatencyApi([])
@@ -604,7 +607,7 @@ def render(results: dict, info: dict, args) -> str:
                   f"{total_cells:.1f} s, i.e. {total_cells / r['jobs']:.1f} s of wall if perfectly parallel;",
                   f"- snapshot of the demo alone {r['snapshot_s']:.1f} s; HTML conversion alone "
                   f"{r['html_s']:.1f} s (one process, serial, after the notebooks);",
-                  f"- one notebook (p4_rpp/01_load_runs) through `cbs_helpers.py execute`: "
+                  f"- one notebook (p4_rpp/01_load_runs) through papermill's command line: "
                   f"{r['one_notebook']['driver_wall_s']:.1f} s wall, of which "
                   f"{r['one_notebook']['papermill_duration_s']:.1f} s in its cells; one trivial notebook "
                   f"through the floor's driver: {r['one_notebook']['floor_wall_s']:.1f} s wall;",

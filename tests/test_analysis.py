@@ -22,7 +22,26 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # until pytest's pythonpath is set in pyproject.toml
     sys.path.insert(0, str(REPO))
 
-import cbs_helpers as ch  # noqa: E402
+from cbs_rlvr.axes import iso_batch_table, two_axis_fit  # noqa: E402
+from cbs_rlvr.baseline import seed_method_fit  # noqa: E402
+from cbs_rlvr.bootstrap import _crossing_kernel, fit_phase  # noqa: E402
+from cbs_rlvr.fit import (  # noqa: E402
+    CBS_FIT_COLUMNS,
+    b_noise_vs_target,
+    fit_mccandlish,
+    mccandlish_steps,
+    pareto_table,
+)
+from cbs_rlvr.measure import (  # noqa: E402
+    SB_EB_COLUMNS,
+    crossings,
+    eval_series,
+    sb_eb_table,
+    select_accuracy_metric,
+    steps_to_target,
+)
+from cbs_rlvr.noise import _ema, b_simple_posthoc, grad_noise_at_target, smooth_grad_noise  # noqa: E402
+from cbs_rlvr.wallclock import fastest_batch, wall_clock_table  # noqa: E402
 
 METRIC = "val-core/openai/gsm8k/reward/mean@1"
 THRESHOLDS = [0.3, 0.4, 0.5, 0.6, 0.65, 0.7]
@@ -115,15 +134,15 @@ def p1_sweep():
 # ------------------------------------------------------------------------------------------
 def test_select_accuracy_metric_exact_pattern_prefer_and_errors():
     cols = ["step", "actor/grad_norm", METRIC, "val-core/HuggingFaceH4/MATH-500/reward/mean@1"]
-    assert ch.select_accuracy_metric(cols, METRIC) == METRIC
-    assert ch.select_accuracy_metric(cols, "val-core/*/reward/mean@*", prefer="math") == cols[3]
-    assert ch.select_accuracy_metric(cols, prefer="gsm8k") == METRIC
+    assert select_accuracy_metric(cols, METRIC) == METRIC
+    assert select_accuracy_metric(cols, "val-core/*/reward/mean@*", prefer="math") == cols[3]
+    assert select_accuracy_metric(cols, prefer="gsm8k") == METRIC
     with pytest.raises(ValueError, match="MATH-500.*gsm8k|gsm8k.*MATH-500"):
-        ch.select_accuracy_metric(cols, "val-core/*/acc/mean@*")  # error lists the columns
+        select_accuracy_metric(cols, "val-core/*/acc/mean@*")  # error lists the columns
     with pytest.raises(ValueError, match="prefer"):
-        ch.select_accuracy_metric(cols)  # two tasks match: ambiguity is an error, not a guess
+        select_accuracy_metric(cols)  # two tasks match: ambiguity is an error, not a guess
     with pytest.raises(ValueError, match="val-core columns present: \\(none\\)"):
-        ch.select_accuracy_metric(["step", "actor/entropy"])
+        select_accuracy_metric(["step", "actor/entropy"])
 
 
 # ------------------------------------------------------------------------------------------
@@ -134,28 +153,28 @@ def test_isotonic_crossing_is_exact_on_a_hand_made_series():
     acc = [0.10, 0.30, 0.25, 0.50, 0.60]
     # PAVA pools (0.30, 0.25) -> 0.275; first smoothed value >= 0.4 is 0.5 at step 30,
     # interpolated from (20, 0.275): S = 20 + (0.4 - 0.275) / (0.5 - 0.275) * 10
-    S, cens = ch.steps_to_target(steps, acc, 0.4)
+    S, cens = steps_to_target(steps, acc, 0.4)
     assert not cens and S == pytest.approx(20 + 0.125 / 0.225 * 10, abs=1e-12)
     # the seed's rule takes the first raw eval >= target: quantised to an eval step
-    assert ch.steps_to_target(steps, acc, 0.4, method="first_crossing") == (30.0, False)
-    assert ch.steps_to_target(steps, acc, 0.28, method="first_crossing") == (10.0, False)
+    assert steps_to_target(steps, acc, 0.4, method="first_crossing") == (30.0, False)
+    assert steps_to_target(steps, acc, 0.28, method="first_crossing") == (10.0, False)
     # isotonic: 0.28 lies above the pooled 0.275, so the crossing moves past step 20
-    S, _ = ch.steps_to_target(steps, acc, 0.28)
+    S, _ = steps_to_target(steps, acc, 0.28)
     assert S == pytest.approx(20 + 0.005 / 0.225 * 10, abs=1e-12)
     # never reached: right-censored at the last eval step
-    assert ch.steps_to_target(steps, acc, 0.7) == (40.0, True)
+    assert steps_to_target(steps, acc, 0.7) == (40.0, True)
     # NaN / inf points are ignored (unsorted input is sorted)
-    S2, _ = ch.steps_to_target([40, 0, 15, 10, 20, 30, 25], [0.6, 0.1, np.nan, 0.3, 0.25, 0.5, np.inf], 0.4)
+    S2, _ = steps_to_target([40, 0, 15, 10, 20, 30, 25], [0.6, 0.1, np.nan, 0.3, 0.25, 0.5, np.inf], 0.4)
     assert S2 == pytest.approx(20 + 0.125 / 0.225 * 10, abs=1e-12)
     with pytest.raises(ValueError):
-        ch.steps_to_target(steps, acc, 0.4, method="nope")
+        steps_to_target(steps, acc, 0.4, method="nope")
 
 
 def test_sb_eb_table_contract_replicates_and_nonfinite_count():
     runs, hist = make_sweep([(32, 8), (128, 8)], seed=1, reps={(32, 8): 3})
     hist.loc[(hist["run_id"] == "p1-128-8-0") & (hist["step"] == 10), METRIC] = np.inf
-    sb = ch.sb_eb_table(runs, hist, METRIC, THRESHOLDS)
-    assert list(sb.columns[:12]) == ch.SB_EB_COLUMNS
+    sb = sb_eb_table(runs, hist, METRIC, THRESHOLDS)
+    assert list(sb.columns[:12]) == SB_EB_COLUMNS
     assert len(sb) == 4 * len(THRESHOLDS)  # three replicates kept as rows
     assert sorted(sb.loc[sb["n_prompts"] == 32, "replicate"].unique()) == [0, 1, 2]
     assert (sb.loc[sb["run_id"] == "p1-128-8-0", "n_nonfinite"] == 1).all()
@@ -164,8 +183,8 @@ def test_sb_eb_table_contract_replicates_and_nonfinite_count():
 
 def test_first_crossing_is_quantised_to_the_eval_interval(p1_sweep):
     runs, hist = p1_sweep
-    raw = ch.sb_eb_table(runs, hist, METRIC, THRESHOLDS, method="first_crossing")
-    iso = ch.sb_eb_table(runs, hist, METRIC, THRESHOLDS)
+    raw = sb_eb_table(runs, hist, METRIC, THRESHOLDS, method="first_crossing")
+    iso = sb_eb_table(runs, hist, METRIC, THRESHOLDS)
     reached = ~raw["censored"]
     assert (raw.loc[reached, "S_B"] % 5 == 0).all()  # seed: S only takes eval steps
     frac = (iso.loc[~iso["censored"], "S_B"] % 5 != 0).mean()
@@ -190,7 +209,7 @@ def _log_ls(B, S):
 def test_plain_table_equals_log_space_least_squares_with_residual_bootstrap_ci():
     rng = np.random.default_rng(5)
     S = 30 * (1 + 300 / B_GRID) * np.exp(rng.normal(0, 0.05, B_GRID.size))
-    fit = ch.fit_mccandlish(B_GRID, S, n_bootstrap=500, seed=1)
+    fit = fit_mccandlish(B_GRID, S, n_bootstrap=500, seed=1)
     (S_min, B_noise), resid = _log_ls(B_GRID, S)
     assert fit["status"] == "ok" and fit["ci_method"] == "residual"
     assert fit["B_noise"] == pytest.approx(B_noise, rel=1e-6)
@@ -202,7 +221,7 @@ def test_plain_table_equals_log_space_least_squares_with_residual_bootstrap_ci()
     assert fit["B_noise_lo"] < fit["B_noise"] < fit["B_noise_hi"]
     # a residual bootstrap: doubling the residuals (same seed) about doubles the log-width
     S2 = np.exp(np.log(S) + np.log(S / (S_min * (1 + B_noise / B_GRID))))
-    fit2 = ch.fit_mccandlish(B_GRID, S2, n_bootstrap=500, seed=1)
+    fit2 = fit_mccandlish(B_GRID, S2, n_bootstrap=500, seed=1)
     ratio = np.log(fit2["B_noise_hi"] / fit2["B_noise_lo"]) / np.log(fit["B_noise_hi"] / fit["B_noise_lo"])
     assert 1.6 < ratio < 2.4
 
@@ -214,7 +233,7 @@ def test_ci_coverage_on_repeated_plain_sweeps():
     hits = []
     for k in range(40):
         S = 20 * (1 + 400 / B) * np.exp(rng.normal(0, 0.08, B.size))
-        fit = ch.fit_mccandlish(B, S, n_bootstrap=300, seed=k)
+        fit = fit_mccandlish(B, S, n_bootstrap=300, seed=k)
         hits.append(fit["B_noise_lo"] <= 400 <= fit["B_noise_hi"])
     assert np.mean(hits) >= 0.8
 
@@ -223,7 +242,7 @@ def test_replicates_are_resampled_within_batch_size():
     rng = np.random.default_rng(3)
     B = np.repeat(B_GRID, 3)
     S = 20 * (1 + 400 / B) * np.exp(rng.normal(0, 0.05, B.size))
-    fit = ch.fit_mccandlish(B, S, n_bootstrap=300)
+    fit = fit_mccandlish(B, S, n_bootstrap=300)
     assert fit["ci_method"] == "replicates" and fit["status"] == "ok"
     assert fit["n_points"] == 21 and fit["n_batch_sizes"] == 7
     assert fit["B_noise"] == pytest.approx(400, rel=0.15)
@@ -247,8 +266,8 @@ def test_censored_points_recover_b_noise_and_dropping_them_biases_low():
         S = S_min * (1 + B_noise / B) * np.exp(rng.normal(0, 0.1, B.size))
         c = S > cap
         Sc = np.minimum(S, cap)
-        fit = ch.fit_mccandlish(B, Sc, c, n_bootstrap=0)
-        drop = ch.fit_mccandlish(B[~c], Sc[~c], n_bootstrap=0)
+        fit = fit_mccandlish(B, Sc, c, n_bootstrap=0)
+        drop = fit_mccandlish(B[~c], Sc[~c], n_bootstrap=0)
         assert fit["status"] in ("ok", "extrapolated")
         err_c.append(fit["B_noise"] / B_noise - 1)
         err_d.append(drop["B_noise"] / B_noise - 1)
@@ -270,15 +289,15 @@ def test_censored_points_recover_b_noise_and_dropping_them_biases_low():
     ([64, -128, 256, 0], [100, 60, -1, 20], None, "insufficient"),      # non-positive values
 ])
 def test_edge_cases_return_status_and_reason(B, S, c, status):
-    fit = ch.fit_mccandlish(B, S, c, n_bootstrap=50)
+    fit = fit_mccandlish(B, S, c, n_bootstrap=50)
     assert fit["status"] == status
     assert fit["reason"]
-    assert set(ch.CBS_FIT_COLUMNS) - {"threshold"} <= set(fit)
+    assert set(CBS_FIT_COLUMNS) - {"threshold"} <= set(fit)
 
 
 def test_extrapolated_when_b_noise_outside_sampled_range():
     B = np.array([512, 1024, 2048, 4096.0])
-    fit = ch.fit_mccandlish(B, 30 * (1 + 150 / B), n_bootstrap=0)
+    fit = fit_mccandlish(B, 30 * (1 + 150 / B), n_bootstrap=0)
     assert fit["status"] == "extrapolated" and "outside" in fit["reason"]
     assert fit["B_noise"] == pytest.approx(150, rel=1e-4)
 
@@ -290,8 +309,8 @@ def test_fit_phase_recovers_b_noise_and_s_min(p1_sweep):
     """One p1-like sweep (7 batch sizes, seed effect 3%, n_val 1319): every threshold's
     B_noise within 30% and S_min within 20% of the truth; median B_noise error <= 12%."""
     runs, hist = p1_sweep
-    sb, fit = ch.fit_phase(runs, hist, METRIC, THRESHOLDS, n_val=1319, n_bootstrap=200)
-    assert list(fit.columns[:12]) == ch.CBS_FIT_COLUMNS
+    sb, fit = fit_phase(runs, hist, METRIC, THRESHOLDS, n_val=1319, n_bootstrap=200)
+    assert list(fit.columns[:12]) == CBS_FIT_COLUMNS
     assert len(sb) == len(runs) * len(THRESHOLDS)
     errs = []
     for row in fit.itertuples():
@@ -310,7 +329,7 @@ def test_fit_phase_ci_coverage_eval_noise_bootstrap():
     hits = []
     for k in range(12):
         runs, hist = make_sweep(P1_GRID, seed=100 + k)
-        _, fit = ch.fit_phase(runs, hist, METRIC, THRESHOLDS, n_val=1319, n_bootstrap=200, seed=k)
+        _, fit = fit_phase(runs, hist, METRIC, THRESHOLDS, n_val=1319, n_bootstrap=200, seed=k)
         for row in fit.itertuples():
             b = truth(row.threshold, n_rollouts=8)[1]
             hits.append(row.B_noise_lo <= b <= row.B_noise_hi)
@@ -321,7 +340,7 @@ def test_fit_phase_censored_small_batch_and_replicates():
     """Runs capped at 150 steps: the smallest batch never reaches the top targets, yet B_noise
     is recovered (within 30%); batch sizes with 3 replicates are resampled as replicates."""
     runs, hist = make_sweep(P1_GRID, seed=21, cap=150, reps={(32, 8): 3, (128, 8): 3})
-    sb, fit = ch.fit_phase(runs, hist, METRIC, THRESHOLDS, n_val=1319, n_bootstrap=200)
+    sb, fit = fit_phase(runs, hist, METRIC, THRESHOLDS, n_val=1319, n_bootstrap=200)
     top = fit[fit["threshold"] == 0.7].iloc[0]
     assert sb.loc[(sb["n_prompts"] == 8) & (sb["threshold"] == 0.7), "censored"].all()
     assert top["n_censored"] >= 1
@@ -334,10 +353,10 @@ def test_vectorised_remeasurement_matches_steps_to_target(p1_sweep):
     """The bootstrap's PAVA-free crossing (argmin of cumulative sums) equals the isotonic
     steps_to_target on unresampled series."""
     runs, hist = p1_sweep
-    series = ch._eval_series(hist, METRIC)
+    series = eval_series(hist, METRIC)
     for rid, (s, a, _) in series.items():
-        S, c = ch._crossings(s, a, THRESHOLDS, "isotonic")
-        Sk, ck = ch._crossing_kernel(a[None, None, :], s[None, :], np.array([len(s)]),
+        S, c = crossings(s, a, THRESHOLDS, "isotonic")
+        Sk, ck = _crossing_kernel(a[None, None, :], s[None, :], np.array([len(s)]),
                                      np.array(THRESHOLDS), "isotonic", len(s))
         np.testing.assert_allclose(Sk[0, 0], S, atol=1e-9, err_msg=rid)
         assert (ck[0, 0] == c).all()
@@ -345,11 +364,11 @@ def test_vectorised_remeasurement_matches_steps_to_target(p1_sweep):
 
 def test_seed_method_fit_reproduces_the_seed(p1_sweep):
     runs, hist = p1_sweep
-    fit = ch.seed_method_fit(runs, hist, METRIC, THRESHOLDS)
-    raw = ch.sb_eb_table(runs, hist, METRIC, [0.5], method="first_crossing")
+    fit = seed_method_fit(runs, hist, METRIC, THRESHOLDS)
+    raw = sb_eb_table(runs, hist, METRIC, [0.5], method="first_crossing")
     raw = raw[~raw["censored"]].sort_values("total_batch")
     B, S = raw["total_batch"].to_numpy(float), raw["S_B"].to_numpy(float)
-    popt, _ = optimize.curve_fit(ch.mccandlish_steps, B, S, p0=[S.min(), B[len(B) // 2]],
+    popt, _ = optimize.curve_fit(mccandlish_steps, B, S, p0=[S.min(), B[len(B) // 2]],
                                  bounds=([0, 0], [np.inf, np.inf]), maxfev=10000)
     row = fit[fit["threshold"] == 0.5].iloc[0]
     assert row["B_noise"] == pytest.approx(popt[1], rel=1e-9)
@@ -367,11 +386,11 @@ def test_pareto_product_is_one_on_model_data_and_b_noise_grows_with_target():
             rows.append({"run_id": f"r{B}", "run_name": f"r{B}", "n_prompts": B / 8, "n_rollouts": 8,
                          "total_batch": B, "threshold": t, "S_B": S, "E_B": S * B, "censored": False})
     sb = pd.DataFrame(rows)
-    fit = pd.DataFrame([{**ch.fit_mccandlish(g["total_batch"], g["S_B"], n_bootstrap=0), "threshold": t}
+    fit = pd.DataFrame([{**fit_mccandlish(g["total_batch"], g["S_B"], n_bootstrap=0), "threshold": t}
                         for t, g in sb.groupby("threshold")])
-    par = ch.pareto_table(sb, fit)
+    par = pareto_table(sb, fit)
     np.testing.assert_allclose(par["pareto_product"], 1.0, rtol=1e-6)
-    vs = ch.b_noise_vs_target(fit)
+    vs = b_noise_vs_target(fit)
     assert vs["growth_vs_easiest"].tolist() == pytest.approx([1.0, 4 / 3], rel=1e-6)
 
 
@@ -382,13 +401,13 @@ def two_axis_sb():
              make_sweep([(32, r) for r in (2, 4, 8, 16, 32, 64)], seed=33, phase="p2b")]
     runs = pd.concat([p[0] for p in parts], ignore_index=True)
     hist = pd.concat([p[1] for p in parts], ignore_index=True)
-    return ch.sb_eb_table(runs, hist, METRIC, THRESHOLDS)
+    return sb_eb_table(runs, hist, METRIC, THRESHOLDS)
 
 
 def test_two_axis_fit_recovers_rho_and_axis_b_noise(two_axis_sb):
     """rho = 0.15: each threshold within +-0.08, median within +-0.04; B0 within 25%; the
     implied per-axis B_noise (total samples) within 30%."""
-    res = ch.two_axis_fit(two_axis_sb, n_bootstrap=200)
+    res = two_axis_fit(two_axis_sb, n_bootstrap=200)
     fit, axes = res["fit"], res["axes"]
     assert (fit["status"] == "ok").all()
     assert (abs(fit["rho"] - 0.15) < 0.08).all()
@@ -405,15 +424,15 @@ def test_two_axis_fit_recovers_rho_and_axis_b_noise(two_axis_sb):
 
 
 def test_two_axis_needs_two_rollout_counts(two_axis_sb):
-    res = ch.two_axis_fit(two_axis_sb[two_axis_sb["phase"] == "p1"], n_bootstrap=0)
+    res = two_axis_fit(two_axis_sb[two_axis_sb["phase"] == "p1"], n_bootstrap=0)
     assert (res["fit"]["status"] == "insufficient").all()
 
 
 def test_iso_batch_table_orders_splits_like_the_model():
     runs, hist = make_sweep([(1024, 2), (512, 4), (256, 8), (128, 16), (64, 32)], seed=41,
                             phase="p2c", cap=300)
-    sb = ch.sb_eb_table(runs, hist, METRIC, THRESHOLDS)
-    iso = ch.iso_batch_table(sb)
+    sb = sb_eb_table(runs, hist, METRIC, THRESHOLDS)
+    iso = iso_batch_table(sb)
     assert len(iso) == 5 * len(THRESHOLDS)
     assert np.allclose(iso.groupby("threshold")["S_rel"].min(), 1.0)
     # more rollouts per prompt = fewer effective samples: S grows with n_rollouts
@@ -431,7 +450,7 @@ def test_b_simple_posthoc_recovers_noise_scale(p1_sweep):
     """|G_B|^2 = |G|^2 + tr(Sigma)/B with B_simple(tau) = B0(tau)(1 + 7 rho): the regression
     on 1/B at matched accuracy recovers B_simple within 20%, with a CI around it."""
     runs, hist = p1_sweep
-    out = ch.b_simple_posthoc(runs, hist, METRIC, [0.4, 0.5, 0.6], n_bootstrap=300)
+    out = b_simple_posthoc(runs, hist, METRIC, [0.4, 0.5, 0.6], n_bootstrap=300)
     for row in out.itertuples():
         tau = _tau_at(row.accuracy)
         b_true = GSM["B00"] * (1 + tau / GSM["taub"]) * (1 + 7 * GSM["rho"])
@@ -443,17 +462,17 @@ def test_b_simple_posthoc_recovers_noise_scale(p1_sweep):
 
 def test_smooth_grad_noise_smooths_numerator_and_denominator_separately(p1_sweep):
     runs, hist = p1_sweep
-    sm = ch.smooth_grad_noise(hist, runs, alpha=0.1)
+    sm = smooth_grad_noise(hist, runs, alpha=0.1)
     assert set(sm["run_id"]) == set(runs["run_id"])
     np.testing.assert_allclose(sm["B_simple_ema"], sm["trSigma_ema"] / sm["G2_ema"])
     # the EMA of the ratio would differ: the ratio of EMAs is the McCandlish estimator
     one = sm[sm["run_id"] == sm["run_id"].iloc[0]]
-    assert not np.allclose(one["B_simple_ema"], ch._ema(one["B_simple_raw"].to_numpy(), 0.1))
-    at = ch.grad_noise_at_target(sm, ch.sb_eb_table(runs, hist, METRIC, [0.5]))
+    assert not np.allclose(one["B_simple_ema"], _ema(one["B_simple_raw"].to_numpy(), 0.1))
+    at = grad_noise_at_target(sm, sb_eb_table(runs, hist, METRIC, [0.5]))
     tau = _tau_at(0.5)
     b_true = GSM["B00"] * (1 + tau / GSM["taub"]) * (1 + 7 * GSM["rho"])
     assert at["B_simple_ema"].median() == pytest.approx(b_true, rel=0.25)
-    assert ch.smooth_grad_noise(hist.drop(columns=["grad_noise/B_noise_estimate"]), runs).empty
+    assert smooth_grad_noise(hist.drop(columns=["grad_noise/B_noise_estimate"]), runs).empty
 
 
 # ------------------------------------------------------------------------------------------
@@ -468,7 +487,7 @@ def test_wall_clock_sums_step_times_exactly():
     hist_fallback = hist.rename(columns={"perf/time_per_step": "timing_s/step"}).assign(run_id="b")
     runs = pd.DataFrame({"run_id": ["a", "b"], "name": ["x", "y"], "n_prompts": [4, 4],
                          "n_rollouts": [2, 2], "total_batch": [8, 8], "n_gpus": [8, pd.NA]})
-    wc = ch.wall_clock_table(runs, pd.concat([hist, hist_fallback]), METRIC, [0.25, 0.275, 1.1])
+    wc = wall_clock_table(runs, pd.concat([hist, hist_fallback]), METRIC, [0.25, 0.275, 1.1])
     a = wc[wc["run_id"] == "a"].set_index("threshold")
     assert a.loc[0.25, "time_to_target_s"] == pytest.approx(1 + 2 + 3 + 4 + 5)
     assert a.loc[0.275, "S_B"] == pytest.approx(5.5)
@@ -480,7 +499,7 @@ def test_wall_clock_sums_step_times_exactly():
     # a missing step time is imputed with the run's median step time, and counted
     gap = hist.copy()
     gap.loc[gap["step"] == 3, "perf/time_per_step"] = np.nan
-    g = ch.wall_clock_table(runs.iloc[:1], gap, METRIC, [0.25]).iloc[0]
+    g = wall_clock_table(runs.iloc[:1], gap, METRIC, [0.25]).iloc[0]
     med = np.median(np.r_[1, 2, np.arange(4, 21)])
     assert g["time_to_target_s"] == pytest.approx(1 + 2 + med + 4 + 5)
     assert g["n_steps_imputed"] == 1
@@ -488,8 +507,8 @@ def test_wall_clock_sums_step_times_exactly():
 
 def test_fastest_batch_picks_the_least_wall_clock(p1_sweep):
     runs, hist = p1_sweep
-    wc = ch.wall_clock_table(runs, hist, METRIC, THRESHOLDS)
-    fb = ch.fastest_batch(wc)
+    wc = wall_clock_table(runs, hist, METRIC, THRESHOLDS)
+    fb = fastest_batch(wc)
     for row in fb.itertuples():
         sub = wc[(wc["threshold"] == row.threshold) & ~wc["censored"]]
         assert row.time_to_target_h == pytest.approx(sub["time_to_target_h"].min())

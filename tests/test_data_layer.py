@@ -27,7 +27,33 @@ if str(REPO) not in sys.path:  # until pytest's pythonpath is set in pyproject.t
 
 from hardening_corpus import wait_until_stable  # noqa: E402 (tests/ is on sys.path)
 
-import cbs_helpers as ch  # noqa: E402
+from cbs_rlvr.__main__ import main  # noqa: E402
+from cbs_rlvr.errors import (  # noqa: E402
+    DataSourceError,
+    SnapshotError,
+    SnapshotMissingError,
+    SourceUnreachableError,
+    WandbFileError,
+)
+from cbs_rlvr.runs import (  # noqa: E402
+    EXCLUDED_COLUMNS,
+    REASON_NO_VALIDATION,
+    RUNS_COLUMNS,
+    normalise_history,
+    parse_run_name,
+    run_metadata,
+)
+from cbs_rlvr.snapshot import (  # noqa: E402
+    SNAPSHOT_FILES,
+    build_snapshot,
+    read_excluded_runs,
+    read_snapshot,
+    snapshot_content_hash,
+    write_snapshot,
+)
+from cbs_rlvr.sources import wandb_api  # noqa: E402
+from cbs_rlvr.sources.wandb_api import is_transient_error  # noqa: E402
+from cbs_rlvr.sources.wandb_file import read_wandb_file  # noqa: E402
 
 VAL = "val-core/openai/gsm8k/reward/mean@1"
 VAL_MATH = "val-core/HuggingFaceH4/MATH-500/reward/mean@1"
@@ -235,7 +261,7 @@ def damaged_corpus_dir(offline_corpus_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def damaged_snapshot(damaged_corpus_dir) -> dict:
-    return ch.build_snapshot(str(damaged_corpus_dir))
+    return build_snapshot(str(damaged_corpus_dir))
 
 
 def _run(snap: dict, run_id: str) -> dict:
@@ -260,25 +286,25 @@ def _reason(snap: dict, **match) -> str:
 # Pure helpers
 # --------------------------------------------------------------------------------------------
 def test_parse_run_name_phase_with_underscore_and_suffix():
-    assert ch.parse_run_name("cbs_p4_math_np32_nr8_seed1") == {
+    assert parse_run_name("cbs_p4_math_np32_nr8_seed1") == {
         "phase": "p4_math", "n_prompts": 32, "n_rollouts": 8, "suffix": "seed1"}
-    assert ch.parse_run_name("cbs_p1_np8_nr16") == {"phase": "p1", "n_prompts": 8, "n_rollouts": 16, "suffix": None}
-    assert ch.parse_run_name("baseline")["phase"] is None
-    assert ch.parse_run_name(None) == {"phase": None, "n_prompts": None, "n_rollouts": None, "suffix": None}
+    assert parse_run_name("cbs_p1_np8_nr16") == {"phase": "p1", "n_prompts": 8, "n_rollouts": 16, "suffix": None}
+    assert parse_run_name("baseline")["phase"] is None
+    assert parse_run_name(None) == {"phase": None, "n_prompts": None, "n_rollouts": None, "suffix": None}
 
 
 def test_run_metadata_reads_nested_dotted_and_wrapped_configs():
-    nested = ch.run_metadata("cbs_p1_np32_nr8", {"data": {"train_batch_size": 32},
+    nested = run_metadata("cbs_p1_np32_nr8", {"data": {"train_batch_size": 32},
                                                   "actor_rollout_ref": {"rollout": {"n": 8}},
                                                   "trainer": {"n_gpus_per_node": 8, "nnodes": 2}})
     assert (nested["n_prompts"], nested["n_rollouts"], nested["total_batch"], nested["n_gpus"]) == (32, 8, 256, 16)
-    dotted = ch.run_metadata("cbs_p1_np32_nr8", {"data.train_batch_size": "64", "actor_rollout_ref.rollout.n": 4})
+    dotted = run_metadata("cbs_p1_np32_nr8", {"data.train_batch_size": "64", "actor_rollout_ref.rollout.n": 4})
     assert (dotted["n_prompts"], dotted["n_rollouts"], dotted["flags"]) == (64, 4, ["config_name_mismatch"])
-    wrapped = ch.run_metadata("cbs_p2b_np32_nr2", {"data": {"value": {"train_batch_size": 32}, "desc": None}})
+    wrapped = run_metadata("cbs_p2b_np32_nr2", {"data": {"value": {"train_batch_size": 32}, "desc": None}})
     assert (wrapped["n_prompts"], wrapped["n_rollouts"], wrapped["flags"]) == (32, 2, [])
-    assert ch.run_metadata("cbs_p1_np32_nr8", None)["reason"] is None
-    assert "cannot determine" in ch.run_metadata("baseline", {})["reason"]
-    assert "phase is needed" in ch.run_metadata("x", {"data.train_batch_size": 8, "actor_rollout_ref.rollout.n": 2})["reason"]
+    assert run_metadata("cbs_p1_np32_nr8", None)["reason"] is None
+    assert "cannot determine" in run_metadata("baseline", {})["reason"]
+    assert "phase is needed" in run_metadata("x", {"data.train_batch_size": 8, "actor_rollout_ref.rollout.n": 2})["reason"]
 
 
 def test_normalise_history_last_write_wins_restart_percent_and_counts():
@@ -288,7 +314,7 @@ def test_normalise_history_last_write_wins_restart_percent_and_counts():
             {"_step": 3, "training/global_step": 1, "x": 11.0},      # restart from step 1
             {"_step": 4, "training/global_step": 2, "x": float("inf")},
             {"_step": 5, "training/global_step": 3, "x": "oops", "media": {"_type": "image-file"}}]
-    frame, counts = ch.normalise_history(rows)
+    frame, counts = normalise_history(rows)
     assert frame["step"].tolist() == [0, 1, 2, 3]
     assert frame["x"].tolist()[:2] == [pytest.approx(math.nan, nan_ok=True), 11.0]
     assert math.isnan(frame.loc[2, "x"]) and math.isnan(frame.loc[3, "x"])  # inf and "oops" -> NaN
@@ -299,19 +325,19 @@ def test_normalise_history_last_write_wins_restart_percent_and_counts():
 
 
 def test_transient_error_classification():
-    assert ch.is_transient_error(_FakeHTTPError(429))
-    assert ch.is_transient_error(_FakeHTTPError(503))
-    assert ch.is_transient_error(TimeoutError("read timed out"))
-    assert ch.is_transient_error(ConnectionError("reset"))
-    assert not ch.is_transient_error(_FakeHTTPError(404))
-    assert not ch.is_transient_error(ValueError("bad"))
+    assert is_transient_error(_FakeHTTPError(429))
+    assert is_transient_error(_FakeHTTPError(503))
+    assert is_transient_error(TimeoutError("read timed out"))
+    assert is_transient_error(ConnectionError("reset"))
+    assert not is_transient_error(_FakeHTTPError(404))
+    assert not is_transient_error(ValueError("bad"))
 
 
 # --------------------------------------------------------------------------------------------
 # read_wandb_file on real files
 # --------------------------------------------------------------------------------------------
 def test_read_wandb_file_returns_exact_values(offline_corpus_dir):
-    run = ch.read_wandb_file(_run_file(offline_corpus_dir / "good", "zz01"))
+    run = read_wandb_file(_run_file(offline_corpus_dir / "good", "zz01"))
     assert (run["run_id"], run["name"], run["project"]) == ("zz01", "cbs_p1_np32_nr8", "cbs")
     assert run["config"]["data"]["train_batch_size"] == 32
     assert run["config"]["actor_rollout_ref"] == {"rollout": {"n": 8, "temperature": 1.0}, "actor": {"optim": {"lr": 1e-6}}}
@@ -337,7 +363,7 @@ def test_wandb_file_format_header_and_crc(offline_corpus_dir):
 
 
 def test_failed_run_state_and_exit_code(offline_corpus_dir):
-    run = ch.read_wandb_file(_run_file(offline_corpus_dir / "good", "pct1"))
+    run = read_wandb_file(_run_file(offline_corpus_dir / "good", "pct1"))
     assert (run["state"], run["exit_code"]) == ("failed", 1)
     assert [r[VAL_MATH] for r in run["history"] if VAL_MATH in r] == [12.5, 37.5, 62.5]
 
@@ -345,7 +371,7 @@ def test_failed_run_state_and_exit_code(offline_corpus_dir):
 def test_record_spanning_several_blocks(offline_corpus_dir):
     path = _run_file(offline_corpus_dir / "good", "big1")
     assert path.stat().st_size > 3 * 32768
-    run = ch.read_wandb_file(path)
+    run = read_wandb_file(path)
     assert run["config"]["blob"] == {f"k{i:04d}": "x" * 60 for i in range(2000)}
     assert run["n_bad_records"] == 0 and not run["truncated"]
     assert [r[VAL] for r in run["history"] if VAL in r] == [0.1, 0.1 + 0.04 * 5, 0.1 + 0.04 * 10]
@@ -357,7 +383,7 @@ def test_crashed_process_leaves_a_truncated_readable_file(offline_corpus_dir):
     # killed soon after start leaves only the 7-byte header
     path = _run_file(offline_corpus_dir / "good", "crash1")
     assert path.stat().st_size >= 4 * 32768
-    run = ch.read_wandb_file(path)
+    run = read_wandb_file(path)
     assert (run["state"], run["exit_code"]) == ("crashed", None)
     assert run["truncated"] is _ends_inside_a_record(path) and run["n_bad_records"] == 0
     steps = [r["_step"] for r in run["history"]]
@@ -367,12 +393,12 @@ def test_crashed_process_leaves_a_truncated_readable_file(offline_corpus_dir):
 
 def test_every_truncation_offset_reads_a_prefix(offline_corpus_dir, tmp_path):
     data = _run_file(offline_corpus_dir / "material", "dmgC").read_bytes()
-    full = ch.read_wandb_file(_run_file(offline_corpus_dir / "material", "dmgC"))["history"]
+    full = read_wandb_file(_run_file(offline_corpus_dir / "material", "dmgC"))["history"]
     boundaries = {offset for offset, _, _ in _frame_records(data)} | {len(data)}
     target = tmp_path / "run-cut.wandb"
     for cut in range(7, len(data), 53):
         target.write_bytes(data[:cut])
-        run = ch.read_wandb_file(target)
+        run = read_wandb_file(target)
         assert run["history"] == full[:len(run["history"])], cut
         assert run["truncated"] is (cut not in boundaries), cut
         assert run["state"] == "crashed" and run["n_bad_records"] == 0
@@ -386,8 +412,8 @@ def test_every_truncation_offset_reads_a_prefix(offline_corpus_dir, tmp_path):
 def test_unreadable_files_raise_a_specific_error(tmp_path, content, message):
     path = tmp_path / "run-x.wandb"
     path.write_bytes(content)
-    with pytest.raises(ch.WandbFileError, match=message):
-        ch.read_wandb_file(path)
+    with pytest.raises(WandbFileError, match=message):
+        read_wandb_file(path)
 
 
 def test_flipped_crc_skips_one_record_only(offline_corpus_dir, tmp_path):
@@ -395,7 +421,7 @@ def test_flipped_crc_skips_one_record_only(offline_corpus_dir, tmp_path):
     damaged = bytearray(data)
     damaged[_history_record_offset(data, 7)] ^= 0xFF
     (tmp_path / "run-a.wandb").write_bytes(bytes(damaged))
-    run = ch.read_wandb_file(tmp_path / "run-a.wandb")
+    run = read_wandb_file(tmp_path / "run-a.wandb")
     assert run["n_bad_records"] == 1 and not run["truncated"] and run["state"] == "finished"
     assert [r["_step"] for r in run["history"]] == [0, 1, 2, 3, 4, 5, 6, 8, 9, 10]
 
@@ -405,7 +431,7 @@ def test_damaged_length_drops_rest_of_block_without_error(offline_corpus_dir, tm
     damaged = bytearray(data)
     struct.pack_into("<H", damaged, _history_record_offset(data, 4) + 4, 60000)
     (tmp_path / "run-a.wandb").write_bytes(bytes(damaged))
-    run = ch.read_wandb_file(tmp_path / "run-a.wandb")
+    run = read_wandb_file(tmp_path / "run-a.wandb")
     assert run["n_bad_records"] == 1
     assert [r["_step"] for r in run["history"]] == [0, 1, 2, 3]
 
@@ -425,7 +451,7 @@ def test_every_wandb_file_is_accounted_for(damaged_corpus_dir, damaged_snapshot)
 
 def test_runs_table_follows_the_contract(damaged_snapshot):
     runs = damaged_snapshot["runs"]
-    assert list(runs.columns) == ch.RUNS_COLUMNS
+    assert list(runs.columns) == RUNS_COLUMNS
     assert runs["run_id"].is_unique
     for column in ("n_prompts", "n_rollouts", "total_batch", "n_gpus", "last_step"):
         assert str(runs[column].dtype) == "Int64"
@@ -499,7 +525,7 @@ def test_damaged_copies_enter_flagged(damaged_snapshot):
 
 
 def test_exclusion_reasons(damaged_snapshot):
-    assert _reason(damaged_snapshot, run_id="noval1") == ch.REASON_NO_VALIDATION
+    assert _reason(damaged_snapshot, run_id="noval1") == REASON_NO_VALIDATION
     assert _reason(damaged_snapshot, run_id="nophase1").startswith("no phase in run name 'my_experiment'")
     assert _reason(damaged_snapshot, run_id="noname1").startswith("cannot determine phase/n_prompts/n_rollouts from name 'baseline'")
     assert "empty file" in _reason(damaged_snapshot, source="run-empty.wandb")
@@ -511,12 +537,12 @@ def test_exclusion_reasons(damaged_snapshot):
 
 
 def test_missing_source_is_a_clear_error(tmp_path):
-    with pytest.raises(ch.DataSourceError, match="source not found"):
-        ch.build_snapshot(str(tmp_path / "nope"))
-    with pytest.raises(ch.DataSourceError, match="no W&B offline run files"):
-        ch.build_snapshot(str(tmp_path))
-    with pytest.raises(ch.DataSourceError, match="expected wandb:<entity>/<project>"):
-        ch.build_snapshot("wandb:just-a-project")
+    with pytest.raises(DataSourceError, match="source not found"):
+        build_snapshot(str(tmp_path / "nope"))
+    with pytest.raises(DataSourceError, match="no W&B offline run files"):
+        build_snapshot(str(tmp_path))
+    with pytest.raises(DataSourceError, match="expected wandb:<entity>/<project>"):
+        build_snapshot("wandb:just-a-project")
 
 
 # --------------------------------------------------------------------------------------------
@@ -551,7 +577,7 @@ def export_dir(tmp_path) -> Path:
 
 
 def test_export_dir_source(export_dir):
-    snap = ch.build_snapshot(str(export_dir))
+    snap = build_snapshot(str(export_dir))
     assert snap["manifest"]["source_kind"] == "export"
     runs = snap["runs"].set_index("run_id")
     assert runs.loc["e1", ["n_prompts", "n_rollouts", "flags", "state"]].tolist() == [32, 8, "non_numeric:1", "finished"]
@@ -570,8 +596,8 @@ def test_export_dir_source(export_dir):
 
 def test_export_dir_without_name_column_is_a_clear_error(tmp_path):
     (tmp_path / "runs.csv").write_text("run_id,state\na,finished\n")
-    with pytest.raises(ch.DataSourceError, match="lacks column"):
-        ch.build_snapshot(str(tmp_path))
+    with pytest.raises(DataSourceError, match="lacks column"):
+        build_snapshot(str(tmp_path))
 
 
 # --------------------------------------------------------------------------------------------
@@ -658,7 +684,7 @@ def _no_sleep(_seconds):
 def test_api_fetch_requests_only_needed_keys_in_groups(tmp_path):
     api = _FakeApi()
     api.add("r1", "cbs_p1_np32_nr8")
-    snap = ch.build_snapshot("wandb:ent/proj", api=api, sleep=_no_sleep)
+    snap = build_snapshot("wandb:ent/proj", api=api, sleep=_no_sleep)
     requested = {k for _, keys in api.scans for k in keys} - {"_step"}
     assert requested == {VAL, "training/global_step", "critic/score/mean", "actor/entropy",
                          "perf/throughput", "timing_s/step", "grad_noise/B_noise_estimate"}
@@ -672,7 +698,7 @@ def test_api_fetch_requests_only_needed_keys_in_groups(tmp_path):
     assert hist["grad_noise/B_noise_estimate"].dropna().index.tolist() == [2, 4, 6, 8, 10]
     assert hist.index.tolist() == list(range(11)) and "actor/pg_loss" not in hist.columns
     api.scans.clear()
-    per_key = ch.build_snapshot("wandb:ent/proj", api=api, sleep=_no_sleep, scan_each_key=True)
+    per_key = build_snapshot("wandb:ent/proj", api=api, sleep=_no_sleep, scan_each_key=True)
     assert all(len(keys) == 2 for _, keys in api.scans) and len(api.scans) == 7
     pd.testing.assert_frame_equal(per_key["history"], snap["history"])
 
@@ -682,20 +708,20 @@ def test_api_fetch_is_incremental(tmp_path):
     for i in range(3):
         api.add(f"r{i}", f"cbs_p1_np{2 ** (i + 3)}_nr8", n_prompts=2 ** (i + 3))
     out = tmp_path / "out"
-    first = ch.build_snapshot("wandb:ent/proj", api=api, sleep=_no_sleep)
-    ch.write_snapshot(first, out)
+    first = build_snapshot("wandb:ent/proj", api=api, sleep=_no_sleep)
+    write_snapshot(first, out)
     assert len(api.scans) > 0
     api.scans.clear()
-    second = ch.build_snapshot("wandb:ent/proj", previous_dir=out, api=api, sleep=_no_sleep)
+    second = build_snapshot("wandb:ent/proj", previous_dir=out, api=api, sleep=_no_sleep)
     assert api.scans == [] and second["manifest"]["n_reused"] == 3
     assert second["manifest"]["content_hash"] == first["manifest"]["content_hash"]
     pd.testing.assert_frame_equal(second["history"], first["history"])
-    ch.write_snapshot(second, out)
+    write_snapshot(second, out)
 
     changed = api.run_list[1]
     changed.rows = _verl_rows(15)
     changed.heartbeat_at = "2026-01-01T11:00:00Z"
-    third = ch.build_snapshot("wandb:ent/proj", previous_dir=out, api=api, sleep=_no_sleep)
+    third = build_snapshot("wandb:ent/proj", previous_dir=out, api=api, sleep=_no_sleep)
     assert {rid for rid, _ in api.scans} == {"r1"}
     assert (third["manifest"]["n_fetched"], third["manifest"]["n_reused"]) == (1, 2)
     assert _run(third, "r1")["last_step"] == 15 and _run(third, "r0")["last_step"] == 10
@@ -709,11 +735,11 @@ def test_api_transient_errors_are_retried_and_others_exclude(tmp_path):
     api.add("down", "cbs_p1_np128_nr8", n_prompts=128, failures=[_FakeHTTPError(502)] * 10)
     api.add("noval", "cbs_p1_np8_nr8", n_prompts=8).rows = [{"_step": 1, "training/global_step": 1}]
     sleeps = []
-    snap = ch.build_snapshot("wandb:ent/proj", api=api, sleep=sleeps.append, max_retries=3, backoff=1.0, max_workers=1)
+    snap = build_snapshot("wandb:ent/proj", api=api, sleep=sleeps.append, max_retries=3, backoff=1.0, max_workers=1)
     assert _run(snap, "flaky")["n_history_rows"] == 11
     assert "HTTP 404" in _reason(snap, run_id="gone")
     assert "still failing after 4 attempts" in _reason(snap, run_id="down")
-    assert _reason(snap, run_id="noval") == ch.REASON_NO_VALIDATION
+    assert _reason(snap, run_id="noval") == REASON_NO_VALIDATION
     assert len(sleeps) == 2 + 3  # flaky: 2 retries; down: 3 retries, then given up
     assert 0.5 <= sleeps[0] <= 1.0 and 1.0 <= sleeps[1] <= 2.0  # exponential backoff with jitter
 
@@ -722,25 +748,25 @@ def test_api_unreachable_source_raises(tmp_path):
     api = _FakeApi()
     api.list_failures = [ConnectionError("connection refused")] * 10
     sleeps = []
-    with pytest.raises(ch.SourceUnreachableError, match="unreachable"):
-        ch.build_snapshot("wandb:ent/proj", api=api, sleep=sleeps.append, max_retries=4)
+    with pytest.raises(SourceUnreachableError, match="unreachable"):
+        build_snapshot("wandb:ent/proj", api=api, sleep=sleeps.append, max_retries=4)
     assert api.list_calls == 5 and len(sleeps) == 4
     api = _FakeApi()
     for i in range(3):
         api.add(f"r{i}", "cbs_p1_np32_nr8", failures=[TimeoutError("read timed out")] * 10)
-    with pytest.raises(ch.SourceUnreachableError, match="all 3 run fetches failed"):
-        ch.build_snapshot("wandb:ent/proj", api=api, sleep=_no_sleep, max_retries=1)
+    with pytest.raises(SourceUnreachableError, match="all 3 run fetches failed"):
+        build_snapshot("wandb:ent/proj", api=api, sleep=_no_sleep, max_retries=1)
     api = _FakeApi()
     api.list_failures = [_FakeHTTPError(401, "unauthorized")]
-    with pytest.raises(ch.DataSourceError, match="cannot list the runs of wandb:ent/proj"):
-        ch.build_snapshot("wandb:ent/proj", api=api, sleep=_no_sleep)
+    with pytest.raises(DataSourceError, match="cannot list the runs of wandb:ent/proj"):
+        build_snapshot("wandb:ent/proj", api=api, sleep=_no_sleep)
 
 
 def test_api_parallelism_is_bounded():
     api = _FakeApi(delay=0.02)
     for i in range(9):
         api.add(f"r{i}", "cbs_p1_np32_nr8")
-    snap = ch.build_snapshot("wandb:ent/proj", api=api, sleep=_no_sleep, max_workers=3)
+    snap = build_snapshot("wandb:ent/proj", api=api, sleep=_no_sleep, max_workers=3)
     assert 2 <= api.max_active <= 3
     assert sorted(snap["runs"]["replicate"]) == list(range(9))
 
@@ -752,8 +778,8 @@ def test_api_key_never_written(tmp_path, monkeypatch, capsys):
     api.add("ok", "cbs_p1_np32_nr8")
     api.add("leaky", "cbs_p1_np64_nr8", n_prompts=64, failures=[_FakeHTTPError(404, f"no run (key={secret})")])
     out = tmp_path / "out"
-    snap = ch.build_snapshot("wandb:ent/proj", api=api, sleep=_no_sleep)
-    ch.write_snapshot(snap, out)
+    snap = build_snapshot("wandb:ent/proj", api=api, sleep=_no_sleep)
+    write_snapshot(snap, out)
     assert "***" in _reason(snap, run_id="leaky")
     for path in out.rglob("*"):
         if path.is_file():
@@ -766,8 +792,8 @@ def test_api_key_never_written(tmp_path, monkeypatch, capsys):
 # Snapshot files: atomic write, hashes, read back, corrupt earlier snapshot
 # --------------------------------------------------------------------------------------------
 def test_snapshot_roundtrip_and_manifest(damaged_snapshot, damaged_corpus_dir, tmp_path):
-    manifest = ch.write_snapshot(damaged_snapshot, tmp_path)
-    runs, history, read_manifest = ch.read_snapshot(tmp_path)
+    manifest = write_snapshot(damaged_snapshot, tmp_path)
+    runs, history, read_manifest = read_snapshot(tmp_path)
     pd.testing.assert_frame_equal(runs, damaged_snapshot["runs"], check_dtype=False)
     pd.testing.assert_frame_equal(history, damaged_snapshot["history"])
     assert read_manifest == manifest
@@ -775,28 +801,28 @@ def test_snapshot_roundtrip_and_manifest(damaged_snapshot, damaged_corpus_dir, t
     assert manifest["source"] == str(damaged_corpus_dir) and manifest["created"].endswith("+00:00")
     assert set(manifest["files"]) == {"runs.parquet", "history.parquet", "excluded_runs.csv"}
     assert manifest["package_versions"]["pandas"] == pd.__version__
-    excluded = ch.read_excluded_runs(tmp_path)
-    assert list(excluded.columns) == ch.EXCLUDED_COLUMNS and len(excluded) == 9
+    excluded = read_excluded_runs(tmp_path)
+    assert list(excluded.columns) == EXCLUDED_COLUMNS and len(excluded) == 9
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [
         "excluded_runs.csv", "history.parquet", "manifest.json", "runs.parquet"]
 
 
 def test_content_hash_is_deterministic(damaged_corpus_dir, damaged_snapshot):
-    again = ch.build_snapshot(str(damaged_corpus_dir))
+    again = build_snapshot(str(damaged_corpus_dir))
     assert again["manifest"]["content_hash"] == damaged_snapshot["manifest"]["content_hash"]
     changed = dict(again, history=again["history"].iloc[1:])
-    assert ch.snapshot_content_hash(changed["runs"], changed["history"], changed["excluded"]) != again["manifest"]["content_hash"]
+    assert snapshot_content_hash(changed["runs"], changed["history"], changed["excluded"]) != again["manifest"]["content_hash"]
 
 
 def _smaller_snapshot(snap: dict) -> dict:
     keep = snap["runs"]["run_id"].isin(["zz01", "aa02"])
     runs, history = snap["runs"][keep], snap["history"][snap["history"]["run_id"].isin(["zz01", "aa02"])]
-    manifest = dict(snap["manifest"], content_hash=ch.snapshot_content_hash(runs, history, snap["excluded"]))
+    manifest = dict(snap["manifest"], content_hash=snapshot_content_hash(runs, history, snap["excluded"]))
     return {"runs": runs, "history": history, "excluded": snap["excluded"], "manifest": manifest}
 
 
 def test_crash_in_parquet_writer_keeps_previous_snapshot(damaged_snapshot, tmp_path, monkeypatch):
-    ch.write_snapshot(damaged_snapshot, tmp_path)
+    write_snapshot(damaged_snapshot, tmp_path)
     real = pd.DataFrame.to_parquet
     calls = []
 
@@ -808,19 +834,19 @@ def test_crash_in_parquet_writer_keeps_previous_snapshot(damaged_snapshot, tmp_p
 
     monkeypatch.setattr(pd.DataFrame, "to_parquet", failing_to_parquet)
     with pytest.raises(OSError, match="disk full"):
-        ch.write_snapshot(_smaller_snapshot(damaged_snapshot), tmp_path)
-    runs, _history, manifest = ch.read_snapshot(tmp_path)
+        write_snapshot(_smaller_snapshot(damaged_snapshot), tmp_path)
+    runs, _history, manifest = read_snapshot(tmp_path)
     assert manifest["content_hash"] == damaged_snapshot["manifest"]["content_hash"] and len(runs) == 12
     assert not [p for p in (tmp_path / "data").iterdir() if p.name.endswith(".tmp")]
 
 
 def test_crash_between_renames_falls_back_to_previous_set(damaged_snapshot, tmp_path, monkeypatch, caplog):
-    ch.write_snapshot(damaged_snapshot, tmp_path)
+    write_snapshot(damaged_snapshot, tmp_path)
     real_replace = os.replace
     replaced = []
 
     def crashing_replace(src, dst):
-        if Path(dst).name in ch.SNAPSHOT_FILES:
+        if Path(dst).name in SNAPSHOT_FILES:
             replaced.append(Path(dst).name)
             if len(replaced) == 2:
                 raise OSError("killed")
@@ -829,42 +855,42 @@ def test_crash_between_renames_falls_back_to_previous_set(damaged_snapshot, tmp_
     smaller = _smaller_snapshot(damaged_snapshot)
     monkeypatch.setattr(os, "replace", crashing_replace)
     with pytest.raises(OSError, match="killed"):
-        ch.write_snapshot(smaller, tmp_path)
+        write_snapshot(smaller, tmp_path)
     monkeypatch.setattr(os, "replace", real_replace)
     # runs.parquet is new, the rest old: the set is torn, the reader sees it and uses .prev
     with caplog.at_level("WARNING"):
-        runs, history, manifest = ch.read_snapshot(tmp_path)
+        runs, history, manifest = read_snapshot(tmp_path)
     assert "torn or corrupt snapshot" in caplog.text
     assert manifest["content_hash"] == damaged_snapshot["manifest"]["content_hash"]
     assert len(runs) == 12 and history["run_id"].nunique() == 12
-    ch.write_snapshot(smaller, tmp_path)  # the next write repairs it
-    runs, _history, manifest = ch.read_snapshot(tmp_path)
+    write_snapshot(smaller, tmp_path)  # the next write repairs it
+    runs, _history, manifest = read_snapshot(tmp_path)
     assert len(runs) == 2 and manifest["content_hash"] == smaller["manifest"]["content_hash"]
     assert not (tmp_path / "data" / ".prev").exists()
 
 
 def test_read_snapshot_errors(damaged_snapshot, tmp_path):
-    with pytest.raises(ch.SnapshotMissingError, match="manifest.json missing"):
-        ch.read_snapshot(tmp_path)
-    ch.write_snapshot(damaged_snapshot, tmp_path)
+    with pytest.raises(SnapshotMissingError, match="manifest.json missing"):
+        read_snapshot(tmp_path)
+    write_snapshot(damaged_snapshot, tmp_path)
     history = tmp_path / "data" / "history.parquet"
     history.write_bytes(history.read_bytes()[:-10])
-    with pytest.raises(ch.SnapshotError, match="history.parquet does not match manifest.json"):
-        ch.read_snapshot(tmp_path)
+    with pytest.raises(SnapshotError, match="history.parquet does not match manifest.json"):
+        read_snapshot(tmp_path)
     (tmp_path / "data" / "manifest.json").write_text("{not json")
-    with pytest.raises(ch.SnapshotError, match="manifest.json unreadable"):
-        ch.read_snapshot(tmp_path)
+    with pytest.raises(SnapshotError, match="manifest.json unreadable"):
+        read_snapshot(tmp_path)
 
 
 def test_corrupt_earlier_snapshot_is_ignored_with_a_warning(tmp_path, caplog):
     api = _FakeApi()
     api.add("r1", "cbs_p1_np32_nr8")
     out = tmp_path / "out"
-    ch.write_snapshot(ch.build_snapshot("wandb:ent/proj", api=api, sleep=_no_sleep), out)
+    write_snapshot(build_snapshot("wandb:ent/proj", api=api, sleep=_no_sleep), out)
     (out / "data" / "runs.parquet").write_bytes(b"garbage")
     api.scans.clear()
     with caplog.at_level("WARNING"):
-        snap = ch.build_snapshot("wandb:ent/proj", previous_dir=out, api=api, sleep=_no_sleep)
+        snap = build_snapshot("wandb:ent/proj", previous_dir=out, api=api, sleep=_no_sleep)
     assert "earlier snapshot ignored" in caplog.text
     assert snap["manifest"]["warnings"] and snap["manifest"]["n_reused"] == 0
     assert {rid for rid, _ in api.scans} == {"r1"} and len(snap["runs"]) == 1
@@ -874,31 +900,31 @@ def test_corrupt_earlier_snapshot_is_ignored_with_a_warning(tmp_path, caplog):
 # Command line
 # --------------------------------------------------------------------------------------------
 def test_cli_snapshot_prints_one_summary_line(damaged_corpus_dir, tmp_path, capsys):
-    assert ch.main(["snapshot", "--source", str(damaged_corpus_dir), "--out", str(tmp_path), "--no-progress"]) == 0
+    assert main(["snapshot", "--source", str(damaged_corpus_dir), "--out", str(tmp_path), "--no-progress"]) == 0
     captured = capsys.readouterr()
     assert captured.out.count("\n") == 1 and captured.err == ""
     assert captured.out.startswith("snapshot: 12 runs in, 9 excluded, ")
     assert str(tmp_path / "data") in captured.out
-    assert ch.read_snapshot(tmp_path)[2]["n_runs"] == 12
+    assert read_snapshot(tmp_path)[2]["n_runs"] == 12
 
 
 def test_cli_errors_are_one_line_exit_2(tmp_path, capsys, monkeypatch):
-    assert ch.main(["snapshot", "--source", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
+    assert main(["snapshot", "--source", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: source not found") and err.count("\n") == 1
 
     api = _FakeApi()
     api.list_failures = [_FakeHTTPError(503)] * 20
-    monkeypatch.setitem(ch.main.__globals__, "_make_wandb_api", lambda timeout: api)
+    monkeypatch.setattr(wandb_api, "_make_wandb_api", lambda timeout: api)
     monkeypatch.setattr(time, "sleep", _no_sleep)
-    assert ch.main(["snapshot", "--source", "wandb:ent/proj", "--out", str(tmp_path), "--no-progress"]) == 2
+    assert main(["snapshot", "--source", "wandb:ent/proj", "--out", str(tmp_path), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "unreachable" in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "data").exists()
 
 
 def test_cli_in_a_subprocess_has_no_traceback(tmp_path):
-    code = ("import cbs_helpers, sys; sys.exit(cbs_helpers.main(['snapshot', '--source', sys.argv[1], "
+    code = ("import sys; from cbs_rlvr.__main__ import main; sys.exit(main(['snapshot', '--source', sys.argv[1], "
             "'--out', sys.argv[2]]))")
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "nope"), str(tmp_path / "out")],
                             cwd=REPO, capture_output=True, text=True, timeout=120)

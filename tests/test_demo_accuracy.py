@@ -20,7 +20,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # until pytest's pythonpath is set in pyproject.toml
     sys.path.insert(0, str(REPO))
 
-import cbs_helpers as ch  # noqa: E402
+from cbs_rlvr.baseline import seed_method_fit  # noqa: E402
+from cbs_rlvr.bootstrap import fit_phase  # noqa: E402
+from cbs_rlvr.measure import select_accuracy_metric  # noqa: E402
+from cbs_rlvr.snapshot import build_snapshot  # noqa: E402
 
 DEMO = REPO / "data" / "demo"
 PHASES = ["p1", "p2a", "p2b", "p4_math", "p4_rpp"]
@@ -29,10 +32,10 @@ PREFER = {"p1": "gsm8k", "p2a": "gsm8k", "p2b": "gsm8k", "p4_math": "math", "p4_
 
 @pytest.fixture(scope="module")
 def acceptance() -> pd.DataFrame:
-    if not (DEMO / "ground_truth.json").exists() or not hasattr(ch, "build_snapshot"):
-        pytest.skip("demo sweep or data layer not available")
+    if not (DEMO / "ground_truth.json").exists():
+        pytest.skip("demo sweep not available")
     gt = json.loads((DEMO / "ground_truth.json").read_text())
-    snap = ch.build_snapshot(str(DEMO))
+    snap = build_snapshot(str(DEMO))
     runs, history = snap["runs"], snap["history"]
     rows = []
     for phase in PHASES:
@@ -40,10 +43,10 @@ def acceptance() -> pd.DataFrame:
         thresholds = [float(t) for t in g["thresholds"]]
         r = runs[runs["phase"] == phase]
         h = history[history["run_id"].isin(r["run_id"])]
-        metric = ch.select_accuracy_metric(h.columns, prefer=PREFER[phase])
+        metric = select_accuracy_metric(h.columns, prefer=PREFER[phase])
         assert metric == g["metric"]
-        _, fit = ch.fit_phase(r, h, metric, thresholds, n_val=g["n_val"], n_bootstrap=1000, seed=0)
-        seed = ch.seed_method_fit(r, h, metric, thresholds).set_index("threshold")
+        _, fit = fit_phase(r, h, metric, thresholds, n_val=g["n_val"], n_bootstrap=1000, seed=0)
+        seed = seed_method_fit(r, h, metric, thresholds).set_index("threshold")
         for f in fit.itertuples():
             true = g["thresholds"][repr(f.threshold)]["B_noise"]
             s = seed.loc[f.threshold]
@@ -128,9 +131,9 @@ def test_median_error_at_most_10_percent_over_fresh_realisations():
             thresholds = [float(t) for t in g["thresholds"]]
             r = runs[runs["phase"] == phase]
             h = history[history["run_id"].isin(r["run_id"])]
-            _, fit = ch.fit_phase(r, h, g["metric"], thresholds, n_val=g["n_val"],
+            _, fit = fit_phase(r, h, g["metric"], thresholds, n_val=g["n_val"],
                                   n_bootstrap=300, seed=k)
-            seed = ch.seed_method_fit(r, h, g["metric"], thresholds).set_index("threshold")
+            seed = seed_method_fit(r, h, g["metric"], thresholds).set_index("threshold")
             for f in fit.itertuples():
                 true = g["thresholds"][repr(f.threshold)]["B_noise"]
                 errs.append(abs(f.B_noise / true - 1))

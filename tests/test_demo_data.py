@@ -249,18 +249,15 @@ def test_committed_files_are_complete_and_private(gt):
 
 
 def _history_frame(result):
-    """History DataFrame of what cbs_helpers.read_wandb_file returns (rows as dicts)."""
+    """History DataFrame of what read_wandb_file returns (rows as dicts)."""
     import pandas as pd
 
     return pd.DataFrame(result["history"])
 
 
 def test_regenerating_a_run_reproduces_the_committed_history(gt, tmp_path):
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    import cbs_helpers as ch
+    from cbs_rlvr.sources.wandb_file import read_wandb_file
 
-    read_wandb_file = ch.read_wandb_file
     # the failing run: short, and covers the exit_code=1 path
     spec = next(s for s in md.sweep() if s.fails)
     new_path = md.write_run(md.simulate_run(spec), tmp_path)

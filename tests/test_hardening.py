@@ -30,7 +30,12 @@ if str(REPO) not in sys.path:
 
 import hardening_corpus as hc  # noqa: E402
 
-import cbs_helpers as ch  # noqa: E402
+from cbs_rlvr.__main__ import main  # noqa: E402
+from cbs_rlvr.errors import SnapshotError  # noqa: E402
+from cbs_rlvr.runs import REASON_NO_VALIDATION  # noqa: E402
+from cbs_rlvr.snapshot import build_snapshot, read_snapshot  # noqa: E402
+from cbs_rlvr.sources import wandb_api  # noqa: E402
+from cbs_rlvr.sources.wandb_file import load_offline_runs  # noqa: E402
 
 SENTINEL = "SENTINEL-wandb-key-0123456789abcdef0123456789abcdef"
 N_BOOTSTRAP = 20
@@ -204,7 +209,7 @@ def case_name_without_phase(r):
 
 
 def case_no_validation_metric(r):
-    assert _reason(r, "noval1") == ch.REASON_NO_VALIDATION
+    assert _reason(r, "noval1") == REASON_NO_VALIDATION
 
 
 def case_validation_never_finite(r):
@@ -419,13 +424,13 @@ def test_params_file_with_wrong_types_leaves_the_summary_built(bad_params_build)
 def test_missing_source_is_one_line_and_keeps_the_snapshot(report, project, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(report["out"] / "data", out / "data")
-    before = ch.read_snapshot(out)[2]["content_hash"]
+    before = read_snapshot(out)[2]["content_hash"]
     proc = _make(project, report, "snapshot", f"SOURCE={tmp_path / 'no_such_dir'}", f"OUT={out}")
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "source not found" in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
-    assert ch.read_snapshot(out)[2]["content_hash"] == before
+    assert read_snapshot(out)[2]["content_hash"] == before
 
 
 class _Refused:
@@ -436,28 +441,28 @@ class _Refused:
 def test_unreachable_wandb_source_is_one_line_and_keeps_the_snapshot(report, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     shutil.copytree(report["out"] / "data", out / "data")
-    before = ch.read_snapshot(out)[2]["content_hash"]
+    before = read_snapshot(out)[2]["content_hash"]
     monkeypatch.setenv("WANDB_API_KEY", SENTINEL)
-    monkeypatch.setitem(ch.main.__globals__, "_make_wandb_api", lambda timeout: _Refused())
+    monkeypatch.setattr(wandb_api, "_make_wandb_api", lambda timeout: _Refused())
     monkeypatch.setattr(time, "sleep", lambda seconds: None)
-    assert ch.main(["snapshot", "--source", "wandb:ent/proj", "--out", str(out), "--no-progress"]) == 2
+    assert main(["snapshot", "--source", "wandb:ent/proj", "--out", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unreachable" in err and SENTINEL not in err
-    assert ch.read_snapshot(out)[2]["content_hash"] == before
+    assert read_snapshot(out)[2]["content_hash"] == before
 
 
 def test_corrupt_earlier_snapshot_is_rebuilt(report, project, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(report["out"] / "data", out / "data")
-    expected = ch.read_snapshot(out)[2]["content_hash"]
+    expected = read_snapshot(out)[2]["content_hash"]
     (out / "data" / "runs.parquet").write_bytes(b"PAR1 not really")
     (out / "data" / "manifest.json").write_text("{truncated")
-    with pytest.raises(ch.SnapshotError):
-        ch.read_snapshot(out)
+    with pytest.raises(SnapshotError):
+        read_snapshot(out)
     proc = _make(project, report, "snapshot", f"SOURCE={report['root']}", f"OUT={out}")
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert ch.read_snapshot(out)[2]["content_hash"] == expected
+    assert read_snapshot(out)[2]["content_hash"] == expected
 
 
 def _start_snapshot(project: Path, corpus: dict, source: Path, out: Path) -> subprocess.Popen:
@@ -481,7 +486,7 @@ def test_killed_snapshot_leaves_the_previous_one_readable(report, project, tmp_p
     for source in (small, large):
         proc = _make(project, report, "snapshot", f"SOURCE={source}", f"OUT={out}")
         assert proc.returncode == 0, proc.stderr
-        hashes[source] = ch.read_snapshot(out)[2]["content_hash"]
+        hashes[source] = read_snapshot(out)[2]["content_hash"]
     data = out / "data"
     # kill once a temporary file of the write appears, plus a delay; then at fixed times
     plans = [("write", 0.0), ("write", 0.003), ("write", 0.01), ("write", 0.03), ("time", 1.0), ("time", 2.0)]
@@ -503,7 +508,7 @@ def test_killed_snapshot_leaves_the_previous_one_readable(report, project, tmp_p
             os.killpg(proc.pid, signal.SIGKILL)
             killed_in_write += how == "write"
         proc.communicate(timeout=60)
-        _runs, _history, manifest = ch.read_snapshot(out)
+        _runs, _history, manifest = read_snapshot(out)
         assert manifest["content_hash"] in (hashes[current], hashes[other]), (how, delay)
         if manifest["content_hash"] == hashes[other]:
             current = other
@@ -511,7 +516,7 @@ def test_killed_snapshot_leaves_the_previous_one_readable(report, project, tmp_p
         nxt = small if current == large else large
         done = _make(project, report, "snapshot", f"SOURCE={nxt}", f"OUT={out}")
         assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
-        assert ch.read_snapshot(out)[2]["content_hash"] == hashes[nxt]
+        assert read_snapshot(out)[2]["content_hash"] == hashes[nxt]
         current = nxt
     assert killed_in_write >= 2, "the kills never landed during a write"
 
@@ -554,7 +559,7 @@ class _CountingApi:
 
 
 def _fetch(run, **kw):
-    return ch.build_snapshot("wandb:ent/proj", api=_CountingApi([run]), sleep=lambda s: None,
+    return build_snapshot("wandb:ent/proj", api=_CountingApi([run]), sleep=lambda s: None,
                              progress=False, **kw)
 
 
@@ -598,7 +603,7 @@ def test_fetch_loses_no_rows_when_equal_counts_are_logged_at_different_steps():
 @pytest.mark.parametrize("peek", ["none", "misleading"])
 def test_offline_grouping_does_not_depend_on_the_head_of_the_file(report, monkeypatch, peek):
     expected = json.loads((report["out"] / "data" / "manifest.json").read_text())["content_hash"]
-    real = ch.load_offline_runs.__globals__["_peek_run_id"]
+    real = load_offline_runs.__globals__["_peek_run_id"]
 
     def fake(path, *args, **kwargs):
         if peek == "none":
@@ -608,7 +613,7 @@ def test_offline_grouping_does_not_depend_on_the_head_of_the_file(report, monkey
         return "clone0001" if (run_id == "resume1" and "nodeB" in path.parts) or (
             run_id or "").startswith("clone") else run_id
 
-    monkeypatch.setitem(ch.load_offline_runs.__globals__, "_peek_run_id", fake)
-    snap = ch.build_snapshot(str(report["root"]))
+    monkeypatch.setitem(load_offline_runs.__globals__, "_peek_run_id", fake)
+    snap = build_snapshot(str(report["root"]))
     assert snap["manifest"]["content_hash"] == expected
     assert _flags({"runs": snap["runs"]}, "resume1")["segments"] == "2"

@@ -14,7 +14,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-import cbs_helpers as ch
+from cbs_rlvr.params import SECTIONS, SUMMARY_SECTION, load_phase_params
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
@@ -22,7 +22,7 @@ DEMO_TRUTH = json.loads((ROOT / "data" / "demo" / "ground_truth.json").read_text
 
 
 def test_every_section_has_a_notebook():
-    assert [p.stem for p in NOTEBOOKS] == list(ch.SECTIONS) + [ch.SUMMARY_SECTION]
+    assert [p.stem for p in NOTEBOOKS] == list(SECTIONS) + [SUMMARY_SECTION]
 
 
 @pytest.mark.parametrize("py", NOTEBOOKS, ids=lambda p: p.stem)
@@ -81,7 +81,7 @@ def report(tmp_path_factory):
 def test_report_builds_every_applicable_notebook_and_html(report):
     out = report["out"]
     for phase_file in sorted((ROOT / "params").glob("*.yaml")):
-        params = ch.load_phase_params(ROOT / "params", phase_file.stem)
+        params = load_phase_params(ROOT / "params", phase_file.stem)
         for section in params["sections"]:
             assert (out / params["phase"] / f"{section}.ipynb").exists(), (params["phase"], section)
             html = (out / params["phase"] / f"{section}.html").read_text()

@@ -5,8 +5,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from matplotlib.figure import Figure
 
-import cbs_helpers as ch
+from cbs_rlvr.build import render_index_html, report_plan
+from cbs_rlvr.figures import _pow2_label, save_figure, set_log2_axis, setup_style
+from cbs_rlvr.measure import phase_runs
+from cbs_rlvr.params import SECTIONS, ParamsError, load_phase_params, validate_phase_params
+from cbs_rlvr.tables import format_ci, to_latex_booktabs
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = {"phase": "p9", "title": "t", "axis": "prompts", "metric": "val-core/*/reward/mean@*",
@@ -15,10 +20,10 @@ GOOD = {"phase": "p9", "title": "t", "axis": "prompts", "metric": "val-core/*/re
 
 @pytest.mark.parametrize("phase", sorted(p.stem for p in (ROOT / "params").glob("*.yaml")))
 def test_every_shipped_params_file_validates(phase):
-    params = ch.load_phase_params(ROOT / "params", phase)
+    params = load_phase_params(ROOT / "params", phase)
     assert params["phase"] == phase
     assert params["thresholds"] == sorted(params["thresholds"])
-    assert all(s in ch.SECTIONS for s in params["sections"])
+    assert all(s in SECTIONS for s in params["sections"])
 
 
 def test_shipped_phases_are_the_design_phases():
@@ -27,7 +32,7 @@ def test_shipped_phases_are_the_design_phases():
 
 
 def test_valid_params_get_defaults_and_sorted_thresholds():
-    params = ch.validate_phase_params(dict(GOOD))
+    params = validate_phase_params(dict(GOOD))
     assert params["thresholds"] == [0.3, 0.5]
     assert params["prefer_source"] is None and params["two_axis_phases"] == []
 
@@ -45,8 +50,8 @@ def test_valid_params_get_defaults_and_sorted_thresholds():
     ({"thresholds": []}, "thresholds is empty"),
 ])
 def test_bad_params_stop_with_a_message_naming_the_key(change, message):
-    with pytest.raises(ch.ParamsError) as err:
-        ch.validate_phase_params({**GOOD, **change}, where="params/p9.yaml")
+    with pytest.raises(ParamsError) as err:
+        validate_phase_params({**GOOD, **change}, where="params/p9.yaml")
     assert message in str(err.value)
     assert "params/p9.yaml" in str(err.value)
 
@@ -54,48 +59,48 @@ def test_bad_params_stop_with_a_message_naming_the_key(change, message):
 def test_missing_key_and_non_mapping_are_reported():
     bad = dict(GOOD)
     del bad["metric"]
-    with pytest.raises(ch.ParamsError, match=r"missing key\(s\) \['metric'\]"):
-        ch.validate_phase_params(bad)
-    with pytest.raises(ch.ParamsError, match="expected a mapping"):
-        ch.validate_phase_params(["phase", "p1"])
+    with pytest.raises(ParamsError, match=r"missing key\(s\) \['metric'\]"):
+        validate_phase_params(bad)
+    with pytest.raises(ParamsError, match="expected a mapping"):
+        validate_phase_params(["phase", "p1"])
 
 
 def test_unknown_phase_lists_the_known_ones(tmp_path):
     (tmp_path / "p1.yaml").write_text(yaml.safe_dump({**GOOD, "phase": "p1"}))
-    with pytest.raises(ch.ParamsError, match=r"unknown phase 'p7'.*Known phases: \['p1'\]"):
-        ch.load_phase_params(tmp_path, "p7")
+    with pytest.raises(ParamsError, match=r"unknown phase 'p7'.*Known phases: \['p1'\]"):
+        load_phase_params(tmp_path, "p7")
     (tmp_path / "p2.yaml").write_text(yaml.safe_dump({**GOOD, "phase": "p1"}))
-    with pytest.raises(ch.ParamsError, match="named for 'p2'"):
-        ch.load_phase_params(tmp_path, "p2")
+    with pytest.raises(ParamsError, match="named for 'p2'"):
+        load_phase_params(tmp_path, "p2")
     (tmp_path / "p3.yaml").write_text("phase: [unclosed")
-    with pytest.raises(ch.ParamsError, match="not valid YAML"):
-        ch.load_phase_params(tmp_path, "p3")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_phase_params(tmp_path, "p3")
 
 
 def test_pow2_labels_are_plain_numbers_at_powers_of_two():
-    assert [ch._pow2_label(x) for x in (64, 1024, 4096, 16384, 96)] == ["64", "1024", "4096", "16K", ""]
+    assert [_pow2_label(x) for x in (64, 1024, 4096, 16384, 96)] == ["64", "1024", "4096", "16K", ""]
 
 
 def test_save_figure_writes_pdf_png_and_the_plotted_data(tmp_path):
-    ch.setup_style()
-    fig = ch.Figure()
+    setup_style()
+    fig = Figure()
     ax = fig.subplots()
     data = pd.DataFrame({"B": [64, 128, 256], "S": [300.0, 180.0, 120.0]})
     ax.plot(data["B"], data["S"])
-    ch.set_log2_axis(ax, "x")
-    paths = ch.save_figure(fig, data, tmp_path / "figs", "toy")
+    set_log2_axis(ax, "x")
+    paths = save_figure(fig, data, tmp_path / "figs", "toy")
     assert paths["pdf"].read_bytes()[:4] == b"%PDF"
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     pd.testing.assert_frame_equal(pd.read_csv(paths["csv"]), data)
     # no creation date: the same figure saved twice gives the same PDF
     first = paths["pdf"].read_bytes()
-    ch.save_figure(fig, data, tmp_path / "figs", "toy")
+    save_figure(fig, data, tmp_path / "figs", "toy")
     assert paths["pdf"].read_bytes() == first
 
 
 def test_latex_table_is_booktabs_and_escaped():
     table = pd.DataFrame({"phase": ["p4_math"], "B_noise": ["290 [250, 330]"], "n": [7]})
-    tex = ch.to_latex_booktabs(table, caption="50% target & more", label="tab:x")
+    tex = to_latex_booktabs(table, caption="50% target & more", label="tab:x")
     assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
     assert r"p4\_math & 290 [250, 330] & 7 \\" in tex
     assert r"50\% target \& more" in tex
@@ -103,15 +108,15 @@ def test_latex_table_is_booktabs_and_escaped():
 
 
 def test_format_ci():
-    assert ch.format_ci(290.4, 250.2, 330.9) == "290 [250, 331]"
-    assert ch.format_ci(np.nan, 1, 2) == "–"
-    assert ch.format_ci(12.34, np.nan, np.nan, 1) == "12.3"
+    assert format_ci(290.4, 250.2, 330.9) == "290 [250, 331]"
+    assert format_ci(np.nan, 1, 2) == "–"
+    assert format_ci(12.34, np.nan, np.nan, 1) == "12.3"
 
 
 def test_index_page_escapes_names_and_errors():
     evil = "<script>alert(1)</script>"
     summary = pd.DataFrame({"phase": [evil], "B_noise": ["1 [0, 2]"]})
-    page = ch.render_index_html(
+    page = render_index_html(
         {evil: {"title": evil, "sections": [("01_load_runs", "Runs", "p1/01_load_runs.html", None),
                                             ("02_x", "Fit", None, f"ValueError: {evil}")]}},
         summary, None, "2026-01-01", f"wandb:{evil}")
@@ -126,7 +131,7 @@ def test_report_plan_lists_each_phase_sections(tmp_path):
     (params / "pa.yaml").write_text(yaml.safe_dump({**GOOD, "phase": "pa",
                                                     "sections": ["02_steps_to_target", "01_load_runs"]}))
     (params / "pb.yaml").write_text("phase: pb\nthresholds: [50]\n")  # invalid: still planned
-    plan = ch.report_plan(params, "notebooks", "OUTDIR")
+    plan = report_plan(params, "notebooks", "OUTDIR")
     assert "NOTEBOOKS_pa := OUTDIR/pa/01_load_runs.ipynb OUTDIR/pa/02_steps_to_target.ipynb" in plan
     assert "NOTEBOOKS_pb := OUTDIR/pb/01_load_runs.ipynb" in plan
     assert "SUMMARY_NB := OUTDIR/summary/07_summary.ipynb" in plan
@@ -138,8 +143,8 @@ def test_phase_runs_selects_the_phase_and_its_metric():
                             "val-core/openai/gsm8k/reward/mean@1": [0.1, 0.2, np.nan],
                             "val-core/math/reward/mean@1": [np.nan, np.nan, 0.3]})
     params = {**GOOD, "phase": "p1", "prefer_source": "gsm8k"}
-    r, h, metric = ch.phase_runs(runs, history, params)
+    r, h, metric = phase_runs(runs, history, params)
     assert list(r["run_id"]) == ["a"] and len(h) == 2
     assert metric == "val-core/openai/gsm8k/reward/mean@1"
     with pytest.raises(ValueError, match=r"no runs of phase 'p9' in the snapshot; phases present: \['p1', 'p2b'\]"):
-        ch.phase_runs(runs, history, {**GOOD, "phase": "p9"})
+        phase_runs(runs, history, {**GOOD, "phase": "p9"})

@@ -1,0 +1,108 @@
+"""Phase parameters: params/<phase>.yaml, validated with messages that name the file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# ===============================================================================================
+# Phase parameters, figures, tables and the report build
+# ===============================================================================================
+
+#: Every analysis section, in report order, with the title used in the index.
+SECTIONS = {
+    "01_load_runs": "Runs in the phase",
+    "02_steps_to_target": "Steps and samples to target, McCandlish fit",
+    "03_training_curves": "Training curves",
+    "04_two_axis": "Prompts vs rollouts",
+    "05_gradient_noise": "Gradient noise scale",
+    "06_wall_clock": "Wall-clock time",
+}
+SUMMARY_SECTION = "07_summary"
+AXES = ("prompts", "rollouts", "iso_batch")
+PARAM_SPEC = {  # key: (types, required)
+    "phase": ((str,), True),
+    "title": ((str,), True),
+    "axis": ((str,), True),
+    "metric": ((str,), True),
+    "prefer_source": ((str, type(None)), False),
+    "n_val": ((int,), True),
+    "thresholds": ((list,), True),
+    "sections": ((list,), True),
+    "two_axis_phases": ((list,), False),
+}
+
+
+class ParamsError(ValueError):
+    """A params/<phase>.yaml file that cannot be used; the message says what to fix."""
+
+
+def validate_phase_params(raw: object, where: str = "params") -> dict:
+    """Check one phase's parameters and return them with defaults filled in.
+
+    Raises ParamsError naming the file and the key on: a non-mapping, an unknown or missing
+    key, a wrong type, a threshold outside (0, 1), an unknown axis or section.
+    """
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{where}: expected a mapping of keys to values, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - set(PARAM_SPEC))
+    if unknown:
+        raise ParamsError(f"{where}: unknown key(s) {unknown}; allowed keys: {sorted(PARAM_SPEC)}")
+    missing = sorted(k for k, (_, req) in PARAM_SPEC.items() if req and k not in raw)
+    if missing:
+        raise ParamsError(f"{where}: missing key(s) {missing}")
+    for key, value in raw.items():
+        types, _ = PARAM_SPEC[key]
+        # bool is an int subclass; n_val: true would otherwise pass as 1
+        if isinstance(value, bool) or not isinstance(value, types):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise ParamsError(f"{where}: {key} must be {names}, got {value!r}")
+    params = dict(raw)
+    params.setdefault("prefer_source", None)
+    params.setdefault("two_axis_phases", [])
+    if params["axis"] not in AXES:
+        raise ParamsError(f"{where}: axis must be one of {list(AXES)}, got {params['axis']!r}")
+    if params["n_val"] <= 0:
+        raise ParamsError(f"{where}: n_val must be a positive number of validation problems")
+    thresholds = params["thresholds"]
+    if not thresholds:
+        raise ParamsError(f"{where}: thresholds is empty")
+    for t in thresholds:
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < 1:
+            raise ParamsError(f"{where}: every threshold must be a number in (0, 1), got {t!r}"
+                              " (accuracy is a fraction: write 0.6, not 60)")
+    params["thresholds"] = sorted(float(t) for t in thresholds)
+    bad = [s for s in params["sections"] if s not in SECTIONS]
+    if bad:
+        raise ParamsError(f"{where}: unknown section(s) {bad}; known: {list(SECTIONS)}")
+    if not all(isinstance(p, str) for p in params["two_axis_phases"]):
+        raise ParamsError(f"{where}: two_axis_phases must be a list of phase names")
+    return params
+
+
+def read_yaml(path: Path) -> object:
+    """The YAML content of a params file; ParamsError (naming the file) when it is not YAML."""
+    import yaml  # imported here: the notebooks that never read params pay nothing for it
+
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML ({exc})") from None
+    except OSError as exc:
+        raise ParamsError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def load_phase_params(params_dir: str | Path, phase: str) -> dict:
+    """Read and validate params/<phase>.yaml (the phase's metric, thresholds, n_val, sections)."""
+    params_dir = Path(params_dir)
+    known = sorted(p.stem for p in params_dir.glob("*.yaml"))
+    path = params_dir / f"{phase}.yaml"
+    if not path.is_file():
+        raise ParamsError(f"unknown phase {phase!r}: there is no {path}. Known phases: {known}."
+                          " To add a phase, add a params file (see params/README.md).")
+    params = validate_phase_params(read_yaml(path), where=str(path))
+    if params["phase"] != phase:
+        raise ParamsError(f"{path}: phase is {params['phase']!r} but the file is named for {phase!r}")
+    return params
+
+
+

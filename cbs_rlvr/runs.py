@@ -1,0 +1,367 @@
+"""Runs: names and configs -> run metadata; logged rows -> one normalised history table.
+
+Every source (W&B server, offline `.wandb` files, export directories) hands its runs to
+`normalise_raw_run` in one source-independent form (name, config, state, rows in log order),
+which either makes a run entry (a row of runs.parquet and its history frame) or an exclusion
+with its reason; `assemble_snapshot_frames` stacks the entries into the snapshot's tables.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import redact_secrets
+
+RUN_STATES = ("finished", "failed", "crashed", "running", "killed", "unknown")
+RUNS_COLUMNS = [
+    "run_id", "name", "phase", "n_prompts", "n_rollouts", "total_batch", "replicate",
+    "n_replicates", "state", "config", "n_gpus", "flags", "source", "last_step", "updated_at",
+    "n_history_rows", "start_time", "wandb_last_step",
+]
+EXCLUDED_COLUMNS = ["source", "run_id", "name", "reason"]
+REASON_NO_VALIDATION = "no validation metric (val-core/*) logged"
+
+_RUN_NAME_RE = re.compile(r"^cbs_(?P<phase>.+?)_np(?P<np>\d+)_nr(?P<nr>\d+)(?:_(?P<suffix>.+))?$")
+
+
+# --------------------------------------------------------------------------------------------
+# Run names and run metadata
+# --------------------------------------------------------------------------------------------
+def parse_run_name(name: str | None) -> dict:
+    """Parse `cbs_<phase>_np<N>_nr<M>[_<suffix>]`; unparseable -> all values None.
+
+    The phase may contain underscores (`p4_math`); the first `_np<N>_nr<M>` ends it.
+    """
+    match = _RUN_NAME_RE.match(name) if isinstance(name, str) else None
+    if match is None:
+        return {"phase": None, "n_prompts": None, "n_rollouts": None, "suffix": None}
+    return {
+        "phase": match["phase"],
+        "n_prompts": int(match["np"]),
+        "n_rollouts": int(match["nr"]),
+        "suffix": match["suffix"],
+    }
+
+
+def unwrap_config_value(value: Any) -> Any:
+    # W&B's config.yaml / raw API form wraps every value as {"value": v, "desc": ...}.
+    if isinstance(value, Mapping) and "value" in value and set(value) <= {"value", "desc"}:
+        return value["value"]
+    return value
+
+
+def config_lookup(config: Any, dotted_key: str) -> Any:
+    """Value of `a.b.c` in a config given as nested dicts, dotted keys, or a mix; None if absent."""
+    if not isinstance(config, Mapping):
+        return None
+    parts = dotted_key.split(".")
+    for i in range(len(parts), 0, -1):
+        head = ".".join(parts[:i])
+        if head not in config:
+            continue
+        value = unwrap_config_value(config[head])
+        if i == len(parts):
+            return value
+        found = config_lookup(value, ".".join(parts[i:]))
+        if found is not None:
+            return found
+    return None
+
+
+def _as_positive_int(value: Any) -> int | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
+        return int(value) if value > 0 else None
+    return None
+
+
+def set_nested(target: dict, path: Sequence[str], value: Any) -> None:
+    for part in path[:-1]:
+        child = target.get(part)
+        if not isinstance(child, dict):
+            child = target[part] = {}
+        target = child
+    target[path[-1]] = value
+
+
+def run_metadata(name: str | None, config: Mapping | None) -> dict:
+    """Phase and batch sizes of a run from its verl config, else from its name.
+
+    Returns phase, n_prompts, n_rollouts, total_batch, n_gpus, flags (list) and reason
+    (None when the run is usable, else why it must be excluded). The config wins over the name
+    (flag `config_name_mismatch`) because it is what the trainer actually ran with.
+    """
+    parsed = parse_run_name(name)
+    config = config or {}
+    cfg_prompts = _as_positive_int(config_lookup(config, "data.train_batch_size"))
+    cfg_rollouts = _as_positive_int(config_lookup(config, "actor_rollout_ref.rollout.n"))
+    flags: list[str] = []
+    if (cfg_prompts is not None and parsed["n_prompts"] is not None and cfg_prompts != parsed["n_prompts"]) or (
+        cfg_rollouts is not None and parsed["n_rollouts"] is not None and cfg_rollouts != parsed["n_rollouts"]
+    ):
+        flags.append("config_name_mismatch")
+    n_prompts = cfg_prompts if cfg_prompts is not None else parsed["n_prompts"]
+    n_rollouts = cfg_rollouts if cfg_rollouts is not None else parsed["n_rollouts"]
+    gpus_per_node = _as_positive_int(config_lookup(config, "trainer.n_gpus_per_node"))
+    nnodes = _as_positive_int(config_lookup(config, "trainer.nnodes"))
+    n_gpus = gpus_per_node * nnodes if gpus_per_node and nnodes else None
+    reason = None
+    if n_prompts is None or n_rollouts is None:
+        reason = (
+            f"cannot determine phase/n_prompts/n_rollouts from name {name!r} "
+            "(expected cbs_<phase>_np<N>_nr<M>) or config "
+            "(data.train_batch_size, actor_rollout_ref.rollout.n)"
+        )
+    elif parsed["phase"] is None:
+        reason = (
+            f"no phase in run name {name!r} (expected cbs_<phase>_np<N>_nr<M>); the config gives "
+            f"n_prompts={n_prompts}, n_rollouts={n_rollouts} but the phase is needed"
+        )
+    return {
+        "phase": parsed["phase"],
+        "n_prompts": n_prompts,
+        "n_rollouts": n_rollouts,
+        "total_batch": n_prompts * n_rollouts if reason is None else None,
+        "n_gpus": n_gpus,
+        "flags": flags,
+        "reason": reason,
+    }
+
+
+def normalise_run_state(state: Any) -> str:
+    """Map a source's run state onto finished | failed | crashed | running | killed | unknown."""
+    text = str(state).strip().lower() if state is not None else ""
+    if text in RUN_STATES:
+        return text
+    if text in ("preempted", "preempting"):
+        return "killed"  # stopped from outside and not resumed: no different from a kill here
+    return "unknown"
+
+
+# --------------------------------------------------------------------------------------------
+# History normalisation (shared by all sources)
+# --------------------------------------------------------------------------------------------
+_NONFINITE_STRINGS = {"nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
+
+
+def _metric_value(value: Any) -> tuple[float, str]:
+    """(float value, kind) with kind in ok | nonfinite | non_numeric | null | structured."""
+    if type(value) is float:  # the common case, without the slower ABC checks below
+        return (value, "ok") if math.isfinite(value) else (math.nan, "nonfinite")
+    if value is None:
+        return math.nan, "null"
+    if isinstance(value, (bool, np.bool_)):
+        return float(value), "ok"
+    if isinstance(value, numbers.Real):
+        value = float(value)
+        return (value, "ok") if math.isfinite(value) else (math.nan, "nonfinite")
+    if isinstance(value, str):
+        if value.strip().lower() in _NONFINITE_STRINGS:
+            return math.nan, "nonfinite"
+        return math.nan, "non_numeric"
+    if isinstance(value, (Mapping, list, tuple)):
+        return math.nan, "structured"  # media, tables, histograms: not a scalar metric
+    return math.nan, "non_numeric"
+
+
+def _row_step(row: Mapping) -> int | None:
+    """`training/global_step` where logged (verl's own counter), else W&B's `_step`."""
+    for key in ("training/global_step", "_step"):
+        value = row.get(key)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            continue
+        if math.isfinite(value) and float(value).is_integer():
+            return int(value)
+    return None
+
+
+def _is_accuracy_key(key: str) -> bool:
+    last = key.rsplit("/", 1)[-1].lower()
+    return (key.startswith("val-core/") and re.fullmatch(r"mean@\d+", last) is not None) or "acc" in last
+
+
+def normalise_history(rows: Iterable[Mapping]) -> tuple[pd.DataFrame, dict]:
+    """Rows in log order (dicts with `_step` and metric values) -> (wide frame, counts).
+
+    The frame has an int64 `step` column (`training/global_step` where logged, else `_step`) and
+    one float64 column per metric, one row per step, sorted by step. Rules, applied in log order:
+    - several rows with the same step (a resumed run re-logging steps): the last write of each
+      metric wins; counted as `duplicate_steps` (rows merged into an earlier step);
+    - the step counter going down (a run restarted from a checkpoint): counted as `step_restarts`;
+      the later segment's values win wherever the segments overlap (same last-write rule), so the
+      frame holds the newest value of each step;
+    - NaN/inf -> NaN, counted as `nonfinite`; strings -> NaN, counted as `non_numeric`;
+      dict/list values (media, tables) are not metrics and are dropped; keys starting with `_`
+      (`_step`, `_timestamp`, `_runtime`) are bookkeeping and dropped;
+    - accuracy columns (val-core `.../mean@N`, or `acc` in the last key part) whose values lie in
+      [0, 100] with a maximum above 1 are percentages: divided by 100 (`percent_columns`).
+    """
+    table: dict[int, dict[str, float]] = {}
+    counts = {"nonfinite": 0, "non_numeric": 0, "duplicate_steps": 0, "step_restarts": 0,
+              "rows_without_step": 0, "percent_columns": []}
+    previous_step = None
+    for row in rows:
+        step = _row_step(row)
+        if step is None:
+            counts["rows_without_step"] += 1
+            continue
+        if previous_step is not None and step < previous_step:
+            counts["step_restarts"] += 1
+        previous_step = step
+        slot = table.get(step)
+        if slot is None:
+            slot = table[step] = {}
+        else:
+            counts["duplicate_steps"] += 1
+        for key, raw in row.items():
+            if not isinstance(key, str) or key.startswith("_"):
+                continue
+            value, kind = _metric_value(raw)
+            if kind == "structured":
+                continue
+            if kind in ("nonfinite", "non_numeric"):
+                counts[kind] += 1
+            slot[key] = value
+    steps = sorted(table)
+    metrics = sorted({key for slot in table.values() for key in slot})
+    columns: dict[str, Any] = {"step": np.asarray(steps, dtype="int64")}
+    for key in metrics:
+        values = np.fromiter((table[s].get(key, math.nan) for s in steps), dtype="float64", count=len(steps))
+        if _is_accuracy_key(key):
+            finite = values[np.isfinite(values)]
+            if finite.size and finite.min() >= 0 and 1 < finite.max() <= 100:
+                values = values / 100.0
+                counts["percent_columns"].append(key)
+        columns[key] = values
+    return pd.DataFrame(columns), counts
+
+
+def _history_flags(counts: Mapping) -> list[str]:
+    flags = []
+    for key in ("nonfinite", "non_numeric", "duplicate_steps", "rows_without_step"):
+        if counts.get(key):
+            flags.append(f"{key}:{counts[key]}")
+    if counts.get("step_restarts"):
+        flags.append("step_restart")
+    if counts.get("percent_columns"):
+        flags.append("percent_accuracy")
+    return flags
+
+
+def iso_utc(value: Any) -> str | None:
+    """An ISO-8601 UTC string (one fixed format, so strings sort in time order) or None."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return None
+    try:
+        if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d*)?\s*", value):
+            value = float(value)  # epoch seconds written as text (CSV exports)
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            stamp = datetime.fromtimestamp(float(value), tz=timezone.utc)
+        else:
+            parsed = pd.Timestamp(value)
+            if pd.isna(parsed):
+                return None
+            stamp = (parsed.tz_localize("UTC") if parsed.tzinfo is None else parsed.tz_convert("UTC")).to_pydatetime()
+    except (ValueError, TypeError, OverflowError, OSError):
+        return None
+    return stamp.isoformat(timespec="microseconds")
+
+
+def normalise_raw_run(raw: Mapping) -> dict:
+    """One source-independent run (name, config, state, rows...) -> a run entry or an exclusion.
+
+    `raw` keys: run_id, name, config, state, source, rows (log order), and optionally
+    start_time, updated_at, wandb_last_step, flags (list), n_non_numeric (pre-counted).
+    Returns {"kind": "run", "row": {...}, "history": DataFrame} or {"kind": "excluded", "row": {...}}.
+    """
+    base = {"source": raw["source"], "run_id": raw.get("run_id"), "name": raw.get("name")}
+    meta = run_metadata(raw.get("name"), raw.get("config"))
+    if meta["reason"]:
+        return {"kind": "excluded", "row": {**base, "reason": meta["reason"]}}
+    history, counts = normalise_history(raw.get("rows") or [])
+    counts["non_numeric"] += int(raw.get("n_non_numeric") or 0)
+    val_columns = [c for c in history.columns if c.startswith("val-core/")]
+    if not val_columns:
+        return {"kind": "excluded", "row": {**base, "reason": REASON_NO_VALIDATION}}
+    if not np.isfinite(history[val_columns].to_numpy()).any():
+        reason = "validation metric (val-core/*) logged but never a finite number"
+        return {"kind": "excluded", "row": {**base, "reason": reason}}
+    flags = meta["flags"] + list(raw.get("flags") or []) + _history_flags(counts)
+    row = {
+        **base,
+        "phase": meta["phase"],
+        "n_prompts": meta["n_prompts"],
+        "n_rollouts": meta["n_rollouts"],
+        "total_batch": meta["total_batch"],
+        "state": normalise_run_state(raw.get("state")),
+        "config": redact_secrets(json.dumps(raw.get("config") or {}, sort_keys=True, default=str)),
+        "n_gpus": meta["n_gpus"],
+        "flags": ";".join(dict.fromkeys(flags)),
+        "last_step": int(history["step"].max()),
+        "updated_at": iso_utc(raw.get("updated_at")),
+        "n_history_rows": len(history),
+        "start_time": iso_utc(raw.get("start_time")),
+        "wandb_last_step": raw.get("wandb_last_step"),
+    }
+    return {"kind": "run", "row": row, "history": history}
+
+
+def assemble_snapshot_frames(entries: Sequence[Mapping]) -> dict:
+    """Run entries and exclusions (from `normalise_raw_run`) -> runs, history, excluded frames.
+
+    Runs sharing a name are replicates: numbered 0, 1, 2... by start time then run_id.
+    """
+    run_rows = [dict(e["row"]) for e in entries if e["kind"] == "run"]
+    excluded_rows = [dict(e["row"]) for e in entries if e["kind"] == "excluded"]
+    by_name: dict[str, list[dict]] = {}
+    for row in run_rows:
+        by_name.setdefault(row["name"], []).append(row)
+    for group in by_name.values():
+        group.sort(key=lambda r: (r.get("start_time") is None, r.get("start_time") or "", r["run_id"]))
+        for i, row in enumerate(group):
+            row["replicate"], row["n_replicates"] = i, len(group)
+    runs = pd.DataFrame(run_rows, columns=RUNS_COLUMNS)
+    for column in ("n_prompts", "n_rollouts", "total_batch", "n_gpus", "last_step", "wandb_last_step"):
+        runs[column] = pd.array([None if pd.isna(v) else int(v) for v in runs[column]], dtype="Int64")
+    for column in ("replicate", "n_replicates", "n_history_rows"):
+        runs[column] = runs[column].astype("int64")
+    runs = runs.sort_values(
+        ["phase", "n_prompts", "n_rollouts", "name", "replicate", "run_id"], na_position="last", kind="stable"
+    ).reset_index(drop=True)
+
+    frames = []
+    for entry in entries:
+        if entry["kind"] == "run":
+            frame = entry["history"].copy()
+            frame.insert(0, "run_id", entry["row"]["run_id"])
+            frames.append(frame)
+    history = pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame(
+        {"run_id": pd.Series([], dtype=object), "step": pd.Series([], dtype="int64")}
+    )
+    metric_columns = sorted(c for c in history.columns if c not in ("run_id", "step"))
+    history = history.reindex(columns=["run_id", "step", *metric_columns]).astype(
+        {"step": "int64", **dict.fromkeys(metric_columns, "float64")}
+    )
+    history = history.sort_values(["run_id", "step"], kind="stable").reset_index(drop=True)
+
+    excluded = pd.DataFrame(excluded_rows, columns=EXCLUDED_COLUMNS)
+    excluded["reason"] = [redact_secrets(str(r)) for r in excluded["reason"]]
+    excluded = excluded.sort_values(["source", "run_id"], kind="stable", na_position="last").reset_index(drop=True)
+    return {"runs": runs, "history": history, "excluded": excluded}
+
+

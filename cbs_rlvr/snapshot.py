@@ -1,0 +1,330 @@
+"""The snapshot: any source -> runs.parquet, history.parquet, excluded_runs.csv, manifest.json.
+
+Written atomically as a set (temporary files, the previous set kept in data/.prev, manifest
+last with the sha256 of every file), read back with those hashes checked. No pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import (
+    DataSourceError,
+    SnapshotError,
+    SnapshotMissingError,
+    portable_source,
+    redact_secrets,
+)
+from .sources.export_dir import load_export_dir
+from .sources.wandb_api import fetch_wandb_project
+from .sources.wandb_file import find_wandb_files, load_offline_runs
+
+_DATA_LOG = logging.getLogger("cbs_rlvr.data")
+
+SNAPSHOT_SCHEMA_VERSION = 1
+SNAPSHOT_FILES = ("runs.parquet", "history.parquet", "excluded_runs.csv")
+
+# --------------------------------------------------------------------------------------------
+# Snapshot: build, write atomically, read back
+# --------------------------------------------------------------------------------------------
+def _package_versions() -> dict:
+    from importlib import metadata
+
+    versions = {"python": ".".join(map(str, sys.version_info[:3]))}
+    for package in ("numpy", "pandas", "pyarrow", "wandb", "protobuf"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def _frame_digest(hasher: Any, name: str, frame: pd.DataFrame) -> None:
+    """Feed a canonical, writer-independent encoding of a frame into a hash."""
+    hasher.update(f"table:{name}:{len(frame)}\n".encode())
+    for column in frame.columns:
+        series = frame[column]
+        hasher.update(f"column:{column}\n".encode())
+        if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype):
+            values = series.to_numpy(dtype="float64", na_value=np.nan)
+            missing = np.isnan(values)
+            hasher.update(np.where(missing, 0.0, values).tobytes())
+            hasher.update(np.packbits(missing).tobytes())
+        else:
+            hasher.update("\x1f".join("\x00" if pd.isna(v) else str(v) for v in series).encode())
+
+
+def snapshot_content_hash(runs: pd.DataFrame, history: pd.DataFrame, excluded: pd.DataFrame) -> str:
+    """sha256 over the snapshot's data (not its creation time): same input -> same hash."""
+    hasher = hashlib.sha256()
+    for name, frame in (("runs", runs), ("history", history), ("excluded", excluded)):
+        _frame_digest(hasher, name, frame)
+    return "sha256:" + hasher.hexdigest()
+
+
+def _classify_source(source: str) -> tuple[str, Any]:
+    text = str(source).strip()
+    if text.startswith("wandb:"):
+        path = text[len("wandb:"):].strip().strip("/")
+        parts = path.split("/")
+        if len(parts) != 2 or not all(parts):
+            raise DataSourceError(f"bad W&B source {redact_secrets(text)!r}: expected wandb:<entity>/<project>")
+        return "wandb", path
+    path = Path(text).expanduser()
+    hint = "expected an offline-runs directory, an export directory with runs.csv, or wandb:<entity>/<project>"
+    if not path.exists():
+        raise DataSourceError(f"source not found: {text} ({hint})")
+    if path.is_file() and path.name == "runs.csv":
+        return "export", path.parent
+    if not path.is_dir():
+        raise DataSourceError(f"source is not a directory: {text} ({hint})")
+    if (path / "runs.csv").is_file():
+        return "export", path
+    if not find_wandb_files(path):
+        raise DataSourceError(f"no W&B offline run files (*.wandb) and no runs.csv under {text}")
+    return "offline", path
+
+
+def build_snapshot(source: str, previous_dir: str | os.PathLike | None = None, api: Any = None,
+                   **fetch_options: Any) -> dict:
+    """Read a source into the snapshot tables: dict(runs, history, excluded, manifest).
+
+    source: `wandb:<entity>/<project>`, an export directory (has runs.csv) or a directory of
+    offline runs (`.wandb` files). For W&B, `previous_dir` (an earlier snapshot's output dir)
+    makes the fetch incremental; a corrupt earlier snapshot is ignored with a warning.
+    `fetch_options` go to `fetch_wandb_project` (max_workers, sleep, progress, ...).
+    """
+    kind, target = _classify_source(source)
+    warnings_: list[str] = []
+    extra: dict[str, Any] = {}
+    if kind == "wandb":
+        previous_runs = previous_history = None
+        if previous_dir is not None:
+            try:
+                previous_runs, previous_history, _ = read_snapshot(previous_dir)
+            except SnapshotMissingError:
+                pass  # first snapshot: nothing to reuse
+            except SnapshotError as exc:
+                message = f"earlier snapshot ignored, fetching every run again: {exc}"
+                _DATA_LOG.warning(message)
+                warnings_.append(message)
+        frames = fetch_wandb_project(target, api=api, previous_runs=previous_runs,
+                                     previous_history=previous_history, **fetch_options)
+        warnings_.extend(frames.pop("warnings"))
+        extra = {"n_fetched": frames.pop("n_fetched"), "n_reused": frames.pop("n_reused")}
+    elif kind == "export":
+        frames = load_export_dir(target)
+    else:
+        frames = load_offline_runs(target)
+    runs, history, excluded = frames["runs"], frames["history"], frames["excluded"]
+    manifest = {
+        "schema_version": SNAPSHOT_SCHEMA_VERSION,
+        "source": portable_source(source),
+        "source_kind": kind,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "n_runs": len(runs),
+        "n_excluded": len(excluded),
+        "n_history_rows": len(history),
+        "content_hash": snapshot_content_hash(runs, history, excluded),
+        **extra,
+        "warnings": [redact_secrets(w) for w in warnings_],
+        "package_versions": _package_versions(),
+    }
+    return {"runs": runs, "history": history, "excluded": excluded, "manifest": manifest}
+
+
+def _write_temp_file(directory: Path, name: str, data: bytes) -> Path:
+    fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    try:
+        # mkstemp makes the file 0600; give it the mode a plain open() would (shared clusters)
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.chmod(temp, 0o666 & ~umask)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return Path(temp)
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return  # not possible on every platform; the renames are still atomic
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _snapshot_data_dir(out_dir: str | os.PathLike) -> Path:
+    out_dir = Path(out_dir)
+    # accept the data directory itself as well as its parent
+    return out_dir if (out_dir / "manifest.json").is_file() and not (out_dir / "data").is_dir() else out_dir / "data"
+
+
+def write_snapshot(snapshot: Mapping, out_dir: str | os.PathLike) -> dict:
+    """Write <out_dir>/data/{runs.parquet, history.parquet, excluded_runs.csv, manifest.json}.
+
+    Atomic per file and safe as a set: all files are first written to temporary names in the
+    same directory; the current set is hard-linked into data/.prev/; then each file replaces its
+    predecessor with os.replace, manifest.json last. The manifest records the sha256 of every
+    other file, so a reader detects a torn set and can fall back to .prev. Returns the manifest.
+    """
+    data_dir = Path(out_dir) / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for stale in data_dir.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)  # left by an earlier interrupted write
+    payloads: dict[str, bytes] = {}
+    for name, key in (("runs.parquet", "runs"), ("history.parquet", "history")):
+        buffer = io.BytesIO()
+        snapshot[key].to_parquet(buffer, index=False, engine="pyarrow")
+        payloads[name] = buffer.getvalue()
+    payloads["excluded_runs.csv"] = snapshot["excluded"].to_csv(index=False, lineterminator="\n").encode()
+    manifest = dict(snapshot["manifest"])
+    manifest["files"] = {name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+                         for name, data in payloads.items()}
+    payloads["manifest.json"] = (json.dumps(manifest, indent=2) + "\n").encode()
+
+    temps: dict[str, Path] = {}
+    try:
+        for name, data in payloads.items():
+            temps[name] = _write_temp_file(data_dir, name, data)
+        _keep_previous_set(data_dir)
+        for name in [*SNAPSHOT_FILES, "manifest.json"]:
+            os.replace(temps.pop(name), data_dir / name)
+        _fsync_directory(data_dir)
+        shutil.rmtree(data_dir / ".prev", ignore_errors=True)
+    finally:
+        for temp in temps.values():
+            temp.unlink(missing_ok=True)
+    return manifest
+
+
+def _keep_previous_set(data_dir: Path) -> None:
+    """Hard-link the current snapshot into data/.prev/ before replacing its files.
+
+    Only a consistent set is kept: after a torn write the older good .prev stays in place.
+    """
+    try:
+        _verify_snapshot_files(data_dir)
+    except SnapshotError:
+        return
+    staging = data_dir / ".prev.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    for name in [*SNAPSHOT_FILES, "manifest.json"]:
+        if (data_dir / name).is_file():
+            try:
+                os.link(data_dir / name, staging / name)
+            except OSError:
+                shutil.copy2(data_dir / name, staging / name)
+    shutil.rmtree(data_dir / ".prev", ignore_errors=True)
+    os.replace(staging, data_dir / ".prev")
+
+
+def _verify_snapshot_files(data_dir: Path) -> dict:
+    """The manifest of a snapshot set whose files all match their recorded sha256."""
+    manifest_path = data_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise SnapshotMissingError(f"no snapshot in {data_dir} (manifest.json missing); run `make snapshot`")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SnapshotError(f"corrupt snapshot in {data_dir}: manifest.json unreadable ({exc})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise SnapshotError(f"corrupt snapshot in {data_dir}: manifest.json has no file list")
+    for name in SNAPSHOT_FILES:
+        path, expected = data_dir / name, manifest["files"].get(name) or {}
+        if not path.is_file():
+            raise SnapshotError(f"incomplete snapshot in {data_dir}: {name} missing")
+        if hashlib.sha256(path.read_bytes()).hexdigest() != expected.get("sha256"):
+            raise SnapshotError(f"torn or corrupt snapshot in {data_dir}: {name} does not match manifest.json "
+                                "(interrupted write?); run `make snapshot` again")
+    return manifest
+
+
+def _read_verified_set(data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    manifest = _verify_snapshot_files(data_dir)
+    try:
+        runs = pd.read_parquet(data_dir / "runs.parquet")
+        history = pd.read_parquet(data_dir / "history.parquet")
+    except Exception as exc:  # noqa: BLE001 -- any parquet error means a corrupt file
+        raise SnapshotError(f"corrupt snapshot in {data_dir}: {type(exc).__name__}: {exc}") from None
+    missing = [c for c in ("run_id", "name", "phase", "n_prompts", "n_rollouts", "source") if c not in runs.columns]
+    missing += [f"history.{c}" for c in ("run_id", "step") if c not in history.columns]
+    if missing:
+        raise SnapshotError(f"snapshot in {data_dir} lacks column(s) {', '.join(missing)}")
+    return runs, history, manifest
+
+
+def read_snapshot(out_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Read a snapshot written by `write_snapshot` -> (runs, history, manifest).
+
+    Every file is checked against the hashes in manifest.json. A torn set (a write interrupted
+    between two renames) falls back, with a warning, to the previous complete set in data/.prev.
+    Raises SnapshotMissingError / SnapshotError with a one-line message otherwise.
+    """
+    data_dir = _snapshot_data_dir(out_dir)
+    try:
+        return _read_verified_set(data_dir)
+    except SnapshotMissingError:
+        raise
+    except SnapshotError as exc:
+        backup = data_dir / ".prev"
+        if not backup.is_dir():
+            raise
+        try:
+            runs, history, manifest = _read_verified_set(backup)
+        except SnapshotError:
+            raise exc from None
+        _DATA_LOG.warning("%s; using the previous complete snapshot kept in %s", exc, backup)
+        return runs, history, manifest
+
+
+def snapshot_unchanged(manifest: dict, out_dir) -> bool:
+    """True when OUT already holds a readable snapshot of the same source with the same content."""
+    try:  # the per-file hashes prove the set is whole; no need to parse the parquet again
+        old = _verify_snapshot_files(_snapshot_data_dir(out_dir))
+    except Exception:  # noqa: BLE001 -- missing, torn or corrupt: write a new one
+        return False
+    return (old.get("content_hash") == manifest.get("content_hash")
+            and old.get("source") == manifest.get("source"))
+
+
+def read_excluded_runs(out_dir: str | os.PathLike) -> pd.DataFrame:
+    """The excluded_runs.csv of a snapshot (source, run_id, name, reason)."""
+    return pd.read_csv(_snapshot_data_dir(out_dir) / "excluded_runs.csv", dtype=str, keep_default_na=False)
+
+
+def open_snapshot(out_dir: str | Path, source: str | None = None):
+    """(runs, history, manifest) of the snapshot in <out_dir>/data. When there is none yet
+    (a notebook opened in JupyterLab before any `make snapshot`) and a source is given, build it
+    first with the same code as `make snapshot`."""
+
+    out_dir = Path(out_dir)
+    if source is not None and not (out_dir / "data" / "manifest.json").exists():
+        write_snapshot(build_snapshot(source), out_dir)
+    return read_snapshot(out_dir)
+
+

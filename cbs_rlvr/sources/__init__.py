@@ -1,0 +1,1 @@
+"""The sources a snapshot can be built from."""
