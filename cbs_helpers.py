@@ -6,8 +6,9 @@ return DataFrames and arrays (or a Figure). Importing this module costs about as
 pandas and matplotlib: scipy, pyarrow, wandb and yaml are loaded by the functions that use them.
 """
 
-# --- A phase's parameters (params/<phase>.yaml) ------------------------------------------------
+# --- Where things are, and a phase's parameters (params/<phase>.yaml) ---------------------------
 from cbs_rlvr.params import SECTIONS, SUMMARY_SECTION, ParamsError, load_phase_params
+from cbs_rlvr.paths import PROJECT_DIR, project_paths
 
 # --- The data: the snapshot of the source, and one phase's runs in it ---------------------------
 from cbs_rlvr.snapshot import open_snapshot, read_excluded_runs, read_snapshot

@@ -77,14 +77,12 @@ def _notebook_recipe(nb: Path, target: str, phase: str, out_dir: str, params_dir
     .ipynb twin (kept in sync with its .py by make), so the driver process imports nothing of
     the analysis stack; the kernel runs in notebooks/ with paths relative to it, as in
     JupyterLab. On failure, `python -m cbs_rlvr failed` prints one line naming the notebook and cell."""
-    rel_out = os.path.relpath(out_dir, notebooks_dir)
-    rel_params = os.path.relpath(params_dir, notebooks_dir)
     stem = Path(target).with_suffix("")
     return (
         f'\t@mkdir -p "{Path(target).parent}" && '
         f'PYTHONPATH="$(CURDIR)$${{PYTHONPATH:+:$$PYTHONPATH}}" "$(PY)" -m papermill {nb} '
         f'"{target}.tmp" -k python3 --language python --cwd {notebooks_dir} --no-progress-bar --log-level WARNING '
-        f'-p phase {phase} -p out_dir "{rel_out}" -p params_dir "{rel_params}" '
+        f'-p phase {phase} -p out_dir "{out_dir}" -p params_dir "{params_dir}" '
         f'-p n_bootstrap $(N_BOOTSTRAP) 2> "{stem}.log" '
         f'&& mv "{target}.tmp" "{target}" && rm -f "{stem}.log" "{stem}.error.txt" '
         f'"{stem}.failed.ipynb" && touch "{out_dir}/.make/status.stamp" '

@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # Which runs enter this phase's analysis, and which were left out?
 #
@@ -7,20 +15,19 @@
 
 # %% tags=["parameters"]
 phase = "p1"
-out_dir = "../outputs"
-params_dir = "../params"
-source = "../data/demo"
+out_dir = "outputs"
+params_dir = "params"
+source = "data/demo"
 n_bootstrap = 1000
 
 # %%
-from pathlib import Path
 
 import pandas as pd
 
 import cbs_helpers as ch
 
+out, params_dir, source = ch.project_paths(out_dir, params_dir, source)
 params = ch.load_phase_params(params_dir, phase)
-out = Path(out_dir)
 runs_all, history_all, manifest = ch.open_snapshot(out, source)
 excluded = ch.read_excluded_runs(out)
 runs, history, metric = ch.phase_runs(runs_all, history_all, params)

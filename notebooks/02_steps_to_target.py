@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # How many steps and samples does each batch size need, and what is B_noise?
 #
@@ -13,20 +21,18 @@
 
 # %% tags=["parameters"]
 phase = "p1"
-out_dir = "../outputs"
-params_dir = "../params"
-source = "../data/demo"
+out_dir = "outputs"
+params_dir = "params"
+source = "data/demo"
 n_bootstrap = 1000
 seed = 0
 
 # %%
-from pathlib import Path
-
 import cbs_helpers as ch
 
 ch.setup_style()
+out, params_dir, source = ch.project_paths(out_dir, params_dir, source)
 params = ch.load_phase_params(params_dir, phase)
-out = Path(out_dir)
 figures, tables = out / phase / "figures", out / phase / "tables"
 runs_all, history_all, manifest = ch.open_snapshot(out, source)
 runs, history, metric = ch.phase_runs(runs_all, history_all, params)

@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # How does validation accuracy grow with steps and with samples at each batch size?
 #
@@ -6,19 +14,17 @@
 
 # %% tags=["parameters"]
 phase = "p1"
-out_dir = "../outputs"
-params_dir = "../params"
-source = "../data/demo"
+out_dir = "outputs"
+params_dir = "params"
+source = "data/demo"
 n_bootstrap = 1000
 
 # %%
-from pathlib import Path
-
 import cbs_helpers as ch
 
 ch.setup_style()
+out, params_dir, source = ch.project_paths(out_dir, params_dir, source)
 params = ch.load_phase_params(params_dir, phase)
-out = Path(out_dir)
 runs_all, history_all, manifest = ch.open_snapshot(out, source)
 runs, history, metric = ch.phase_runs(runs_all, history_all, params)
 curves = ch.training_curves_table(runs, history, metric)

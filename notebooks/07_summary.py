@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # Does the critical batch size hold across phases, axes and tasks?
 #
@@ -7,21 +15,20 @@
 
 # %% tags=["parameters"]
 phase = "summary"
-out_dir = "../outputs"
-params_dir = "../params"
+out_dir = "outputs"
+params_dir = "params"
 n_bootstrap = 1000
 
 # %%
-from pathlib import Path
 
 import pandas as pd
 
 import cbs_helpers as ch
 
 ch.setup_style()
-out = Path(out_dir)
+out, params_dir = ch.project_paths(out_dir, params_dir)
 phases, skipped = {}, []
-for path in sorted(Path(params_dir).glob("*.yaml")):
+for path in sorted(params_dir.glob("*.yaml")):
     try:
         params = ch.load_phase_params(params_dir, path.stem)
     except ch.ParamsError as exc:  # that phase's own notebooks report it; summarise the rest

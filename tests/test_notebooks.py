@@ -177,28 +177,45 @@ def test_a_failing_notebook_is_named_and_the_others_still_build(report, tmp_path
     assert "n_val must be int" in index and "p4_rpp/02_steps_to_target.html" in index
 
 
-def test_notebooks_run_with_their_defaults_as_in_jupyterlab(tmp_path):
-    """Opened in JupyterLab on a fresh checkout (no outputs yet), a notebook runs top to bottom
-    with the defaults of its parameters cell: it builds the demo snapshot itself."""
-    import papermill as pm
+def _fresh_checkout(dest: Path) -> Path:
+    """The committed files of the project (what a fresh clone holds), without outputs."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                            cwd=ROOT, capture_output=True, text=True,
+                            check=True).stdout.split("\n")
+    for rel in filter(None, listed):
+        if (ROOT / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, dest / rel)
+    return dest
 
-    for sub in ("notebooks", "params"):
-        shutil.copytree(ROOT / sub, tmp_path / sub)
-    shutil.copytree(ROOT / "data" / "demo", tmp_path / "data" / "demo")
-    env_path = os.environ.get("PYTHONPATH", "")
-    os.environ["PYTHONPATH"] = str(ROOT) + (os.pathsep + env_path if env_path else "")
-    try:
-        for name in ("02_steps_to_target", "04_two_axis"):
-            nb = jupytext.read(tmp_path / "notebooks" / f"{name}.py")
-            nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                         "language": "python"}
-            src = tmp_path / "notebooks" / f"{name}.ipynb"
-            nbformat.write(nb, src)
-            pm.execute_notebook(str(src), str(tmp_path / f"{name}.out.ipynb"), kernel_name="python3",
-                                cwd=str(tmp_path / "notebooks"), progress_bar=False)
-    finally:
-        os.environ["PYTHONPATH"] = env_path
-    assert (tmp_path / "outputs" / "data" / "manifest.json").exists()
-    fit = pd.read_csv(tmp_path / "outputs" / "p1" / "tables" / "cbs_fit.csv")
+
+def _papermill(checkout: Path, cwd: Path, notebook: str, output: Path, *params: str):
+    """papermill's own command line on a committed .ipynb, as a user types it."""
+    env = dict(os.environ, PYTHONPATH=str(checkout))
+    return subprocess.run([sys.executable, "-m", "papermill", notebook, str(output),
+                           "--no-progress-bar", *params], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_committed_notebooks_run_through_papermill_from_any_folder(tmp_path):
+    """On a fresh checkout (no outputs yet), the committed .ipynb runs through papermill's
+    command line as it is (kernel metadata committed), from the project root and from
+    notebooks/, with its defaults or any subset of parameters; relative defaults resolve
+    against the project, so the outputs land in <checkout>/outputs, not beside the caller."""
+    checkout = _fresh_checkout(tmp_path / "checkout")
+    # from the project root, all defaults: builds the demo snapshot itself
+    proc = _papermill(checkout, checkout, "notebooks/02_steps_to_target.ipynb", tmp_path / "a.ipynb")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    fit = pd.read_csv(checkout / "outputs" / "p1" / "tables" / "cbs_fit.csv")
     assert len(fit) == 6 and fit["status"].isin(["ok", "extrapolated"]).all()
-    assert (tmp_path / "outputs" / "p2b" / "tables" / "two_axis_fit.csv").exists()
+    # from notebooks/, a subset of parameters (only the phase)
+    proc = _papermill(checkout, checkout / "notebooks", "04_two_axis.ipynb", tmp_path / "b.ipynb",
+                      "-p", "phase", "p2b")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (checkout / "outputs" / "p2b" / "tables" / "two_axis_fit.csv").exists()
+    # from elsewhere, with a relative out_dir: relative to the project too
+    proc = _papermill(checkout, tmp_path, str(checkout / "notebooks" / "03_training_curves.ipynb"),
+                      tmp_path / "c.ipynb", "-p", "phase", "p2a", "-p", "out_dir", "other_out")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (checkout / "other_out" / "p2a" / "figures" / "training_curves.png").exists()
+    assert not (tmp_path / "other_out").exists() and not (checkout / "notebooks" / "outputs").exists()
