@@ -1,20 +1,17 @@
-# cbs-rlvr. The two commands:   make report   (build every report on the demo data)
+# cbs-rlvr. The two commands:   make report   (build every report; the demo data by default)
 #                                make test     (run the test suite)
-# Both create .venv in the project root (unless a virtual or conda environment is active)
-# and install the dependencies from pyproject.toml first.
+# Both create .venv in the project root (unless a virtual or conda environment is active) and
+# install the dependencies from pyproject.toml first. `make help` lists every target and variable.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 .DELETE_ON_ERROR:
 
 SOURCE ?= data/demo
 OUT ?= outputs
+PARAMS ?= params
+PHASES ?=
 JOBS ?= 2
 N_BOOTSTRAP ?= 1000
-PARAMS ?= params
-ALL_PHASES := $(sort $(basename $(notdir $(wildcard $(PARAMS)/*.yaml))))
-PHASES ?= $(ALL_PHASES)
-# the code every report depends on: the notebooks' API and the package behind it
-CODE := cbs_helpers.py $(wildcard cbs_rlvr/*.py cbs_rlvr/*/*.py)
 
 # --- environment --------------------------------------------------------------------------
 ifneq ($(VIRTUAL_ENV),)
@@ -35,76 +32,40 @@ $(STAMP): pyproject.toml
 	"$(PY)" -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	@touch $@
 
-.PHONY: help setup snapshot report report-notebooks report-html test lint bench sync-notebooks clean demo-data
+.PHONY: help setup report snapshot test lint bench sync-notebooks screenshots demo-data clean
+
 help:
-	@echo "make report [SOURCE=data/demo|wandb:entity/project|<offline dir>|<export dir>] [OUT=outputs] [PHASES=\"p1 p2b\"] [JOBS=2] [PARAMS=params]"
-	@echo "make test          run the test suite"
-	@echo "make snapshot      only pull the source into OUT/data/"
-	@echo "make bench         benchmarks -> benchmarks/results.md"
-	@echo "make sync-notebooks  re-pair notebooks/*.py with their .ipynb twins"
+	@echo "Targets:"
+	@echo "  make report          bring the snapshot up to date, run the section notebooks whose"
+	@echo "                       notebook, params, data or code changed, write the HTML reports"
+	@echo "                       and OUT/index.html (a no-op when nothing changed)"
+	@echo "  make snapshot        only read SOURCE into OUT/data/"
+	@echo "  make test            run the test suite"
+	@echo "  make lint            ruff over the project"
+	@echo "  make bench           benchmarks -> benchmarks/results.md"
+	@echo "  make sync-notebooks  re-pair notebooks/*.py with their .ipynb twins, outputs cleared"
+	@echo "  make screenshots     headless-Chromium screenshots of OUT's index and one report -> docs/"
+	@echo "  make demo-data       regenerate the bundled demo sweep (data/demo)"
+	@echo "  make setup           create the environment only"
+	@echo "  make help            this list"
+	@echo "  make clean           remove OUT's generated reports and snapshot"
+	@echo "Variables (current value):"
+	@echo "  SOURCE=$(SOURCE)   wandb:<entity>/<project>, a directory of W&B offline runs, or an export directory"
+	@echo "  OUT=$(OUT)   output directory"
+	@echo "  PARAMS=$(PARAMS)   directory of the phases' <phase>.yaml files"
+	@echo "  PHASES=\"$(PHASES)\"   phases to build, e.g. PHASES=\"p1 p2b\" (empty: every params file)"
+	@echo "  JOBS=$(JOBS)   notebooks run at once"
+	@echo "  N_BOOTSTRAP=$(N_BOOTSTRAP)   bootstrap resamples per fit"
+	@echo "Relative paths resolve against the project root. More: README.md."
 
 setup: $(STAMP)
 
-# --- snapshot ------------------------------------------------------------------------------
-SNAPSHOT := $(OUT)/data/manifest.json
-SNAPSHOT_STAMP := $(OUT)/.make/snapshot.stamp
-ifneq ($(findstring wandb:,$(SOURCE)),)
-SOURCE_FILES := FORCE
-else
-SOURCE_FILES := $(shell find "$(SOURCE)" -type f 2>/dev/null)
-endif
-ifneq ($(filter report report-notebooks report-html snapshot,$(MAKECMDGOALS)),)
-# Remember which source OUT was built from, so that switching SOURCE rebuilds the snapshot.
-$(shell mkdir -p "$(OUT)/.make"; [ "$$(cat "$(OUT)/.make/source.txt" 2>/dev/null)" = "$(SOURCE)" ] \
-        || printf '%s\n' "$(SOURCE)" > "$(OUT)/.make/source.txt")
-endif
+report: $(STAMP)
+	@"$(PY)" -m cbs_rlvr report --source "$(SOURCE)" --out "$(OUT)" --params-dir "$(PARAMS)" \
+	  --phases "$(PHASES)" --jobs "$(JOBS)" --n-bootstrap "$(N_BOOTSTRAP)"
 
 snapshot: $(STAMP)
 	@"$(PY)" -m cbs_rlvr snapshot --source "$(SOURCE)" --out "$(OUT)"
-	@mkdir -p "$(OUT)/.make" && touch "$(SNAPSHOT_STAMP)"
-
-# The snapshot command rewrites manifest.json only when the content changed, so the
-# notebooks (which depend on the manifest) re-run only when the data did.
-$(SNAPSHOT_STAMP): $(SOURCE_FILES) $(OUT)/.make/source.txt $(CODE) | $(STAMP)
-	@"$(PY)" -m cbs_rlvr snapshot --source "$(SOURCE)" --out "$(OUT)"
-	@touch $@
-$(SNAPSHOT): $(SNAPSHOT_STAMP)
-FORCE:
-
-# --- report --------------------------------------------------------------------------------
-# The plan (which sections apply to which phase) comes from params/*.yaml; it is generated
-# into OUT and included, so make can schedule the notebooks JOBS at a time and re-run only
-# those whose notebook, params file, helper module or snapshot changed.
-REPORT_MK := $(OUT)/.make/report.mk
-ifneq ($(filter report report-notebooks,$(MAKECMDGOALS)),)
-include $(REPORT_MK)
-endif
-$(REPORT_MK): $(wildcard $(PARAMS)/*.yaml) notebooks Makefile | $(STAMP)
-	@mkdir -p $(dir $@)
-	@"$(PY)" -m cbs_rlvr plan --params-dir "$(PARAMS)" --notebooks-dir notebooks --out "$(OUT)" \
-	  --n-bootstrap $(N_BOOTSTRAP) > $@.tmp && mv $@.tmp $@
-
-# The .py percent file is the source of truth; make re-pairs its .ipynb twin when the .py is
-# newer, and papermill executes the twin.
-notebooks/%.ipynb: notebooks/%.py | $(STAMP)
-	@"$(PY)" -m jupytext --sync --quiet $<
-	@touch $@
-
-report: $(STAMP)
-	@$(MAKE) --no-print-directory -k -j$(JOBS) report-notebooks PHASES="$(PHASES)"; nb=$$?; \
-	 $(MAKE) --no-print-directory report-html PHASES="$(PHASES)"; html=$$?; \
-	 if [ $$nb -ne 0 ]; then echo "report: some notebooks failed (see the lines starting with FAILED above)" >&2; exit 1; fi; \
-	 exit $$html
-
-report-notebooks: $(foreach p,$(PHASES),$(NOTEBOOKS_$(p))) $(SUMMARY_NB)
-	@:
-
-# One nbconvert call converts every executed notebook newer than its HTML, then the index.
-report-html: $(OUT)/index.html
-	@:
-# (report.mk is not included here, so existing notebooks are plain files: nothing re-runs)
-$(OUT)/index.html: $(wildcard $(OUT)/*/[0-9][0-9]_*.ipynb) $(wildcard $(OUT)/.make/status.stamp)
-	@"$(PY)" -m cbs_rlvr html --out "$(OUT)" --params-dir "$(PARAMS)"
 
 # --- checks --------------------------------------------------------------------------------
 test: $(STAMP)
@@ -120,8 +81,11 @@ sync-notebooks: $(STAMP)
 	"$(PY)" -m jupytext --sync notebooks/*.py
 	"$(PY)" -m nbconvert --clear-output --inplace notebooks/*.ipynb
 
+screenshots: $(STAMP)
+	"$(PY)" -m cbs_rlvr screenshots --out "$(OUT)" --dest docs
+
 demo-data: $(STAMP)
 	"$(PY)" data/demo/make_demo.py
 
 clean:
-	rm -rf "$(OUT)"/*/ "$(OUT)/index.html" "$(OUT)/.make"
+	rm -rf "$(OUT)"/*/ "$(OUT)/index.html" "$(OUT)/.build"

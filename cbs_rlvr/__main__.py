@@ -1,9 +1,9 @@
-"""`python -m cbs_rlvr <command>`: what the Makefile calls (`--help` on each command).
+"""`python -m cbs_rlvr <command>`: what the Makefile calls. `--help` on each command says more.
 
-  snapshot   read a source into OUT/data/ (parquet + manifest); rewritten only when it changed
-  plan       print the make rules of the report (which notebooks run for which phases)
-  failed     record a failed notebook execution as one line (make calls it)
-  html       convert executed notebooks to HTML and write OUT/index.html
+  report     bring the snapshot up to date, run the stale section notebooks, write the HTML
+             reports and OUT/index.html (what `make report` runs)
+  snapshot   only read the source into OUT/data/ (parquet + manifest), rewritten when it changed
+  screenshots  render OUT's index and one report with headless Chromium into docs/
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from . import PROJECT_DIR
+from .paths import DEFAULT_OUT, DEFAULT_PARAMS, DEFAULT_SOURCE, project_path, project_source
+
+_SOURCE_HELP = ("wandb:<entity>/<project>, a directory of W&B offline runs, or an export "
+                f"directory with runs.csv (default: {DEFAULT_SOURCE}, the bundled demo)")
 
 
 def _snapshot(args: argparse.Namespace) -> int:
@@ -23,6 +25,7 @@ def _snapshot(args: argparse.Namespace) -> int:
     from .errors import DataLayerError, describe_error, redact_secrets
     from .snapshot import _DATA_LOG, build_snapshot, snapshot_unchanged, write_snapshot
 
+    source, out = project_source(args.source), project_path(args.out)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("warning: %(message)s"))
     _DATA_LOG.addHandler(handler)
@@ -30,10 +33,10 @@ def _snapshot(args: argparse.Namespace) -> int:
         options = {"max_workers": args.workers}
         if args.no_progress:
             options["progress"] = False
-        snapshot = build_snapshot(args.source, previous_dir=args.previous or args.out, **options)
-        unchanged = snapshot_unchanged(snapshot["manifest"], args.out)
+        snapshot = build_snapshot(source, previous_dir=project_path(args.previous) or out, **options)
+        unchanged = snapshot_unchanged(snapshot["manifest"], out)
         if not unchanged:
-            write_snapshot(snapshot, args.out)
+            write_snapshot(snapshot, out)
     except DataLayerError as exc:
         print(f"error: {redact_secrets(str(exc))}", file=sys.stderr)
         return 2
@@ -49,67 +52,104 @@ def _snapshot(args: argparse.Namespace) -> int:
         _DATA_LOG.removeHandler(handler)
     manifest = snapshot["manifest"]
     if unchanged:
-        # Leave the files (and their times) alone so `make report` re-runs no notebook.
         print(f"snapshot: unchanged ({manifest['n_runs']} runs, {manifest['n_excluded']} excluded) "
-              f"in {Path(args.out) / 'data'}")
+              f"in {out / 'data'}")
         return 0
     print(f"snapshot: {manifest['n_runs']} runs in, {manifest['n_excluded']} excluded, "
-          f"{manifest['n_history_rows']} history rows from {manifest['source']} -> {Path(args.out) / 'data'}")
+          f"{manifest['n_history_rows']} history rows from {manifest['source']} -> {out / 'data'}")
     return 0
 
 
-def _plan(args: argparse.Namespace) -> int:
-    from .build import report_plan
+def _report(args: argparse.Namespace) -> int:
+    from .build import report
 
-    sys.stdout.write(report_plan(args.params_dir, args.notebooks_dir, args.out, args.n_bootstrap))
+    phases = args.phases.split() if args.phases and args.phases.strip() else None
+    try:
+        return report(project_source(args.source), project_path(args.out),
+                      project_path(args.params_dir), phases=phases, jobs=args.jobs,
+                      n_bootstrap=args.n_bootstrap, workers=args.workers,
+                      progress=False if args.no_progress else None)
+    except KeyboardInterrupt:
+        print("error: interrupted; finished reports are kept, the rest rebuild next time",
+              file=sys.stderr)
+        return 130
+
+
+def _screenshots(args: argparse.Namespace) -> int:
+    from .browser import find_chromium, screenshot
+
+    out, dest = project_path(args.out), project_path(args.dest)
+    pages = [(out / "index.html", dest / "index.png"),
+             (out / args.section, dest / ("report_" + args.section.replace("/", "_").replace(".html", ".png")))]
+    missing = [str(page) for page, _ in pages if not page.is_file()]
+    if missing:
+        print(f"error: no report at {', '.join(missing)}: run `make report` first", file=sys.stderr)
+        return 2
+    if find_chromium() is None:
+        print("error: Chromium not found: install it (apt-get install chromium)", file=sys.stderr)
+        return 2
+    for page, png in pages:
+        screenshot(page, png, height=args.height)
+        print(f"screenshot: {png}")
     return 0
 
 
-def _failed(args: argparse.Namespace) -> int:
-    from .build import record_notebook_failure
-
-    print(record_notebook_failure(args.target, args.notebook, args.phase), file=sys.stderr)
-    return 1
-
-
-def _html(args: argparse.Namespace) -> int:
-    from .build import convert_reports, write_index
-
-    written = convert_reports(args.out)
-    index = write_index(args.out, args.params_dir)
-    print(f"html: {len(written)} report(s) converted; index at {index}")
-    return 0
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
     """The command line, every command and option with its help text."""
-    top = argparse.ArgumentParser(prog="python -m cbs_rlvr", description=__doc__.splitlines()[0],
+    top = argparse.ArgumentParser(prog="python -m cbs_rlvr", description=__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = top.add_subparsers(dest="command", required=True, metavar="command")
-    snap = commands.add_parser("snapshot", help="read a source into OUT/data/ (parquet + manifest)")
-    snap.add_argument("--source", default=str(PROJECT_DIR / "data" / "demo"),
-                      help="wandb:<entity>/<project>, an offline-runs directory, or an export directory")
-    snap.add_argument("--out", default=str(PROJECT_DIR / "outputs"), help="output directory (default: outputs/)")
+    rep = commands.add_parser(
+        "report", help="build every report (what `make report` runs)",
+        description="Bring the snapshot up to date, run the section notebooks whose notebook, "
+                    "params, data or code changed, convert them to HTML and write OUT/index.html. "
+                    "Relative paths resolve against the project. Exit 0: built; 1: a notebook "
+                    "failed (its FAILED line names notebook, phase and cell); 2: params or "
+                    "source unusable (nothing was changed).")
+    rep.add_argument("--source", default=DEFAULT_SOURCE, help=_SOURCE_HELP)
+    rep.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default: {DEFAULT_OUT})")
+    rep.add_argument("--params-dir", default=DEFAULT_PARAMS,
+                     help=f"directory of the phases' <phase>.yaml files (default: {DEFAULT_PARAMS})")
+    rep.add_argument("--phases", default="",
+                     help="space-separated phases to build, e.g. 'p1 p2b' (default: every params file)")
+    rep.add_argument("--jobs", type=_positive, default=2, help="notebooks run at once (default: 2)")
+    rep.add_argument("--n-bootstrap", type=_positive, default=1000,
+                     help="bootstrap resamples per fit (default: 1000)")
+    rep.add_argument("--workers", type=_positive, default=8,
+                     help="parallel run fetches from a W&B server (default: 8)")
+    rep.add_argument("--no-progress", action="store_true", help="no progress bar for a W&B fetch")
+    rep.set_defaults(run=_report)
+    snap = commands.add_parser(
+        "snapshot", help="only read the source into OUT/data/",
+        description="Read the source into OUT/data/ (runs.parquet, history.parquet, "
+                    "excluded_runs.csv, manifest.json); files are rewritten only when the content "
+                    "changed. Exit 2 with one line when the source is unusable.")
+    snap.add_argument("--source", default=DEFAULT_SOURCE, help=_SOURCE_HELP)
+    snap.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default: {DEFAULT_OUT})")
     snap.add_argument("--previous", default=None,
-                      help="earlier snapshot for an incremental W&B fetch (default: --out)")
-    snap.add_argument("--workers", type=int, default=8, help="parallel W&B fetches (default: 8)")
-    snap.add_argument("--no-progress", action="store_true", help="no progress bar")
+                      help="an earlier output directory to fetch W&B runs incrementally against "
+                           "(default: --out)")
+    snap.add_argument("--workers", type=_positive, default=8,
+                      help="parallel run fetches from a W&B server (default: 8)")
+    snap.add_argument("--no-progress", action="store_true", help="no progress bar for a W&B fetch")
     snap.set_defaults(run=_snapshot)
-    plan = commands.add_parser("plan", help="print the make rules of the report")
-    plan.add_argument("--params-dir", default="params", help="the phases' params files (default: params)")
-    plan.add_argument("--notebooks-dir", default="notebooks", help="the section notebooks (default: notebooks)")
-    plan.add_argument("--out", default="outputs", help="output directory (default: outputs)")
-    plan.add_argument("--n-bootstrap", type=int, default=1000, help="bootstrap resamples (default: 1000)")
-    plan.set_defaults(run=_plan)
-    fail = commands.add_parser("failed", help="record a failed notebook execution (make calls it)")
-    fail.add_argument("target", help="the executed notebook that was not written")
-    fail.add_argument("--notebook", required=True, help="the section notebook that failed")
-    fail.add_argument("--phase", required=True, help="the phase it ran for")
-    fail.set_defaults(run=_failed)
-    html = commands.add_parser("html", help="convert executed notebooks to HTML and write the index")
-    html.add_argument("--out", default="outputs", help="output directory (default: outputs)")
-    html.add_argument("--params-dir", default="params", help="the phases' params files (default: params)")
-    html.set_defaults(run=_html)
+    shots = commands.add_parser(
+        "screenshots", help="screenshots of OUT's index and one report (headless Chromium)",
+        description="Render OUT/index.html and one section report with headless Chromium, "
+                    "network off, to PNG files in DEST (the README shows them).")
+    shots.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default: {DEFAULT_OUT})")
+    shots.add_argument("--dest", default="docs", help="where the PNG files go (default: docs)")
+    shots.add_argument("--section", default="p1/02_steps_to_target.html",
+                       help="the report to show beside the index (default: p1/02_steps_to_target.html)")
+    shots.add_argument("--height", type=_positive, default=2400, help="page height in pixels (default: 2400)")
+    shots.set_defaults(run=_screenshots)
     return top
 
 

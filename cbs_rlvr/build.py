@@ -1,252 +1,518 @@
-"""The report build: make rules (plan), papermill execution, nbconvert HTML, the index page.
+"""The report build: which notebooks are stale, running them, their HTML, and the index page.
 
-These are the only functions of the project that start processes. The build imports no
-analysis: it knows sections and phases from params/, and reads result tables from OUT.
+`python -m cbs_rlvr report` (what `make report` calls) does, in order:
+  1. validates the params of the phases asked for: a bad file stops the build first, in one
+     line naming the file and the key;
+  2. brings the snapshot up to date. The source is read again only when its content changed:
+     the fingerprint is the sha256 of every file under it, so an added, removed or edited run
+     counts whatever its timestamps (`cp -p`, `rsync -a`). A W&B source is always asked
+     (incrementally: unchanged runs are not fetched again);
+  3. plans one job per (phase with runs, section) plus the cross-phase summary. Each job has a
+     key: the hash of its notebook, its params, the snapshot's content, the package's code and
+     the bootstrap size. A job runs when its key changed or its outputs are missing: decided
+     on content, never on file times;
+  4. runs the stale jobs JOBS at a time, each through papermill's command line on the notebook
+     converted from its .py (the reviewed source), and converts each to HTML when it is done;
+  5. removes the outputs of phases the data or the params no longer have, writes the index.
+
+The build imports no analysis, and only the standard library at module level: a build with
+nothing to do answers in a fraction of a second.
 """
 
 from __future__ import annotations
 
-import base64
-import datetime as _dt
-import html
+import hashlib
 import json
 import os
-import re
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
+from .errors import DataLayerError, DataSourceError, SnapshotError, describe_error, redact_secrets
+from .manifest import snapshot_data_dir, verify_snapshot_files
+from .params import SECTIONS, SUMMARY_SECTION, ParamsError, load_phase_params
+from .paths import NOTEBOOKS_DIR, PROJECT_DIR
 
-from .params import SECTIONS, SUMMARY_SECTION, ParamsError, read_yaml, validate_phase_params
+STATE_FILE = ".build/state.json"
+#: A rough cost per section (seconds on the demo): the longest jobs start first.
+_EXPECTED_SECONDS = {"02_steps_to_target": 6.0, "04_two_axis": 5.0, "05_gradient_noise": 5.0,
+                     "06_wall_clock": 4.0, "03_training_curves": 3.5, "01_load_runs": 3.0}
+
+
+class BuildError(Exception):
+    """A problem that stops the build before any notebook runs (params, source): one line."""
+
+
+@dataclass
+class Job:
+    """One notebook to execute for one phase (phase "summary" for the cross-phase section)."""
+
+    phase: str
+    section: str
+    key: str = ""
+    needs: set = field(default_factory=set)  # jobs (phase/section) that must finish first
+
+    @property
+    def name(self) -> str:
+        return f"{self.phase}/{self.section}"
+
+    def target(self, out: Path) -> Path:
+        return out / self.phase / f"{self.section}.ipynb"
+
 
 # ---------------------------------------------------------------------------------------------
-# Report build: plan (make rules), execute (papermill), html (nbconvert) and the index page.
-# These are the only functions here that touch files or start processes.
+# Fingerprints and keys
 # ---------------------------------------------------------------------------------------------
+def _sha256_file(path: Path, hasher=None):
+    hasher = hasher or hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            hasher.update(block)
+    return hasher
 
-def _phase_sections(path: Path) -> tuple[str, list[str], list[str]]:
-    """(title, sections in report order, two_axis_phases) of one params file. An invalid file
-    still gets its 01_load_runs section, whose first cell then stops with the message."""
+
+def source_fingerprint(source: str) -> str | None:
+    """sha256 over the relative path and content of every file under a directory source (None
+    for a W&B source, which has no files to look at). Timestamps play no part."""
+    if str(source).startswith("wandb:"):
+        return None
+    root = Path(source).expanduser()
+    if root.is_file():
+        root = root.parent  # runs.csv given: the export directory
+    if not root.is_dir():
+        raise DataSourceError(f"source not found: {source} (expected an offline-runs directory, "
+                              "an export directory with runs.csv, or wandb:<entity>/<project>)")
+    hasher = hashlib.sha256()
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(folder) / name
+            hasher.update(path.relative_to(root).as_posix().encode() + b"\0")
+            try:
+                _sha256_file(path, hasher)
+            except OSError as exc:  # unreadable: the snapshot step reports it per run
+                hasher.update(f"unreadable:{exc.errno}".encode())
+            hasher.update(b"\0")
+    return "sha256:" + hasher.hexdigest()
+
+
+def code_digest() -> str:
+    """sha256 of the code every report depends on: cbs_helpers.py and the cbs_rlvr package."""
+    hasher = hashlib.sha256()
+    files = [PROJECT_DIR / "cbs_helpers.py", *sorted((PROJECT_DIR / "cbs_rlvr").rglob("*.py")),
+             *sorted((PROJECT_DIR / "cbs_rlvr" / "templates").rglob("*.j2"))]
+    for path in files:
+        if path.is_file():
+            hasher.update(path.relative_to(PROJECT_DIR).as_posix().encode() + b"\0")
+            _sha256_file(path, hasher)
+    return hasher.hexdigest()
+
+
+def _job_key(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    return _sha256_file(path).hexdigest() if path.is_file() else "missing"
+
+
+# ---------------------------------------------------------------------------------------------
+# State kept between builds (OUT/.build/state.json)
+# ---------------------------------------------------------------------------------------------
+def read_state(out: Path) -> dict:
     try:
-        params = validate_phase_params(read_yaml(path), str(path))
-    except ParamsError:
-        return "(params file invalid)", ["01_load_runs"], []
-    return (params["title"], [s for s in SECTIONS if s in params["sections"]],
-            params["two_axis_phases"])
+        state = json.loads((out / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
 
 
-def report_plan(params_dir: str | Path, notebooks_dir: str | Path, out_dir: str,
-                n_bootstrap: int = 1000) -> str:
-    """Make rules for every (phase, section) in params/*.yaml, plus the cross-phase summary.
+def write_state(out: Path, state: dict) -> None:
+    """Write the state when it changed (a build with nothing to do rewrites no file)."""
+    path = out / STATE_FILE
+    text = json.dumps(state, indent=1, sort_keys=True) + "\n"
+    try:
+        if path.read_text() == text:
+            return
+    except OSError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
-    A params file that does not validate still gets its 01_load_runs notebook, whose first cell
-    then stops with the validation message; the other phases build as usual.
-    """
-    params_dir, notebooks_dir = Path(params_dir), Path(notebooks_dir)
-    lines = ["# generated by `python -m cbs_rlvr plan` from params/*.yaml; do not edit", ""]
-    summary_deps = []
-    all_params = " ".join(str(p) for p in sorted(params_dir.glob("*.yaml")))
+
+# ---------------------------------------------------------------------------------------------
+# 1. Params, 2. snapshot
+# ---------------------------------------------------------------------------------------------
+def load_params(params_dir: Path, phases: list[str] | None) -> tuple[dict[str, dict], list[str]]:
+    """Validated params of the phases asked for (every params file when `phases` is None), and
+    the one-line message of each file that is invalid (its path and key). Raises BuildError when
+    there is nothing to build from: no params files, or an unknown phase asked for."""
+    known = sorted(p.stem for p in params_dir.glob("*.yaml"))
+    if not known:
+        raise BuildError(f"no params files (*.yaml) in {params_dir}")
+    wanted = list(known) if not phases else list(dict.fromkeys(phases))
+    unknown = [p for p in wanted if p not in known]
+    if unknown:
+        raise BuildError(f"unknown phase(s) {', '.join(unknown)}: no {params_dir}/<phase>.yaml; "
+                         f"known phases: {', '.join(known)}")
+    params, errors = {}, []
+    for phase in wanted:
+        try:
+            params[phase] = load_phase_params(params_dir, phase)
+        except ParamsError as exc:
+            errors.append(str(exc))
+    return params, errors
+
+
+def index_params(params_dir: Path) -> dict[str, dict | str]:
+    """Every params file's validated params, or the one-line reason it is invalid."""
+    found: dict[str, dict | str] = {}
     for path in sorted(params_dir.glob("*.yaml")):
-        phase = path.stem
-        _title, sections, joint = _phase_sections(path)
-        extra = [params_dir / f"{p}.yaml" for p in joint if p != phase]
-        targets = []
-        for section in sections:
-            nb = notebooks_dir / f"{section}.ipynb"
-            target = f"{out_dir}/{phase}/{section}.ipynb"
-            deps = [str(nb), str(path), "$(CODE)", "$(SNAPSHOT)"] + [str(e) for e in extra
-                                                                          if e.exists()]
-            lines.append(f"{target}: {' '.join(deps)} | $(STAMP)")
-            lines.append(_notebook_recipe(nb, target, phase, out_dir, params_dir, notebooks_dir))
-            targets.append(target)
-            if section == "02_steps_to_target":
-                summary_deps.append(target)
-        lines.append(f"NOTEBOOKS_{phase} := {' '.join(targets)}")
-        lines.append("")
-    nb = notebooks_dir / f"{SUMMARY_SECTION}.ipynb"
-    target = f"{out_dir}/summary/{SUMMARY_SECTION}.ipynb"
-    lines.append(f"SUMMARY_NB := {target}")
-    lines.append(f"{target}: {nb} $(CODE) {all_params} $(SNAPSHOT) "
-                 f"$(filter {' '.join(summary_deps)},$(foreach p,$(PHASES),$(NOTEBOOKS_$(p)))) | $(STAMP)")
-    lines.append(_notebook_recipe(nb, target, "summary", out_dir, params_dir, notebooks_dir))
-    return "\n".join(lines) + "\n"
+        try:
+            found[path.stem] = load_phase_params(params_dir, path.stem)
+        except ParamsError as exc:
+            found[path.stem] = str(exc)
+    return found
 
 
-def _notebook_recipe(nb: Path, target: str, phase: str, out_dir: str, params_dir: Path,
-                     notebooks_dir: Path) -> str:
-    """The make recipe of one (phase, section): papermill's own command line on the notebook's
-    .ipynb twin (kept in sync with its .py by make), so the driver process imports nothing of
-    the analysis stack; the kernel runs in notebooks/ with paths relative to it, as in
-    JupyterLab. On failure, `python -m cbs_rlvr failed` prints one line naming the notebook and cell."""
-    stem = Path(target).with_suffix("")
-    return (
-        f'\t@mkdir -p "{Path(target).parent}" && '
-        f'PYTHONPATH="$(CURDIR)$${{PYTHONPATH:+:$$PYTHONPATH}}" "$(PY)" -m papermill {nb} '
-        f'"{target}.tmp" -k python3 --language python --cwd {notebooks_dir} --no-progress-bar --log-level WARNING '
-        f'-p phase {phase} -p out_dir "{out_dir}" -p params_dir "{params_dir}" '
-        f'-p n_bootstrap $(N_BOOTSTRAP) 2> "{stem}.log" '
-        f'&& mv "{target}.tmp" "{target}" && rm -f "{stem}.log" "{stem}.error.txt" '
-        f'"{stem}.failed.ipynb" && touch "{out_dir}/.make/status.stamp" '
-        f'&& echo "ok: {nb.stem} [phase {phase}]" '
-        f'|| "$(PY)" -m cbs_rlvr failed "{target}" --notebook {nb.with_suffix(".py")} --phase {phase}')
+def update_snapshot(source: str, out: Path, state: dict, workers: int = 8,
+                    progress: bool | None = None) -> tuple[dict, dict[str, int], bool]:
+    """(manifest, {phase: number of runs}, whether the snapshot's content changed).
+
+    Reads the source only when its fingerprint differs from the one the last build saw (or
+    the snapshot on disk is not the one that build wrote); writes the snapshot only when its
+    content changed. Raises DataLayerError with a one-line message when the source is unusable;
+    the snapshot on disk is then left as it was."""
+    fingerprint = source_fingerprint(source)
+    try:
+        manifest = verify_snapshot_files(snapshot_data_dir(out))
+    except SnapshotError:
+        manifest = None
+    if (fingerprint is not None and manifest is not None and state.get("source") == str(source)
+            and state.get("source_fingerprint") == fingerprint
+            and state.get("content_hash") == manifest.get("content_hash")
+            and isinstance(state.get("phases"), dict)):
+        return manifest, state["phases"], False
+
+    import logging
+
+    from .snapshot import _DATA_LOG, build_snapshot, snapshot_unchanged, write_snapshot
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    _DATA_LOG.addHandler(handler)
+    try:
+        options = {"max_workers": workers}
+        if progress is not None:
+            options["progress"] = progress
+        snapshot = build_snapshot(source, previous_dir=out, **options)
+    finally:
+        _DATA_LOG.removeHandler(handler)
+    changed = not snapshot_unchanged(snapshot["manifest"], out)
+    if changed:
+        manifest = write_snapshot(snapshot, out)
+    else:
+        manifest = verify_snapshot_files(snapshot_data_dir(out))
+    counts = snapshot["runs"]["phase"].dropna().astype(str).value_counts()
+    phases = {str(k): int(v) for k, v in counts.items()}
+    state.update({"source": str(source), "source_fingerprint": fingerprint,
+                  "content_hash": manifest["content_hash"], "phases": phases})
+    return manifest, phases, changed
 
 
-def record_notebook_failure(target: str | Path, notebook: str | Path, phase: str,
-                            partial: str | Path | None = None, log: str | Path | None = None) -> str:
-    """After a failed execution of <notebook> for <phase> into <target>: keep the partial
-    notebook as <stem>.failed.ipynb, remove the stale executed notebook and HTML, write the
-    one-line message to <stem>.error.txt (the index shows it) and return it. The message names
-    the notebook, the phase and the cell, and carries the error's last line, not a traceback."""
-    import nbformat
+# ---------------------------------------------------------------------------------------------
+# 3. Plan
+# ---------------------------------------------------------------------------------------------
+def plan_jobs(params: dict[str, dict], phases_with_runs: dict[str, int], params_dir: Path,
+              content_hash: str, code: str, n_bootstrap: int) -> tuple[list[Job], list[str]]:
+    """The jobs of the phases that have runs, in report order, and the phases skipped (no runs
+    yet). The summary job is added by the caller: its key depends on the phases' results."""
+    jobs, skipped = [], []
+    for phase, p in params.items():
+        if not phases_with_runs.get(phase):
+            skipped.append(phase)
+            continue
+        joint = [q for q in p.get("two_axis_phases") or [] if q != phase]
+        params_digest = [_file_digest(params_dir / f"{q}.yaml") for q in [phase, *joint]]
+        for section in SECTIONS:
+            if section not in p["sections"]:
+                continue
+            nb_digest = _file_digest(NOTEBOOKS_DIR / f"{section}.py")
+            key = _job_key(nb_digest, params_digest, content_hash, code, int(n_bootstrap))
+            jobs.append(Job(phase, section, key))
+    return jobs, skipped
 
-    target = Path(target)
+
+def summary_key(out: Path, phases: list[str], params_dir: Path, content_hash: str, code: str,
+                n_bootstrap: int) -> str:
+    """The summary's key: its notebook, every phase's params and fitted table, the code."""
+    fits = {p: _file_digest(out / p / "tables" / "cbs_fit.csv") for p in sorted(phases)}
+    params_digest = {p.stem: _file_digest(p) for p in sorted(params_dir.glob("*.yaml"))}
+    return _job_key(_file_digest(NOTEBOOKS_DIR / f"{SUMMARY_SECTION}.py"), params_digest, fits,
+                    content_hash, code, int(n_bootstrap))
+
+
+def is_current(job: Job, out: Path, state: dict) -> bool:
+    target = job.target(out)
+    return (state.get("keys", {}).get(job.name) == job.key and target.is_file()
+            and target.with_suffix(".html").is_file())
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Execute
+# ---------------------------------------------------------------------------------------------
+def _as_param(path: Path) -> str:
+    """A path as a notebook parameter: relative to the project when inside it (executed
+    notebooks then carry no home directory), else absolute."""
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(PROJECT_DIR).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def convert_source_notebooks(sections: set[str], dest: Path) -> dict[str, tuple[Path, set[str]]]:
+    """Each section's .py (the reviewed source) as an .ipynb for papermill, with the names its
+    parameters cell defines (only those are passed)."""
+    import jupytext
+
+    dest.mkdir(parents=True, exist_ok=True)
+    converted = {}
+    for section in sorted(sections):
+        nb = jupytext.read(NOTEBOOKS_DIR / f"{section}.py")
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                     "language": "python"}
+        names = set()
+        for cell in nb.cells:
+            if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+                for line in cell.source.splitlines():
+                    name = line.split("=", 1)[0].strip()
+                    if "=" in line and name.isidentifier():
+                        names.add(name)
+        path = dest / f"{section}.ipynb"
+        jupytext.write(nb, path, fmt="ipynb")
+        converted[section] = (path, names)
+    return converted
+
+
+def run_notebook(job: Job, source_nb: Path, names: set[str], out: Path, params_dir: Path,
+                 source: str, n_bootstrap: int, timeout: int = 1800) -> tuple[bool, float, str]:
+    """Execute one job through papermill's command line. (ok, seconds, message); on failure the
+    partial notebook is kept as <section>.failed.ipynb and the one-line message is returned."""
+    target = job.target(out)
     target.parent.mkdir(parents=True, exist_ok=True)
     stem = target.with_suffix("")
-    partial = Path(partial) if partial else Path(f"{target}.tmp")
-    log = Path(log) if log else stem.with_suffix(".log")
+    partial = Path(f"{target}.tmp")
+    values = {"phase": job.phase, "out_dir": _as_param(out), "params_dir": _as_param(params_dir),
+              "source": source if str(source).startswith("wandb:") else _as_param(Path(source)),
+              "n_bootstrap": str(int(n_bootstrap))}
+    args = [sys.executable, "-m", "papermill", str(source_nb), str(partial), "-k", "python3",
+            "--cwd", str(NOTEBOOKS_DIR), "--no-progress-bar", "--log-level", "WARNING",
+            "--execution-timeout", str(timeout)]
+    for name, value in values.items():
+        if name in names:
+            args += ["-r" if name != "n_bootstrap" else "-p", name, value]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [str(PROJECT_DIR), os.environ.get("PYTHONPATH", "")])),
+        MPLBACKEND="agg", PYDEVD_DISABLE_FILE_VALIDATION="1", JUPYTER_PLATFORM_DIRS="1")
+    t0 = time.perf_counter()
+    proc = subprocess.run(args, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if proc.returncode == 0 and partial.is_file():
+        os.replace(partial, target)
+        for stale in (stem.with_name(stem.name + ".failed.ipynb"),
+                      stem.with_name(stem.name + ".error.txt")):
+            stale.unlink(missing_ok=True)
+        return True, seconds, ""
+    notebook = f"notebooks/{job.section}.py"
+    return False, seconds, record_notebook_failure(target, notebook, job.phase, partial,
+                                                   redact_secrets(proc.stderr))
+
+
+def record_notebook_failure(target: Path, notebook: str, phase: str, partial: Path,
+                            stderr: str = "") -> str:
+    """After a failed execution: keep the partial notebook as <stem>.failed.ipynb, remove the
+    stale executed notebook and HTML, write the one-line message to <stem>.error.txt (the index
+    shows it) and return it. The message names the notebook, the phase and the cell, and carries
+    the error's last line, not a traceback."""
+    stem = target.with_suffix("")
     where, error = "", ""
-    if partial.exists():
+    if partial.is_file():
         try:
-            nb = nbformat.read(partial, as_version=4)
-            for cell in nb.cells:
-                for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
-                    if out.get("output_type") == "error":
-                        where = f", cell {cell.get('execution_count') or '?'}"
-                        error = f"{out.get('ename', 'Error')}: {_first_error_line(out.get('evalue', ''))}"
-                        break
-                if error:
+            nb = json.loads(partial.read_text())
+            for cell in nb.get("cells", []):
+                outputs = cell.get("outputs", []) if cell.get("cell_type") == "code" else []
+                failed = [o for o in outputs if o.get("output_type") == "error"]
+                if failed:
+                    where = f", cell {cell.get('execution_count') or '?'}"
+                    error = f"{failed[0].get('ename', 'Error')}: {_last_line(failed[0].get('evalue', ''))}"
                     break
-        except Exception:  # noqa: BLE001 -- an unreadable partial notebook: fall back to the log
-            pass
+        except (OSError, ValueError):
+            pass  # an unreadable partial notebook: fall back to papermill's own message
         os.replace(partial, stem.with_name(stem.name + ".failed.ipynb"))
-    if not error and log.exists():
-        lines = [ln for ln in log.read_text(errors="replace").splitlines()
-                 if ln.strip() and not ln.startswith(" ") and "Traceback" not in ln]
+    if not error:
+        lines = [ln for ln in stderr.splitlines()
+                 if ln.strip() and not ln.startswith((" ", "[")) and "Traceback" not in ln]
         error = lines[-1] if lines else "the kernel stopped without an error message"
-    msg = f"FAILED: {notebook} [phase {phase}]{where}: {error or 'unknown error'}"
+    msg = f"FAILED: {notebook} [phase {phase}]{where}: {error}"
     for stale in (target, target.with_suffix(".html")):
         stale.unlink(missing_ok=True)
-    stem.with_name(stem.name + ".error.txt").write_text(msg + "\n")
-    status = target.parent.parent / ".make" / "status.stamp"
-    status.parent.mkdir(parents=True, exist_ok=True)
-    status.touch()
-    return msg
+    stem.with_name(stem.name + ".error.txt").write_text(redact_secrets(msg) + "\n")
+    return redact_secrets(msg)
 
 
-def _first_error_line(evalue: str) -> str:
-    lines = [ln for ln in str(evalue).strip().splitlines() if ln.strip()]
+def _last_line(text: str) -> str:
+    lines = [ln for ln in str(text).strip().splitlines() if ln.strip()]
     return lines[-1] if lines else ""
 
 
-def convert_reports(out_dir: str | Path) -> list[Path]:
-    """Convert every executed notebook under OUT that is newer than its HTML, in one nbconvert
-    exporter (one process): code hidden for collaborators, figures embedded, no JavaScript
-    needed to read it. Returns the HTML files written."""
-    import nbformat
-    from nbconvert import HTMLExporter
-
-    out_dir = Path(out_dir)
-    todo = []
-    for nb_path in sorted(out_dir.glob("*/[0-9][0-9]_*.ipynb")):
-        if nb_path.name.endswith(".failed.ipynb"):
+# ---------------------------------------------------------------------------------------------
+# 5. Leftovers
+# ---------------------------------------------------------------------------------------------
+def remove_leftovers(out: Path, keep: dict[str, set[str]]) -> list[str]:
+    """Remove the report products (executed notebooks, HTML, error files, figures, tables) of
+    phases and sections not in `keep` ({phase: sections}); other files are left alone."""
+    removed = []
+    for folder in sorted(p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if folder.name == "data":
             continue
-        html_path = nb_path.with_suffix(".html")
-        if not html_path.exists() or html_path.stat().st_mtime < nb_path.stat().st_mtime:
-            todo.append((nb_path, html_path))
-    if not todo:
-        return []
-    exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
-                            exclude_output_prompt=True, embed_images=True)
-    written = []
-    for nb_path, html_path in todo:
-        nb = nbformat.read(nb_path, as_version=4)
-        body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": nb_path.stem}})
-        tmp = html_path.with_suffix(".html.tmp")
-        tmp.write_text(body, encoding="utf-8")
-        os.replace(tmp, html_path)
-        written.append(html_path)
-    return written
-
-
-def _embed_png(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
-
-
-def render_index_html(phases: dict, summary: pd.DataFrame | None, headline_png: Path | None,
-                      created: str, source: str) -> str:
-    """The index page. phases: {phase: {"title": str, "sections": [(section, title, href|None,
-    error|None)]}}. Every name and value is HTML-escaped."""
-    e = html.escape
-    parts = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
-             "<title>Critical batch size in RLVR: reports</title>",
-             "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;"
-             "padding:0 1em;color:#222}table{border-collapse:collapse;font-size:14px}"
-             "th,td{border-bottom:1px solid #ddd;padding:4px 10px;text-align:right}"
-             "th:first-child,td:first-child{text-align:left}.fail{color:#b00}"
-             "img{max-width:100%}h2{margin-top:1.6em}.muted{color:#666;font-size:13px}</style>",
-             "</head><body>",
-             "<h1>Critical batch size in RLVR</h1>",
-             f"<p class='muted'>Source: {e(source)} &middot; built {e(created)}</p>"]
-    if summary is not None and len(summary):
-        parts.append("<h2>B_noise across phases</h2>")
-        parts.append(summary.to_html(index=False, escape=True, na_rep="–", border=0))
-    if headline_png is not None and headline_png.exists():
-        parts.append(f"<p><img alt='headline figure' src='{_embed_png(headline_png)}'></p>")
-    parts.append("<h2>Reports by phase</h2>")
-    for phase, info in phases.items():
-        parts.append(f"<h3>{e(phase)}: {e(info.get('title', ''))}</h3><ul>")
-        for _section, title, href, error in info["sections"]:
-            if error:
-                parts.append(f"<li class='fail'>{e(title)}: failed &mdash; {e(error)}</li>")
-            elif href:
-                parts.append(f"<li><a href='{e(href)}'>{e(title)}</a></li>")
-            else:
-                parts.append(f"<li class='muted'>{e(title)}: not built</li>")
-        parts.append("</ul>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
-
-
-def write_index(out_dir: str | Path, params_dir: str | Path = "params") -> Path:
-    """Write <OUT>/index.html linking every phase's reports, with the cross-phase summary."""
-    out_dir = Path(out_dir)
-    phases = {}
-    for path in sorted(Path(params_dir).glob("*.yaml")):
-        phase = path.stem
-        if not (out_dir / phase).is_dir():
+        products = list(folder.glob("[0-9][0-9]_*"))
+        if not products and not (folder / "tables").is_dir():
+            continue  # not ours
+        if folder.name not in keep:
+            shutil.rmtree(folder)
+            removed.append(folder.name)
             continue
-        title, sections, _joint = _phase_sections(path)
-        phases[phase] = {"title": title, "sections": [
-            _section_entry(out_dir, phase, s, SECTIONS[s]) for s in sections]}
-    if (out_dir / "summary").is_dir():
-        phases["summary"] = {"title": "all phases", "sections": [
-            _section_entry(out_dir, "summary", SUMMARY_SECTION, "Cross-phase summary")]}
-    summary_csv = out_dir / "summary" / "tables" / "cbs_summary.csv"
-    summary = pd.read_csv(summary_csv, keep_default_na=False) if summary_csv.exists() else None
-    source = ""
-    manifest = out_dir / "data" / "manifest.json"
-    if manifest.exists():
-        try:
-            source = str(json.loads(manifest.read_text()).get("source", ""))
-        except (ValueError, OSError):
-            source = "(unreadable manifest)"
-    created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    page = render_index_html(phases, summary, out_dir / "summary" / "figures" / "headline.png",
-                             created, source)
-    target = out_dir / "index.html"
-    tmp = target.with_suffix(".html.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, target)
-    return target
+        for path in products:
+            if path.name.split(".", 1)[0] not in keep[folder.name]:
+                path.unlink()
+                removed.append(f"{folder.name}/{path.name}")
+    return removed
 
 
-def _section_entry(out_dir: Path, phase: str, section: str, title: str):
-    html_path = out_dir / phase / f"{section}.html"
-    error_path = out_dir / phase / f"{section}.error.txt"
-    error = error_path.read_text().strip() if error_path.exists() else None
-    if error:
-        error = re.sub(r"^FAILED: ", "", error)
-    href = f"{phase}/{section}.html" if html_path.exists() else None
-    return (section, title, href, error)
+# ---------------------------------------------------------------------------------------------
+# The whole build
+# ---------------------------------------------------------------------------------------------
+def report(source: str, out: str | Path, params_dir: str | Path, phases: list[str] | None = None,
+           jobs: int = 2, n_bootstrap: int = 1000, workers: int = 8,
+           progress: bool | None = None) -> int:
+    """Build every report of OUT from SOURCE. Prints one line per notebook run; returns 0 when
+    everything built, 1 when a notebook failed (its FAILED line names notebook, phase and cell),
+    2 when a params file is invalid (reported first; the other phases still build) or the
+    source is unusable (nothing is changed)."""
+    from .report_html import convert_notebook, write_index
 
+    t_start = time.perf_counter()
+    out, params_dir = Path(out).resolve(), Path(params_dir).resolve()
+    try:
+        params, params_errors = load_params(params_dir, phases)
+    except BuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for message in params_errors:  # first, before anything else: the rest still builds
+        print(f"error: {message}", file=sys.stderr, flush=True)
+    if not params:
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    state = read_state(out)
+    try:
+        manifest, with_runs, data_changed = update_snapshot(source, out, state, workers, progress)
+    except DataLayerError as exc:
+        print(f"error: {redact_secrets(str(exc))}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 -- a bug: still one line unless CBS_DEBUG is set
+        if os.environ.get("CBS_DEBUG"):
+            raise
+        print(f"error: unexpected {describe_error(exc)} (set CBS_DEBUG=1 for a traceback)",
+              file=sys.stderr)
+        return 2
+    if data_changed:
+        print(f"snapshot: {manifest['n_runs']} runs, {manifest['n_excluded']} excluded, from "
+              f"{manifest['source']}")
+    code = code_digest()
+    planned, skipped = plan_jobs(params, with_runs, params_dir, manifest["content_hash"], code,
+                                 n_bootstrap)
+    for phase in skipped:
+        print(f"skip: phase {phase} has no runs yet")
+    fitted = [p for p in params if with_runs.get(p) and "02_steps_to_target" in params[p]["sections"]]
+    # phases asked for now, plus those of earlier builds whose results still hold
+    all_params = index_params(params_dir)
+    keep = {j.phase: set() for j in planned}
+    for j in planned:
+        keep[j.phase].add(j.section)
+    for phase, p in all_params.items():
+        if phase not in keep and isinstance(p, dict) and with_runs.get(phase) and (out / phase).is_dir():
+            keep[phase] = set(p["sections"])
+    summary = None
+    if fitted or any("02_steps_to_target" in s for s in keep.values()):
+        summary = Job("summary", SUMMARY_SECTION,
+                      needs={j.name for j in planned if j.section == "02_steps_to_target"})
+        keep["summary"] = {SUMMARY_SECTION}
+    removed = remove_leftovers(out, keep)
+    if removed:
+        print(f"removed outputs the data or params no longer have: {', '.join(removed)}")
 
-
+    keys = state.setdefault("keys", {})
+    for name in list(keys):
+        if name.split("/", 1)[0] not in keep:
+            del keys[name]
+    durations = state.setdefault("seconds", {})
+    pending = sorted((j for j in planned if not is_current(j, out, state)),
+                     key=lambda j: -durations.get(j.name, _EXPECTED_SECONDS.get(j.section, 3.0)))
+    fit_phases = sorted(p for p, s in keep.items() if "02_steps_to_target" in s)
+    n_run, failures = 0, []
+    converted: dict | None = None
+    running: dict[Future, Job] = {}
+    waiting_summary = summary is not None
+    with ThreadPoolExecutor(max_workers=max(1, int(jobs))) as pool:
+        while pending or running or waiting_summary:
+            unfinished = {j.name for j in pending} | {j.name for j in running.values()}
+            if waiting_summary and not (summary.needs & unfinished):
+                # the fits it reads are final now: key it, and run it unless it is current
+                waiting_summary = False
+                summary.key = summary_key(out, fit_phases, params_dir, manifest["content_hash"],
+                                          code, n_bootstrap)
+                if not is_current(summary, out, state):
+                    pending.append(summary)
+            while pending and len(running) < max(1, int(jobs)):
+                job = pending.pop(0)
+                if converted is None:
+                    sections = {j.section for j in pending} | {job.section, SUMMARY_SECTION}
+                    converted = convert_source_notebooks(sections, out / ".build" / "notebooks")
+                nb_path, names = converted[job.section]
+                running[pool.submit(run_notebook, job, nb_path, names, out, params_dir, source,
+                                    n_bootstrap)] = job
+            if not running:
+                continue  # only the summary was waiting; it is keyed (or queued) above
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in done:
+                job = running.pop(future)
+                ok, seconds, message = future.result()
+                n_run += 1
+                durations[job.name] = round(seconds, 2)
+                if ok:
+                    convert_notebook(job.target(out), job.target(out).with_suffix(".html"))
+                    keys[job.name] = job.key
+                    print(f"ok: {job.name} ({seconds:.1f} s)", flush=True)
+                else:
+                    keys.pop(job.name, None)
+                    failures.append(message)
+                    print(message, file=sys.stderr, flush=True)
+    write_state(out, state)
+    if n_run or removed or data_changed or not (out / "index.html").is_file():
+        write_index(out, all_params, with_runs, manifest)
+    elapsed = time.perf_counter() - t_start
+    n_current = len(planned) + (summary is not None) - n_run
+    print(f"report: {n_run} notebook(s) run, {n_current} up to date, {len(failures)} failed "
+          f"in {elapsed:.1f} s; index at {out / 'index.html'}")
+    if params_errors:
+        print(f"error: {len(params_errors)} params file(s) invalid (above); their phases were "
+              "not built", file=sys.stderr)
+        return 2
+    return 1 if failures else 0

@@ -45,9 +45,14 @@ def redact_secrets(text: str) -> str:
 
 
 def portable_source(source: Any) -> str:
-    """The source as the manifest records it (and the reports print it): the API key redacted and
-    the home directory written `~`, so no report carries a user's absolute home path."""
+    """The source as the manifest records it (and the reports print it): the API key redacted,
+    a path inside the project relative to it, the home directory written `~`, so no report
+    carries a user's absolute home path."""
+    from .paths import PROJECT_DIR
+
     text = redact_secrets(str(source))
+    if text.startswith(str(PROJECT_DIR) + os.sep):
+        return text[len(str(PROJECT_DIR)) + 1:]
     try:
         home = str(Path.home())
     except (RuntimeError, KeyError):  # no HOME and no passwd entry

@@ -29,6 +29,9 @@ from .errors import (
     portable_source,
     redact_secrets,
 )
+from .manifest import SNAPSHOT_FILES
+from .manifest import snapshot_data_dir as _snapshot_data_dir
+from .manifest import verify_snapshot_files as _verify_snapshot_files
 from .sources.export_dir import load_export_dir
 from .sources.wandb_api import fetch_wandb_project
 from .sources.wandb_file import find_wandb_files, load_offline_runs
@@ -36,7 +39,6 @@ from .sources.wandb_file import find_wandb_files, load_offline_runs
 _DATA_LOG = logging.getLogger("cbs_rlvr.data")
 
 SNAPSHOT_SCHEMA_VERSION = 1
-SNAPSHOT_FILES = ("runs.parquet", "history.parquet", "excluded_runs.csv")
 
 # --------------------------------------------------------------------------------------------
 # Snapshot: build, write atomically, read back
@@ -177,12 +179,6 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def _snapshot_data_dir(out_dir: str | os.PathLike) -> Path:
-    out_dir = Path(out_dir)
-    # accept the data directory itself as well as its parent
-    return out_dir if (out_dir / "manifest.json").is_file() and not (out_dir / "data").is_dir() else out_dir / "data"
-
-
 def write_snapshot(snapshot: Mapping, out_dir: str | os.PathLike) -> dict:
     """Write <out_dir>/data/{runs.parquet, history.parquet, excluded_runs.csv, manifest.json}.
 
@@ -241,27 +237,6 @@ def _keep_previous_set(data_dir: Path) -> None:
                 shutil.copy2(data_dir / name, staging / name)
     shutil.rmtree(data_dir / ".prev", ignore_errors=True)
     os.replace(staging, data_dir / ".prev")
-
-
-def _verify_snapshot_files(data_dir: Path) -> dict:
-    """The manifest of a snapshot set whose files all match their recorded sha256."""
-    manifest_path = data_dir / "manifest.json"
-    if not manifest_path.is_file():
-        raise SnapshotMissingError(f"no snapshot in {data_dir} (manifest.json missing); run `make snapshot`")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise SnapshotError(f"corrupt snapshot in {data_dir}: manifest.json unreadable ({exc})") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-        raise SnapshotError(f"corrupt snapshot in {data_dir}: manifest.json has no file list")
-    for name in SNAPSHOT_FILES:
-        path, expected = data_dir / name, manifest["files"].get(name) or {}
-        if not path.is_file():
-            raise SnapshotError(f"incomplete snapshot in {data_dir}: {name} missing")
-        if hashlib.sha256(path.read_bytes()).hexdigest() != expected.get("sha256"):
-            raise SnapshotError(f"torn or corrupt snapshot in {data_dir}: {name} does not match manifest.json "
-                                "(interrupted write?); run `make snapshot` again")
-    return manifest
 
 
 def _read_verified_set(data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:

@@ -7,7 +7,6 @@ import pytest
 import yaml
 from matplotlib.figure import Figure
 
-from cbs_rlvr.build import render_index_html, report_plan
 from cbs_rlvr.figures import _pow2_label, save_figure, set_log2_axis, setup_style
 from cbs_rlvr.measure import phase_runs
 from cbs_rlvr.params import SECTIONS, ParamsError, load_phase_params, validate_phase_params
@@ -111,30 +110,6 @@ def test_format_ci():
     assert format_ci(290.4, 250.2, 330.9) == "290 [250, 331]"
     assert format_ci(np.nan, 1, 2) == "–"
     assert format_ci(12.34, np.nan, np.nan, 1) == "12.3"
-
-
-def test_index_page_escapes_names_and_errors():
-    evil = "<script>alert(1)</script>"
-    summary = pd.DataFrame({"phase": [evil], "B_noise": ["1 [0, 2]"]})
-    page = render_index_html(
-        {evil: {"title": evil, "sections": [("01_load_runs", "Runs", "p1/01_load_runs.html", None),
-                                            ("02_x", "Fit", None, f"ValueError: {evil}")]}},
-        summary, None, "2026-01-01", f"wandb:{evil}")
-    assert evil not in page
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert "href='p1/01_load_runs.html'" in page
-
-
-def test_report_plan_lists_each_phase_sections(tmp_path):
-    params = tmp_path / "params"
-    params.mkdir()
-    (params / "pa.yaml").write_text(yaml.safe_dump({**GOOD, "phase": "pa",
-                                                    "sections": ["02_steps_to_target", "01_load_runs"]}))
-    (params / "pb.yaml").write_text("phase: pb\nthresholds: [50]\n")  # invalid: still planned
-    plan = report_plan(params, "notebooks", "OUTDIR")
-    assert "NOTEBOOKS_pa := OUTDIR/pa/01_load_runs.ipynb OUTDIR/pa/02_steps_to_target.ipynb" in plan
-    assert "NOTEBOOKS_pb := OUTDIR/pb/01_load_runs.ipynb" in plan
-    assert "SUMMARY_NB := OUTDIR/summary/07_summary.ipynb" in plan
 
 
 def test_phase_runs_selects_the_phase_and_its_metric():

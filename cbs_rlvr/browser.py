@@ -1,0 +1,88 @@
+"""Headless Chromium over the finished reports: are they readable offline, and what do they look
+like? Used by `python -m cbs_rlvr screenshots` (docs/) and by the test suite.
+
+Chromium runs with no network (every connection goes to a dead proxy) and logs both its
+console and its network activity; a report that stands alone makes no request and logs no
+error. Chromium's own background traffic (updates, time, accounts) is not the page's and is
+ignored.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+_BROWSER_OWN = ("google.com/", "googleapis.com/", "gvt1.com/", "gstatic.com/")
+_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+          "--disable-default-apps", "--hide-scrollbars", "--proxy-server=127.0.0.1:9"]
+
+
+def find_chromium() -> str | None:
+    """The Chromium (or Chrome) executable on PATH, or None."""
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _run(browser: str, extra: list[str], url: str, timeout: float) -> subprocess.CompletedProcess:
+    with tempfile.TemporaryDirectory(prefix="cbs-chromium-") as profile:
+        return subprocess.run([browser, *_FLAGS, f"--user-data-dir={profile}", *extra, url],
+                              capture_output=True, text=True, timeout=timeout)
+
+
+def screenshot(page: Path, png: Path, width: int = 1400, height: int = 2400,
+               browser: str | None = None, timeout: float = 120) -> Path:
+    """A PNG of `page` as headless Chromium renders it, offline."""
+    browser = browser or find_chromium()
+    if browser is None:
+        raise RuntimeError("Chromium not found: install it (apt-get install chromium)")
+    png.parent.mkdir(parents=True, exist_ok=True)
+    _run(browser, [f"--screenshot={png.resolve()}", f"--window-size={width},{height}"],
+         page.resolve().as_uri(), timeout)
+    if not png.is_file():
+        raise RuntimeError(f"Chromium wrote no screenshot of {page}")
+    return png
+
+
+def offline_problems(pages: list[Path], browser: str | None = None,
+                     timeout: float = 180) -> list[str]:
+    """Open every page (in one browser, as iframes of a harness page) with the network off and
+    return what went wrong: each request the pages made (there should be none: everything is
+    embedded) and each console message of level error or warning."""
+    browser = browser or find_chromium()
+    if browser is None:
+        raise RuntimeError("Chromium not found: install it (apt-get install chromium)")
+    with tempfile.TemporaryDirectory(prefix="cbs-offline-") as tmp:
+        harness = Path(tmp) / "harness.html"
+        frames = "".join(f"<iframe src='{html.escape(p.resolve().as_uri())}' width='800' "
+                         "height='600'></iframe>" for p in pages)
+        harness.write_text(f"<!DOCTYPE html><html><body>{frames}</body></html>")
+        netlog = Path(tmp) / "net.json"
+        proc = _run(browser, ["--enable-logging=stderr", "--v=0", f"--log-net-log={netlog}",
+                              "--virtual-time-budget=5000", "--dump-dom"], harness.as_uri(), timeout)
+        problems = []
+        try:
+            events = json.loads(netlog.read_text()).get("events", [])
+        except (OSError, ValueError):
+            events = []
+            problems.append("Chromium wrote no network log")
+        urls = {e.get("params", {}).get("url") for e in events}
+        for url in sorted(u for u in urls if u):
+            if url.startswith(("file:", "data:", "about:", "chrome:")):
+                continue
+            if any(own in url for own in _BROWSER_OWN):
+                continue  # Chromium's own background traffic, not the page's
+            problems.append(f"request: {url}")
+        for line in proc.stderr.splitlines():
+            if ":CONSOLE" in line and "harness.html" not in line:
+                problems.append(f"console: {line.split(']', 1)[-1].strip()}")
+        if "<iframe" not in proc.stdout:
+            problems.append("Chromium did not load the pages")
+    return problems

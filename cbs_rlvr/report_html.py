@@ -1,0 +1,151 @@
+"""What collaborators open: each executed notebook as HTML, and OUT/index.html linking them all.
+
+Both stand alone offline: the notebooks go through nbconvert's lab template with its CDN
+scripts removed (cbs_rlvr/templates/cbs_offline) and code hidden, figures embedded; the index
+is plain HTML with inline CSS and the headline figure embedded. Every name is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import datetime as _dt
+import html
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from .params import SECTIONS, SUMMARY_SECTION
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+#: What a fit's status means, shown under every table that has one.
+STATUS_LEGEND = {
+    "ok": "fitted, B_noise inside the sampled batch sizes",
+    "extrapolated": "fitted, but B_noise lies outside the sampled batch sizes: treat with care",
+    "insufficient": "fewer than 3 batch sizes reach the target: no fit",
+    "failed": "the data do not identify B_noise (S flat in B, or falling like 1/B throughout)",
+}
+
+
+@lru_cache(maxsize=1)
+def _exporter():
+    from nbconvert import HTMLExporter
+
+    return HTMLExporter(template_name="cbs_offline", extra_template_basedirs=[str(TEMPLATES)],
+                        exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
+                        embed_images=True)
+
+
+def convert_notebook(executed: Path, target: Path) -> Path:
+    """One executed notebook -> its HTML report (code hidden, figures embedded, no scripts)."""
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    body, _ = _exporter().from_notebook_node(nb, resources={"metadata": {"name": executed.stem}})
+    tmp = target.with_suffix(".html.tmp")
+    tmp.write_text(body, encoding="utf-8")
+    os.replace(tmp, target)
+    return target
+
+
+def _embed_png(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _section_entry(out: Path, phase: str, section: str) -> tuple[str, str | None, str | None]:
+    """(title, href or None, error or None) of one section of one phase."""
+    title = SECTIONS.get(section, "Cross-phase summary")
+    error_path = out / phase / f"{section}.error.txt"
+    if error_path.is_file():
+        return title, None, error_path.read_text().strip().removeprefix("FAILED: ")
+    if (out / phase / f"{section}.html").is_file():
+        return title, f"{phase}/{section}.html", None
+    return title, None, None
+
+
+def _table_html(path: Path) -> str:
+    """A CSV table as an HTML table (escaped)."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    if not rows:
+        return ""
+    e = html.escape
+    head = "".join(f"<th>{e(c)}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{e(c) if c else '&ndash;'}</td>" for c in row) + "</tr>"
+                   for row in rows[1:])
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_index(out: Path, params: dict[str, dict | str], with_runs: dict[str, int],
+                 manifest: dict, created: str) -> str:
+    """The index page. params: {phase: validated params, or why the file is invalid}."""
+    e = html.escape
+    parts = [
+        "<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        "<title>Critical batch size in RLVR: reports</title>",
+        "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;"
+        "padding:0 1em;color:#222;line-height:1.45}table{border-collapse:collapse;font-size:14px}"
+        "th,td{border-bottom:1px solid #ddd;padding:4px 10px;text-align:right}"
+        "th:first-child,td:first-child,th:nth-child(2),td:nth-child(2),th:nth-child(3),"
+        "td:nth-child(3){text-align:left}.fail{color:#b00}.muted{color:#666}"
+        "img{max-width:100%}h2{margin-top:1.6em}ul{padding-left:1.2em}li{margin:2px 0}"
+        "dl{font-size:13px;color:#444}dt{font-weight:600;float:left;margin-right:.5em}"
+        "a{color:#0b5cad}</style>",
+        "</head><body>", "<h1>Critical batch size in RLVR</h1>",
+        f"<p class='muted'>Source: {e(str(manifest.get('source', '')))} &middot; "
+        f"{int(manifest.get('n_runs', 0))} runs analysed, {int(manifest.get('n_excluded', 0))} "
+        "left out with their reasons in <a href='data/excluded_runs.csv'>excluded_runs.csv</a> "
+        f"&middot; built {e(created)}</p>"]
+    summary_csv = out / "summary" / "tables" / "cbs_summary.csv"
+    if summary_csv.is_file():
+        parts += ["<h2>B_noise across phases</h2>", _table_html(summary_csv), "<dl>"]
+        parts += [f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in STATUS_LEGEND.items()]
+        parts.append("</dl>")
+        headline = out / "summary" / "figures" / "headline.png"
+        if headline.is_file():
+            parts.append(f"<p><img alt='B_noise against the target accuracy, by phase' "
+                         f"src='{_embed_png(headline)}'></p>")
+    parts.append("<h2>Reports by phase</h2>")
+    for phase, p in params.items():
+        if isinstance(p, str):
+            parts.append(f"<h3>{e(phase)}</h3><p class='fail'>params file invalid: {e(p)}</p>")
+            continue
+        parts.append(f"<h3>{e(phase)}: {e(p['title'])}</h3>")
+        if not with_runs.get(phase):
+            parts.append("<p class='muted'>no runs yet</p>")
+            continue
+        parts.append(f"<p class='muted'>{int(with_runs[phase])} runs</p><ul>")
+        for section in (s for s in SECTIONS if s in p["sections"]):
+            title, href, error = _section_entry(out, phase, section)
+            if error:
+                parts.append(f"<li class='fail'>{e(title)}: failed &mdash; {e(error)}</li>")
+            elif href:
+                parts.append(f"<li><a href='{e(href)}'>{e(title)}</a></li>")
+            else:
+                parts.append(f"<li class='muted'>{e(title)}: not built in this output "
+                             "directory yet</li>")
+        parts.append("</ul>")
+    title, href, error = _section_entry(out, "summary", SUMMARY_SECTION)
+    parts.append("<h3>All phases</h3><ul>")
+    if error:
+        parts.append(f"<li class='fail'>{e(title)}: failed &mdash; {e(error)}</li>")
+    elif href:
+        parts.append(f"<li><a href='{e(href)}'>{e(title)}</a></li>")
+    else:
+        parts.append(f"<li class='muted'>{e(title)}: no phase has a fit yet</li>")
+    parts += ["</ul>", "</body></html>"]
+    return "\n".join(parts)
+
+
+def write_index(out: Path, params: dict[str, dict | str],
+                with_runs: dict[str, int], manifest: dict) -> Path:
+    """Write OUT/index.html (atomically)."""
+    created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    page = render_index(out, params, with_runs, manifest, created)
+    target = out / "index.html"
+    tmp = target.with_suffix(".html.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, target)
+    return target
