@@ -128,12 +128,11 @@ def test_limits_come_from_the_environment():
     limits = wandb_limits({"WANDB__GRAPHQL_RETRY_MAX": "2", "WANDB_HTTP_TIMEOUT": "7", "CBS_WANDB_RUN_TIMEOUT": "30.5"})
     assert (limits.graphql_retry_max, limits.graphql_timeout, limits.run_timeout) == (2, 7, 30.5)
     assert wandb_limits({"WANDB__GRAPHQL_TIMEOUT_SECONDS": "5", "WANDB_HTTP_TIMEOUT": "7"}).graphql_timeout == 5
-    with pytest.raises(DataSourceError, match="CBS_WANDB_RUN_TIMEOUT='soon'"):
+    with pytest.raises(DataSourceError, match="CBS_WANDB_RUN_TIMEOUT=.soon.: expected a number of seconds"):
         wandb_limits({"CBS_WANDB_RUN_TIMEOUT": "soon"})
-    # the defaults bound a request that keeps failing fast (503) well under the run bound, and a
-    # server that hangs at the run bound: an outage of some runs costs about 2 minutes at most
-    fast = WandbLimits(graphql_timeout=0)
-    assert fast.request_bound() < 20 and WandbLimits().run_timeout == 120
+    with pytest.raises(DataSourceError, match="wandb-core ignores 0"):
+        wandb_limits({"WANDB__GRAPHQL_RETRY_MAX": "0"})
+    assert WandbLimits().run_timeout == 120  # a server that hangs costs a run 2 minutes at most
 
 
 def test_run_bounded_gives_up_on_slow_jobs_and_keeps_the_pool_full():
@@ -272,6 +271,7 @@ def test_transient_errors_keep_previous_data_stale_and_others_exclude(wandb_endp
     with caplog.at_level("WARNING", logger="cbs_rlvr.data"):
         snap = _snap(previous_dir=out)
     assert time.monotonic() - t0 < 15
+    assert server.count("Run", "r0") == 1 + 2  # WANDB__GRAPHQL_RETRY_MAX=1: two attempts, no retry on top
     for run_id in ("r0", "r2", "r4"):
         assert _run(snap, run_id)["flags"] == "stale", run_id
         pd.testing.assert_frame_equal(_hist(snap, run_id), _hist(first, run_id).dropna(axis=1, how="all"),
@@ -287,6 +287,24 @@ def test_transient_errors_keep_previous_data_stale_and_others_exclude(wandb_endp
     server.clear_failures()
     again = _snap(previous_dir=out)
     assert not again["runs"]["flags"].str.contains("stale").any() and len(again["runs"]) == 8
+
+
+def test_default_retries_reach_wandb_core(wandb_endpoint, monkeypatch, tmp_path):
+    """With the project's defaults (the user set nothing) wandb-core makes 4 attempts with waits
+    of about 1, 2 and 4 s, not its own 21 attempts with waits of 2 to 60 s."""
+    server = wandb_endpoint([verl_run("r0"), verl_run("r1", n_prompts=64)])
+    out = tmp_path / "out"
+    write_snapshot(_snap(), out)
+    for name in ("WANDB__GRAPHQL_RETRY_MAX", "WANDB__GRAPHQL_RETRY_WAIT_MIN_SECONDS",
+                 "WANDB__GRAPHQL_RETRY_WAIT_MAX_SECONDS", "WANDB__GRAPHQL_TIMEOUT_SECONDS", "CBS_WANDB_RUN_TIMEOUT"):
+        monkeypatch.delenv(name)
+    _touch(server)
+    server.fail("Run", run="r0", status=503)
+    t0 = time.monotonic()
+    snap = _snap(previous_dir=out)
+    elapsed = time.monotonic() - t0
+    assert server.count("Run", "r0") == 1 + 4 and 7 <= elapsed < 20, elapsed  # (1: the first snapshot)
+    assert _run(snap, "r0")["flags"] == "stale" and _run(snap, "r1")["flags"] == ""
 
 
 def test_each_run_is_bounded_in_time(wandb_endpoint, monkeypatch, tmp_path):

@@ -63,25 +63,13 @@ NEEDED_KEY_PATTERNS = (
 # --------------------------------------------------------------------------------------------
 # Time bounds and retries: what wandb-core honours, plus the project's own two bounds
 # --------------------------------------------------------------------------------------------
-# setting: (environment variable(s), project default). wandb-core reads whole seconds and
-# ignores a retry count of 0 (it then uses its own default of 20).
-_LIMIT_SETTINGS = {
-    "graphql_retry_max": (("WANDB__GRAPHQL_RETRY_MAX",), 3),
-    "graphql_retry_wait_min": (("WANDB__GRAPHQL_RETRY_WAIT_MIN_SECONDS",), 1),
-    "graphql_retry_wait_max": (("WANDB__GRAPHQL_RETRY_WAIT_MAX_SECONDS",), 10),
-    "graphql_timeout": (("WANDB__GRAPHQL_TIMEOUT_SECONDS", "WANDB_HTTP_TIMEOUT"), 30),
-    "run_timeout": (("CBS_WANDB_RUN_TIMEOUT",), 120),
-    "total_timeout": (("CBS_WANDB_TIMEOUT",), 3600),
-}
-
-
 @dataclass(frozen=True)
 class WandbLimits:
-    """How long the fetch may take. wandb-core's settings (per GraphQL request: attempts =
-    graphql_retry_max + 1, each at most graphql_timeout s, waits growing from
-    graphql_retry_wait_min to graphql_retry_wait_max s, or what a 429's Retry-After asks, which
-    wandb-core does not cap) and the project's bounds: run_timeout s per run (a run still
-    fetching then is given up, its previous data kept) and total_timeout s for the whole fetch."""
+    """How long the fetch may take (defaults: the project's). wandb-core's settings, per GraphQL
+    request: attempts = graphql_retry_max + 1, each at most graphql_timeout s, waits growing from
+    graphql_retry_wait_min to graphql_retry_wait_max s (or what a 429's Retry-After asks, which
+    wandb-core does not cap). The project's bounds: run_timeout s per run (a run still fetching
+    then is given up, its previous data kept) and total_timeout s for the whole fetch."""
 
     graphql_retry_max: int = 3
     graphql_retry_wait_min: int = 1
@@ -90,31 +78,40 @@ class WandbLimits:
     run_timeout: float = 120.0
     total_timeout: float = 3600.0
 
-    def request_bound(self) -> float:
-        """Worst case of one GraphQL request inside wandb-core (without Retry-After), in s."""
-        waits = sum(min(self.graphql_retry_wait_max, self.graphql_retry_wait_min * 2**i * 1.25)
-                    for i in range(self.graphql_retry_max))
-        return (self.graphql_retry_max + 1) * self.graphql_timeout + waits
+
+# field -> the environment variables that set it (the first one set wins)
+LIMIT_VARIABLES = {
+    "graphql_retry_max": ("WANDB__GRAPHQL_RETRY_MAX",),
+    "graphql_retry_wait_min": ("WANDB__GRAPHQL_RETRY_WAIT_MIN_SECONDS",),
+    "graphql_retry_wait_max": ("WANDB__GRAPHQL_RETRY_WAIT_MAX_SECONDS",),
+    "graphql_timeout": ("WANDB__GRAPHQL_TIMEOUT_SECONDS", "WANDB_HTTP_TIMEOUT"),
+    "run_timeout": ("CBS_WANDB_RUN_TIMEOUT",),
+    "total_timeout": ("CBS_WANDB_TIMEOUT",),
+}
 
 
 def wandb_limits(environ: Mapping[str, str] | None = None) -> WandbLimits:
-    """The limits from the environment (see WandbLimits), the project's defaults where unset."""
+    """The limits from the environment (LIMIT_VARIABLES), the defaults where unset.
+
+    wandb-core reads whole seconds and ignores a retry count of 0 (it then retries 20 times),
+    so the retry count must be at least 1 and the wandb-core values are rounded down."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
-    for name, (variables, default) in _LIMIT_SETTINGS.items():
+    for name, variables in LIMIT_VARIABLES.items():
         variable = next((v for v in variables if str(environ.get(v, "")).strip()), None)
         if variable is None:
-            values[name] = default
             continue
         text = str(environ[variable]).strip()
         try:
             value = float(text)
         except ValueError:
             value = math.nan
-        if not math.isfinite(value) or value < (0 if "wait" in name else 1):
-            raise DataSourceError(f"{variable}={text!r} is not a valid number of "
-                                  f"{'retries' if name.endswith('retry_max') else 'seconds'}")
-        values[name] = value if name.endswith("_timeout") and name != "graphql_timeout" else int(value)
+        lowest = 0 if "wait" in name else 1
+        if not math.isfinite(value) or value < lowest:
+            what = ("retries, at least 1 (wandb-core ignores 0 and retries 20 times)" if name == "graphql_retry_max"
+                    else f"seconds, at least {lowest}")
+            raise DataSourceError(f"{variable}={text!r}: expected a number of {what}")
+        values[name] = value if name in ("run_timeout", "total_timeout") else int(value)
     return WandbLimits(**values)
 
 
