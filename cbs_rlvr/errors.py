@@ -28,6 +28,14 @@ class SourceUnreachableError(DataSourceError):
     """A W&B server that cannot be reached (every call failed with transient errors)."""
 
 
+class WandbCredentialsError(DataSourceError):
+    """No W&B API key, a key the server rejects (401), or no access to the entity (403)."""
+
+
+class WandbNotFoundError(DataSourceError):
+    """No such W&B entity or project (404)."""
+
+
 class SnapshotError(DataLayerError):
     """A snapshot that is missing, torn or corrupt."""
 

@@ -108,7 +108,7 @@ def build_snapshot(source: str, previous_dir: str | os.PathLike | None = None, a
     source: `wandb:<entity>/<project>`, an export directory (has runs.csv) or a directory of
     offline runs (`.wandb` files). For W&B, `previous_dir` (an earlier snapshot's output dir)
     makes the fetch incremental; a corrupt earlier snapshot is ignored with a warning.
-    `fetch_options` go to `fetch_wandb_project` (max_workers, sleep, progress, ...).
+    `fetch_options` go to `fetch_wandb_project` (max_workers, limits, progress, ...).
     """
     kind, target = _classify_source(source)
     warnings_: list[str] = []

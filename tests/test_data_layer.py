@@ -1,4 +1,5 @@
-"""Data layer: real W&B offline files, damaged files, export dirs, a fake W&B API, snapshots, CLI."""
+"""Data layer: real W&B offline files, damaged files, export dirs, snapshots, CLI (the W&B API
+source through the real client: tests/test_wandb_api.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,8 @@ import struct
 import subprocess
 import sys
 import textwrap
-import threading
-import time
 import zlib
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -26,13 +24,13 @@ if str(REPO) not in sys.path:  # until pytest's pythonpath is set in pyproject.t
     sys.path.insert(0, str(REPO))
 
 from hardening_corpus import wait_until_stable  # noqa: E402 (tests/ is on sys.path)
+from wandb_server import verl_run  # noqa: E402
 
 from cbs_rlvr.__main__ import main  # noqa: E402
 from cbs_rlvr.errors import (  # noqa: E402
     DataSourceError,
     SnapshotError,
     SnapshotMissingError,
-    SourceUnreachableError,
     WandbFileError,
 )
 from cbs_rlvr.runs import (  # noqa: E402
@@ -51,8 +49,6 @@ from cbs_rlvr.snapshot import (  # noqa: E402
     snapshot_content_hash,
     write_snapshot,
 )
-from cbs_rlvr.sources import wandb_api  # noqa: E402
-from cbs_rlvr.sources.wandb_api import is_transient_error  # noqa: E402
 from cbs_rlvr.sources.wandb_file import read_wandb_file  # noqa: E402
 
 VAL = "val-core/openai/gsm8k/reward/mean@1"
@@ -324,15 +320,6 @@ def test_normalise_history_last_write_wins_restart_percent_and_counts():
     assert counts["percent_columns"] == ["val-core/a/mean@1"]
 
 
-def test_transient_error_classification():
-    assert is_transient_error(_FakeHTTPError(429))
-    assert is_transient_error(_FakeHTTPError(503))
-    assert is_transient_error(TimeoutError("read timed out"))
-    assert is_transient_error(ConnectionError("reset"))
-    assert not is_transient_error(_FakeHTTPError(404))
-    assert not is_transient_error(ValueError("bad"))
-
-
 # --------------------------------------------------------------------------------------------
 # read_wandb_file on real files
 # --------------------------------------------------------------------------------------------
@@ -600,192 +587,7 @@ def test_export_dir_without_name_column_is_a_clear_error(tmp_path):
         build_snapshot(str(tmp_path))
 
 
-# --------------------------------------------------------------------------------------------
-# W&B API, through a fake object with the wandb.Api interface
-# --------------------------------------------------------------------------------------------
-class _FakeHTTPError(Exception):
-    def __init__(self, status: int, message: str = ""):
-        super().__init__(f"HTTP {status} {message}".strip())
-        self.response = SimpleNamespace(status_code=status)
-
-
-class _FakeApiRun:
-    """wandb.apis.public.Run subset: id, name, state, config, summary, lastHistoryStep,
-    heartbeat_at, created_at and scan_history, which keeps only rows holding ALL requested keys."""
-
-    def __init__(self, api, run_id, name, config, rows, state="finished", heartbeat_at="2026-01-01T10:00:00Z",
-                 created_at="2026-01-01T00:00:00Z", failures=()):
-        self.api, self.id, self.name, self.config, self.rows = api, run_id, name, config, rows
-        self.state, self.heartbeat_at, self.created_at = state, heartbeat_at, created_at
-        self.failures = list(failures)
-
-    @property
-    def summary(self):
-        return {k: v for row in self.rows for k, v in row.items()}
-
-    @property
-    def lastHistoryStep(self):  # noqa: N802 -- the real attribute name
-        return max((r["_step"] for r in self.rows), default=-1)
-
-    def scan_history(self, keys=None, page_size=1000):
-        with self.api.lock:
-            self.api.scans.append((self.id, tuple(keys or ())))
-            self.api.active += 1
-            self.api.max_active = max(self.api.max_active, self.api.active)
-        try:
-            time.sleep(self.api.delay)
-            if self.failures:
-                raise self.failures.pop(0)
-            return iter([{k: r[k] for k in keys} if keys else dict(r) for r in self.rows
-                         if not keys or all(k in r for k in keys)])
-        finally:
-            with self.api.lock:
-                self.api.active -= 1
-
-
-class _FakeApi:
-    def __init__(self, delay=0.0):
-        self.lock = threading.Lock()
-        self.scans, self.active, self.max_active, self.delay = [], 0, 0, delay
-        self.run_list, self.list_failures, self.list_calls = [], [], 0
-
-    def runs(self, path):
-        self.list_calls += 1
-        if self.list_failures:
-            raise self.list_failures.pop(0)
-        return list(self.run_list)
-
-    def add(self, run_id, name, n_prompts=32, n_rollouts=8, n_steps=10, **kw):
-        config = {"data": {"train_batch_size": n_prompts}, "actor_rollout_ref": {"rollout": {"n": n_rollouts}},
-                  "trainer": {"n_gpus_per_node": 8, "nnodes": 1}, "_wandb": {"cli_version": "0.31.0"}}
-        run = _FakeApiRun(self, run_id, name, config, _verl_rows(n_steps), **kw)
-        self.run_list.append(run)
-        return run
-
-
-def _verl_rows(n_steps: int) -> list[dict]:
-    rows = [{"_step": 0, VAL: 0.1}]  # validation only at step 0, as verl logs it
-    for s in range(1, n_steps + 1):
-        row = {"_step": s, "training/global_step": s, "critic/score/mean": 0.2 + 0.01 * s,
-               "actor/entropy": 1.0, "actor/pg_loss": -0.1, "response_length/mean": 300.0,
-               "perf/throughput": 1000.0 + s, "timing_s/step": 20.0}
-        if s % 5 == 0:
-            row[VAL] = 0.1 + 0.04 * s
-        if s % 2 == 0:
-            row["grad_noise/B_noise_estimate"] = 100.0 + s
-        rows.append(row)
-    return rows
-
-
-def _no_sleep(_seconds):
-    return None
-
-
-def test_api_fetch_requests_only_needed_keys_in_groups(tmp_path):
-    api = _FakeApi()
-    api.add("r1", "cbs_p1_np32_nr8")
-    snap = build_snapshot("wandb:ent/proj", api=api, sleep=_no_sleep)
-    requested = {k for _, keys in api.scans for k in keys} - {"_step"}
-    assert requested == {VAL, "training/global_step", "critic/score/mean", "actor/entropy",
-                         "perf/throughput", "timing_s/step", "grad_noise/B_noise_estimate"}
-    for _, keys in api.scans:  # one key family per call, so sparse keys do not hide rows
-        assert len({k.split("/")[0] for k in keys if k != "_step"}) == 1
-    run = _run(snap, "r1")
-    assert (run["source"], run["state"], run["n_gpus"], run["wandb_last_step"]) == ("wandb:ent/proj/r1", "finished", 8, 10)
-    assert "_wandb" not in json.loads(run["config"])
-    hist = _hist(snap, "r1")
-    assert hist[VAL].dropna().to_dict() == {0: 0.1, 5: 0.1 + 0.04 * 5, 10: 0.1 + 0.04 * 10}
-    assert hist["grad_noise/B_noise_estimate"].dropna().index.tolist() == [2, 4, 6, 8, 10]
-    assert hist.index.tolist() == list(range(11)) and "actor/pg_loss" not in hist.columns
-    api.scans.clear()
-    per_key = build_snapshot("wandb:ent/proj", api=api, sleep=_no_sleep, scan_each_key=True)
-    assert all(len(keys) == 2 for _, keys in api.scans) and len(api.scans) == 7
-    pd.testing.assert_frame_equal(per_key["history"], snap["history"])
-
-
-def test_api_fetch_is_incremental(tmp_path):
-    api = _FakeApi()
-    for i in range(3):
-        api.add(f"r{i}", f"cbs_p1_np{2 ** (i + 3)}_nr8", n_prompts=2 ** (i + 3))
-    out = tmp_path / "out"
-    first = build_snapshot("wandb:ent/proj", api=api, sleep=_no_sleep)
-    write_snapshot(first, out)
-    assert len(api.scans) > 0
-    api.scans.clear()
-    second = build_snapshot("wandb:ent/proj", previous_dir=out, api=api, sleep=_no_sleep)
-    assert api.scans == [] and second["manifest"]["n_reused"] == 3
-    assert second["manifest"]["content_hash"] == first["manifest"]["content_hash"]
-    pd.testing.assert_frame_equal(second["history"], first["history"])
-    write_snapshot(second, out)
-
-    changed = api.run_list[1]
-    changed.rows = _verl_rows(15)
-    changed.heartbeat_at = "2026-01-01T11:00:00Z"
-    third = build_snapshot("wandb:ent/proj", previous_dir=out, api=api, sleep=_no_sleep)
-    assert {rid for rid, _ in api.scans} == {"r1"}
-    assert (third["manifest"]["n_fetched"], third["manifest"]["n_reused"]) == (1, 2)
-    assert _run(third, "r1")["last_step"] == 15 and _run(third, "r0")["last_step"] == 10
-    pd.testing.assert_frame_equal(_hist(third, "r0"), _hist(first, "r0").dropna(axis=1, how="all"), check_like=True)
-
-
-def test_api_transient_errors_are_retried_and_others_exclude(tmp_path):
-    api = _FakeApi()
-    api.add("flaky", "cbs_p1_np32_nr8", failures=[_FakeHTTPError(429), _FakeHTTPError(503)])
-    api.add("gone", "cbs_p1_np64_nr8", n_prompts=64, failures=[_FakeHTTPError(404, "run not found")])
-    api.add("down", "cbs_p1_np128_nr8", n_prompts=128, failures=[_FakeHTTPError(502)] * 10)
-    api.add("noval", "cbs_p1_np8_nr8", n_prompts=8).rows = [{"_step": 1, "training/global_step": 1}]
-    sleeps = []
-    snap = build_snapshot("wandb:ent/proj", api=api, sleep=sleeps.append, max_retries=3, backoff=1.0, max_workers=1)
-    assert _run(snap, "flaky")["n_history_rows"] == 11
-    assert "HTTP 404" in _reason(snap, run_id="gone")
-    assert "still failing after 4 attempts" in _reason(snap, run_id="down")
-    assert _reason(snap, run_id="noval") == REASON_NO_VALIDATION
-    assert len(sleeps) == 2 + 3  # flaky: 2 retries; down: 3 retries, then given up
-    assert 0.5 <= sleeps[0] <= 1.0 and 1.0 <= sleeps[1] <= 2.0  # exponential backoff with jitter
-
-
-def test_api_unreachable_source_raises(tmp_path):
-    api = _FakeApi()
-    api.list_failures = [ConnectionError("connection refused")] * 10
-    sleeps = []
-    with pytest.raises(SourceUnreachableError, match="unreachable"):
-        build_snapshot("wandb:ent/proj", api=api, sleep=sleeps.append, max_retries=4)
-    assert api.list_calls == 5 and len(sleeps) == 4
-    api = _FakeApi()
-    for i in range(3):
-        api.add(f"r{i}", "cbs_p1_np32_nr8", failures=[TimeoutError("read timed out")] * 10)
-    with pytest.raises(SourceUnreachableError, match="all 3 run fetches failed"):
-        build_snapshot("wandb:ent/proj", api=api, sleep=_no_sleep, max_retries=1)
-    api = _FakeApi()
-    api.list_failures = [_FakeHTTPError(401, "unauthorized")]
-    with pytest.raises(DataSourceError, match="cannot list the runs of wandb:ent/proj"):
-        build_snapshot("wandb:ent/proj", api=api, sleep=_no_sleep)
-
-
-def test_api_parallelism_is_bounded():
-    api = _FakeApi(delay=0.02)
-    for i in range(9):
-        api.add(f"r{i}", "cbs_p1_np32_nr8")
-    snap = build_snapshot("wandb:ent/proj", api=api, sleep=_no_sleep, max_workers=3)
-    assert 2 <= api.max_active <= 3
-    assert sorted(snap["runs"]["replicate"]) == list(range(9))
-
-
-def test_api_key_never_written(tmp_path, monkeypatch, capsys):
-    secret = "SENTINEL0123456789abcdef0123456789abcdef"
-    monkeypatch.setenv("WANDB_API_KEY", secret)
-    api = _FakeApi()
-    api.add("ok", "cbs_p1_np32_nr8")
-    api.add("leaky", "cbs_p1_np64_nr8", n_prompts=64, failures=[_FakeHTTPError(404, f"no run (key={secret})")])
-    out = tmp_path / "out"
-    snap = build_snapshot("wandb:ent/proj", api=api, sleep=_no_sleep)
-    write_snapshot(snap, out)
-    assert "***" in _reason(snap, run_id="leaky")
-    for path in out.rglob("*"):
-        if path.is_file():
-            assert secret.encode() not in path.read_bytes(), path
-    captured = capsys.readouterr()
-    assert secret not in captured.out + captured.err
+# (The W&B API source: tests/test_wandb_api.py, the real wandb client against a local endpoint.)
 
 
 # --------------------------------------------------------------------------------------------
@@ -882,18 +684,17 @@ def test_read_snapshot_errors(damaged_snapshot, tmp_path):
         read_snapshot(tmp_path)
 
 
-def test_corrupt_earlier_snapshot_is_ignored_with_a_warning(tmp_path, caplog):
-    api = _FakeApi()
-    api.add("r1", "cbs_p1_np32_nr8")
+def test_corrupt_earlier_snapshot_is_ignored_with_a_warning(tmp_path, caplog, wandb_endpoint):
+    server = wandb_endpoint([verl_run("r1")])
     out = tmp_path / "out"
-    write_snapshot(build_snapshot("wandb:ent/proj", api=api, sleep=_no_sleep), out)
+    write_snapshot(build_snapshot("wandb:ent/proj", progress=False), out)
     (out / "data" / "runs.parquet").write_bytes(b"garbage")
-    api.scans.clear()
+    fetched = server.count("Run", "r1")
     with caplog.at_level("WARNING"):
-        snap = build_snapshot("wandb:ent/proj", previous_dir=out, api=api, sleep=_no_sleep)
+        snap = build_snapshot("wandb:ent/proj", previous_dir=out, progress=False)
     assert "earlier snapshot ignored" in caplog.text
     assert snap["manifest"]["warnings"] and snap["manifest"]["n_reused"] == 0
-    assert {rid for rid, _ in api.scans} == {"r1"} and len(snap["runs"]) == 1
+    assert server.count("Run", "r1") == fetched + 1 and len(snap["runs"]) == 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -908,15 +709,13 @@ def test_cli_snapshot_prints_one_summary_line(damaged_corpus_dir, tmp_path, caps
     assert read_snapshot(tmp_path)[2]["n_runs"] == 12
 
 
-def test_cli_errors_are_one_line_exit_2(tmp_path, capsys, monkeypatch):
+def test_cli_errors_are_one_line_exit_2(tmp_path, capsys, wandb_endpoint):
     assert main(["snapshot", "--source", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: source not found") and err.count("\n") == 1
 
-    api = _FakeApi()
-    api.list_failures = [_FakeHTTPError(503)] * 20
-    monkeypatch.setattr(wandb_api, "_make_wandb_api", lambda timeout: api)
-    monkeypatch.setattr(time, "sleep", _no_sleep)
+    server = wandb_endpoint([verl_run("r1")])
+    server.fail(status=503)  # every request, every attempt of wandb-core
     assert main(["snapshot", "--source", "wandb:ent/proj", "--out", str(tmp_path), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "unreachable" in err and err.count("\n") == 1 and "Traceback" not in err

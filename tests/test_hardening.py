@@ -11,6 +11,7 @@ missing / unreachable sources, a corrupt earlier snapshot, `make snapshot` kille
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -29,12 +30,12 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import hardening_corpus as hc  # noqa: E402
+from wandb_server import ServedRun  # noqa: E402
 
 from cbs_rlvr.__main__ import main  # noqa: E402
 from cbs_rlvr.errors import SnapshotError  # noqa: E402
 from cbs_rlvr.runs import REASON_NO_VALIDATION  # noqa: E402
 from cbs_rlvr.snapshot import build_snapshot, read_snapshot  # noqa: E402
-from cbs_rlvr.sources import wandb_api  # noqa: E402
 from cbs_rlvr.sources.wandb_file import load_offline_runs  # noqa: E402
 
 SENTINEL = "SENTINEL-wandb-key-0123456789abcdef0123456789abcdef"
@@ -432,21 +433,17 @@ def test_missing_source_is_one_line_and_keeps_the_snapshot(report, project, tmp_
     assert read_snapshot(out)[2]["content_hash"] == before
 
 
-class _Refused:
-    def runs(self, path):
-        raise ConnectionError("connection refused")
-
-
-def test_unreachable_wandb_source_is_one_line_and_keeps_the_snapshot(report, tmp_path, monkeypatch, capsys):
+def test_unreachable_wandb_source_is_one_line_and_keeps_the_snapshot(report, tmp_path, monkeypatch, capsys,
+                                                                     wandb_endpoint):
     out = tmp_path / "out"
     shutil.copytree(report["out"] / "data", out / "data")
     before = read_snapshot(out)[2]["content_hash"]
+    server = wandb_endpoint(api_key=SENTINEL)
     monkeypatch.setenv("WANDB_API_KEY", SENTINEL)
-    monkeypatch.setattr(wandb_api, "_make_wandb_api", lambda timeout: _Refused())
-    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+    server.stop()  # the real client meets a refused connection
     assert main(["snapshot", "--source", "wandb:ent/proj", "--out", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "unreachable" in err and SENTINEL not in err
+    assert err.count("\n") == 1 and "unreachable" in err and "connection refused" in err and SENTINEL not in err
     assert read_snapshot(out)[2]["content_hash"] == before
 
 
@@ -521,48 +518,19 @@ def test_killed_snapshot_leaves_the_previous_one_readable(report, project, tmp_p
 
 
 # --------------------------------------------------------------------------------------------
-# W&B fetch: keys grouped by their logged counts lose no rows
+# W&B fetch (the real client against the local endpoint): keys grouped by their logged counts
+# lose no rows
 # --------------------------------------------------------------------------------------------
-class _CountingRun:
-    """wandb.apis.public.Run subset with historyKeys (key -> typeCounts) and a scan_history that
-    keeps only the rows holding ALL requested keys, as the real one does."""
-
-    def __init__(self, run_id, rows):
-        self.id, self.name, self.state, self.rows, self.scans = run_id, "cbs_p1_np32_nr8", "finished", rows, []
-        self.config = {"data": {"train_batch_size": 32}, "actor_rollout_ref": {"rollout": {"n": 8}}}
-        self.heartbeat_at, self.created_at = "2026-01-01T10:00:00Z", "2026-01-01T00:00:00Z"
-        self.summary = {k: v for row in rows for k, v in row.items()}
-        counts: dict = {}
-        for row in rows:
-            for key in row:
-                counts[key] = counts.get(key, 0) + 1
-        self.history_keys = {"keys": {k: {"typeCounts": [{"type": "number", "count": c}]}
-                                      for k, c in counts.items() if not k.startswith("_")},
-                             "lastStep": max(r["_step"] for r in rows)}
-
-    @property
-    def lastHistoryStep(self):  # noqa: N802 -- wandb's name
-        return self.history_keys["lastStep"]
-
-    def scan_history(self, keys=None, page_size=1000):
-        self.scans.append(tuple(keys))
-        return iter([{k: r[k] for k in keys} for r in self.rows if all(k in r for k in keys)])
+def _served(rows, **kw):
+    return ServedRun("r1", "cbs_p1_np32_nr8", {"data": {"train_batch_size": 32},
+                                               "actor_rollout_ref": {"rollout": {"n": 8}}}, rows, **kw)
 
 
-class _CountingApi:
-    def __init__(self, runs):
-        self.run_list = runs
-
-    def runs(self, path):
-        return list(self.run_list)
+def _fetch(**kw):
+    return build_snapshot("wandb:ent/proj", progress=False, **kw)
 
 
-def _fetch(run, **kw):
-    return build_snapshot("wandb:ent/proj", api=_CountingApi([run]), sleep=lambda s: None,
-                             progress=False, **kw)
-
-
-def test_fetch_groups_keys_by_logged_count():
+def test_fetch_groups_keys_by_logged_count(wandb_endpoint):
     rows = [{"_step": 0, hc.VAL: 0.1}]
     for s in range(1, 21):
         row = {"_step": s, "training/global_step": s, "critic/score/mean": 0.01 * s, "actor/entropy": 1.0,
@@ -570,16 +538,17 @@ def test_fetch_groups_keys_by_logged_count():
         if s % 5 == 0:
             row[hc.VAL] = 0.1 + 0.02 * s
         rows.append(row)
-    grouped = _CountingRun("r1", rows)
-    snap = _fetch(grouped)
-    assert len(grouped.scans) == 2  # per-step keys, validation keys (not one call per family)
-    per_key = _CountingRun("r1", rows)
-    reference = _fetch(per_key, scan_each_key=True)
+    server = wandb_endpoint([_served(rows)])
+    snap = _fetch()
+    assert server.count("RunParquetHistory") == 2  # per-step keys, validation keys (not one scan per family)
+    reference = _fetch(scan_each_key=True)
+    assert server.count("RunParquetHistory") == 2 + 6
     pd.testing.assert_frame_equal(snap["history"], reference["history"])
     assert snap["history"][hc.VAL].notna().sum() == 5 and len(snap["history"]) == 21
 
 
-def test_fetch_loses_no_rows_when_equal_counts_are_logged_at_different_steps():
+@pytest.mark.parametrize("exported_until", [None, 9, math.inf], ids=["live", "partly exported", "exported"])
+def test_fetch_loses_no_rows_when_equal_counts_are_logged_at_different_steps(wandb_endpoint, exported_until):
     rows = [{"_step": 0, hc.VAL: 0.1}]
     for s in range(1, 21):
         row = {"_step": s, "training/global_step": s}
@@ -587,11 +556,11 @@ def test_fetch_loses_no_rows_when_equal_counts_are_logged_at_different_steps():
         if s % 5 == 0:
             row[hc.VAL] = 0.1 + 0.02 * s
         rows.append(row)
-    run = _CountingRun("r2", rows)
-    history = _fetch(run)["history"].set_index("step")
+    wandb_endpoint([_served(rows, exported_until=exported_until)])
+    history = _fetch()["history"].set_index("step")
     assert history["actor/entropy"].dropna().index.tolist() == list(range(1, 21, 2))
     assert history["perf/time_per_step"].dropna().index.tolist() == list(range(2, 21, 2))
-    reference = _fetch(_CountingRun("r2", rows), scan_each_key=True)["history"].set_index("step")
+    reference = _fetch(scan_each_key=True)["history"].set_index("step")
     pd.testing.assert_frame_equal(history, reference)
 
 

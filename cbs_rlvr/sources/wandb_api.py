@@ -1,22 +1,39 @@
 """The W&B server through the public API (`wandb.Api`): only the needed keys, unsampled,
-runs in parallel, transient errors retried, incremental against the previous snapshot."""
+runs in parallel, bounded in time, incremental against the previous snapshot.
+
+wandb (0.31) sends every request through its wandb-core sidecar, which retries 429, 5xx,
+timeouts and dropped connections itself. That is the one retry layer: this module does not
+retry on top of it, it configures it (the WANDB__GRAPHQL_* settings wandb honours) and bounds
+each run's fetch and the whole fetch in time. A run that fails with a transient error keeps
+its previous snapshot's data, flagged `stale`; other errors exclude the run with the reason.
+"""
 
 from __future__ import annotations
 
-import concurrent.futures
 import fnmatch
+import inspect
+import logging
 import math
 import numbers
-import random
+import os
+import queue
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
-from ..errors import DataSourceError, SourceUnreachableError, describe_error
+from ..errors import (
+    DataSourceError,
+    SourceUnreachableError,
+    WandbCredentialsError,
+    WandbNotFoundError,
+    redact_secrets,
+)
 from ..runs import (
     REASON_NO_VALIDATION,
     RUNS_COLUMNS,
@@ -27,6 +44,9 @@ from ..runs import (
     run_metadata,
     unwrap_config_value,
 )
+
+# the logger the command line prints as `warning: ...` lines
+_LOG = logging.getLogger("cbs_rlvr.data")
 
 # Keys the analysis needs from a W&B run (fnmatch patterns); only these are fetched from the server.
 NEEDED_KEY_PATTERNS = (
@@ -41,75 +61,162 @@ NEEDED_KEY_PATTERNS = (
 )
 
 # --------------------------------------------------------------------------------------------
-# W&B server (public API)
+# Time bounds and retries: what wandb-core honours, plus the project's own two bounds
 # --------------------------------------------------------------------------------------------
-_TRANSIENT_NAMES = {"Timeout", "ReadTimeout", "ConnectTimeout", "TimeoutError", "ConnectionError",
+@dataclass(frozen=True)
+class WandbLimits:
+    """How long the fetch may take (defaults: the project's). wandb-core's settings, per GraphQL
+    request: attempts = graphql_retry_max + 1, each at most graphql_timeout s, waits growing from
+    graphql_retry_wait_min to graphql_retry_wait_max s (or what a 429's Retry-After asks, which
+    wandb-core does not cap). The project's bounds: run_timeout s per run (a run still fetching
+    then is given up, its previous data kept) and total_timeout s for the whole fetch."""
+
+    graphql_retry_max: int = 3
+    graphql_retry_wait_min: int = 1
+    graphql_retry_wait_max: int = 10
+    graphql_timeout: int = 30
+    run_timeout: float = 120.0
+    total_timeout: float = 3600.0
+
+
+# field -> the environment variables that set it (the first one set wins)
+LIMIT_VARIABLES = {
+    "graphql_retry_max": ("WANDB__GRAPHQL_RETRY_MAX",),
+    "graphql_retry_wait_min": ("WANDB__GRAPHQL_RETRY_WAIT_MIN_SECONDS",),
+    "graphql_retry_wait_max": ("WANDB__GRAPHQL_RETRY_WAIT_MAX_SECONDS",),
+    "graphql_timeout": ("WANDB__GRAPHQL_TIMEOUT_SECONDS", "WANDB_HTTP_TIMEOUT"),
+    "run_timeout": ("CBS_WANDB_RUN_TIMEOUT",),
+    "total_timeout": ("CBS_WANDB_TIMEOUT",),
+}
+
+
+def wandb_limits(environ: Mapping[str, str] | None = None) -> WandbLimits:
+    """The limits from the environment (LIMIT_VARIABLES), the defaults where unset.
+
+    wandb-core reads whole seconds and ignores a retry count of 0 (it then retries 20 times),
+    so the retry count must be at least 1 and the wandb-core values are rounded down."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name, variables in LIMIT_VARIABLES.items():
+        variable = next((v for v in variables if str(environ.get(v, "")).strip()), None)
+        if variable is None:
+            continue
+        text = str(environ[variable]).strip()
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        lowest = 0 if "wait" in name else 1
+        if not math.isfinite(value) or value < lowest:
+            what = ("retries, at least 1 (wandb-core ignores 0 and retries 20 times)" if name == "graphql_retry_max"
+                    else f"seconds, at least {lowest}")
+            raise DataSourceError(f"{variable}={text!r}: expected a number of {what}")
+        values[name] = value if name in ("run_timeout", "total_timeout") else int(value)
+    return WandbLimits(**values)
+
+
+# --------------------------------------------------------------------------------------------
+# Errors: what the real client raises, classified
+# --------------------------------------------------------------------------------------------
+# wandb raises wandb.errors.CommError (its .exc, or __cause__, is wandb-core's
+# WandbApiFailedError) or WandbApiFailedError itself; the HTTP status is in
+# .response.http_status, 0 once wandb-core gave up retrying, when the status is only in the text:
+#   "POST .../graphql giving up after 4 attempt(s)\nwhile retrying: HTTP 503: ..."
+#   "returned error 404: {...}"  (history pages)   "... status 503 Service Unavailable" (parquet)
+#   "the service process is busy and did not respond in time"  (the client's own timeout)
+_STATUS_IN_TEXT = re.compile(r"\b(?:HTTP|returned error|status)\s*:?\s*([1-5]\d\d)\b")
+_TRANSIENT_TEXT = re.compile(
+    r"giving up after|did not respond in time|service process is not running|deadline exceeded|"
+    r"timed? ?out|timeout|too many requests|rate limit|temporarily unavailable|bad gateway|"
+    r"service unavailable|gateway timeout|connection (?:reset|refused|aborted|closed)|broken pipe|"
+    r"\bEOF\b|error sending request|no such host|network is unreachable",
+    re.IGNORECASE)
+_TRANSIENT_TYPES = {"Timeout", "ReadTimeout", "ConnectTimeout", "TimeoutError", "ConnectionError",
                     "ChunkedEncodingError", "ProtocolError", "RemoteDisconnected", "IncompleteRead"}
-_TRANSIENT_TEXT = re.compile(r"too many requests|rate limit|timed? ?out|temporarily unavailable|"
-                             r"bad gateway|service unavailable|gateway timeout|connection (reset|refused|aborted)",
-                             re.IGNORECASE)
 
 
-def _http_status(exc: BaseException) -> int | None:
-    seen: set[int] = set()
+def _error_chain(exc: BaseException) -> list[BaseException]:
+    """exc and what it wraps (CommError.exc, __cause__, __context__), outermost first."""
+    chain: list[BaseException] = []
     stack: list[Any] = [exc]
     while stack:
-        obj = stack.pop()
-        if obj is None or id(obj) in seen:
+        obj = stack.pop(0)
+        if not isinstance(obj, BaseException) or any(obj is seen for seen in chain):
             continue
-        seen.add(id(obj))
-        for attr in ("status_code", "status", "code"):
-            value = getattr(obj, attr, None)
-            if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
-                return value
-        stack.extend([getattr(obj, "response", None), getattr(obj, "exc", None),
-                      getattr(obj, "__cause__", None), getattr(obj, "__context__", None)])
+        chain.append(obj)
+        stack.extend([getattr(obj, "exc", None), obj.__cause__, obj.__context__])
+    return chain
+
+
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status behind an error of the W&B client, from its fields or, once wandb-core has
+    given up retrying (status 0), from its message; None when there was no HTTP answer."""
+    chain = _error_chain(exc)
+    for error in chain:
+        for holder in (getattr(error, "response", None), error):
+            for attr in ("http_status", "status_code", "status", "code"):
+                value = getattr(holder, attr, None)
+                if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
+                    return value
+    for error in chain:
+        found = _STATUS_IN_TEXT.findall(str(error))
+        if found:
+            return int(found[-1])  # the last attempt's status
     return None
 
 
+def classify_error(exc: BaseException) -> str:
+    """`auth` (401/403), `not_found` (404, no such project or run), `transient` (429, 408, 5xx
+    but 501, timeouts, refused or dropped connections, wandb-core giving up after retries) or
+    `permanent` (the rest: a bad request, an answer that cannot be parsed)."""
+    status = http_status(exc)
+    if status in (401, 403):
+        return "auth"
+    if status == 404:
+        return "not_found"
+    if status in (408, 429) or (status is not None and status >= 500 and status != 501):
+        return "transient"
+    chain = _error_chain(exc)
+    if any("could not find project" in str(e).lower() or type(e).__name__ == "RunNotFoundError" for e in chain):
+        return "not_found"
+    if status is None and any(
+            isinstance(e, (TimeoutError, ConnectionError)) or type(e).__name__ in _TRANSIENT_TYPES
+            or _TRANSIENT_TEXT.search(str(e)) for e in chain):
+        return "transient"
+    return "permanent"
+
+
 def is_transient_error(exc: BaseException) -> bool:
-    """HTTP 429 / 5xx, timeouts and dropped connections are worth retrying; the rest are not."""
-    status = _http_status(exc)
-    if status is not None:
-        return status == 429 or status >= 500
-    if isinstance(exc, (TimeoutError, ConnectionError)):
-        return True
-    if any(cls.__name__ in _TRANSIENT_NAMES for cls in type(exc).__mro__):
-        return True
-    return bool(_TRANSIENT_TEXT.search(str(exc)))
+    """Worth trying again later (the run keeps its previous data): see classify_error."""
+    return classify_error(exc) == "transient"
 
 
+_WANDB_ERROR_TYPES = {"CommError", "AuthenticationError", "WandbApiFailedError"}
 
 
 def _describe(exc: BaseException) -> str:
-    return describe_error(exc, _http_status(exc))
+    """One line for a reason or an error message: the innermost message (the most specific), the
+    HTTP status, and for wandb-core's retries only the last error and the number of attempts:
+    'HTTP 503: service unavailable (wandb gave up after 4 attempts)'."""
+    chain = _error_chain(exc)
+    inner = next((e for e in reversed(chain) if str(e).strip()), exc)
+    text = " ".join(str(inner).split())
+    gave_up = re.search(r"giving up after (\d+) attempt\(s\)", text)
+    if gave_up:
+        last = text.rsplit("while retrying:", 1)[-1] if "while retrying:" in text else text[gave_up.end():]
+        last = re.sub(r'^[:\s]*(?:POST|GET|HEAD|Post|Get|Head) "[^"]*":\s*', "", last.strip(" :"))
+        text = f"{last} (wandb gave up after {gave_up.group(1)} attempts)"
+    status = http_status(exc)
+    if status is not None and str(status) not in text:
+        text = f"HTTP {status}: {text}"
+    if type(inner).__name__ not in _WANDB_ERROR_TYPES:
+        text = f"{type(inner).__name__}: {text}"
+    return redact_secrets(text)[:300]  # redacted before cut, so no part of a key survives
 
 
-class _RetriesExhausted(Exception):
-    def __init__(self, last: BaseException, attempts: int):
-        super().__init__(f"still failing after {attempts} attempts: {_describe(last)}")
-        self.last, self.attempts = last, attempts
-
-
-def _call_with_retries(func: Callable[[], Any], *, max_retries: int, backoff: float, max_backoff: float,
-                       sleep: Callable[[float], Any]) -> Any:
-    """func() with exponential backoff and full jitter on transient errors.
-
-    Non-transient errors propagate at once; transient ones after `max_retries` retries raise
-    _RetriesExhausted.
-    """
-    for attempt in range(max_retries + 1):
-        try:
-            return func()
-        except Exception as exc:  # noqa: BLE001 -- classified right here
-            if not is_transient_error(exc):
-                raise
-            if attempt == max_retries:
-                raise _RetriesExhausted(exc, attempt + 1) from None
-            sleep(min(max_backoff, backoff * 2**attempt) * (0.5 + random.random() / 2))
-    raise AssertionError("unreachable")
-
-
+# --------------------------------------------------------------------------------------------
+# Which keys, in how many scans
+# --------------------------------------------------------------------------------------------
 def needed_keys(available: Iterable[str], patterns: Sequence[str] = NEEDED_KEY_PATTERNS) -> list[str]:
     """The keys among `available` the analysis needs, sorted."""
     return sorted({k for k in available if any(fnmatch.fnmatchcase(k, p) for p in patterns)})
@@ -118,15 +225,16 @@ def needed_keys(available: Iterable[str], patterns: Sequence[str] = NEEDED_KEY_P
 def history_key_groups(keys: Iterable[str], counts: Mapping[str, int] | None = None) -> list[list[str]]:
     """Split keys into groups logged together, one `scan_history` call each.
 
-    `scan_history(keys=...)` returns only rows in which *all* requested keys are present, so keys
-    logged at different steps must not share a call: validation keys (every test_freq steps)
-    must not be fetched with per-step training keys. With `counts` (how many history rows hold
-    each key, from the run's historyKeys) keys logged equally often form one group: for verl,
-    one call for the per-step keys and one for the validation keys, instead of one per family
-    (every call costs a lastHistoryStep request plus its pages). The caller checks each group's
-    row count and refetches key by key if keys of equal counts were not logged together. Keys
-    without a count are grouped by family (the part before the first '/'): verl logs each family
-    from one place.
+    On live history `scan_history(keys=...)` returns only rows in which *all* requested keys
+    are present, so keys logged at different steps must not share a call: validation keys
+    (every test_freq steps) must not be fetched with per-step training keys. (On history the
+    server has exported to parquet it returns every step, with None for the keys a step lacks.)
+    With `counts` (how many history rows hold each key, from the run's historyKeys) keys logged
+    equally often form one group: for verl, one call for the per-step keys and one for the
+    validation keys, instead of one per family (every call costs a lastHistoryStep request plus
+    its pages). The caller checks each key's count in the rows and refetches key by key if keys
+    of equal counts were not logged together. Keys without a count are grouped by family (the
+    part before the first '/'): verl logs each family from one place.
     """
     counts = counts or {}
     groups: dict[Any, list[str]] = {}
@@ -136,13 +244,12 @@ def history_key_groups(keys: Iterable[str], counts: Mapping[str, int] | None = N
     return list(groups.values())
 
 
-def _history_key_counts(run: Any) -> dict[str, int]:
-    """key -> number of history rows holding it, from the run's `historyKeys` ({} if absent).
+def _history_key_counts(history_keys: Any) -> dict[str, int]:
+    """key -> number of history rows holding it, from a run's `historyKeys` ({} if absent).
 
     W&B's form: {"keys": {key: {"typeCounts": [{"type": "number", "count": N}, ...]}}, "lastStep": S}.
     """
-    info = _run_attr(run, "history_keys")
-    keys = info.get("keys") if isinstance(info, Mapping) else None
+    keys = history_keys.get("keys") if isinstance(history_keys, Mapping) else None
     if not isinstance(keys, Mapping):
         return {}
     counts = {}
@@ -167,19 +274,11 @@ def _run_attr(run: Any, *names: str) -> Any:
     return None
 
 
-def _run_available_keys(run: Any) -> set[str]:
-    keys: set[str] = set()
-    summary = _run_attr(run, "summary")
-    if summary is not None:
-        keys.update(str(k) for k in summary.keys())
-    history_keys = _run_attr(run, "history_keys")  # {"keys": {...}, "lastStep": N} on wandb.Api runs
-    if isinstance(history_keys, Mapping) and isinstance(history_keys.get("keys"), Mapping):
-        keys.update(str(k) for k in history_keys["keys"])
-    return keys
-
-
-def _api_run_status(run: Any) -> dict:
-    last_step = _run_attr(run, "lastHistoryStep")
+def _api_run_status(run: Any, last_step: Any = None) -> dict:
+    """state and heartbeat from the listing; the last step from `last_step` (the loaded run's
+    historyKeys) or else lastHistoryStep, which is one request."""
+    if last_step is None:
+        last_step = _run_attr(run, "lastHistoryStep")
     return {
         "state": normalise_run_state(_run_attr(run, "state")),
         "wandb_last_step": int(last_step) if isinstance(last_step, numbers.Real) and last_step >= 0 else None,
@@ -199,40 +298,62 @@ def _same_status(previous: Mapping, status: Mapping) -> bool:
             and int(previous["wandb_last_step"]) == status["wandb_last_step"])
 
 
-def _fetch_api_run(run: Any, path: str, previous: Mapping | None, retry: Callable[[Callable[[], Any]], Any],
-                   page_size: int, patterns: Sequence[str], scan_each_key: bool) -> dict:
-    """One W&B run -> a run entry, an exclusion, or {"kind": "reused"} / {"kind": "failed"}."""
+def _scan(run: Any, keys: list[str], page_size: int) -> list[dict]:
+    """`run.scan_history(keys)` with None values dropped (exported parquet history has None where
+    a step lacks a key; live history leaves the key out) and rows left with no key dropped."""
+    options: dict[str, Any] = {"keys": keys, "page_size": page_size}
+    try:  # wandb-core caches a run's full parquet export by run id, never refreshed: bypass it
+        if "use_cache" in inspect.signature(run.scan_history).parameters:
+            options["use_cache"] = False
+    except (TypeError, ValueError):
+        pass
+    rows = []
+    for row in run.scan_history(**options):
+        kept = {k: v for k, v in row.items() if v is not None}
+        if len(kept) > ("_step" in kept):
+            rows.append(kept)
+    return rows
+
+
+def _fetch_api_run(run: Any, path: str, previous: Mapping | None, page_size: int,
+                   patterns: Sequence[str], scan_each_key: bool) -> dict:
+    """One W&B run -> a run entry, an exclusion, {"kind": "reused"} or {"kind": "failed"}."""
     run_id = str(_run_attr(run, "id"))
     source = f"wandb:{path}/{run_id}"
     base = {"source": source, "run_id": run_id, "name": None}
     try:
         base["name"] = _run_attr(run, "name")
-        status = retry(lambda: _api_run_status(run))
-        if previous is not None and _same_status(previous, status):
-            return {"kind": "reused", "run_id": run_id}
-        config = retry(lambda: dict(_run_attr(run, "config") or {}))
+        if previous is not None:  # one light request decides whether the run changed
+            status = _api_run_status(run)
+            if _same_status(previous, status):
+                return {"kind": "reused", "run_id": run_id}
+        config = dict(_run_attr(run, "config") or {})  # loads the full run: config, historyKeys
         config = {k: unwrap_config_value(v) for k, v in config.items() if not str(k).startswith("_wandb")}
         meta = run_metadata(base["name"], config)
         if meta["reason"]:
             return {"kind": "excluded", "row": {**base, "reason": meta["reason"]}}
-        keys = needed_keys(retry(lambda: _run_available_keys(run)), patterns)
+        history_keys = _run_attr(run, "history_keys")
+        if previous is None:
+            last = history_keys.get("lastStep") if isinstance(history_keys, Mapping) else None
+            status = _api_run_status(run, last if isinstance(last, numbers.Real) else None)
+        counts = _history_key_counts(history_keys)
+        available = set(counts) if counts else {str(k) for k in (_run_attr(run, "summary") or {}).keys()}
+        keys = needed_keys(available, patterns)
         if not any(k.startswith("val-core/") for k in keys):
             return {"kind": "excluded", "row": {**base, "reason": REASON_NO_VALIDATION}}
         rows_by_step: dict[int, dict] = {}
-        counts = {} if scan_each_key else retry(lambda: _history_key_counts(run))
         groups = [[k] for k in keys] if scan_each_key else history_key_groups(keys, counts)
         for group in groups:
-            request = ["_step", *group]
-            rows = retry(lambda request=request: list(run.scan_history(keys=request, page_size=page_size)))
-            if len(group) > 1 and len(rows) < counts.get(group[0], 0):
-                # keys logged equally often but not at the same steps: the joint scan dropped
-                # rows, so fetch each key on its own (rare; nothing is lost)
-                rows = [row for key in group for row in retry(
-                    lambda key=key: list(run.scan_history(keys=["_step", key], page_size=page_size)))]
+            rows = _scan(run, ["_step", *group], page_size)
+            if len(group) > 1 and any(sum(k in row for row in rows) < counts.get(k, 0) for k in group):
+                # keys logged equally often but not at the same steps: the joint scan of live
+                # history dropped rows, so fetch each key on its own (rare; nothing is lost)
+                rows = [row for key in group for row in _scan(run, ["_step", key], page_size)]
             for row in rows:
                 step = row.get("_step")
                 if isinstance(step, numbers.Real) and math.isfinite(step):
                     rows_by_step.setdefault(int(step), {"_step": int(step)}).update(row)
+        tags = _run_attr(run, "tags")
         raw = {
             **base,
             "config": config,
@@ -241,26 +362,179 @@ def _fetch_api_run(run: Any, path: str, previous: Mapping | None, retry: Callabl
             "start_time": _run_attr(run, "created_at", "createdAt"),
             "updated_at": status["updated_at"],
             "wandb_last_step": status["wandb_last_step"],
+            "tags": [str(t) for t in tags] if isinstance(tags, (list, tuple)) else [],
+            "group": str(_run_attr(run, "group")) if _run_attr(run, "group") is not None else None,
         }
         return normalise_raw_run(raw)
-    except _RetriesExhausted as exc:
-        return {"kind": "failed", "run_id": run_id, "row": {**base, "reason": f"W&B API {exc}"}}
-    except Exception as exc:  # noqa: BLE001 -- a non-transient API error excludes this run only
+    except Exception as exc:  # noqa: BLE001 -- classified: transient keeps old data, others exclude
+        if is_transient_error(exc):
+            return {"kind": "failed", "run_id": run_id, "row": {**base, "reason": f"W&B API: {_describe(exc)}"}}
         return {"kind": "excluded", "row": {**base, "reason": f"W&B API error: {_describe(exc)}"}}
 
 
-def _make_wandb_api(timeout: float) -> Any:
+# --------------------------------------------------------------------------------------------
+# Parallel fetch with a time bound per run and for the whole fetch
+# --------------------------------------------------------------------------------------------
+def run_bounded(jobs: Sequence[Callable[[], Any]], *, max_workers: int, run_timeout: float,
+                total_timeout: float, timed_out: Callable[[int, str], Any],
+                done: Callable[[], Any] = lambda: None) -> list[Any]:
+    """Run jobs in at most `max_workers` threads; a job still running after `run_timeout` s, or
+    when `total_timeout` s have passed, is given up: its result is `timed_out(index, why)`.
+
+    The threads are daemons: a job given up (a request wandb-core keeps retrying, a Retry-After
+    of an hour) neither holds up the fetch nor the interpreter's exit; its late result is dropped.
+    An exception raised by a job (a bug: _fetch_api_run classifies every API error) is re-raised.
+    """
+    results: list[Any] = [None] * len(jobs)
+    finished: queue.Queue = queue.Queue()
+    running: dict[int, float] = {}  # job index -> start (monotonic)
+    start_all = time.monotonic()
+    next_job = 0
+
+    def work(index: int) -> None:
+        try:
+            finished.put((index, jobs[index](), None))
+        except BaseException as exc:  # noqa: BLE001 -- handed to the main thread
+            finished.put((index, None, exc))
+
+    def give_up(index: int, why: str) -> None:
+        results[index] = timed_out(index, why)
+        done()
+
+    while next_job < len(jobs) or running:
+        now = time.monotonic()
+        if now - start_all >= total_timeout:
+            for index in list(running):
+                del running[index]
+                give_up(index, f"not answered within the fetch's time bound of {total_timeout:g} s (CBS_WANDB_TIMEOUT)")
+            for index in range(next_job, len(jobs)):
+                give_up(index, f"not fetched within the fetch's time bound of {total_timeout:g} s (CBS_WANDB_TIMEOUT)")
+            break
+        while next_job < len(jobs) and len(running) < max_workers:
+            running[next_job] = now
+            threading.Thread(target=work, args=(next_job,), daemon=True, name=f"wandb-fetch-{next_job}").start()
+            next_job += 1
+        wake = min(min(running.values()) + run_timeout, start_all + total_timeout)
+        try:
+            index, result, error = finished.get(timeout=max(0.0, wake - time.monotonic()))
+        except queue.Empty:
+            now = time.monotonic()
+            for index, started in list(running.items()):
+                if now - started >= run_timeout:
+                    del running[index]
+                    give_up(index, f"no answer within {run_timeout:g} s (CBS_WANDB_RUN_TIMEOUT)")
+            continue
+        if index not in running:
+            continue  # given up earlier; its late result is dropped
+        del running[index]
+        if error is not None:
+            raise error
+        results[index] = result
+        done()
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# Connecting and listing: errors that say what to do
+# --------------------------------------------------------------------------------------------
+def _base_url() -> str:
+    url = os.environ.get("WANDB_BASE_URL", "").strip()
+    if url:
+        return url.rstrip("/")
     try:
-        import wandb
+        from wandb.sdk import wandb_setup
 
+        return str(wandb_setup.singleton().settings.base_url).rstrip("/")
+    except Exception:  # noqa: BLE001 -- only used in messages
+        return "the W&B server"
+
+
+def _has_credentials(base_url: str) -> bool | None:
+    """Whether wandb will find an API key for base_url without prompting (None: cannot tell)."""
+    if os.environ.get("WANDB_API_KEY", "").strip() or os.environ.get("WANDB_IDENTITY_TOKEN_FILE", "").strip():
+        return True
+    try:
+        from wandb.sdk.lib import wbauth
+
+        return wbauth.authenticate_session(host=base_url, source="cbs_rlvr", no_offline=True, prompt=False,
+                                           update_session=False) is not None
+    except Exception:  # noqa: BLE001 -- another wandb version: let wandb.Api() decide
+        return None
+
+
+def _configure_wandb(limits: WandbLimits) -> None:
+    """Hand the retry settings to wandb (global to this process: wandb reads its environment
+    only once, so a later change of WANDB__GRAPHQL_* would otherwise be ignored)."""
+    import wandb
+
+    try:
+        wandb.setup(settings=wandb.Settings(
+            x_graphql_retry_max=limits.graphql_retry_max,
+            x_graphql_retry_wait_min_seconds=limits.graphql_retry_wait_min,
+            x_graphql_retry_wait_max_seconds=limits.graphql_retry_wait_max,
+            x_graphql_timeout_seconds=limits.graphql_timeout,
+        ))
+    except (TypeError, ValueError) as exc:  # a wandb without these settings
+        _LOG.warning("wandb %s ignores the WANDB__GRAPHQL_* settings (%s)", wandb.__version__, exc)
+
+
+def _source_error(exc: BaseException, path: str, base_url: str, doing: str) -> DataSourceError:
+    """The one-line error for a failure to connect or to list the runs."""
+    entity = path.split("/", 1)[0]
+    status = http_status(exc)
+    detail = _describe(exc)
+    kind = classify_error(exc)
+    if kind == "auth" and status == 403:
+        return WandbCredentialsError(
+            f"the W&B API key has no access to entity {entity!r} at {base_url} (HTTP 403) while {doing}; "
+            f"check the entity name and your membership ({detail})")
+    if kind == "auth":
+        return WandbCredentialsError(
+            f"W&B at {base_url} rejected the API key (HTTP {status}) while {doing}; set a valid WANDB_API_KEY "
+            f"or run `wandb login --relogin` ({detail})")
+    if kind == "not_found":
+        return WandbNotFoundError(f"no W&B project {path} at {base_url} (HTTP 404); check the entity and "
+                                  f"project names in SOURCE=wandb:<entity>/<project> ({detail})")
+    if kind == "transient":
+        return SourceUnreachableError(f"W&B at {base_url} unreachable while {doing} ({detail}); "
+                                      "no snapshot written, the previous one is kept")
+    return DataSourceError(f"W&B error while {doing} wandb:{path}: {detail}")
+
+
+def _make_wandb_api(timeout: float, path: str = "") -> Any:
+    """A wandb.Api for WANDB_BASE_URL, with `timeout` s for each request to wait on wandb-core.
+    wandb.Api() already asks the server who the key belongs to: its errors are classified here."""
+    base_url = _base_url()
+    no_key = f"no W&B API key for {base_url}: set WANDB_API_KEY or run `wandb login`" + (
+        "" if base_url.endswith(("api.wandb.ai", "forge.coreweave.com")) else f" --host {base_url}")
+    if _has_credentials(base_url) is False:
+        raise WandbCredentialsError(no_key)
+    import wandb
+
+    try:
         # The key comes from WANDB_API_KEY or ~/.netrc, read by wandb itself; never touched here.
-        return wandb.Api(timeout=timeout)
-    except Exception as exc:  # noqa: BLE001 -- any failure here means the same to the user
-        raise DataSourceError(
-            f"cannot connect to W&B ({_describe(exc)}); set WANDB_API_KEY or run `wandb login`"
-        ) from None
+        return wandb.Api(timeout=max(1, math.ceil(timeout)))
+    except Exception as exc:  # noqa: BLE001 -- classified into one clear line
+        text = str(exc)
+        if "No API key" in text or "No authentication" in text:
+            raise WandbCredentialsError(no_key) from None
+        if type(exc).__name__ == "AuthenticationError" and classify_error(exc) == "permanent":
+            raise WandbCredentialsError(f"the W&B API key is not usable for {base_url} ({_describe(exc)}); set a "
+                                        "valid WANDB_API_KEY or run `wandb login --relogin`") from None
+        raise _source_error(exc, path, base_url, "checking the API key") from None
 
 
+def _list_runs(api: Any, path: str) -> list[Any]:
+    """A fresh listing: wandb.Api caches `runs()` per Api object, which would miss new runs."""
+    flush = getattr(api, "flush", None)
+    if callable(flush):
+        flush()
+    return list(api.runs(path))
+
+
+# --------------------------------------------------------------------------------------------
+# The fetch
+# --------------------------------------------------------------------------------------------
 def fetch_wandb_project(
     path: str,
     api: Any = None,
@@ -269,95 +543,114 @@ def fetch_wandb_project(
     max_workers: int = 8,
     *,
     page_size: int = 1000,
-    timeout: float = 60.0,
-    max_retries: int = 5,
-    backoff: float = 1.0,
-    max_backoff: float = 60.0,
-    sleep: Callable[[float], Any] | None = None,
+    limits: WandbLimits | None = None,
     progress: bool | None = None,
     key_patterns: Sequence[str] = NEEDED_KEY_PATTERNS,
     scan_each_key: bool = False,
 ) -> dict:
     """Fetch the runs of `entity/project` from a W&B server -> runs, history, excluded frames.
 
-    Only the needed keys (`key_patterns`), unsampled (`scan_history`), one call per key family
-    (`scan_each_key=True`: one call per key, for projects that log a family at mixed steps).
-    Runs are fetched in parallel by at most `max_workers` threads, with a tqdm bar on stderr
-    (default: only on a terminal). Transient errors (429, 5xx, timeouts) are retried with
-    exponential backoff and jitter; other errors exclude the run with the reason. Incremental: a
-    run whose state, last step and heartbeat equal those in `previous_runs` is not fetched again
-    (its rows from `previous_history` are reused). Also returns n_fetched, n_reused and warnings.
-    Raises SourceUnreachableError when listing the runs, or every run fetch, keeps failing.
+    Only the needed keys (`key_patterns`), unsampled (`scan_history`), grouped by how often they
+    were logged (`scan_each_key=True`: one call per key). Runs are fetched in parallel by at most
+    `max_workers` threads, with a tqdm bar on stderr (default: only on a terminal). `limits`
+    (default: `wandb_limits()` from the environment) bound each run and the whole fetch; wandb-core
+    retries transient errors. A run that fails with a transient error (429, 5xx, timeout, no
+    answer within the run's bound) keeps its data from `previous_runs`/`previous_history`,
+    flagged `stale`, with a warning; without previous data it is excluded with the reason, as
+    are runs with other errors. Incremental: a run whose state, last step and heartbeat equal
+    those in `previous_runs` is not fetched again. Also returns n_fetched, n_reused and warnings.
+
+    Raises WandbCredentialsError (no key, key rejected, no access to the entity),
+    WandbNotFoundError (no such project) or SourceUnreachableError (W&B unreachable, or every run
+    failed with transient errors), each with a one-line message.
     """
     from tqdm import tqdm
 
     path = path.strip().strip("/")
     prefix = f"wandb:{path}/"
+    limits = limits or wandb_limits()
+    base_url = _base_url()
     if api is None:
-        api = _make_wandb_api(timeout)
-
-    pause = sleep if sleep is not None else time.sleep  # injectable so tests need not wait
-
-    def retry(func: Callable[[], Any]) -> Any:
-        return _call_with_retries(func, max_retries=max_retries, backoff=backoff, max_backoff=max_backoff, sleep=pause)
-
+        _configure_wandb(limits)
+        api = _make_wandb_api(limits.run_timeout, path)
+    else:
+        base_url = str(getattr(api, "settings", {}).get("base_url") or base_url)
     try:
-        runs = retry(lambda: list(api.runs(path)))
-    except _RetriesExhausted as exc:
-        raise SourceUnreachableError(f"W&B source wandb:{path} unreachable: {exc}") from None
-    except Exception as exc:  # noqa: BLE001 -- 401/403/404 and the like: one clear line
-        raise DataSourceError(f"cannot list the runs of wandb:{path}: {_describe(exc)}") from None
+        runs = _list_runs(api, path)
+    except Exception as exc:  # noqa: BLE001 -- classified into one clear line
+        raise _source_error(exc, path, base_url, f"listing the runs of wandb:{path}") from None
 
     previous_by_id: dict[str, dict] = {}
     if previous_runs is not None and len(previous_runs) and previous_history is not None:
         mask = previous_runs["source"].astype(str).str.startswith(prefix)
         previous_by_id = {str(r["run_id"]): r for r in previous_runs[mask].to_dict("records")}
 
-    results: list[dict] = []
+    def job(run: Any) -> Callable[[], dict]:
+        run_id = str(_run_attr(run, "id"))
+        return lambda: _fetch_api_run(run, path, previous_by_id.get(run_id), page_size, key_patterns, scan_each_key)
+
+    def timed_out(index: int, why: str) -> dict:
+        run = runs[index]
+        run_id = str(_run_attr(run, "id"))
+        row = {"source": f"{prefix}{run_id}", "run_id": run_id, "name": _run_attr(run, "name"),
+               "reason": f"W&B API: {why}"}
+        return {"kind": "failed", "run_id": run_id, "row": row}
+
     show = sys.stderr.isatty() if progress is None else progress
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, int(max_workers))) as pool:
-        futures = [
-            pool.submit(_fetch_api_run, run, path, previous_by_id.get(str(_run_attr(run, "id"))), retry,
-                        page_size, key_patterns, scan_each_key)
-            for run in runs
-        ]
-        with tqdm(total=len(futures), desc=f"wandb:{path}", unit="run", file=sys.stderr, disable=not show) as bar:
-            for future in concurrent.futures.as_completed(futures):
-                results.append(future.result())
-                bar.update(1)
+    with tqdm(total=len(runs), desc=f"wandb:{path}", unit="run", file=sys.stderr, disable=not show) as bar:
+        results = run_bounded([job(run) for run in runs], max_workers=max(1, int(max_workers)),
+                              run_timeout=limits.run_timeout, total_timeout=limits.total_timeout,
+                              timed_out=timed_out, done=lambda: bar.update(1))
 
     failed = [r for r in results if r["kind"] == "failed"]
-    attempted = [r for r in results if r["kind"] != "reused"]
-    if attempted and len(failed) == len(attempted):
+    if failed and len(failed) == len(results):
         raise SourceUnreachableError(
-            f"W&B source wandb:{path} unreachable: all {len(failed)} run fetches failed "
-            f"({failed[0]['row']['reason']})"
-        )
+            f"W&B at {base_url} unreachable: all {len(failed)} runs of wandb:{path} failed "
+            f"({failed[0]['row']['reason']}); no snapshot written, the previous one is kept")
+    return _assemble(results, previous_by_id, previous_history, path)
+
+
+def _assemble(results: list[dict], previous_by_id: dict[str, dict], previous_history: pd.DataFrame | None,
+              path: str) -> dict:
+    """Fetched, reused and failed runs -> the snapshot frames, n_fetched, n_reused, warnings."""
     entries: list[dict] = []
     warnings_: list[str] = []
     reuse_ids = {r["run_id"] for r in results if r["kind"] == "reused"}
+    stale: set[str] = set()
+    lost: list[str] = []
     for result in results:
         if result["kind"] == "failed" and result["run_id"] in previous_by_id:
             # a transient outage should not drop a run we already have: keep the old data, flagged
             reuse_ids.add(result["run_id"])
-            warnings_.append(f"{result['row']['source']}: {result['row']['reason']}; kept the previous snapshot's data")
+            stale.add(result["run_id"])
+            warnings_.append(f"{result['row']['source']}: {result['row']['reason']}; kept the previous "
+                             "snapshot's data (flagged stale)")
         elif result["kind"] == "failed":
+            lost.append(result["run_id"])
             entries.append({"kind": "excluded", "row": result["row"]})
         elif result["kind"] != "reused":
             entries.append(result)
-    stale = {r["run_id"] for r in results if r["kind"] == "failed"}
+    if stale or lost:
+        example = next(r["row"]["reason"] for r in results if r["kind"] == "failed")
+        _LOG.warning("wandb:%s: %d of %d runs could not be fetched (%s): %s", path, len(stale) + len(lost),
+                     len(results), example,
+                     "; ".join(filter(None, [f"{len(stale)} kept from the previous snapshot, flagged stale"
+                                             if stale else "", f"{len(lost)} without previous data, listed in "
+                                             "excluded_runs.csv" if lost else ""])))
     if reuse_ids:
-        grouped = dict(tuple(previous_history[previous_history["run_id"].astype(str).isin(reuse_ids)].groupby("run_id", sort=False)))
+        grouped = dict(tuple(previous_history[previous_history["run_id"].astype(str).isin(reuse_ids)]
+                             .groupby("run_id", sort=False)))
         for run_id in sorted(reuse_ids):
             row = {k: (None if not isinstance(v, str) and pd.isna(v) else v) for k, v in previous_by_id[run_id].items()
                    if k in RUNS_COLUMNS}
+            flags = [f for f in str(row.get("flags") or "").split(";") if f and f != "stale"]
             if run_id in stale:
-                row["flags"] = ";".join(f for f in [row.get("flags") or "", "stale"] if f)
+                flags.append("stale")  # (an unchanged run reused as it is is up to date: no flag)
+            row["flags"] = ";".join(flags)
             history = grouped.get(run_id, pd.DataFrame(columns=["run_id", "step"])).drop(columns="run_id")
             history = history.dropna(axis=1, how="all") if len(history) else history
             entries.append({"kind": "run", "row": row, "history": history.reset_index(drop=True)})
     frames = assemble_snapshot_frames(entries)
-    return {**frames, "n_fetched": len(attempted) - len(failed), "n_reused": len(reuse_ids),
-            "warnings": warnings_}
-
-
+    n_failed = sum(1 for r in results if r["kind"] == "failed")
+    n_attempted = sum(1 for r in results if r["kind"] != "reused")
+    return {**frames, "n_fetched": n_attempted - n_failed, "n_reused": len(reuse_ids), "warnings": warnings_}

@@ -1,0 +1,57 @@
+"""Shared fixtures: `wandb_endpoint` points this process's real wandb client at a local W&B
+endpoint (tests/wandb_server.py) with short time bounds, set through the same environment
+variables a user would set."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from wandb_server import WandbServer  # noqa: E402
+
+# Short bounds for tests: one retry after 1 s, 3 s per attempt, 10 s per run.
+FAST_LIMITS = {"WANDB__GRAPHQL_RETRY_MAX": "1", "WANDB__GRAPHQL_RETRY_WAIT_MIN_SECONDS": "1",
+               "WANDB__GRAPHQL_RETRY_WAIT_MAX_SECONDS": "1", "WANDB__GRAPHQL_TIMEOUT_SECONDS": "3",
+               "CBS_WANDB_RUN_TIMEOUT": "10", "CBS_WANDB_TIMEOUT": "120"}
+
+
+@pytest.fixture(scope="session")
+def wandb_dirs(tmp_path_factory) -> dict:
+    """Where wandb (and its wandb-core sidecar) keep config, cache, data and run dirs in tests."""
+    root = tmp_path_factory.mktemp("wandb_client")
+    return {name: str(root / name.split("_")[1].lower())
+            for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_DIR")}
+
+
+def client_environ(environ, server: WandbServer, dirs: dict, **extra: str) -> dict:
+    """`environ` without any WANDB_* or CBS_WANDB_* variable, plus what a client of `server` needs."""
+    env = {k: v for k, v in environ.items() if not k.startswith(("WANDB_", "CBS_WANDB_"))}
+    env.update(server.client_env(**dirs, **FAST_LIMITS))
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def wandb_endpoint(monkeypatch, wandb_dirs):
+    """Factory: `wandb_endpoint(runs, **server_options)` starts a WandbServer (stopped after the
+    test) and points this process's wandb at it, with FAST_LIMITS."""
+    import os
+
+    servers: list[WandbServer] = []
+
+    def start(runs=(), **options) -> WandbServer:
+        server = WandbServer(runs, lifetime=300, **options).start()
+        servers.append(server)
+        for key in [k for k in os.environ if k.startswith(("WANDB_", "CBS_WANDB_"))]:
+            monkeypatch.delenv(key)
+        for key, value in client_environ({}, server, wandb_dirs).items():
+            monkeypatch.setenv(key, value)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
