@@ -60,13 +60,14 @@ $(shell mkdir -p "$(OUT)/.make"; [ "$$(cat "$(OUT)/.make/source.txt" 2>/dev/null
 endif
 
 snapshot: $(STAMP)
-	@"$(PY)" -m cbs_rlvr snapshot --source "$(SOURCE)" --out "$(OUT)"
+	@"$(PY)" -m cbs_rlvr snapshot --source "$(SOURCE)" --out "$(OUT)" --params-dir "$(PARAMS)"
 	@mkdir -p "$(OUT)/.make" && touch "$(SNAPSHOT_STAMP)"
 
 # The snapshot command rewrites manifest.json only when the content changed, so the
-# notebooks (which depend on the manifest) re-run only when the data did.
-$(SNAPSHOT_STAMP): $(SOURCE_FILES) $(OUT)/.make/source.txt $(CODE) | $(STAMP)
-	@"$(PY)" -m cbs_rlvr snapshot --source "$(SOURCE)" --out "$(OUT)"
+# notebooks (which depend on the manifest) re-run only when the data did. The params files
+# decide which runs a phase selects (the others are listed in excluded_runs.csv).
+$(SNAPSHOT_STAMP): $(SOURCE_FILES) $(OUT)/.make/source.txt $(CODE) $(wildcard $(PARAMS)/*.yaml) | $(STAMP)
+	@"$(PY)" -m cbs_rlvr snapshot --source "$(SOURCE)" --out "$(OUT)" --params-dir "$(PARAMS)"
 	@touch $@
 $(SNAPSHOT): $(SNAPSHOT_STAMP)
 FORCE:

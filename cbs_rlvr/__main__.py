@@ -30,7 +30,8 @@ def _snapshot(args: argparse.Namespace) -> int:
         options = {"max_workers": args.workers}
         if args.no_progress:
             options["progress"] = False
-        snapshot = build_snapshot(args.source, previous_dir=args.previous or args.out, **options)
+        snapshot = build_snapshot(args.source, previous_dir=args.previous or args.out,
+                                  params_dir=args.params_dir, **options)
         unchanged = snapshot_unchanged(snapshot["manifest"], args.out)
         if not unchanged:
             write_snapshot(snapshot, args.out)
@@ -94,6 +95,9 @@ def parser() -> argparse.ArgumentParser:
                       help="earlier snapshot for an incremental W&B fetch (default: --out)")
     snap.add_argument("--workers", type=int, default=8, help="parallel W&B fetches (default: 8)")
     snap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    snap.add_argument("--params-dir", default=None,
+                      help="the phases' params files: runs no phase selects go to excluded_runs.csv "
+                           "(default: select runs by their cbs_<phase>_np<N>_nr<M> name)")
     snap.set_defaults(run=_snapshot)
     plan = commands.add_parser("plan", help="print the make rules of the report")
     plan.add_argument("--params-dir", default="params", help="the phases' params files (default: params)")
