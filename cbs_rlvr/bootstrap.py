@@ -298,7 +298,8 @@ def fit_phase(runs: pd.DataFrame, history: pd.DataFrame, metric: str, thresholds
                 kinds = (["replicates"] if multi[ok].any() else []) + (
                     ["eval-noise"] if (~multi[ok]).any() else [])
                 return np.nan_to_num(Y, nan=0.0, neginf=0.0), Wt, Cc, "+".join(kinds)
-        res = _fit_table(B[ok], S_[ok], c_[ok], K, seed, notes, groups=B[ok], tables=tables,
+        # each batch point (n_prompts, n_rollouts, configuration) weighs 1, as in the bootstrap
+        res = _fit_table(B[ok], S_[ok], c_[ok], K, seed, notes, groups=gkey.to_numpy()[ok], tables=tables,
                          ci_note=boot_note)
         res["threshold"] = t
         res["units"] = "optimizer updates" if units == "updates" else "rollout steps"

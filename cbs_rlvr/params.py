@@ -29,7 +29,7 @@ PARAM_SPEC = {  # key: (types, required)
     "thresholds": ((list,), True),
     "sections": ((list,), True),
     "two_axis_phases": ((list,), False),
-    "select": ((dict,), False),
+    "select": ((dict, type(None)), False),
     "metaparameters": ((list,), False),
 }
 #: The criteria `select` accepts (see params/README.md and cbs_rlvr/select.py).

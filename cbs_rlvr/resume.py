@@ -234,3 +234,16 @@ def stitch_resumed_runs(entries: Sequence[Mapping]) -> list[dict]:
         for chain in chains:
             out.append(chain[0] if len(chain) == 1 else _stitch(chain))
     return out
+
+
+def resumed_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The stitched runs of a runs table: name, run_id (the first segment's), segment_run_ids,
+    n_segments, resumed_at (the checkpoint steps it restarted from), resume_lost_steps and
+    resume_lost_time_s (steps the crashed segment had trained past its checkpoint, trained
+    again after the restart), last_step, state. Empty when no run was resumed."""
+    cols = ["name", "run_id", "segment_run_ids", "n_segments", "resumed_at", "resume_lost_steps",
+            "resume_lost_time_s", "last_step", "state"]
+    if "n_segments" not in runs.columns:
+        return pd.DataFrame(columns=cols)
+    stitched = runs[pd.to_numeric(runs["n_segments"], errors="coerce").fillna(1) > 1]
+    return stitched[[c for c in cols if c in stitched.columns]].reset_index(drop=True)

@@ -19,6 +19,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .params import DEFAULT_METAPARAMETERS as _DEFAULT_METAPARAMETERS
@@ -73,16 +74,18 @@ def select_runs(runs: pd.DataFrame, params: Mapping) -> pd.Series:
     if select.get("tags"):
         wanted = set(normalise_tags(select["tags"]))
         tags = runs["tags"] if "tags" in runs.columns else pd.Series([None] * len(runs), index=runs.index)
-        mask &= [wanted <= set(normalise_tags(t)) for t in tags]
+        mask &= np.array([wanted <= set(normalise_tags(t)) for t in tags], dtype=bool)
     if select.get("group"):
         groups = runs["group"] if "group" in runs.columns else pd.Series([None] * len(runs), index=runs.index)
-        mask &= [not _missing(g) and fnmatch.fnmatchcase(str(g), str(select["group"])) for g in groups]
+        mask &= np.array([not _missing(g) and fnmatch.fnmatchcase(str(g), str(select["group"])) for g in groups],
+                         dtype=bool)
     if select.get("name"):
-        mask &= [isinstance(n, str) and fnmatch.fnmatchcase(n, str(select["name"])) for n in runs["name"]]
+        mask &= np.array([isinstance(n, str) and fnmatch.fnmatchcase(n, str(select["name"])) for n in runs["name"]],
+                         dtype=bool)
     if select.get("config"):
         configs = _config_dicts(runs)
         for key, wanted in select["config"].items():
-            mask &= [_value_matches(config_lookup(c, str(key)), wanted) for c in configs]
+            mask &= np.array([_value_matches(config_lookup(c, str(key)), wanted) for c in configs], dtype=bool)
     return mask.astype(bool)
 
 
@@ -179,3 +182,34 @@ def configuration_labels(runs: pd.DataFrame, keys: Sequence[str] = DEFAULT_METAP
     values = metaparameter_values(runs, keys)
     return pd.Series([", ".join(f"{col}={_format(v)}" for col, v in row.items())
                       for row in values.to_dict("records")], index=runs.index, dtype=object)
+
+
+def selection_description(params: Mapping) -> str:
+    """How a phase selects its runs, in words."""
+    select = params.get("select")
+    if not select:
+        return f"by name: cbs_{params['phase']}_np<N>_nr<M>"
+    parts = []
+    if select.get("tags"):
+        parts.append(f"W&B tags {', '.join(map(str, select['tags']))}")
+    if select.get("group"):
+        parts.append(f"W&B group {select['group']!r}")
+    if select.get("name"):
+        parts.append(f"name matching {select['name']!r}")
+    if select.get("config"):
+        parts.append("config " + ", ".join(f"{k} = {v!r}" for k, v in select["config"].items()))
+    return "by " + " and ".join(parts)
+
+
+def configuration_counts(runs: pd.DataFrame, keys: Sequence[str] = DEFAULT_METAPARAMETERS) -> pd.DataFrame:
+    """Per batch size (n_prompts, n_rollouts): how many configurations (metaparameter values)
+    and runs it has, and the configurations by name. Several configurations at one batch size
+    mean a sweep of that metaparameter: the analysis uses the best one there (the envelope)."""
+    labels = configuration_labels(runs, keys)
+    table = pd.DataFrame({"n_prompts": runs["n_prompts"].to_numpy(), "n_rollouts": runs["n_rollouts"].to_numpy(),
+                          "configuration": labels.to_numpy(), "run_id": runs["run_id"].to_numpy()})
+    out = table.groupby(["n_prompts", "n_rollouts"], sort=True).agg(
+        n_configs=("configuration", "nunique"), n_runs=("run_id", "size"),
+        configurations=("configuration", lambda c: "; ".join(sorted(set(c))))).reset_index()
+    out.insert(2, "total_batch", out["n_prompts"] * out["n_rollouts"])
+    return out

@@ -139,7 +139,8 @@ def fastest_batch(wall_clock: pd.DataFrame, by: str = "time_to_target_h") -> pd.
     least wall-clock time (`by`; median over replicates that reach it; with a metaparameter
     sweep, the best configuration at each batch size). `undetermined` is True when a run that
     never reached the target had stopped earlier than that (its time is only a lower bound, so
-    it might have been faster). Values are plain floats (NaN, never pd.NA, where unknown)."""
+    it might have been faster). `value`: the winner's `by`. Values are plain floats (NaN, never
+    pd.NA, where unknown)."""
     rows = []
     wall = wall_clock.copy()
     if "configuration" not in wall.columns:
@@ -159,10 +160,10 @@ def fastest_batch(wall_clock: pd.DataFrame, by: str = "time_to_target_h") -> pd.
                      "total_batch": best["total_batch"], "configuration": best["configuration"],
                      "time_to_target_h": _float(best["time_to_target_h"]),
                      "gpu_hours": _float(best["gpu_hours"]), "S_B": _float(best["S_B"]),
-                     "n_configs": len(agg),
+                     "value": _float(best["value"]), "n_configs": len(agg),
                      "undetermined": bool((cens[by].astype(float) < _float(best["value"])).any())})
     out = pd.DataFrame(rows)
-    for col in ("time_to_target_h", "gpu_hours", "S_B"):
+    for col in ("time_to_target_h", "gpu_hours", "S_B", "value"):
         if col in out:
             out[col] = out[col].astype(float)
     return int_columns(out, ("n_prompts", "n_rollouts", "total_batch"))
