@@ -41,22 +41,27 @@ def configuration_table(sb_eb: pd.DataFrame) -> pd.DataFrame:
         agg["lr"] = ("lr", "first")
     table = df.groupby(keys, sort=True, dropna=False).agg(**agg).reset_index()
     table["censored"] = table["censored"].astype(bool)
-    table["chosen"] = False
-    table["undetermined"] = False
-    table["n_configs"] = table.groupby(_POINT, dropna=False)["configuration"].transform("size")
-    for _, idx in table.groupby(_POINT, dropna=False, sort=False).groups.items():
-        sub = table.loc[idx]
-        finite = sub[np.isfinite(sub["S_B"])]
-        if finite.empty:
-            table.loc[idx[0], "chosen"] = True
-            continue
-        reached = finite[~finite["censored"]]
-        pool = reached if len(reached) else finite
-        best = pool["S_B"].idxmin()
-        table.loc[best, "chosen"] = True
-        if len(reached):
-            others = finite[finite["censored"] & (finite.index != best)]
-            table.loc[best, "undetermined"] = bool((others["S_B"] < table.loc[best, "S_B"]).any())
+    # the choice, vectorised over the (threshold, batch size) groups (a phase may hold thousands)
+    gid = table.groupby(_POINT, dropna=False, sort=False).ngroup().to_numpy()
+    S = table["S_B"].to_numpy(dtype=float)
+    cens = table["censored"].to_numpy(dtype=bool)
+    finite = np.isfinite(S)
+    reached = finite & ~cens
+
+    def group_reduce(values, how):
+        return pd.Series(values).groupby(gid).transform(how).to_numpy()
+
+    has_reached = group_reduce(reached, "any").astype(bool)
+    candidate = np.where(has_reached, reached, finite)
+    S_cand = np.where(candidate, S, np.inf)
+    best = candidate & (S_cand == group_reduce(S_cand, "min"))
+    first_best = best & (group_reduce(best.astype(int), "cumsum") == 1)
+    no_finite = ~group_reduce(finite, "any").astype(bool)
+    first_row = pd.Series(gid).groupby(gid).cumcount().to_numpy() == 0
+    table["chosen"] = first_best | (no_finite & first_row)
+    stopped = np.where(finite & cens, S, np.inf)
+    table["undetermined"] = table["chosen"].to_numpy() & has_reached & (group_reduce(stopped, "min") < S)
+    table["n_configs"] = pd.Series(gid).map(pd.Series(gid).value_counts()).to_numpy()
     return table
 
 

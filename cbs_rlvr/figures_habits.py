@@ -106,7 +106,10 @@ def plot_step_time(step_times: pd.DataFrame, model: dict, title: str = "") -> Fi
         ax.set_title(f"{model['formula']}, R² = {model['r2']:.3f}")
     else:
         ax.set_title("step-time model: insufficient data")
-    ax.legend(loc="upper left")
+    if len(step_times):
+        ax.legend(loc="upper left")
+    else:
+        ax.text(0.5, 0.5, "no run logs a step time", ha="center", va="center", transform=ax.transAxes)
     if title:
         fig.suptitle(title)
     return fig

@@ -167,7 +167,8 @@ def _stitch(chain: list[dict]) -> dict:
     if changed:
         flags.append(f"resume_config_changed:{len(changed)}")
     first, last = rows[0], rows[-1]
-    sources = list(dict.fromkeys(s for r in rows for s in str(r.get("source") or "").split(";") if s))
+    sources = list(dict.fromkeys(s for r in rows if not _missing(r.get("source"))
+                                 for s in str(r["source"]).split(";") if s))
     row = {
         **first,
         "state": last.get("state"),

@@ -80,7 +80,8 @@ def wall_clock_table(runs: pd.DataFrame, history: pd.DataFrame, metric: str, thr
     time (counted in n_steps_imputed). testing_h / checkpoint_h: validation and checkpoint time
     (`timing_s/testing`, `timing_s/save_checkpoint`) over the same steps; time_to_target_with_
     overhead_h = training + both. overhead_in_step_time: which of them the logged step time
-    contained (read from the data, see overhead_included). GPU-hours = hours x n_gpus where the
+    contained (read from the data, see overhead_included): `testing`, `save_checkpoint`, both
+    joined by `+`, `none`, or `not logged` (no run step logs either, so nothing to tell). GPU-hours = hours x n_gpus where the
     config gives GPU counts (NaN otherwise). mean_step_time_s: mean training step time.
     configuration / in_envelope as in the S(B) table (metaparameter sweeps).
     """
@@ -98,14 +99,16 @@ def wall_clock_table(runs: pd.DataFrame, history: pd.DataFrame, metric: str, thr
             key = next((k for k in time_keys if k in h.columns and np.isfinite(h[k].to_numpy(dtype=float)).any()), None)
         train = testing = ckpt = np.full(len(thr), np.nan)
         n_imp = np.zeros(len(thr), dtype=int)
-        mean_step, inside = np.nan, []
+        mean_step, inside, checked = np.nan, [], False
         if key is not None:
             last = int(max(np.nanmax(h["step"].to_numpy(dtype=float)), np.nanmax(s) if len(s) else 0))
             t_step, missing = per_step_values(h["step"], h[key], last)
             over = {name: _overhead_array(h, k, last) for name, k in OVERHEAD_KEYS.items()}
-            t_train = t_step.copy()
+            t_train, checked = t_step.copy(), False
             for name, o in over.items():
-                if overhead_included(np.where(missing, np.nan, t_step), o):
+                included = overhead_included(np.where(missing, np.nan, t_step), o)
+                checked |= included is not None
+                if included:
                     inside.append(name)
                     t_train = t_train - o
             train, n_imp = cumulative_at(t_train, missing, S)
@@ -127,7 +130,8 @@ def wall_clock_table(runs: pd.DataFrame, history: pd.DataFrame, metric: str, thr
                          "gpu_hours": secs / 3600.0 * n_gpus,
                          "gpu_hours_with_overhead": total / 3600.0 * n_gpus,
                          "mean_step_time_s": mean_step, "n_steps_imputed": int(n_imp[j]),
-                         "time_key": key, "overhead_in_step_time": "+".join(inside) or "none"})
+                         "time_key": key,
+                         "overhead_in_step_time": "+".join(inside) or ("none" if checked else "not logged")})
     out = int_columns(pd.DataFrame(rows), ("n_prompts", "n_rollouts", "total_batch"))
     if len(out):
         out["in_envelope"] = in_envelope(out)
@@ -195,7 +199,9 @@ def step_time_model(wall_or_runs: pd.DataFrame, terms: str = "auto",
     both n_prompts and n_rollouts vary, T_step = a + b_B B + b_p n_prompts (terms='B+prompts':
     a per-sample cost (generation, log-probs, updates) and a per-prompt cost (prompt prefill,
     which rollouts of one prompt share; per-group work)). terms='auto' takes the second when at
-    least two values of each axis and five runs make it identifiable.
+    least two values of each axis and five runs make it identifiable, and T_step = a + b_p
+    n_prompts (terms='prompts', `B_fixed` in the result) for an iso-batch phase, where only the
+    split of one B varies (predict_step_time then answers only at that B).
 
     Input: a wall_clock_table or a per-run table with n_prompts, n_rollouts and `time_col`
     (one mean step time per run). Ordinary least squares over the runs.
@@ -213,13 +219,18 @@ def step_time_model(wall_or_runs: pd.DataFrame, terms: str = "auto",
            if n else (np.nan, np.nan)}
     both = table["n_prompts"].nunique() >= 2 and table["n_rollouts"].nunique() >= 2 if n else False
     if terms == "auto":
-        terms = "B+prompts" if both and n >= 5 else "B"
-    names = ["a", "b_B"] + (["b_p"] if terms == "B+prompts" else [])
+        one_b = n and table["total_batch"].nunique() == 1
+        terms = "prompts" if one_b and both else "B+prompts" if both and n >= 5 else "B"
+    columns = {"B": ["total_batch"], "B+prompts": ["total_batch", "n_prompts"], "prompts": ["n_prompts"]}[terms]
+    names = ["a"] + [{"total_batch": "b_B", "n_prompts": "b_p"}[c] for c in columns]
     out["terms"] = names
-    out["formula"] = ("T_step = a + b_B·B + b_p·n_prompts" if terms == "B+prompts" else "T_step = a + b_B·B")
-    X = np.column_stack([np.ones(n), table["total_batch"].to_numpy()] +
-                        ([table["n_prompts"].to_numpy()] if terms == "B+prompts" else []))
-    if n <= len(names) or table["total_batch"].nunique() < 2 or np.linalg.matrix_rank(X) < len(names):
+    out["formula"] = {"B": "T_step = a + b_B·B", "B+prompts": "T_step = a + b_B·B + b_p·n_prompts",
+                      "prompts": "T_step = a + b_p·n_prompts"}[terms]
+    if terms == "prompts":  # an iso-batch phase: how the split of one B changes the step time
+        out["B_fixed"] = float(table["total_batch"].iloc[0])
+        out["formula"] += f" (at B = {out['B_fixed']:.0f})"
+    X = np.column_stack([np.ones(n)] + [table[c].to_numpy() for c in columns])
+    if n <= len(names) or table[columns[0]].nunique() < 2 or np.linalg.matrix_rank(X) < len(names):
         out["reason"] = (f"{n} run(s) at {table['total_batch'].nunique() if n else 0} batch size(s): "
                          f"too few to fit {out['formula']} with an uncertainty")
         return out
@@ -246,10 +257,13 @@ def predict_step_time(model: dict, n_prompts, n_rollouts) -> tuple[np.ndarray, n
     n_p, n_r = np.broadcast_arrays(np.asarray(n_prompts, dtype=float), np.asarray(n_rollouts, dtype=float))
     if model.get("status") != "ok":
         return np.full(n_p.shape, np.nan), np.full(n_p.shape, np.nan)
-    X = [np.ones(n_p.shape), n_p * n_r] + ([n_p] if "b_p" in model["coef"] else [])
-    X = np.stack(X, axis=-1)
+    term = {"a": np.ones(n_p.shape), "b_B": n_p * n_r, "b_p": n_p}
+    X = np.stack([term[k] for k in model["terms"]], axis=-1)
     beta = np.array([model["coef"][k] for k in model["terms"]])
     cov = np.asarray(model["cov"])
     pred = X @ beta
     se = np.sqrt(np.einsum("...i,ij,...j->...", X, cov, X))
+    if "B_fixed" in model:  # an iso-batch model holds at its batch size only
+        off = ~np.isclose(n_p * n_r, model["B_fixed"])
+        pred, se = np.where(off, np.nan, pred), np.where(off, np.nan, se)
     return pred, se

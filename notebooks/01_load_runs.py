@@ -77,7 +77,7 @@ for row in resumed.itertuples():
 if resumed.empty:
     print("No run of this phase was resumed from a checkpoint: no run of the same name starts after "
           "step 1, so every run here is a whole training run.")
-resumed
+resumed if len(resumed) else None
 
 # %% [markdown]
 # ## Learning rates and updates per step at each batch size

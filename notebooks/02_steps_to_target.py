@@ -128,14 +128,17 @@ if updates.nunique() > 1:
               f"{ch.format_ci(s_row.B_noise, s_row.B_noise_lo, s_row.B_noise_hi)} samples per rollout step "
               f"({s_row.status}); {ch.format_ci(u_row.B_noise, u_row.B_noise_lo, u_row.B_noise_hi)} samples "
               f"per optimizer update ({u_row.status}), S_min = {u_row.S_min:.1f} updates")
+elif len(updates) and updates.iloc[0] == 1:
+    print("Every run makes one optimizer update per rollout step (ppo_mini_batch_size = train_batch_size, "
+          "ppo_epochs = 1): S in optimizer updates equals S in rollout steps.")
 elif len(updates):
-    print(f"Every run makes {updates.iloc[0]} optimizer update(s) per rollout step: S in updates is "
+    print(f"Every run makes {updates.iloc[0]} optimizer updates per rollout step: S in updates is "
           f"{updates.iloc[0]} × S, and B_noise per update is B_noise / {updates.iloc[0]}.")
 else:
     print("The run configs do not give ppo_mini_batch_size: updates per step unknown, S is in rollout "
           "steps only.")
 envelope.pivot_table(index=["total_batch", "updates_per_step"], columns="threshold", values="S_updates",
-                     aggfunc="median").round(1) if len(updates) else None
+                     aggfunc="median").round(1) if updates.nunique() > 1 else None
 
 # %% [markdown]
 # ## Samples generated and samples trained on
@@ -196,8 +199,9 @@ else:
 # ## Answer
 
 # %%
-print(f"S in rollout steps; B_noise in samples per rollout step (B = n_prompts × n_rollouts). "
-      f"{len(swept)} batch size(s) with several configurations, the best one used at each.")
+print("S in rollout steps; B_noise in samples per rollout step (B = n_prompts × n_rollouts); "
+      + (f"{len(swept)} batch size(s) with several configurations, the best one used at each."
+         if len(swept) else "one configuration (learning rate) per batch size."))
 for row in cbs_fit.itertuples():
     if row.status in ("insufficient", "failed"):
         print(f"acc ≥ {row.threshold:g}: no B_noise, {row.status}: {row.reason}")

@@ -56,14 +56,22 @@ per_run = wall.drop_duplicates("run_id")
 logged = {"validation": history.get("timing_s/testing"), "checkpoint": history.get("timing_s/save_checkpoint")}
 for what, values in logged.items():
     print(f"{what} time: " + ("logged" if values is not None and values.notna().any() else "not logged"))
-inside = per_run["overhead_in_step_time"].value_counts()
+inside = per_run.loc[per_run["time_key"].notna(), "overhead_in_step_time"].value_counts()
 for how, n in inside.items():
-    print(f"{n} run(s): the logged step time contains {'nothing else' if how == 'none' else how.replace('+', ' and ')}"
-          + (" (subtracted from the training time)" if how != "none" else ""))
+    if how == "not logged":
+        print(f"{n} run(s) log no validation or checkpoint time: their step time is taken as it is.")
+    elif how == "none":
+        print(f"{n} run(s): the logged step time contains neither (as verl >= 0.6 times it).")
+    else:
+        print(f"{n} run(s): the logged step time contains {how.replace('+', ' and ')} (subtracted from the "
+              "training time; verl <= 0.5 timed both inside the step, the DAPO recipe the checkpoint).")
+if per_run["time_key"].isna().any():
+    print(f"{per_run['time_key'].isna().sum()} run(s) log no step time at all.")
 mid = params["thresholds"][len(params["thresholds"]) // 2]
 at_mid = best[best["threshold"] == mid]
 overhead = (at_mid["time_to_target_with_overhead_h"] / at_mid["time_to_target_h"] - 1).dropna()
-if len(overhead):
+any_overhead = bool((wall[["testing_h", "checkpoint_h"]].fillna(0) > 0).any().any())
+if any_overhead and len(overhead):
     print(f"At acc ≥ {mid:g}, validation and checkpoints add {100 * overhead.min():.0f}% to "
           f"{100 * overhead.max():.0f}% to the training time of the runs.")
 resumed = ch.resumed_runs(runs)
@@ -126,6 +134,6 @@ for row in fastest.itertuples():
     same = (alt["n_prompts"], alt["n_rollouts"]) == (row.n_prompts, row.n_rollouts)
     print(f"acc ≥ {row.threshold:g}: fastest is B = {int(row.total_batch)} "
           f"({int(row.n_prompts)}×{int(row.n_rollouts)}): {row.time_to_target_h:.2f} h of training{gpu}, "
-          f"{row.S_B:.0f} steps{caveat}; counting validation and checkpoints, "
-          + ("the same batch size" if same else f"B = {int(alt['total_batch'])} instead")
-          + f" takes {alt['value']:.2f} h.")
+          f"{row.S_B:.0f} steps{caveat}"
+          + (("; counting validation and checkpoints, " + ("the same batch size" if same else
+              f"B = {int(alt['total_batch'])} instead") + f" takes {alt['value']:.2f} h.") if any_overhead else "."))

@@ -222,6 +222,25 @@ def test_the_envelope_takes_the_good_learning_rate_at_every_batch_size(sweeps, s
         assert policy["policy"] == "sqrt(B)" and policy["slope"] == pytest.approx(0.5, abs=1e-9)
 
 
+def test_envelope_rules_for_censored_and_missing_runs():
+    rows = [  # (n_prompts, configuration, S_B, censored)
+        (8, "lr=a", 50.0, False), (8, "lr=b", 30.0, True),      # reached beats a bound, but unsure
+        (16, "lr=a", 40.0, True), (16, "lr=b", 80.0, True),     # none reached: the smallest bound
+        (32, "lr=a", np.nan, False), (32, "lr=b", 20.0, False),  # a run without evals is no candidate
+        (64, "lr=a", np.nan, False), (64, "lr=b", np.nan, False),
+        (128, "lr=a", 10.0, False), (128, "lr=a", 14.0, False), (128, "lr=b", 11.0, False)]  # replicates
+    sb = pd.DataFrame(rows, columns=["n_prompts", "configuration", "S_B", "censored"]).assign(
+        threshold=0.5, n_rollouts=8, run_id=[f"r{i}" for i in range(len(rows))])
+    sb["total_batch"] = sb["n_prompts"] * 8
+    table = configuration_table(sb).set_index(["n_prompts", "configuration"])
+    chosen = table.loc[table["chosen"]].index.tolist()
+    assert chosen == [(8, "lr=a"), (16, "lr=a"), (32, "lr=b"), (64, "lr=a"), (128, "lr=b")]
+    assert table.loc[(8, "lr=a"), "undetermined"] and not table.loc[(32, "lr=b"), "undetermined"]
+    assert table.loc[(128, "lr=a"), "S_B"] == 12.0 and table.loc[(128, "lr=a"), "n_runs"] == 2
+    from cbs_rlvr.envelope import in_envelope
+    assert list(sb.loc[in_envelope(sb), "run_id"]) == ["r0", "r2", "r5", "r6", "r10"]
+
+
 def test_lr_policy_names_the_usual_rules():
     B = np.array([64, 128, 256, 512, 1024])
     assert lr_policy(B, np.full(5, 1e-6))["policy"] == "constant"
@@ -331,6 +350,11 @@ def test_step_time_model_recovers_both_axes_and_says_when_it_cannot():
     two_points = step_time_model(table[(table["n_rollouts"] == 8) & (table["n_prompts"] <= 32)])
     assert two_points["status"] == "insufficient" and "too few" in two_points["reason"]
     assert np.isnan(predict_step_time(two_points, 64, 8)[0])
+    iso = table[table["n_prompts"] * table["n_rollouts"] == 512]  # 128x4, 64x8, 32x16: one B, split varies
+    iso_model = step_time_model(iso)
+    assert iso_model["terms"] == ["a", "b_p"] and iso_model["B_fixed"] == 512
+    assert iso_model["coef"]["b_p"] == pytest.approx(0.2, rel=0.2)
+    assert np.isfinite(predict_step_time(iso_model, 256, 2)[0]) and np.isnan(predict_step_time(iso_model, 64, 4)[0])
 
 
 def test_wall_clock_survives_runs_without_gpu_counts(sweeps, snapshots):
@@ -384,3 +408,33 @@ def test_the_report_says_what_was_stitched_which_rate_won_and_the_units(sweeps, 
     assert "Step-time model: insufficient" in html["h2/06_wall_clock.html"]
     fits = pd.read_csv(out / "h1" / "tables" / "cbs_fit.csv")
     assert (fits["status"] == "ok").all() and (out / "h1" / "tables" / "cbs_fit_updates.csv").is_file()
+
+
+def test_a_resumed_run_from_the_wandb_api_is_stitched_and_stays_so_incrementally(tmp_path):
+    """The W&B source (through the fake wandb.Api of test_data_layer): a crashed run and its
+    restart are one run, also when the next snapshot reuses the stitched run and fetches only
+    the restart again."""
+    from test_data_layer import _FakeApi, _no_sleep
+
+    from cbs_rlvr.snapshot import write_snapshot
+
+    api = _FakeApi()
+    crashed = api.add("a1", "cbs_p1_np32_nr8", n_steps=47, state="crashed", created_at="2026-01-01T00:00:00Z")
+    restart = api.add("b2", "cbs_p1_np32_nr8", n_steps=80, created_at="2026-01-01T05:00:00Z")
+    for row in crashed.rows + restart.rows:
+        if METRIC in row:
+            row[METRIC] = 0.1 + 0.005 * row["_step"]
+    for row in crashed.rows:
+        if row["_step"] > 40:
+            row["critic/score/mean"] = 2.0  # the lost steps
+    restart.rows = [{"_step": 40, METRIC: 0.5}] + [r for r in restart.rows if r["_step"] > 40]
+    snap = build_snapshot("wandb:ent/proj", api=api, sleep=_no_sleep)
+    run = snap["runs"].iloc[0]
+    assert len(snap["runs"]) == 1 and run["segment_run_ids"] == "a1;b2" and run["resume_lost_steps"] == 7
+    hist = snap["history"].set_index("step")
+    assert hist.index.tolist() == list(range(81)) and (hist.loc[41:, "critic/score/mean"] != 2.0).all()
+    assert hist.loc[40, METRIC] == 0.5
+    write_snapshot(snap, tmp_path)
+    again = build_snapshot("wandb:ent/proj", api=api, sleep=_no_sleep, previous_dir=tmp_path)
+    pd.testing.assert_frame_equal(again["runs"].drop(columns="updated_at"), snap["runs"].drop(columns="updated_at"))
+    pd.testing.assert_frame_equal(again["history"], snap["history"])
