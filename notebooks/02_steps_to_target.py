@@ -55,7 +55,8 @@ print(f"{params['title']}: {len(runs)} runs, metric {metric}, n_val = {params['n
 sb_eb, cbs_fit = ch.fit_phase(runs, history, metric, params["thresholds"], params["n_val"],
                               n_bootstrap=n_bootstrap, seed=seed, metaparameters=params["metaparameters"])
 envelope = sb_eb[sb_eb["in_envelope"]]
-ch.save_table(sb_eb[ch.SB_EB_CSV_COLUMNS], tables, "sb_eb")
+ch.save_table(sb_eb[ch.SB_EB_CSV_COLUMNS + ["configuration", "lr", "updates_per_step", "S_updates", "in_envelope"]],
+              tables, "sb_eb")
 ch.save_table(cbs_fit[ch.CBS_FIT_COLUMNS], tables, "cbs_fit", latex=True,
               caption=f"McCandlish fit, {params['title']}", label=f"tab:cbs_fit_{phase}")
 envelope.pivot_table(index=["total_batch", "n_prompts", "n_rollouts"], columns="threshold",

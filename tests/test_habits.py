@@ -408,6 +408,11 @@ def test_the_report_says_what_was_stitched_which_rate_won_and_the_units(sweeps, 
     assert "Step-time model: insufficient" in html["h2/06_wall_clock.html"]
     fits = pd.read_csv(out / "h1" / "tables" / "cbs_fit.csv")
     assert (fits["status"] == "ok").all() and (out / "h1" / "tables" / "cbs_fit_updates.csv").is_file()
+    sb = pd.read_csv(out / "h1" / "tables" / "sb_eb.csv")
+    assert list(sb.columns[:8]) == ["run_name", "n_prompts", "n_rollouts", "total_batch", "threshold", "S_B",
+                                    "E_B", "censored"]
+    losers = sb[~sb["in_envelope"]]
+    assert len(losers) == 3 * 6 and (losers["lr"] == hs.LR_BASE).all() and (losers["n_prompts"] >= 128).all()
 
 
 def test_a_resumed_run_from_the_wandb_api_is_stitched_and_stays_so_incrementally(tmp_path):
