@@ -65,7 +65,7 @@ report: $(STAMP)
 	  --phases "$(PHASES)" --jobs "$(JOBS)" --n-bootstrap "$(N_BOOTSTRAP)"
 
 snapshot: $(STAMP)
-	@"$(PY)" -m cbs_rlvr snapshot --source "$(SOURCE)" --out "$(OUT)"
+	@"$(PY)" -m cbs_rlvr snapshot --source "$(SOURCE)" --out "$(OUT)" --params-dir "$(PARAMS)"
 
 # --- checks --------------------------------------------------------------------------------
 test: $(STAMP)

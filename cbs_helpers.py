@@ -7,16 +7,24 @@ pandas and matplotlib: scipy, pyarrow, wandb and yaml are loaded by the function
 """
 
 # --- Where things are, and a phase's parameters (params/<phase>.yaml) ---------------------------
-from cbs_rlvr.params import SECTIONS, SUMMARY_SECTION, ParamsError, load_phase_params
+from cbs_rlvr.params import (
+    SECTIONS,
+    SUMMARY_SECTION,
+    ParamsError,
+    load_all_phase_params,
+    load_phase_params,
+)
 from cbs_rlvr.paths import PROJECT_DIR, project_paths
 
 # --- The data: the snapshot of the source, and one phase's runs in it ---------------------------
 from cbs_rlvr.snapshot import open_snapshot, read_excluded_runs, read_snapshot
-from cbs_rlvr.runs import parse_run_name
+from cbs_rlvr.runs import normalise_tags, parse_run_name
 from cbs_rlvr.measure import phase_runs, select_accuracy_metric
+from cbs_rlvr.select import configuration_counts, select_runs, selection_description
+from cbs_rlvr.resume import resumed_runs
 
 # --- S(B) and E(B): steps and samples to each target accuracy -----------------------------------
-from cbs_rlvr.measure import SB_EB_COLUMNS, sb_eb_table, steps_to_target
+from cbs_rlvr.measure import SB_EB_COLUMNS, generated_samples_table, sb_eb_table, steps_to_target
 
 # --- The McCandlish fit S(B) = S_min (1 + B_noise / B), with bootstrap intervals ----------------
 from cbs_rlvr.fit import (
@@ -31,6 +39,9 @@ from cbs_rlvr.fit import (
 from cbs_rlvr.bootstrap import fit_phase
 from cbs_rlvr.baseline import seed_method_fit
 
+# --- Learning-rate (metaparameter) sweeps: the best configuration at each batch size ------------
+from cbs_rlvr.envelope import configuration_table, envelope_winners, lr_policy
+
 # --- Prompts vs rollouts: the joint two-axis fit, the iso-batch comparison ----------------------
 from cbs_rlvr.axes import iso_batch_table, two_axis_fit
 
@@ -38,7 +49,13 @@ from cbs_rlvr.axes import iso_batch_table, two_axis_fit
 from cbs_rlvr.noise import b_simple_posthoc, compare_b_simple, grad_noise_at_target, smooth_grad_noise
 
 # --- Wall-clock time to target ------------------------------------------------------------------
-from cbs_rlvr.wallclock import fastest_batch, wall_clock_table
+from cbs_rlvr.wallclock import (
+    fastest_batch,
+    predict_step_time,
+    step_time_model,
+    step_time_table,
+    wall_clock_table,
+)
 
 # --- Figures: one style, one save function (PDF + PNG + CSV), one builder per plot --------------
 from cbs_rlvr.figures import (
@@ -56,6 +73,7 @@ from cbs_rlvr.figures import (
     setup_style,
     training_curves_table,
 )
+from cbs_rlvr.figures_habits import plot_envelope, plot_generated_samples, plot_step_time
 
 # --- Tables for the paper (CSV and booktabs LaTeX) ----------------------------------------------
 from cbs_rlvr.tables import (

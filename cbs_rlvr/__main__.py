@@ -33,7 +33,8 @@ def _snapshot(args: argparse.Namespace) -> int:
         options = {"max_workers": args.workers}
         if args.no_progress:
             options["progress"] = False
-        snapshot = build_snapshot(source, previous_dir=project_path(args.previous) or out, **options)
+        snapshot = build_snapshot(source, previous_dir=project_path(args.previous) or out,
+                                  params_dir=project_path(args.params_dir), **options)
         unchanged = snapshot_unchanged(snapshot["manifest"], out)
         if not unchanged:
             write_snapshot(snapshot, out)
@@ -139,6 +140,9 @@ def parser() -> argparse.ArgumentParser:
     snap.add_argument("--workers", type=_positive, default=8,
                       help="parallel run fetches from a W&B server (default: 8)")
     snap.add_argument("--no-progress", action="store_true", help="no progress bar for a W&B fetch")
+    snap.add_argument("--params-dir", default=None,
+                      help="the phases' params files: runs no phase selects go to excluded_runs.csv "
+                           "(default: select runs by their cbs_<phase>_np<N>_nr<M> name)")
     snap.set_defaults(run=_snapshot)
     shots = commands.add_parser(
         "screenshots", help="screenshots of OUT's index and one report (headless Chromium)",

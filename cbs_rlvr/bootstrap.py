@@ -15,6 +15,7 @@ import pandas as pd
 
 from .fit import CBS_FIT_COLUMNS, _fit_table, _group_weights, _prepare
 from .measure import eval_series, run_meta, sb_eb_from_series
+from .select import DEFAULT_METAPARAMETERS
 
 # Eval-noise bootstrap: above this many (resample x eval point) draws the per-run
 # re-measurement uses fewer distinct resamples and a normal approximation (see fit_phase).
@@ -204,13 +205,14 @@ def _recentre(S_star, c_star, sb, run_ids, thr, series, idx):
 
 def fit_phase(runs: pd.DataFrame, history: pd.DataFrame, metric: str, thresholds, n_val: int,
               n_bootstrap: int = 1000, seed: int = 0, method: str = "isotonic",
-              p_source: str = "observed", recentre: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+              p_source: str = "observed", recentre: bool = True,
+              metaparameters=DEFAULT_METAPARAMETERS, units: str = "steps") -> tuple[pd.DataFrame, pd.DataFrame]:
     """S(B)/E(B) table and one McCandlish fit per threshold for the runs of one phase.
 
     Point fit as in fit_mccandlish (log space, censored runs as lower bounds, each batch size
-    weighted 1 with its replicates sharing the weight). 95% CI by bootstrap: a batch size with
-    several runs resamples its runs; a batch size with one run re-measures it from its eval
-    series resampled as acc* ~ Binomial(n_val, acc)/n_val (p_source='isotonic' resamples
+    weighted 1 with its replicates sharing the weight). 95% CI by bootstrap: a configuration
+    with several runs resamples its runs; a configuration with one run re-measures it from its
+    eval series resampled as acc* ~ Binomial(n_val, acc)/n_val (p_source='isotonic' resamples
     around the monotone fit instead), so S* carries the eval noise, including censoring when a
     resampled run no longer reaches the target. Each of n_bootstrap tables is refitted.
     recentre=True shifts each run's re-measured log S* so that its median equals the measured
@@ -218,16 +220,35 @@ def fit_phase(runs: pd.DataFrame, history: pd.DataFrame, metric: str, thresholds
     crossing of the noisier series moves slightly (by ~1% where the curve flattens); the
     bootstrap should carry the spread of the measurement, not that shift, which otherwise
     becomes visible when hundreds of runs make the CI narrow.
-    Returns (sb_eb, cbs_fit); cbs_fit has the contract columns (CBS_FIT_COLUMNS) and extras.
+
+    Metaparameter sweeps: runs at one (n_prompts, n_rollouts) that differ in `metaparameters`
+    (default: the learning rate) are different configurations, not replicates; at each batch
+    size and threshold only the best configuration (the envelope, `in_envelope` in the S(B)
+    table, see envelope.py) enters the fit.
+    units: 'steps' fits S in rollout steps against B = n_prompts x n_rollouts samples per step;
+    'updates' fits S in optimizer updates (S x updates_per_step) against the samples per update
+    (B / updates_per_step), leaving out runs whose updates per step are unknown.
+    Returns (sb_eb, cbs_fit); cbs_fit has the contract columns (CBS_FIT_COLUMNS) and extras,
+    among them `units` and `n_envelope_dropped` (runs of losing configurations left out).
     """
+    if units not in ("steps", "updates"):
+        raise ValueError(f"units must be 'steps' or 'updates', not {units!r}")
     thr = [float(t) for t in np.atleast_1d(thresholds)]
-    meta = run_meta(runs)
+    meta = run_meta(runs, metaparameters)
     series_all = eval_series(history, metric)
     sb = sb_eb_from_series(meta, series_all, thr, method)
     R = len(meta)
     B_run = meta["total_batch"].to_numpy(dtype=float)
+    scale = meta["updates_per_step"].to_numpy(dtype=float) if units == "updates" else np.ones(R)
+    unit_note = ""
+    if units == "updates" and (~np.isfinite(scale)).any():
+        unit_note = (f"{int((~np.isfinite(scale)).sum())} run(s) without updates per step "
+                     "(no ppo_mini_batch_size in the config) left out")
+    B_fit = B_run / scale
     series = [series_all.get(rid, (np.array([]), np.array([]), 0))[:2] for rid in meta["run_id"]]
-    gkey = pd.Series(B_run)
+    # replicates: runs of one configuration at one batch size
+    gkey = pd.Series([f"{p}x{r}|{c}" for p, r, c in zip(meta["n_prompts"], meta["n_rollouts"],
+                                                        meta["configuration"], strict=True)])
     counts = gkey.map(gkey.value_counts()).to_numpy()
     multi = counts > 1
     K = int(n_bootstrap or 0)
@@ -243,8 +264,9 @@ def fit_phase(runs: pd.DataFrame, history: pd.DataFrame, metric: str, thresholds
             if recentre:
                 Ss = _recentre(Ss, cs, sb, meta["run_id"].to_numpy()[single], thr, series, single)
             S_star[:, single], c_star[:, single] = Ss, cs
+        S_star = S_star * scale[None, :, None]
         rng_rep = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[1])
-        W_rep = np.repeat(_group_weights(B_run)[None, :], K, axis=0)
+        W_rep = np.repeat(_group_weights(gkey)[None, :], K, axis=0)
         for key in pd.unique(gkey[multi]):
             idx = np.flatnonzero((gkey == key).to_numpy())
             draws = rng_rep.integers(0, len(idx), size=(K, len(idx)))
@@ -256,9 +278,16 @@ def fit_phase(runs: pd.DataFrame, history: pd.DataFrame, metric: str, thresholds
         rows = sb[sb["threshold"] == t]
         pos = {rid: q for q, rid in enumerate(rows["run_id"])}
         order = np.array([pos[r] for r in meta["run_id"]], dtype=int)
-        S = rows["S_B"].to_numpy(dtype=float)[order]
+        S = rows["S_B"].to_numpy(dtype=float)[order] * scale
         c = rows["censored"].to_numpy(dtype=bool)[order]
-        B, S_, c_, ok, notes = _prepare(B_run, S, c)
+        env = rows["in_envelope"].to_numpy(dtype=bool)[order]
+        B, S_, c_, ok, notes = _prepare(B_fit, S, c)
+        n_dropped = int((ok & ~env).sum())
+        ok = ok & env
+        if n_dropped:
+            notes.append(f"{n_dropped} run(s) of a losing configuration left out (envelope)")
+        if unit_note:
+            notes.append(unit_note)
         tables = None
         if K > 0:
             def tables(f_hat, K_, rng, j=j, ok=ok, S=S, c=c):
@@ -269,13 +298,13 @@ def fit_phase(runs: pd.DataFrame, history: pd.DataFrame, metric: str, thresholds
                 kinds = (["replicates"] if multi[ok].any() else []) + (
                     ["eval-noise"] if (~multi[ok]).any() else [])
                 return np.nan_to_num(Y, nan=0.0, neginf=0.0), Wt, Cc, "+".join(kinds)
-        res = _fit_table(B[ok], S_[ok], c_[ok], K, seed, notes, groups=B[ok], tables=tables,
+        # each batch point (n_prompts, n_rollouts, configuration) weighs 1, as in the bootstrap
+        res = _fit_table(B[ok], S_[ok], c_[ok], K, seed, notes, groups=gkey.to_numpy()[ok], tables=tables,
                          ci_note=boot_note)
         res["threshold"] = t
+        res["units"] = "optimizer updates" if units == "updates" else "rollout steps"
+        res["n_envelope_dropped"] = n_dropped
         fits.append(res)
     cbs = pd.DataFrame(fits)
     extra = [c for c in cbs.columns if c not in CBS_FIT_COLUMNS]
     return sb, cbs[CBS_FIT_COLUMNS + extra]
-
-
-

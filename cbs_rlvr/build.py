@@ -181,21 +181,32 @@ def index_params(params_dir: Path) -> dict[str, dict | str]:
     return found
 
 
-def update_snapshot(source: str, out: Path, state: dict, workers: int = 8,
+def params_fingerprint(params_dir: Path) -> str:
+    """sha256 of every params file: which runs each phase selects depends on all of them."""
+    hasher = hashlib.sha256()
+    for path in sorted(params_dir.glob("*.yaml")):
+        hasher.update(path.name.encode() + b"\0")
+        _sha256_file(path, hasher)
+    return "sha256:" + hasher.hexdigest()
+
+
+def update_snapshot(source: str, out: Path, state: dict, params_dir: Path, workers: int = 8,
                     progress: bool | None = None) -> tuple[dict, dict[str, int], bool]:
     """(manifest, {phase: number of runs}, whether the snapshot's content changed).
 
-    Reads the source only when its fingerprint differs from the one the last build saw (or
-    the snapshot on disk is not the one that build wrote); writes the snapshot only when its
-    content changed. Raises DataLayerError with a one-line message when the source is unusable;
+    Reads the source only when its fingerprint, or that of the params files (they select each
+    phase's runs), differs from the one the last build saw (or the snapshot on disk is not the
+    one that build wrote); writes the snapshot only when its content changed. Raises DataLayerError with a one-line message when the source is unusable;
     the snapshot on disk is then left as it was."""
     fingerprint = source_fingerprint(source)
+    selection = params_fingerprint(params_dir)
     try:
         manifest = verify_snapshot_files(snapshot_data_dir(out))
     except SnapshotError:
         manifest = None
     if (fingerprint is not None and manifest is not None and state.get("source") == str(source)
             and state.get("source_fingerprint") == fingerprint
+            and state.get("params_fingerprint") == selection
             and state.get("content_hash") == manifest.get("content_hash")
             and isinstance(state.get("phases"), dict)):
         return manifest, state["phases"], False
@@ -211,7 +222,7 @@ def update_snapshot(source: str, out: Path, state: dict, workers: int = 8,
         options = {"max_workers": workers}
         if progress is not None:
             options["progress"] = progress
-        snapshot = build_snapshot(source, previous_dir=out, **options)
+        snapshot = build_snapshot(source, previous_dir=out, params_dir=params_dir, **options)
     finally:
         _DATA_LOG.removeHandler(handler)
     changed = not snapshot_unchanged(snapshot["manifest"], out)
@@ -219,10 +230,16 @@ def update_snapshot(source: str, out: Path, state: dict, workers: int = 8,
         manifest = write_snapshot(snapshot, out)
     else:
         manifest = verify_snapshot_files(snapshot_data_dir(out))
-    counts = snapshot["runs"]["phase"].dropna().astype(str).value_counts()
-    phases = {str(k): int(v) for k, v in counts.items()}
+    runs = snapshot["runs"]
+    # a run may belong to several phases (params `select`): `phases` lists them, `;`-joined
+    column = runs["phases"] if "phases" in runs.columns else runs["phase"]
+    phases: dict[str, int] = {}
+    for value in column.dropna().astype(str):
+        for phase in filter(None, value.split(";")):
+            phases[phase] = phases.get(phase, 0) + 1
     state.update({"source": str(source), "source_fingerprint": fingerprint,
-                  "content_hash": manifest["content_hash"], "phases": phases})
+                  "params_fingerprint": selection, "content_hash": manifest["content_hash"],
+                  "phases": phases})
     return manifest, phases, changed
 
 
@@ -422,7 +439,8 @@ def report(source: str, out: str | Path, params_dir: str | Path, phases: list[st
     out.mkdir(parents=True, exist_ok=True)
     state = read_state(out)
     try:
-        manifest, with_runs, data_changed = update_snapshot(source, out, state, workers, progress)
+        manifest, with_runs, data_changed = update_snapshot(source, out, state, params_dir, workers,
+                                                             progress)
     except DataLayerError as exc:
         print(f"error: {redact_secrets(str(exc))}", file=sys.stderr)
         return 2

@@ -8,9 +8,14 @@ last evaluation. The original notebook's first-crossing rule is kept as `method=
 from __future__ import annotations
 
 import fnmatch
+import math
 
 import numpy as np
 import pandas as pd
+
+from .envelope import in_envelope
+from .runs import LR_KEY
+from .select import DEFAULT_METAPARAMETERS, configuration_labels, metaparameter_values, select_runs
 
 SB_EB_COLUMNS = [
     "run_id", "run_name", "replicate", "n_prompts", "n_rollouts", "total_batch", "threshold",
@@ -154,30 +159,48 @@ def int_columns(df: pd.DataFrame, cols) -> pd.DataFrame:
     return df
 
 
-def run_meta(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per-run columns the tables need, with defaults for optional ones."""
+def _int_or_nan(values) -> np.ndarray:
+    return pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+def run_meta(runs: pd.DataFrame, metaparameters=DEFAULT_METAPARAMETERS) -> pd.DataFrame:
+    """Per-run columns the tables need, with defaults for optional ones.
+
+    configuration: the run's metaparameter values (`metaparameters`, by default the learning
+    rate) as a label; runs at one (n_prompts, n_rollouts) with different labels are different
+    configurations (the envelope picks the best), with the same label replicates.
+    updates_per_step: optimizer updates per rollout step (NaN when unknown).
+    """
     meta = pd.DataFrame({"run_id": runs["run_id"].astype(str).to_numpy()})
     meta["run_name"] = (runs["name"] if "name" in runs else runs["run_id"]).astype(str).to_numpy()
     for col, default in (("replicate", 0), ("phase", None), ("n_gpus", None)):
         meta[col] = runs[col].to_numpy() if col in runs else default
-    for col in ("n_prompts", "n_rollouts", "total_batch"):
-        meta[col] = pd.to_numeric(runs[col], errors="coerce").to_numpy(dtype=float) if col in runs else np.nan
+    for col in ("n_prompts", "n_rollouts", "total_batch", "updates_per_step", "gen_batch_size", "lr"):
+        meta[col] = _int_or_nan(runs[col]) if col in runs else np.nan
     missing = meta["total_batch"].isna()
     meta.loc[missing, "total_batch"] = meta.loc[missing, "n_prompts"] * meta.loc[missing, "n_rollouts"]
+    labels = configuration_labels(runs.reset_index(drop=True), list(metaparameters or ()))
+    meta["configuration"] = labels.to_numpy()
+    if "lr" not in runs and len(runs):  # an analysis frame without the snapshot's lr column
+        values = metaparameter_values(runs.reset_index(drop=True), [LR_KEY])["lr"]
+        meta["lr"] = _int_or_nan(values)
     return meta
 
 
 def sb_eb_table(runs: pd.DataFrame, history: pd.DataFrame, metric: str, thresholds,
-                method: str = "isotonic") -> pd.DataFrame:
+                method: str = "isotonic", metaparameters=DEFAULT_METAPARAMETERS) -> pd.DataFrame:
     """S(B) and E(B) = B S(B) per run and threshold; replicates stay separate rows.
 
     Columns: run_id, run_name, replicate, n_prompts, n_rollouts, total_batch, threshold, S_B,
-    E_B, censored, n_eval, n_nonfinite, then phase, last_eval_step, method.
+    E_B, censored, n_eval, n_nonfinite, then phase, last_eval_step, method, configuration, lr,
+    updates_per_step, S_updates (S in optimizer updates: S_B x updates_per_step), in_envelope
+    (the run belongs to the best configuration at its batch size and target, see envelope.py).
+    S_B counts rollout steps (verl's global steps); E_B trained samples (B per rollout step).
     Censored rows hold the last eval step (a lower bound). A run without any finite eval of
     `metric` gets S_B = NaN (the fit ignores it).
     """
     thr = [float(t) for t in np.atleast_1d(thresholds)]
-    return sb_eb_from_series(run_meta(runs), eval_series(history, metric), thr, method)
+    return sb_eb_from_series(run_meta(runs, metaparameters), eval_series(history, metric), thr, method)
 
 
 def sb_eb_from_series(meta: pd.DataFrame, series: dict, thr: list, method: str) -> pd.DataFrame:
@@ -191,27 +214,106 @@ def sb_eb_from_series(meta: pd.DataFrame, series: dict, thr: list, method: str) 
         for t, sv, cv in zip(thr, S, cens, strict=True):
             rows.append((m.run_id, m.run_name, m.replicate, m.n_prompts, m.n_rollouts,
                          m.total_batch, t, sv, sv * m.total_batch, bool(cv), len(s), n_bad,
-                         m.phase, s[-1] if len(s) else np.nan, method))
-    cols = SB_EB_COLUMNS + ["phase", "last_eval_step", "method"]
+                         m.phase, s[-1] if len(s) else np.nan, method, m.configuration, m.lr,
+                         m.updates_per_step, sv * m.updates_per_step))
+    cols = SB_EB_COLUMNS + ["phase", "last_eval_step", "method", "configuration", "lr",
+                            "updates_per_step", "S_updates"]
     out = pd.DataFrame(rows, columns=cols)
-    out = int_columns(out, ("n_prompts", "n_rollouts", "total_batch"))
+    out = int_columns(out, ("n_prompts", "n_rollouts", "total_batch", "updates_per_step"))
     out["censored"] = out["censored"].astype(bool)
+    out["in_envelope"] = in_envelope(out)
     return out
 
 
+# ------------------------------------------------------------------------------------------
+# Quantities summed over the steps up to the crossing (wall clock, generated samples)
+# ------------------------------------------------------------------------------------------
+def per_step_values(steps, values, last_step: int) -> tuple[np.ndarray, np.ndarray]:
+    """(values of steps 1..last_step, missing mask): index i holds step i + 1. Steps without a
+    finite value get the median of the others (NaN when there is none)."""
+    st = np.asarray(steps, dtype=float)
+    v = np.asarray(values, dtype=float)
+    ok = np.isfinite(v) & np.isfinite(st) & (st >= 1) & (st <= last_step)
+    out = np.full(max(int(last_step), 0), np.nan)
+    out[st[ok].astype(int) - 1] = v[ok]
+    missing = np.isnan(out)
+    if missing.any() and (~missing).any():
+        out[missing] = float(np.median(out[~missing]))
+    return out, missing
+
+
+def cumulative_at(per_step: np.ndarray, missing: np.ndarray, S) -> tuple[np.ndarray, np.ndarray]:
+    """(sum of a per-step quantity over steps 1..S, steps imputed among them) for each S.
+
+    A fractional S (an interpolated crossing) adds that fraction of step ceil(S); S beyond the
+    last step counts up to the last step."""
+    S = np.atleast_1d(np.asarray(S, dtype=float))
+    cum = np.concatenate([[0.0], np.cumsum(per_step)])
+    n = len(per_step)
+    total = np.full(S.shape, np.nan)
+    imputed = np.zeros(S.shape, dtype=int)
+    for j, sv in enumerate(S):
+        if not np.isfinite(sv) or sv < 0:
+            continue
+        k = min(int(math.floor(sv)), n)
+        frac = sv - k if k < n else 0.0
+        total[j] = cum[k] + (frac * per_step[k] if frac > 0 else 0.0)
+        imputed[j] = int(missing[: min(int(math.ceil(sv)), n)].sum())
+    return total, imputed
+
+
+#: DAPO-style dynamic sampling logs how many generation batches each training step needed.
+GEN_BATCHES_KEY = "train/num_gen_batches"
+
+
+def generated_samples_table(runs: pd.DataFrame, history: pd.DataFrame, sb_eb: pd.DataFrame) -> pd.DataFrame:
+    """E(B) in generated samples, for the runs that log `train/num_gen_batches` (DAPO's dynamic
+    sampling: prompts whose rollouts all get the same reward are dropped and more batches are
+    generated until train_batch_size prompts remain).
+
+    Per rollout step a run generates num_gen_batches x gen_batch_size prompts x n_rollouts
+    samples (gen_batch_size: the config's data.gen_batch_size, else n_prompts); E_generated
+    sums them over steps 1..S (steps without the key get the run's median; counted in
+    n_steps_imputed). E_trained = E_B = B x S. Empty when no run logs the key.
+    """
+    cols = ["run_id", "run_name", "n_prompts", "n_rollouts", "total_batch", "configuration",
+            "threshold", "S_B", "censored", "E_B", "E_generated", "generated_per_trained",
+            "mean_gen_batches", "n_steps_imputed", "in_envelope"]
+    if GEN_BATCHES_KEY not in history.columns or not history[GEN_BATCHES_KEY].notna().any():
+        return pd.DataFrame(columns=cols)
+    meta = run_meta(runs).set_index("run_id")
+    rows = []
+    for run_id, h in history[history[GEN_BATCHES_KEY].notna()].groupby("run_id", sort=False):
+        run_id = str(run_id)
+        if run_id not in meta.index:
+            continue
+        m = meta.loc[run_id]
+        sub = sb_eb[sb_eb["run_id"].astype(str) == run_id]
+        gen_prompts = m["gen_batch_size"] if np.isfinite(m["gen_batch_size"]) else m["n_prompts"]
+        last = int(max(h["step"].max(), np.nanmax(sub["S_B"].to_numpy(dtype=float), initial=0.0)) + 1)
+        hist_run = history[history["run_id"].astype(str) == run_id]
+        per_step, missing = per_step_values(hist_run["step"], hist_run[GEN_BATCHES_KEY], last)
+        E_gen, n_imp = cumulative_at(per_step * gen_prompts * m["n_rollouts"], missing, sub["S_B"])
+        for r, e, k in zip(sub.itertuples(index=False), E_gen, n_imp, strict=True):
+            rows.append((run_id, r.run_name, r.n_prompts, r.n_rollouts, r.total_batch, r.configuration,
+                         r.threshold, r.S_B, r.censored, r.E_B, e, e / r.E_B if r.E_B else np.nan,
+                         float(np.nanmean(h[GEN_BATCHES_KEY])), int(k), r.in_envelope))
+    return int_columns(pd.DataFrame(rows, columns=cols), ("n_prompts", "n_rollouts", "total_batch"))
+
 
 def phase_runs(runs_all: pd.DataFrame, history_all: pd.DataFrame, params: dict):
-    """(runs, history, metric) of one phase: its runs in the snapshot, their history, and the
-    validation-accuracy key its params select among the columns those runs logged."""
+    """(runs, history, metric) of one phase: the runs its params select in the snapshot (by
+    name, or by the params' `select`: tags, group, name pattern, config), their history, and
+    the validation-accuracy key its params select among the columns those runs logged.
+    A phase with one or two batch sizes is returned as it is (the fits then say
+    `insufficient`); a phase with no runs raises ValueError naming the phases present."""
     phase = params["phase"]
-    runs = runs_all[runs_all["phase"] == phase]
+    runs = runs_all[select_runs(runs_all, params).to_numpy()]
     if runs.empty:
-        present = sorted(runs_all["phase"].dropna().astype(str).unique())
-        raise ValueError(f"no runs of phase {phase!r} in the snapshot; phases present: {present}")
+        present = sorted(runs_all["phase"].dropna().astype(str).unique()) if "phase" in runs_all else []
+        how = (f" (params select: {params['select']})" if params.get("select") else "")
+        raise ValueError(f"no runs of phase {phase!r} in the snapshot{how}; phases present: {present}")
     history = history_all[history_all["run_id"].isin(runs["run_id"])]
     logged = [c for c in history.columns if history[c].notna().any()]
-    metric = select_accuracy_metric(logged, params["metric"], params["prefer_source"])
+    metric = select_accuracy_metric(logged, params["metric"], params.get("prefer_source"))
     return runs, history, metric
-
-
-

@@ -29,7 +29,12 @@ PARAM_SPEC = {  # key: (types, required)
     "thresholds": ((list,), True),
     "sections": ((list,), True),
     "two_axis_phases": ((list,), False),
+    "select": ((dict, type(None)), False),
+    "metaparameters": ((list,), False),
 }
+#: The criteria `select` accepts (see params/README.md and cbs_rlvr/select.py).
+SELECT_KEYS = ("tags", "group", "name", "config")
+DEFAULT_METAPARAMETERS = ["actor_rollout_ref.actor.optim.lr"]
 
 
 class ParamsError(ValueError):
@@ -76,7 +81,34 @@ def validate_phase_params(raw: object, where: str = "params") -> dict:
         raise ParamsError(f"{where}: unknown section(s) {bad}; known: {list(SECTIONS)}")
     if not all(isinstance(p, str) for p in params["two_axis_phases"]):
         raise ParamsError(f"{where}: two_axis_phases must be a list of phase names")
+    params["select"] = _validate_select(params.get("select"), where)
+    params.setdefault("metaparameters", list(DEFAULT_METAPARAMETERS))
+    if not all(isinstance(k, str) and k.strip() for k in params["metaparameters"]):
+        raise ParamsError(f"{where}: metaparameters must be a list of dotted config keys "
+                          "(e.g. actor_rollout_ref.actor.optim.lr)")
     return params
+
+
+def _validate_select(select: object, where: str) -> dict | None:
+    """The phase's run selection: None (by name) or a mapping of the criteria in SELECT_KEYS."""
+    if select is None:
+        return None
+    unknown = sorted(set(select) - set(SELECT_KEYS))
+    if unknown:
+        raise ParamsError(f"{where}: select has unknown key(s) {unknown}; allowed: {list(SELECT_KEYS)}")
+    if not any(select.get(k) for k in SELECT_KEYS):
+        raise ParamsError(f"{where}: select is empty; give tags, group, name or config (or drop it "
+                          "to select runs by their cbs_<phase>_np<N>_nr<M> name)")
+    tags = select.get("tags")
+    if tags is not None and not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
+        raise ParamsError(f"{where}: select.tags must be a list of tag strings, got {tags!r}")
+    for key in ("group", "name"):
+        if select.get(key) is not None and not isinstance(select[key], str):
+            raise ParamsError(f"{where}: select.{key} must be a string (a glob pattern), got {select[key]!r}")
+    config = select.get("config")
+    if config is not None and not (isinstance(config, dict) and all(isinstance(k, str) for k in config)):
+        raise ParamsError(f"{where}: select.config must map dotted config keys to values, got {config!r}")
+    return dict(select)
 
 
 def read_yaml(path: Path) -> object:
@@ -89,6 +121,17 @@ def read_yaml(path: Path) -> object:
         raise ParamsError(f"{path}: not valid YAML ({exc})") from None
     except OSError as exc:
         raise ParamsError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def load_all_phase_params(params_dir: str | Path) -> tuple[dict, dict]:
+    """Every valid params/<phase>.yaml -> ({phase: params}, {phase: error message of the others})."""
+    found, errors = {}, {}
+    for path in sorted(Path(params_dir).glob("*.yaml")):
+        try:
+            found[path.stem] = load_phase_params(params_dir, path.stem)
+        except ParamsError as exc:
+            errors[path.stem] = str(exc)
+    return found, errors
 
 
 def load_phase_params(params_dir: str | Path, phase: str) -> dict:

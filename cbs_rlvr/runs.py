@@ -20,13 +20,29 @@ import numpy as np
 import pandas as pd
 
 from .errors import redact_secrets
+from .resume import stitch_resumed_runs
 
 RUN_STATES = ("finished", "failed", "crashed", "running", "killed", "unknown")
 RUNS_COLUMNS = [
     "run_id", "name", "phase", "n_prompts", "n_rollouts", "total_batch", "replicate",
     "n_replicates", "state", "config", "n_gpus", "flags", "source", "last_step", "updated_at",
     "n_history_rows", "start_time", "wandb_last_step",
+    # verl's habits (issue 10): tags/group for phase selection, metaparameters, updates per step,
+    # dynamic sampling, checkpoint/eval frequencies, and what the resume stitching did
+    "phases", "tags", "group", "first_step", "lr", "ppo_mini_batch_size", "ppo_epochs",
+    "updates_per_step", "gen_batch_size", "dynamic_sampling", "save_freq", "test_freq",
+    "n_segments", "segment_run_ids", "resumed_at", "resume_lost_steps", "resume_lost_time_s",
 ]
+#: Integer columns of runs.parquet (nullable Int64 where a value may be unknown).
+_INT_COLUMNS = ("n_prompts", "n_rollouts", "total_batch", "n_gpus", "last_step", "wandb_last_step",
+                "first_step", "ppo_mini_batch_size", "ppo_epochs", "updates_per_step",
+                "gen_batch_size", "save_freq", "test_freq")
+#: verl config keys (dotted) the snapshot reads; the batch size keys are counted in prompts.
+LR_KEY = "actor_rollout_ref.actor.optim.lr"
+MINI_BATCH_KEY = "actor_rollout_ref.actor.ppo_mini_batch_size"
+PPO_EPOCHS_KEY = "actor_rollout_ref.actor.ppo_epochs"
+GEN_BATCH_KEY = "data.gen_batch_size"
+FILTER_GROUPS_KEY = "algorithm.filter_groups.enable"
 EXCLUDED_COLUMNS = ["source", "run_id", "name", "reason"]
 REASON_NO_VALIDATION = "no validation metric (val-core/*) logged"
 
@@ -99,12 +115,36 @@ def set_nested(target: dict, path: Sequence[str], value: Any) -> None:
     target[path[-1]] = value
 
 
-def run_metadata(name: str | None, config: Mapping | None) -> dict:
-    """Phase and batch sizes of a run from its verl config, else from its name.
+def _as_positive_float(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        value = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) and value > 0 else None
 
-    Returns phase, n_prompts, n_rollouts, total_batch, n_gpus, flags (list) and reason
-    (None when the run is usable, else why it must be excluded). The config wins over the name
-    (flag `config_name_mismatch`) because it is what the trainer actually ran with.
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value) if isinstance(value, (bool, numbers.Real)) else False
+
+
+def run_metadata(name: str | None, config: Mapping | None) -> dict:
+    """Phase and batch sizes of a run from its verl config, else from its name, and the habits.
+
+    Returns phase (from the name `cbs_<phase>_np<N>_nr<M>`, else None: a phase's params may still
+    select the run by tags, group, name pattern or config), n_prompts, n_rollouts, total_batch,
+    n_gpus, flags (list), reason (None when the run is usable, else why it must be excluded), and
+    the metaparameters verl logs: lr, ppo_mini_batch_size, ppo_epochs, updates_per_step,
+    gen_batch_size, dynamic_sampling, save_freq, test_freq. The config wins over the name (flag
+    `config_name_mismatch`) because it is what the trainer actually ran with.
+
+    updates_per_step: verl's actor makes ceil(train_batch_size / ppo_mini_batch_size) optimizer
+    updates per epoch over the batch, ppo_epochs times per rollout step (both sizes counted in
+    prompts; verl multiplies both by rollout.n). None when the config lacks ppo_mini_batch_size;
+    a missing ppo_epochs is verl's default, 1.
     """
     parsed = parse_run_name(name)
     config = config or {}
@@ -125,13 +165,14 @@ def run_metadata(name: str | None, config: Mapping | None) -> dict:
         reason = (
             f"cannot determine phase/n_prompts/n_rollouts from name {name!r} "
             "(expected cbs_<phase>_np<N>_nr<M>) or config "
-            "(data.train_batch_size, actor_rollout_ref.rollout.n)"
+            "(data.train_batch_size, actor_rollout_ref.rollout.n); to include it, log the verl "
+            "config with the run or name it cbs_<phase>_np<N>_nr<M>"
         )
-    elif parsed["phase"] is None:
-        reason = (
-            f"no phase in run name {name!r} (expected cbs_<phase>_np<N>_nr<M>); the config gives "
-            f"n_prompts={n_prompts}, n_rollouts={n_rollouts} but the phase is needed"
-        )
+    mini = _as_positive_int(config_lookup(config, MINI_BATCH_KEY))
+    epochs = _as_positive_int(config_lookup(config, PPO_EPOCHS_KEY))
+    updates = None
+    if mini is not None and n_prompts is not None:
+        updates = math.ceil(n_prompts / mini) * (epochs or 1)
     return {
         "phase": parsed["phase"],
         "n_prompts": n_prompts,
@@ -140,7 +181,32 @@ def run_metadata(name: str | None, config: Mapping | None) -> dict:
         "n_gpus": n_gpus,
         "flags": flags,
         "reason": reason,
+        "lr": _as_positive_float(config_lookup(config, LR_KEY)),
+        "ppo_mini_batch_size": mini,
+        "ppo_epochs": epochs,
+        "updates_per_step": updates,
+        "gen_batch_size": _as_positive_int(config_lookup(config, GEN_BATCH_KEY)),
+        "dynamic_sampling": _as_bool(config_lookup(config, FILTER_GROUPS_KEY)),
+        "save_freq": _as_positive_int(config_lookup(config, "trainer.save_freq")),
+        "test_freq": _as_positive_int(config_lookup(config, "trainer.test_freq")),
     }
+
+
+def normalise_tags(tags: Any) -> list[str]:
+    """W&B tags as a list of strings: from a list, a JSON list or a `;`/`,`-separated string."""
+    if tags is None or (isinstance(tags, float) and not math.isfinite(tags)):
+        return []
+    if isinstance(tags, str):
+        text = tags.strip()
+        if text.startswith("["):
+            try:
+                return normalise_tags(json.loads(text))
+            except ValueError:
+                pass
+        tags = re.split(r"[;,]", text)
+    if isinstance(tags, (list, tuple, np.ndarray)):
+        return list(dict.fromkeys(str(t).strip() for t in tags if str(t).strip()))
+    return []
 
 
 def normalise_run_state(state: Any) -> str:
@@ -286,7 +352,8 @@ def normalise_raw_run(raw: Mapping) -> dict:
     """One source-independent run (name, config, state, rows...) -> a run entry or an exclusion.
 
     `raw` keys: run_id, name, config, state, source, rows (log order), and optionally
-    start_time, updated_at, wandb_last_step, flags (list), n_non_numeric (pre-counted).
+    start_time, updated_at, wandb_last_step, flags (list), n_non_numeric (pre-counted), tags
+    (list of str) and group (str or None).
     Returns {"kind": "run", "row": {...}, "history": DataFrame} or {"kind": "excluded", "row": {...}}.
     """
     base = {"source": raw["source"], "run_id": raw.get("run_id"), "name": raw.get("name")}
@@ -317,29 +384,54 @@ def normalise_raw_run(raw: Mapping) -> dict:
         "n_history_rows": len(history),
         "start_time": iso_utc(raw.get("start_time")),
         "wandb_last_step": raw.get("wandb_last_step"),
+        "phases": None,
+        "tags": redact_secrets(json.dumps(normalise_tags(raw.get("tags")))),
+        "group": redact_secrets(str(raw["group"])) if raw.get("group") not in (None, "") else None,
+        "first_step": int(history["step"].min()),
+        **{k: meta[k] for k in ("lr", "ppo_mini_batch_size", "ppo_epochs", "updates_per_step",
+                                "gen_batch_size", "dynamic_sampling", "save_freq", "test_freq")},
+        "n_segments": 1,
+        "segment_run_ids": raw.get("run_id"),
+        "resumed_at": None,
+        "resume_lost_steps": 0,
+        "resume_lost_time_s": 0.0,
     }
     return {"kind": "run", "row": row, "history": history}
+
+
+def replicate_key(row: Mapping) -> tuple:
+    """Runs are replicates when they share a name, a learning rate and updates per step."""
+    def norm(value):
+        return None if value is None or pd.isna(value) else float(value)
+    return (row.get("name"), norm(row.get("lr")), norm(row.get("updates_per_step")))
 
 
 def assemble_snapshot_frames(entries: Sequence[Mapping]) -> dict:
     """Run entries and exclusions (from `normalise_raw_run`) -> runs, history, excluded frames.
 
-    Runs sharing a name are replicates: numbered 0, 1, 2... by start time then run_id.
+    Resumed runs are stitched first (`resume.stitch_resumed_runs`: segments restarted from a
+    checkpoint become one run). Runs sharing a name, learning rate and updates per step are then
+    replicates: numbered 0, 1, 2... by start time then run_id.
     """
+    entries = stitch_resumed_runs(entries)
     run_rows = [dict(e["row"]) for e in entries if e["kind"] == "run"]
     excluded_rows = [dict(e["row"]) for e in entries if e["kind"] == "excluded"]
-    by_name: dict[str, list[dict]] = {}
+    by_key: dict[tuple, list[dict]] = {}
     for row in run_rows:
-        by_name.setdefault(row["name"], []).append(row)
-    for group in by_name.values():
+        by_key.setdefault(replicate_key(row), []).append(row)
+    for group in by_key.values():
         group.sort(key=lambda r: (r.get("start_time") is None, r.get("start_time") or "", r["run_id"]))
         for i, row in enumerate(group):
             row["replicate"], row["n_replicates"] = i, len(group)
     runs = pd.DataFrame(run_rows, columns=RUNS_COLUMNS)
-    for column in ("n_prompts", "n_rollouts", "total_batch", "n_gpus", "last_step", "wandb_last_step"):
+    for column in _INT_COLUMNS:
         runs[column] = pd.array([None if pd.isna(v) else int(v) for v in runs[column]], dtype="Int64")
-    for column in ("replicate", "n_replicates", "n_history_rows"):
-        runs[column] = runs[column].astype("int64")
+    for column in ("replicate", "n_replicates", "n_history_rows", "n_segments", "resume_lost_steps"):
+        runs[column] = runs[column].fillna(0 if column != "n_segments" else 1).astype("int64")
+    runs["lr"] = pd.to_numeric(runs["lr"], errors="coerce").astype("float64")
+    runs["resume_lost_time_s"] = pd.to_numeric(runs["resume_lost_time_s"], errors="coerce").fillna(0.0)
+    runs["dynamic_sampling"] = runs["dynamic_sampling"].map(lambda v: bool(v) if v is not None and not pd.isna(v) else False)
+    runs["tags"] = [json.dumps(normalise_tags(t)) for t in runs["tags"]]
     runs = runs.sort_values(
         ["phase", "n_prompts", "n_rollouts", "name", "replicate", "run_id"], na_position="last", kind="stable"
     ).reset_index(drop=True)

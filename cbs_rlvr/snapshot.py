@@ -32,6 +32,8 @@ from .errors import (
 from .manifest import SNAPSHOT_FILES
 from .manifest import snapshot_data_dir as _snapshot_data_dir
 from .manifest import verify_snapshot_files as _verify_snapshot_files
+from .params import load_all_phase_params
+from .select import apply_phase_selection
 from .sources.export_dir import load_export_dir
 from .sources.wandb_api import fetch_wandb_project
 from .sources.wandb_file import find_wandb_files, load_offline_runs
@@ -102,13 +104,16 @@ def _classify_source(source: str) -> tuple[str, Any]:
 
 
 def build_snapshot(source: str, previous_dir: str | os.PathLike | None = None, api: Any = None,
-                   **fetch_options: Any) -> dict:
+                   params_dir: str | os.PathLike | None = None, **fetch_options: Any) -> dict:
     """Read a source into the snapshot tables: dict(runs, history, excluded, manifest).
 
     source: `wandb:<entity>/<project>`, an export directory (has runs.csv) or a directory of
     offline runs (`.wandb` files). For W&B, `previous_dir` (an earlier snapshot's output dir)
     makes the fetch incremental; a corrupt earlier snapshot is ignored with a warning.
     `fetch_options` go to `fetch_wandb_project` (max_workers, limits, progress, ...).
+    Resumed runs are stitched by every source (cbs_rlvr/resume.py). params_dir: the phases'
+    params files; a run that no phase selects (by name, or by its params' `select`) is listed in
+    excluded_runs.csv with what would include it. Without params_dir runs are selected by name.
     """
     kind, target = _classify_source(source)
     warnings_: list[str] = []
@@ -132,6 +137,10 @@ def build_snapshot(source: str, previous_dir: str | os.PathLike | None = None, a
         frames = load_export_dir(target)
     else:
         frames = load_offline_runs(target)
+    phase_params = None
+    if params_dir is not None:
+        phase_params, _invalid = load_all_phase_params(params_dir)  # the invalid: their notebooks say why
+    frames = apply_phase_selection(frames, phase_params or None)
     runs, history, excluded = frames["runs"], frames["history"], frames["excluded"]
     manifest = {
         "schema_version": SNAPSHOT_SCHEMA_VERSION,
@@ -292,14 +301,17 @@ def read_excluded_runs(out_dir: str | os.PathLike) -> pd.DataFrame:
     return pd.read_csv(_snapshot_data_dir(out_dir) / "excluded_runs.csv", dtype=str, keep_default_na=False)
 
 
-def open_snapshot(out_dir: str | Path, source: str | None = None):
+def open_snapshot(out_dir: str | Path, source: str | None = None, params_dir: str | Path | None = None):
     """(runs, history, manifest) of the snapshot in <out_dir>/data. When there is none yet
     (a notebook opened in JupyterLab before any `make snapshot`) and a source is given, build it
-    first with the same code as `make snapshot`."""
+    first with the same code as `make snapshot` (phases selected with params_dir, by default
+    the project's params/)."""
+    from .paths import DEFAULT_PARAMS, project_path
 
     out_dir = Path(out_dir)
     if source is not None and not (out_dir / "data" / "manifest.json").exists():
-        write_snapshot(build_snapshot(source), out_dir)
+        params_dir = project_path(params_dir if params_dir is not None else DEFAULT_PARAMS)
+        write_snapshot(build_snapshot(source, params_dir=params_dir if params_dir.is_dir() else None), out_dir)
     return read_snapshot(out_dir)
 
 

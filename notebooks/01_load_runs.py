@@ -10,8 +10,9 @@
 # # Which runs enter this phase's analysis, and which were left out?
 #
 # Every run of the source is either in the snapshot (`outputs/data/`) or listed in
-# `excluded_runs.csv` with its reason. This notebook shows the phase's runs, their batch sizes
-# and flags, the validation metric the analysis will use, and the runs that were left out.
+# `excluded_runs.csv` with its reason. This notebook shows how the phase selects its runs, their
+# batch sizes, learning rates and updates per step, the runs that were stitched together after a
+# restart from a checkpoint, the validation metric the analysis will use, and the runs left out.
 
 # %% tags=["parameters"]
 phase = "p1"
@@ -28,40 +29,94 @@ import cbs_helpers as ch
 
 out, params_dir, source = ch.project_paths(out_dir, params_dir, source)
 params = ch.load_phase_params(params_dir, phase)
-runs_all, history_all, manifest = ch.open_snapshot(out, source)
+runs_all, history_all, manifest = ch.open_snapshot(out, source, params_dir)
 excluded = ch.read_excluded_runs(out)
 runs, history, metric = ch.phase_runs(runs_all, history_all, params)
 runs = runs.sort_values(["total_batch", "n_prompts", "replicate"])
 print(f"{params['title']}: {len(runs)} runs in the snapshot of {manifest['source']!r} "
-      f"({manifest['n_runs']} runs over all phases, {manifest['n_excluded']} excluded).")
+      f"({manifest['n_runs']} runs over all phases, {manifest['n_excluded']} excluded). "
+      f"Runs are selected {ch.selection_description(params)}.")
 
 # %% [markdown]
 # ## The runs and their batch sizes
-# `B = n_prompts × n_rollouts` samples per optimizer step. Runs that share a name are
-# replicates (seeds or reruns) and are kept side by side; crashed runs keep their history.
+# `B = n_prompts × n_rollouts` samples per rollout step, taken from the verl config
+# (`data.train_batch_size`, `actor_rollout_ref.rollout.n`) and, where the config lacks them, from
+# the name. Runs that share a name, learning rate and updates per step are replicates (seeds or
+# reruns) and are kept side by side; crashed runs keep their history. `updates` is the number of
+# optimizer updates verl makes per rollout step: train_batch_size / ppo_mini_batch_size ×
+# ppo_epochs (both sizes in prompts).
 
 # %%
 assert (runs["total_batch"] == runs["n_prompts"] * runs["n_rollouts"]).all()
 n_eval = history.dropna(subset=[metric]).groupby("run_id").size().rename("n_eval")
 table = runs.join(n_eval, on="run_id")
 table["n_eval"] = table["n_eval"].fillna(0).astype(int)
-table = table[["name", "replicate", "n_prompts", "n_rollouts", "total_batch", "state",
-               "last_step", "n_eval", "flags"]]
+table["updates"] = table["updates_per_step"]
+table["tags"] = table["tags"].map(lambda t: ", ".join(ch.normalise_tags(t)))
+table = table[["name", "replicate", "n_prompts", "n_rollouts", "total_batch", "lr", "updates",
+               "state", "last_step", "n_eval", "n_segments", "tags", "flags"]]
 ch.save_table(table, out / phase / "tables", "runs")
 table.set_index("name")
 
 # %% [markdown]
+# ## Runs resumed from a checkpoint, stitched into one
+# verl starts a new W&B run with the same name when a job restarts from a checkpoint; the restart
+# validates at the checkpoint step and trains on from there. Such a run is one training run in two
+# (or more) pieces, not two replicates: the pieces are joined at the checkpoint step, and the
+# crashed run's steps after its checkpoint, which were trained again, are dropped.
+
+# %%
+resumed = ch.resumed_runs(runs)
+for row in resumed.itertuples():
+    ids = row.segment_run_ids.split(";")
+    print(f"{row.name}: {row.n_segments} W&B runs ({', '.join(ids)}) are one training run; it "
+          f"restarted from the checkpoint at step {row.resumed_at.replace(';', ', ')} and reached step "
+          f"{row.last_step} ({row.state}). The crashed run had trained {row.resume_lost_steps} step(s) "
+          f"past its checkpoint ({row.resume_lost_time_s / 60:.1f} min), which were trained again and "
+          "are not counted.")
+if resumed.empty:
+    print("No run of this phase was resumed from a checkpoint: no run of the same name starts after "
+          "step 1, so every run here is a whole training run.")
+resumed if len(resumed) else None
+
+# %% [markdown]
+# ## Learning rates and updates per step at each batch size
+# Runs at one batch size with different learning rates (or other metaparameters the params name,
+# `metaparameters`) are different configurations, not replicates: the fits use the best one at
+# each batch size (see the steps-to-target report).
+
+# %%
+configs = ch.configuration_counts(runs, params["metaparameters"])
+swept = configs[configs["n_configs"] > 1]
+updates = runs["updates_per_step"].dropna().astype(int)
+dynamic = "train/num_gen_batches" in history.columns and history["train/num_gen_batches"].notna().any()
+from_config = runs["name"].map(lambda n: ch.parse_run_name(n)["n_prompts"] is None).sum()
+mismatch = runs["flags"].astype(str).str.contains("config_name_mismatch").sum()
+print(f"{len(swept)} of {len(configs)} batch sizes have several configurations"
+      + (f" (B = {', '.join(str(int(b)) for b in swept['total_batch'])})." if len(swept) else "."))
+print("Optimizer updates per rollout step: "
+      + (f"{updates.min()} to {updates.max()}" if updates.nunique() > 1 else
+         f"{updates.iloc[0]} for every run" if len(updates) else "unknown (no ppo_mini_batch_size in the configs)")
+      + (f"; unknown for {runs['updates_per_step'].isna().sum()} run(s)." if 0 < len(updates) < len(runs) else "."))
+print("Dynamic sampling (train/num_gen_batches) is logged: samples generated and trained differ."
+      if dynamic else "No dynamic sampling logged: every generated sample is trained on.")
+print(f"{from_config} run(s) have no batch sizes in their name (taken from the config); {mismatch} have a "
+      "name whose batch sizes disagree with the config (the config wins).")
+configs
+
+# %% [markdown]
 # ## Runs left out of the analysis, with their reasons
-# Those of this phase, and those whose phase could not be told at all (they may belong here).
+# Those named for this phase, and those that no phase selects (they may belong here: the reason
+# says what would include them).
 
 # %%
 parsed = excluded["name"].map(lambda n: ch.parse_run_name(str(n))["phase"])
 excluded_here = excluded[parsed == phase]
 unassigned = excluded[parsed.isna()]
 n_other = len(excluded) - len(excluded_here) - len(unassigned)
-print(f"{len(excluded_here)} run(s) of phase {phase} excluded, {len(unassigned)} input(s) with no "
-      f"recognisable phase; {n_other} excluded run(s) of other phases are listed in "
-      "data/excluded_runs.csv of the output directory.")
+print(f"{len(excluded_here)} run(s) named for phase {phase} excluded, {len(unassigned)} input(s) with "
+      f"no phase in their name and selected by no phase; {n_other} excluded run(s) of other phases "
+      "are listed in data/excluded_runs.csv of the output directory.")
 pd.concat([excluded_here.assign(phase=phase), unassigned.assign(phase="unknown")])[
     ["phase", "name", "run_id", "source", "reason"]].set_index("phase")
 
@@ -73,8 +128,9 @@ batch_sizes = sorted(runs["total_batch"].unique())
 n_rep = int((runs["replicate"] > 0).sum())
 not_finished = runs[runs["state"] != "finished"]
 flagged = runs[runs["flags"].astype(str) != ""]
-print(f"Phase {phase}: {len(runs)} runs enter the analysis at {len(batch_sizes)} batch sizes "
-      f"(B = {batch_sizes[0]} to {batch_sizes[-1]}), {n_rep} of them extra replicates; "
-      f"{len(not_finished)} did not finish ({', '.join(sorted(not_finished['state'].unique())) or 'none'}); "
-      f"{len(flagged)} carry flags; {len(excluded_here)} were excluded. "
-      f"Validation metric: {metric}.")
+print(f"Phase {phase}: {len(runs)} runs enter the analysis at {len(batch_sizes)} batch size(s) "
+      f"(B = {batch_sizes[0]} to {batch_sizes[-1]}), {n_rep} of them extra replicates, "
+      f"{len(resumed)} stitched from runs resumed after a crash, {len(swept)} batch size(s) with "
+      f"several learning rates; {len(not_finished)} did not finish "
+      f"({', '.join(sorted(not_finished['state'].unique())) or 'none'}); {len(flagged)} carry flags; "
+      f"{len(excluded_here)} were excluded. Validation metric: {metric}.")

@@ -9,15 +9,21 @@
 # %% [markdown]
 # # How many steps and samples does each batch size need, and what is B_noise?
 #
-# For every run and target accuracy we measure S(B), the optimizer steps to reach the target,
-# and E(B) = B·S(B), the samples, then fit McCandlish et al. (2018):
+# For every run and target accuracy we measure S(B), the steps to reach the target, and
+# E(B) = B·S(B), the samples, then fit McCandlish et al. (2018):
 # S(B) = S_min (1 + B_noise / B), E(B) = E_min (1 + B / B_noise), B_crit = E_min / S_min = B_noise.
+#
+# **Units.** S is counted in *rollout steps*, verl's `training/global_step`: one step generates
+# B = n_prompts × n_rollouts samples and then makes `updates` optimizer updates on them
+# (train_batch_size / ppo_mini_batch_size × ppo_epochs). B_noise is in samples per rollout step.
+# Where the updates per step differ between runs, the fit is repeated in optimizer updates below.
 #
 # How this differs from the first version of this analysis: the eval series is smoothed
 # monotonically (isotonic) and the crossing interpolated between evals, instead of taking the
 # first eval above target; runs that never reach a target enter the fit as lower bounds instead
-# of being dropped; the fit is done in log space so the slowest runs do not dominate; and every
-# B_noise has a 95% bootstrap interval.
+# of being dropped; the fit is done in log space so the slowest runs do not dominate; every
+# B_noise has a 95% bootstrap interval; and where several learning rates ran at one batch size,
+# only the best one there enters the fit (the envelope), as batch-size studies do.
 
 # %% tags=["parameters"]
 phase = "p1"
@@ -34,23 +40,27 @@ ch.setup_style()
 out, params_dir, source = ch.project_paths(out_dir, params_dir, source)
 params = ch.load_phase_params(params_dir, phase)
 figures, tables = out / phase / "figures", out / phase / "tables"
-runs_all, history_all, manifest = ch.open_snapshot(out, source)
+runs_all, history_all, manifest = ch.open_snapshot(out, source, params_dir)
 runs, history, metric = ch.phase_runs(runs_all, history_all, params)
 print(f"{params['title']}: {len(runs)} runs, metric {metric}, n_val = {params['n_val']}, "
       f"{n_bootstrap} bootstrap resamples")
 
 # %% [markdown]
 # ## Steps and samples to each target
-# `censored` runs never reached the target; their S is the last evaluated step, a lower bound.
+# Rollout steps to each target at each batch size (median over the replicates of the best
+# configuration). `censored` runs never reached the target; their S is the last evaluated step,
+# a lower bound.
 
 # %%
 sb_eb, cbs_fit = ch.fit_phase(runs, history, metric, params["thresholds"], params["n_val"],
-                              n_bootstrap=n_bootstrap, seed=seed)
-ch.save_table(sb_eb[ch.SB_EB_CSV_COLUMNS], tables, "sb_eb")
+                              n_bootstrap=n_bootstrap, seed=seed, metaparameters=params["metaparameters"])
+envelope = sb_eb[sb_eb["in_envelope"]]
+ch.save_table(sb_eb[ch.SB_EB_CSV_COLUMNS + ["configuration", "lr", "updates_per_step", "S_updates", "in_envelope"]],
+              tables, "sb_eb")
 ch.save_table(cbs_fit[ch.CBS_FIT_COLUMNS], tables, "cbs_fit", latex=True,
               caption=f"McCandlish fit, {params['title']}", label=f"tab:cbs_fit_{phase}")
-sb_eb.pivot_table(index=["total_batch", "n_prompts", "n_rollouts"],
-                                    columns="threshold", values="S_B", aggfunc="median").round(1)
+envelope.pivot_table(index=["total_batch", "n_prompts", "n_rollouts"], columns="threshold",
+                     values="S_B", aggfunc="median").round(1)
 
 # %% [markdown]
 # ## The McCandlish fit at each target
@@ -60,48 +70,149 @@ cbs_fit[ch.CBS_FIT_COLUMNS].set_index("threshold").round({"B_noise": 0, "B_noise
                                     "E_min": 0, "B_crit_20pct": 0, "r2_log": 3})
 
 # %%
-fig = ch.plot_sb_eb(sb_eb, cbs_fit, title=params["title"])
-ch.save_figure(fig, sb_eb, figures, "sb_eb")
+fig = ch.plot_sb_eb(envelope, cbs_fit, title=params["title"])
+ch.save_figure(fig, envelope, figures, "sb_eb")
 fig
 
 # %% [markdown]
-# ## The critical batch size grows as the target gets harder
+# ## Which learning rate won at each batch size
+# At a batch size where several configurations ran (learning rates, or other metaparameters named
+# in the params), S(B) is the fewest steps any of them needed: the best configuration at that
+# batch size and target (Shallue et al. 2018 take the best trial at each B). The others are drawn
+# faded. The choice is made on the measured S; the bootstrap interval does not include the luck of
+# which rate won.
+
+# %%
+configs = ch.configuration_table(sb_eb)
+winners = ch.envelope_winners(configs)
+ch.save_table(configs, tables, "envelope")
+ch.save_table(winners, tables, "envelope_winners")
+swept = winners[winners["n_configs"] > 1]
+per_b = sb_eb.drop_duplicates("run_id").groupby("total_batch")["lr"].nunique()
+if (per_b <= 1).all():
+    tried = sb_eb.drop_duplicates("run_id")
+    policy = ch.lr_policy(tried["total_batch"], tried["lr"])
+    print(f"One learning rate per batch size: nothing to choose. The sweep's learning-rate policy is "
+          f"{policy['describe']}.")
+else:
+    policy = ch.lr_policy(winners["total_batch"], winners["lr_won"])
+    for row in swept.itertuples():
+        caveat = (" (a configuration that never reached a target had stopped earlier, so the choice "
+                  "is not certain there)" if row.undetermined else "")
+        print(f"B = {row.total_batch} ({row.n_prompts}×{row.n_rollouts}): tried {row.tried}; best: "
+              f"{row.won_by_target}{caveat}")
+    print(f"\nThe winning learning rates follow a {policy['describe']}.")
+    fig = ch.plot_envelope(configs, cbs_fit, title=f"{params['title']}: the best learning rate at each B")
+    ch.save_figure(fig, configs, figures, "envelope")
+    display(fig)  # noqa: F821 (IPython)
+
+# %% [markdown]
+# ## Steps to target in optimizer updates
+# S in optimizer updates is S × updates per rollout step. Where every run makes the same number of
+# updates per step this only rescales S (and B_noise per update is B_noise divided by it); where
+# the number differs between runs the fit is repeated with S in updates against the samples per
+# update, B / updates.
+
+# %%
+per_run = sb_eb.drop_duplicates("run_id")
+updates = per_run["updates_per_step"].dropna().astype(int)
+cbs_fit_updates = None
+if updates.nunique() > 1:
+    _, cbs_fit_updates = ch.fit_phase(runs, history, metric, params["thresholds"], params["n_val"],
+                                      n_bootstrap=n_bootstrap, seed=seed, units="updates",
+                                      metaparameters=params["metaparameters"])
+    ch.save_table(cbs_fit_updates[ch.CBS_FIT_COLUMNS + ["units"]], tables, "cbs_fit_updates")
+    print(f"Updates per rollout step vary within this phase ({updates.min()} to {updates.max()}), so S is "
+          "fitted in both units:")
+    for s_row, u_row in zip(cbs_fit.itertuples(), cbs_fit_updates.itertuples(), strict=True):
+        print(f"  acc ≥ {s_row.threshold:g}: B_noise = "
+              f"{ch.format_ci(s_row.B_noise, s_row.B_noise_lo, s_row.B_noise_hi)} samples per rollout step "
+              f"({s_row.status}); {ch.format_ci(u_row.B_noise, u_row.B_noise_lo, u_row.B_noise_hi)} samples "
+              f"per optimizer update ({u_row.status}), S_min = {u_row.S_min:.1f} updates")
+elif len(updates) and updates.iloc[0] == 1:
+    print("Every run makes one optimizer update per rollout step (ppo_mini_batch_size = train_batch_size, "
+          "ppo_epochs = 1): S in optimizer updates equals S in rollout steps.")
+elif len(updates):
+    print(f"Every run makes {updates.iloc[0]} optimizer updates per rollout step: S in updates is "
+          f"{updates.iloc[0]} × S, and B_noise per update is B_noise / {updates.iloc[0]}.")
+else:
+    print("The run configs do not give ppo_mini_batch_size: updates per step unknown, S is in rollout "
+          "steps only.")
+envelope.pivot_table(index=["total_batch", "updates_per_step"], columns="threshold", values="S_updates",
+                     aggfunc="median").round(1) if updates.nunique() > 1 else None
+
+# %% [markdown]
+# ## Samples generated and samples trained on
+# With DAPO's dynamic sampling (`train/num_gen_batches` logged) a step generates batches until
+# enough prompts with mixed rewards remain, so it generates more samples than it trains on.
+# E(B) above counts trained samples (B per step); here the generated ones too.
+
+# %%
+generated = ch.generated_samples_table(runs, history, sb_eb)
+if len(generated):
+    ch.save_table(generated, tables, "generated_samples")
+    env_gen = generated[generated["in_envelope"] & ~generated["censored"]]
+    ratio = env_gen.groupby("total_batch")["generated_per_trained"].median()
+    print(f"{generated['run_id'].nunique()} run(s) log dynamic sampling. Up to each target they generated "
+          f"{ratio.min():.2f} (B = {int(ratio.idxmin())}) to {ratio.max():.2f} (B = {int(ratio.idxmax())}) "
+          "times the samples they trained on (median over targets at each batch size).")
+    fig = ch.plot_generated_samples(generated, title=params["title"])
+    ch.save_figure(fig, generated, figures, "generated_samples")
+    display(fig)  # noqa: F821 (IPython)
+else:
+    print("No run logs train/num_gen_batches: every generated sample is trained on, E(B) = B·S(B).")
+
+# %% [markdown]
+# ## How B_noise changes with the target accuracy
 # B_noise against the target accuracy, next to the first-crossing, drop-censored, linear-space
 # fit of the original notebook on the same runs.
 
 # %%
+good = cbs_fit[cbs_fit["status"].isin(["ok", "extrapolated"])]
 seed_fit = ch.seed_method_fit(runs, history, metric, params["thresholds"])
 comparison = cbs_fit[["threshold", "B_noise", "B_noise_lo", "B_noise_hi", "status"]].merge(
     seed_fit[["threshold", "B_noise"]].rename(columns={"B_noise": "B_noise_seed_method"}),
     on="threshold", how="left")
 ch.save_table(comparison, tables, "b_noise_vs_target")
-fig = ch.plot_b_noise_vs_target(cbs_fit, compare=seed_fit, compare_label="first crossing, linear fit",
-                                title=f"{params['title']}: B_noise vs target")
-ch.save_figure(fig, comparison, figures, "b_noise_vs_target")
-fig
+if len(good):
+    fig = ch.plot_b_noise_vs_target(cbs_fit, compare=seed_fit, compare_label="first crossing, linear fit",
+                                    title=f"{params['title']}: B_noise vs target")
+    ch.save_figure(fig, comparison, figures, "b_noise_vs_target")
+    display(fig)  # noqa: F821 (IPython)
+else:
+    print(f"No usable fit at any target ({cbs_fit['reason'].iloc[0]}): insufficient data for this plot.")
 
 # %% [markdown]
 # ## Do the runs lie on the steps–samples trade-off curve?
 # Under the model every (run, target) satisfies (S/S_min − 1)(E/E_min − 1) = 1.
 
 # %%
-pareto = ch.pareto_table(sb_eb, cbs_fit)
+pareto = ch.pareto_table(envelope, cbs_fit)
 ch.save_table(pareto, tables, "pareto")
-fig = ch.plot_pareto(pareto, title=f"{params['title']}: trade-off check")
-ch.save_figure(fig, pareto, figures, "pareto")
-fig
+if len(pareto):
+    fig = ch.plot_pareto(pareto, title=f"{params['title']}: trade-off check")
+    ch.save_figure(fig, pareto, figures, "pareto")
+    display(fig)  # noqa: F821 (IPython)
+else:
+    print("No usable fit: insufficient data for the trade-off check.")
 
 # %% [markdown]
 # ## Answer
 
 # %%
-good = cbs_fit[cbs_fit["status"].isin(["ok", "extrapolated"])]
+print("S in rollout steps; B_noise in samples per rollout step (B = n_prompts × n_rollouts); "
+      + (f"{len(swept)} batch size(s) with several configurations, the best one used at each."
+         if len(swept) else "one configuration (learning rate) per batch size."))
 for row in cbs_fit.itertuples():
+    if row.status in ("insufficient", "failed"):
+        print(f"acc ≥ {row.threshold:g}: no B_noise, {row.status}: {row.reason}")
+        continue
     ci = ch.format_ci(row.B_noise, row.B_noise_lo, row.B_noise_hi)
     print(f"acc ≥ {row.threshold:g}: B_noise = {ci} samples/step, S_min = {row.S_min:.1f} steps, "
           f"20%-overhead CBS = {row.B_crit_20pct:.0f}, R²(log) = {row.r2_log:.3f}, "
           f"{row.n_points} points ({row.n_censored} censored), status {row.status}")
 if len(good) >= 2:
     first, last = good.iloc[0], good.iloc[-1]
-    print(f"\nB_noise grows from {first.B_noise:.0f} at accuracy {first.threshold:g} to "
+    trend = "grows" if last.B_noise > first.B_noise else "falls"
+    print(f"\nB_noise {trend} from {first.B_noise:.0f} at accuracy {first.threshold:g} to "
           f"{last.B_noise:.0f} at {last.threshold:g} ({last.B_noise / first.B_noise:.1f}x).")

@@ -11,8 +11,11 @@
 #
 # Fewer steps at a larger batch only pay off if a step does not get proportionally slower.
 # Time to target is the cumulative logged step time (`perf/time_per_step`, else `timing_s/step`)
-# up to the interpolated crossing, not a mean step time times S; GPU-hours multiply it by the
-# GPU count of the run config (`trainer.n_gpus_per_node × trainer.nnodes`) where it is known.
+# up to the interpolated crossing, not a mean step time times S. Validation (`timing_s/testing`)
+# and checkpoint saving (`timing_s/save_checkpoint`) are counted apart: they depend on how often
+# a run evaluates and saves, not on its batch size. Recent verl times them outside the step,
+# verl up to 0.5 inside it; which one a run did is read from its data. GPU-hours multiply the time
+# by the GPU count of the run config (`trainer.n_gpus_per_node × trainer.nnodes`) where it is known.
 
 # %% tags=["parameters"]
 phase = "p1"
@@ -22,37 +25,102 @@ source = "data/demo"
 n_bootstrap = 1000
 
 # %%
+import pandas as pd
+
 import cbs_helpers as ch
 
 ch.setup_style()
 out, params_dir, source = ch.project_paths(out_dir, params_dir, source)
 params = ch.load_phase_params(params_dir, phase)
-runs_all, history_all, manifest = ch.open_snapshot(out, source)
+figures, tables = out / phase / "figures", out / phase / "tables"
+runs_all, history_all, manifest = ch.open_snapshot(out, source, params_dir)
 runs, history, metric = ch.phase_runs(runs_all, history_all, params)
 
 # %% [markdown]
-# ## Time to each target, per run
+# ## Training time to each target, per batch size
+# Hours of training steps (validation and checkpoints excluded), median over the replicates of the
+# best configuration at each batch size.
 
 # %%
-wall = ch.wall_clock_table(runs, history, metric, params["thresholds"])
-ch.save_table(wall, out / phase / "tables", "wall_clock")
-wall.pivot_table(index=["total_batch", "n_prompts", "n_rollouts"], columns="threshold",
+wall = ch.wall_clock_table(runs, history, metric, params["thresholds"], metaparameters=params["metaparameters"])
+ch.save_table(wall, tables, "wall_clock")
+best = wall[wall["in_envelope"]] if len(wall) else wall
+best.pivot_table(index=["total_batch", "n_prompts", "n_rollouts"], columns="threshold",
                  values="time_to_target_h", aggfunc="median").round(2)
 
 # %% [markdown]
-# ## Step time grows with the batch; time to target has a sweet spot
+# ## Validation and checkpoint time, counted apart
 
 # %%
-fig = ch.plot_wall_clock(wall, title=params["title"])
-ch.save_figure(fig, wall, out / phase / "figures", "wall_clock")
+per_run = wall.drop_duplicates("run_id")
+logged = {"validation": history.get("timing_s/testing"), "checkpoint": history.get("timing_s/save_checkpoint")}
+for what, values in logged.items():
+    print(f"{what} time: " + ("logged" if values is not None and values.notna().any() else "not logged"))
+inside = per_run.loc[per_run["time_key"].notna(), "overhead_in_step_time"].value_counts()
+for how, n in inside.items():
+    if how == "not logged":
+        print(f"{n} run(s) log no validation or checkpoint time: their step time is taken as it is.")
+    elif how == "none":
+        print(f"{n} run(s): the logged step time contains neither (as verl >= 0.6 times it).")
+    else:
+        print(f"{n} run(s): the logged step time contains {how.replace('+', ' and ')} (subtracted from the "
+              "training time; verl <= 0.5 timed both inside the step, the DAPO recipe the checkpoint).")
+if per_run["time_key"].isna().any():
+    print(f"{per_run['time_key'].isna().sum()} run(s) log no step time at all.")
+mid = params["thresholds"][len(params["thresholds"]) // 2]
+at_mid = best[best["threshold"] == mid]
+overhead = (at_mid["time_to_target_with_overhead_h"] / at_mid["time_to_target_h"] - 1).dropna()
+any_overhead = bool((wall[["testing_h", "checkpoint_h"]].fillna(0) > 0).any().any())
+if any_overhead and len(overhead):
+    print(f"At acc ≥ {mid:g}, validation and checkpoints add {100 * overhead.min():.0f}% to "
+          f"{100 * overhead.max():.0f}% to the training time of the runs.")
+resumed = ch.resumed_runs(runs)
+if len(resumed):
+    print(f"{len(resumed)} run(s) were resumed after a crash and lost {resumed['resume_lost_time_s'].sum() / 3600:.2f} h "
+          "of steps trained again after their checkpoint; that time is not counted above.")
+at_mid[["run_name", "total_batch", "time_to_target_h", "testing_h", "checkpoint_h",
+        "time_to_target_with_overhead_h", "overhead_in_step_time"]].set_index("run_name").round(3)
+
+# %% [markdown]
+# ## Step time against the batch
+# A step-time model T_step(n_prompts, n_rollouts), fitted to each run's mean training step time:
+# a + b_B·B, with a per-prompt term b_p·n_prompts where both n_prompts and n_rollouts vary.
+
+# %%
+step_times = ch.step_time_table(wall)
+model = ch.step_time_model(wall)
+if model["status"] == "ok":
+    unit = {"a": "s", "b_B": "s per sample", "b_p": "s per prompt"}
+    terms = ", ".join(f"{k} = {model['coef'][k]:.4g} ± {model['se'][k]:.2g} {unit[k]}" for k in model["terms"])
+    print(f"{model['formula']}: {terms}; R² = {model['r2']:.3f}, "
+          f"residual sd {model['resid_sd_s']:.2f} s ({100 * model['rel_resid_sd']:.1f}% of the mean step), "
+          f"{model['n_runs']} runs, B = {model['B_range'][0]:.0f} to {model['B_range'][1]:.0f}."
+          + (f" Note: {model['reason']}." if model["reason"] else ""))
+else:
+    print(f"Step-time model: insufficient ({model['reason']}).")
+ch.save_table(step_times.assign(**{f"model_{k}": v for k, v in model["coef"].items()}), tables, "step_time_model")
+fig = ch.plot_step_time(step_times, model, title=params["title"])
+ch.save_figure(fig, step_times, figures, "step_time")
 fig
+
+# %% [markdown]
+# ## Time to target against the batch
+
+# %%
+if best["time_to_target_h"].notna().any():
+    fig = ch.plot_wall_clock(best, title=params["title"])
+    ch.save_figure(fig, best, figures, "wall_clock")
+    display(fig)  # noqa: F821 (IPython)
+else:
+    print("No run of this phase logs a step time (perf/time_per_step or timing_s/step).")
 
 # %% [markdown]
 # ## Answer
 
 # %%
-fastest = ch.fastest_batch(wall)
-ch.save_table(fastest, out / phase / "tables", "wall_clock_fastest", latex=True,
+fastest = ch.fastest_batch(best)
+with_overhead = ch.fastest_batch(best, by="time_to_target_with_overhead_h").set_index("threshold")
+ch.save_table(fastest, tables, "wall_clock_fastest", latex=True,
               caption=f"Fastest batch size to each target, {params['title']}",
               label=f"tab:wall_{phase}")
 for row in fastest.itertuples():
@@ -61,7 +129,11 @@ for row in fastest.itertuples():
         continue
     caveat = (" (a run stopped before the target at less time, so this is not certain)"
               if row.undetermined else "")
-    gpu = f", {row.gpu_hours:.1f} GPU-hours" if row.gpu_hours == row.gpu_hours else ""
+    gpu = f", {row.gpu_hours:.1f} GPU-hours" if pd.notna(row.gpu_hours) else ""
+    alt = with_overhead.loc[row.threshold]
+    same = (alt["n_prompts"], alt["n_rollouts"]) == (row.n_prompts, row.n_rollouts)
     print(f"acc ≥ {row.threshold:g}: fastest is B = {int(row.total_batch)} "
-          f"({int(row.n_prompts)}×{int(row.n_rollouts)}): {row.time_to_target_h:.2f} h{gpu}, "
-          f"{row.S_B:.0f} steps{caveat}")
+          f"({int(row.n_prompts)}×{int(row.n_rollouts)}): {row.time_to_target_h:.2f} h of training{gpu}, "
+          f"{row.S_B:.0f} steps{caveat}"
+          + (("; counting validation and checkpoints, " + ("the same batch size" if same else
+              f"B = {int(alt['total_batch'])} instead") + f" takes {alt['value']:.2f} h.") if any_overhead else "."))

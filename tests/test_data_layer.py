@@ -300,7 +300,9 @@ def test_run_metadata_reads_nested_dotted_and_wrapped_configs():
     assert (wrapped["n_prompts"], wrapped["n_rollouts"], wrapped["flags"]) == (32, 2, [])
     assert run_metadata("cbs_p1_np32_nr8", None)["reason"] is None
     assert "cannot determine" in run_metadata("baseline", {})["reason"]
-    assert "phase is needed" in run_metadata("x", {"data.train_batch_size": 8, "actor_rollout_ref.rollout.n": 2})["reason"]
+    # a free-form name: usable (a phase's params may select it by tags, group, pattern or config)
+    free = run_metadata("x", {"data.train_batch_size": 8, "actor_rollout_ref.rollout.n": 2})
+    assert (free["phase"], free["total_batch"], free["reason"]) == (None, 16, None)
 
 
 def test_normalise_history_last_write_wins_restart_percent_and_counts():

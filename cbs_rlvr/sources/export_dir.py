@@ -20,7 +20,7 @@ from ..runs import assemble_snapshot_frames, normalise_raw_run, set_nested, unwr
 # Export directory: runs.csv + history/<run_id>.csv|parquet
 # --------------------------------------------------------------------------------------------
 _EXPORT_META_COLUMNS = {"run_id", "name", "state", "config", "start_time", "created_at",
-                        "updated_at", "heartbeat_at"}
+                        "updated_at", "heartbeat_at", "tags", "group"}
 _SAFE_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -85,8 +85,10 @@ def read_history_table(path: Path) -> pd.DataFrame:
 def load_export_dir(directory: str | os.PathLike) -> dict:
     """Read an export directory -> runs, history, excluded frames (snapshot schema).
 
-    runs.csv: run_id, name, optional state / start_time (or created_at) / updated_at, and the
-    config as a `config` JSON column and/or dotted columns (`data.train_batch_size`). Each run's
+    runs.csv: run_id, name, optional state / start_time (or created_at) / updated_at / tags (a
+    JSON list or `;`-separated) / group, and the config as a `config` JSON column and/or dotted
+    columns (`data.train_batch_size`). Runs sharing a name whose history starts at a later step
+    are resumed segments and are stitched (see cbs_rlvr/resume.py). Each run's
     history is history/<run_id>.parquet or .csv (parquet preferred when both exist).
     """
     directory = Path(directory)
@@ -142,6 +144,8 @@ def load_export_dir(directory: str | os.PathLike) -> dict:
             "start_time": row.get("start_time") or row.get("created_at") or None,
             "updated_at": row.get("updated_at") or row.get("heartbeat_at") or None,
             "wandb_last_step": int(max(steps)) if steps else None,
+            "tags": row.get("tags") or None,  # a JSON list or `;`-separated
+            "group": (row.get("group") or "").strip() or None,
         }
         entries.append(normalise_raw_run(raw))
     return assemble_snapshot_frames(entries)

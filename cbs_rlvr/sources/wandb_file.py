@@ -178,6 +178,7 @@ def decode_wandb_records(payloads: Iterable[bytes]) -> tuple[dict, int]:
     run: dict[str, Any] = {
         "run_id": None, "name": None, "project": None, "entity": None, "config": {}, "history": [],
         "summary": {}, "exit_code": None, "start_time": None, "wandb_version": None, "n_records": 0,
+        "tags": [], "group": None,
     }
     n_bad = 0
     for payload in payloads:
@@ -205,6 +206,10 @@ def decode_wandb_records(payloads: Iterable[bytes]) -> tuple[dict, int]:
                     run[key] = getattr(rec, field)
             if rec.HasField("start_time"):
                 run["start_time"] = rec.start_time.seconds + rec.start_time.nanos / 1e9
+            if rec.tags:
+                run["tags"] = list(rec.tags)
+            if rec.run_group:
+                run["group"] = rec.run_group
             _apply_record_items(run["config"], rec.config.update, ())
         elif kind == "config":
             _apply_record_items(run["config"], record.config.update, record.config.remove)
@@ -222,8 +227,9 @@ def decode_wandb_records(payloads: Iterable[bytes]) -> tuple[dict, int]:
 def read_wandb_file(path: str | os.PathLike) -> dict:
     """Read a W&B offline run file (`run-<id>.wandb`) without uploading it.
 
-    Returns run_id, name, project, entity, config (nested, `_wandb` dropped), history (rows in
-    log order: `_step` plus the logged values, NaN/Infinity decoded), summary, exit_code, state
+    Returns run_id, name, project, entity, config (nested, `_wandb` dropped), tags (list), group
+    (None when none), history (rows in log order: `_step` plus the logged values, NaN/Infinity
+    decoded), summary, exit_code, state
     (exit record 0 -> finished, nonzero -> failed, none -> crashed: the process died before
     `finish`, or is still running), start_time (epoch s), truncated, n_bad_records, n_records.
     Raises WandbFileError for an empty file or one without the W&B header.
@@ -289,6 +295,8 @@ def _merge_segments(segments: list[dict]) -> dict:
         "run_id": last["run_id"],
         "name": next((s["name"] for s in reversed(segments) if s["name"]), None),
         "config": config,
+        "tags": next((s["tags"] for s in reversed(segments) if s.get("tags")), []),
+        "group": next((s["group"] for s in reversed(segments) if s.get("group")), None),
         "state": last["state"],
         "source": ";".join(seg["source"] for seg in segments),
         "rows": rows,

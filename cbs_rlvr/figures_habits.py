@@ -1,0 +1,141 @@
+"""Plots of verl's habits: the learning-rate envelope, the step-time model, generated samples.
+
+Same style and helpers as figures.py (setup_style, save_figure, the log axes); each plot takes
+result tables and returns a Figure, built without pyplot.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .figures import PALETTE, _batch_limits, set_log2_axis, set_log_axis, threshold_colors
+
+
+def _pick_thresholds(values, at_most: int = 3) -> list[float]:
+    """The easiest, a middle and the hardest target (all when there are few)."""
+    values = sorted(set(float(v) for v in values))
+    if len(values) <= at_most:
+        return values
+    return [values[0], values[len(values) // 2], values[-1]]
+
+
+def plot_envelope(configs: pd.DataFrame, cbs_fit: pd.DataFrame | None = None, thresholds=None,
+                  title: str = "") -> Figure:
+    """Left: S(B) of every configuration (from envelope.configuration_table) at up to three
+    targets; the winner at each batch size joined by a line, the other configurations faded
+    (open markers; triangles: never reached), the McCandlish fit of the envelope dashed.
+    Right: the learning rate of every configuration against B (faded: tried, filled: won at
+    most targets)."""
+    fig = Figure(figsize=(10.5, 4.4))
+    ax_s, ax_lr = fig.subplots(1, 2)
+    thresholds = _pick_thresholds(configs["threshold"]) if thresholds is None else list(thresholds)
+    colors = threshold_colors(configs["threshold"].unique())
+    fits = cbs_fit.set_index("threshold") if cbs_fit is not None and len(cbs_fit) else None
+    lo, hi = _batch_limits(configs["total_batch"])
+    for t in thresholds:
+        rows = configs[configs["threshold"] == t]
+        c = colors[t]
+        won = rows[rows["chosen"]].sort_values("total_batch")
+        lost = rows[~rows["chosen"]]
+        ax_s.plot(won["total_batch"], won["S_B"], color=c, marker="o", label=f"acc ≥ {t:g}: best rate")
+        cens = won[won["censored"]]
+        ax_s.scatter(cens["total_batch"], cens["S_B"], marker="^", color=c, s=40, zorder=4)
+        ax_s.scatter(lost["total_batch"], lost["S_B"], marker="o", facecolors="none", edgecolors=c,
+                     alpha=0.45, s=34, zorder=3)
+        if fits is not None and t in fits.index and fits.loc[t, "status"] in ("ok", "extrapolated"):
+            grid = np.geomspace(lo, hi, 200)
+            f = fits.loc[t]
+            ax_s.plot(grid, f["S_min"] * (1 + f["B_noise"] / grid), color=c, ls="--", lw=1.0, alpha=0.8)
+    set_log2_axis(ax_s, "x", lo, hi)
+    set_log_axis(ax_s, "y")
+    ax_s.set_xlabel("batch size B = prompts × rollouts")
+    ax_s.set_ylabel("rollout steps to target S(B)")
+    ax_s.set_title("the envelope: best configuration at each B")
+    if "lr" in configs.columns and configs["lr"].notna().any():
+        per = configs.groupby(["total_batch", "configuration"], as_index=False).agg(
+            lr=("lr", "first"), wins=("chosen", "sum"), n=("chosen", "size"))
+        tried = per[per["wins"] * 2 <= per["n"]]
+        best = per[per["wins"] * 2 > per["n"]].sort_values("total_batch")
+        ax_lr.scatter(tried["total_batch"], tried["lr"], facecolors="none", edgecolors=PALETTE[0],
+                      alpha=0.45, s=34, label="tried")
+        ax_lr.plot(best["total_batch"], best["lr"], color=PALETTE[0], marker="o", label="won (most targets)")
+        set_log2_axis(ax_lr, "x", lo, hi)
+        set_log_axis(ax_lr, "y")
+        ax_lr.legend(loc="best")
+    else:
+        ax_lr.text(0.5, 0.5, "no learning rate in the run configs", ha="center", va="center",
+                   transform=ax_lr.transAxes)
+    ax_lr.set_xlabel("batch size B = prompts × rollouts")
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.set_title("which learning rate won at each B")
+    handles, labels = ax_s.get_legend_handles_labels()
+    handles += [matplotlib.lines.Line2D([], [], ls="", marker="o", mfc="none", mec="0.3", alpha=0.5),
+                matplotlib.lines.Line2D([], [], ls="--", color="0.3")]
+    labels += ["other configurations (faded)", "McCandlish fit of the envelope"]
+    fig.legend(handles, labels, loc="outside lower center", ncol=3)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_step_time(step_times: pd.DataFrame, model: dict, title: str = "") -> Figure:
+    """Mean training step time of each run against B (one colour per n_rollouts when it
+    varies) with the fitted step-time model (wallclock.step_time_model) and its R²."""
+    from .wallclock import predict_step_time
+
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.subplots()
+    lo, hi = _batch_limits(step_times["total_batch"])
+    grid = np.geomspace(lo, hi, 200)
+    rollouts = sorted(step_times["n_rollouts"].dropna().unique())
+    for i, n_r in enumerate(rollouts):
+        rows = step_times[step_times["n_rollouts"] == n_r]
+        color = PALETTE[i % (len(PALETTE) - 1)]
+        label = f"n_rollouts = {int(n_r)}" if len(rollouts) > 1 else "runs"
+        ax.scatter(rows["total_batch"], rows["step_time_s"], color=color, s=26, label=label, zorder=3)
+        if model.get("status") == "ok":
+            pred, _ = predict_step_time(model, grid / n_r, n_r)
+            ax.plot(grid, pred, color=color, lw=1.2)
+    set_log2_axis(ax, "x", lo, hi)
+    ax.set_xlabel("batch size B = prompts × rollouts")
+    ax.set_ylabel("training step time (s)")
+    if model.get("status") == "ok":
+        ax.set_title(f"{model['formula']}, R² = {model['r2']:.3f}")
+    else:
+        ax.set_title("step-time model: insufficient data")
+    if len(step_times):
+        ax.legend(loc="upper left")
+    else:
+        ax.text(0.5, 0.5, "no run logs a step time", ha="center", va="center", transform=ax.transAxes)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_generated_samples(generated: pd.DataFrame, thresholds=None, title: str = "") -> Figure:
+    """Samples to target against B: trained (E = B·S, filled) and generated (open) under dynamic
+    sampling, median over the envelope runs at each batch size, for up to three targets."""
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.subplots()
+    rows = generated[generated["in_envelope"].astype(bool)] if "in_envelope" in generated else generated
+    thresholds = _pick_thresholds(rows["threshold"]) if thresholds is None else list(thresholds)
+    colors = threshold_colors(generated["threshold"].unique())
+    lo, hi = _batch_limits(rows["total_batch"])
+    for t in thresholds:
+        agg = rows[(rows["threshold"] == t) & ~rows["censored"].astype(bool)].groupby(
+            "total_batch", as_index=False)[["E_B", "E_generated"]].median()
+        ax.plot(agg["total_batch"], agg["E_B"], color=colors[t], marker="o", label=f"acc ≥ {t:g}: trained")
+        ax.plot(agg["total_batch"], agg["E_generated"], color=colors[t], marker="o", mfc="none", ls=":",
+                label=f"acc ≥ {t:g}: generated")
+    set_log2_axis(ax, "x", lo, hi)
+    set_log_axis(ax, "y")
+    ax.set_xlabel("batch size B = prompts × rollouts (trained per step)")
+    ax.set_ylabel("samples to target")
+    ax.set_title("dynamic sampling: generated vs trained samples")
+    ax.legend(loc="best", fontsize=7.5)
+    if title:
+        fig.suptitle(title)
+    return fig
