@@ -415,17 +415,16 @@ def test_the_report_says_what_was_stitched_which_rate_won_and_the_units(sweeps, 
     assert len(losers) == 3 * 6 and (losers["lr"] == hs.LR_BASE).all() and (losers["n_prompts"] >= 128).all()
 
 
-def test_a_resumed_run_from_the_wandb_api_is_stitched_and_stays_so_incrementally(tmp_path):
-    """The W&B source (through the fake wandb.Api of test_data_layer): a crashed run and its
-    restart are one run, also when the next snapshot reuses the stitched run and fetches only
-    the restart again."""
-    from test_data_layer import _FakeApi, _no_sleep
+def test_a_resumed_run_from_the_wandb_api_is_stitched_and_stays_so_incrementally(tmp_path, wandb_endpoint):
+    """The W&B source (the real wandb client against the local endpoint, tests/wandb_server.py):
+    a crashed run and its restart are one run, also when the next snapshot reuses the stitched
+    run and fetches only what changed."""
+    from wandb_server import verl_run
 
     from cbs_rlvr.snapshot import write_snapshot
 
-    api = _FakeApi()
-    crashed = api.add("a1", "cbs_p1_np32_nr8", n_steps=47, state="crashed", created_at="2026-01-01T00:00:00Z")
-    restart = api.add("b2", "cbs_p1_np32_nr8", n_steps=80, created_at="2026-01-01T05:00:00Z")
+    crashed = verl_run("a1", n_steps=47, state="crashed", created_at="2026-01-01T00:00:00Z")
+    restart = verl_run("b2", n_steps=80, created_at="2026-01-01T05:00:00Z")
     for row in crashed.rows + restart.rows:
         if METRIC in row:
             row[METRIC] = 0.1 + 0.005 * row["_step"]
@@ -433,13 +432,14 @@ def test_a_resumed_run_from_the_wandb_api_is_stitched_and_stays_so_incrementally
         if row["_step"] > 40:
             row["critic/score/mean"] = 2.0  # the lost steps
     restart.rows = [{"_step": 40, METRIC: 0.5}] + [r for r in restart.rows if r["_step"] > 40]
-    snap = build_snapshot("wandb:ent/proj", api=api, sleep=_no_sleep)
+    wandb_endpoint([crashed, restart])
+    snap = build_snapshot("wandb:ent/proj", progress=False)
     run = snap["runs"].iloc[0]
     assert len(snap["runs"]) == 1 and run["segment_run_ids"] == "a1;b2" and run["resume_lost_steps"] == 7
     hist = snap["history"].set_index("step")
     assert hist.index.tolist() == list(range(81)) and (hist.loc[41:, "critic/score/mean"] != 2.0).all()
     assert hist.loc[40, METRIC] == 0.5
     write_snapshot(snap, tmp_path)
-    again = build_snapshot("wandb:ent/proj", api=api, sleep=_no_sleep, previous_dir=tmp_path)
+    again = build_snapshot("wandb:ent/proj", progress=False, previous_dir=tmp_path)
     pd.testing.assert_frame_equal(again["runs"].drop(columns="updated_at"), snap["runs"].drop(columns="updated_at"))
     pd.testing.assert_frame_equal(again["history"], snap["history"])

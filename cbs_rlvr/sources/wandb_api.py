@@ -57,6 +57,9 @@ NEEDED_KEY_PATTERNS = (
     "actor/grad_norm",
     "perf/*",
     "timing_s/step",
+    "timing_s/testing",          # validation and checkpoint time, counted apart from step time
+    "timing_s/save_checkpoint",
+    "train/num_gen_batches",     # dynamic sampling (DAPO): generated vs trained samples
     "grad_noise/*",
 )
 
