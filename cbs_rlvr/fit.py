@@ -188,20 +188,24 @@ def _tobit_em(model: _Model, y, w, cens, b_bounds, rho_bounds, n_iter: int | Non
     a_s, b_s, r_s, s_s = a[sel], b[sel], rho[sel], sigma[sel]
     hb = 0.05
     hr = 0.02 if model.two_axis else 0.0
+    active = np.arange(len(sel))  # tables still moving: a converged table stops being refitted
     for _ in range(n_iter):
-        f = a_s[:, None] + model.g(b_s[:, None], r_s[:, None])
-        alpha = (ys - f) / s_s[:, None]
+        ya, wa, ca = ys[active], ws[active], cs[active]
+        aa, ba, ra, sa = a_s[active], b_s[active], r_s[active], s_s[active]
+        f = aa[:, None] + model.g(ba[:, None], ra[:, None])
+        alpha = (ya - f) / sa[:, None]
         lam = np.exp(_norm_logpdf(alpha) - special.log_ndtr(-alpha))
-        ytil = np.where(cs, f + s_s[:, None] * lam, ys)
-        var_c = np.where(cs, s_s[:, None] ** 2 * np.clip(1.0 + alpha * lam - lam * lam, 0.0, 1.0), 0.0)
-        a_n, b_n, r_n, _ = _ls_fit(model, ytil, ws, b_bounds, rho_bounds,
-                                   start=(b_s, r_s, hb, hr), rounds=10 if model.two_axis else 3)
+        ytil = np.where(ca, f + sa[:, None] * lam, ya)
+        var_c = np.where(ca, sa[:, None] ** 2 * np.clip(1.0 + alpha * lam - lam * lam, 0.0, 1.0), 0.0)
+        a_n, b_n, r_n, _ = _ls_fit(model, ytil, wa, b_bounds, rho_bounds,
+                                   start=(ba, ra, hb, hr), rounds=10 if model.two_axis else 3)
         f_n = a_n[:, None] + model.g(b_n[:, None], r_n[:, None])
-        s2 = (ws * ((ytil - f_n) ** 2 + var_c)).sum(axis=1) / ws.sum(axis=1)
+        s2 = (wa * ((ytil - f_n) ** 2 + var_c)).sum(axis=1) / wa.sum(axis=1)
         s_n = np.sqrt(np.maximum(s2, _SIGMA_FLOOR**2))
-        delta = np.max(np.abs(np.stack([b_n - b_s, r_n - r_s, a_n - a_s])), axis=0)
-        a_s, b_s, r_s, s_s = a_n, b_n, r_n, s_n
-        if np.all(delta < tol):
+        delta = np.max(np.abs(np.stack([b_n - ba, r_n - ra, a_n - aa])), axis=0)
+        a_s[active], b_s[active], r_s[active], s_s[active] = a_n, b_n, r_n, s_n
+        active = active[delta >= tol]
+        if active.size == 0:
             break
     if not model.two_axis:
         a_s, b_s, s_s = _tobit_newton(model, ys, ws, cs, a_s, b_s, s_s, b_bounds)
@@ -379,6 +383,40 @@ def _quantiles(x, q=(0.025, 0.975)):
     if x.size < max(20, 0.5 * n_all):
         return np.nan, np.nan
     return tuple(float(v) for v in np.quantile(x, q, method="inverted_cdf"))
+
+
+def bootstrap_interval(estimate: float, draws, name: str = "the estimate",
+                       level: float = 0.95) -> tuple[float, float, str]:
+    """A bootstrap interval [lo, hi] that always contains its point estimate, and a note.
+
+    The percentile interval of the draws (NaN draws are failed refits and do not count; +-inf
+    are fits that ran to a search bound and do). A percentile interval need not contain the
+    estimate: when the bootstrap distribution is off-centre (few points, heavy censoring, a
+    model that fits poorly, a parameter at the edge of its range) the estimate can fall in its
+    tail. Then the interval is extended to the estimate, lo = min(q_lo, estimate) and
+    hi = max(q_hi, estimate), and the note says so with the percentile interval and the share
+    of resamples below the estimate: the row then carries the reason, and every plot can draw
+    its error bar. Returns (NaN, NaN, note) when fewer than max(20, half) of the draws gave a
+    fit, and (NaN, NaN, "") when the estimate is missing or no draws were made.
+    """
+    x = np.asarray(draws, dtype=float).ravel()
+    if not np.isfinite(estimate) or x.size == 0:
+        return np.nan, np.nan, ""
+    n_all = x.size
+    x = x[~np.isnan(x)]
+    if x.size < max(20, 0.5 * n_all):
+        return np.nan, np.nan, (f"no interval for {name}: {x.size} of {n_all} bootstrap refits gave "
+                                f"a value (at least {max(20, math.ceil(0.5 * n_all))} needed)")
+    alpha = round((1.0 - level) / 2.0, 12)  # 0.025, not 0.025000000000000022
+    lo, hi = (float(v) for v in np.quantile(x, (alpha, 1.0 - alpha), method="inverted_cdf"))
+    if lo <= estimate <= hi:
+        return lo, hi, ""
+    below = float(np.mean(x < estimate))
+    note = (f"the {level:.0%} bootstrap percentile interval of {name} [{lo:.4g}, {hi:.4g}] does not "
+            f"contain the estimate {estimate:.4g} ({below:.0%} of {x.size} resamples lie below it): "
+            "the interval is extended to the estimate; an off-centre bootstrap (few points, "
+            "censoring or a poor fit), read it as approximate")
+    return min(lo, estimate), max(hi, estimate), note
 
 
 # ------------------------------------------------------------------------------------------
@@ -567,16 +605,22 @@ def _fit_table(B, S, c, n_bootstrap, seed, notes, groups, tables=None, ci_note=N
             else:
                 Y, Wt, C, method = tables(f_hat, int(n_bootstrap), rng)
             bs, as_, _ = _fit_batch(model, Y, Wt, C, bb)
-        lo, hi = _quantiles(bs)
-        out["B_noise_lo"], out["B_noise_hi"] = math.exp(lo), math.exp(hi)
-        slo, shi = _quantiles(as_)
-        out["S_min_lo"], out["S_min_hi"] = math.exp(slo), math.exp(shi)
-        out["ci_method"] = method
+            # in the natural scale (exp is monotone: the same order statistics); a refit that
+            # ran to a search bound is B_noise = 0 or inf
+            b_draws, s_draws = np.exp(bs), np.exp(as_)
         out["n_bootstrap_ok"] = int(np.isfinite(bs).sum() + np.isinf(bs).sum())
-        if out["n_bootstrap_ok"] < 0.5 * len(bs):
-            ci_note = "; ".join(filter(None, [ci_note, (
-                f"no CI: only {out['n_bootstrap_ok']} of {len(bs)} bootstrap tables had 3 batch "
-                "sizes reaching the target")]))
+        out["B_noise_lo"], out["B_noise_hi"], b_note = bootstrap_interval(
+            out["B_noise"], b_draws, "B_noise")
+        out["S_min_lo"], out["S_min_hi"], s_note = bootstrap_interval(out["S_min"], s_draws, "S_min")
+        out["ci_method"] = method
+        if len(bs) < 20:
+            b_note, s_note = f"no CI: {len(bs)} bootstrap resamples, at least 20 needed", ""
+        elif out["n_bootstrap_ok"] < max(20, 0.5 * len(bs)):
+            b_note = (f"no CI: only {out['n_bootstrap_ok']} of {len(bs)} bootstrap tables had 3 "
+                      f"batch sizes reaching the target (at least {max(20, math.ceil(len(bs) / 2))} "
+                      "needed)")
+            s_note = ""
+        ci_note = "; ".join(filter(None, [ci_note, b_note, s_note]))
         if ci_note:
             out["reason"] = "; ".join(filter(None, [out["reason"], ci_note]))
     return out
@@ -588,25 +632,137 @@ def _fit_table(B, S, c, n_bootstrap, seed, notes, groups, tables=None, ci_note=N
 # ------------------------------------------------------------------------------------------
 def b_noise_vs_target(cbs_fit: pd.DataFrame) -> pd.DataFrame:
     """B_noise (with CI), B_crit_20pct, S_min, E_min by target accuracy, and the growth of
-    B_noise relative to the easiest target with a usable fit (status ok/extrapolated)."""
+    B_noise relative to the easiest target with a usable fit (status ok/extrapolated).
+    An empty or partial cbs_fit gives the same columns (missing values NaN)."""
     cols = ["threshold", "B_noise", "B_noise_lo", "B_noise_hi", "B_crit_20pct", "S_min", "E_min",
             "status"]
-    out = cbs_fit[cols].sort_values("threshold").reset_index(drop=True)
+    out = cbs_fit.reindex(columns=cols).sort_values("threshold").reset_index(drop=True)
     usable = out["status"].isin(["ok", "extrapolated"]) & out["B_noise"].notna()
     ref = out.loc[usable, "B_noise"].iloc[0] if usable.any() else np.nan
     out["growth_vs_easiest"] = np.where(usable, out["B_noise"] / ref, np.nan)
     return out
 
 
+#: What `trend_claim` can conclude.
+TRENDS = ("grows", "falls", "flat", "not monotone", "unclear", "undetermined")
+
+
+def trend_claim(x, estimate, lo=None, hi=None, quantity: str = "B_noise",
+                along: str = "the target accuracy") -> dict:
+    """What the data say about how `quantity` changes along `x`, as a claim with its evidence.
+
+    For headings and titles that must not state more than the data show. Points with a
+    missing x or estimate are left out; the rest are taken in order of x.
+    - 'grows' / 'falls': the estimate never moves against that direction from one point to the
+      next, or (with intervals) only within the uncertainty (the two points' 95% intervals
+      overlap) while the ends differ beyond it. With intervals, `significant` is True when the
+      intervals at the two ends do not overlap, else the claim says the change is within the
+      uncertainty; without intervals the claim is about the values.
+    - 'flat': the same value everywhere.
+    - 'not monotone': it moves against the overall direction somewhere, beyond the uncertainty
+      where intervals are given (the evidence names the first such step).
+    - 'unclear': with intervals, it moves both ways, every move within the uncertainty.
+    - 'undetermined': fewer than two usable points.
+    Returns {trend, significant, claim (a sentence for a heading), evidence (numbers),
+    n_points, first, last}.
+    """
+    x, e = _as_float(pd.Series(list(x), dtype=object)), _as_float(pd.Series(list(estimate), dtype=object))
+    ci_given = lo is not None and hi is not None
+    lo = np.full(e.shape, np.nan) if lo is None else _as_float(pd.Series(list(lo), dtype=object))
+    hi = np.full(e.shape, np.nan) if hi is None else _as_float(pd.Series(list(hi), dtype=object))
+    keep = np.isfinite(x) & np.isfinite(e)
+    order = np.argsort(x[keep], kind="stable")
+    x, e, lo, hi = (v[keep][order] for v in (x, e, lo, hi))
+    out = {"trend": "undetermined", "significant": False, "n_points": int(len(x)),
+           "first": float(e[0]) if len(e) else np.nan, "last": float(e[-1]) if len(e) else np.nan}
+    if len(x) < 2:
+        out["claim"] = f"too few usable points to tell how {quantity} changes with {along}"
+        out["evidence"] = (f"{len(x)} usable point(s); two or more needed" if len(x) == 0 else
+                           f"one usable point: {quantity} = {e[0]:.3g} at {x[0]:g}")
+        return out
+    d = np.diff(e)
+    if (d == 0).all():
+        out["trend"] = "flat"
+        out["claim"] = f"{quantity} is the same at every point along {along}"
+        out["evidence"] = f"{quantity} = {e[0]:.3g} at all {len(x)} points from {x[0]:g} to {x[-1]:g}"
+        return out
+
+    def apart(i: int, j: int) -> bool:
+        """The 95% intervals of points i and j do not overlap (False when unknown)."""
+        if not np.isfinite([lo[i], hi[i], lo[j], hi[j]]).all():
+            return False
+        return bool(lo[j] > hi[i] or hi[j] < lo[i])
+
+    up = e[-1] >= e[0]
+    verb = "grows" if up else "falls"
+    against = np.flatnonzero(d < 0 if up else d > 0)
+    firm = [k for k in against if apart(k, k + 1)] if ci_given else list(against)
+    ratio = e[-1] / e[0] if e[0] > 0 and e[-1] > 0 else np.nan
+    span = f"from {e[0]:.3g} at {x[0]:g} to {e[-1]:.3g} at {x[-1]:g}" + (
+        f" ({ratio:.2g}x)" if np.isfinite(ratio) else "")
+    ends_apart = apart(0, len(e) - 1)
+    ends = ("the 95% intervals at the two ends do not overlap" if ends_apart else
+            "the 95% intervals at the two ends overlap"
+            if np.isfinite([lo[0], hi[0], lo[-1], hi[-1]]).all() else "no intervals to tell it from noise")
+
+    def step(k: int) -> str:
+        return f"from {e[k]:.3g} at {x[k]:g} to {e[k + 1]:.3g} at {x[k + 1]:g}"
+
+    if firm:
+        out["trend"] = "not monotone"
+        out["claim"] = f"{quantity} does not change monotonically with {along}"
+        out["evidence"] = (f"{quantity} goes {span} but {'dips' if up else 'rises'} {step(firm[0])}"
+                           + (", beyond the uncertainty" if ci_given else "")
+                           + f"; it rises at {int((d > 0).sum())} and falls at "
+                             f"{int((d < 0).sum())} of {len(d)} steps")
+        return out
+    if len(against) and not ends_apart:
+        out["trend"] = "unclear"
+        out["claim"] = f"no clear trend of {quantity} with {along}"
+        out["evidence"] = (f"{quantity} goes {span}, rising at {int((d > 0).sum())} and falling at "
+                           f"{int((d < 0).sum())} of {len(d)} steps, every change within the "
+                           f"uncertainty; {ends}")
+        return out
+    out["trend"] = "grows" if up else "falls"
+    out["significant"] = bool(ends_apart)
+    if ends_apart or not ci_given:
+        out["claim"] = f"{quantity} {verb} with {along}" + (" overall" if len(against) else "")
+    else:
+        out["claim"] = f"{quantity} {verb} with {along}, within its uncertainty"
+    how = ("between the two points" if len(x) == 2 else "at every step" if (d != 0).all() and not len(against)
+           else f"never {'falling' if up else 'rising'} from one point to the next" if not len(against)
+           else f"with {_count(len(against), 'dip' if up else 'rise')} within the uncertainty "
+                f"({step(int(against[0]))}{', ...' if len(against) > 1 else ''})")
+    out["evidence"] = f"{quantity} {verb} {span}, {how}" + (f"; {ends}" if ci_given else "")
+    return out
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{'one' if n == 1 else n} {noun}{'' if n == 1 else 's'}"
+
+
+def b_noise_trend(cbs_fit: pd.DataFrame) -> dict:
+    """`trend_claim` of B_noise against the target accuracy over the usable fits (status ok or
+    extrapolated): the heading of a B_noise-vs-target section, computed."""
+    t = cbs_fit.reindex(columns=["threshold", "B_noise", "B_noise_lo", "B_noise_hi", "status"])
+    t = t[t["status"].isin(["ok", "extrapolated"])]
+    return trend_claim(t["threshold"], t["B_noise"], t["B_noise_lo"], t["B_noise_hi"])
+
+
 def pareto_table(sb_eb: pd.DataFrame, cbs_fit: pd.DataFrame) -> pd.DataFrame:
     """Per run and threshold: S/S_min - 1, E/E_min - 1 and their product, which the
     McCandlish model puts at exactly 1 ((S/S_min - 1)(E/E_min - 1) = 1). Only thresholds with
     a usable fit; censored rows are kept (flagged: their excesses are lower bounds)."""
+    cbs_fit = cbs_fit.reindex(columns=list(dict.fromkeys([*cbs_fit.columns, "threshold", "S_min",
+                                                         "E_min", "B_noise", "status"])))
     fit = cbs_fit.loc[cbs_fit["status"].isin(["ok", "extrapolated"]),
                       ["threshold", "S_min", "E_min", "B_noise"]]
     keep = ["run_id", "run_name", "n_prompts", "n_rollouts", "total_batch", "threshold", "S_B",
             "E_B", "censored"]
-    out = sb_eb[[c for c in keep if c in sb_eb.columns]].merge(fit, on="threshold", how="inner")
+    sb = sb_eb.reindex(columns=keep)
+    sb["threshold"] = pd.to_numeric(sb["threshold"], errors="coerce").astype(float)
+    fit = fit.assign(threshold=pd.to_numeric(fit["threshold"], errors="coerce").astype(float))
+    out = sb.merge(fit, on="threshold", how="inner")
     out["S_excess"] = out["S_B"].astype(float) / out["S_min"] - 1.0
     out["E_excess"] = out["E_B"].astype(float) / out["E_min"] - 1.0
     out["pareto_product"] = out["S_excess"] * out["E_excess"]
