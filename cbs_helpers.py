@@ -76,6 +76,7 @@ from cbs_rlvr.tables import (
     STATE_MEANINGS,
     STATUS_MEANINGS,
     censored_pivot,
+    dash_missing,
     explain_flags,
     explain_status,
     flag_legend,

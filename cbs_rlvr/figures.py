@@ -675,7 +675,7 @@ def plot_noise_scale_vs_fit(comparison: pd.DataFrame, at_target: pd.DataFrame | 
     if ax.has_data() and any(_positive(v) for v in (fitted["B_noise"], ok["B_simple"],
                                                     at["B_simple_ema"])):
         set_log2_axis(ax, "y")
-        ax.legend(loc="upper left", fontsize=8)
+        ax.legend(loc="best", fontsize=8)
     else:
         _no_data(ax, "neither a fitted B_noise nor a noise scale at any target")
     ax.set_xlabel("target validation accuracy")

@@ -163,6 +163,11 @@ def format_ci(value: float, lo: float, hi: float, digits: int = 0) -> str:
     return f"{num(value)} [{num(lo)}, {num(hi)}{close}"
 
 
+def dash_missing(table: pd.DataFrame) -> pd.DataFrame:
+    """The table for reading, with an en dash where a value is missing (not 'NaN')."""
+    return table.astype(object).where(table.notna(), "–")
+
+
 def with_intervals(table: pd.DataFrame, intervals: dict, keep=()) -> pd.DataFrame:
     """A table for reading: each estimate named in `intervals` (name -> decimals) shown as one
     column 'name [95% CI]' = 'v [lo, hi]' (format_ci) from its name, name_lo, name_hi columns.

@@ -26,6 +26,7 @@ from cbs_rlvr.tables import (
     cbs_summary_long,
     cbs_summary_table,
     censored_pivot,
+    dash_missing,
     explain_flags,
     flag_legend,
     format_ci,
@@ -142,6 +143,8 @@ def test_open_interval_ends_are_written_as_such():
                            {"rho": 2, "B0": 0}, keep=["threshold", "status"])
     assert list(table.columns) == ["threshold", "rho [95% CI]", "B0 [95% CI]", "status"]
     assert table.iloc[0].tolist() == [0.3, "0.20 [0.10, 0.30]", "–", "ok"]
+    shown = dash_missing(pd.DataFrame({"S_min": [1.5, np.nan], "status": ["ok", None]}))
+    assert shown.to_dict("list") == {"S_min": [1.5, "–"], "status": ["ok", "–"]}
 
 
 # ------------------------------------------------------------------------------------------
