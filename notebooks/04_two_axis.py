@@ -73,10 +73,10 @@ else:
     if fit_ok.empty:
         display(Markdown("**Insufficient:** no target has a joint fit; the reason is given for "
                          "each target below."))
-    display(ch.with_intervals(fit, {"rho": 2, "B0": 0},
-                              keep=["threshold", "S_min", "r2_log", "n_points", "n_censored",
-                                    "status", "reason"]).round({"S_min": 1, "r2_log": 3})
-            .set_index("threshold"))
+    display(ch.dash_missing(ch.with_intervals(
+        fit, {"rho": 2, "B0": 0}, keep=["threshold", "S_min", "r2_log", "n_points", "n_censored",
+                                        "status", "reason"]).round({"S_min": 1, "r2_log": 3})
+        .set_index("threshold")))
     display(Markdown("Status: " + ch.legend_markdown(ch.status_legend(fit["status"]))))
 
 # %%
@@ -92,7 +92,9 @@ if params["axis"] != "iso_batch" and len(fit_ok):
 
 # %%
 iso = pd.DataFrame()
-if params["axis"] == "iso_batch":
+if params["axis"] == "iso_batch" and not (runs_all["phase"] == phase).any():
+    display(Markdown(f"**No runs yet** of phase {phase}: no split to compare."))
+elif params["axis"] == "iso_batch":
     runs, history, metric = ch.phase_runs(runs_all, history_all, params)
     sb_iso = ch.sb_eb_table(runs, history, metric, params["thresholds"])
     iso = ch.iso_batch_table(sb_iso, two_axis if len(fit_ok) else None)

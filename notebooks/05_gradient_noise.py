@@ -71,9 +71,10 @@ if usable:
                                      title=f"{params['title']}: noise scale vs fit")
     ch.save_figure(fig, comparison, figures, "noise_scale_vs_fit")
     display(fig)
-display(ch.with_intervals(comparison, {"B_simple": 0, "B_noise": 0},
-                          keep=["threshold", "B_simple_over_B_noise", "status", "reason"])
-        .round({"B_simple_over_B_noise": 2}).set_index("threshold"))
+display(ch.dash_missing(ch.with_intervals(
+    comparison, {"B_simple": 0, "B_noise": 0},
+    keep=["threshold", "B_simple_over_B_noise", "status", "reason"])
+    .round({"B_simple_over_B_noise": 2}).set_index("threshold")))
 display(Markdown("Status of the post-hoc B_simple: "
                  + ch.legend_markdown(ch.status_legend(comparison["status"]))))
 
@@ -90,6 +91,13 @@ for row in comparison.itertuples():
                  f"{ch.format_ci(row.B_simple, row.B_simple_lo, row.B_simple_hi)} vs fitted "
                  f"B_noise = {ch.format_ci(row.B_noise, row.B_noise_lo, row.B_noise_hi)}"
                  + (f" (ratio {row.B_simple_over_B_noise:.2f})" if row.B_simple_over_B_noise > 0 else ""))
+both = comparison[(comparison["status"] == "ok") & comparison["B_noise_lo"].notna()
+                  & comparison["B_simple_lo"].notna()]
+if len(both):
+    overlap = ((both["B_simple_lo"] <= both["B_noise_hi"]) & (both["B_noise_lo"] <= both["B_simple_hi"]))
+    lines.append(f"\nThe post-hoc B_simple and the fitted B_noise have overlapping 95% intervals at "
+                 f"{int(overlap.sum())} of {len(both)} target(s); median ratio "
+                 f"{both['B_simple_over_B_noise'].median():.2f}.")
 ratio = (at_target.groupby("threshold")["B_simple_ema"].median()
          / cbs_fit.set_index("threshold")["B_noise"]).dropna() if len(at_target) else []
 if len(ratio):

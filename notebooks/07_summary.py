@@ -64,7 +64,7 @@ ch.save_table(summary, out / "summary" / "tables", "cbs_summary", latex=True,
 if summary.empty:
     display(Markdown("**Insufficient:** no phase has a McCandlish fit yet."))
 else:
-    display(summary.set_index(["phase", "target"]))
+    display(ch.dash_missing(summary.set_index(["phase", "target"])))
     display(Markdown("Status: " + ch.legend_markdown(ch.status_legend(summary["status"]))))
 
 # %%
