@@ -276,7 +276,10 @@ def analyse_sweep(sweep, frames: dict, n_bootstrap: int = 20, seed: int = 0,
         if "06_wall_clock" in sections:
             wall = run("wall_clock_table", ch.wall_clock_table, runs, history, metric, thr)
             if wall is not None:
-                run("fastest_batch", ch.fastest_batch, wall)
+                fastest = run("fastest_batch", ch.fastest_batch, wall)
+                if fastest is not None:  # what 06's answer cell does with each row
+                    run("06 answer: gpu_hours == gpu_hours", lambda f=fastest: [
+                        bool(r.gpu_hours == r.gpu_hours) for r in f.itertuples() if r.n_configs])
                 _figure(run, result, "plot_wall_clock", ch.plot_wall_clock, wall, draw=draw)
     # 07 summary
     run = _Runner(result, "summary")

@@ -28,7 +28,7 @@ from cbs_rlvr.fit import FIT_STATUSES
 
 ROOT = Path(__file__).resolve().parents[1]
 N_SWEEPS = 200
-DRAW_EVERY = 20  # every 20th sweep also builds and renders every figure (checks the log axes)
+DRAW_EVERY = 40  # every 40th sweep also builds and renders every figure (checks the log axes)
 MY_NOTEBOOKS = ("03_training_curves", "04_two_axis", "05_gradient_noise", "07_summary")
 
 
@@ -86,12 +86,13 @@ def test_no_crash_and_no_broken_invariant_in_the_analysis_of_200_sweeps(hunted):
     figures, tables), and any broken invariant (intervals, statuses, accounting, log axes)."""
     problems = _problems(hunted, mine=True)
     assert not problems, "\n".join(problems[:20])
-    assert sum(r.n_figures for r in hunted["results"]) >= 50  # the drawn subset did draw
+    assert sum(r.n_figures for r in hunted["results"]) >= 25  # the drawn subset did draw
 
 
-@pytest.mark.xfail(strict=True, reason="in measure.py, owned by issue 10: phase_runs raises when "
-                                       "a phase's runs log its task's accuracy only as NaN "
-                                       "(see test_phase_runs_with_only_a_second_task_logged)")
+@pytest.mark.xfail(strict=True, reason="owned by issue 10: in measure.py, phase_runs raises when a "
+                                       "phase's runs log its task's accuracy only as NaN; in "
+                                       "wallclock.py, gpu_hours is pd.NA without GPU counts (see "
+                                       "the two reproducers below)")
 def test_no_crash_anywhere_in_the_analysis_of_200_sweeps(hunted):
     problems = _problems(hunted, mine=False)
     assert not problems, "\n".join(problems[:20])
@@ -99,7 +100,7 @@ def test_no_crash_anywhere_in_the_analysis_of_200_sweeps(hunted):
 
 def test_crashes_elsewhere_are_only_the_known_classes(hunted):
     """Every crash outside this part is one of the classes with an xfailed reproducer below."""
-    known = ("cbs_rlvr/measure.py:48 (select_accuracy_metric)",)
+    known = ("cbs_rlvr/measure.py:48 (select_accuracy_metric)", "[06 answer: gpu_hours == gpu_hours]")
     unknown = [p for p in _problems(hunted, mine=False) if not any(k in p for k in known)]
     assert not unknown, "\n".join(unknown[:20])
 
@@ -160,10 +161,10 @@ E2E = {
     332: ("export", ["prompts:normal", "rollouts:one", "no_step_time", "state:killed",
                      "config:mismatch"]),
     304: ("export", ["prompts:one", "config:empty"]),
-    331: ("export", ["prompts:empty", "rollouts:normal", "state:crashed"]),
+    424: ("export", ["iso_batch:empty", "iso_batch:normal", "orphan_phase", "no_step_time"]),
 }
 E2E_XFAIL = {
-    331: "in the build (lead's half of issue 9, item 2): a phase with no runs fails its "
+    424: "in the build (lead's half of issue 9, item 2): a phase with no runs fails its "
          "notebooks and `make report` exits non-zero",
     219: "in wallclock.py / notebooks/06_wall_clock.py, owned by issue 10: a run config without "
          "GPU counts makes fastest_batch's gpu_hours pd.NA and 06's answer cell raises 'boolean "
