@@ -22,14 +22,12 @@ from cbs_rlvr.measure import SB_EB_COLUMNS, sb_eb_table, steps_to_target
 from cbs_rlvr.fit import (
     CBS_FIT_COLUMNS,
     FIT_STATUSES,
-    b_noise_trend,
     b_noise_vs_target,
     bootstrap_interval,
     fit_mccandlish,
     mccandlish_samples,
     mccandlish_steps,
     pareto_table,
-    trend_claim,
 )
 from cbs_rlvr.bootstrap import fit_phase
 from cbs_rlvr.baseline import seed_method_fit
@@ -70,8 +68,11 @@ from cbs_rlvr.tables import (
     to_latex_booktabs,
 )
 
-# --- Report text: censored values marked, statuses, states and flags explained ------------------
+# --- Report text: claims computed from the results, censored values marked, statuses explained --
 from cbs_rlvr.tables import (
+    TRENDS,
+    b_noise_trend,
+    trend_claim,
     FLAG_MEANINGS,
     STATE_MEANINGS,
     STATUS_MEANINGS,

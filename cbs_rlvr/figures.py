@@ -16,8 +16,7 @@ import pandas as pd
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
-from .fit import b_noise_trend, trend_claim
-from .tables import format_ci
+from .tables import b_noise_trend, format_ci, trend_claim
 
 # ---------------------------------------------------------------------------------------------
 # Figure style and saving

@@ -110,6 +110,120 @@ def flag_legend(flags) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------
+# Claims a heading or title may make: computed from the results, never assumed
+# ---------------------------------------------------------------------------------------------
+def _floats(values) -> np.ndarray:
+    """1-D float array of any sequence; pandas nullable values (pd.NA) and text become NaN."""
+    return pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce").to_numpy(dtype=float)
+
+
+#: What `trend_claim` can conclude.
+TRENDS = ("grows", "falls", "flat", "not monotone", "unclear", "undetermined")
+
+
+def trend_claim(x, estimate, lo=None, hi=None, quantity: str = "B_noise",
+                along: str = "the target accuracy") -> dict:
+    """What the data say about how `quantity` changes along `x`, as a claim with its evidence.
+
+    For headings and titles that must not state more than the data show. Points with a
+    missing x or estimate are left out; the rest are taken in order of x.
+    - 'grows' / 'falls': the estimate never moves against that direction from one point to the
+      next, or (with intervals) only within the uncertainty (the two points' 95% intervals
+      overlap) while the ends differ beyond it. With intervals, `significant` is True when the
+      intervals at the two ends do not overlap, else the claim says the change is within the
+      uncertainty; without intervals the claim is about the values.
+    - 'flat': the same value everywhere.
+    - 'not monotone': it moves against the overall direction somewhere, beyond the uncertainty
+      where intervals are given (the evidence names the first such step).
+    - 'unclear': with intervals, it moves both ways, every move within the uncertainty.
+    - 'undetermined': fewer than two usable points.
+    Returns {trend, significant, claim (a sentence for a heading), evidence (numbers),
+    n_points, first, last}.
+    """
+    x, e = _floats(x), _floats(estimate)
+    ci_given = lo is not None and hi is not None
+    lo = np.full(e.shape, np.nan) if lo is None else _floats(lo)
+    hi = np.full(e.shape, np.nan) if hi is None else _floats(hi)
+    keep = np.isfinite(x) & np.isfinite(e)
+    order = np.argsort(x[keep], kind="stable")
+    x, e, lo, hi = (v[keep][order] for v in (x, e, lo, hi))
+    out = {"trend": "undetermined", "significant": False, "n_points": int(len(x)),
+           "first": float(e[0]) if len(e) else np.nan, "last": float(e[-1]) if len(e) else np.nan}
+    if len(x) < 2:
+        out["claim"] = f"too few usable points to tell how {quantity} changes with {along}"
+        out["evidence"] = (f"{len(x)} usable point(s); two or more needed" if len(x) == 0 else
+                           f"one usable point: {quantity} = {e[0]:.3g} at {x[0]:g}")
+        return out
+    d = np.diff(e)
+    if (d == 0).all():
+        out["trend"] = "flat"
+        out["claim"] = f"{quantity} is the same at every point along {along}"
+        out["evidence"] = f"{quantity} = {e[0]:.3g} at all {len(x)} points from {x[0]:g} to {x[-1]:g}"
+        return out
+
+    def apart(i: int, j: int) -> bool:
+        """The 95% intervals of points i and j do not overlap (False when unknown)."""
+        if not np.isfinite([lo[i], hi[i], lo[j], hi[j]]).all():
+            return False
+        return bool(lo[j] > hi[i] or hi[j] < lo[i])
+
+    up = e[-1] >= e[0]
+    verb = "grows" if up else "falls"
+    against = np.flatnonzero(d < 0 if up else d > 0)
+    firm = [k for k in against if apart(k, k + 1)] if ci_given else list(against)
+    ratio = e[-1] / e[0] if e[0] > 0 and e[-1] > 0 else np.nan
+    span = f"from {e[0]:.3g} at {x[0]:g} to {e[-1]:.3g} at {x[-1]:g}" + (
+        f" ({ratio:.2g}x)" if np.isfinite(ratio) else "")
+    ends_apart = apart(0, len(e) - 1)
+    ends = ("the 95% intervals at the two ends do not overlap" if ends_apart else
+            "the 95% intervals at the two ends overlap"
+            if np.isfinite([lo[0], hi[0], lo[-1], hi[-1]]).all() else "no intervals to tell it from noise")
+
+    def step(k: int) -> str:
+        return f"from {e[k]:.3g} at {x[k]:g} to {e[k + 1]:.3g} at {x[k + 1]:g}"
+
+    if firm:
+        out["trend"] = "not monotone"
+        out["claim"] = f"{quantity} does not change monotonically with {along}"
+        out["evidence"] = (f"{quantity} goes {span} but {'dips' if up else 'rises'} {step(firm[0])}"
+                           + (", beyond the uncertainty" if ci_given else "")
+                           + f"; it rises at {int((d > 0).sum())} and falls at "
+                             f"{int((d < 0).sum())} of {len(d)} steps")
+        return out
+    if len(against) and not ends_apart:
+        out["trend"] = "unclear"
+        out["claim"] = f"no clear trend of {quantity} with {along}"
+        out["evidence"] = (f"{quantity} goes {span}, rising at {int((d > 0).sum())} and falling at "
+                           f"{int((d < 0).sum())} of {len(d)} steps, every change within the "
+                           f"uncertainty; {ends}")
+        return out
+    out["trend"] = "grows" if up else "falls"
+    out["significant"] = bool(ends_apart)
+    if ends_apart or not ci_given:
+        out["claim"] = f"{quantity} {verb} with {along}" + (" overall" if len(against) else "")
+    else:
+        out["claim"] = f"{quantity} {verb} with {along}, within its uncertainty"
+    how = ("between the two points" if len(x) == 2 else "at every step" if (d != 0).all() and not len(against)
+           else f"never {'falling' if up else 'rising'} from one point to the next" if not len(against)
+           else f"with {_count(len(against), 'dip' if up else 'rise')} within the uncertainty "
+                f"({step(int(against[0]))}{', ...' if len(against) > 1 else ''})")
+    out["evidence"] = f"{quantity} {verb} {span}, {how}" + (f"; {ends}" if ci_given else "")
+    return out
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{'one' if n == 1 else n} {noun}{'' if n == 1 else 's'}"
+
+
+def b_noise_trend(cbs_fit: pd.DataFrame) -> dict:
+    """`trend_claim` of B_noise against the target accuracy over the usable fits (status ok or
+    extrapolated): the heading of a B_noise-vs-target section, computed."""
+    t = cbs_fit.reindex(columns=["threshold", "B_noise", "B_noise_lo", "B_noise_hi", "status"])
+    t = t[t["status"].isin(["ok", "extrapolated"])]
+    return trend_claim(t["threshold"], t["B_noise"], t["B_noise_lo"], t["B_noise_hi"])
+
+
+# ---------------------------------------------------------------------------------------------
 # Tables for the paper
 # ---------------------------------------------------------------------------------------------
 

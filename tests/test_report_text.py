@@ -10,19 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cbs_rlvr.fit import (
-    FIT_STATUSES,
-    TRENDS,
-    b_noise_trend,
-    b_noise_vs_target,
-    pareto_table,
-    trend_claim,
-)
+from cbs_rlvr.fit import FIT_STATUSES, b_noise_vs_target, pareto_table
 from cbs_rlvr.runs import RUN_STATES, normalise_raw_run
 from cbs_rlvr.tables import (
     FLAG_MEANINGS,
     STATE_MEANINGS,
     STATUS_MEANINGS,
+    TRENDS,
+    b_noise_trend,
     cbs_summary_long,
     cbs_summary_table,
     censored_pivot,
@@ -34,6 +29,7 @@ from cbs_rlvr.tables import (
     mark_censored,
     median_with_censoring,
     status_legend,
+    trend_claim,
     with_intervals,
 )
 
