@@ -31,6 +31,7 @@ from cbs_rlvr.fit import (
     CBS_FIT_COLUMNS,
     FIT_STATUSES,
     b_noise_vs_target,
+    bootstrap_interval,
     fit_mccandlish,
     mccandlish_samples,
     mccandlish_steps,
@@ -43,7 +44,7 @@ from cbs_rlvr.baseline import seed_method_fit
 from cbs_rlvr.envelope import configuration_table, envelope_winners, lr_policy
 
 # --- Prompts vs rollouts: the joint two-axis fit, the iso-batch comparison ----------------------
-from cbs_rlvr.axes import iso_batch_table, two_axis_fit
+from cbs_rlvr.axes import TWO_AXIS_FIT_COLUMNS, iso_batch_table, two_axis_fit
 
 # --- Does the gradient noise scale predict B_crit? ----------------------------------------------
 from cbs_rlvr.noise import b_simple_posthoc, compare_b_simple, grad_noise_at_target, smooth_grad_noise
@@ -83,4 +84,25 @@ from cbs_rlvr.tables import (
     format_ci,
     save_table,
     to_latex_booktabs,
+)
+
+# --- Report text: claims computed from the results, censored values marked, statuses explained --
+from cbs_rlvr.tables import (
+    TRENDS,
+    b_noise_trend,
+    trend_claim,
+    FLAG_MEANINGS,
+    STATE_MEANINGS,
+    STATUS_MEANINGS,
+    censored_pivot,
+    dash_missing,
+    explain_flags,
+    explain_status,
+    flag_legend,
+    legend_markdown,
+    mark_censored,
+    median_with_censoring,
+    state_legend,
+    status_legend,
+    with_intervals,
 )

@@ -1,7 +1,9 @@
 """The one figure style, the one save function (PDF + PNG + CSV), and every plot.
 
 Each plot takes result tables and returns a matplotlib Figure (built without pyplot, so
-nothing global stays open); none saves or shows.
+nothing global stays open); none saves or shows. Every plot is total: empty or partial tables
+give a figure that says what is missing, an interval never breaks an error bar, every log axis
+shows at least two tick labels, and a title states only what the data show.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import pandas as pd
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
+from .tables import b_noise_trend, format_ci, trend_claim
+
 # ---------------------------------------------------------------------------------------------
 # Figure style and saving
 # ---------------------------------------------------------------------------------------------
@@ -23,7 +27,11 @@ PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F
 
 
 def setup_style() -> None:
-    """The one matplotlib style of every figure in the reports and the paper."""
+    """The one matplotlib style of every figure in the reports and the paper, and the one
+    table display: pandas shows every column and whole cells (no reason cut off with '...')."""
+    for option, value in (("display.max_colwidth", None), ("display.max_columns", None),
+                          ("display.width", 200)):
+        pd.set_option(option, value)
     matplotlib.rcParams.update({
         "figure.figsize": (6.4, 4.2),
         "figure.dpi": 110,
@@ -84,55 +92,110 @@ def batch_colors(batch_sizes) -> dict:
     return {b: cmap(0.9 * i / n) for i, b in enumerate(values)}
 
 
-def _pow2_label(x: float, _pos=None) -> str:
-    if x <= 0:
+def _plain_label(x: float, _pos=None, digits: int = 3, binary: bool = False) -> str:
+    """A tick value as a short plain number: 0.05, 3, 96, 4096, 15K, 1.2M (K, M, G from 10^4
+    up). binary=True (batch sizes) writes 16384 as 16K (x 1024) where it divides exactly.
+    `digits` significant digits at least (more for integers below 10^4)."""
+    if not np.isfinite(x) or x <= 0:
         return ""
-    k = np.log2(x)
-    if abs(k - round(k)) > 1e-6:
-        return ""
-    value = int(round(x))
-    return f"{value // 1024}K" if value >= 8192 and value % 1024 == 0 else f"{value}"
+    if binary and x >= 8192 and float(x).is_integer() and int(x) % 1024 == 0:
+        return f"{int(x) // 1024}K"
+    for suffix, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if x >= (10 * scale if suffix == "K" else scale):
+            return f"{x / scale:.{digits}g}{suffix}"
+    whole = int(np.floor(np.log10(x))) + 1 if x >= 1 else 0
+    return f"{x:.{max(digits, whole)}g}"
+
+
+class PlainLogFormatter(ticker.Formatter):
+    """`_plain_label` with as many digits as the tick spacing needs to tell ticks apart."""
+
+    def __init__(self, binary: bool = False):
+        self.binary, self.digits = binary, 3
+
+    def set_locs(self, locs):
+        super().set_locs(locs)
+        v = np.sort(np.asarray([x for x in locs if np.isfinite(x) and x > 0], dtype=float))
+        self.digits = 3
+        if len(v) >= 2:
+            rel = float(np.min(np.diff(v) / v[1:]))
+            if rel > 0:
+                self.digits = int(min(12, max(3, np.ceil(-np.log10(rel)) + 1)))
+
+    def __call__(self, x, pos=None):
+        return _plain_label(x, pos, self.digits, self.binary)
+
+
+def readable_log_ticks(vmin: float, vmax: float, base: int = 10, max_ticks: int = 8) -> np.ndarray:
+    """Tick positions for a log axis over [vmin, vmax] that always give at least two labels.
+
+    Takes the first set with at least three values inside the range (else two): powers of the
+    base; then 1.5 x powers of two (base 2) or 1, 2, 5 x powers of ten; then 1..9 x powers of
+    ten; then evenly spaced round numbers. A set with more than max_ticks values inside is
+    thinned to every k-th. A degenerate range (vmin <= 0, vmin == vmax) is widened first.
+    """
+    lo, hi = sorted((float(vmin), float(vmax)))
+    if not np.isfinite(hi) or hi <= 0:
+        lo, hi = 1.0, 10.0
+    if not np.isfinite(lo) or lo <= 0:
+        lo = hi / 100.0
+    if hi / lo < 1.0 + 1e-9:
+        lo, hi = lo / 1.5, hi * 1.5
+    k0, k1 = int(np.floor(np.log(lo) / np.log(base))) - 1, int(np.ceil(np.log(hi) / np.log(base))) + 1
+    powers = float(base) ** np.arange(k0, k1 + 1)
+    decades = 10.0 ** np.arange(np.floor(np.log10(lo)) - 1, np.ceil(np.log10(hi)) + 2)
+    candidates = [powers]
+    if base == 2:
+        candidates.append(np.concatenate([powers, 1.5 * powers]))
+    candidates += [np.outer(decades, (1, 2, 5)).ravel(), np.outer(decades, np.arange(1, 10)).ravel()]
+    for want in (3, 2):
+        for c in candidates:
+            inside = np.unique(c[(c >= lo * (1 - 1e-9)) & (c <= hi * (1 + 1e-9))])
+            if len(inside) >= want:
+                step = int(np.ceil(len(inside) / max_ticks))
+                return inside[::step]
+    return np.asarray([v for v in ticker.MaxNLocator(nbins=4).tick_values(lo, hi) if lo <= v <= hi])
+
+
+class ReadableLogLocator(ticker.Locator):
+    """`readable_log_ticks` at draw time, over the axis's final view limits."""
+
+    def __init__(self, base: int = 10):
+        self.base = base
+
+    def __call__(self):
+        vmin, vmax = self.axis.get_view_interval()
+        return self.tick_values(vmin, vmax)
+
+    def tick_values(self, vmin, vmax):
+        return readable_log_ticks(vmin, vmax, self.base)
+
+
+def _set_log(ax, which: str, base: int) -> None:
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    lo, hi = axis.get_data_interval()
+    if np.isfinite([lo, hi]).all() and 0 < lo == hi:  # one value: widen it, do not let it warn
+        (ax.set_xlim if which == "x" else ax.set_ylim)(lo / 1.5, hi * 1.5)
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log", base=base)
+    axis.set_major_locator(ReadableLogLocator(base))
+    axis.set_major_formatter(PlainLogFormatter(binary=base == 2))
+    axis.set_minor_locator(ticker.LogLocator(base=10, subs=np.arange(2, 10), numticks=12)
+                           if base == 10 else ticker.NullLocator())
+    axis.set_minor_formatter(ticker.NullFormatter())
 
 
 def set_log2_axis(ax, which: str = "x", lo: float | None = None, hi: float | None = None) -> None:
-    """log2 axis with ticks at powers of two labelled as plain numbers (64, 128, ... 16K)."""
-    axis = ax.xaxis if which == "x" else ax.yaxis
-    (ax.set_xscale if which == "x" else ax.set_yscale)("log", base=2)
-    axis.set_major_locator(ticker.LogLocator(base=2, numticks=12))
-    axis.set_major_formatter(ticker.FuncFormatter(_pow2_label))
-    axis.set_minor_locator(ticker.NullLocator())
+    """log2 axis (batch sizes) with plain labels (64, 128, ... 16K) at powers of two, or at
+    1.5 x powers of two and round numbers where the range is narrow: at least two labels."""
+    _set_log(ax, which, 2)
     if lo is not None and hi is not None:
         (ax.set_xlim if which == "x" else ax.set_ylim)(lo, hi)
 
 
 def set_log_axis(ax, which: str = "y") -> None:
-    """log10 axis with plain labels (10, 100, 1K, ...). Call it after plotting: when the data
-    span less than about two decades, 2 and 5 times each power of ten are labelled too, so the
-    axis never shows a single number."""
-    axis = ax.xaxis if which == "x" else ax.yaxis
-    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
-    lo, hi = ax.get_xlim() if which == "x" else ax.get_ylim()
-    decades = np.log10(hi / lo) if lo > 0 and hi > lo else 3.0
-    subs = (1.0, 2.0, 5.0) if decades < 2.2 else (1.0,)
-    axis.set_major_locator(ticker.LogLocator(base=10, subs=subs, numticks=12))
-    axis.set_major_formatter(ticker.FuncFormatter(_sci_label))
-    axis.set_minor_locator(ticker.LogLocator(base=10, subs=np.arange(2, 10), numticks=12))
-    axis.set_minor_formatter(ticker.NullFormatter())
-
-
-def _sci_label(x: float, _pos=None) -> str:
-    """1, 2, 5 times powers of ten as 0.5, 1, 20, 500, 1K, 20K, 1M ...; other ticks unlabelled."""
-    if x <= 0:
-        return ""
-    k = int(np.floor(np.log10(x) + 1e-9))
-    m = x / 10.0**k
-    if min(abs(m - d) for d in (1, 2, 5)) > 1e-6:
-        return ""
-    m = int(round(m))
-    if k < 0:
-        return f"{x:g}"
-    suffix, scale = next((s, d) for s, d in (("G", 9), ("M", 6), ("K", 3), ("", 0)) if k >= d)
-    return f"{m * 10 ** (k - scale)}{suffix}"
+    """log10 axis with plain labels (10, 100, 1K, ...) at powers of ten, or at 1, 2, 5 x powers
+    of ten, or denser, where the range is narrow: the axis never shows fewer than two labels."""
+    _set_log(ax, which, 10)
 
 
 def save_figure(fig: Figure, data: pd.DataFrame, out_dir: str | Path, name: str) -> dict:
@@ -158,12 +221,68 @@ def _fit_curve(B, S_min, B_noise):
     return S_min * (1.0 + B_noise / B)
 
 
+def _frame(df: pd.DataFrame | None, cols) -> pd.DataFrame:
+    """df with at least the columns cols (missing ones empty), so a plot never KeyErrors."""
+    df = pd.DataFrame() if df is None else df
+    return df.reindex(columns=list(dict.fromkeys([*df.columns, *cols])))
+
+
+def _floats(values) -> np.ndarray:
+    return pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype=float)
+
+
+def _float_columns(df: pd.DataFrame, cols) -> pd.DataFrame:
+    return pd.DataFrame({c: _floats(df[c]) for c in cols}, index=df.index)
+
+
+def _positive(values) -> bool:
+    v = _floats(values)
+    return bool((np.isfinite(v) & (v > 0)).any())
+
+
+def _no_data(ax, text: str, which: str = "xy") -> None:
+    """A note in the middle of an empty panel (the panel stays, the reader sees why); its
+    axes (`which`: not a y axis shared with a panel that has data) lose their scales and
+    ticks, which would only number nothing."""
+    for w in which:
+        (ax.set_xscale if w == "x" else ax.set_yscale)("linear")
+        (ax.set_xticks if w == "x" else ax.set_yticks)([])
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.35",
+            fontsize=9, wrap=True)
+
+
 def _batch_limits(b) -> tuple[float, float]:
-    b = np.asarray(b, dtype=float)
+    b = _floats(b)
     b = b[np.isfinite(b) & (b > 0)]
     if b.size == 0:
         return 1.0, 2.0
     return 2 ** (np.floor(np.log2(b.min())) - 0.5), 2 ** (np.ceil(np.log2(b.max())) + 0.5)
+
+
+def _usable_fits(fit: pd.DataFrame, est: str = "B_noise") -> pd.DataFrame:
+    fit = _frame(fit, ["threshold", est, f"{est}_lo", f"{est}_hi", "status"])
+    keep = fit["status"].isin(["ok", "extrapolated"]) & np.isfinite(_floats(fit[est]))
+    return fit[keep].sort_values("threshold")
+
+
+def _ci_errorbar(ax, x, y, lo, hi, capsize: float = 2.5, positive: bool = True, **kw) -> None:
+    """Points with their interval [lo, hi] as error bars, whatever the bounds hold: a missing
+    bound draws no bar, a bound on the wrong side of the point is taken as the point (the bar
+    can never be negative), and an open bound (hi = inf; lo <= 0 for a positive quantity on a
+    log axis) is an arrow."""
+    x, y, lo, hi = (_floats(v) for v in (x, y, lo, hi))
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y, lo, hi = x[keep], y[keep], lo[keep], hi[keep]
+    lo = np.where(np.isnan(lo), y, np.minimum(lo, y))
+    hi = np.where(np.isnan(hi), y, np.maximum(hi, y))
+    open_lo = np.isneginf(lo) | (positive & (lo <= 0))
+    open_hi = np.isposinf(hi)
+    yerr = np.vstack([np.where(open_lo, 0.0, y - lo), np.where(open_hi, 0.0, hi - y)])
+    ax.errorbar(x, y, yerr=yerr, capsize=capsize, **kw)
+    for mask, dy in ((open_hi, 16), (open_lo, -16)):
+        for xi, yi in zip(x[mask], y[mask], strict=True):
+            ax.annotate("", xy=(xi, yi), xytext=(0, dy), textcoords="offset points",
+                        arrowprops={"arrowstyle": "<-", "color": kw.get("color", "0.3"), "lw": 1})
 
 
 def plot_sb_eb(sb_eb: pd.DataFrame, cbs_fit: pd.DataFrame, title: str = "",
@@ -173,21 +292,20 @@ def plot_sb_eb(sb_eb: pd.DataFrame, cbs_fit: pd.DataFrame, title: str = "",
     there S = 2 S_min and E = 2 E_min)."""
     fig = Figure(figsize=(10.5, 4.6))
     ax_s, ax_e = fig.subplots(1, 2)
-    fits = cbs_fit.set_index("threshold")
-    colors = threshold_colors(sb_eb["threshold"].unique())
-    lo, hi = _batch_limits(sb_eb[batch_col])
+    sb = _frame(sb_eb, [batch_col, "threshold", "S_B", "E_B", "censored"])
+    fits = _usable_fits(cbs_fit).drop_duplicates("threshold").set_index("threshold")
+    colors = threshold_colors(sb["threshold"].dropna().unique())
+    lo, hi = _batch_limits(sb[batch_col])
     grid = np.geomspace(lo, hi, 200)
-    for t, rows in sb_eb.groupby("threshold"):
+    for t, rows in sb.groupby("threshold"):
         c = colors[t]
-        ok = rows[~rows["censored"].astype(bool)]
-        cen = rows[rows["censored"].astype(bool)]
+        cen = rows["censored"].fillna(False).astype(bool)
         for ax, col in ((ax_s, "S_B"), (ax_e, "E_B")):
-            ax.scatter(ok[batch_col], ok[col], color=c, s=22, zorder=3)
-            ax.scatter(cen[batch_col], cen[col], marker="^", facecolors="none", edgecolors=c,
-                       s=30, zorder=3)
+            ax.scatter(_floats(rows.loc[~cen, batch_col]), _floats(rows.loc[~cen, col]), color=c, s=22, zorder=3)
+            ax.scatter(_floats(rows.loc[cen, batch_col]), _floats(rows.loc[cen, col]), marker="^",
+                       facecolors="none", edgecolors=c, s=30, zorder=3)
         label = f"acc ≥ {t:g}"
-        if t in fits.index and np.isfinite(fits.loc[t, "B_noise"]) and \
-                fits.loc[t, "status"] in ("ok", "extrapolated"):
+        if t in fits.index:
             f = fits.loc[t]
             s_fit = _fit_curve(grid, f["S_min"], f["B_noise"])
             ax_s.plot(grid, s_fit, color=c, lw=1.4)
@@ -202,13 +320,15 @@ def plot_sb_eb(sb_eb: pd.DataFrame, cbs_fit: pd.DataFrame, title: str = "",
                          edgecolors="black", linewidths=0.6, zorder=4)
             ax_e.scatter([f["B_noise"]], [2 * f["S_min"] * f["B_noise"]], marker="D", color=c,
                          s=36, edgecolors="black", linewidths=0.6, zorder=4)
-            label += f": B_noise = {f['B_noise']:.0f}"
-            if np.isfinite(f["B_noise_lo"]):
-                label += f" [{f['B_noise_lo']:.0f}, {f['B_noise_hi']:.0f}]"
+            label += f": B_noise = {format_ci(f['B_noise'], f['B_noise_lo'], f['B_noise_hi'])}"
         ax_s.plot([], [], color=c, marker="o", label=label)
+    has_data = _positive(sb["S_B"])
     for ax in (ax_s, ax_e):
         set_log2_axis(ax, "x", lo, hi)
-        set_log_axis(ax, "y")
+        if has_data:
+            set_log_axis(ax, "y")
+        else:
+            _no_data(ax, "no run has a measured S(B)")
         ax.set_xlabel("batch size B = prompts × rollouts (samples per step)")
     ax_s.set_ylabel("optimizer steps to target S(B)")
     ax_e.set_ylabel("samples to target E(B) = B·S(B)")
@@ -224,34 +344,32 @@ def plot_sb_eb(sb_eb: pd.DataFrame, cbs_fit: pd.DataFrame, title: str = "",
     return fig
 
 
-def _ci_errorbar(ax, x, y, lo, hi, capsize: float = 2.5, **kw) -> None:
-    """Points with their interval [lo, hi] as error bars; a missing bound draws no bar."""
-    y, lo, hi = (np.asarray(v, dtype=float) for v in (y, lo, hi))
-    yerr = np.vstack([y - lo, hi - y])
-    ax.errorbar(x, y, yerr=np.where(np.isfinite(yerr), yerr, 0), capsize=capsize, **kw)
-
-
 def plot_b_noise_vs_target(cbs_fit: pd.DataFrame, compare: pd.DataFrame | None = None,
                            compare_label: str = "seed method", title: str = "") -> Figure:
-    """B_noise against the target accuracy, with 95% CIs; optionally a second method beside it."""
+    """B_noise against the target accuracy, with 95% CIs; optionally a second method beside it.
+    The default title is the trend the fits show (`b_noise_trend`), not an assumed one."""
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.subplots()
-    ok = cbs_fit[cbs_fit["status"].isin(["ok", "extrapolated"]) & np.isfinite(cbs_fit["B_noise"])]
+    ok = _usable_fits(cbs_fit)
     _ci_errorbar(ax, ok["threshold"], ok["B_noise"], ok["B_noise_lo"], ok["B_noise_hi"],
                  marker="o", color=PALETTE[0], capsize=3, label="this project (95% CI)")
     ext = ok[ok["status"] == "extrapolated"]
     if len(ext):
-        ax.scatter(ext["threshold"], ext["B_noise"], marker="o", facecolors="white",
+        ax.scatter(_floats(ext["threshold"]), _floats(ext["B_noise"]), marker="o", facecolors="white",
                    edgecolors=PALETTE[0], zorder=4, label="outside the sampled B (extrapolated)")
-    if compare is not None and len(compare):
-        cmp_ok = compare[np.isfinite(compare["B_noise"])]
-        ax.plot(cmp_ok["threshold"] + 0.004, cmp_ok["B_noise"], marker="s", ls="--",
-                color=PALETTE[3], label=compare_label)
-    set_log2_axis(ax, "y")
+    cmp_ok = _frame(compare, ["threshold", "B_noise"])
+    cmp_ok = cmp_ok[np.isfinite(_floats(cmp_ok["B_noise"])) & (_floats(cmp_ok["B_noise"]) > 0)]
+    if len(cmp_ok):
+        ax.plot(_floats(cmp_ok["threshold"]) + 0.004, _floats(cmp_ok["B_noise"]), marker="s",
+                ls="--", color=PALETTE[3], label=compare_label)
+    if len(ok) or len(cmp_ok):
+        set_log2_axis(ax, "y")
+        ax.legend(loc="best")
+    else:
+        _no_data(ax, "no target has a usable fit (see the status of each target)")
     ax.set_xlabel("target validation accuracy")
     ax.set_ylabel("B_noise (samples per step)")
-    ax.set_title(title or "critical batch size grows with the target")
-    ax.legend(loc="best")
+    ax.set_title(title or b_noise_trend(cbs_fit)["claim"])
     return fig
 
 
@@ -259,37 +377,46 @@ def plot_pareto(pareto: pd.DataFrame, title: str = "") -> Figure:
     """(S/S_min - 1) against (E/E_min - 1): the McCandlish model puts every run on x·y = 1."""
     fig = Figure(figsize=(5.6, 4.6))
     ax = fig.subplots()
-    colors = threshold_colors(pareto["threshold"].unique())
     xcol, ycol = "E_excess", "S_excess"
-    data = pareto[(pareto[xcol] > 0) & (pareto[ycol] > 0)]
+    pareto = _frame(pareto, ["threshold", xcol, ycol, "censored"])
+    x, y = _floats(pareto[xcol]), _floats(pareto[ycol])
+    data = pareto[(x > 0) & (y > 0) & np.isfinite(x) & np.isfinite(y)]
+    colors = threshold_colors(data["threshold"].dropna().unique())
     for t, rows in data.groupby("threshold"):
-        cen = rows["censored"].astype(bool)
-        ax.scatter(rows.loc[~cen, xcol], rows.loc[~cen, ycol], color=colors[t], s=22,
+        cen = rows["censored"].fillna(False).astype(bool)
+        ax.scatter(_floats(rows.loc[~cen, xcol]), _floats(rows.loc[~cen, ycol]), color=colors[t], s=22,
                    label=f"acc ≥ {t:g}")
-        ax.scatter(rows.loc[cen, xcol], rows.loc[cen, ycol], marker="^", facecolors="none",
-                   edgecolors=colors[t], s=26)
+        ax.scatter(_floats(rows.loc[cen, xcol]), _floats(rows.loc[cen, ycol]), marker="^",
+                   facecolors="none", edgecolors=colors[t], s=26)
     if len(data):
-        lo = min(data[xcol].min(), data[ycol].min(), 0.5) / 2
-        hi = max(data[xcol].max(), data[ycol].max(), 2) * 2
+        vals = np.concatenate([_floats(data[xcol]), _floats(data[ycol])])
+        lo, hi = min(vals.min(), 0.5) / 2, max(vals.max(), 2) * 2
         x = np.geomspace(lo, hi, 100)
         ax.plot(x, 1 / x, color="black", lw=1, ls="--", label="(S/S_min−1)(E/E_min−1) = 1")
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+        set_log_axis(ax, "x")
+        set_log_axis(ax, "y")
+        ax.legend(loc="upper right", fontsize=8)
+    else:
+        _no_data(ax, "no run with both excesses positive at a target with a usable fit")
     ax.set_xlabel("E/E_min − 1 (extra samples)")
     ax.set_ylabel("S/S_min − 1 (extra steps)")
     ax.set_title(title or "steps-samples trade-off")
-    ax.legend(loc="upper right", fontsize=8)
     return fig
 
 
 def training_curves_table(runs: pd.DataFrame, history: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Long table of the validation curve of every run: accuracy against steps and samples."""
+    """Long table of the validation curve of every run: accuracy against steps and samples.
+    (Empty, with the same columns, when the metric was not logged.)"""
     cols = ["run_id", "name", "replicate", "n_prompts", "n_rollouts", "total_batch"]
-    h = history.loc[history[metric].notna() & np.isfinite(history[metric]), ["run_id", "step", metric]]
-    out = h.merge(runs[cols], on="run_id", how="inner").rename(columns={metric: "accuracy"})
-    out["samples"] = out["step"].astype(float) * out["total_batch"].astype(float)
+    out_cols = ["run_id", "step", "accuracy", *cols[1:], "samples"]
+    history = _frame(history, ["run_id", "step", metric])
+    acc = _floats(history[metric])
+    h = history.loc[np.isfinite(acc), ["run_id", "step", metric]]
+    out = h.merge(_frame(runs, cols)[cols], on="run_id", how="inner").rename(columns={metric: "accuracy"})
+    out["samples"] = _floats(out["step"]) * _floats(out["total_batch"])
+    out = out.reindex(columns=out_cols)
     return out.sort_values(["total_batch", "n_prompts", "replicate", "step"]).reset_index(drop=True)
 
 
@@ -299,26 +426,37 @@ def plot_training_curves(curves: pd.DataFrame, thresholds=(), title: str = "",
     run coloured by batch size; dashed lines are the target accuracies."""
     fig = Figure(figsize=(10.5, 4.4))
     ax_s, ax_n = fig.subplots(1, 2, sharey=True)
-    keys = sorted(curves[["total_batch", "n_prompts", "n_rollouts"]].drop_duplicates().itertuples(index=False))
+    curves = _frame(curves, ["run_id", "step", "accuracy", "total_batch", "n_prompts",
+                             "n_rollouts", "samples"])
+    cfg = _float_columns(curves, ["total_batch", "n_prompts", "n_rollouts"]).dropna().drop_duplicates()
+    keys = sorted(cfg.itertuples(index=False, name=None))
     colors = batch_colors(range(len(keys)))
     for i, (b, npr, nro) in enumerate(keys):
-        sel = curves[(curves["total_batch"] == b) & (curves["n_prompts"] == npr)
-                     & (curves["n_rollouts"] == nro)]
+        sel = curves[(_floats(curves["total_batch"]) == b) & (_floats(curves["n_prompts"]) == npr)
+                     & (_floats(curves["n_rollouts"]) == nro)]
         for j, (_, run) in enumerate(sel.groupby("run_id", sort=False)):
-            label = f"B={b} ({npr}×{nro})" if j == 0 else None
-            ax_s.plot(run["step"], run["accuracy"], color=colors[i], lw=1.1, alpha=0.9, label=label)
-            ax_n.plot(run["samples"].where(run["samples"] > 0), run["accuracy"], color=colors[i],
-                      lw=1.1, alpha=0.9)
+            label = f"B={b:g} ({npr:g}×{nro:g})" if j == 0 else None
+            samples = _floats(run["samples"])
+            ax_s.plot(_floats(run["step"]), _floats(run["accuracy"]), color=colors[i], lw=1.1,
+                      alpha=0.9, label=label)
+            ax_n.plot(np.where(samples > 0, samples, np.nan), _floats(run["accuracy"]),
+                      color=colors[i], lw=1.1, alpha=0.9)
     for t in thresholds:
         for ax in (ax_s, ax_n):
             ax.axhline(t, color="0.5", lw=0.7, ls="--", zorder=0)
     ax_s.set_xlabel("optimizer step")
     ax_n.set_xlabel("samples seen (step × B)")
-    set_log_axis(ax_n, "x")
+    if _positive(curves["samples"]):
+        set_log_axis(ax_n, "x")
+    else:
+        _no_data(ax_n, "no evaluation after step 0", which="x")
+    if not keys:
+        _no_data(ax_s, "no validation point logged")
     ax_s.set_ylabel("validation accuracy")
     ax_s.set_title("accuracy vs steps")
     ax_n.set_title("accuracy vs samples")
-    fig.legend(loc="outside right center", title="batch (prompts×rollouts)", fontsize=8)
+    if keys:
+        fig.legend(loc="outside right center", title="batch (prompts×rollouts)", fontsize=8)
     if title:
         fig.suptitle(title)
     return fig
@@ -328,19 +466,32 @@ def plot_cross_phase(summary_long: pd.DataFrame, title: str = "") -> Figure:
     """The headline figure: B_noise against the target accuracy, one line per phase, 95% CIs."""
     fig = Figure(figsize=(7.4, 4.4))
     ax = fig.subplots()
-    ok = summary_long[summary_long["status"].isin(["ok", "extrapolated"])
-                      & np.isfinite(summary_long["B_noise"])]
+    summary_long = _frame(summary_long, ["phase", "axis", "task"])
+    ok = _usable_fits(summary_long)
     markers = "osD^vP*X"
-    for i, (phase, rows) in enumerate(ok.groupby("phase", sort=False)):
+    for i, phase in enumerate(p for p in pd.unique(summary_long["phase"]) if (ok["phase"] == p).any()):
+        rows = ok[ok["phase"] == phase]
         _ci_errorbar(ax, rows["threshold"], rows["B_noise"], rows["B_noise_lo"], rows["B_noise_hi"],
                      marker=markers[i % len(markers)], color=PALETTE[i % (len(PALETTE) - 1)],
                      label=f"{phase}: {rows['axis'].iloc[0]} axis, {rows['task'].iloc[0]}")
-    set_log2_axis(ax, "y")
+    if len(ok):
+        set_log2_axis(ax, "y")
+        fig.legend(loc="outside right center", fontsize=8)
+    else:
+        _no_data(ax, "no phase has a target with a usable fit")
     ax.set_xlabel("target validation accuracy")
     ax.set_ylabel("B_noise (samples per step)")
     ax.set_title(title or "critical batch size by phase and target")
-    fig.legend(loc="outside right center", fontsize=8)
     return fig
+
+
+def _axis_of(n_p: np.ndarray, n_r: np.ndarray) -> str:
+    n_p, n_r = np.unique(n_p[np.isfinite(n_p)]), np.unique(n_r[np.isfinite(n_r)])
+    if len(n_r) == 1 and len(n_p) > 1:
+        return "prompts"
+    if len(n_p) == 1 and len(n_r) > 1:
+        return "rollouts"
+    return "mixed"
 
 
 def plot_two_axis(sb_eb_all: pd.DataFrame, two_axis: dict, threshold: float, title: str = "") -> Figure:
@@ -349,49 +500,68 @@ def plot_two_axis(sb_eb_all: pd.DataFrame, two_axis: dict, threshold: float, tit
     total samples that the joint fit implies, against the target, with 95% CIs."""
     fig = Figure(figsize=(10.5, 4.4))
     ax_s, ax_b = fig.subplots(1, 2)
-    sub = sb_eb_all[np.isclose(sb_eb_all["threshold"], threshold)]
-    fit = two_axis["fit"].set_index("threshold")
-    axes_tab = two_axis["axes"]
-    lo, hi = _batch_limits(sb_eb_all["total_batch"])
+    sb = _frame(sb_eb_all, ["phase", "threshold", "n_prompts", "n_rollouts", "total_batch", "S_B",
+                            "censored"])
+    sub = sb[np.isclose(_floats(sb["threshold"]), threshold)]
+    fit = _frame((two_axis or {}).get("fit"), ["threshold", "status", "S_min", "B0", "rho"])
+    fit = fit[fit["status"] == "ok"].drop_duplicates("threshold").set_index("threshold")
+    axes_tab = _frame((two_axis or {}).get("axes"), ["threshold", "phase", "axis", "B_noise",
+                                                     "B_noise_lo", "B_noise_hi"])
+    lo, hi = _batch_limits(sb["total_batch"])
     markers = "osD^v"
     for i, (phase, rows) in enumerate(sub.groupby("phase", sort=True)):
         c = PALETTE[i % (len(PALETTE) - 1)]
-        cen = rows["censored"].astype(bool)
-        ax_s.scatter(rows.loc[~cen, "total_batch"], rows.loc[~cen, "S_B"], color=c,
+        cen = rows["censored"].fillna(False).astype(bool)
+        ax_s.scatter(_floats(rows.loc[~cen, "total_batch"]), _floats(rows.loc[~cen, "S_B"]), color=c,
                      marker=markers[i % len(markers)], s=24, zorder=3)
-        ax_s.scatter(rows.loc[cen, "total_batch"], rows.loc[cen, "S_B"], marker="^",
+        ax_s.scatter(_floats(rows.loc[cen, "total_batch"]), _floats(rows.loc[cen, "S_B"]), marker="^",
                      facecolors="none", edgecolors=c, s=30, zorder=3)
-        n_p, n_r = rows["n_prompts"].astype(float), rows["n_rollouts"].astype(float)
-        if n_r.nunique() == 1:
-            fixed, label = n_r.iloc[0], f"{phase}: prompts vary, n_rollouts = {int(n_r.iloc[0])}"
+        n_p, n_r = _floats(rows["n_prompts"]), _floats(rows["n_rollouts"])
+        axis = _axis_of(n_p, n_r)
+        if axis == "prompts":
+            fixed = n_r[np.isfinite(n_r)][0]
+            label = f"{phase}: prompts vary, n_rollouts = {fixed:g}"
             grid_np, grid_nr = np.geomspace(lo, hi, 100) / fixed, np.full(100, fixed)
-        else:
-            fixed, label = n_p.iloc[0], f"{phase}: rollouts vary, n_prompts = {int(n_p.iloc[0])}"
-            grid_nr = np.geomspace(max(lo / fixed, 1), hi / fixed, 100)
+        elif axis == "rollouts":
+            fixed = n_p[np.isfinite(n_p)][0]
+            label = f"{phase}: rollouts vary, n_prompts = {fixed:g}"
+            grid_nr = np.geomspace(max(lo / fixed, 1), max(hi / fixed, 1), 100)
             grid_np = np.full(100, fixed)
-        if threshold in fit.index and fit.loc[threshold, "status"] == "ok":
+        else:  # no single axis: the model at the phase's own configurations
+            label = f"{phase}: {'one configuration' if len(rows) <= 1 else 'prompts and rollouts vary'}"
+            ok_cfg = np.isfinite(n_p) & np.isfinite(n_r)
+            grid_np, grid_nr = n_p[ok_cfg], n_r[ok_cfg]
+        if threshold in fit.index and len(grid_np):
             f = fit.loc[threshold]
             s_pred = f["S_min"] * (1 + f["B0"] * (1 + (grid_nr - 1) * f["rho"]) / (grid_np * grid_nr))
-            ax_s.plot(grid_np * grid_nr, s_pred, color=c, lw=1.3, label=label)
+            ax_s.plot(grid_np * grid_nr, s_pred, color=c, lw=1.3, label=label,
+                      **({"ls": "", "marker": "x"} if axis == "mixed" else {}))
         else:
             ax_s.plot([], [], color=c, label=label)
-        ph_axes = axes_tab[axes_tab["phase"] == phase].sort_values("threshold")
+        ph_axes = axes_tab[(axes_tab["phase"] == phase) & np.isfinite(_floats(axes_tab["B_noise"]))]
         if len(ph_axes):
-            _ci_errorbar(ax_b, ph_axes["threshold"] + 0.003 * (i - 1), ph_axes["B_noise"],
+            ph_axes = ph_axes.sort_values("threshold")
+            _ci_errorbar(ax_b, _floats(ph_axes["threshold"]) + 0.003 * (i - 1), ph_axes["B_noise"],
                          ph_axes["B_noise_lo"], ph_axes["B_noise_hi"], color=c,
                          marker=markers[i % len(markers)],
                          label=f"{phase} ({ph_axes['axis'].iloc[0]} axis)")
     set_log2_axis(ax_s, "x", lo, hi)
-    set_log_axis(ax_s, "y")
+    if _positive(sub["S_B"]):
+        set_log_axis(ax_s, "y")
+        ax_s.legend(loc="upper right", fontsize=7.5)
+    else:
+        _no_data(ax_s, f"no run has a measured S at accuracy {threshold:g}")
     ax_s.set_xlabel("batch size B = prompts × rollouts")
     ax_s.set_ylabel("optimizer steps to target S")
     ax_s.set_title(f"steps to accuracy {threshold:g}: joint fit")
-    ax_s.legend(loc="upper right", fontsize=7.5)
-    set_log2_axis(ax_b, "y")
+    if ax_b.has_data():
+        set_log2_axis(ax_b, "y")
+        ax_b.legend(loc="best", fontsize=7.5)
+    else:
+        _no_data(ax_b, "no phase lies on a single axis with a usable joint fit")
     ax_b.set_xlabel("target validation accuracy")
     ax_b.set_ylabel("implied B_noise (samples per step)")
     ax_b.set_title("B_noise along each axis")
-    ax_b.legend(loc="best", fontsize=7.5)
     if title:
         fig.suptitle(title)
     return fig
@@ -403,23 +573,30 @@ def plot_iso_batch(iso: pd.DataFrame, title: str = "") -> Figure:
     two-axis model's prediction (dashed)."""
     fig = Figure(figsize=(6.8, 4.4))
     ax = fig.subplots()
-    colors = threshold_colors(iso["threshold"].unique())
+    iso = _frame(iso, ["threshold", "n_prompts", "n_rollouts", "S_B", "censored"])
+    colors = threshold_colors(iso["threshold"].dropna().unique())
     for t, rows in iso.groupby("threshold", sort=True):
         rows = rows.sort_values("n_rollouts")
         c = colors[t]
-        cen = rows["censored"].astype(bool)
-        ax.plot(rows["n_rollouts"], rows["S_B"], color=c, lw=1.2, marker="o",
+        cen = rows["censored"].fillna(False).astype(bool)
+        ax.plot(_floats(rows["n_rollouts"]), _floats(rows["S_B"]), color=c, lw=1.2, marker="o",
                 label=f"acc ≥ {t:g}")
-        ax.scatter(rows.loc[cen, "n_rollouts"], rows.loc[cen, "S_B"], marker="^",
+        ax.scatter(_floats(rows.loc[cen, "n_rollouts"]), _floats(rows.loc[cen, "S_B"]), marker="^",
                    facecolors="white", edgecolors=c, s=40, zorder=4)
         if "S_pred" in rows:
-            ax.plot(rows["n_rollouts"], rows["S_pred"], color=c, lw=1, ls="--")
-    set_log2_axis(ax, "x")
-    set_log_axis(ax, "y")
-    splits = iso[["n_prompts", "n_rollouts"]].drop_duplicates().sort_values("n_rollouts")
-    ax.set_xticks(splits["n_rollouts"].to_numpy(dtype=float))
-    ax.set_xticklabels([f"{int(r)}\n({int(p)} prompts)" for p, r in splits.itertuples(index=False)],
-                       fontsize=8)
+            ax.plot(_floats(rows["n_rollouts"]), _floats(rows["S_pred"]), color=c, lw=1, ls="--")
+    splits = _float_columns(iso, ["n_prompts", "n_rollouts"]).dropna().drop_duplicates().sort_values("n_rollouts")
+    if len(splits) >= 2:  # one split: a plain axis with its one label (no log axis to read)
+        set_log2_axis(ax, "x")
+    if len(splits):
+        ax.set_xticks(splits["n_rollouts"].to_numpy(dtype=float))
+        ax.set_xticklabels([f"{r:g}\n({p:g} prompts)" for p, r in splits.itertuples(index=False)],
+                           fontsize=8)
+        ax.xaxis.set_minor_locator(ticker.NullLocator())
+    if _positive(iso["S_B"]):
+        set_log_axis(ax, "y")
+    else:
+        _no_data(ax, "no split has a measured S")
     ax.set_xlabel("rollouts per prompt (prompts per step) at a fixed batch")
     ax.set_ylabel("optimizer steps to target S")
     ax.set_title(title or "iso-batch: prompt diversity vs rollout diversity")
@@ -427,7 +604,8 @@ def plot_iso_batch(iso: pd.DataFrame, title: str = "") -> Figure:
     if "S_pred" in iso:
         handles.append(matplotlib.lines.Line2D([], [], color="0.4", ls="--"))
         labels.append("joint two-axis model")
-    fig.legend(handles, labels, loc="outside right center", fontsize=8)
+    if handles:
+        fig.legend(handles, labels, loc="outside right center", fontsize=8)
     return fig
 
 
@@ -437,27 +615,33 @@ def plot_grad_noise(smoothed: pd.DataFrame, cbs_fit: pd.DataFrame | None = None,
     fitted B_noise range of the phase shaded for reference."""
     fig = Figure(figsize=(7.4, 4.4))
     ax = fig.subplots()
-    colors = batch_colors(smoothed["total_batch"].unique())
+    smoothed = _frame(smoothed, ["run_id", "total_batch", "step", "B_simple_ema"])
+    batches = sorted(b for b in np.unique(_floats(smoothed["total_batch"])) if np.isfinite(b))
+    colors = batch_colors(batches)
     seen = set()
     for _rid, rows in smoothed.groupby("run_id", sort=False):
-        b = rows["total_batch"].iloc[0]
-        ax.plot(rows["step"], rows["B_simple_ema"], color=colors[b], lw=1.1,
-                label=None if b in seen else f"B={int(b)}")
+        b = _floats(rows["total_batch"])[0]
+        ax.plot(_floats(rows["step"]), _floats(rows["B_simple_ema"]), color=colors.get(b, "0.5"),
+                lw=1.1, label=None if b in seen or not np.isfinite(b) else f"B={b:g}")
         seen.add(b)
-    if cbs_fit is not None:
-        ok = cbs_fit[cbs_fit["status"].isin(["ok", "extrapolated"])]
-        if len(ok):
-            ax.axhspan(ok["B_noise"].min(), ok["B_noise"].max(), color="0.5", alpha=0.15, lw=0,
-                       label="fitted B_noise (range over targets)")
-    set_log2_axis(ax, "y")
+    fits = _usable_fits(cbs_fit)
+    bn = _floats(fits["B_noise"])
+    if len(bn):
+        ax.axhspan(bn.min(), bn.max(), color="0.5", alpha=0.15, lw=0,
+                   label="fitted B_noise (range over targets)")
+    if _positive(smoothed["B_simple_ema"]) or len(bn):
+        set_log2_axis(ax, "y")
+    if not _positive(smoothed["B_simple_ema"]) and not len(bn):
+        _no_data(ax, "no positive smoothed noise scale logged")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("B_simple = tr(Σ)/|G|² (samples)")
     ax.set_title(title or "gradient noise scale during training (EMA)")
     handles, labels = ax.get_legend_handles_labels()
-    order = sorted(range(len(labels)), key=lambda i: (not labels[i].startswith("B="),
-                   int(labels[i][2:]) if labels[i].startswith("B=") else 0))
-    fig.legend([handles[i] for i in order], [labels[i] for i in order],
-               loc="outside right center", fontsize=8)
+    if handles:
+        order = sorted(range(len(labels)), key=lambda i: (not labels[i].startswith("B="),
+                       float(labels[i][2:]) if labels[i].startswith("B=") else 0.0))
+        fig.legend([handles[i] for i in order], [labels[i] for i in order],
+                   loc="outside right center", fontsize=8)
     return fig
 
 
@@ -468,34 +652,52 @@ def plot_noise_scale_vs_fit(comparison: pd.DataFrame, at_target: pd.DataFrame | 
     each against the target accuracy with 95% CIs."""
     fig = Figure(figsize=(6.8, 4.4))
     ax = fig.subplots()
-
-    c = comparison.sort_values("threshold")
-    _ci_errorbar(ax, c["threshold"], c["B_noise"], c["B_noise_lo"], c["B_noise_hi"], marker="o",
-                 color=PALETTE[0], label="B_noise fitted from S(B)")
-    ok = c[c["status"] == "ok"]
-    _ci_errorbar(ax, ok["threshold"] + 0.004, ok["B_simple"], ok["B_simple_lo"], ok["B_simple_hi"],
-                 marker="s", color=PALETTE[1], label="B_simple from actor/grad_norm (post hoc)")
-    if at_target is not None and len(at_target):
-        med = at_target.groupby("threshold")["B_simple_ema"].agg(
+    c = _frame(comparison, ["threshold", "B_noise", "B_noise_lo", "B_noise_hi", "B_simple",
+                            "B_simple_lo", "B_simple_hi", "status"]).sort_values("threshold")
+    fitted = c[np.isfinite(_floats(c["B_noise"]))]
+    if len(fitted):
+        _ci_errorbar(ax, fitted["threshold"], fitted["B_noise"], fitted["B_noise_lo"],
+                     fitted["B_noise_hi"], marker="o", color=PALETTE[0], label="B_noise fitted from S(B)")
+    ok = c[(c["status"] == "ok") & np.isfinite(_floats(c["B_simple"]))]
+    if len(ok):
+        _ci_errorbar(ax, _floats(ok["threshold"]) + 0.004, ok["B_simple"], ok["B_simple_lo"],
+                     ok["B_simple_hi"], marker="s", color=PALETTE[1],
+                     label="B_simple from actor/grad_norm (post hoc)")
+    at = _frame(at_target, ["threshold", "B_simple_ema"])
+    at = at[np.isfinite(_floats(at["B_simple_ema"]))]
+    if len(at):
+        at = at.assign(B_simple_ema=_floats(at["B_simple_ema"]))
+        med = at.groupby("threshold")["B_simple_ema"].agg(
             med="median", lo=lambda v: np.quantile(v, 0.1), hi=lambda v: np.quantile(v, 0.9))
-        _ci_errorbar(ax, med.index.to_numpy() - 0.004, med["med"], med["lo"], med["hi"],
+        _ci_errorbar(ax, med.index.to_numpy(dtype=float) - 0.004, med["med"], med["lo"], med["hi"],
                      marker="D", color=PALETTE[2], label="logged B_simple at the crossing (median, 10-90%)")
-    set_log2_axis(ax, "y")
+    if ax.has_data() and any(_positive(v) for v in (fitted["B_noise"], ok["B_simple"],
+                                                    at["B_simple_ema"])):
+        set_log2_axis(ax, "y")
+        ax.legend(loc="best", fontsize=8)
+    else:
+        _no_data(ax, "neither a fitted B_noise nor a noise scale at any target")
     ax.set_xlabel("target validation accuracy")
     ax.set_ylabel("batch size (samples per step)")
     ax.set_title(title or "gradient noise scale vs fitted critical batch")
-    ax.legend(loc="upper left", fontsize=8)
     return fig
 
 
 def plot_wall_clock(wall: pd.DataFrame, title: str = "") -> Figure:
     """Left: hours to each target against B (median over replicates; open triangles: never
-    reached, a lower bound). Right: mean step time against B."""
+    reached, a lower bound). Right: mean step time against B, titled with the trend it shows."""
     fig = Figure(figsize=(10.5, 4.4))
     ax_t, ax_s = fig.subplots(1, 2)
-    colors = threshold_colors(wall["threshold"].unique())
+    wall = _frame(wall, ["run_id", "threshold", "total_batch", "censored", "time_to_target_h",
+                         "mean_step_time_s"])
+    wall = wall.assign(total_batch=_floats(wall["total_batch"]),
+                       time_to_target_h=_floats(wall["time_to_target_h"]),
+                       mean_step_time_s=_floats(wall["mean_step_time_s"]),
+                       censored=wall["censored"].fillna(False).astype(bool))
+    colors = threshold_colors(wall["threshold"].dropna().unique())
     lo, hi = _batch_limits(wall["total_batch"])
-    for t, rows in wall.groupby("threshold", sort=True):
+    timed = wall[np.isfinite(wall["time_to_target_h"]) & (wall["time_to_target_h"] > 0)]
+    for t, rows in timed.groupby("threshold", sort=True):
         agg = rows.groupby(["total_batch", "censored"], as_index=False)["time_to_target_h"].median()
         ok = agg[~agg["censored"]].sort_values("total_batch")
         cen = agg[agg["censored"]]
@@ -508,22 +710,28 @@ def plot_wall_clock(wall: pd.DataFrame, title: str = "") -> Figure:
             ax_t.scatter([best["total_batch"]], [best["time_to_target_h"]], marker="*", s=120,
                          color=colors[t], edgecolors="black", linewidths=0.5, zorder=4)
     steps = wall.drop_duplicates("run_id")
+    steps = steps[np.isfinite(steps["mean_step_time_s"]) & np.isfinite(steps["total_batch"])]
     ax_s.scatter(steps["total_batch"], steps["mean_step_time_s"], color=PALETTE[0], s=24)
     for ax in (ax_t, ax_s):
         set_log2_axis(ax, "x", lo, hi)
         ax.set_xlabel("batch size B = prompts × rollouts")
-    set_log_axis(ax_t, "y")
+    if len(timed):
+        set_log_axis(ax_t, "y")
+    else:
+        _no_data(ax_t, "no run logs a step time (perf/time_per_step or timing_s/step)")
+    if not len(steps):
+        _no_data(ax_s, "no step time logged")
     ax_t.set_ylabel("wall-clock hours to target")
     ax_t.set_title("time to target (★ fastest)")
     ax_s.set_ylabel("mean step time (s)")
-    ax_s.set_title("step time grows with B")
+    per_b = steps.groupby("total_batch")["mean_step_time_s"].median()
+    ax_s.set_title(trend_claim(per_b.index, per_b.to_numpy(), quantity="step time", along="B")["claim"]
+                   if len(per_b) >= 2 else "step time by batch size", wrap=True)
     handles, labels = ax_t.get_legend_handles_labels()
-    handles.append(matplotlib.lines.Line2D([], [], ls="", marker="^", mfc="none", mec="0.3"))
-    labels.append("never reached (lower bound)")
-    fig.legend(handles, labels, loc="outside right center", fontsize=8)
+    if handles:
+        handles.append(matplotlib.lines.Line2D([], [], ls="", marker="^", mfc="none", mec="0.3"))
+        labels.append("never reached (lower bound)")
+        fig.legend(handles, labels, loc="outside right center", fontsize=8)
     if title:
         fig.suptitle(title)
     return fig
-
-
-

@@ -188,20 +188,24 @@ def _tobit_em(model: _Model, y, w, cens, b_bounds, rho_bounds, n_iter: int | Non
     a_s, b_s, r_s, s_s = a[sel], b[sel], rho[sel], sigma[sel]
     hb = 0.05
     hr = 0.02 if model.two_axis else 0.0
+    active = np.arange(len(sel))  # tables still moving: a converged table stops being refitted
     for _ in range(n_iter):
-        f = a_s[:, None] + model.g(b_s[:, None], r_s[:, None])
-        alpha = (ys - f) / s_s[:, None]
+        ya, wa, ca = ys[active], ws[active], cs[active]
+        aa, ba, ra, sa = a_s[active], b_s[active], r_s[active], s_s[active]
+        f = aa[:, None] + model.g(ba[:, None], ra[:, None])
+        alpha = (ya - f) / sa[:, None]
         lam = np.exp(_norm_logpdf(alpha) - special.log_ndtr(-alpha))
-        ytil = np.where(cs, f + s_s[:, None] * lam, ys)
-        var_c = np.where(cs, s_s[:, None] ** 2 * np.clip(1.0 + alpha * lam - lam * lam, 0.0, 1.0), 0.0)
-        a_n, b_n, r_n, _ = _ls_fit(model, ytil, ws, b_bounds, rho_bounds,
-                                   start=(b_s, r_s, hb, hr), rounds=10 if model.two_axis else 3)
+        ytil = np.where(ca, f + sa[:, None] * lam, ya)
+        var_c = np.where(ca, sa[:, None] ** 2 * np.clip(1.0 + alpha * lam - lam * lam, 0.0, 1.0), 0.0)
+        a_n, b_n, r_n, _ = _ls_fit(model, ytil, wa, b_bounds, rho_bounds,
+                                   start=(ba, ra, hb, hr), rounds=10 if model.two_axis else 3)
         f_n = a_n[:, None] + model.g(b_n[:, None], r_n[:, None])
-        s2 = (ws * ((ytil - f_n) ** 2 + var_c)).sum(axis=1) / ws.sum(axis=1)
+        s2 = (wa * ((ytil - f_n) ** 2 + var_c)).sum(axis=1) / wa.sum(axis=1)
         s_n = np.sqrt(np.maximum(s2, _SIGMA_FLOOR**2))
-        delta = np.max(np.abs(np.stack([b_n - b_s, r_n - r_s, a_n - a_s])), axis=0)
-        a_s, b_s, r_s, s_s = a_n, b_n, r_n, s_n
-        if np.all(delta < tol):
+        delta = np.max(np.abs(np.stack([b_n - ba, r_n - ra, a_n - aa])), axis=0)
+        a_s[active], b_s[active], r_s[active], s_s[active] = a_n, b_n, r_n, s_n
+        active = active[delta >= tol]
+        if active.size == 0:
             break
     if not model.two_axis:
         a_s, b_s, s_s = _tobit_newton(model, ys, ws, cs, a_s, b_s, s_s, b_bounds)
@@ -379,6 +383,40 @@ def _quantiles(x, q=(0.025, 0.975)):
     if x.size < max(20, 0.5 * n_all):
         return np.nan, np.nan
     return tuple(float(v) for v in np.quantile(x, q, method="inverted_cdf"))
+
+
+def bootstrap_interval(estimate: float, draws, name: str = "the estimate",
+                       level: float = 0.95) -> tuple[float, float, str]:
+    """A bootstrap interval [lo, hi] that always contains its point estimate, and a note.
+
+    The percentile interval of the draws (NaN draws are failed refits and do not count; +-inf
+    are fits that ran to a search bound and do). A percentile interval need not contain the
+    estimate: when the bootstrap distribution is off-centre (few points, heavy censoring, a
+    model that fits poorly, a parameter at the edge of its range) the estimate can fall in its
+    tail. Then the interval is extended to the estimate, lo = min(q_lo, estimate) and
+    hi = max(q_hi, estimate), and the note says so with the percentile interval and the share
+    of resamples below the estimate: the row then carries the reason, and every plot can draw
+    its error bar. Returns (NaN, NaN, note) when fewer than max(20, half) of the draws gave a
+    fit, and (NaN, NaN, "") when the estimate is missing or no draws were made.
+    """
+    x = np.asarray(draws, dtype=float).ravel()
+    if not np.isfinite(estimate) or x.size == 0:
+        return np.nan, np.nan, ""
+    n_all = x.size
+    x = x[~np.isnan(x)]
+    if x.size < max(20, 0.5 * n_all):
+        return np.nan, np.nan, (f"no interval for {name}: {x.size} of {n_all} bootstrap refits gave "
+                                f"a value (at least {max(20, math.ceil(0.5 * n_all))} needed)")
+    alpha = round((1.0 - level) / 2.0, 12)  # 0.025, not 0.025000000000000022
+    lo, hi = (float(v) for v in np.quantile(x, (alpha, 1.0 - alpha), method="inverted_cdf"))
+    if lo <= estimate <= hi:
+        return lo, hi, ""
+    below = float(np.mean(x < estimate))
+    note = (f"the {level:.0%} bootstrap percentile interval of {name} [{lo:.4g}, {hi:.4g}] does not "
+            f"contain the estimate {estimate:.4g} ({below:.0%} of {x.size} resamples lie below it): "
+            "the interval is extended to the estimate; an off-centre bootstrap (few points, "
+            "censoring or a poor fit), read it as approximate")
+    return min(lo, estimate), max(hi, estimate), note
 
 
 # ------------------------------------------------------------------------------------------
@@ -567,16 +605,22 @@ def _fit_table(B, S, c, n_bootstrap, seed, notes, groups, tables=None, ci_note=N
             else:
                 Y, Wt, C, method = tables(f_hat, int(n_bootstrap), rng)
             bs, as_, _ = _fit_batch(model, Y, Wt, C, bb)
-        lo, hi = _quantiles(bs)
-        out["B_noise_lo"], out["B_noise_hi"] = math.exp(lo), math.exp(hi)
-        slo, shi = _quantiles(as_)
-        out["S_min_lo"], out["S_min_hi"] = math.exp(slo), math.exp(shi)
-        out["ci_method"] = method
+            # in the natural scale (exp is monotone: the same order statistics); a refit that
+            # ran to a search bound is B_noise = 0 or inf
+            b_draws, s_draws = np.exp(bs), np.exp(as_)
         out["n_bootstrap_ok"] = int(np.isfinite(bs).sum() + np.isinf(bs).sum())
-        if out["n_bootstrap_ok"] < 0.5 * len(bs):
-            ci_note = "; ".join(filter(None, [ci_note, (
-                f"no CI: only {out['n_bootstrap_ok']} of {len(bs)} bootstrap tables had 3 batch "
-                "sizes reaching the target")]))
+        out["B_noise_lo"], out["B_noise_hi"], b_note = bootstrap_interval(
+            out["B_noise"], b_draws, "B_noise")
+        out["S_min_lo"], out["S_min_hi"], s_note = bootstrap_interval(out["S_min"], s_draws, "S_min")
+        out["ci_method"] = method
+        if len(bs) < 20:
+            b_note, s_note = f"no CI: {len(bs)} bootstrap resamples, at least 20 needed", ""
+        elif out["n_bootstrap_ok"] < max(20, 0.5 * len(bs)):
+            b_note = (f"no CI: only {out['n_bootstrap_ok']} of {len(bs)} bootstrap tables had 3 "
+                      f"batch sizes reaching the target (at least {max(20, math.ceil(len(bs) / 2))} "
+                      "needed)")
+            s_note = ""
+        ci_note = "; ".join(filter(None, [ci_note, b_note, s_note]))
         if ci_note:
             out["reason"] = "; ".join(filter(None, [out["reason"], ci_note]))
     return out
@@ -588,10 +632,11 @@ def _fit_table(B, S, c, n_bootstrap, seed, notes, groups, tables=None, ci_note=N
 # ------------------------------------------------------------------------------------------
 def b_noise_vs_target(cbs_fit: pd.DataFrame) -> pd.DataFrame:
     """B_noise (with CI), B_crit_20pct, S_min, E_min by target accuracy, and the growth of
-    B_noise relative to the easiest target with a usable fit (status ok/extrapolated)."""
+    B_noise relative to the easiest target with a usable fit (status ok/extrapolated).
+    An empty or partial cbs_fit gives the same columns (missing values NaN)."""
     cols = ["threshold", "B_noise", "B_noise_lo", "B_noise_hi", "B_crit_20pct", "S_min", "E_min",
             "status"]
-    out = cbs_fit[cols].sort_values("threshold").reset_index(drop=True)
+    out = cbs_fit.reindex(columns=cols).sort_values("threshold").reset_index(drop=True)
     usable = out["status"].isin(["ok", "extrapolated"]) & out["B_noise"].notna()
     ref = out.loc[usable, "B_noise"].iloc[0] if usable.any() else np.nan
     out["growth_vs_easiest"] = np.where(usable, out["B_noise"] / ref, np.nan)
@@ -602,11 +647,16 @@ def pareto_table(sb_eb: pd.DataFrame, cbs_fit: pd.DataFrame) -> pd.DataFrame:
     """Per run and threshold: S/S_min - 1, E/E_min - 1 and their product, which the
     McCandlish model puts at exactly 1 ((S/S_min - 1)(E/E_min - 1) = 1). Only thresholds with
     a usable fit; censored rows are kept (flagged: their excesses are lower bounds)."""
+    cbs_fit = cbs_fit.reindex(columns=list(dict.fromkeys([*cbs_fit.columns, "threshold", "S_min",
+                                                         "E_min", "B_noise", "status"])))
     fit = cbs_fit.loc[cbs_fit["status"].isin(["ok", "extrapolated"]),
                       ["threshold", "S_min", "E_min", "B_noise"]]
     keep = ["run_id", "run_name", "n_prompts", "n_rollouts", "total_batch", "threshold", "S_B",
             "E_B", "censored"]
-    out = sb_eb[[c for c in keep if c in sb_eb.columns]].merge(fit, on="threshold", how="inner")
+    sb = sb_eb.reindex(columns=keep)
+    sb["threshold"] = pd.to_numeric(sb["threshold"], errors="coerce").astype(float)
+    fit = fit.assign(threshold=pd.to_numeric(fit["threshold"], errors="coerce").astype(float))
+    out = sb.merge(fit, on="threshold", how="inner")
     out["S_excess"] = out["S_B"].astype(float) / out["S_min"] - 1.0
     out["E_excess"] = out["E_B"].astype(float) / out["E_min"] - 1.0
     out["pareto_product"] = out["S_excess"] * out["E_excess"]

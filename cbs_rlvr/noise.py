@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .fit import _quantiles
+from .fit import bootstrap_interval
 from .measure import crossings, eval_series, run_meta
 
 
@@ -73,8 +73,11 @@ def grad_noise_at_target(smoothed: pd.DataFrame, sb_eb: pd.DataFrame) -> pd.Data
     """The smoothed B_simple of each run at its crossing of each threshold (interpolated in
     step; censored runs skipped). Compare its median with the fitted B_noise."""
     rows = []
-    by_run = {str(k): v for k, v in smoothed.groupby("run_id")}
-    for r in sb_eb.itertuples(index=False):
+    by_run = {str(k): v for k, v in smoothed.groupby("run_id")} if "run_id" in smoothed else {}
+    sb = sb_eb.reindex(columns=["run_id", "total_batch", "threshold", "S_B", "censored"])
+    sb["S_B"] = pd.to_numeric(sb["S_B"], errors="coerce").astype(float)
+    sb["censored"] = sb["censored"].astype("boolean").fillna(True).astype(bool)  # unknown: skip
+    for r in sb.itertuples(index=False):
         sm = by_run.get(str(r.run_id))
         if sm is None or r.censored or not np.isfinite(r.S_B):
             continue
@@ -99,19 +102,23 @@ def b_simple_posthoc(runs: pd.DataFrame, history: pd.DataFrame, metric: str, acc
     """
     accs = [float(a) for a in np.atleast_1d(accuracies)]
     meta = run_meta(runs).set_index("run_id")
-    series = eval_series(history, metric)
+    series = eval_series(history, metric) if "step" in history.columns else {}
     grads = {}
-    if grad_key in history.columns:
+    if grad_key in history.columns and "step" in history.columns:
         for rid, sub in history.groupby("run_id", sort=False):
             g = sub[grad_key].to_numpy(dtype=float)
             ok = np.isfinite(g)
             grads[str(rid)] = (sub["step"].to_numpy(dtype=float)[ok], g[ok])
+    no_grads = not any(len(v[0]) for v in grads.values())
     out = []
     rng = np.random.default_rng(seed)
     for acc in accs:
         xs, ys = [], []
         for rid, (s, a, _) in series.items():
             if rid not in meta.index or rid not in grads or len(grads[rid][0]) == 0:
+                continue
+            B = float(meta.at[rid, "total_batch"])
+            if not (np.isfinite(B) and B > 0):
                 continue
             S, cens = crossings(s, a, [acc], "isotonic")
             if cens[0] or not np.isfinite(S[0]) or S[0] <= 0:
@@ -121,14 +128,19 @@ def b_simple_posthoc(runs: pd.DataFrame, history: pd.DataFrame, metric: str, acc
             sel = np.abs(gs - S[0]) <= half
             if sel.sum() < 1:
                 sel = np.argsort(np.abs(gs - S[0]))[:3]
-            xs.append(1.0 / float(meta.at[rid, "total_batch"]))
+            xs.append(1.0 / B)
             ys.append(float(np.mean(g[sel] ** 2)))
         x, y = np.array(xs), np.array(ys)
         row = {"accuracy": acc, "G2": np.nan, "trSigma": np.nan, "B_simple": np.nan,
                "B_simple_lo": np.nan, "B_simple_hi": np.nan, "r2": np.nan, "n_runs": len(x),
                "n_batch_sizes": len(np.unique(x)), "status": "insufficient", "reason": ""}
+        if no_grads:
+            row["reason"] = f"no run of the phase logs {grad_key}"
+            out.append(row)
+            continue
         if len(np.unique(x)) < 3:
-            row["reason"] = f"{len(np.unique(x))} batch size(s) with runs at this accuracy, 3 needed"
+            row["reason"] = (f"{len(np.unique(x))} batch size(s) with runs that reach this accuracy "
+                             f"and log {grad_key}, 3 needed")
             out.append(row)
             continue
         slope, icpt = np.polyfit(x, y, 1)
@@ -149,18 +161,27 @@ def b_simple_posthoc(runs: pd.DataFrame, history: pd.DataFrame, metric: str, acc
             with np.errstate(divide="ignore", invalid="ignore"):
                 sl = ((xb - xm) * (yb - ym)).sum(1) / sxx
                 ic = ym[:, 0] - sl * xm[:, 0]
-                bs = np.where(ic > 0, sl / ic, np.inf)
-            bs = np.where(sxx > 0, bs, np.nan)
-            row["B_simple_lo"], row["B_simple_hi"] = _quantiles(bs)
+                # tr(Sigma) <= 0: no noise (0); |G|^2 <= 0: all noise (inf)
+                bs = np.where(sl <= 0, 0.0, np.where(ic > 0, sl / ic, np.inf))
+            bs = np.where(sxx > 0, bs, np.nan)  # a resample of a single batch size: no slope
+            row["B_simple_lo"], row["B_simple_hi"], note = bootstrap_interval(
+                row["B_simple"], bs, "B_simple")
+            row["reason"] = note
         out.append(row)
-    return pd.DataFrame(out)
+    cols = ["accuracy", "G2", "trSigma", "B_simple", "B_simple_lo", "B_simple_hi", "r2", "n_runs",
+            "n_batch_sizes", "status", "reason"]
+    return pd.DataFrame(out, columns=cols)
 
 
 def compare_b_simple(b_simple: pd.DataFrame, cbs_fit: pd.DataFrame) -> pd.DataFrame:
     """Post-hoc B_simple next to the fitted B_noise (B_crit) at the same target accuracy."""
     left = b_simple.rename(columns={"accuracy": "threshold"})
-    right = cbs_fit[["threshold", "B_noise", "B_noise_lo", "B_noise_hi", "status"]].rename(
+    left = left.reindex(columns=list(dict.fromkeys([*left.columns, "threshold", "B_simple",
+                                                    "B_simple_lo", "B_simple_hi", "status", "reason"])))
+    right = cbs_fit.reindex(columns=["threshold", "B_noise", "B_noise_lo", "B_noise_hi", "status"]).rename(
         columns={"status": "fit_status"})
+    left["threshold"] = pd.to_numeric(left["threshold"], errors="coerce").astype(float)
+    right["threshold"] = pd.to_numeric(right["threshold"], errors="coerce").astype(float)
     out = left.merge(right, on="threshold", how="inner")
     out["B_simple_over_B_noise"] = out["B_simple"] / out["B_noise"]
     return out

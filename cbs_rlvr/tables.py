@@ -12,44 +12,341 @@ SB_EB_CSV_COLUMNS = ["run_name", "n_prompts", "n_rollouts", "total_batch", "thre
                      "E_B", "censored", "run_id", "replicate", "n_eval", "n_nonfinite"]
 
 # ---------------------------------------------------------------------------------------------
+# What statuses, states and flags mean, in plain language (shown beside every table that has them)
+# ---------------------------------------------------------------------------------------------
+#: Status of a fit (cbs_fit.csv, two_axis_fit.csv, the post-hoc B_simple): one of these four.
+STATUS_MEANINGS = {
+    "ok": "fitted: the value and its interval can be used",
+    "extrapolated": "fitted, but B_noise lies outside the sampled batch sizes: an extrapolation, "
+                    "to be confirmed by runs at batch sizes around it",
+    "insufficient": "not fitted: too few batch sizes (or configurations) reach the target; more "
+                    "batch sizes, or longer runs, are needed",
+    "failed": "not fitted: the runs do not determine the value (S flat in B, or S falling like "
+              "1/B throughout, or a fit that did not converge); the reason says which",
+}
+#: Run states (runs.parquet `state`), as the sources report them.
+STATE_MEANINGS = {
+    "finished": "the run ended normally",
+    "failed": "the run ended with an error (non-zero exit code); its history up to then is used",
+    "crashed": "the run stopped without an end record (killed, out of memory, or a W&B offline "
+               "file still being written); its history up to then is used",
+    "running": "the run was still running when the data were read; its history so far is used",
+    "killed": "the run was stopped from outside (or preempted); its history up to then is used",
+    "unknown": "the source gave no state",
+}
+#: Run flags (runs.parquet `flags`: ';'-separated, some as `name:count`). {n} is the count.
+FLAG_MEANINGS = {
+    "config_name_mismatch": "the run config's batch sizes differ from its name; the config's are used",
+    "nonfinite": "{n} logged value(s) were NaN or infinite and are ignored",
+    "non_numeric": "{n} logged value(s) were not numbers (text) and are ignored",
+    "duplicate_steps": "{n} logged row(s) repeated an earlier step (a resumed run); the last value "
+                       "of each step is kept",
+    "rows_without_step": "{n} logged row(s) had no step number and are ignored",
+    "step_restart": "the step counter went back (a restart from a checkpoint); where steps overlap "
+                    "the later values are kept",
+    "percent_accuracy": "accuracy was logged in percent (0-100) and is divided by 100",
+    "segments": "the run was resumed: {n} offline files are stitched into one run",
+    "truncated": "the offline file ends inside a record (a job killed while writing); it is read "
+                 "up to its last whole record",
+    "bad_records": "{n} record(s) of the offline file could not be decoded and are skipped",
+    "stale": "the W&B server could not be reached for this run; the previous snapshot's data are kept",
+}
+
+
+def explain_status(status: str) -> str:
+    """The plain-language meaning of a fit status (STATUS_MEANINGS)."""
+    return STATUS_MEANINGS.get(str(status), f"undocumented status {status!r}")
+
+
+def explain_flags(flags) -> str:
+    """'nonfinite:3;percent_accuracy' -> '3 logged value(s) were NaN or infinite and are
+    ignored; accuracy was logged in percent (0-100) and is divided by 100'. '' for no flags."""
+    if flags is None or (not isinstance(flags, str) and pd.isna(flags)):
+        return ""
+    parts = []
+    for flag in filter(None, (f.strip() for f in str(flags).split(";"))):
+        name, _, count = flag.partition(":")
+        meaning = FLAG_MEANINGS.get(name)
+        parts.append(meaning.format(n=count or "some") if meaning else f"{flag} (undocumented flag)")
+    return "; ".join(parts)
+
+
+def _legend(present, meanings: dict, key: str) -> pd.DataFrame:
+    names = []
+    for item in present:
+        name = str(item).partition(":")[0] if key == "flag" else str(item)
+        if name and name not in names:
+            names.append(name)
+    order = [k for k in meanings if k in names] + [n for n in names if n not in meanings]
+    return pd.DataFrame({key: order, "meaning": [
+        meanings.get(n, f"undocumented {key}").replace("{n}", "N") for n in order]})
+
+
+def legend_markdown(legend: pd.DataFrame) -> str:
+    """A legend table (status_legend, state_legend, flag_legend) as a Markdown list (after a
+    blank line, so 'Status:' + legend_markdown(...) renders as a heading line and a list), for
+    a notebook to display beside the table it explains ('' when there is nothing to explain)."""
+    if legend is None or legend.empty:
+        return ""
+    key = legend.columns[0]
+    return "\n\n" + "\n".join(f"- `{row[key]}`: {row['meaning']}" for _, row in legend.iterrows())
+
+
+def status_legend(statuses) -> pd.DataFrame:
+    """(status, meaning) for the fit statuses present, in the documented order."""
+    return _legend(pd.Series(list(statuses), dtype=object).dropna(), STATUS_MEANINGS, "status")
+
+
+def state_legend(states) -> pd.DataFrame:
+    """(state, meaning) for the run states present."""
+    return _legend(pd.Series(list(states), dtype=object).dropna(), STATE_MEANINGS, "state")
+
+
+def flag_legend(flags) -> pd.DataFrame:
+    """(flag, meaning) for every flag present in a column of ';'-separated flag strings."""
+    present = [f.strip() for v in pd.Series(list(flags), dtype=object).dropna()
+               for f in str(v).split(";") if f.strip()]
+    return _legend(present, FLAG_MEANINGS, "flag")
+
+
+# ---------------------------------------------------------------------------------------------
+# Claims a heading or title may make: computed from the results, never assumed
+# ---------------------------------------------------------------------------------------------
+def _floats(values) -> np.ndarray:
+    """1-D float array of any sequence; pandas nullable values (pd.NA) and text become NaN."""
+    return pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce").to_numpy(dtype=float)
+
+
+#: What `trend_claim` can conclude.
+TRENDS = ("grows", "falls", "flat", "not monotone", "unclear", "undetermined")
+
+
+def trend_claim(x, estimate, lo=None, hi=None, quantity: str = "B_noise",
+                along: str = "the target accuracy") -> dict:
+    """What the data say about how `quantity` changes along `x`, as a claim with its evidence.
+
+    For headings and titles that must not state more than the data show. Points with a
+    missing x or estimate are left out; the rest are taken in order of x.
+    - 'grows' / 'falls': the estimate never moves against that direction from one point to the
+      next, or (with intervals) only within the uncertainty (the two points' 95% intervals
+      overlap) while the ends differ beyond it. With intervals, `significant` is True when the
+      intervals at the two ends do not overlap, else the claim says the change is within the
+      uncertainty; without intervals the claim is about the values.
+    - 'flat': the same value everywhere.
+    - 'not monotone': it moves against the overall direction somewhere, beyond the uncertainty
+      where intervals are given (the evidence names the first such step).
+    - 'unclear': with intervals, it moves both ways, every move within the uncertainty.
+    - 'undetermined': fewer than two usable points.
+    Returns {trend, significant, claim (a sentence for a heading), evidence (numbers),
+    n_points, first, last}.
+    """
+    x, e = _floats(x), _floats(estimate)
+    ci_given = lo is not None and hi is not None
+    lo = np.full(e.shape, np.nan) if lo is None else _floats(lo)
+    hi = np.full(e.shape, np.nan) if hi is None else _floats(hi)
+    keep = np.isfinite(x) & np.isfinite(e)
+    order = np.argsort(x[keep], kind="stable")
+    x, e, lo, hi = (v[keep][order] for v in (x, e, lo, hi))
+    out = {"trend": "undetermined", "significant": False, "n_points": int(len(x)),
+           "first": float(e[0]) if len(e) else np.nan, "last": float(e[-1]) if len(e) else np.nan}
+    if len(x) < 2:
+        out["claim"] = f"too few usable points to tell how {quantity} changes with {along}"
+        out["evidence"] = (f"{len(x)} usable point(s); two or more needed" if len(x) == 0 else
+                           f"one usable point: {quantity} = {e[0]:.3g} at {x[0]:g}")
+        return out
+    d = np.diff(e)
+    if (d == 0).all():
+        out["trend"] = "flat"
+        out["claim"] = f"{quantity} is the same at every point along {along}"
+        out["evidence"] = f"{quantity} = {e[0]:.3g} at all {len(x)} points from {x[0]:g} to {x[-1]:g}"
+        return out
+
+    def apart(i: int, j: int) -> bool:
+        """The 95% intervals of points i and j do not overlap (False when unknown)."""
+        if not np.isfinite([lo[i], hi[i], lo[j], hi[j]]).all():
+            return False
+        return bool(lo[j] > hi[i] or hi[j] < lo[i])
+
+    up = e[-1] >= e[0]
+    verb = "grows" if up else "falls"
+    against = np.flatnonzero(d < 0 if up else d > 0)
+    firm = [k for k in against if apart(k, k + 1)] if ci_given else list(against)
+    ratio = e[-1] / e[0] if e[0] > 0 and e[-1] > 0 else np.nan
+    span = f"from {e[0]:.3g} at {x[0]:g} to {e[-1]:.3g} at {x[-1]:g}" + (
+        f" ({ratio:.2g}x)" if np.isfinite(ratio) else "")
+    ends_apart = apart(0, len(e) - 1)
+    ends = ("the 95% intervals at the two ends do not overlap" if ends_apart else
+            "the 95% intervals at the two ends overlap"
+            if np.isfinite([lo[0], hi[0], lo[-1], hi[-1]]).all() else "no intervals to tell it from noise")
+
+    def step(k: int) -> str:
+        return f"from {e[k]:.3g} at {x[k]:g} to {e[k + 1]:.3g} at {x[k + 1]:g}"
+
+    if firm:
+        out["trend"] = "not monotone"
+        out["claim"] = f"{quantity} does not change monotonically with {along}"
+        out["evidence"] = (f"{quantity} goes {span} but {'dips' if up else 'rises'} {step(firm[0])}"
+                           + (", beyond the uncertainty" if ci_given else "")
+                           + f"; it rises at {int((d > 0).sum())} and falls at "
+                             f"{int((d < 0).sum())} of {len(d)} steps")
+        return out
+    if len(against) and not ends_apart:
+        out["trend"] = "unclear"
+        out["claim"] = f"no clear trend of {quantity} with {along}"
+        out["evidence"] = (f"{quantity} goes {span}, rising at {int((d > 0).sum())} and falling at "
+                           f"{int((d < 0).sum())} of {len(d)} steps, every change within the "
+                           f"uncertainty; {ends}")
+        return out
+    out["trend"] = "grows" if up else "falls"
+    out["significant"] = bool(ends_apart)
+    if ends_apart or not ci_given:
+        out["claim"] = f"{quantity} {verb} with {along}" + (" overall" if len(against) else "")
+    else:
+        out["claim"] = f"{quantity} {verb} with {along}, within its uncertainty"
+    how = ("between the two points" if len(x) == 2 else "at every step" if (d != 0).all() and not len(against)
+           else f"never {'falling' if up else 'rising'} from one point to the next" if not len(against)
+           else f"with {_count(len(against), 'dip' if up else 'rise')} within the uncertainty "
+                f"({step(int(against[0]))}{', ...' if len(against) > 1 else ''})")
+    out["evidence"] = f"{quantity} {verb} {span}, {how}" + (f"; {ends}" if ci_given else "")
+    return out
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{'one' if n == 1 else n} {noun}{'' if n == 1 else 's'}"
+
+
+def b_noise_trend(cbs_fit: pd.DataFrame) -> dict:
+    """`trend_claim` of B_noise against the target accuracy over the usable fits (status ok or
+    extrapolated): the heading of a B_noise-vs-target section, computed."""
+    t = cbs_fit.reindex(columns=["threshold", "B_noise", "B_noise_lo", "B_noise_hi", "status"])
+    t = t[t["status"].isin(["ok", "extrapolated"])]
+    return trend_claim(t["threshold"], t["B_noise"], t["B_noise_lo"], t["B_noise_hi"])
+
+
+# ---------------------------------------------------------------------------------------------
 # Tables for the paper
 # ---------------------------------------------------------------------------------------------
 
+SUMMARY_LONG_COLUMNS = ["phase", "axis", "task", "threshold", "B_noise", "B_noise_lo", "B_noise_hi",
+                        "S_min", "E_min", "B_crit_20pct", "r2_log", "n_points", "n_censored",
+                        "status", "reason"]
+
+
 def cbs_summary_long(fits: dict, params: dict) -> pd.DataFrame:
-    """All phases' cbs_fit tables stacked, with the phase's axis and task."""
+    """All phases' cbs_fit tables stacked, with the phase's axis and task (no phase: an empty
+    table with the same columns)."""
     frames = []
     for phase, fit in fits.items():
         p = params[phase]
         task = p.get("prefer_source") or p["metric"]
         frames.append(fit.assign(phase=phase, axis=p["axis"], task=task))
-    cols = ["phase", "axis", "task", "threshold", "B_noise", "B_noise_lo", "B_noise_hi", "S_min",
-            "E_min", "B_crit_20pct", "r2_log", "n_points", "n_censored", "status"]
-    return pd.concat(frames, ignore_index=True)[cols]
+    if not frames:
+        return pd.DataFrame(columns=SUMMARY_LONG_COLUMNS)
+    return pd.concat(frames, ignore_index=True).reindex(columns=SUMMARY_LONG_COLUMNS)
 
 
 def cbs_summary_table(summary_long: pd.DataFrame) -> pd.DataFrame:
     """The paper's cross-phase table: one row per (phase, target), B_noise with its 95% CI."""
-    rows = summary_long.copy()
+    rows = summary_long.reindex(columns=SUMMARY_LONG_COLUMNS)
+    num = {c: pd.to_numeric(rows[c], errors="coerce") for c in
+           ("threshold", "B_noise", "B_noise_lo", "B_noise_hi", "S_min", "B_crit_20pct", "r2_log")}
     return pd.DataFrame({
         "phase": rows["phase"], "axis": rows["axis"], "task": rows["task"],
-        "target": rows["threshold"].map(lambda t: f"{t:g}"),
+        "target": num["threshold"].map(lambda t: f"{t:g}"),
         "B_noise [95% CI]": [format_ci(b, lo, hi) for b, lo, hi in
-                             zip(rows["B_noise"], rows["B_noise_lo"], rows["B_noise_hi"], strict=True)],
-        "S_min": rows["S_min"].round(1),
-        "0.2 B_noise": rows["B_crit_20pct"].round(0),
-        "R2 (log)": rows["r2_log"].round(3),
+                             zip(num["B_noise"], num["B_noise_lo"], num["B_noise_hi"], strict=True)],
+        "S_min": num["S_min"].round(1),
+        "0.2 B_noise": num["B_crit_20pct"].round(0),
+        "R2 (log)": num["r2_log"].round(3),
         "runs (censored)": [f"{n} ({c})" for n, c in zip(rows["n_points"], rows["n_censored"], strict=True)],
         "status": rows["status"],
     })
 
 
 def format_ci(value: float, lo: float, hi: float, digits: int = 0) -> str:
-    """'290 [250, 330]', or an en dash where the value is missing."""
-    if not np.isfinite(value):
+    """'290 [250, 330]'; an open upper end as '290 [250, ∞)'; an en dash where the value is
+    missing, the bare value where the interval is."""
+    def num(x: float) -> str:
+        return "∞" if np.isposinf(x) else "−∞" if np.isneginf(x) else f"{x:.{digits}f}"
+
+    if value is None or pd.isna(value) or not np.isfinite(value):
         return "–"
-    if np.isfinite(lo) and np.isfinite(hi):
-        return f"{value:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
-    return f"{value:.{digits}f}"
+    if lo is None or hi is None or pd.isna(lo) or pd.isna(hi):
+        return num(value)
+    close = ")" if np.isposinf(hi) else "]"
+    return f"{num(value)} [{num(lo)}, {num(hi)}{close}"
+
+
+def dash_missing(table: pd.DataFrame) -> pd.DataFrame:
+    """The table for reading, with an en dash where a value is missing (not 'NaN')."""
+    return table.astype(object).where(table.notna(), "–")
+
+
+def with_intervals(table: pd.DataFrame, intervals: dict, keep=()) -> pd.DataFrame:
+    """A table for reading: each estimate named in `intervals` (name -> decimals) shown as one
+    column 'name [95% CI]' = 'v [lo, hi]' (format_ci) from its name, name_lo, name_hi columns.
+    `keep`: columns shown as they are, the first before the intervals (the row's label, e.g.
+    threshold), the rest after. Missing columns are empty, never an error."""
+    t = table.reindex(columns=list(dict.fromkeys([*table.columns, *keep, *intervals,
+                                                  *(f"{n}_{e}" for n in intervals for e in ("lo", "hi"))])))
+    out = {}
+    for col in keep[:1]:
+        out[col] = t[col]
+    for name, digits in intervals.items():
+        v, lo, hi = (pd.to_numeric(t[c], errors="coerce") for c in (name, f"{name}_lo", f"{name}_hi"))
+        out[f"{name} [95% CI]"] = [format_ci(a, b, c, digits) for a, b, c in zip(v, lo, hi, strict=True)]
+    for col in keep[1:]:
+        out[col] = t[col]
+    return pd.DataFrame(out, index=t.index)
+
+
+# ---------------------------------------------------------------------------------------------
+# Censored values: lower bounds must not look like measurements
+# ---------------------------------------------------------------------------------------------
+def mark_censored(value: float, censored: bool, digits: int = 0) -> str:
+    """A measured value as '70', a lower bound (a run that never reached the target: its last
+    evaluated step) as '≥70', a missing one as '–'."""
+    if value is None or pd.isna(value) or not np.isfinite(value):
+        return "–"
+    return f"{'≥' if censored else ''}{value:.{digits}f}"
+
+
+def median_with_censoring(values, censored) -> tuple[float, bool]:
+    """Median of replicate values where some are lower bounds, and whether it is one itself.
+
+    Raising a censored value can move the median only if it sits at or below the median's
+    rank (ranks floor(n/2)+1 and below, with censored values ranked first among ties); then the
+    median is a lower bound. NaN values are ignored; (NaN, False) when none is left."""
+    v = pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce").to_numpy(dtype=float)
+    c = np.asarray(list(censored), dtype=bool) if len(v) else np.zeros(0, dtype=bool)
+    keep = np.isfinite(v)
+    v, c = v[keep], c[keep]
+    if v.size == 0:
+        return np.nan, False
+    order = np.lexsort((~c, v))  # by value, censored first among equal values
+    ranks_c = np.flatnonzero(c[order]) + 1
+    return float(np.median(v)), bool((ranks_c <= v.size // 2 + 1).any())
+
+
+def censored_pivot(table: pd.DataFrame, value: str = "S_B",
+                   index=("total_batch", "n_prompts", "n_rollouts"), columns: str = "threshold",
+                   digits: int = 0) -> pd.DataFrame:
+    """A pivot (median over replicates) whose cells are text: '70' measured, '≥70' a lower
+    bound (`median_with_censoring`), '–' missing. For the steps-to-target table of a phase
+    (value='S_B'), samples ('E_B') or wall-clock hours ('time_to_target_h', digits=2)."""
+    index = list(index)
+    t = table.reindex(columns=list(dict.fromkeys([*table.columns, *index, columns, value,
+                                                  "censored"])))
+    t = t.dropna(subset=[*index, columns])
+    t = t.assign(censored=t["censored"].astype("boolean").fillna(False).astype(bool))
+    cells = []
+    for key, sub in t.groupby([*index, columns], sort=True):
+        med, lower = median_with_censoring(sub[value], sub["censored"])
+        cells.append((*key, mark_censored(med, lower, digits)))
+    out = pd.DataFrame(cells, columns=[*index, columns, value])
+    if out.empty:
+        return pd.DataFrame(index=pd.MultiIndex.from_arrays([[]] * len(index), names=index))
+    return out.pivot(index=index, columns=columns, values=value).fillna("–")
 
 
 def to_latex_booktabs(table: pd.DataFrame, caption: str = "", label: str = "") -> str:

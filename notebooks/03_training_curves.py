@@ -20,6 +20,8 @@ source = "data/demo"
 n_bootstrap = 1000
 
 # %%
+from IPython.display import Markdown, display
+
 import cbs_helpers as ch
 
 ch.setup_style()
@@ -28,25 +30,29 @@ params = ch.load_phase_params(params_dir, phase)
 runs_all, history_all, manifest = ch.open_snapshot(out, source)
 runs, history, metric = ch.phase_runs(runs_all, history_all, params)
 curves = ch.training_curves_table(runs, history, metric)
-print(f"{len(curves)} validation points from {curves['run_id'].nunique()} runs; metric {metric}")
-
-# %% [markdown]
-# ## Accuracy against optimizer steps and against samples seen
+print(f"{len(curves)} validation points from {curves['run_id'].nunique()} of {len(runs)} runs; "
+      f"metric {metric}")
 
 # %%
-fig = ch.plot_training_curves(curves, params["thresholds"], title=params["title"])
-ch.save_figure(fig, curves, out / phase / "figures", "training_curves")
-fig
+if len(curves):
+    display(Markdown("## Accuracy against optimizer steps and against samples seen"))
+    fig = ch.plot_training_curves(curves, params["thresholds"], title=params["title"])
+    ch.save_figure(fig, curves, out / phase / "figures", "training_curves")
+    display(fig)
 
 # %% [markdown]
 # ## Answer
 
 # %%
 final = curves.sort_values("step").groupby("run_id").tail(1)
-best = final.loc[final["accuracy"].idxmax()]
-top = max(params["thresholds"])
-reached_top = final[final["accuracy"] >= top]
-print(f"Final validation accuracy ranges from {final['accuracy'].min():.3f} to "
-      f"{final['accuracy'].max():.3f} (best: B = {int(best['total_batch'])}, "
-      f"{int(best['n_prompts'])}×{int(best['n_rollouts'])}, step {int(best['step'])}); "
-      f"{len(reached_top)} of {len(final)} runs end above the highest target {top:g}.")
+if final.empty:
+    display(Markdown(f"No run of phase {phase} logged a finite value of {metric}."))
+else:
+    best = final.loc[final["accuracy"].idxmax()]
+    top = max(params["thresholds"])
+    reached_top = final[final["accuracy"] >= top]
+    display(Markdown(
+        f"Final validation accuracy ranges from {final['accuracy'].min():.3f} to "
+        f"{final['accuracy'].max():.3f} (best: B = {best['total_batch']:g}, "
+        f"{best['n_prompts']:g}×{best['n_rollouts']:g}, at step {best['step']:g}); "
+        f"{len(reached_top)} of {len(final)} runs end above the highest target {top:g}."))

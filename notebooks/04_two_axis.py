@@ -27,6 +27,7 @@ seed = 0
 # %%
 
 import pandas as pd
+from IPython.display import Markdown, display
 
 import cbs_helpers as ch
 
@@ -36,80 +37,110 @@ params = ch.load_phase_params(params_dir, phase)
 figures, tables = out / phase / "figures", out / phase / "tables"
 runs_all, history_all, manifest = ch.open_snapshot(out, source)
 joint_phases = params["two_axis_phases"] or [phase]
-frames = []
+frames, left_out = [], []
 for p in joint_phases:
     if not (runs_all["phase"] == p).any():
-        print(f"phase {p}: no runs in the snapshot, left out of the joint fit")
+        left_out.append(f"{p} (no runs in the snapshot)")
         continue
-    p_runs, p_hist, p_metric = ch.phase_runs(runs_all, history_all, ch.load_phase_params(params_dir, p))
+    try:
+        p_runs, p_hist, p_metric = ch.phase_runs(runs_all, history_all,
+                                                 ch.load_phase_params(params_dir, p))
+    except ValueError as exc:  # its own notebooks report it; the joint fit goes on without it
+        left_out.append(f"{p} ({exc})")
+        continue
     frames.append(ch.sb_eb_table(p_runs, p_hist, p_metric, params["thresholds"]).assign(phase=p))
 sb_eb_all = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-print(f"joint fit over {', '.join(sorted(sb_eb_all['phase'].unique())) if len(sb_eb_all) else 'nothing'}: "
-      f"{sb_eb_all['run_id'].nunique() if len(sb_eb_all) else 0} runs")
+joined = sorted(sb_eb_all["phase"].unique()) if len(sb_eb_all) else []
+print(f"Joint fit over {', '.join(joined) or 'no phase'}: "
+      f"{sb_eb_all['run_id'].nunique() if len(sb_eb_all) else 0} runs."
+      + (f" Left out: {'; '.join(left_out)}." if left_out else ""))
 
 # %% [markdown]
 # ## The joint fit: rollout correlation ρ and noise scale B0 at each target
 
 # %%
-two_axis = ch.two_axis_fit(sb_eb_all, n_bootstrap=n_bootstrap, seed=seed) if len(sb_eb_all) > 0 \
-    else {"fit": pd.DataFrame(), "axes": pd.DataFrame()}
-ch.save_table(two_axis["fit"], tables, "two_axis_fit", latex=True,
+two_axis = ch.two_axis_fit(sb_eb_all, n_bootstrap=n_bootstrap, seed=seed)
+fit, axes_tab = two_axis["fit"], two_axis["axes"]
+ch.save_table(fit, tables, "two_axis_fit", latex=True,
               caption="Joint two-axis fit: rollout correlation rho and B0 (prompts)",
               label=f"tab:two_axis_{phase}")
-ch.save_table(two_axis["axes"], tables, "two_axis_b_noise")
-two_axis["fit"].round(3)
-
-# %% [markdown]
-# ## B_noise along the prompt axis and along the rollout axis
+ch.save_table(axes_tab, tables, "two_axis_b_noise")
+fit_ok = fit[fit["status"] == "ok"]
+if fit.empty:
+    display(Markdown("**Insufficient:** none of the joint phases has runs yet, so there is "
+                     "nothing to fit."))
+else:
+    if fit_ok.empty:
+        display(Markdown("**Insufficient:** no target has a joint fit; the reason is given for "
+                         "each target below."))
+    display(ch.dash_missing(ch.with_intervals(
+        fit, {"rho": 2, "B0": 0}, keep=["threshold", "S_min", "r2_log", "n_points", "n_censored",
+                                        "status", "reason"]).round({"S_min": 1, "r2_log": 3})
+        .set_index("threshold")))
+    display(Markdown("Status: " + ch.legend_markdown(ch.status_legend(fit["status"]))))
 
 # %%
-fit_ok = two_axis["fit"][two_axis["fit"].get("status", pd.Series(dtype=str)) == "ok"] \
-    if len(two_axis["fit"]) else pd.DataFrame()
 if params["axis"] != "iso_batch" and len(fit_ok):
     mid = float(fit_ok["threshold"].iloc[len(fit_ok) // 2])
+    display(Markdown("## B_noise along the prompt axis and along the rollout axis\n"
+                     f"Left: the runs at accuracy {mid:g} and the joint model; right: the "
+                     "B_noise (in samples per step) that the joint fit implies along each phase's "
+                     "axis, at every target with a fit."))
     fig = ch.plot_two_axis(sb_eb_all, two_axis, mid, title=params["title"])
     ch.save_figure(fig, sb_eb_all, figures, "two_axis")
-    display(fig)  # noqa: F821 (IPython)
-else:
-    print("no joint fit drawn here" if params["axis"] != "iso_batch" else
-          "iso-batch phase: the joint fit above only predicts the splits below")
-
-# %% [markdown]
-# ## At a fixed batch, which split into prompts × rollouts is fastest?
-# (Iso-batch phases only.)
+    display(fig)
 
 # %%
 iso = pd.DataFrame()
-if params["axis"] == "iso_batch":
+if params["axis"] == "iso_batch" and not (runs_all["phase"] == phase).any():
+    display(Markdown(f"**No runs yet** of phase {phase}: no split to compare."))
+elif params["axis"] == "iso_batch":
     runs, history, metric = ch.phase_runs(runs_all, history_all, params)
     sb_iso = ch.sb_eb_table(runs, history, metric, params["thresholds"])
     iso = ch.iso_batch_table(sb_iso, two_axis if len(fit_ok) else None)
     ch.save_table(iso, tables, "iso_batch", latex=True,
                   caption=f"Steps to target by split, {params['title']}", label=f"tab:iso_{phase}")
-    fig = ch.plot_iso_batch(iso, title=params["title"])
-    ch.save_figure(fig, iso, figures, "iso_batch")
-    display(fig)  # noqa: F821 (IPython)
-iso.round(2)
+    n_splits = len(iso[["n_prompts", "n_rollouts"]].drop_duplicates())
+    display(Markdown("## At a fixed batch, which split into prompts × rollouts is fastest?\n"
+                     + ("" if n_splits >= 2 else
+                        f"**Insufficient:** {n_splits} split(s) in this phase, two or more are "
+                        "needed to compare.")))
+    if n_splits:
+        fig = ch.plot_iso_batch(iso, title=params["title"])
+        ch.save_figure(fig, iso, figures, "iso_batch")
+        display(fig)
+        display(ch.censored_pivot(sb_iso, "S_B", index=["n_prompts", "n_rollouts"]))
+        display(Markdown("Steps to each target, median over replicates; ≥N: the run stopped at "
+                         "step N before reaching the target (a lower bound)."))
 
 # %% [markdown]
 # ## Answer
 
 # %%
+lines = []
 for row in fit_ok.itertuples():
-    print(f"acc ≥ {row.threshold:g}: rho = {ch.format_ci(row.rho, row.rho_lo, row.rho_hi, 2)}, "
-          f"B0 = {ch.format_ci(row.B0, row.B0_lo, row.B0_hi)} prompts")
-axes_tab = two_axis["axes"]
-if len(axes_tab):
-    for (p, axis), rows in axes_tab.groupby(["phase", "axis"]):
-        print(f"{p} ({axis} axis): implied B_noise {rows['B_noise'].min():.0f} to "
-              f"{rows['B_noise'].max():.0f} samples/step over the targets")
+    lines.append(f"- accuracy ≥ {row.threshold:g}: ρ = {ch.format_ci(row.rho, row.rho_lo, row.rho_hi, 2)}, "
+                 f"B0 = {ch.format_ci(row.B0, row.B0_lo, row.B0_hi)} prompts")
+for (p, axis), rows in axes_tab[axes_tab["B_noise"].notna()].groupby(["phase", "axis"]):
+    lines.append(f"- {p} ({axis} axis): implied B_noise {rows['B_noise'].min():.0f} to "
+                 f"{rows['B_noise'].max():.0f} samples/step over the targets with a fit")
 if len(fit_ok):
     rho = fit_ok["rho"].median()
-    print(f"\nMedian rho = {rho:.2f}: the second rollout of a prompt is worth {1 - rho:.2f} of a "
-          f"sample from a new prompt, and each further rollout less; n_p prompts with many "
-          f"rollouts are worth at most n_p / rho = {1 / rho:.1f} n_p independent samples.")
-if len(iso):
-    best = iso.loc[iso.groupby("threshold")["S_B"].idxmin()]
-    for row in best.itertuples():
-        print(f"acc ≥ {row.threshold:g}: fewest steps with {row.n_prompts} prompts × "
-              f"{row.n_rollouts} rollouts ({row.S_B:.0f} steps)")
+    worth = (f"so n_p prompts with many rollouts are worth at most n_p / ρ = {1 / rho:.1f} n_p "
+             "independent samples" if rho > 0 else "so rollouts count as fully independent samples")
+    lines.append(f"\nMedian ρ = {rho:.2f} over {len(fit_ok)} target(s): the second rollout of a "
+                 f"prompt is worth {1 - rho:.2f} of a sample from a new prompt, and each further "
+                 f"rollout less; {worth}.")
+elif len(fit):
+    reasons = "; ".join(sorted(set(fit["reason"].astype(str)) - {""}))
+    lines.append(f"No target has a joint fit ({reasons or 'see the table above'}).")
+else:
+    lines.append("No joint fit: the joint phases have no runs yet.")
+if len(iso) and iso["S_B"].notna().any():
+    reached = iso[~iso["censored"] & iso["S_B"].notna()]
+    for t, rows in reached.groupby("threshold"):
+        best = rows.loc[rows["S_B"].idxmin()]
+        lines.append(f"- accuracy ≥ {t:g}: fewest steps with {best.n_prompts} prompts × "
+                     f"{best.n_rollouts} rollouts ({best.S_B:.0f} steps, of {len(rows)} split(s) "
+                     "that reach it)")
+display(Markdown("\n".join(lines)))

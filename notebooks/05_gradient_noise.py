@@ -25,6 +25,8 @@ n_bootstrap = 1000
 seed = 0
 
 # %%
+from IPython.display import Markdown, display
+
 import cbs_helpers as ch
 
 ch.setup_style()
@@ -35,22 +37,21 @@ runs_all, history_all, manifest = ch.open_snapshot(out, source)
 runs, history, metric = ch.phase_runs(runs_all, history_all, params)
 sb_eb, cbs_fit = ch.fit_phase(runs, history, metric, params["thresholds"], params["n_val"],
                               n_bootstrap=n_bootstrap, seed=seed)
-logged = "grad_noise/B_noise_estimate" in history.columns and \
-    history["grad_noise/B_noise_estimate"].notna().any()
-print(f"{len(runs)} runs; gradient-noise keys logged: {'yes' if logged else 'no'}")
-
-# %% [markdown]
-# ## The logged noise scale during training
+smoothed = ch.smooth_grad_noise(history, runs)
+logged = len(smoothed) > 0
+has_norms = "actor/grad_norm" in history.columns and history["actor/grad_norm"].notna().any()
+print(f"{len(runs)} runs; gradient-noise keys (grad_noise/*) logged: {'yes' if logged else 'no'}; "
+      f"actor/grad_norm logged: {'yes' if has_norms else 'no'}.")
 
 # %%
-smoothed = ch.smooth_grad_noise(history, runs)
-at_target = ch.grad_noise_at_target(smoothed, sb_eb) if len(smoothed) else None
-if len(smoothed):
+at_target = ch.grad_noise_at_target(smoothed, sb_eb)
+if logged:
+    display(Markdown("## The logged noise scale during training\n"
+                     "Each run's B_simple, smoothed; the shaded band is the range of the B_noise "
+                     "fitted from S(B) over the targets."))
     fig = ch.plot_grad_noise(smoothed, cbs_fit, title=f"{params['title']}: B_simple (EMA)")
     ch.save_figure(fig, smoothed, figures, "grad_noise")
-    display(fig)  # noqa: F821 (IPython)
-else:
-    print("No run of this phase logs grad_noise/B_noise_estimate; only the post-hoc estimate below.")
+    display(fig)
 
 # %% [markdown]
 # ## B_simple after the fact, from gradient norms at matched accuracy
@@ -61,28 +62,54 @@ b_simple = ch.b_simple_posthoc(runs, history, metric, params["thresholds"],
 comparison = ch.compare_b_simple(b_simple, cbs_fit)
 ch.save_table(comparison, tables, "noise_scale_vs_fit", latex=True,
               caption="Gradient noise scale vs fitted B_noise", label=f"tab:noise_{phase}")
-fig = ch.plot_noise_scale_vs_fit(comparison, at_target, title=f"{params['title']}: noise scale vs fit")
-ch.save_figure(fig, comparison, figures, "noise_scale_vs_fit")
-fig
+usable = (comparison["status"] == "ok").any() or comparison["B_noise"].notna().any() or len(at_target)
+if not (b_simple["status"] == "ok").any():
+    reasons = "; ".join(sorted(set(b_simple["reason"].astype(str)) - {""}))
+    display(Markdown(f"**Insufficient** for a post-hoc B_simple at any target: {reasons}."))
+if usable:
+    fig = ch.plot_noise_scale_vs_fit(comparison, at_target,
+                                     title=f"{params['title']}: noise scale vs fit")
+    ch.save_figure(fig, comparison, figures, "noise_scale_vs_fit")
+    display(fig)
+display(ch.dash_missing(ch.with_intervals(
+    comparison, {"B_simple": 0, "B_noise": 0},
+    keep=["threshold", "B_simple_over_B_noise", "status", "reason"])
+    .round({"B_simple_over_B_noise": 2}).set_index("threshold")))
+display(Markdown("Status of the post-hoc B_simple: "
+                 + ch.legend_markdown(ch.status_legend(comparison["status"]))))
 
 # %% [markdown]
 # ## Answer
 
 # %%
+lines = []
 for row in comparison.itertuples():
     if row.status != "ok":
-        print(f"acc ≥ {row.threshold:g}: post-hoc B_simple {row.status} ({row.reason})")
+        lines.append(f"- accuracy ≥ {row.threshold:g}: post-hoc B_simple {row.status} ({row.reason})")
         continue
-    print(f"acc ≥ {row.threshold:g}: B_simple = {ch.format_ci(row.B_simple, row.B_simple_lo, row.B_simple_hi)} "
-          f"vs fitted B_noise = {ch.format_ci(row.B_noise, row.B_noise_lo, row.B_noise_hi)} "
-          f"(ratio {row.B_simple_over_B_noise:.2f})")
-if at_target is not None and len(at_target):
-    med = at_target.groupby("threshold")["B_simple_ema"].median()
-    ratio = (med / cbs_fit.set_index("threshold")["B_noise"]).dropna()
+    lines.append(f"- accuracy ≥ {row.threshold:g}: B_simple = "
+                 f"{ch.format_ci(row.B_simple, row.B_simple_lo, row.B_simple_hi)} vs fitted "
+                 f"B_noise = {ch.format_ci(row.B_noise, row.B_noise_lo, row.B_noise_hi)}"
+                 + (f" (ratio {row.B_simple_over_B_noise:.2f})" if row.B_simple_over_B_noise > 0 else ""))
+both = comparison[(comparison["status"] == "ok") & comparison["B_noise_lo"].notna()
+                  & comparison["B_simple_lo"].notna()]
+if len(both):
+    overlap = ((both["B_simple_lo"] <= both["B_noise_hi"]) & (both["B_noise_lo"] <= both["B_simple_hi"]))
+    lines.append(f"\nThe post-hoc B_simple and the fitted B_noise have overlapping 95% intervals at "
+                 f"{int(overlap.sum())} of {len(both)} target(s); median ratio "
+                 f"{both['B_simple_over_B_noise'].median():.2f}.")
+ratio = (at_target.groupby("threshold")["B_simple_ema"].median()
+         / cbs_fit.set_index("threshold")["B_noise"]).dropna() if len(at_target) else []
+if len(ratio):
     verdict = ("agrees with it within 15%" if 0.85 <= ratio.median() <= 1.15 else
                "overestimates it" if ratio.median() > 1 else "underestimates it")
-    print(f"\nLogged B_simple at the crossing / fitted B_noise: median ratio {ratio.median():.2f} "
-          f"(range {ratio.min():.2f} to {ratio.max():.2f}): the logged noise scale {verdict}. "
-          "Note that B_simple is measured at the target while S(B) integrates the noise scale over "
-          "the whole run, so a noise scale that grows during training makes B_simple at the target "
-          "larger than the fitted B_noise.")
+    lines.append(f"\nLogged B_simple at the crossing / fitted B_noise: median ratio "
+                 f"{ratio.median():.2f} over {len(ratio)} target(s) (range {ratio.min():.2f} to "
+                 f"{ratio.max():.2f}): the logged noise scale {verdict}. B_simple is measured at "
+                 "the target while S(B) integrates the noise scale over the whole run, so a noise "
+                 "scale that grows during training makes B_simple at the target larger than the "
+                 "fitted B_noise.")
+elif logged:
+    lines.append("\nThe logged noise scale cannot be compared: no target has both a fitted "
+                 "B_noise and runs that reach it.")
+display(Markdown("\n".join(lines) or "No target to report."))

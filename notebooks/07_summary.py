@@ -17,16 +17,20 @@
 phase = "summary"
 out_dir = "outputs"
 params_dir = "params"
+source = "data/demo"
 n_bootstrap = 1000
 
 # %%
 
 import pandas as pd
+from IPython.display import Markdown, display
 
 import cbs_helpers as ch
 
 ch.setup_style()
-out, params_dir = ch.project_paths(out_dir, params_dir)
+out, params_dir, source = ch.project_paths(out_dir, params_dir, source)
+runs_all, _history, manifest = ch.open_snapshot(out, source)
+in_snapshot = set(runs_all["phase"].dropna().astype(str))
 phases, skipped = {}, []
 for path in sorted(params_dir.glob("*.yaml")):
     try:
@@ -35,12 +39,16 @@ for path in sorted(params_dir.glob("*.yaml")):
         skipped.append(f"{path.stem} (params file invalid: {exc})")
         continue
     fit_csv = out / params["phase"] / "tables" / "cbs_fit.csv"
-    if fit_csv.exists():
+    if params["phase"] not in in_snapshot:
+        skipped.append(f"{params['phase']} (no runs yet)")
+    elif "02_steps_to_target" not in params["sections"]:
+        skipped.append(f"{params['phase']} (no McCandlish fit in its sections: axis {params['axis']})")
+    elif not fit_csv.exists():
+        skipped.append(f"{params['phase']} (its fit has not been built: see its 02 report)")
+    else:
         phases[params["phase"]] = (params, pd.read_csv(fit_csv))
-for note in skipped:
-    print(f"skipped {note}")
-assert phases, f"no phase has a cbs_fit.csv under {out}: run the 02_steps_to_target notebooks first"
-print(f"{len(phases)} phases with a fit: {', '.join(phases)}")
+print(f"{len(phases)} phase(s) with a fit: {', '.join(phases) or 'none'}."
+      + (f" Not in the summary: {'; '.join(skipped)}." if skipped else ""))
 
 # %% [markdown]
 # ## B_noise per phase and target accuracy
@@ -53,22 +61,32 @@ summary = ch.cbs_summary_table(summary_long)
 ch.save_table(summary, out / "summary" / "tables", "cbs_summary", latex=True,
               caption="Critical batch size B_noise (samples per step, 95% CI) by phase and target accuracy",
               label="tab:cbs_summary")
-summary
+if summary.empty:
+    display(Markdown("**Insufficient:** no phase has a McCandlish fit yet."))
+else:
+    display(ch.dash_missing(summary.set_index(["phase", "target"])))
+    display(Markdown("Status: " + ch.legend_markdown(ch.status_legend(summary["status"]))))
 
 # %%
-fig = ch.plot_cross_phase(summary_long)
-ch.save_figure(fig, summary_long, out / "summary" / "figures", "headline")
-fig
+usable = summary_long[summary_long["status"].isin(["ok", "extrapolated"])]
+if len(usable):
+    display(Markdown("## The critical batch size of every phase against the target"))
+    fig = ch.plot_cross_phase(summary_long)
+    ch.save_figure(fig, summary_long, out / "summary" / "figures", "headline")
+    display(fig)
 
 # %% [markdown]
 # ## Answer
 
 # %%
-ok = summary_long[summary_long["status"].isin(["ok", "extrapolated"])]
-for p, rows in ok.groupby("phase", sort=False):
-    lo, hi = rows.iloc[0], rows.iloc[-1]
-    print(f"{p} ({rows['axis'].iloc[0]} axis, {rows['task'].iloc[0]}): B_noise {lo.B_noise:.0f} at "
-          f"accuracy {lo.threshold:g} -> {hi.B_noise:.0f} at {hi.threshold:g}")
-missing = sorted(set(summary_long["phase"]) - set(ok["phase"]))
-if missing:
-    print(f"No usable fit for: {', '.join(missing)} (see their cbs_fit.csv status and reason).")
+lines = []
+for p, rows in summary_long.groupby("phase", sort=False):
+    trend = ch.b_noise_trend(rows)
+    head = f"- {p} ({rows['axis'].iloc[0]} axis, {rows['task'].iloc[0]}): "
+    if trend["n_points"] == 0:
+        lines.append(head + "no target has a usable fit (see the status and reason in its "
+                            "cbs_fit.csv).")
+    else:
+        lines.append(head + f"{trend['claim']}: {trend['evidence']}.")
+display(Markdown("\n".join(lines) or "No phase has a McCandlish fit yet, so there is nothing to "
+                                      "summarise."))

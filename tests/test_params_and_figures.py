@@ -7,7 +7,7 @@ import pytest
 import yaml
 from matplotlib.figure import Figure
 
-from cbs_rlvr.figures import _pow2_label, save_figure, set_log2_axis, setup_style
+from cbs_rlvr.figures import _plain_label, save_figure, set_log2_axis, setup_style
 from cbs_rlvr.measure import phase_runs
 from cbs_rlvr.params import SECTIONS, ParamsError, load_phase_params, validate_phase_params
 from cbs_rlvr.tables import format_ci, to_latex_booktabs
@@ -76,8 +76,9 @@ def test_unknown_phase_lists_the_known_ones(tmp_path):
         load_phase_params(tmp_path, "p3")
 
 
-def test_pow2_labels_are_plain_numbers_at_powers_of_two():
-    assert [_pow2_label(x) for x in (64, 1024, 4096, 16384, 96)] == ["64", "1024", "4096", "16K", ""]
+def test_batch_size_labels_are_plain_numbers():
+    assert [_plain_label(x, binary=True) for x in (64, 1024, 4096, 16384, 96)] == \
+        ["64", "1024", "4096", "16K", "96"]
 
 
 def test_save_figure_writes_pdf_png_and_the_plotted_data(tmp_path):

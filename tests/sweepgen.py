@@ -1,0 +1,400 @@
+"""A seeded generator of plausible CBS sweeps, to hunt crash classes (issue 9).
+
+`generate_sweep(seed)` draws one sweep the way real projects leave them: grids along either
+axis (or an iso-batch split), 1-3 replicates, runs censored at any target or still running,
+missing, NaN, infinite or percent accuracies, irregular eval cadence, missing optional metrics
+(step time, grad norm, grad noise), missing or contradicting config keys, unparseable names,
+single- and two-batch-size phases, and phases with a params file but no runs.
+
+A sweep is a list of raw runs in the data layer's source-independent form (`run_id`, `name`,
+`config`, `state`, `rows` in log order), plus one params dict per phase. From it:
+- `snapshot_frames(sweep)`: the snapshot tables in memory (through the real `normalise_raw_run`
+  and `assemble_snapshot_frames`), for the fast in-suite analysis;
+- `write_export_dir(sweep, dest)`: an export directory (runs.csv + history/<id>.csv);
+- `write_offline_runs(sweep, dest)`: real W&B offline runs, with data/demo/make_demo.py's SDK
+  writer (slow: about a second per run; call in a subprocess with a clean WANDB_* environment);
+- `write_params(sweep, dest)`: params/<phase>.yaml files.
+
+The accuracy model is the demo's (data/demo/README.md): McCandlish steps to target with a
+per-run speed, Binomial eval noise.
+
+    python tests/sweepgen.py describe SEED        # what a seed draws
+    python tests/sweepgen.py offline SEED DEST    # write the sweep as W&B offline runs
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+VAL_KEY = "val-core/{source}/reward/mean@1"
+SOURCES = ("openai/gsm8k", "HuggingFaceH4/MATH-500", "rpp")
+STATES = ("finished", "failed", "crashed", "running", "killed")
+MAX_STEPS = 100  # keeps the in-memory suite fast; real runs are longer, the logic is the same
+
+
+def _make_demo():
+    """data/demo/make_demo.py as a module (its model functions and its SDK writer)."""
+    spec = importlib.util.spec_from_file_location("make_demo", ROOT / "data" / "demo" / "make_demo.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("make_demo", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+_DEMO = _make_demo()
+
+
+@dataclass
+class GeneratedSweep:
+    seed: int
+    runs: list[dict]  # raw runs: run_id, name, config, state, rows, start_time (+ phase, kind)
+    params: dict[str, dict]  # phase -> params dict (as validate_phase_params returns it)
+    features: list[str] = field(default_factory=list)  # what was drawn, for failure messages
+
+    def describe(self) -> str:
+        by_phase: dict[str, int] = {}
+        for r in self.runs:
+            by_phase[r["phase"]] = by_phase.get(r["phase"], 0) + 1
+        phases = ", ".join(f"{p} ({self.params[p]['axis']}, {by_phase.get(p, 0)} runs)"
+                           for p in self.params)
+        return f"sweep seed {self.seed}: {phases}; {'; '.join(sorted(set(self.features)))}"
+
+
+# --------------------------------------------------------------------------------------------
+# Drawing a sweep
+# --------------------------------------------------------------------------------------------
+def _task(rng) -> dict:
+    a0 = float(rng.uniform(0.02, 0.3))
+    return {"a0": a0, "amax": float(min(0.97, a0 + rng.uniform(0.2, 0.7))),
+            "tau0": float(rng.uniform(8, 40)), "B00": float(np.exp(rng.uniform(np.log(4), np.log(600)))),
+            "taub": float(rng.uniform(15, 80)), "rho": float(rng.uniform(0.0, 0.5))}
+
+
+def _pow2_grid(rng, lo_exp: int, hi_exp: int, n: int) -> list[int]:
+    exps = np.arange(lo_exp, hi_exp + 1)
+    n = min(n, len(exps))
+    if rng.random() < 0.7:  # contiguous
+        start = int(rng.integers(0, len(exps) - n + 1))
+        return [int(2 ** e) for e in exps[start:start + n]]
+    return sorted(int(2 ** e) for e in rng.choice(exps, size=n, replace=False))
+
+
+def _irregular_grid(rng, lo: int, n: int) -> list[int]:
+    out, v = [], lo
+    for _ in range(n):
+        out.append(int(v))
+        v = max(int(v) + 1, int(round(v * rng.uniform(1.3, 3.0))))
+    return out
+
+
+def _grid(rng, axis: str, n_sizes: int) -> tuple[list[tuple[int, int]], dict]:
+    if axis == "prompts":
+        n_r = int(rng.choice([1, 2, 4, 8, 16]))
+        n_ps = (_pow2_grid(rng, 1, 10, n_sizes) if rng.random() < 0.8
+                else _irregular_grid(rng, int(rng.integers(3, 40)), n_sizes))
+        return [(p, n_r) for p in n_ps], {"n_rollouts": n_r}
+    if axis == "rollouts":
+        n_p = int(rng.choice([4, 8, 16, 32, 64]))
+        n_rs = _pow2_grid(rng, 0, 7, n_sizes)
+        return [(n_p, r) for r in n_rs], {"n_prompts": n_p}
+    B = int(rng.choice([128, 256, 1024, 2048]))
+    rs = _pow2_grid(rng, 0, int(math.log2(B)) - 1, n_sizes)
+    return [(B // r, r) for r in rs], {"total_batch": B}
+
+
+def _config(rng, n_p: int, n_r: int, name: str, features: list[str]) -> dict:
+    kind = rng.choice(["full", "full", "full", "no_rollout_n", "no_batch", "no_gpus", "empty",
+                       "mismatch", "strings", "dotted"])
+    features.append(f"config:{kind}")
+    cfg = {"data": {"train_batch_size": n_p}, "actor_rollout_ref": {"rollout": {"n": n_r}},
+           "trainer": {"n_gpus_per_node": int(rng.choice([1, 4, 8])), "nnodes": int(rng.choice([1, 2])),
+                       "experiment_name": name}}
+    if kind == "no_rollout_n":
+        del cfg["actor_rollout_ref"]
+    elif kind == "no_batch":
+        del cfg["data"]
+    elif kind == "no_gpus":
+        del cfg["trainer"]["n_gpus_per_node"]
+    elif kind == "empty":
+        cfg = {}
+    elif kind == "mismatch":  # the trainer ran with another batch than the name says
+        cfg["data"]["train_batch_size"] = n_p * 2
+    elif kind == "strings":
+        cfg["data"]["train_batch_size"] = str(n_p)
+        cfg["trainer"]["nnodes"] = "1"
+    elif kind == "dotted":
+        cfg = {"data.train_batch_size": n_p, "actor_rollout_ref.rollout.n": n_r}
+    return cfg
+
+
+def _eval_steps(rng, last: int, features: list[str]) -> np.ndarray:
+    mode = rng.choice(["regular", "regular", "irregular", "sparse"])
+    features.append(f"eval:{mode}")
+    if mode == "regular":
+        k = int(rng.choice([1, 2, 3, 5, 10, 25]))
+        steps = set(range(k, last + 1, k))
+    elif mode == "irregular":
+        p = rng.uniform(0.05, 0.5)
+        steps = {s for s in range(1, last + 1) if rng.random() < p}
+    else:
+        steps = {int(s) for s in rng.integers(1, max(last, 1) + 1, size=int(rng.integers(1, 4)))}
+    if rng.random() < 0.7:
+        steps.add(0)
+    if rng.random() < 0.6:
+        steps.add(last)
+    return np.array(sorted(s for s in steps if 0 <= s <= last), dtype=int)
+
+
+def _run(rng, phase: str, n_p: int, n_r: int, task: dict, source: str, n_val: int, ph: dict,
+         seed_index: int, start: float, features: list[str]) -> dict:
+    name = f"cbs_{phase}_np{n_p}_nr{n_r}"
+    r = float(rng.lognormal(0.0, 0.05))
+    tau_top = _DEMO.tau_at_accuracy(task, task["a0"] + 0.9 * (task["amax"] - task["a0"]))
+    s_top = float(_DEMO.steps_for_tau(task, n_p, n_r, tau_top, r))
+    planned = int(np.clip(round(s_top * rng.uniform(0.2, 1.6)), 2, MAX_STEPS))
+    state = str(rng.choice(STATES, p=[0.7, 0.07, 0.07, 0.11, 0.05]))
+    last = planned if state == "finished" else max(1, int(planned * rng.uniform(0.05, 0.95)))
+    features.append(f"state:{state}")
+    evals = _eval_steps(rng, last, features)
+    acc_mode = rng.choice(["clean"] * 12 + ["percent", "nan_points", "inf_points", "none_points",
+                                            "all_nan", "no_val", "string_nan"])
+    features.append(f"acc:{acc_mode}")
+    time_keys = [["perf/time_per_step"], ["timing_s/step"], ["perf/time_per_step", "timing_s/step"],
+                 []][int(rng.choice(4, p=[0.5, 0.15, 0.15, 0.2]))]
+    grad_norm = rng.random() < 0.7
+    grad_noise = ph["grad_noise"] and rng.random() < 0.85
+    if not time_keys:
+        features.append("no_step_time")
+    if not grad_norm:
+        features.append("no_grad_norm")
+    decoy = ph["decoy"]
+    B = n_p * n_r
+    rows: list[dict] = []
+    step_time = (10.0 + 0.03 * B) * rng.lognormal(0.0, 0.1)
+    eval_set = set(evals.tolist())
+    for step in range(0, last + 1):
+        row: dict = {"_step": step}
+        if step > 0:
+            row["training/global_step"] = step
+            tau_prev = float(_DEMO.tau_after_steps(task, n_p, n_r, step - 1, r))
+            row["critic/score/mean"] = float(_DEMO.accuracy(task, tau_prev))
+            for k in time_keys:
+                row[k] = float(step_time * rng.lognormal(0.0, 0.05)) if rng.random() > 0.05 else math.nan
+            g2 = math.exp(-tau_prev / 60.0)
+            b_simple = task["B00"] * (1 + tau_prev / task["taub"]) * (1 + (n_r - 1) * task["rho"])
+            gn = math.sqrt(g2 + b_simple * g2 / B) * float(rng.lognormal(0.0, 0.1))
+            if grad_norm:
+                row["actor/grad_norm"] = gn
+            if grad_noise:
+                row["grad_noise/B_noise_estimate"] = float(b_simple * rng.lognormal(0.0, 0.5))
+                row["grad_noise/grad_norm"] = gn
+        if step in eval_set and acc_mode != "no_val":
+            tau = float(_DEMO.tau_after_steps(task, n_p, n_r, step, r))
+            acc = rng.binomial(n_val, float(_DEMO.accuracy(task, tau))) / n_val
+            value: object = acc
+            if acc_mode == "percent":
+                value = 100.0 * acc
+            elif acc_mode == "all_nan" or (acc_mode == "nan_points" and rng.random() < 0.3):
+                value = math.nan
+            elif acc_mode == "inf_points" and rng.random() < 0.2:
+                value = math.inf
+            elif acc_mode == "none_points" and rng.random() < 0.3:
+                value = None
+            elif acc_mode == "string_nan" and rng.random() < 0.3:
+                value = "NaN"
+            row[VAL_KEY.format(source=source)] = value
+            if decoy:
+                row[VAL_KEY.format(source=decoy)] = float(rng.uniform(0, 1))
+        if len(row) > 1:
+            rows.append(row)
+    name_mode = rng.choice(["plain"] * 30 + ["suffix", "unparseable"])
+    if name_mode == "suffix":
+        name = f"{name}_s{seed_index}"
+    elif name_mode == "unparseable":
+        name = f"cbs-{phase}-{B}"
+    features.append(f"name:{name_mode}")
+    digest = int.from_bytes(hashlib.sha256(f"{phase}/{n_p}/{n_r}/{seed_index}/{start}".encode())
+                            .digest()[:8], "big") % (36**8)
+    chars = "0123456789abcdefghijklmnopqrstuvwxyz"
+    run_id = "".join(chars[(digest // 36**i) % 36] for i in range(8))
+    return {"run_id": run_id, "name": name, "config": _config(rng, n_p, n_r, name, features),
+            "state": state, "rows": rows, "start_time": start, "phase": phase,
+            "n_prompts": n_p, "n_rollouts": n_r}
+
+
+def generate_sweep(seed: int) -> GeneratedSweep:
+    """One plausible sweep, deterministic in `seed`."""
+    rng = np.random.default_rng([9, seed])
+    features: list[str] = []
+    shared_task = _task(rng)
+    n_phases = int(rng.choice([1, 2, 3, 4], p=[0.4, 0.35, 0.17, 0.08]))
+    names = ["p1", "p2a", "p2b", "p2c", "p4_math", "x_y_z", "q"]
+    chosen = [str(n) for n in rng.choice(names, size=n_phases, replace=False)]
+    runs: list[dict] = []
+    params: dict[str, dict] = {}
+    start = 1.7e9 + seed * 1e5
+    specs = {}
+    for phase in chosen:
+        axis = str(rng.choice(["prompts", "rollouts", "iso_batch"], p=[0.5, 0.3, 0.2]))
+        kind = str(rng.choice(["normal", "two", "one", "empty"], p=[0.62, 0.12, 0.12, 0.14]))
+        features.append(f"{axis}:{kind}")
+        n_sizes = {"normal": int(rng.integers(3, 7)), "two": 2, "one": 1, "empty": 0}[kind]
+        task = shared_task if rng.random() < 0.7 else _task(rng)
+        source = str(rng.choice(SOURCES))
+        decoy = str(rng.choice([s for s in SOURCES if s != source])) if rng.random() < 0.25 else None
+        n_val = int(rng.choice([100, 500, 1319]))
+        grid, _fixed = _grid(rng, axis, max(n_sizes, 1))
+        grid = grid[:n_sizes]
+        spread = task["amax"] - task["a0"]
+        n_thr = int(rng.integers(1, 5))
+        thr = sorted({round(float(np.clip(rng.uniform(task["a0"] - 0.1 * spread, task["amax"] + 0.05),
+                                          0.01, 0.99)), 2) for _ in range(n_thr)})
+        sections = {"prompts": ["01_load_runs", "02_steps_to_target", "03_training_curves",
+                                "05_gradient_noise", "06_wall_clock"],
+                    "rollouts": ["01_load_runs", "02_steps_to_target", "03_training_curves",
+                                 "04_two_axis", "06_wall_clock"],
+                    "iso_batch": ["01_load_runs", "03_training_curves", "04_two_axis",
+                                  "06_wall_clock"]}[axis]
+        params[phase] = {"phase": phase, "title": f"Generated {phase} ({axis}, {kind})",
+                         "axis": axis,
+                         "metric": (VAL_KEY.format(source=source) if rng.random() < 0.3
+                                    else "val-core/*/reward/mean@*"),
+                         "prefer_source": source.split("/")[-1] if decoy or rng.random() < 0.3 else None,
+                         "n_val": n_val, "thresholds": thr, "sections": sections,
+                         "two_axis_phases": []}
+        specs[phase] = {"grid": grid, "task": task, "source": source, "n_val": n_val,
+                        "grad_noise": rng.random() < 0.4, "decoy": decoy}
+        if specs[phase]["grad_noise"] and grid:
+            features.append("grad_noise")
+        if decoy and grid:
+            features.append("second_val_key")
+    joint = [p for p in chosen if params[p]["axis"] in ("prompts", "rollouts")]
+    for phase in chosen:
+        if params[phase]["axis"] in ("rollouts", "iso_batch"):
+            params[phase]["two_axis_phases"] = sorted(set(joint) | ({phase} if params[phase]["axis"] == "rollouts" else set()))
+    for phase in chosen:
+        ph = specs[phase]
+        for n_p, n_r in ph["grid"]:
+            n_rep = int(rng.choice([1, 2, 3], p=[0.7, 0.22, 0.08]))
+            for k in range(n_rep):
+                start += 3600
+                runs.append(_run(rng, phase, n_p, n_r, ph["task"], ph["source"], ph["n_val"], ph,
+                                 k, start, features))
+    # a run of a phase that has no params file (it must still be accounted for)
+    if rng.random() < 0.15:
+        ph = specs[chosen[0]]
+        runs.append(_run(rng, "orphan", 8, 4, ph["task"], ph["source"], ph["n_val"], ph, 0,
+                         start + 3600, features))
+        features.append("orphan_phase")
+    seen: set[str] = set()
+    for r in runs:  # run ids unique within the sweep
+        while r["run_id"] in seen:
+            r["run_id"] = r["run_id"][::-1][:7] + "z"
+        seen.add(r["run_id"])
+    return GeneratedSweep(seed, runs, params, features)
+
+
+# --------------------------------------------------------------------------------------------
+# Turning a sweep into inputs
+# --------------------------------------------------------------------------------------------
+def snapshot_frames(sweep: GeneratedSweep) -> dict:
+    """The snapshot tables (runs, history, excluded) of the sweep, through the real data layer."""
+    from cbs_rlvr.runs import assemble_snapshot_frames, normalise_raw_run
+
+    entries = []
+    for r in sweep.runs:
+        raw = {"source": f"generated:{r['run_id']}", **{k: r[k] for k in
+               ("run_id", "name", "config", "state", "rows", "start_time")}}
+        entries.append(normalise_raw_run(raw))
+    return assemble_snapshot_frames(entries)
+
+
+def write_params(sweep: GeneratedSweep, dest: Path) -> Path:
+    import yaml
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for phase, p in sweep.params.items():
+        body = {k: v for k, v in p.items() if not (k == "prefer_source" and v is None)}
+        (dest / f"{phase}.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
+    return dest
+
+
+def write_export_dir(sweep: GeneratedSweep, dest: Path) -> Path:
+    """runs.csv (config as a JSON column) + history/<run_id>.csv, as the README describes."""
+    import csv
+
+    import pandas as pd
+
+    dest = Path(dest)
+    (dest / "history").mkdir(parents=True, exist_ok=True)
+    with (dest / "runs.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["run_id", "name", "state", "config", "start_time"])
+        for r in sweep.runs:
+            writer.writerow([r["run_id"], r["name"], r["state"], json.dumps(r["config"]), r["start_time"]])
+    for r in sweep.runs:
+        frame = pd.DataFrame([{("step" if k == "_step" else k): ("NaN" if v is None else v)
+                               for k, v in row.items()} for row in r["rows"]])
+        frame.to_csv(dest / "history" / f"{r['run_id']}.csv", index=False)
+    return dest
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """What make_demo.write_runs reads of a run spec."""
+    name: str
+    run_id: str
+    start_time: float
+    fails: bool
+    dir_name: str
+
+
+@dataclass
+class _Sim:
+    spec: _Spec
+    rows: list
+    config: dict
+
+
+def write_offline_runs(sweep: GeneratedSweep, dest: Path) -> list[Path]:
+    """Real W&B offline runs (make_demo's SDK writer). Runs the SDK in this process: call it in
+    a subprocess (`python tests/sweepgen.py offline SEED DEST`). A run whose state is not
+    finished exits with code 1 (the reader then calls it failed)."""
+    from datetime import datetime, timezone
+
+    sims = []
+    for r in sweep.runs:
+        ts = datetime.fromtimestamp(r["start_time"], tz=timezone.utc).strftime("%Y%m%d_%H%M%S")
+        spec = _Spec(r["name"], r["run_id"], r["start_time"], r["state"] != "finished",
+                     f"offline-run-{ts}-{r['run_id']}")
+        rows = [(int(row["_step"]), {k: (math.nan if v is None else v) for k, v in row.items()
+                                     if k != "_step"}) for row in r["rows"]]
+        sims.append(_Sim(spec, rows, r["config"]))
+    return _DEMO.write_runs(sims, Path(dest))
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) >= 2 and argv[0] == "describe":
+        print(generate_sweep(int(argv[1])).describe())
+        return 0
+    if len(argv) == 3 and argv[0] == "offline":
+        sweep = generate_sweep(int(argv[1]))
+        paths = write_offline_runs(sweep, Path(argv[2]))
+        print(f"{len(paths)} offline runs written")
+        return 0
+    print(__doc__)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
