@@ -315,5 +315,13 @@ def phase_runs(runs_all: pd.DataFrame, history_all: pd.DataFrame, params: dict):
         raise ValueError(f"no runs of phase {phase!r} in the snapshot{how}; phases present: {present}")
     history = history_all[history_all["run_id"].isin(runs["run_id"])]
     logged = [c for c in history.columns if history[c].notna().any()]
-    metric = select_accuracy_metric(logged, params["metric"], params.get("prefer_source"))
+    try:
+        metric = select_accuracy_metric(logged, params["metric"], params.get("prefer_source"))
+    except ValueError:
+        # The phase's runs never logged its task's accuracy as a number (NaN evals, or another
+        # task only): take the key among every column of the snapshot, so the sections say the
+        # phase has no evaluation of it instead of stopping. A pattern that matches no column
+        # at all is a params error and still raises.
+        metric = select_accuracy_metric(list(history.columns), params["metric"],
+                                        params.get("prefer_source"))
     return runs, history, metric

@@ -4,8 +4,8 @@ and as export directories.
 
 The invariants: no exception and no traceback, every input run accounted for (analysed or in
 excluded_runs.csv), every interval holding its estimate, statuses from the documented set, every
-log axis with at least two tick labels. Crash classes found in files owned elsewhere are kept
-as strict xfails with a minimal reproducer (end of the file), so the fix shows up as an XPASS.
+log axis with at least two tick labels. Each crash class the hunt found has a minimal
+reproducer below, kept as a regression test.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from cbs_rlvr.fit import FIT_STATUSES
 ROOT = Path(__file__).resolve().parents[1]
 N_SWEEPS = 200
 DRAW_EVERY = 40  # every 40th sweep also builds and renders every figure (checks the log axes)
-MY_NOTEBOOKS = ("03_training_curves", "04_two_axis", "05_gradient_noise", "07_summary")
 
 
 # ------------------------------------------------------------------------------------------
@@ -70,47 +69,21 @@ def test_the_generator_draws_every_kind_of_trouble(hunted):
     assert all(statuses[s] >= 5 for s in FIT_STATUSES), statuses
 
 
-def _problems(hunted, mine: bool):
-    out = []
-    for r in hunted["results"]:
-        for p in r.problems:
-            owned = p.kind == "invariant" or any(
-                f"cbs_rlvr/{m}.py" in p.where for m in ("fit", "axes", "noise", "baseline", "figures", "tables"))
-            if owned == mine:
-                out.append(p.line())
-    return out
+def _problems(hunted) -> list[str]:
+    return [p.line() for r in hunted["results"] for p in r.problems]
 
 
 def test_no_crash_and_no_broken_invariant_in_the_analysis_of_200_sweeps(hunted):
-    """Crashes in the modules of this part of the analysis (fit, axes, noise, baseline,
-    figures, tables), and any broken invariant (intervals, statuses, accounting, log axes)."""
-    problems = _problems(hunted, mine=True)
+    """No exception in any module the notebooks call, no warning from the project's code, and
+    no broken invariant (intervals, statuses, accounting, log axes) over the 200 sweeps."""
+    problems = _problems(hunted)
     assert not problems, "\n".join(problems[:20])
     assert sum(r.n_figures for r in hunted["results"]) >= 25  # the drawn subset did draw
 
 
-@pytest.mark.xfail(strict=True, reason="owned by issue 10: in measure.py, phase_runs raises when a "
-                                       "phase's runs log its task's accuracy only as NaN; in "
-                                       "wallclock.py, gpu_hours is pd.NA without GPU counts (see "
-                                       "the two reproducers below)")
-def test_no_crash_anywhere_in_the_analysis_of_200_sweeps(hunted):
-    problems = _problems(hunted, mine=False)
-    assert not problems, "\n".join(problems[:20])
-
-
-def test_crashes_elsewhere_are_only_the_known_classes(hunted):
-    """Every crash outside this part is one of the classes with an xfailed reproducer below."""
-    known = ("cbs_rlvr/measure.py:48 (select_accuracy_metric)", "[06 answer: gpu_hours == gpu_hours]")
-    unknown = [p for p in _problems(hunted, mine=False) if not any(k in p for k in known)]
-    assert not unknown, "\n".join(unknown[:20])
-
-
 # ------------------------------------------------------------------------------------------
-# Minimal reproducers of the classes found in files owned elsewhere
+# Minimal reproducers of crash classes the hunt found (regression tests)
 # ------------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="in measure.py, owned by issue 10: phase_runs raises "
-                                       "ValueError when the phase's task key is logged only as "
-                                       "NaN and another val-core key has values")
 def test_phase_runs_with_only_a_second_task_logged():
     """Generated sweeps 13 and 256: every run of a phase lost its GSM8K evals (NaN) but also
     validated on MATH. The run is valid data (it is in the snapshot), yet every notebook of
@@ -127,9 +100,6 @@ def test_phase_runs_with_only_a_second_task_logged():
     assert "gsm8k" in metric
 
 
-@pytest.mark.xfail(strict=True, reason="in wallclock.py, owned by issue 10: gpu_hours is pd.NA "
-                                       "(object dtype) when the fastest configuration has no GPU "
-                                       "count, and 06's `x == x` NaN test raises on it")
 def test_fastest_batch_without_gpu_counts():
     """Generated sweep 219 (one run's config lacks trainer.n_gpus_per_node): 06_wall_clock
     stops in its answer cell with "TypeError: boolean value of NA is ambiguous"."""
@@ -162,13 +132,6 @@ E2E = {
                      "config:mismatch"]),
     304: ("export", ["prompts:one", "config:empty"]),
     424: ("export", ["iso_batch:empty", "iso_batch:normal", "orphan_phase", "no_step_time"]),
-}
-E2E_XFAIL = {
-    424: "in the build (lead's half of issue 9, item 2): a phase with no runs fails its "
-         "notebooks and `make report` exits non-zero",
-    219: "in wallclock.py / notebooks/06_wall_clock.py, owned by issue 10: a run config without "
-         "GPU counts makes fastest_batch's gpu_hours pd.NA and 06's answer cell raises 'boolean "
-         "value of NA is ambiguous' (see test_fastest_batch_without_gpu_counts)",
 }
 
 
@@ -228,9 +191,7 @@ def _stderr_outputs(nb_path: Path) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("seed", [
-    pytest.param(s, marks=pytest.mark.xfail(strict=True, reason=E2E_XFAIL[s])) if s in E2E_XFAIL
-    else s for s in E2E])
+@pytest.mark.parametrize("seed", list(E2E))
 def test_make_report_over_a_generated_sweep(seed, tmp_path):
     kind, features = E2E[seed]
     sweep = generate_sweep(seed)
@@ -249,11 +210,10 @@ def test_make_report_over_a_generated_sweep(seed, tmp_path):
     assert {r["run_id"] for r in sweep.runs} <= seen
     # every interval holds its estimate; statuses documented
     assert not _check_tables(out)
-    # no report shows a traceback; the notebooks of this part print no error or warning
+    # no report shows a traceback; no notebook prints an error or a warning
     for html in out.glob("*/*.html"):
         assert "Traceback" not in html.read_text(), html
-    noisy = [line for nb in out.glob("*/*.ipynb") if nb.stem in MY_NOTEBOOKS
-             for line in _stderr_outputs(nb)]
+    noisy = [line for nb in out.glob("*/*.ipynb") for line in _stderr_outputs(nb)]
     assert not noisy, noisy
     manifest = json.loads((out / "data" / "manifest.json").read_text())
     assert manifest["n_runs"] == len(runs)
