@@ -35,3 +35,18 @@ def project_source(source: str | None) -> str | None:
 def project_paths(*paths: str | os.PathLike | None) -> tuple:
     """Each path resolved as `project_path` does; a `wandb:<entity>/<project>` source kept as is."""
     return tuple(p if p is None or str(p).startswith("wandb:") else project_path(p) for p in paths)
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """A path as a report prints it: relative to the project when inside it, `~/...` under the
+    home directory, else as it is (so no report shows a user's absolute home path)."""
+    path = Path(path).expanduser()
+    resolved = path.resolve() if path.is_absolute() else (PROJECT_DIR / path).resolve()
+    try:
+        return resolved.relative_to(PROJECT_DIR).as_posix()
+    except ValueError:
+        pass
+    try:
+        return "~/" + resolved.relative_to(Path.home()).as_posix()
+    except (ValueError, RuntimeError, KeyError):
+        return str(resolved)

@@ -9,7 +9,7 @@
 # %% [markdown]
 # # Which runs enter this phase's analysis, and which were left out?
 #
-# Every run of the source is either in the snapshot (`outputs/data/`) or listed in
+# Every run of the source is either in the snapshot (`data/` of the output directory) or listed in
 # `excluded_runs.csv` with its reason. This notebook shows how the phase selects its runs, their
 # batch sizes, learning rates and updates per step, the runs that were stitched together after a
 # restart from a checkpoint, the validation metric the analysis will use, and the runs left out.
@@ -22,11 +22,12 @@ source = "data/demo"
 n_bootstrap = 1000
 
 # %%
-
 import pandas as pd
+from IPython.display import Markdown, display
 
 import cbs_helpers as ch
 
+ch.setup_style()
 out, params_dir, source = ch.project_paths(out_dir, params_dir, source)
 params = ch.load_phase_params(params_dir, phase)
 runs_all, history_all, manifest = ch.open_snapshot(out, source, params_dir)
@@ -56,7 +57,10 @@ table["tags"] = table["tags"].map(lambda t: ", ".join(ch.normalise_tags(t)))
 table = table[["name", "replicate", "n_prompts", "n_rollouts", "total_batch", "lr", "updates",
                "state", "last_step", "n_eval", "n_segments", "tags", "flags"]]
 ch.save_table(table, out / phase / "tables", "runs")
-table.set_index("name")
+display(table.set_index("name"))
+display(Markdown("Run states:" + ch.legend_markdown(ch.state_legend(runs["state"]))
+                 + ("\n\nFlags:" + ch.legend_markdown(ch.flag_legend(runs["flags"]))
+                    if runs["flags"].astype(str).str.len().gt(0).any() else "")))
 
 # %% [markdown]
 # ## Runs resumed from a checkpoint, stitched into one
@@ -102,7 +106,7 @@ print("Dynamic sampling (train/num_gen_batches) is logged: samples generated and
       if dynamic else "No dynamic sampling logged: every generated sample is trained on.")
 print(f"{from_config} run(s) have no batch sizes in their name (taken from the config); {mismatch} have a "
       "name whose batch sizes disagree with the config (the config wins).")
-configs
+configs.set_index("total_batch")
 
 # %% [markdown]
 # ## Runs left out of the analysis, with their reasons
@@ -116,9 +120,9 @@ unassigned = excluded[parsed.isna()]
 n_other = len(excluded) - len(excluded_here) - len(unassigned)
 print(f"{len(excluded_here)} run(s) named for phase {phase} excluded, {len(unassigned)} input(s) with "
       f"no phase in their name and selected by no phase; {n_other} excluded run(s) of other phases "
-      "are listed in data/excluded_runs.csv of the output directory.")
-pd.concat([excluded_here.assign(phase=phase), unassigned.assign(phase="unknown")])[
-    ["phase", "name", "run_id", "source", "reason"]].set_index("phase")
+      f"are listed in {ch.display_path(out / 'data' / 'excluded_runs.csv')}.")
+left_out = pd.concat([excluded_here.assign(phase=phase), unassigned.assign(phase="unknown")])
+left_out[["phase", "name", "run_id", "source", "reason"]].set_index("phase") if len(left_out) else None
 
 # %% [markdown]
 # ## Answer

@@ -34,6 +34,8 @@ n_bootstrap = 1000
 seed = 0
 
 # %%
+from IPython.display import Markdown, display
+
 import cbs_helpers as ch
 
 ch.setup_style()
@@ -48,8 +50,8 @@ print(f"{params['title']}: {len(runs)} runs, metric {metric}, n_val = {params['n
 # %% [markdown]
 # ## Steps and samples to each target
 # Rollout steps to each target at each batch size (median over the replicates of the best
-# configuration). `censored` runs never reached the target; their S is the last evaluated step,
-# a lower bound.
+# configuration). A value marked `≥` is a lower bound: a run that never reached the target
+# counts with its last evaluated step (censored), so the true S is at least that.
 
 # %%
 sb_eb, cbs_fit = ch.fit_phase(runs, history, metric, params["thresholds"], params["n_val"],
@@ -59,15 +61,17 @@ ch.save_table(sb_eb[ch.SB_EB_CSV_COLUMNS + ["configuration", "lr", "updates_per_
               tables, "sb_eb")
 ch.save_table(cbs_fit[ch.CBS_FIT_COLUMNS], tables, "cbs_fit", latex=True,
               caption=f"McCandlish fit, {params['title']}", label=f"tab:cbs_fit_{phase}")
-envelope.pivot_table(index=["total_batch", "n_prompts", "n_rollouts"], columns="threshold",
-                     values="S_B", aggfunc="median").round(1)
+ch.censored_pivot(envelope, "S_B", digits=1)
 
 # %% [markdown]
 # ## The McCandlish fit at each target
 
 # %%
-cbs_fit[ch.CBS_FIT_COLUMNS].set_index("threshold").round({"B_noise": 0, "B_noise_lo": 0, "B_noise_hi": 0, "S_min": 1,
-                                    "E_min": 0, "B_crit_20pct": 0, "r2_log": 3})
+display(ch.dash_missing(ch.with_intervals(
+    cbs_fit.round({"E_min": 0, "B_crit_20pct": 0, "r2_log": 3}), {"B_noise": 0, "S_min": 1},
+    keep=["threshold", "E_min", "B_crit_20pct", "r2_log", "n_points", "n_censored", "status",
+          "reason"]).set_index("threshold")))
+display(Markdown("Status:" + ch.legend_markdown(ch.status_legend(cbs_fit["status"]))))
 
 # %%
 fig = ch.plot_sb_eb(envelope, cbs_fit, title=params["title"])
@@ -162,21 +166,20 @@ if len(generated):
 else:
     print("No run logs train/num_gen_batches: every generated sample is trained on, E(B) = B·S(B).")
 
-# %% [markdown]
-# ## How B_noise changes with the target accuracy
-# B_noise against the target accuracy, next to the first-crossing, drop-censored, linear-space
-# fit of the original notebook on the same runs.
-
 # %%
 good = cbs_fit[cbs_fit["status"].isin(["ok", "extrapolated"])]
+trend = ch.b_noise_trend(cbs_fit)
+display(Markdown(f"## {trend['claim'][0].upper()}{trend['claim'][1:]}\n"
+                 f"{trend['evidence'] + '. ' if trend.get('evidence') else ''}B_noise against the "
+                 "target accuracy, next to the first-crossing, drop-censored, linear-space fit of "
+                 "the original notebook on the same runs."))
 seed_fit = ch.seed_method_fit(runs, history, metric, params["thresholds"])
 comparison = cbs_fit[["threshold", "B_noise", "B_noise_lo", "B_noise_hi", "status"]].merge(
     seed_fit[["threshold", "B_noise"]].rename(columns={"B_noise": "B_noise_seed_method"}),
     on="threshold", how="left")
 ch.save_table(comparison, tables, "b_noise_vs_target")
 if len(good):
-    fig = ch.plot_b_noise_vs_target(cbs_fit, compare=seed_fit, compare_label="first crossing, linear fit",
-                                    title=f"{params['title']}: B_noise vs target")
+    fig = ch.plot_b_noise_vs_target(cbs_fit, compare=seed_fit, compare_label="first crossing, linear fit")
     ch.save_figure(fig, comparison, figures, "b_noise_vs_target")
     display(fig)  # noqa: F821 (IPython)
 else:
@@ -212,7 +215,4 @@ for row in cbs_fit.itertuples():
           f"20%-overhead CBS = {row.B_crit_20pct:.0f}, R²(log) = {row.r2_log:.3f}, "
           f"{row.n_points} points ({row.n_censored} censored), status {row.status}")
 if len(good) >= 2:
-    first, last = good.iloc[0], good.iloc[-1]
-    trend = "grows" if last.B_noise > first.B_noise else "falls"
-    print(f"\nB_noise {trend} from {first.B_noise:.0f} at accuracy {first.threshold:g} to "
-          f"{last.B_noise:.0f} at {last.threshold:g} ({last.B_noise / first.B_noise:.1f}x).")
+    print(f"\n{trend['claim'][0].upper()}{trend['claim'][1:]}: {trend['evidence']}.")

@@ -39,14 +39,14 @@ runs, history, metric = ch.phase_runs(runs_all, history_all, params)
 # %% [markdown]
 # ## Training time to each target, per batch size
 # Hours of training steps (validation and checkpoints excluded), median over the replicates of the
-# best configuration at each batch size.
+# best configuration at each batch size. A value marked `≥` is a lower bound: the run stopped
+# before reaching the target.
 
 # %%
 wall = ch.wall_clock_table(runs, history, metric, params["thresholds"], metaparameters=params["metaparameters"])
 ch.save_table(wall, tables, "wall_clock")
 best = wall[wall["in_envelope"]] if len(wall) else wall
-best.pivot_table(index=["total_batch", "n_prompts", "n_rollouts"], columns="threshold",
-                 values="time_to_target_h", aggfunc="median").round(2)
+ch.censored_pivot(best, "time_to_target_h", digits=2)
 
 # %% [markdown]
 # ## Validation and checkpoint time, counted apart
