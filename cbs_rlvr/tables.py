@@ -50,6 +50,12 @@ FLAG_MEANINGS = {
                  "up to its last whole record",
     "bad_records": "{n} record(s) of the offline file could not be decoded and are skipped",
     "stale": "the W&B server could not be reached for this run; the previous snapshot's data are kept",
+    "resumed": "the run crashed and was resumed from a checkpoint {n} time(s) as new W&B runs of the "
+               "same name; they are stitched into this one run at the checkpoint steps",
+    "resume_gap": "{n} step(s) are missing between a crashed run's last logged step and the "
+                  "checkpoint its restart resumed from",
+    "resume_config_changed": "{n} config value(s) (other than batch size, learning rate and updates "
+                             "per step) differ between the stitched pieces of this run",
 }
 
 
