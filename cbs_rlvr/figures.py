@@ -206,8 +206,11 @@ def save_figure(fig: Figure, data: pd.DataFrame, out_dir: str | Path, name: str)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {ext: out_dir / f"{name}.{ext}" for ext in ("pdf", "png", "csv")}
-    fig.savefig(paths["pdf"], metadata={"CreationDate": None})
     fig.savefig(paths["png"])
+    # Every save with a layout engine draws the figure twice (once to lay it out); the PNG has
+    # laid it out, so the PDF reuses that layout and draws once: a third less figure time.
+    fig.set_layout_engine("none")
+    fig.savefig(paths["pdf"], metadata={"CreationDate": None})
     fig._cbs_saved_png = paths["png"].read_bytes()
     data.to_csv(paths["csv"], index=False)
     return paths
