@@ -75,8 +75,9 @@ def _pow2_range(values, octaves: int, floor: int) -> np.ndarray:
 
 def candidate_configs(configs: pd.DataFrame, both_axes: bool = False, octaves: int = 2) -> pd.DataFrame:
     """Candidate (n_prompts, n_rollouts): powers of two across the sampled range and `octaves`
-    beyond it on each side. One axis (both_axes=False): along the axis the sampled configs vary
-    on, the other held at its most common value. Both axes (where a two-axis fit prices the
+    beyond it on each side, and the sampled configurations themselves. One axis
+    (both_axes=False): along the axis the sampled configs vary on, the other held at its most
+    common value. Both axes (where a two-axis fit prices the
     split): every power-of-two pair within the widened n_prompts and n_rollouts ranges whose B
     lies within the widened range of B. n_rollouts >= 2 (GRPO's group baseline), n_prompts >= 1."""
     n_p, n_r = _floats(configs["n_prompts"]), _floats(configs["n_rollouts"])
@@ -98,7 +99,12 @@ def candidate_configs(configs: pd.DataFrame, both_axes: bool = False, octaves: i
     else:
         R = _pow2_range(n_r, octaves, MIN_ROLLOUTS)
         P = np.full(len(R), pd.Series(n_p).mode().iloc[0])
-    out = pd.DataFrame({"n_prompts": P, "n_rollouts": R, "total_batch": P * R}).astype(int)
+    if not both_axes:  # the sampled values along the axis, at the held value
+        on_axis = (R[0] == n_r) if len(np.unique(P)) > 1 else (P[0] == n_p)
+        P, R = np.r_[P, n_p[on_axis]], np.r_[R, n_r[on_axis]]
+    else:
+        P, R = np.r_[P, n_p], np.r_[R, n_r]
+    out = pd.DataFrame({"n_prompts": P, "n_rollouts": R, "total_batch": P * R}).astype(int).drop_duplicates()
     return out.sort_values(["total_batch", "n_prompts"]).reset_index(drop=True)
 
 
@@ -508,20 +514,38 @@ def _next_run_row(fit, t, rank, cand, ratio, gain, sd, n_sim, d, step_model, how
 # ------------------------------------------------------------------------------------------
 # The answer in words
 # ------------------------------------------------------------------------------------------
-def _h(hours: float) -> str:
-    return f"{hours:.0f}" if hours >= 10 else f"{hours:.1f}" if hours >= 1 else f"{hours:.2f}"
+def _num(x: float) -> str:
+    return f"{x:.0f}" if x >= 10 else f"{x:.1f}" if x >= 1 else f"{x:.2f}"
+
+
+def duration(hours: float, lo: float = np.nan, hi: float = np.nan) -> str:
+    """'3.1 h [2.8, 3.5]', or in minutes below an hour ('32 min [30, 35]')."""
+    scale, unit = (1.0, "h") if hours >= 1 else (60.0, "min")
+    band = f" [{_num(lo * scale)}, {_num(hi * scale)}]" if np.isfinite(lo) and np.isfinite(hi) else ""
+    return f"{_num(hours * scale)} {unit}{band}"
 
 
 def _split(r) -> str:
     return f"{int(r['n_prompts'])} prompts × {int(r['n_rollouts'])} rollouts (B = {int(r['total_batch'])})"
 
 
+def _vs_fastest_run(predicted: float, f) -> str:
+    ran = f"{int(f['n_prompts'])} × {int(f['n_rollouts'])}, {duration(f['time_to_target_h'])}"
+    ratio = f["time_to_target_h"] / predicted
+    if ratio >= 1.05:
+        return f", {ratio:.1f}x faster than your fastest run so far ({ran})"
+    if ratio > 0.95:
+        return f", about as fast as your fastest run so far ({ran})"
+    return (f"; your fastest run so far ({ran}) took {100 * (1 - ratio):.0f}% less than this prediction "
+            "(runs scatter around the fit)")
+
+
 def plan_summary(plan: pd.DataFrame, fastest: pd.DataFrame | None = None,
                  next_run_table: pd.DataFrame | None = None, fits: pd.DataFrame | None = None) -> list[str]:
     """The plan in sentences, every number from the tables: per target the fastest batch with
     its band and GPU count, compared with the fastest measured run (wallclock.fastest_batch),
-    the cheapest in GPU-hours and in samples where they differ, and the next runs. `fits`
-    (threshold, status, reason) names the targets without a plan and why."""
+    the cheapest in GPU-hours and in samples, and the next runs. `fits` (threshold, status,
+    reason) names the targets without a plan and why."""
     lines = []
     fast = fastest.set_index("threshold") if fastest is not None and len(fastest) else pd.DataFrame()
     planned = set(plan["threshold"]) if len(plan) else set()
@@ -530,31 +554,25 @@ def plan_summary(plan: pd.DataFrame, fastest: pd.DataFrame | None = None,
         parts = []
         if "wall_clock" in by.index:
             r = by.loc["wall_clock"]
-            band = (f" [{_h(r['predicted_hours_lo'])}, {_h(r['predicted_hours_hi'])}]"
-                    if np.isfinite(r["predicted_hours_lo"]) else "")
             gpus = f" on {int(r['n_gpus'])} GPUs" if np.isfinite(r["n_gpus"]) else ""
-            text = f"To reach {t:g} fastest, train with {_split(r)}: about {_h(r['predicted_hours'])} h{band}{gpus}"
+            text = (f"To reach {t:g} fastest, train with {_split(r)}: about "
+                    f"{duration(r['predicted_hours'], r['predicted_hours_lo'], r['predicted_hours_hi'])}{gpus}")
             if t in fast.index and np.isfinite(fast.loc[t].get("time_to_target_h", np.nan)):
-                f = fast.loc[t]
-                ratio = f["time_to_target_h"] / r["predicted_hours"]
-                ran = f"{int(f['n_prompts'])} × {int(f['n_rollouts'])}, {_h(f['time_to_target_h'])} h"
-                text += (f", {ratio:.1f}x faster than your fastest run so far ({ran})" if ratio >= 1.05 else
-                         f", about as fast as your fastest run so far ({ran})" if ratio > 0.95 else
-                         f"; your fastest run so far ({ran}) beat this prediction by {1 / ratio:.1f}x")
+                text += _vs_fastest_run(r["predicted_hours"], fast.loc[t])
             if r["basis"] == "extrapolated":
                 text += f" (extrapolated: {r['note'].split('; ')[0]})"
             parts.append(text + ".")
             if "gpu_hours" in by.index:
                 g = by.loc["gpu_hours"]
                 same = int(g["total_batch"]) == int(r["total_batch"]) and int(g["n_prompts"]) == int(r["n_prompts"])
-                parts.append(f"It is also the cheapest in GPU-hours ({_h(g['predicted_gpu_hours'])})." if same else
-                             f"Fewest GPU-hours: {_split(g)}, {_h(g['predicted_gpu_hours'])} GPU-hours in "
-                             f"{_h(g['predicted_hours'])} h.")
+                parts.append(f"It is also the cheapest in GPU-hours ({_num(g['predicted_gpu_hours'])} GPU-hours)." if same else
+                             f"Fewest GPU-hours: {_split(g)}, {_num(g['predicted_gpu_hours'])} GPU-hours in "
+                             f"{duration(g['predicted_hours'])}.")
         elif "samples" in by.index:
             parts.append(f"To reach {t:g}: no step times, so no prediction of hours.")
         if "samples" in by.index:
             s = by.loc["samples"]
-            hours = f", {_h(s['predicted_hours'])} h" if np.isfinite(s["predicted_hours"]) else ""
+            hours = f" in {duration(s['predicted_hours'])}" if np.isfinite(s["predicted_hours"]) else ""
             parts.append(f"Fewest samples (within 10%): {_split(s)}, {s['predicted_samples']:.3g} samples{hours}"
                          + (" (extrapolated)." if s["basis"] == "extrapolated" else "."))
         lines.append(" ".join(parts))
@@ -562,17 +580,16 @@ def plan_summary(plan: pd.DataFrame, fastest: pd.DataFrame | None = None,
         for f in fits.itertuples(index=False):
             if float(f.threshold) not in planned:
                 why = f.reason if isinstance(f.reason, str) and f.reason else ""
-                lines.append(f"{f.threshold:g}: no plan, the fit is {f.status}" + (f" ({why})." if why else "."))
+                lines.append(f"{f.threshold:g}: no plan (fit {f.status}" + (f": {why})." if why else ")."))
     if next_run_table is not None and len(next_run_table):
         for t, rows in next_run_table.groupby("threshold", sort=True):
-            first = rows.iloc[0]
+            first, last = rows.iloc[0], rows.iloc[-1]
             runs = [f"B = {int(r.total_batch)} ({int(r.n_prompts)} × {int(r.n_rollouts)}"
-                    + (f", about {_h(r.predicted_hours)} h)" if np.isfinite(r.predicted_hours) else ")")
+                    + (f", about {duration(r.predicted_hours)})" if np.isfinite(r.predicted_hours) else ")")
                     for r in rows.itertuples()]
-            last = rows.iloc[-1]
             now = f"{first['B_noise']:.0f} [{first['B_noise_lo']:.0f}, {first['B_noise_hi']:.0f}]"
-            after = (f"[{last['expected_lo_after']:.0f}, {last['expected_hi_after']:.0f}]"
-                     if np.isfinite(last["expected_lo_after"]) else "narrower")
+            after = (f"to about [{last['expected_lo_after']:.0f}, {last['expected_hi_after']:.0f}]"
+                     if np.isfinite(last["expected_lo_after"]) else "")
             lines.append(f"To pin B_noise down at {t:g} (now {now}), run {' then '.join(runs)}: the interval is "
-                         f"expected to narrow by {100 * last['expected_narrowing']:.0f}% to about {after}.")
+                         f"expected to narrow by {100 * last['expected_narrowing']:.0f}% {after}".rstrip() + ".")
     return lines
