@@ -105,8 +105,7 @@ print(f"GPU counts in the run configs: {gpu_counts}" if gpu_counts else
 predictions = ch.predict_plan(models, step_model, step_times, seed=seed)
 ch.save_table(predictions, tables, "plan_candidates")
 plan = ch.recommend(predictions)
-ch.save_table(plan, tables, "plan", latex=True, caption=f"Batch size to train with, {params['title']}",
-              label=f"tab:plan_{phase}")
+ch.save_table(plan, tables, "plan")
 shown = ("predicted_hours" if predictions["predicted_hours"].notna().any() else
          "predicted_steps" if predictions["predicted_steps"].notna().any() else None)
 if shown == "predicted_hours":
