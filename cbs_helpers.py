@@ -106,3 +106,20 @@ from cbs_rlvr.tables import (
     status_legend,
     with_intervals,
 )
+
+# --- Planning the next runs: the batch size to train with, and the runs that pin B_noise down ---
+from cbs_rlvr.plan import (
+    NEXT_RUNS_COLUMNS,
+    OBJECTIVES,
+    PLAN_COLUMNS,
+    PLAN_EXTRA_COLUMNS,
+    candidate_configs,
+    choose_models,
+    mccandlish_models,
+    next_runs,
+    plan_summary,
+    predict_plan,
+    recommend,
+    two_axis_models,
+)
+from cbs_rlvr.figures_plan import best_split_per_batch, plot_plan, plot_plan_frontier

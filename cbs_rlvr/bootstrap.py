@@ -13,7 +13,17 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pandas as pd
 
-from .fit import CBS_FIT_COLUMNS, _fit_table, _group_weights, _prepare
+from .fit import (
+    CBS_FIT_COLUMNS,
+    _at_bound,
+    _b_bounds,
+    _fit_table,
+    _group_weights,
+    _Model,
+    _n_distinct_reached,
+    _prepare,
+    _tobit_em,
+)
 from .measure import eval_series, run_meta, sb_eb_from_series
 from .select import DEFAULT_METAPARAMETERS
 
@@ -206,7 +216,8 @@ def _recentre(S_star, c_star, sb, run_ids, thr, series, idx):
 def fit_phase(runs: pd.DataFrame, history: pd.DataFrame, metric: str, thresholds, n_val: int,
               n_bootstrap: int = 1000, seed: int = 0, method: str = "isotonic",
               p_source: str = "observed", recentre: bool = True,
-              metaparameters=DEFAULT_METAPARAMETERS, units: str = "steps") -> tuple[pd.DataFrame, pd.DataFrame]:
+              metaparameters=DEFAULT_METAPARAMETERS, units: str = "steps",
+              return_draws: bool = False) -> tuple:
     """S(B)/E(B) table and one McCandlish fit per threshold for the runs of one phase.
 
     Point fit as in fit_mccandlish (log space, censored runs as lower bounds, each batch size
@@ -230,6 +241,9 @@ def fit_phase(runs: pd.DataFrame, history: pd.DataFrame, metric: str, thresholds
     (B / updates_per_step), leaving out runs whose updates per step are unknown.
     Returns (sb_eb, cbs_fit); cbs_fit has the contract columns (CBS_FIT_COLUMNS) and extras,
     among them `units` and `n_envelope_dropped` (runs of losing configurations left out).
+    return_draws=True returns (sb_eb, cbs_fit, draws) with draws[threshold] the fit's data and
+    bootstrap draws (`_fit_draws`), for predictions with a band (plan.py); the default output
+    is unchanged.
     """
     if units not in ("steps", "updates"):
         raise ValueError(f"units must be 'steps' or 'updates', not {units!r}")
@@ -273,7 +287,7 @@ def fit_phase(runs: pd.DataFrame, history: pd.DataFrame, metric: str, thresholds
             cnt = np.zeros((K, len(idx)))
             np.add.at(cnt, (np.arange(K)[:, None], draws), 1.0)
             W_rep[:, idx] = cnt / len(idx)
-    fits = []
+    fits, draws = [], {}
     for j, t in enumerate(thr):
         rows = sb[sb["threshold"] == t]
         pos = {rid: q for q, rid in enumerate(rows["run_id"])}
@@ -305,6 +319,51 @@ def fit_phase(runs: pd.DataFrame, history: pd.DataFrame, metric: str, thresholds
         res["units"] = "optimizer updates" if units == "updates" else "rollout steps"
         res["n_envelope_dropped"] = n_dropped
         fits.append(res)
+        if return_draws:
+            eval_S = S_star[:, ok & ~multi, j] if S_star is not None else None
+            eval_c = c_star[:, ok & ~multi, j] if S_star is not None else None
+            draws[t] = _fit_draws(B[ok], S_[ok], c_[ok], gkey.to_numpy()[ok], res, tables, K,
+                                  eval_S, eval_c, ~multi[ok])
     cbs = pd.DataFrame(fits)
     extra = [c for c in cbs.columns if c not in CBS_FIT_COLUMNS]
+    if return_draws:
+        return sb, cbs[CBS_FIT_COLUMNS + extra], draws
     return sb, cbs[CBS_FIT_COLUMNS + extra]
+
+
+def _fit_draws(B, S, c, groups, res: dict, tables, K: int, eval_S, eval_c, single) -> dict:
+    """One threshold's fit data and bootstrap draws, for predictions with a band.
+
+    B, log_S, censored, groups: the rows the fit used. log_S_min, log_B_noise: the refits of
+    the same K bootstrap tables that gave the interval (NaN where a table had fewer than 3
+    batch sizes reaching the target). A refit that ran to a search bound keeps the bound's
+    finite value (`at_bound`): B_noise is then not identified, but the curve it gives still
+    describes S over the sampled batch sizes (flat, or falling like 1/B). tables: the
+    bootstrap tables themselves (log S, weights, censored; K x rows). eval_sd_rows: the
+    eval-noise spread of each row's log S over its re-measurements (NaN for replicated
+    configurations, which are resampled instead); eval_sd_log: their median.
+    """
+    out = {"B": B, "log_S": np.log(S), "censored": c, "groups": groups, "log_S_min": None,
+           "log_B_noise": None, "at_bound": None, "tables": None,
+           "eval_sd_rows": np.full(len(B), np.nan), "eval_sd_log": np.nan}
+    if eval_S is not None and eval_S.size:
+        with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a run censored in every resample
+            ls = np.where(~eval_c & (eval_S > 0), np.log(np.where(eval_S > 0, eval_S, 1.0)), np.nan)
+            sd = np.nanstd(ls, axis=0, ddof=1)
+        out["eval_sd_rows"][single] = sd
+        if np.isfinite(sd).any():
+            out["eval_sd_log"] = float(np.nanmedian(sd))
+    if tables is None or K <= 0 or res.get("status") not in ("ok", "extrapolated"):
+        return out
+    model, bb = _Model(B=B), _b_bounds(B)
+    with np.errstate(all="ignore"):
+        Y, Wt, C, _ = tables(None, K, None)  # fit_phase's tables ignore f_hat and rng
+        out["tables"] = (Y, Wt, C)
+        a, b, _, _ = _tobit_em(model, np.where(Wt > 0, Y, 0.0), Wt, C, bb, (0.0, 0.0))
+    lo, hi = _at_bound(b, bb)
+    bad = _n_distinct_reached(B, (Wt > 0) & ~C) < 3
+    out["log_S_min"] = np.where(bad, np.nan, a)
+    out["log_B_noise"] = np.where(bad, np.nan, b)
+    out["at_bound"] = (lo | hi) & ~bad
+    return out

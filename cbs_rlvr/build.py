@@ -40,7 +40,8 @@ from .paths import NOTEBOOKS_DIR, PROJECT_DIR
 STATE_FILE = ".build/state.json"
 #: A rough cost per section (seconds on the demo): the longest jobs start first.
 _EXPECTED_SECONDS = {"02_steps_to_target": 6.0, "04_two_axis": 5.0, "05_gradient_noise": 5.0,
-                     "06_wall_clock": 4.0, "03_training_curves": 3.5, "01_load_runs": 3.0}
+                     "06_wall_clock": 4.0, "03_training_curves": 3.5, "01_load_runs": 3.0,
+                     "08_plan": 8.0}
 
 
 class BuildError(Exception):

@@ -16,6 +16,7 @@ SECTIONS = {
     "04_two_axis": "Prompts vs rollouts",
     "05_gradient_noise": "Gradient noise scale",
     "06_wall_clock": "Wall-clock time",
+    "08_plan": "Plan the next runs",
 }
 SUMMARY_SECTION = "07_summary"
 AXES = ("prompts", "rollouts", "iso_batch")

@@ -26,9 +26,10 @@ BROKEN_CLONE = 537
 
 # Phase parameters of the corpus (params dir copy): phase -> (thresholds, sections)
 PHASES = {
-    "hA": ([0.3, 0.5], ["01_load_runs", "02_steps_to_target", "03_training_curves", "06_wall_clock"]),
-    "hsingle": ([0.3, 0.5], ["01_load_runs", "02_steps_to_target", "03_training_curves"]),
-    "hnoreach": ([0.6, 0.8], ["01_load_runs", "02_steps_to_target"]),
+    "hA": ([0.3, 0.5], ["01_load_runs", "02_steps_to_target", "03_training_curves", "06_wall_clock",
+                        "08_plan"]),
+    "hsingle": ([0.3, 0.5], ["01_load_runs", "02_steps_to_target", "03_training_curves", "08_plan"]),
+    "hnoreach": ([0.6, 0.8], ["01_load_runs", "02_steps_to_target", "08_plan"]),
     "hbig": ([0.3, 0.5], ["01_load_runs", "02_steps_to_target"]),
 }
 

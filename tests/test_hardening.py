@@ -314,12 +314,26 @@ def case_phase_with_a_single_batch_size(r):
     fit = _table(r, "hsingle", "cbs_fit")
     assert set(fit["status"]) == {"insufficient"} and len(fit) == 2
     assert "hsingle/02_steps_to_target.html" in r["html"]
+    # no fit, no step-time model: the plan's tables are written with their header only
+    assert _table(r, "hsingle", "plan").empty and _table(r, "hsingle", "next_runs").empty
+    assert "no plan (fit insufficient" in r["html"]["hsingle/08_plan.html"]
 
 
 def case_phase_where_no_run_reaches_a_threshold(r):
     sb = _table(r, "hnoreach", "sb_eb")
     assert len(sb) == 3 * 2 and sb["censored"].all()
     assert set(_table(r, "hnoreach", "cbs_fit")["status"]) == {"insufficient"}
+    assert _table(r, "hnoreach", "plan").empty and "threshold" in _table(r, "hnoreach", "plan").columns
+
+
+def case_plan_over_the_damaged_phase(r):
+    """hA (replicates, percent accuracy, resumed and restarted runs, odd batch sizes) gets a plan
+    whose intervals hold their estimates."""
+    plan = _table(r, "hA", "plan")
+    assert set(plan["objective"]) == {"wall_clock", "gpu_hours", "samples"}
+    assert ((plan["predicted_hours_lo"] <= plan["predicted_hours"])
+            & (plan["predicted_hours"] <= plan["predicted_hours_hi"])).all()
+    assert len(_table(r, "hA", "next_runs"))
 
 
 def case_thousand_runs_one_broken(r):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import jupytext
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -22,7 +23,7 @@ DEMO_TRUTH = json.loads((ROOT / "data" / "demo" / "ground_truth.json").read_text
 
 
 def test_every_section_has_a_notebook():
-    assert [p.stem for p in NOTEBOOKS] == list(SECTIONS) + [SUMMARY_SECTION]
+    assert sorted(p.stem for p in NOTEBOOKS) == sorted([*SECTIONS, SUMMARY_SECTION])
 
 
 @pytest.mark.parametrize("py", NOTEBOOKS, ids=lambda p: p.stem)
@@ -124,6 +125,33 @@ def test_contract_tables_are_written_for_every_fitted_phase(report):
             assert row.B_noise_lo <= row.B_noise <= row.B_noise_hi
 
 
+def test_plan_tables_are_written_for_every_fitted_phase(report):
+    """08_plan writes plan.csv (design.md's columns first) and next_runs.csv; on the demo every
+    target of p1 has a fastest batch near the true optimum of the demo's model
+    (S_min (1 + B_noise / B) (15 + 0.045 B) s, least at B* = sqrt(15 B_noise / 0.045))."""
+    out = report["out"]
+    for phase in ("p1", "p2a", "p2b", "p4_math", "p4_rpp"):
+        plan = pd.read_csv(out / phase / "tables" / "plan.csv")
+        assert list(plan.columns[:11]) == ["threshold", "objective", "n_prompts", "n_rollouts", "total_batch",
+                                           "predicted_steps", "predicted_hours", "predicted_hours_lo",
+                                           "predicted_hours_hi", "predicted_gpu_hours", "basis"]
+        assert set(plan["objective"]) == {"wall_clock", "gpu_hours", "samples"}
+        assert set(plan["basis"]) <= {"interpolated", "extrapolated"}
+        assert ((plan["predicted_hours_lo"] <= plan["predicted_hours"])
+                & (plan["predicted_hours"] <= plan["predicted_hours_hi"])).all()
+        assert np.allclose(plan["predicted_gpu_hours"], 8 * plan["predicted_hours"])  # the demo runs on 8 GPUs
+        nxt = pd.read_csv(out / phase / "tables" / "next_runs.csv")
+        assert len(nxt) and nxt["rank"].between(1, 3).all()
+        assert (nxt["expected_width_after"] < nxt["width_now"]).all()
+    plan = pd.read_csv(out / "p1" / "tables" / "plan.csv")
+    for row in plan[plan["objective"] == "wall_clock"].itertuples():
+        b_noise = DEMO_TRUTH["phases"]["p1"]["thresholds"][f"{row.threshold:g}"]["B_noise"]
+        best = (15 * b_noise / 0.045) ** 0.5
+        assert best / 2 <= row.total_batch <= best * 2, (row.threshold, row.total_batch, best)
+    html = (out / "p1" / "08_plan.html").read_text()
+    assert "To reach 0.6 fastest, train with" in html and "To pin B_noise down at 0.6" in html
+
+
 def test_figures_come_as_pdf_png_and_csv(report):
     figs = list((report["out"] / "p1" / "figures").glob("*.png"))
     assert len(figs) >= 5
@@ -190,7 +218,7 @@ def test_reports_stand_alone_offline_in_a_browser(report):
             pytest.fail("Chromium is required here (CBS_REQUIRE_CHROMIUM is set) but not found")
         pytest.skip("Chromium not installed (apt-get install chromium)")
     pages = sorted(report["out"].glob("*/*.html")) + [report["out"] / "index.html"]
-    assert len(pages) == 28
+    assert len(pages) == 33
     assert offline_problems(pages) == []
 
 
