@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from .figures import (
     PALETTE,
     _batch_limits,
-    _pow2_label,
+    _plain_label,
     set_log2_axis,
     set_log_axis,
     threshold_colors,
@@ -167,7 +167,7 @@ def plot_plan_frontier(predictions: pd.DataFrame, plan: pd.DataFrame, threshold:
         ticks = np.arange(math.ceil(lb.min()), math.floor(lb.max()) + 1)
         step = max(1, math.ceil(len(ticks) / 8))
         cb.set_ticks(ticks[::step])
-        cb.set_ticklabels([_pow2_label(2.0**k) for k in ticks[::step]])
+        cb.set_ticklabels([_plain_label(2.0**k, binary=True) for k in ticks[::step]])
         cb.set_label("batch size B")
     ax_g.set_title(f"acc ≥ {threshold:g}: time against GPU-hours", fontsize=10)
     ax_s.set_title(f"acc ≥ {threshold:g}: time against samples", fontsize=10)
