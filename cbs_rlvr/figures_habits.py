@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .figures import PALETTE, _batch_limits, set_log2_axis, set_log_axis, threshold_colors
+from .figures import PALETTE, _batch_limits, _no_data, set_log2_axis, set_log_axis, threshold_colors
 
 
 def _pick_thresholds(values, at_most: int = 3) -> list[float]:
@@ -124,12 +124,22 @@ def plot_generated_samples(generated: pd.DataFrame, thresholds=None, title: str 
     thresholds = _pick_thresholds(rows["threshold"]) if thresholds is None else list(thresholds)
     colors = threshold_colors(generated["threshold"].unique())
     lo, hi = _batch_limits(rows["total_batch"])
+    drawn = 0
     for t in thresholds:
         agg = rows[(rows["threshold"] == t) & ~rows["censored"].astype(bool)].groupby(
             "total_batch", as_index=False)[["E_B", "E_generated"]].median()
+        agg = agg[(agg["E_B"] > 0) | (agg["E_generated"] > 0)]
+        if agg.empty:
+            continue
+        drawn += 1
         ax.plot(agg["total_batch"], agg["E_B"], color=colors[t], marker="o", label=f"acc ≥ {t:g}: trained")
         ax.plot(agg["total_batch"], agg["E_generated"], color=colors[t], marker="o", mfc="none", ls=":",
                 label=f"acc ≥ {t:g}: generated")
+    if not drawn:
+        _no_data(ax, "no run under dynamic sampling reached a target")
+        if title:
+            fig.suptitle(title)
+        return fig
     set_log2_axis(ax, "x", lo, hi)
     set_log_axis(ax, "y")
     ax.set_xlabel("batch size B = prompts × rollouts (trained per step)")

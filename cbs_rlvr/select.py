@@ -136,8 +136,19 @@ def apply_phase_selection(frames: Mapping, phase_params: Mapping[str, Mapping] |
     phases, reasons = assign_phases(runs, phase_params)
     keep = phases != ""
     gone = runs[~keep]
-    moved = pd.DataFrame({"source": gone["source"], "run_id": gone["run_id"], "name": gone["name"],
-                          "reason": reasons[~keep]})
+    moved_rows = []
+    for (_, run), reason in zip(gone.iterrows(), reasons[~keep], strict=True):
+        # a stitched resumed run is listed once per W&B run it was made of: every input run
+        # is accounted for by its own id
+        pieces = run.get("segment_run_ids")
+        ids = str(pieces).split(";") if isinstance(pieces, str) and pieces else [run["run_id"]]
+        sources = str(run["source"]).split(";")
+        if len(sources) != len(ids):
+            sources = [run["source"]] * len(ids)
+        note = f" (one of the {len(ids)} W&B runs of a resumed run)" if len(ids) > 1 else ""
+        moved_rows += [{"source": s, "run_id": i, "name": run["name"], "reason": f"{reason}{note}"}
+                       for i, s in zip(ids, sources, strict=True)]
+    moved = pd.DataFrame(moved_rows, columns=["source", "run_id", "name", "reason"])
     runs = runs[keep].copy()
     runs["phases"] = phases[keep]
     first = runs["phases"].str.split(";").str[0]

@@ -156,13 +156,18 @@ generated = ch.generated_samples_table(runs, history, sb_eb)
 if len(generated):
     ch.save_table(generated, tables, "generated_samples")
     env_gen = generated[generated["in_envelope"] & ~generated["censored"]]
-    ratio = env_gen.groupby("total_batch")["generated_per_trained"].median()
-    print(f"{generated['run_id'].nunique()} run(s) log dynamic sampling. Up to each target they generated "
-          f"{ratio.min():.2f} (B = {int(ratio.idxmin())}) to {ratio.max():.2f} (B = {int(ratio.idxmax())}) "
-          "times the samples they trained on (median over targets at each batch size).")
-    fig = ch.plot_generated_samples(generated, title=params["title"])
-    ch.save_figure(fig, generated, figures, "generated_samples")
-    display(fig)  # noqa: F821 (IPython)
+    ratio = env_gen.groupby("total_batch")["generated_per_trained"].median().dropna()
+    if len(ratio):
+        print(f"{generated['run_id'].nunique()} run(s) log dynamic sampling. Up to each target they generated "
+              f"{ratio.min():.2f} (B = {int(ratio.idxmin())}) to {ratio.max():.2f} (B = {int(ratio.idxmax())}) "
+              "times the samples they trained on (median over targets at each batch size).")
+    else:
+        print(f"{generated['run_id'].nunique()} run(s) log dynamic sampling, but none of them reached a "
+              "target: no ratio of generated to trained samples to report yet.")
+    if len(ratio):
+        fig = ch.plot_generated_samples(generated, title=params["title"])
+        ch.save_figure(fig, generated, figures, "generated_samples")
+        display(fig)  # noqa: F821 (IPython)
 else:
     print("No run logs train/num_gen_batches: every generated sample is trained on, E(B) = B·S(B).")
 

@@ -180,6 +180,8 @@ def analyse_sweep(sweep, frames: dict, n_bootstrap: int = 20, seed: int = 0,
     runs_all, history_all, excluded = frames["runs"], frames["history"], frames["excluded"]
     # every run accounted for
     ids = set(runs_all["run_id"].astype(str)) | set(excluded["run_id"].astype(str))
+    if "segment_run_ids" in runs_all:  # resumed runs: every piece is stitched into one run
+        ids |= {i for v in runs_all["segment_run_ids"].dropna().astype(str) for i in v.split(";")}
     missing = [r["run_id"] for r in sweep.runs if r["run_id"] not in ids]
     if missing:
         _Runner(result, "-").bad("accounting", "snapshot", f"runs neither analysed nor excluded: {missing}")

@@ -4,7 +4,11 @@
 axis (or an iso-batch split), 1-3 replicates, runs censored at any target or still running,
 missing, NaN, infinite or percent accuracies, irregular eval cadence, missing optional metrics
 (step time, grad norm, grad noise), missing or contradicting config keys, unparseable names,
-single- and two-batch-size phases, and phases with a params file but no runs.
+single- and two-batch-size phases, and phases with a params file but no runs; and verl's habits
+(`_verl_habits`, drawn from a random stream of their own so the other draws of a seed stay as
+they were): learning-rate sweeps at the large batch sizes, a run crashed and resumed as a new
+run of the same name, updates per step varying with the batch, dynamic sampling, validation and
+checkpoint timers, free-form names selected by W&B tags.
 
 A sweep is a list of raw runs in the data layer's source-independent form (`run_id`, `name`,
 `config`, `state`, `rows` in log order), plus one params dict per phase. From it:
@@ -231,8 +235,9 @@ def _run(rng, phase: str, n_p: int, n_r: int, task: dict, source: str, n_val: in
             "n_prompts": n_p, "n_rollouts": n_r}
 
 
-def generate_sweep(seed: int) -> GeneratedSweep:
-    """One plausible sweep, deterministic in `seed`."""
+def generate_sweep(seed: int, habits: bool = True) -> GeneratedSweep:
+    """One plausible sweep, deterministic in `seed`. habits=False leaves verl's habits out (the
+    sweep as drawn before they were added; regression tests pinned to a seed use it)."""
     rng = np.random.default_rng([9, seed])
     features: list[str] = []
     shared_task = _task(rng)
@@ -259,9 +264,9 @@ def generate_sweep(seed: int) -> GeneratedSweep:
         thr = sorted({round(float(np.clip(rng.uniform(task["a0"] - 0.1 * spread, task["amax"] + 0.05),
                                           0.01, 0.99)), 2) for _ in range(n_thr)})
         sections = {"prompts": ["01_load_runs", "02_steps_to_target", "03_training_curves",
-                                "05_gradient_noise", "06_wall_clock"],
+                                "05_gradient_noise", "06_wall_clock", "08_plan"],
                     "rollouts": ["01_load_runs", "02_steps_to_target", "03_training_curves",
-                                 "04_two_axis", "06_wall_clock"],
+                                 "04_two_axis", "06_wall_clock", "08_plan"],
                     "iso_batch": ["01_load_runs", "03_training_curves", "04_two_axis",
                                   "06_wall_clock"]}[axis]
         params[phase] = {"phase": phase, "title": f"Generated {phase} ({axis}, {kind})",
@@ -295,6 +300,8 @@ def generate_sweep(seed: int) -> GeneratedSweep:
         runs.append(_run(rng, "orphan", 8, 4, ph["task"], ph["source"], ph["n_val"], ph, 0,
                          start + 3600, features))
         features.append("orphan_phase")
+    if habits:
+        _verl_habits(np.random.default_rng([11, seed]), runs, params, features)
     seen: set[str] = set()
     for r in runs:  # run ids unique within the sweep
         while r["run_id"] in seen:
@@ -303,19 +310,120 @@ def generate_sweep(seed: int) -> GeneratedSweep:
     return GeneratedSweep(seed, runs, params, features)
 
 
+def _config_set(cfg: dict, dotted: str, value) -> None:
+    """Set a dotted key in a nested config (or in a dotted one, as written)."""
+    if any("." in k for k in cfg):
+        cfg[dotted] = value
+        return
+    node = cfg
+    for part in dotted.split(".")[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            return
+    node[dotted.split(".")[-1]] = value
+
+
+def _verl_habits(rng, runs: list[dict], params: dict, features: list[str]) -> None:
+    """verl's habits on top of a drawn sweep, in place (see the module doc)."""
+    by_phase: dict[str, list[dict]] = {}
+    for r in runs:
+        by_phase.setdefault(r["phase"], []).append(r)
+    extra: list[dict] = []
+    for phase, members in by_phase.items():
+        if phase not in params or not members:
+            continue
+        sizes = sorted({r["n_prompts"] * r["n_rollouts"] for r in members})
+        # a learning-rate sweep: at the largest batch sizes a too-small rate runs beside the
+        # good one (its progress per step slower); the good rate grows like sqrt(B)
+        if len(sizes) >= 3 and rng.random() < 0.3:
+            features.append("habit:lr_sweep")
+            for r in members:
+                B = r["n_prompts"] * r["n_rollouts"]
+                _config_set(r["config"], "actor_rollout_ref.actor.optim.lr", 1e-6 * math.sqrt(B / 64))
+            for r in [m for m in members if m["n_prompts"] * m["n_rollouts"] in sizes[-2:]]:
+                slow = {**r, "run_id": r["run_id"][:6] + "lr", "config": json.loads(json.dumps(r["config"])),
+                        "start_time": r["start_time"] + 60}
+                _config_set(slow["config"], "actor_rollout_ref.actor.optim.lr", 2.5e-7)
+                val = [k for row in r["rows"] for k in row if k.startswith("val-core/")]
+                slow["rows"] = [{**row, **{k: (row[k] * 0.8 if isinstance(row.get(k), float) else row.get(k))
+                                            for k in set(val) if k in row}} for row in r["rows"]]
+                extra.append(slow)
+        # optimizer updates per rollout step varying with the batch (ppo_mini_batch_size capped)
+        if rng.random() < 0.3:
+            features.append("habit:updates_per_step")
+            cap = int(rng.choice([8, 16, 32]))
+            for r in members:
+                _config_set(r["config"], "actor_rollout_ref.actor.ppo_mini_batch_size", min(r["n_prompts"], cap))
+                _config_set(r["config"], "actor_rollout_ref.actor.ppo_epochs", int(rng.choice([1, 2])))
+        # DAPO dynamic sampling: more generated than trained
+        if rng.random() < 0.2:
+            features.append("habit:dynamic_sampling")
+            for r in members:
+                _config_set(r["config"], "data.gen_batch_size", r["n_prompts"] * 3)
+                for row in r["rows"]:
+                    if row.get("training/global_step"):
+                        row["train/num_gen_batches"] = float(rng.integers(1, 4))
+        # validation and checkpoint timers, inside the step time (verl <= 0.5) or not
+        if rng.random() < 0.3:
+            features.append("habit:timers")
+            inside = rng.random() < 0.5
+            for r in members:
+                for row in r["rows"]:
+                    s = row.get("training/global_step") or 0
+                    if s and s % 5 == 0:
+                        row["timing_s/testing"] = 30.0
+                        if inside:
+                            for k in ("timing_s/step", "perf/time_per_step"):
+                                if isinstance(row.get(k), float):
+                                    row[k] += 30.0
+                    if s and s % 20 == 0:
+                        row["timing_s/save_checkpoint"] = 45.0
+        # free-form verl experiment names, the phase selected by its W&B tag
+        if rng.random() < 0.12 and all(isinstance(r["config"], dict) and r["config"] for r in members):
+            features.append("habit:select_by_tag")
+            params[phase]["select"] = {"tags": [phase]}
+            for r in members:
+                r["tags"] = [phase, "grpo"]
+                r["name"] = f"qwen-grpo-{phase}-{r['n_prompts']}x{r['n_rollouts']}-{r['run_id'][:3]}"
+                _config_set(r["config"], "data.train_batch_size", r["n_prompts"])
+                _config_set(r["config"], "actor_rollout_ref.rollout.n", r["n_rollouts"])
+    # a run crashed after its checkpoint and resumed as a NEW run of the same name, which
+    # validates at the checkpoint step and trains on from there (verl's behaviour)
+    finished = [r for r in runs if r["state"] == "finished" and len(r["rows"]) > 30
+                and r["phase"] in params and not r.get("tags")]
+    if finished and rng.random() < 0.3:
+        features.append("habit:resumed")
+        r = finished[int(rng.integers(len(finished)))]
+        steps = [row["_step"] for row in r["rows"]]
+        k = int(steps[len(steps) // 2])
+        crash = k + int(rng.integers(1, 6))
+        val = next((key for row in r["rows"] for key in row if key.startswith("val-core/")), None)
+        restart = {**r, "run_id": r["run_id"][:5] + "res", "start_time": r["start_time"] + 1800,
+                   "config": json.loads(json.dumps(r["config"])),
+                   "rows": [row for row in r["rows"] if row["_step"] >= k]}
+        if val and not any(val in row for row in restart["rows"] if row["_step"] == k):
+            restart["rows"] = [{"_step": k, val: 0.5}] + restart["rows"][1:]
+        r["rows"] = [row for row in r["rows"] if row["_step"] <= crash]
+        r["state"] = "crashed"
+        extra.append(restart)
+    runs.extend(extra)
+
+
 # --------------------------------------------------------------------------------------------
 # Turning a sweep into inputs
 # --------------------------------------------------------------------------------------------
 def snapshot_frames(sweep: GeneratedSweep) -> dict:
     """The snapshot tables (runs, history, excluded) of the sweep, through the real data layer."""
     from cbs_rlvr.runs import assemble_snapshot_frames, normalise_raw_run
+    from cbs_rlvr.select import apply_phase_selection
 
     entries = []
     for r in sweep.runs:
-        raw = {"source": f"generated:{r['run_id']}", **{k: r[k] for k in
-               ("run_id", "name", "config", "state", "rows", "start_time")}}
+        raw = {"source": f"generated:{r['run_id']}", "tags": r.get("tags") or [],
+               **{k: r[k] for k in ("run_id", "name", "config", "state", "rows", "start_time")}}
         entries.append(normalise_raw_run(raw))
-    return assemble_snapshot_frames(entries)
+    # as build_snapshot does with the params: runs no phase selects go to excluded_runs
+    return apply_phase_selection(assemble_snapshot_frames(entries), sweep.params)
 
 
 def write_params(sweep: GeneratedSweep, dest: Path) -> Path:
@@ -339,9 +447,10 @@ def write_export_dir(sweep: GeneratedSweep, dest: Path) -> Path:
     (dest / "history").mkdir(parents=True, exist_ok=True)
     with (dest / "runs.csv").open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["run_id", "name", "state", "config", "start_time"])
+        writer.writerow(["run_id", "name", "state", "config", "start_time", "tags"])
         for r in sweep.runs:
-            writer.writerow([r["run_id"], r["name"], r["state"], json.dumps(r["config"]), r["start_time"]])
+            writer.writerow([r["run_id"], r["name"], r["state"], json.dumps(r["config"]), r["start_time"],
+                             json.dumps(r.get("tags") or [])])
     for r in sweep.runs:
         frame = pd.DataFrame([{("step" if k == "_step" else k): ("NaN" if v is None else v)
                                for k, v in row.items()} for row in r["rows"]])
@@ -357,6 +466,7 @@ class _Spec:
     start_time: float
     fails: bool
     dir_name: str
+    tags: tuple = ()
 
 
 @dataclass
@@ -376,7 +486,7 @@ def write_offline_runs(sweep: GeneratedSweep, dest: Path) -> list[Path]:
     for r in sweep.runs:
         ts = datetime.fromtimestamp(r["start_time"], tz=timezone.utc).strftime("%Y%m%d_%H%M%S")
         spec = _Spec(r["name"], r["run_id"], r["start_time"], r["state"] != "finished",
-                     f"offline-run-{ts}-{r['run_id']}")
+                     f"offline-run-{ts}-{r['run_id']}", tuple(r.get("tags") or ()))
         rows = [(int(row["_step"]), {k: (math.nan if v is None else v) for k, v in row.items()
                                      if k != "_step"}) for row in r["rows"]]
         sims.append(_Sim(spec, rows, r["config"]))

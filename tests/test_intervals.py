@@ -75,7 +75,7 @@ def _generated_two_axis_table(seed: int = 119, phase: str = "p2b") -> pd.DataFra
 
     from cbs_rlvr.measure import phase_runs, sb_eb_table
 
-    sweep = generate_sweep(seed)
+    sweep = generate_sweep(seed, habits=False)
     frames = snapshot_frames(sweep)
     params = sweep.params[phase]
     parts = []
@@ -115,7 +115,7 @@ def test_phase_fit_intervals_hold_their_estimates_when_the_bootstrap_is_off_cent
     from cbs_rlvr.bootstrap import fit_phase
     from cbs_rlvr.measure import phase_runs
 
-    sweep = generate_sweep(seed)
+    sweep = generate_sweep(seed, habits=False)
     frames = snapshot_frames(sweep)
     params = sweep.params[phase]
     runs, history, metric = phase_runs(frames["runs"], frames["history"], params)
