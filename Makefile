@@ -68,8 +68,9 @@ snapshot: $(STAMP)
 	@"$(PY)" -m cbs_rlvr snapshot --source "$(SOURCE)" --out "$(OUT)" --params-dir "$(PARAMS)"
 
 # --- checks --------------------------------------------------------------------------------
+# the suite's files run in parallel, one file per worker (its module fixtures stay shared)
 test: $(STAMP)
-	"$(PY)" -m pytest -q
+	"$(PY)" -m pytest -q -n auto --dist loadfile
 
 lint: $(STAMP)
 	"$(PY)" -m ruff check .
