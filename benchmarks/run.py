@@ -594,7 +594,11 @@ def render(results: dict, info: dict, args) -> str:
         notes += ["", "### Report build: where the cold time goes", "",
                   "Pairs (cold build, floor) in seconds, in the order measured: "
                   + ", ".join(f"({c:.1f}, {f:.1f})" for c, f in r["pairs"]) + ".", "",
-                  f"- sum of notebook durations (papermill, kernel start to end) {total_cells:.1f} s, "
+                  "- the build runs papermill in its own process on kept (warm) kernels, one per job "
+                  "slot, cleared between notebooks (`cbs_rlvr/execute.py`); the floor starts a "
+                  "process and a kernel per notebook, as a papermill-per-notebook build would;",
+                  f"- sum of notebook durations (papermill: from the notebook's start to its end; "
+                  f"warm, this no longer includes a kernel start) {total_cells:.1f} s, "
                   f"i.e. {total_cells / r['jobs']:.1f} s of wall if perfectly parallel; the floor's "
                   f"notebook takes {fp['papermill_duration_s']:.2f} s, of which its import cell "
                   f"{fp['import_cell_s']:.2f} s;",

@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -321,73 +320,46 @@ def convert_source_notebooks(sections: set[str], dest: Path) -> dict[str, tuple[
 
 def run_notebook(job: Job, source_nb: Path, names: set[str], out: Path, params_dir: Path,
                  source: str, n_bootstrap: int, timeout: int = 1800) -> tuple[bool, float, str]:
-    """Execute one job through papermill's command line. (ok, seconds, message); on failure the
-    partial notebook is kept as <section>.failed.ipynb and the one-line message is returned."""
+    """Execute one job through papermill (execute.py: this job slot's warm kernel). (ok,
+    seconds, message); on failure the partial notebook is kept as <section>.failed.ipynb, the
+    one-line message written to <section>.error.txt and returned."""
+    from .execute import execute, partial_path
+
     target = job.target(out)
     target.parent.mkdir(parents=True, exist_ok=True)
     stem = target.with_suffix("")
-    partial = Path(f"{target}.tmp")
     values = {"phase": job.phase, "out_dir": _as_param(out), "params_dir": _as_param(params_dir),
               "source": source if str(source).startswith("wandb:") else _as_param(Path(source)),
-              "n_bootstrap": str(int(n_bootstrap))}
-    args = [sys.executable, "-m", "papermill", str(source_nb), str(partial), "-k", "python3",
-            "--cwd", str(NOTEBOOKS_DIR), "--no-progress-bar", "--log-level", "WARNING",
-            "--execution-timeout", str(timeout)]
-    for name, value in values.items():
-        if name in names:
-            args += ["-r" if name != "n_bootstrap" else "-p", name, value]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        filter(None, [str(PROJECT_DIR), os.environ.get("PYTHONPATH", "")])),
-        MPLBACKEND="agg", PYDEVD_DISABLE_FILE_VALIDATION="1", JUPYTER_PLATFORM_DIRS="1")
+              "n_bootstrap": int(n_bootstrap)}
     t0 = time.perf_counter()
-    proc = subprocess.run(args, env=env, capture_output=True, text=True)
+    error = execute(source_nb, target, {k: v for k, v in values.items() if k in names}, timeout)
     seconds = time.perf_counter() - t0
-    if proc.returncode == 0 and partial.is_file():
-        os.replace(partial, target)
+    if error is None:
         for stale in (stem.with_name(stem.name + ".failed.ipynb"),
                       stem.with_name(stem.name + ".error.txt")):
             stale.unlink(missing_ok=True)
         return True, seconds, ""
-    notebook = f"notebooks/{job.section}.py"
-    return False, seconds, record_notebook_failure(target, notebook, job.phase, partial,
-                                                   redact_secrets(proc.stderr))
+    return False, seconds, record_notebook_failure(target, f"notebooks/{job.section}.py", job.phase,
+                                                   partial_path(target), error)
 
 
 def record_notebook_failure(target: Path, notebook: str, phase: str, partial: Path,
-                            stderr: str = "") -> str:
+                            error: str = "") -> str:
     """After a failed execution: keep the partial notebook as <stem>.failed.ipynb, remove the
     stale executed notebook and HTML, write the one-line message to <stem>.error.txt (the index
     shows it) and return it. The message names the notebook, the phase and the cell, and carries
     the error's last line, not a traceback."""
+    from .execute import failed_cell
+
     stem = target.with_suffix("")
-    where, error = "", ""
+    where, cell_error = failed_cell(partial) if partial.is_file() else ("", "")
     if partial.is_file():
-        try:
-            nb = json.loads(partial.read_text())
-            for cell in nb.get("cells", []):
-                outputs = cell.get("outputs", []) if cell.get("cell_type") == "code" else []
-                failed = [o for o in outputs if o.get("output_type") == "error"]
-                if failed:
-                    where = f", cell {cell.get('execution_count') or '?'}"
-                    error = f"{failed[0].get('ename', 'Error')}: {_last_line(failed[0].get('evalue', ''))}"
-                    break
-        except (OSError, ValueError):
-            pass  # an unreadable partial notebook: fall back to papermill's own message
         os.replace(partial, stem.with_name(stem.name + ".failed.ipynb"))
-    if not error:
-        lines = [ln for ln in stderr.splitlines()
-                 if ln.strip() and not ln.startswith((" ", "[")) and "Traceback" not in ln]
-        error = lines[-1] if lines else "the kernel stopped without an error message"
-    msg = f"FAILED: {notebook} [phase {phase}]{where}: {error}"
+    msg = f"FAILED: {notebook} [phase {phase}]{where}: {cell_error or error or 'the kernel stopped'}"
     for stale in (target, target.with_suffix(".html")):
         stale.unlink(missing_ok=True)
     stem.with_name(stem.name + ".error.txt").write_text(redact_secrets(msg) + "\n")
     return redact_secrets(msg)
-
-
-def _last_line(text: str) -> str:
-    lines = [ln for ln in str(text).strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -489,40 +461,48 @@ def report(source: str, out: str | Path, params_dir: str | Path, phases: list[st
     converted: dict | None = None
     running: dict[Future, Job] = {}
     waiting_summary = summary is not None
-    with ThreadPoolExecutor(max_workers=max(1, int(jobs))) as pool:
-        while pending or running or waiting_summary:
-            unfinished = {j.name for j in pending} | {j.name for j in running.values()}
-            if waiting_summary and not (summary.needs & unfinished):
-                # the fits it reads are final now: key it, and run it unless it is current
-                waiting_summary = False
-                summary.key = summary_key(out, fit_phases, params_dir, manifest["content_hash"],
-                                          code, n_bootstrap)
-                if not is_current(summary, out, state):
-                    pending.append(summary)
-            while pending and len(running) < max(1, int(jobs)):
-                job = pending.pop(0)
-                if converted is None:
-                    sections = {j.section for j in pending} | {job.section, SUMMARY_SECTION}
-                    converted = convert_source_notebooks(sections, out / ".build" / "notebooks")
-                nb_path, names = converted[job.section]
-                running[pool.submit(run_notebook, job, nb_path, names, out, params_dir, source,
-                                    n_bootstrap)] = job
-            if not running:
-                continue  # only the summary was waiting; it is keyed (or queued) above
-            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-            for future in done:
-                job = running.pop(future)
-                ok, seconds, message = future.result()
-                n_run += 1
-                durations[job.name] = round(seconds, 2)
-                if ok:
-                    convert_notebook(job.target(out), job.target(out).with_suffix(".html"))
-                    keys[job.name] = job.key
-                    print(f"ok: {job.name} ({seconds:.1f} s)", flush=True)
-                else:
-                    keys.pop(job.name, None)
-                    failures.append(message)
-                    print(message, file=sys.stderr, flush=True)
+    if pending or waiting_summary:
+        from .execute import kernel_environment
+
+        kernel_environment()
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, int(jobs))) as pool:
+            while pending or running or waiting_summary:
+                unfinished = {j.name for j in pending} | {j.name for j in running.values()}
+                if waiting_summary and not (summary.needs & unfinished):
+                    # the fits it reads are final now: key it, and run it unless it is current
+                    waiting_summary = False
+                    summary.key = summary_key(out, fit_phases, params_dir, manifest["content_hash"],
+                                              code, n_bootstrap)
+                    if not is_current(summary, out, state):
+                        pending.append(summary)
+                while pending and len(running) < max(1, int(jobs)):
+                    job = pending.pop(0)
+                    if converted is None:
+                        sections = {j.section for j in pending} | {job.section, SUMMARY_SECTION}
+                        converted = convert_source_notebooks(sections, out / ".build" / "notebooks")
+                    nb_path, names = converted[job.section]
+                    running[pool.submit(run_notebook, job, nb_path, names, out, params_dir, source,
+                                        n_bootstrap)] = job
+                if not running:
+                    continue  # only the summary was waiting; it is keyed (or queued) above
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for future in done:
+                    job = running.pop(future)
+                    ok, seconds, message = future.result()
+                    n_run += 1
+                    durations[job.name] = round(seconds, 2)
+                    if ok:
+                        convert_notebook(job.target(out), job.target(out).with_suffix(".html"))
+                        keys[job.name] = job.key
+                        print(f"ok: {job.name} ({seconds:.1f} s)", flush=True)
+                    else:
+                        keys.pop(job.name, None)
+                        failures.append(message)
+                        print(message, file=sys.stderr, flush=True)
+    finally:  # the kernels kept warm between notebooks (execute.py)
+        if "cbs_rlvr.execute" in sys.modules:
+            sys.modules["cbs_rlvr.execute"].shutdown_kernels()
     write_state(out, state)
     if n_run or removed or data_changed or not (out / "index.html").is_file():
         write_index(out, all_params, with_runs, manifest)

@@ -1,0 +1,164 @@
+"""Executing section notebooks through papermill, on kernels kept warm across notebooks.
+
+A fresh kernel per notebook costs about two seconds (start the kernel, import pandas,
+matplotlib, scipy, the project) before the notebook's first line of analysis, and the report
+runs some thirty notebooks. The build therefore runs papermill in its own process, one thread
+per job slot, with a papermill engine (`warm`) that keeps that slot's kernel between notebooks:
+before each notebook the kernel's namespace is cleared (`%reset -f`), matplotlib's and the
+warning filters' state restored, open figures closed, the working directory set back to
+`notebooks/` and the execution counter set back to 1, so every notebook
+starts as it would in a new kernel, with its imports already loaded. A kernel that saw a
+failure is shut down and the next notebook gets a new one.
+
+papermill does the rest as usual: it injects the parameters after the `parameters` cell,
+records each cell's timing, and writes the executed notebook, with the error where a cell
+failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+from .errors import redact_secrets
+from .paths import NOTEBOOKS_DIR, PROJECT_DIR
+
+ENGINE = "cbs_warm"
+# Run silently before each notebook: what a new kernel would have, except loaded modules.
+_RESET = f"""\
+get_ipython().run_line_magic("reset", "-f")
+import matplotlib as _cbs_mpl, matplotlib.pyplot as _cbs_plt, os as _cbs_os, warnings as _cbs_warnings
+_cbs_plt.close("all"); _cbs_mpl.rcdefaults(); _cbs_warnings.resetwarnings()
+_cbs_os.chdir({str(NOTEBOOKS_DIR)!r})
+del _cbs_mpl, _cbs_plt, _cbs_os, _cbs_warnings
+get_ipython().execution_count = 1
+"""
+
+_local = threading.local()
+_all_kernels: list = []
+_lock = threading.Lock()
+
+
+def kernel_environment() -> None:
+    """The environment the kernels start with: this checkout first on the import path, a
+    non-interactive matplotlib backend, no debugger or platform-dirs chatter on stderr."""
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        dict.fromkeys(filter(None, [str(PROJECT_DIR), *os.environ.get("PYTHONPATH", "").split(os.pathsep)])))
+    os.environ.setdefault("MPLBACKEND", "agg")
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    os.environ.setdefault("JUPYTER_PLATFORM_DIRS", "1")
+
+
+def _register_engine() -> None:
+    from papermill.clientwrap import PapermillNotebookClient
+    from papermill.engines import NBClientEngine, papermill_engines
+    from papermill.utils import merge_kwargs, remove_args
+
+    class _WarmClient(PapermillNotebookClient):
+        def papermill_execute_cells(self):
+            reply = self.wait_for_reply(self.kc.execute(_RESET, silent=True, store_history=False))
+            if (reply or {}).get("content", {}).get("status") != "ok":
+                raise RuntimeError("the kernel could not be reset between notebooks")
+            super().papermill_execute_cells()
+
+    class WarmKernelEngine(NBClientEngine):
+        """papermill's nbclient engine on this thread's kept kernel."""
+
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False, stdout_file=None,
+                                     stderr_file=None, start_timeout=60, execution_timeout=None,
+                                     **kwargs):
+            from jupyter_client.manager import AsyncKernelManager
+
+            km = getattr(_local, "km", None)
+            with _lock:
+                if km is None or km not in _all_kernels:  # none yet, or shut down at a build's end
+                    km = _local.km = AsyncKernelManager(kernel_name=kernel_name)
+                    _all_kernels.append(km)
+            kwargs = remove_args(["input_path", "timeout", "startup_timeout"], **kwargs)
+            final = merge_kwargs(kwargs, timeout=execution_timeout, startup_timeout=start_timeout,
+                                 kernel_name=kernel_name, log_output=log_output,
+                                 stdout_file=stdout_file, stderr_file=stderr_file,
+                                 resources={"metadata": {"path": str(NOTEBOOKS_DIR)}},
+                                 # the kernel's own start-up notices would reach the terminal
+                                 extra_arguments=["--IPKernelApp.log_level=ERROR"])
+            client = _WarmClient(nb_man, km=km, **final)
+            try:
+                return client.execute()
+            finally:
+                if client.kc is not None:
+                    client.kc.stop_channels()
+
+    papermill_engines.register(ENGINE, WarmKernelEngine)
+
+
+def _drop_kernel() -> None:
+    """Shut this thread's kernel down (after a failure: its state is unknown)."""
+    km = getattr(_local, "km", None)
+    _local.km = None
+    if km is not None:
+        _shutdown(km)
+
+
+def _shutdown(km) -> None:
+    from jupyter_core.utils import run_sync
+
+    try:
+        if km.has_kernel:
+            run_sync(km.shutdown_kernel)(now=True)
+    except Exception:  # noqa: BLE001 -- a kernel that is already gone
+        pass
+
+
+def shutdown_kernels() -> None:
+    """Shut down every kernel the build kept (at the end of the build)."""
+    with _lock:
+        kernels, _all_kernels[:] = list(_all_kernels), []
+    for km in kernels:
+        _shutdown(km)
+
+
+def execute(source_nb: Path, target: Path, parameters: dict, timeout: int = 1800) -> str | None:
+    """Execute one notebook into `target` through papermill (warm kernel). None on success;
+    else the one-line error (the partial notebook is left at `partial_path(target)`)."""
+    import papermill as pm
+    from papermill.engines import papermill_engines
+
+    if ENGINE not in papermill_engines._engines:
+        _register_engine()
+    partial = partial_path(target)
+    try:
+        pm.execute_notebook(str(source_nb), str(partial), parameters=parameters,
+                            engine_name=ENGINE, kernel_name="python3", progress_bar=False,
+                            log_output=False, request_save_on_cell_execute=False,
+                            execution_timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 -- a failed cell, a dead kernel, a timeout
+        _drop_kernel()
+        text = getattr(exc, "evalue", None) or str(exc)
+        lines = [ln for ln in str(text).strip().splitlines() if ln.strip()]
+        return redact_secrets(f"{getattr(exc, 'ename', type(exc).__name__)}: {lines[-1] if lines else ''}")
+    os.replace(partial, target)
+    return None
+
+
+def partial_path(target: Path) -> Path:
+    """Where a notebook is written while it runs (hidden: no listing of reports picks it up)."""
+    return target.with_name(f".{target.stem}.partial.ipynb")
+
+
+def failed_cell(partial: Path) -> tuple[str, str]:
+    """(", cell N", "Type: message") of the first failed cell of a partial executed notebook,
+    N counting the notebook's code cells (what a reader sees in JupyterLab); ("", "") if none."""
+    try:
+        nb = json.loads(partial.read_text())
+    except (OSError, ValueError):
+        return "", ""
+    code = [c for c in nb.get("cells", []) if c.get("cell_type") == "code"]
+    for index, cell in enumerate(code, start=1):
+        errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+        if errors:
+            lines = [ln for ln in str(errors[0].get("evalue", "")).strip().splitlines() if ln.strip()]
+            return f", cell {index}", f"{errors[0].get('ename', 'Error')}: {lines[-1] if lines else ''}"
+    return "", ""
