@@ -333,7 +333,7 @@ def plot_sb_eb(sb_eb: pd.DataFrame, cbs_fit: pd.DataFrame, title: str = "",
         else:
             _no_data(ax, "no run has a measured S(B)")
         ax.set_xlabel("batch size B = prompts × rollouts (samples per step)")
-    ax_s.set_ylabel("optimizer steps to target S(B)")
+    ax_s.set_ylabel("rollout steps to target S(B)")
     ax_e.set_ylabel("samples to target E(B) = B·S(B)")
     ax_s.set_title("steps to target")
     ax_e.set_title("samples to target")
@@ -425,7 +425,7 @@ def training_curves_table(runs: pd.DataFrame, history: pd.DataFrame, metric: str
 
 def plot_training_curves(curves: pd.DataFrame, thresholds=(), title: str = "",
                          color_by: str = "total_batch") -> Figure:
-    """Validation accuracy against optimizer steps (left) and samples seen (right), one line per
+    """Validation accuracy against rollout steps (left) and samples seen (right), one line per
     run coloured by batch size; dashed lines are the target accuracies."""
     fig = Figure(figsize=(10.5, 4.4))
     ax_s, ax_n = fig.subplots(1, 2, sharey=True)
@@ -447,7 +447,7 @@ def plot_training_curves(curves: pd.DataFrame, thresholds=(), title: str = "",
     for t in thresholds:
         for ax in (ax_s, ax_n):
             ax.axhline(t, color="0.5", lw=0.7, ls="--", zorder=0)
-    ax_s.set_xlabel("optimizer step")
+    ax_s.set_xlabel("rollout step (training/global_step)")
     ax_n.set_xlabel("samples seen (step × B)")
     if _positive(curves["samples"]):
         set_log_axis(ax_n, "x")
@@ -555,7 +555,7 @@ def plot_two_axis(sb_eb_all: pd.DataFrame, two_axis: dict, threshold: float, tit
     else:
         _no_data(ax_s, f"no run has a measured S at accuracy {threshold:g}")
     ax_s.set_xlabel("batch size B = prompts × rollouts")
-    ax_s.set_ylabel("optimizer steps to target S")
+    ax_s.set_ylabel("rollout steps to target S")
     ax_s.set_title(f"steps to accuracy {threshold:g}: joint fit")
     if ax_b.has_data():
         set_log2_axis(ax_b, "y")
@@ -601,7 +601,7 @@ def plot_iso_batch(iso: pd.DataFrame, title: str = "") -> Figure:
     else:
         _no_data(ax, "no split has a measured S")
     ax.set_xlabel("rollouts per prompt (prompts per step) at a fixed batch")
-    ax.set_ylabel("optimizer steps to target S")
+    ax.set_ylabel("rollout steps to target S")
     ax.set_title(title or "iso-batch: prompt diversity vs rollout diversity")
     handles, labels = ax.get_legend_handles_labels()
     if "S_pred" in iso:
@@ -636,7 +636,7 @@ def plot_grad_noise(smoothed: pd.DataFrame, cbs_fit: pd.DataFrame | None = None,
         set_log2_axis(ax, "y")
     if not _positive(smoothed["B_simple_ema"]) and not len(bn):
         _no_data(ax, "no positive smoothed noise scale logged")
-    ax.set_xlabel("optimizer step")
+    ax.set_xlabel("rollout step (training/global_step)")
     ax.set_ylabel("B_simple = tr(Σ)/|G|² (samples)")
     ax.set_title(title or "gradient noise scale during training (EMA)")
     handles, labels = ax.get_legend_handles_labels()

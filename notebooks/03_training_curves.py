@@ -9,7 +9,7 @@
 # %% [markdown]
 # # How does validation accuracy grow with steps and with samples at each batch size?
 #
-# Larger batches need fewer optimizer steps to a target but more samples; the gap between the
+# Larger batches need fewer rollout steps to a target but more samples; the gap between the
 # two panels is what the critical batch size summarises. Dashed lines mark the target accuracies.
 
 # %% tags=["parameters"]
@@ -35,7 +35,7 @@ print(f"{len(curves)} validation points from {curves['run_id'].nunique()} of {le
 
 # %%
 if len(curves):
-    display(Markdown("## Accuracy against optimizer steps and against samples seen"))
+    display(Markdown("## Accuracy against rollout steps and against samples seen"))
     fig = ch.plot_training_curves(curves, params["thresholds"], title=params["title"])
     ch.save_figure(fig, curves, out / phase / "figures", "training_curves")
     display(fig)
