@@ -81,19 +81,23 @@ def in_envelope(sb_eb: pd.DataFrame) -> pd.Series:
 
 def envelope_winners(configs: pd.DataFrame) -> pd.DataFrame:
     """Per batch size (n_prompts, n_rollouts): the configuration that won at each target, the
-    configurations tried, and the rate that won most often over the targets (`lr_won`)."""
+    configurations tried, and the rate that won most often over the targets it reached
+    (`lr_won`; NaN where no configuration reached any target: nothing won there)."""
     rows = []
     for (n_p, n_r), sub in configs.groupby(["n_prompts", "n_rollouts"], sort=True):
         won = sub[sub["chosen"]].sort_values("threshold")
+        # a target no configuration reached has a lower bound there, not a winner
+        reached = ~won["censored"].astype(bool) & np.isfinite(won["S_B"].to_numpy(dtype=float))
         tried = sorted(sub["configuration"].unique())
-        counts = won["configuration"].value_counts()
+        counts = won.loc[reached, "configuration"].value_counts()
         top = counts.index[0] if len(counts) else None
         lr = won.loc[won["configuration"] == top, "lr"].iloc[0] if top is not None and "lr" in won else np.nan
         rows.append({"n_prompts": n_p, "n_rollouts": n_r,
                      "total_batch": sub["total_batch"].iloc[0] if "total_batch" in sub else n_p * n_r,
                      "n_configs": len(tried), "tried": "; ".join(tried), "won_most": top,
                      "lr_won": lr, "won_by_target": "; ".join(
-                         f"{t:g}: {c}" for t, c in zip(won["threshold"], won["configuration"], strict=True)),
+                         f"{t:g}: {c if ok else 'none reached'}"
+                         for t, c, ok in zip(won["threshold"], won["configuration"], reached, strict=True)),
                      "undetermined": bool(won["undetermined"].any())})
     return pd.DataFrame(rows)
 
@@ -103,7 +107,8 @@ def lr_policy(batch_sizes, lrs, tol: float = 0.2) -> dict:
     batch size. policy: `constant` (one rate, or |k| <= tol), `sqrt(B)` (|k - 0.5| <= tol),
     `linear` (|k - 1| <= tol), `mixed` (another slope, or points off a power law by more than
     a factor 1.5), `undetermined` (fewer than two batch sizes with a known rate).
-    Returns policy, slope, n_batch_sizes and a sentence `describe`."""
+    Returns policy, slope, n_batch_sizes and `describe`, the policy in words (it reads after
+    learning-rate policy is ..."."""
     B = np.asarray(batch_sizes, dtype=float)
     lr = np.asarray(pd.to_numeric(pd.Series(lrs), errors="coerce"), dtype=float)
     ok = np.isfinite(B) & np.isfinite(lr) & (B > 0) & (lr > 0)
@@ -115,7 +120,7 @@ def lr_policy(batch_sizes, lrs, tol: float = 0.2) -> dict:
         return out
     if np.allclose(lr, lr[0], rtol=1e-9):
         out.update(policy="constant", slope=0.0,
-                   describe=f"constant: lr = {lr[0]:.3g} at every batch size")
+                   describe=f"constant, lr = {lr[0]:.3g} at every batch size")
         return out
     slope, intercept = np.polyfit(np.log(B), np.log(lr), 1)
     resid = np.log(lr) - (intercept + slope * np.log(B))
@@ -128,7 +133,9 @@ def lr_policy(batch_sizes, lrs, tol: float = 0.2) -> dict:
                 break
     out["policy"] = policy
     rates = ", ".join(f"{v:.3g}" for v in sorted(set(lr)))
-    out["describe"] = (f"{policy}: log lr vs log B has slope {slope:.2f} over {n} batch sizes "
-                       f"(rates {rates})" if policy != "mixed" else
-                       f"mixed: no single power law (slope {slope:.2f}, rates {rates})")
+    fit = f"log lr against log B: slope {slope:.2f} over {n} batch sizes; rates {rates}"
+    out["describe"] = {"constant": f"constant within noise ({fit})",
+                       "sqrt(B)": f"lr grows like sqrt(B) ({fit})",
+                       "linear": f"lr grows in proportion to B ({fit})",
+                       "mixed": f"no single power law ({fit})"}[policy]
     return out

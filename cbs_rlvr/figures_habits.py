@@ -25,10 +25,11 @@ def _pick_thresholds(values, at_most: int = 3) -> list[float]:
 def plot_envelope(configs: pd.DataFrame, cbs_fit: pd.DataFrame | None = None, thresholds=None,
                   title: str = "") -> Figure:
     """Left: S(B) of every configuration (from envelope.configuration_table) at up to three
-    targets; the winner at each batch size joined by a line, the other configurations faded
-    (open markers; triangles: never reached), the McCandlish fit of the envelope dashed.
-    Right: the learning rate of every configuration against B (faded: tried, filled: won at
-    most targets)."""
+    targets; the winner at each batch size joined by a line (filled: measured; open triangle:
+    never reached, a lower bound), the other configurations faded (open markers, triangles
+    likewise), the McCandlish fit of the envelope dashed.
+    Right: the learning rate of every configuration against B (filled: won most of the targets
+    reached at that B; faded: tried; a B where nothing reached a target has no winner)."""
     fig = Figure(figsize=(10.5, 4.4))
     ax_s, ax_lr = fig.subplots(1, 2)
     thresholds = _pick_thresholds(configs["threshold"]) if thresholds is None else list(thresholds)
@@ -40,11 +41,16 @@ def plot_envelope(configs: pd.DataFrame, cbs_fit: pd.DataFrame | None = None, th
         c = colors[t]
         won = rows[rows["chosen"]].sort_values("total_batch")
         lost = rows[~rows["chosen"]]
-        ax_s.plot(won["total_batch"], won["S_B"], color=c, marker="o", label=f"acc ≥ {t:g}: best rate")
-        cens = won[won["censored"]]
-        ax_s.scatter(cens["total_batch"], cens["S_B"], marker="^", color=c, s=40, zorder=4)
-        ax_s.scatter(lost["total_batch"], lost["S_B"], marker="o", facecolors="none", edgecolors=c,
-                     alpha=0.45, s=34, zorder=3)
+        censored = won["censored"].fillna(False).astype(bool)
+        ax_s.plot(won["total_batch"], won["S_B"], color=c, lw=1.2, label=f"acc ≥ {t:g}: best rate")
+        ax_s.scatter(won.loc[~censored, "total_batch"], won.loc[~censored, "S_B"], marker="o",
+                     color=c, s=30, zorder=4)
+        ax_s.scatter(won.loc[censored, "total_batch"], won.loc[censored, "S_B"], marker="^",
+                     facecolors="white", edgecolors=c, s=44, zorder=4)
+        lost_cens = lost["censored"].fillna(False).astype(bool)
+        for mask, marker in ((~lost_cens, "o"), (lost_cens, "^")):
+            ax_s.scatter(lost.loc[mask, "total_batch"], lost.loc[mask, "S_B"], marker=marker,
+                         facecolors="none", edgecolors=c, alpha=0.45, s=34, zorder=3)
         if fits is not None and t in fits.index and fits.loc[t, "status"] in ("ok", "extrapolated"):
             grid = np.geomspace(lo, hi, 200)
             f = fits.loc[t]
@@ -55,13 +61,16 @@ def plot_envelope(configs: pd.DataFrame, cbs_fit: pd.DataFrame | None = None, th
     ax_s.set_ylabel("rollout steps to target S(B)")
     ax_s.set_title("the envelope: best configuration at each B")
     if "lr" in configs.columns and configs["lr"].notna().any():
-        per = configs.groupby(["total_batch", "configuration"], as_index=False).agg(
-            lr=("lr", "first"), wins=("chosen", "sum"), n=("chosen", "size"))
-        tried = per[per["wins"] * 2 <= per["n"]]
-        best = per[per["wins"] * 2 > per["n"]].sort_values("total_batch")
+        won = configs["chosen"].astype(bool) & ~configs["censored"].astype(bool)  # a bound wins nothing
+        per = configs.assign(_won=won).groupby(["total_batch", "configuration"], as_index=False).agg(
+            lr=("lr", "first"), wins=("_won", "sum"), n=("_won", "size"))
+        # the configuration that won most of the targets reached at that B (none: all bounds)
+        top = per[per["wins"] > 0].sort_values("wins", ascending=False, kind="stable")
+        is_best = per.index.isin(top.drop_duplicates("total_batch").index)
+        tried, best = per[~is_best], per[is_best].sort_values("total_batch")
         ax_lr.scatter(tried["total_batch"], tried["lr"], facecolors="none", edgecolors=PALETTE[0],
                       alpha=0.45, s=34, label="tried")
-        ax_lr.plot(best["total_batch"], best["lr"], color=PALETTE[0], marker="o", label="won (most targets)")
+        ax_lr.plot(best["total_batch"], best["lr"], color=PALETTE[0], marker="o", label="won (most targets reached)")
         set_log2_axis(ax_lr, "x", lo, hi)
         set_log_axis(ax_lr, "y")
         ax_lr.legend(loc="best")
@@ -72,9 +81,11 @@ def plot_envelope(configs: pd.DataFrame, cbs_fit: pd.DataFrame | None = None, th
     ax_lr.set_ylabel("learning rate")
     ax_lr.set_title("which learning rate won at each B")
     handles, labels = ax_s.get_legend_handles_labels()
-    handles += [matplotlib.lines.Line2D([], [], ls="", marker="o", mfc="none", mec="0.3", alpha=0.5),
+    handles += [matplotlib.lines.Line2D([], [], ls="", marker="^", mfc="white", mec="0.3"),
+                matplotlib.lines.Line2D([], [], ls="", marker="o", mfc="none", mec="0.3", alpha=0.5),
                 matplotlib.lines.Line2D([], [], ls="--", color="0.3")]
-    labels += ["other configurations (faded)", "McCandlish fit of the envelope"]
+    labels += ["never reached (lower bound)", "other configurations (faded)",
+               "McCandlish fit of the envelope"]
     fig.legend(handles, labels, loc="outside lower center", ncol=3)
     if title:
         fig.suptitle(title)

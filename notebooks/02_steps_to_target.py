@@ -96,7 +96,7 @@ per_b = sb_eb.drop_duplicates("run_id").groupby("total_batch")["lr"].nunique()
 if (per_b <= 1).all():
     tried = sb_eb.drop_duplicates("run_id")
     policy = ch.lr_policy(tried["total_batch"], tried["lr"])
-    print(f"One learning rate per batch size: nothing to choose. The sweep's learning-rate policy is "
+    print(f"One learning rate per batch size: nothing to choose. The sweep's learning-rate policy: "
           f"{policy['describe']}.")
 else:
     policy = ch.lr_policy(winners["total_batch"], winners["lr_won"])
@@ -105,7 +105,7 @@ else:
                   "is not certain there)" if row.undetermined else "")
         print(f"B = {row.total_batch} ({row.n_prompts}×{row.n_rollouts}): tried {row.tried}; best: "
               f"{row.won_by_target}{caveat}")
-    print(f"\nThe winning learning rates follow a {policy['describe']}.")
+    print(f"\nThe learning-rate policy of the winners: {policy['describe']}.")
     fig = ch.plot_envelope(configs, cbs_fit, title=f"{params['title']}: the best learning rate at each B")
     ch.save_figure(fig, configs, figures, "envelope")
     display(fig)  # noqa: F821 (IPython)

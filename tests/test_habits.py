@@ -239,6 +239,14 @@ def test_envelope_rules_for_censored_and_missing_runs():
     assert table.loc[(128, "lr=a"), "S_B"] == 12.0 and table.loc[(128, "lr=a"), "n_runs"] == 2
     from cbs_rlvr.envelope import in_envelope
     assert list(sb.loc[in_envelope(sb), "run_id"]) == ["r0", "r2", "r5", "r6", "r10"]
+    # a batch size where nothing reached the target has a bound there, not a winning rate
+    sb["lr"] = sb["configuration"].map({"lr=a": 1e-6, "lr=b": 2e-6})
+    winners = envelope_winners(configuration_table(sb)).set_index("n_prompts")
+    assert winners["won_by_target"].to_dict() == {
+        8: "0.5: lr=a", 16: "0.5: none reached", 32: "0.5: lr=b", 64: "0.5: none reached",
+        128: "0.5: lr=b"}
+    assert winners["lr_won"].isna().tolist() == [False, True, False, True, False]
+    assert winners.loc[128, "lr_won"] == 2e-6 and winners.loc[8, "lr_won"] == 1e-6
 
 
 def test_lr_policy_names_the_usual_rules():
@@ -397,7 +405,7 @@ def test_the_report_says_what_was_stitched_which_rate_won_and_the_units(sweeps, 
     steps = html["h1/02_steps_to_target.html"]
     assert "S is counted in rollout steps" in steps
     assert "B = 4096 (512×8): tried lr=1e-06; lr=4e-06; best: 0.3: lr=4e-06" in steps
-    assert "The winning learning rates follow a sqrt(B)" in steps
+    assert "The learning-rate policy of the winners: lr grows like sqrt(B) (log lr against log B: slope 0.50" in steps
     assert "Updates per rollout step vary within this phase (1 to 8), so S is fitted in both units" in steps
     assert "times the samples they trained on" in steps
     assert "samples per rollout step" in steps and "samples per optimizer update" in steps
