@@ -19,7 +19,7 @@ from cbs_rlvr.paths import PROJECT_DIR, display_path, project_paths
 # --- The data: the snapshot of the source, and one phase's runs in it ---------------------------
 from cbs_rlvr.snapshot import open_snapshot, read_excluded_runs, read_snapshot
 from cbs_rlvr.runs import normalise_tags, parse_run_name
-from cbs_rlvr.measure import phase_runs, select_accuracy_metric
+from cbs_rlvr.measure import joint_phase_runs, phase_runs, select_accuracy_metric
 from cbs_rlvr.select import configuration_counts, select_runs, selection_description
 from cbs_rlvr.resume import resumed_runs
 
@@ -90,6 +90,7 @@ from cbs_rlvr.tables import (
 from cbs_rlvr.tables import (
     TRENDS,
     b_noise_trend,
+    rho_claim,
     trend_claim,
     FLAG_MEANINGS,
     STATE_MEANINGS,

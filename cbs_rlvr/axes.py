@@ -18,6 +18,7 @@ from .fit import (
     _prepare,
     _tobit_em,
     bootstrap_interval,
+    poor_fit_note,
 )
 
 # ------------------------------------------------------------------------------------------
@@ -108,6 +109,7 @@ def _two_axis_row(t, sub: pd.DataFrame, n_bootstrap: int, seed: int):
     row.update({"rho": pt["rho"], "B0": math.exp(pt["b"]), "S_min": math.exp(pt["a"]),
                 "r2_log": 1.0 - float((w[mu] * (y[mu] - f_hat[mu]) ** 2).sum()) / tss if tss > 0 else np.nan,
                 "status": "ok"})
+    notes = [*notes, poor_fit_note(row["r2_log"])]
     draws = None
     if n_bootstrap and n_bootstrap > 0:
         rng = np.random.default_rng(seed)

@@ -502,6 +502,15 @@ def _bootstrap_tables(groups, y, w, cens, f_hat, K, rng, n_params: int = 2):
     return Y, Wt, C, "+".join(methods) if methods else "none"
 
 
+def poor_fit_note(r2_log: float) -> str:
+    """The caveat of a fit whose curve explains less of the spread of log S than their mean
+    (R² < 0 on the runs that reached the target: the censored runs, or noise, drive it)."""
+    if not (np.isfinite(r2_log) and r2_log < 0):
+        return ""
+    return (f"poor fit: the curve explains less of the spread of log S than their mean "
+            f"(R² = {r2_log:.2f}); read the estimate with care")
+
+
 def _summarise_fit(model: _Model, y, w, cens, pt, b_bounds, B_all) -> tuple[dict, str, str]:
     """Status and core numbers of a point fit."""
     b, a = pt["b"], pt["a"]
@@ -525,10 +534,12 @@ def _summarise_fit(model: _Model, y, w, cens, pt, b_bounds, B_all) -> tuple[dict
     B_noise = math.exp(b)
     out.update({"B_noise": B_noise, "S_min": math.exp(a), "E_min": math.exp(a) * B_noise,
                 "B_crit_20pct": 0.2 * B_noise, "sigma_log": pt["sigma"]})
+    poor = poor_fit_note(out["r2_log"])
     if B_noise < B_all.min() or B_noise > B_all.max():
-        return out, "extrapolated", (f"B_noise = {B_noise:.4g} lies outside the sampled batch sizes "
-                                     f"[{B_all.min():g}, {B_all.max():g}]")
-    return out, "ok", ""
+        return out, "extrapolated", "; ".join(filter(None, [
+            f"B_noise = {B_noise:.4g} lies outside the sampled batch sizes [{B_all.min():g}, "
+            f"{B_all.max():g}]", poor]))
+    return out, "ok", poor
 
 
 def fit_mccandlish(batch_sizes, steps, censored=None, n_bootstrap: int = 1000, seed: int = 0) -> dict:

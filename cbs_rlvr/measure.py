@@ -325,3 +325,33 @@ def phase_runs(runs_all: pd.DataFrame, history_all: pd.DataFrame, params: dict):
         metric = select_accuracy_metric(list(history.columns), params["metric"],
                                         params.get("prefer_source"))
     return runs, history, metric
+
+
+def joint_phase_runs(runs_all: pd.DataFrame, history_all: pd.DataFrame, params: dict,
+                     params_dir) -> tuple[list[dict], list[str]]:
+    """The phases a joint two-axis fit pools (the params' `two_axis_phases`, else the phase
+    alone): a list of {phase, params, runs, history, metric}, and the phases left out, each as
+    "name (reason)": no runs selected, params that do not load, or another accuracy key than
+    this phase's (steps to one target compare only within one task)."""
+    from .params import load_phase_params
+
+    try:
+        own_metric = phase_runs(runs_all, history_all, params)[2]
+    except ValueError:
+        own_metric = None
+    members, left_out = [], []
+    for name in dict.fromkeys(params.get("two_axis_phases") or [params["phase"]]):
+        try:
+            p_params = params if name == params["phase"] else load_phase_params(params_dir, name)
+            p_runs, p_history, p_metric = phase_runs(runs_all, history_all, p_params)
+        except ValueError as exc:  # ParamsError too: that phase's own notebooks report it
+            left_out.append(f"{name} ({str(exc).splitlines()[0]})")
+            continue
+        own_metric = own_metric or p_metric
+        if p_metric != own_metric:
+            # steps to one target compare only within one task
+            left_out.append(f"{name} (another task: {p_metric}, not {own_metric})")
+            continue
+        members.append({"phase": name, "params": p_params, "runs": p_runs, "history": p_history,
+                        "metric": p_metric})
+    return members, left_out

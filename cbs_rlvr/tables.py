@@ -229,6 +229,35 @@ def b_noise_trend(cbs_fit: pd.DataFrame) -> dict:
     return trend_claim(t["threshold"], t["B_noise"], t["B_noise_lo"], t["B_noise_hi"])
 
 
+RHO_PINNED_WIDTH = 0.5  # a rho interval this wide or wider (of the range 0..1) claims nothing
+
+
+def rho_claim(two_axis_fit: pd.DataFrame) -> list[str]:
+    """What the joint fit says of ρ, in sentences: the median over the targets whose fit is
+    `ok`, describes its runs (R² >= 0) and pins ρ down (95% interval narrower than
+    RHO_PINNED_WIDTH), with what a second rollout is worth; and how many targets leave ρ open.
+    Empty when no target has an `ok` fit."""
+    t = two_axis_fit.reindex(columns=["rho", "rho_lo", "rho_hi", "r2_log", "status"])
+    ok = t[t["status"] == "ok"]
+    width = _floats(ok["rho_hi"]) - _floats(ok["rho_lo"])
+    pinned = ok[(width < RHO_PINNED_WIDTH) & ~(_floats(ok["r2_log"]) < 0)]
+    lines = []
+    if len(pinned):
+        rho, lo, hi = pinned["rho"].median(), pinned["rho_lo"].min(), pinned["rho_hi"].max()
+        worth = (f"n_p prompts with many rollouts are worth at most n_p / ρ = {1 / rho:.1f} n_p "
+                 "independent samples" if rho > 0 else "at the estimate rollouts count as independent samples")
+        lines.append(f"Median ρ = {rho:.2f} over {_count(len(pinned), 'target')} whose interval pins it "
+                     f"down (95% intervals within {lo:.2f} to {hi:.2f}): the second rollout of a prompt "
+                     f"is worth {1 - rho:.2f} of a sample from a new prompt ({1 - hi:.2f} to {1 - lo:.2f} "
+                     f"within the intervals), and each further rollout less; {worth}.")
+    if len(ok) > len(pinned):
+        lines.append(f"At {_count(len(ok) - len(pinned), 'target')} the fit leaves ρ open (its 95% "
+                     f"interval spans {RHO_PINNED_WIDTH:g} of the range 0 to 1 or more, or the fit is "
+                     "poor: see the reason column), so nothing is claimed there; runs at more rollout "
+                     "counts and batch sizes would pin it down.")
+    return lines
+
+
 # ---------------------------------------------------------------------------------------------
 # Tables for the paper
 # ---------------------------------------------------------------------------------------------

@@ -36,19 +36,10 @@ out, params_dir, source = ch.project_paths(out_dir, params_dir, source)
 params = ch.load_phase_params(params_dir, phase)
 figures, tables = out / phase / "figures", out / phase / "tables"
 runs_all, history_all, manifest = ch.open_snapshot(out, source)
-joint_phases = params["two_axis_phases"] or [phase]
-frames, left_out = [], []
-for p in joint_phases:
-    if not (runs_all["phase"] == p).any():
-        left_out.append(f"{p} (no runs in the snapshot)")
-        continue
-    try:
-        p_runs, p_hist, p_metric = ch.phase_runs(runs_all, history_all,
-                                                 ch.load_phase_params(params_dir, p))
-    except ValueError as exc:  # its own notebooks report it; the joint fit goes on without it
-        left_out.append(f"{p} ({exc})")
-        continue
-    frames.append(ch.sb_eb_table(p_runs, p_hist, p_metric, params["thresholds"]).assign(phase=p))
+# the phases named in two_axis_phases that have runs and measure this phase's accuracy key
+members, left_out = ch.joint_phase_runs(runs_all, history_all, params, params_dir)
+frames = [ch.sb_eb_table(m["runs"], m["history"], m["metric"], params["thresholds"]).assign(phase=m["phase"])
+          for m in members]
 sb_eb_all = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 joined = sorted(sb_eb_all["phase"].unique()) if len(sb_eb_all) else []
 print(f"Joint fit over {', '.join(joined) or 'no phase'}: "
@@ -124,17 +115,11 @@ for row in fit_ok.itertuples():
 for (p, axis), rows in axes_tab[axes_tab["B_noise"].notna()].groupby(["phase", "axis"]):
     lines.append(f"- {p} ({axis} axis): implied B_noise {rows['B_noise'].min():.0f} to "
                  f"{rows['B_noise'].max():.0f} samples/step over the targets with a fit")
-if len(fit_ok):
-    rho = fit_ok["rho"].median()
-    worth = (f"so n_p prompts with many rollouts are worth at most n_p / ρ = {1 / rho:.1f} n_p "
-             "independent samples" if rho > 0 else "so rollouts count as fully independent samples")
-    lines.append(f"\nMedian ρ = {rho:.2f} over {len(fit_ok)} target(s): the second rollout of a "
-                 f"prompt is worth {1 - rho:.2f} of a sample from a new prompt, and each further "
-                 f"rollout less; {worth}.")
-elif len(fit):
+lines += [f"\n{line}" for line in ch.rho_claim(fit)]  # only where the data pin rho down
+if len(fit_ok) == 0 and len(fit):
     reasons = "; ".join(sorted(set(fit["reason"].astype(str)) - {""}))
     lines.append(f"No target has a joint fit ({reasons or 'see the table above'}).")
-else:
+elif len(fit) == 0:
     lines.append("No joint fit: the joint phases have no runs yet.")
 if len(iso) and iso["S_B"].notna().any():
     reached = iso[~iso["censored"] & iso["S_B"].notna()]

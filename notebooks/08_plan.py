@@ -59,22 +59,25 @@ print(f"{params['title']}: {len(runs)} runs, {sb_eb['total_batch'].nunique()} ba
 
 # %%
 measured = wall
-joint = [p for p in params["two_axis_phases"] if (runs_all["phase"] == p).any()]
-if joint:
-    frames, walls = [], []
-    for p in joint:
-        p_params = ch.load_phase_params(params_dir, p)
-        p_runs, p_history, p_metric = ch.phase_runs(runs_all, history_all, p_params)
-        frames.append(ch.sb_eb_table(p_runs, p_history, p_metric, thresholds).assign(phase=p))
-        walls.append(ch.wall_clock_table(p_runs, p_history, p_metric, thresholds,
-                                         metaparameters=p_params["metaparameters"]).assign(phase=p))
+members, left_out = (ch.joint_phase_runs(runs_all, history_all, params, params_dir)
+                     if params["two_axis_phases"] else ([], []))
+if members:
+    frames = [ch.sb_eb_table(m["runs"], m["history"], m["metric"], thresholds).assign(phase=m["phase"])
+              for m in members]
+    walls = [ch.wall_clock_table(m["runs"], m["history"], m["metric"], thresholds,
+                                 metaparameters=m["params"]["metaparameters"]).assign(phase=m["phase"])
+             for m in members]
     two_axis = ch.two_axis_models(pd.concat(frames, ignore_index=True), n_bootstrap=n_bootstrap, seed=seed)
     models = ch.choose_models(models, two_axis)
     measured = pd.concat(walls, ignore_index=True)
+    print(f"Joint two-axis fit over {', '.join(m['phase'] for m in members)}."
+          + (f" Left out: {'; '.join(left_out)}." if left_out else ""))
+# rho (how alike one prompt's rollouts are) exists only in the two-axis fit
 priced = pd.DataFrame([{"threshold": t, "model": m["kind"], "status": m["status"],
-                        "S_min": m["S_min"], "B0 (B_noise along one axis)": m["B0"], "rho": m["rho"]}
+                        "S_min": m["S_min"], "B0 (B_noise along one axis)": m["B0"],
+                        "rho": m["rho"] if m["kind"] == "two_axis" else float("nan")}
                        for t, m in models.items()])
-priced.set_index("threshold").round(3)
+ch.dash_missing(priced.set_index("threshold").round(3))
 
 # %% [markdown]
 # ## The step time against the batch
@@ -115,8 +118,10 @@ elif shown == "predicted_steps":
 else:
     print("No target has a usable fit (table above): nothing to predict; plan.csv is written with its header only.")
 if shown:
-    display(predictions.pivot_table(index=["total_batch", "n_prompts", "n_rollouts"],  # noqa: F821 (IPython)
-                                    columns="threshold", values=shown, aggfunc="first").round(2))
+    table = predictions.pivot_table(index=["total_batch", "n_prompts", "n_rollouts"], columns="threshold",
+                                    values=shown, aggfunc="first").round(2)
+    with pd.option_context("display.max_rows", 250):  # every candidate, not pandas' first and last few
+        display(ch.dash_missing(table))  # noqa: F821 (IPython)
 
 # %% [markdown]
 # ## Predicted time to target against B

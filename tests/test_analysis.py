@@ -31,6 +31,7 @@ from cbs_rlvr.fit import (  # noqa: E402
     fit_mccandlish,
     mccandlish_steps,
     pareto_table,
+    poor_fit_note,
 )
 from cbs_rlvr.measure import (  # noqa: E402
     SB_EB_COLUMNS,
@@ -512,3 +513,16 @@ def test_fastest_batch_picks_the_least_wall_clock(p1_sweep):
     for row in fb.itertuples():
         sub = wc[(wc["threshold"] == row.threshold) & ~wc["censored"]]
         assert row.time_to_target_h == pytest.approx(sub["time_to_target_h"].min())
+
+
+def test_a_fit_worse_than_the_mean_says_so():
+    # two censored bounds at small B pull the curve up; the four measured points scatter
+    B = [64, 128, 256, 512, 1024, 2048]
+    S = [29.8, 30.6, 20.9, 9.8, 18.8, 13.7]
+    fit = fit_mccandlish(B, S, [True, True, False, False, False, False], n_bootstrap=0)
+    assert fit["status"] == "ok" and fit["r2_log"] == pytest.approx(-0.100, abs=1e-3)
+    assert fit["reason"] == poor_fit_note(fit["r2_log"])
+    assert fit["reason"].startswith("poor fit:") and "R² = -0.10" in fit["reason"]
+    # the same runs all measured: the curve describes them, no caveat
+    clean = fit_mccandlish(B, [60.0, 34.0, 21.0, 14.5, 11.8, 10.4], n_bootstrap=0)
+    assert clean["r2_log"] > 0.9 and clean["reason"] == "" and poor_fit_note(np.nan) == ""

@@ -26,7 +26,12 @@ import habits_sweep as hs  # noqa: E402 (tests/ is on sys.path)
 
 from cbs_rlvr.bootstrap import fit_phase  # noqa: E402
 from cbs_rlvr.envelope import configuration_table, envelope_winners, lr_policy  # noqa: E402
-from cbs_rlvr.measure import generated_samples_table, phase_runs, sb_eb_table  # noqa: E402
+from cbs_rlvr.measure import (  # noqa: E402
+    generated_samples_table,
+    joint_phase_runs,
+    phase_runs,
+    sb_eb_table,
+)
 from cbs_rlvr.params import ParamsError, load_phase_params, validate_phase_params  # noqa: E402
 from cbs_rlvr.runs import assemble_snapshot_frames  # noqa: E402
 from cbs_rlvr.select import select_runs  # noqa: E402
@@ -451,3 +456,30 @@ def test_a_resumed_run_from_the_wandb_api_is_stitched_and_stays_so_incrementally
     again = build_snapshot("wandb:ent/proj", progress=False, previous_dir=tmp_path)
     pd.testing.assert_frame_equal(again["runs"].drop(columns="updated_at"), snap["runs"].drop(columns="updated_at"))
     pd.testing.assert_frame_equal(again["history"], snap["history"])
+
+
+def test_a_joint_fit_pools_only_phases_of_this_phases_task(tmp_path):
+    """two_axis_phases naming a phase of another task, a phase without params and a phase
+    without runs: each is left out with its reason, the rest pooled (p1, p2a, p2b of the demo
+    measure gsm8k; p4_math measures math)."""
+    snap = build_snapshot(str(hs.DEMO))
+    runs_all, history_all = snap["runs"], snap["history"]
+    params_dir = tmp_path / "params"
+    shutil.copytree(REPO / "params", params_dir)
+    text = (params_dir / "p2b.yaml").read_text()
+    assert "two_axis_phases: [p1, p2a, p2b]\n" in text
+    (params_dir / "p2b.yaml").write_text(text.replace(
+        "two_axis_phases: [p1, p2a, p2b]", "two_axis_phases: [p1, p2a, p2b, p4_math, p9, p3, p2c]"))
+    (params_dir / "p3.yaml").write_text((params_dir / "p2c.yaml").read_text().replace("phase: p2c", "phase: p3"))
+    params = load_phase_params(params_dir, "p2b")
+    members, left_out = joint_phase_runs(runs_all, history_all, params, params_dir)
+    assert [m["phase"] for m in members] == ["p1", "p2a", "p2b", "p2c"]
+    assert {m["metric"] for m in members} == {METRIC}
+    assert [len(m["runs"]) for m in members] == [11, 7, 6, 5]
+    assert len(left_out) == 3
+    assert left_out[0].startswith("p4_math (another task: val-core/") and f"not {METRIC}" in left_out[0]
+    assert left_out[1].startswith("p9 (") and "p9" in left_out[1][4:]
+    assert left_out[2].startswith("p3 (no runs of phase 'p3'")
+    # without two_axis_phases: the phase alone
+    alone, none_left = joint_phase_runs(runs_all, history_all, {**params, "two_axis_phases": []}, params_dir)
+    assert [m["phase"] for m in alone] == ["p2b"] and none_left == []

@@ -25,6 +25,7 @@ from cbs_rlvr.tables import (
     explain_flags,
     flag_legend,
     format_ci,
+    rho_claim,
     legend_markdown,
     mark_censored,
     median_with_censoring,
@@ -189,3 +190,30 @@ def test_flags_of_a_real_normalised_run_are_explained():
     assert set(flag_legend([flags, ""])["flag"]) == {f.split(":")[0] for f in flags.split(";")}
     assert explain_flags("") == "" and explain_flags(None) == ""
     assert explain_flags("brand_new:2") == "brand_new:2 (undocumented flag)"
+
+
+def test_rho_is_claimed_only_where_the_fit_pins_it_down():
+    fit = pd.DataFrame({
+        "threshold": [0.3, 0.4, 0.5, 0.6, 0.7],
+        "rho": [0.18, 0.21, 0.0, 0.5, np.nan],
+        "rho_lo": [0.12, 0.16, 0.0, 0.3, np.nan],
+        "rho_hi": [0.26, 0.27, 1.0, 0.6, np.nan],
+        "r2_log": [0.98, 0.99, 0.2, -1.5, np.nan],
+        "status": ["ok", "ok", "ok", "ok", "insufficient"]})
+    pinned, open_ = rho_claim(fit)
+    # the median over 0.3 and 0.4 only: 0.5 spans the whole range, 0.6 is a poor fit
+    assert pinned.startswith("Median ρ = 0.20 over 2 targets whose interval pins it down "
+                             "(95% intervals within 0.12 to 0.27)")
+    assert "worth 0.80 of a sample from a new prompt (0.73 to 0.88 within the intervals)" in pinned
+    assert "n_p / ρ = 5.1 n_p independent samples" in pinned
+    assert open_.startswith("At 2 targets the fit leaves ρ open")
+    # nothing pinned: no median, only the open targets; no ok fit at all: nothing
+    assert rho_claim(fit.iloc[2:]) == [open_]
+    assert rho_claim(fit.iloc[[2]])[0].startswith("At one target the fit leaves ρ open")
+    assert rho_claim(fit.iloc[[4]]) == [] and rho_claim(pd.DataFrame()) == []
+    # rho = 0 pinned: independent at the estimate, no division by zero
+    zero = rho_claim(fit.assign(rho=0.0, rho_lo=0.0, rho_hi=0.1, r2_log=0.9).iloc[:1])
+    assert zero == ["Median ρ = 0.00 over one target whose interval pins it down (95% intervals "
+                    "within 0.00 to 0.10): the second rollout of a prompt is worth 1.00 of a sample "
+                    "from a new prompt (0.90 to 1.00 within the intervals), and each further rollout "
+                    "less; at the estimate rollouts count as independent samples."]
