@@ -55,6 +55,10 @@ def overhead_included(step_time: np.ndarray, overhead: np.ndarray, window: int =
     return None if not ratios else bool(np.median(ratios) > 0.5)
 
 
+def _logs(h: pd.DataFrame, key: str) -> bool:
+    return key in h.columns and bool(np.isfinite(h[key].to_numpy(dtype=float)).any())
+
+
 def _overhead_array(h: pd.DataFrame, key: str, n: int) -> np.ndarray:
     out = np.zeros(n)
     if key in h.columns:
@@ -78,8 +82,8 @@ def wall_clock_table(runs: pd.DataFrame, history: pd.DataFrame, metric: str, thr
     step, a lower bound), minus any validation or checkpoint time the step time contains. The
     first of time_keys that a run logs is used; steps without a time get the run's median step
     time (counted in n_steps_imputed). testing_h / checkpoint_h: validation and checkpoint time
-    (`timing_s/testing`, `timing_s/save_checkpoint`) over the same steps; time_to_target_with_
-    overhead_h = training + both. overhead_in_step_time: which of them the logged step time
+    (`timing_s/testing`, `timing_s/save_checkpoint`) over the same steps, NaN for a timer the
+    run never logs; time_to_target_with_overhead_h = training + the logged ones. overhead_in_step_time: which of them the logged step time
     contained (read from the data, see overhead_included): `testing`, `save_checkpoint`, both
     joined by `+`, `none`, or `not logged` (no run step logs either, so nothing to tell). GPU-hours = hours x n_gpus where the
     config gives GPU counts (NaN otherwise). mean_step_time_s: mean training step time.
@@ -96,7 +100,7 @@ def wall_clock_table(runs: pd.DataFrame, history: pd.DataFrame, metric: str, thr
         h = hist_by_run.get(m.run_id)
         key = None
         if h is not None:
-            key = next((k for k in time_keys if k in h.columns and np.isfinite(h[k].to_numpy(dtype=float)).any()), None)
+            key = next((k for k in time_keys if _logs(h, k)), None)
         train = testing = ckpt = np.full(len(thr), np.nan)
         n_imp = np.zeros(len(thr), dtype=int)
         mean_step, inside, checked = np.nan, [], False
@@ -115,11 +119,16 @@ def wall_clock_table(runs: pd.DataFrame, history: pd.DataFrame, metric: str, thr
             none = np.zeros(last, dtype=bool)
             testing, _ = cumulative_at(over["testing"], none, S)
             ckpt, _ = cumulative_at(over["save_checkpoint"], none, S)
+            # a timer the run never logged is unknown, not zero
+            if not _logs(h, OVERHEAD_KEYS["testing"]):
+                testing = np.full(len(thr), np.nan)
+            if not _logs(h, OVERHEAD_KEYS["save_checkpoint"]):
+                ckpt = np.full(len(thr), np.nan)
             mean_step = float(np.mean(t_train[~missing])) if (~missing).any() else np.nan
         n_gpus = _float(m.n_gpus)
         for j, t in enumerate(thr):
             secs = train[j]
-            total = secs + testing[j] + ckpt[j]
+            total = secs + np.nan_to_num(testing[j]) + np.nan_to_num(ckpt[j])  # what was logged
             rows.append({"run_id": m.run_id, "run_name": m.run_name, "n_prompts": m.n_prompts,
                          "n_rollouts": m.n_rollouts, "total_batch": m.total_batch,
                          "configuration": m.configuration, "n_gpus": n_gpus, "threshold": t,
