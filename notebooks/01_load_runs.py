@@ -57,7 +57,8 @@ table["tags"] = table["tags"].map(lambda t: ", ".join(ch.normalise_tags(t)))
 table = table[["name", "replicate", "n_prompts", "n_rollouts", "total_batch", "lr", "updates",
                "state", "last_step", "n_eval", "n_segments", "tags", "flags"]]
 ch.save_table(table, out / phase / "tables", "runs")
-display(table.set_index("name"))
+shown = table.assign(lr=table["lr"].map(lambda v: f"{v:.3g}" if pd.notna(v) else None))
+display(ch.dash_missing(shown.set_index("name")))
 display(Markdown("Run states:" + ch.legend_markdown(ch.state_legend(runs["state"]))
                  + ("\n\nFlags:" + ch.legend_markdown(ch.flag_legend(runs["flags"]))
                     if runs["flags"].astype(str).str.len().gt(0).any() else "")))
@@ -104,8 +105,10 @@ print("Optimizer updates per rollout step: "
       + (f"; unknown for {runs['updates_per_step'].isna().sum()} run(s)." if 0 < len(updates) < len(runs) else "."))
 print("Dynamic sampling (train/num_gen_batches) is logged: samples generated and trained differ."
       if dynamic else "No dynamic sampling logged: every generated sample is trained on.")
-print(f"{from_config} run(s) have no batch sizes in their name (taken from the config); {mismatch} have a "
-      "name whose batch sizes disagree with the config (the config wins).")
+if from_config:
+    print(f"{from_config} run(s) have no batch sizes in their name: taken from the config.")
+if mismatch:
+    print(f"{mismatch} run(s) have a name whose batch sizes disagree with the config: the config wins.")
 configs.set_index("total_batch")
 
 # %% [markdown]
