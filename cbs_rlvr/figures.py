@@ -677,7 +677,11 @@ def plot_noise_scale_vs_fit(comparison: pd.DataFrame, at_target: pd.DataFrame | 
     if ax.has_data() and any(_positive(v) for v in (fitted["B_noise"], ok["B_simple"],
                                                     at["B_simple_ema"])):
         set_log2_axis(ax, "y")
-        ax.legend(loc="best", fontsize=8)
+        fig.legend(loc="outside lower center", fontsize=8, ncol=2)  # never over the points
+        x = _floats(c["threshold"])
+        if np.isfinite(x).any() and np.nanmax(x) - np.nanmin(x) < 0.1:  # one or two close targets
+            mid = (np.nanmax(x) + np.nanmin(x)) / 2
+            ax.set_xlim(mid - 0.06, mid + 0.06)
     else:
         _no_data(ax, "neither a fitted B_noise nor a noise scale at any target")
     ax.set_xlabel("target validation accuracy")
