@@ -46,7 +46,7 @@ if len(curves):
 # %%
 final = curves.sort_values("step").groupby("run_id").tail(1)
 if final.empty:
-    display(Markdown(f"No run of phase {phase} logged a finite value of {metric}."))
+    display(Markdown(f"No run of phase {phase} logged a finite value of `{metric}`."))
 else:
     best = final.loc[final["accuracy"].idxmax()]
     top = max(params["thresholds"])

@@ -82,7 +82,7 @@ if len(usable):
 lines = []
 for p, rows in summary_long.groupby("phase", sort=False):
     trend = ch.b_noise_trend(rows)
-    head = f"- {p} ({rows['axis'].iloc[0]} axis, {rows['task'].iloc[0]}): "
+    head = f"- {p} ({rows['axis'].iloc[0]} axis, `{rows['task'].iloc[0]}`): "
     if trend["n_points"] == 0:
         lines.append(head + "no target has a usable fit (see the status and reason in its "
                             "cbs_fit.csv).")
