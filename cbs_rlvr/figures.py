@@ -347,6 +347,16 @@ def plot_sb_eb(sb_eb: pd.DataFrame, cbs_fit: pd.DataFrame, title: str = "",
     return fig
 
 
+def _accuracy_xlim(ax, x) -> None:
+    """An accuracy axis at least 0.12 wide: one target (or a few close ones) alone would get
+    ticks every 0.0005 around it."""
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
+    if len(x) and x.max() - x.min() < 0.1:
+        mid = (x.max() + x.min()) / 2
+        ax.set_xlim(mid - 0.06, mid + 0.06)
+
+
 def plot_b_noise_vs_target(cbs_fit: pd.DataFrame, compare: pd.DataFrame | None = None,
                            compare_label: str = "seed method", title: str = "") -> Figure:
     """B_noise against the target accuracy, with 95% CIs; optionally a second method beside it.
@@ -367,7 +377,8 @@ def plot_b_noise_vs_target(cbs_fit: pd.DataFrame, compare: pd.DataFrame | None =
                 ls="--", color=PALETTE[3], label=compare_label)
     if len(ok) or len(cmp_ok):
         set_log2_axis(ax, "y")
-        ax.legend(loc="best")
+        fig.legend(loc="outside lower center", fontsize=8, ncol=3)  # never over the points
+        _accuracy_xlim(ax, np.concatenate([_floats(ok["threshold"]), _floats(cmp_ok["threshold"])]))
     else:
         _no_data(ax, "no target has a usable fit (see the status of each target)")
     ax.set_xlabel("target validation accuracy")
@@ -678,10 +689,7 @@ def plot_noise_scale_vs_fit(comparison: pd.DataFrame, at_target: pd.DataFrame | 
                                                     at["B_simple_ema"])):
         set_log2_axis(ax, "y")
         fig.legend(loc="outside lower center", fontsize=8, ncol=2)  # never over the points
-        x = _floats(c["threshold"])
-        if np.isfinite(x).any() and np.nanmax(x) - np.nanmin(x) < 0.1:  # one or two close targets
-            mid = (np.nanmax(x) + np.nanmin(x)) / 2
-            ax.set_xlim(mid - 0.06, mid + 0.06)
+        _accuracy_xlim(ax, _floats(c["threshold"]))
     else:
         _no_data(ax, "neither a fitted B_noise nor a noise scale at any target")
     ax.set_xlabel("target validation accuracy")
