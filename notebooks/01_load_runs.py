@@ -82,7 +82,7 @@ for row in resumed.itertuples():
 if resumed.empty:
     print("No run of this phase was resumed from a checkpoint: no run of the same name starts after "
           "step 1, so every run here is a whole training run.")
-resumed if len(resumed) else None
+ch.dash_missing(resumed.set_index("name").round(1)) if len(resumed) else None
 
 # %% [markdown]
 # ## Learning rates and updates per step at each batch size
