@@ -170,14 +170,11 @@ def test_summary_table_in_csv_and_latex(report):
 def test_noop_rebuild_runs_nothing(report):
     out = report["out"]
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
-    t0 = time.perf_counter()
     proc = _make(out)
-    elapsed = time.perf_counter() - t0
     assert proc.returncode == 0, proc.stderr
     after = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     assert before == after, "a no-op rebuild rewrote files"
-    assert "ok:" not in proc.stdout
-    assert elapsed < 10  # generous: the benchmark measures it properly
+    assert "ok:" not in proc.stdout and "report: 0 notebook(s) run" in proc.stdout, proc.stdout
 
 
 def test_a_failing_notebook_is_named_and_the_others_still_build(report, tmp_path):
