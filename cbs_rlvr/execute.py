@@ -5,7 +5,7 @@ matplotlib, scipy, the project) before the notebook's first line of analysis, an
 runs some thirty notebooks. The build therefore runs papermill in its own process, one thread
 per job slot, with a papermill engine (`warm`) that keeps that slot's kernel between notebooks:
 before each notebook the kernel's namespace is cleared (`%reset -f`), matplotlib's and the
-warning filters' state restored, open figures closed, the working directory set back to
+warning filters' and pandas' display options restored, open figures closed, the working directory set back to
 `notebooks/` and the execution counter set back to 1, so every notebook
 starts as it would in a new kernel, with its imports already loaded. A kernel that saw a
 failure is shut down and the next notebook gets a new one.
@@ -32,7 +32,11 @@ get_ipython().run_line_magic("reset", "-f")
 import matplotlib as _cbs_mpl, matplotlib.pyplot as _cbs_plt, os as _cbs_os, warnings as _cbs_warnings
 _cbs_plt.close("all"); _cbs_mpl.rcdefaults(); _cbs_warnings.resetwarnings()
 _cbs_os.chdir({str(NOTEBOOKS_DIR)!r})
-del _cbs_mpl, _cbs_plt, _cbs_os, _cbs_warnings
+import pandas as _cbs_pd
+with _cbs_warnings.catch_warnings():
+    _cbs_warnings.simplefilter("ignore")
+    _cbs_pd.reset_option("all")
+del _cbs_mpl, _cbs_plt, _cbs_os, _cbs_warnings, _cbs_pd
 get_ipython().execution_count = 1
 """
 

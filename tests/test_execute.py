@@ -35,19 +35,22 @@ def test_a_kept_kernel_starts_each_notebook_clean(tmp_path, kernels):
     first = _notebook(tmp_path / "a.ipynb",
                       "import os, matplotlib as mpl\nleaked = 1\nmpl.rcParams['lines.linewidth'] = 9\n"
                       "os.chdir('/')\nimport matplotlib.pyplot as plt\nplt.figure()\n"
+                      "import pandas as pd\npd.set_option('display.max_rows', 3)\n"
                       "import os; pid_a = os.getpid(); print(pid_a)")
     second = _notebook(tmp_path / "b.ipynb",
                        "import os, matplotlib as mpl, matplotlib.pyplot as plt\n"
+                       "import pandas as pd\n"
                        "print('leaked' in dir(), mpl.rcParams['lines.linewidth'], os.getcwd(), "
-                       "len(plt.get_fignums()), x, os.getpid())")
+                       "len(plt.get_fignums()), x, os.getpid(), pd.get_option('display.max_rows'))")
     assert execute.execute(first, tmp_path / "a.out.ipynb", {"x": 1}) is None
     assert execute.execute(second, tmp_path / "b.out.ipynb", {"x": 2}) is None
     cells_a, _ = _outputs(tmp_path / "a.out.ipynb")
     cells_b, _ = _outputs(tmp_path / "b.out.ipynb")
     pid_a = cells_a[-1]["outputs"][0]["text"].strip()
-    leaked, width, cwd, figures, x, pid_b = cells_b[-1]["outputs"][0]["text"].split()
+    leaked, width, cwd, figures, x, pid_b, rows = cells_b[-1]["outputs"][0]["text"].split()
     assert pid_b == pid_a, "the second notebook should run on the kept kernel"
-    assert (leaked, float(width), cwd, int(figures), int(x)) == ("False", 1.5, str(NOTEBOOKS_DIR), 0, 2)
+    assert (leaked, float(width), cwd, int(figures), int(x), int(rows)) == (
+        "False", 1.5, str(NOTEBOOKS_DIR), 0, 2, 60)
     # numbered as in a new kernel: the parameters cell, papermill's injected cell, then ours
     assert [c["execution_count"] for c in cells_b] == [1, 2, 3]
     assert not (tmp_path / ".b.out.partial.ipynb").exists()
