@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import math
 import shutil
@@ -37,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import testkit
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "data" / "demo"
@@ -55,11 +55,7 @@ START = 1_767_225_600.0  # 2026-01-01 UTC
 
 
 def load_make_demo():
-    spec = importlib.util.spec_from_file_location("make_demo_for_habits", DEMO / "make_demo.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return testkit.load_make_demo("make_demo_for_habits")
 
 
 @dataclass

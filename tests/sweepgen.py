@@ -29,7 +29,6 @@ per-run speed, Binomial eval noise.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import math
 import sys
@@ -37,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from testkit import load_make_demo
 
 ROOT = Path(__file__).resolve().parents[1]
 VAL_KEY = "val-core/{source}/reward/mean@1"
@@ -45,16 +45,7 @@ STATES = ("finished", "failed", "crashed", "running", "killed")
 MAX_STEPS = 100  # keeps the in-memory suite fast; real runs are longer, the logic is the same
 
 
-def _make_demo():
-    """data/demo/make_demo.py as a module (its model functions and its SDK writer)."""
-    spec = importlib.util.spec_from_file_location("make_demo", ROOT / "data" / "demo" / "make_demo.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("make_demo", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-_DEMO = _make_demo()
+_DEMO = load_make_demo("make_demo")  # the demo's model functions and its SDK writer
 
 
 @dataclass

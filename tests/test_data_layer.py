@@ -24,6 +24,7 @@ if str(REPO) not in sys.path:  # until pytest's pythonpath is set in pyproject.t
     sys.path.insert(0, str(REPO))
 
 from hardening_corpus import wait_until_stable  # noqa: E402 (tests/ is on sys.path)
+from testkit import offline_wandb_env  # noqa: E402
 from wandb_server import verl_run  # noqa: E402
 
 from cbs_rlvr.__main__ import main  # noqa: E402
@@ -168,18 +169,11 @@ _CRASH_SCRIPT = textwrap.dedent(
 )
 
 
-def _wandb_env(tmp: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_CONFIG_DIR=str(tmp / ".config"),
-               WANDB_CACHE_DIR=str(tmp / ".cache"), WANDB_DATA_DIR=str(tmp / ".data"))
-    return env
-
-
 @pytest.fixture(scope="session")
 def offline_corpus_dir(tmp_path_factory) -> Path:
     """good/ (runs for the loader), material/ (clean runs to damage); written by the real SDK."""
     root = tmp_path_factory.mktemp("wandb_corpus")
-    env = _wandb_env(root)
+    env = offline_wandb_env(root)
     subprocess.run([sys.executable, "-c", _CORPUS_SCRIPT, str(root)], cwd=root, env=env, check=True,
                    capture_output=True, timeout=300)
     crash = subprocess.run([sys.executable, "-c", _CRASH_SCRIPT, str(root / "good")], cwd=root, env=env,

@@ -20,6 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # until pytest's pythonpath is set in pyproject.toml
     sys.path.insert(0, str(REPO))
 
+from testkit import load_make_demo  # noqa: E402 (tests/ is on sys.path)
+
 from cbs_rlvr.baseline import seed_method_fit  # noqa: E402
 from cbs_rlvr.bootstrap import fit_phase  # noqa: E402
 from cbs_rlvr.measure import select_accuracy_metric  # noqa: E402
@@ -88,16 +90,6 @@ def test_bundled_demo_median_error_is_what_was_measured(acceptance):
     assert acceptance["rel_err"].abs().median() <= 0.15
 
 
-def _load_make_demo():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("make_demo_for_accuracy", DEMO / "make_demo.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
 def _realisation(md, salt: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One fresh draw of the demo sweep, straight into the snapshot schema (no files)."""
     md.PROJECT = salt  # the per-run random streams are seeded from project/name/seed
@@ -121,7 +113,7 @@ def test_median_error_at_most_10_percent_over_fresh_realisations():
     """Issue 3's acceptance, on the demo's generating process: 6 fresh draws of the whole
     sweep (28 phase-threshold fits each), pooled: median |rel err| of B_noise <= 10% and the
     95% CIs cover the truth for >= 80% of the fits; the seed method is worse on the same draws."""
-    md = _load_make_demo()
+    md = load_make_demo("make_demo_for_accuracy")  # its own copy: PROJECT is changed below
     gt = json.loads((DEMO / "ground_truth.json").read_text())
     errs, covered, seed_errs = [], [], []
     for k in range(6):

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import getpass
-import importlib.util
 import json
 import math
 import re
 import socket
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from testkit import load_make_demo
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data" / "demo"
@@ -20,15 +19,7 @@ GT_PATH = DEMO / "ground_truth.json"
 RUNS_PER_PHASE = {"p1": 11, "p2a": 7, "p2b": 6, "p2c": 5, "p4_math": 7, "p4_rpp": 7}
 
 
-def _load_make_demo():
-    spec = importlib.util.spec_from_file_location("cbs_make_demo", DEMO / "make_demo.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while building
-    spec.loader.exec_module(module)
-    return module
-
-
-md = _load_make_demo()
+md = load_make_demo("cbs_make_demo")
 
 
 @pytest.fixture(scope="module")

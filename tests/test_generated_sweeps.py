@@ -25,6 +25,7 @@ import pandas as pd
 import pytest
 from sweep_analysis import INTERVALS, analyse_sweep
 from sweepgen import generate_sweep, snapshot_frames, write_export_dir, write_params
+from testkit import offline_wandb_env
 
 from cbs_rlvr.fit import FIT_STATUSES
 
@@ -166,20 +167,13 @@ E2E = {
 }
 
 
-def _wandb_env(tmp: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_CONFIG_DIR=str(tmp / ".config"),
-               WANDB_CACHE_DIR=str(tmp / ".cache"), WANDB_DATA_DIR=str(tmp / ".data"))
-    return env
-
-
 def _source(seed: int, kind: str, tmp: Path) -> Path:
     sweep = generate_sweep(seed)
     src = tmp / "source"
     if kind == "export":
         return write_export_dir(sweep, src)
     proc = subprocess.run([sys.executable, str(ROOT / "tests" / "sweepgen.py"), "offline", str(seed),
-                           str(src)], cwd=tmp, env=_wandb_env(tmp), capture_output=True, text=True,
+                           str(src)], cwd=tmp, env=offline_wandb_env(tmp), capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return src

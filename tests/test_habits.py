@@ -23,6 +23,7 @@ if str(REPO) not in sys.path:  # until pytest's pythonpath is set in pyproject.t
     sys.path.insert(0, str(REPO))
 
 import habits_sweep as hs  # noqa: E402 (tests/ is on sys.path)
+from testkit import offline_wandb_env  # noqa: E402
 
 from cbs_rlvr.bootstrap import fit_phase  # noqa: E402
 from cbs_rlvr.envelope import configuration_table, envelope_winners, lr_policy  # noqa: E402
@@ -47,19 +48,12 @@ SEEDS = (0, 1, 2, 3, 4)  # even seeds: verl >= 0.6 step timer, odd: verl <= 0.5
 METRIC = "val-core/openai/gsm8k/reward/mean@1"
 
 
-def _wandb_env(tmp: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_CONFIG_DIR=str(tmp / ".config"),
-               WANDB_CACHE_DIR=str(tmp / ".cache"), WANDB_DATA_DIR=str(tmp / ".data"))
-    return env
-
-
 @pytest.fixture(scope="module")
 def sweeps(tmp_path_factory) -> Path:
     """OUT/seed<k>/ (offline runs + truth.json) for every seed, OUT/params/, written by the SDK."""
     out = tmp_path_factory.mktemp("habits")
     proc = subprocess.run([sys.executable, str(Path(hs.__file__)), str(out), "--seeds", *map(str, SEEDS)],
-                          cwd=out, env=_wandb_env(out), capture_output=True, text=True, timeout=600)
+                          cwd=out, env=offline_wandb_env(out), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 

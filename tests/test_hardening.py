@@ -30,6 +30,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import hardening_corpus as hc  # noqa: E402
+from testkit import offline_wandb_env  # noqa: E402
 from wandb_server import ServedRun  # noqa: E402
 
 from cbs_rlvr.__main__ import main  # noqa: E402
@@ -45,20 +46,13 @@ N_BOOTSTRAP = 20
 # --------------------------------------------------------------------------------------------
 # Fixtures: the corpus, a copy of the project with the corpus' params, the report built over it
 # --------------------------------------------------------------------------------------------
-def _wandb_env(tmp: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_CONFIG_DIR=str(tmp / ".config"),
-               WANDB_CACHE_DIR=str(tmp / ".cache"), WANDB_DATA_DIR=str(tmp / ".data"))
-    return env
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> dict:
     base = tmp_path_factory.mktemp("hardening")
     home = base / "home"  # a fake HOME: the corpus and OUT live below it, as a user's would
     root = home / "runs" / "corpus"
     root.mkdir(parents=True)
-    env = _wandb_env(base)
+    env = offline_wandb_env(base)
     script = Path(hc.__file__)
     sdk = subprocess.run([sys.executable, str(script), "sdk", str(root)], cwd=base, env=env,
                          capture_output=True, text=True, timeout=300)
