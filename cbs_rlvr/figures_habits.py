@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from .envelope import envelope_winners
 from .figures import PALETTE, _batch_limits, _no_data, set_log2_axis, set_log_axis, threshold_colors
 
 
@@ -61,16 +62,16 @@ def plot_envelope(configs: pd.DataFrame, cbs_fit: pd.DataFrame | None = None, th
     ax_s.set_ylabel("rollout steps to target S(B)")
     ax_s.set_title("the envelope: best configuration at each B")
     if "lr" in configs.columns and configs["lr"].notna().any():
-        won = configs["chosen"].astype(bool) & ~configs["censored"].astype(bool)  # a bound wins nothing
-        per = configs.assign(_won=won).groupby(["total_batch", "configuration"], as_index=False).agg(
-            lr=("lr", "first"), wins=("_won", "sum"), n=("_won", "size"))
-        # the configuration that won most of the targets reached at that B (none: all bounds)
-        top = per[per["wins"] > 0].sort_values("wins", ascending=False, kind="stable")
-        is_best = per.index.isin(top.drop_duplicates("total_batch").index)
-        tried, best = per[~is_best], per[is_best].sort_values("total_batch")
+        # the winners the report's text names (a B where nothing reached a target has none)
+        best = envelope_winners(configs).dropna(subset=["won_most"]).sort_values("total_batch")
+        per = configs.drop_duplicates(["total_batch", "configuration"])
+        won = pd.MultiIndex.from_frame(per[["total_batch", "configuration"]]).isin(
+            list(zip(best["total_batch"], best["won_most"], strict=True)))
+        tried = per[~won]
         ax_lr.scatter(tried["total_batch"], tried["lr"], facecolors="none", edgecolors=PALETTE[0],
                       alpha=0.45, s=34, label="tried")
-        ax_lr.plot(best["total_batch"], best["lr"], color=PALETTE[0], marker="o", label="won (most targets reached)")
+        ax_lr.plot(best["total_batch"], best["lr_won"], color=PALETTE[0], marker="o",
+                   label="won (most targets reached)")
         set_log2_axis(ax_lr, "x", lo, hi)
         set_log_axis(ax_lr, "y")
         ax_lr.legend(loc="best")

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .envelope import in_envelope
+from .params import load_phase_params
 from .runs import LR_KEY
 from .select import DEFAULT_METAPARAMETERS, configuration_labels, metaparameter_values, select_runs
 
@@ -333,17 +334,20 @@ def joint_phase_runs(runs_all: pd.DataFrame, history_all: pd.DataFrame, params: 
     alone): a list of {phase, params, runs, history, metric}, and the phases left out, each as
     "name (reason)": no runs selected, params that do not load, or another accuracy key than
     this phase's (steps to one target compare only within one task)."""
-    from .params import load_phase_params
+    def select(name: str) -> tuple:
+        p_params = params if name == params["phase"] else load_phase_params(params_dir, name)
+        return p_params, *phase_runs(runs_all, history_all, p_params)
 
     try:
-        own_metric = phase_runs(runs_all, history_all, params)[2]
+        own = select(params["phase"])  # its metric is the one the joint fit measures
     except ValueError:
-        own_metric = None
+        own = None
+    own_metric = own[3] if own else None
     members, left_out = [], []
     for name in dict.fromkeys(params.get("two_axis_phases") or [params["phase"]]):
         try:
-            p_params = params if name == params["phase"] else load_phase_params(params_dir, name)
-            p_runs, p_history, p_metric = phase_runs(runs_all, history_all, p_params)
+            p_params, p_runs, p_history, p_metric = (own if own and name == params["phase"]
+                                                     else select(name))
         except ValueError as exc:  # ParamsError too: that phase's own notebooks report it
             left_out.append(f"{name} ({str(exc).splitlines()[0]})")
             continue

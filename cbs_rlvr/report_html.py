@@ -64,6 +64,17 @@ def _section_entry(out: Path, phase: str, section: str) -> tuple[str, str | None
     return title, None, None
 
 
+def _entry_item(out: Path, phase: str, section: str, missing: str) -> str:
+    """The index's list item of one report: its link, its failure, or why it is missing."""
+    e = html.escape
+    title, href, error = _section_entry(out, phase, section)
+    if error:
+        return f"<li class='fail'>{e(title)}: failed &mdash; {e(error)}</li>"
+    if href:
+        return f"<li><a href='{e(href)}'>{e(title)}</a></li>"
+    return f"<li class='muted'>{e(title)}: {missing}</li>"
+
+
 def _table_html(path: Path) -> str:
     """A CSV table as an HTML table (escaped)."""
     with open(path, newline="", encoding="utf-8") as handle:
@@ -117,25 +128,12 @@ def render_index(out: Path, params: dict[str, dict | str], with_runs: dict[str, 
             parts.append("<p class='muted'>no runs yet</p>")
             continue
         parts.append(f"<p class='muted'>{int(with_runs[phase])} runs</p><ul>")
-        for section in (s for s in SECTIONS if s in p["sections"]):
-            title, href, error = _section_entry(out, phase, section)
-            if error:
-                parts.append(f"<li class='fail'>{e(title)}: failed &mdash; {e(error)}</li>")
-            elif href:
-                parts.append(f"<li><a href='{e(href)}'>{e(title)}</a></li>")
-            else:
-                parts.append(f"<li class='muted'>{e(title)}: not built in this output "
-                             "directory yet</li>")
+        parts += [_entry_item(out, phase, section, "not built in this output directory yet")
+                  for section in SECTIONS if section in p["sections"]]
         parts.append("</ul>")
-    title, href, error = _section_entry(out, "summary", SUMMARY_SECTION)
-    parts.append("<h3>All phases</h3><ul>")
-    if error:
-        parts.append(f"<li class='fail'>{e(title)}: failed &mdash; {e(error)}</li>")
-    elif href:
-        parts.append(f"<li><a href='{e(href)}'>{e(title)}</a></li>")
-    else:
-        parts.append(f"<li class='muted'>{e(title)}: no phase has a fit yet</li>")
-    parts += ["</ul>", "</body></html>"]
+    parts += ["<h3>All phases</h3><ul>",
+              _entry_item(out, "summary", SUMMARY_SECTION, "no phase has a fit yet"),
+              "</ul>", "</body></html>"]
     return "\n".join(parts)
 
 

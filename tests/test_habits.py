@@ -27,6 +27,7 @@ from testkit import offline_wandb_env  # noqa: E402
 
 from cbs_rlvr.bootstrap import fit_phase  # noqa: E402
 from cbs_rlvr.envelope import configuration_table, envelope_winners, lr_policy  # noqa: E402
+from cbs_rlvr.figures_habits import plot_envelope  # noqa: E402
 from cbs_rlvr.measure import (  # noqa: E402
     generated_samples_table,
     joint_phase_runs,
@@ -246,6 +247,13 @@ def test_envelope_rules_for_censored_and_missing_runs():
         128: "0.5: lr=b"}
     assert winners["lr_won"].isna().tolist() == [False, True, False, True, False]
     assert winners.loc[128, "lr_won"] == 2e-6 and winners.loc[8, "lr_won"] == 1e-6
+    # the figure's "won" line is the same winners, and every other configuration is "tried"
+    fig = plot_envelope(configuration_table(sb))
+    won_line = next(ln for ln in fig.axes[1].get_lines() if ln.get_label().startswith("won"))
+    assert list(won_line.get_xdata()) == [64, 256, 1024] and list(won_line.get_ydata()) == [1e-6, 2e-6, 2e-6]
+    tried = next(c for c in fig.axes[1].collections if c.get_label() == "tried").get_offsets()
+    assert sorted(map(tuple, tried.tolist())) == [(64, 2e-6), (128, 1e-6), (128, 2e-6), (256, 1e-6),
+                                                  (512, 1e-6), (512, 2e-6), (1024, 1e-6)]
 
 
 def test_lr_policy_names_the_usual_rules():
