@@ -37,6 +37,18 @@ from cbs_rlvr.fit import (
     mccandlish_steps,
     pareto_table,
 )
+# --- The shape of S(B): McCandlish or S_min (1 + (B_noise / B)^alpha), chosen by the data -------
+from cbs_rlvr.shape import (
+    ALPHA_CLOSE,
+    SHAPE_TEST_LEVEL,
+    fit_steps,
+    general_samples,
+    general_steps,
+    learning_rate_context,
+    overhead_batch,
+    samples_minimum,
+    shape_sentence,
+)
 from cbs_rlvr.bootstrap import fit_phase
 from cbs_rlvr.baseline import seed_method_fit
 
@@ -47,7 +59,13 @@ from cbs_rlvr.envelope import configuration_table, envelope_winners, lr_policy
 from cbs_rlvr.axes import TWO_AXIS_FIT_COLUMNS, iso_batch_table, two_axis_fit
 
 # --- Does the gradient noise scale predict B_crit? ----------------------------------------------
-from cbs_rlvr.noise import b_simple_posthoc, compare_b_simple, grad_noise_at_target, smooth_grad_noise
+from cbs_rlvr.noise import (
+    b_simple_posthoc,
+    compare_b_simple,
+    grad_noise_at_target,
+    noise_scale_verdict,
+    smooth_grad_noise,
+)
 
 # --- Wall-clock time to target ------------------------------------------------------------------
 from cbs_rlvr.wallclock import (

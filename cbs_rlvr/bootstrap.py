@@ -15,17 +15,12 @@ import pandas as pd
 
 from .fit import (
     CBS_FIT_COLUMNS,
-    _at_bound,
-    _b_bounds,
-    _fit_table,
     _group_weights,
-    _Model,
-    _n_distinct_reached,
     _prepare,
-    _tobit_em,
 )
 from .measure import eval_series, run_meta, sb_eb_from_series
 from .select import DEFAULT_METAPARAMETERS
+from .shape import fit_curve
 
 # Eval-noise bootstrap: above this many (resample x eval point) draws the per-run
 # re-measurement uses fewer distinct resamples and a normal approximation (see fit_phase).
@@ -313,8 +308,9 @@ def fit_phase(runs: pd.DataFrame, history: pd.DataFrame, metric: str, thresholds
                     ["eval-noise"] if (~multi[ok]).any() else [])
                 return np.nan_to_num(Y, nan=0.0, neginf=0.0), Wt, Cc, "+".join(kinds)
         # each batch point (n_prompts, n_rollouts, configuration) weighs 1, as in the bootstrap
-        res = _fit_table(B[ok], S_[ok], c_[ok], K, seed, notes, groups=gkey.to_numpy()[ok], tables=tables,
-                         ci_note=boot_note)
+        res = fit_curve(B[ok], S_[ok], c_[ok], gkey.to_numpy()[ok], K, seed, notes, tables=tables,
+                        ci_note=boot_note, keep_draws=return_draws)
+        kept = res.pop("_draws", None)
         res["threshold"] = t
         res["units"] = "optimizer updates" if units == "updates" else "rollout steps"
         res["n_envelope_dropped"] = n_dropped
@@ -322,7 +318,7 @@ def fit_phase(runs: pd.DataFrame, history: pd.DataFrame, metric: str, thresholds
         if return_draws:
             eval_S = S_star[:, ok & ~multi, j] if S_star is not None else None
             eval_c = c_star[:, ok & ~multi, j] if S_star is not None else None
-            draws[t] = _fit_draws(B[ok], S_[ok], c_[ok], gkey.to_numpy()[ok], res, tables, K,
+            draws[t] = _fit_draws(B[ok], S_[ok], c_[ok], gkey.to_numpy()[ok], res, kept,
                                   eval_S, eval_c, ~multi[ok])
     cbs = pd.DataFrame(fits)
     extra = [c for c in cbs.columns if c not in CBS_FIT_COLUMNS]
@@ -331,20 +327,21 @@ def fit_phase(runs: pd.DataFrame, history: pd.DataFrame, metric: str, thresholds
     return sb, cbs[CBS_FIT_COLUMNS + extra]
 
 
-def _fit_draws(B, S, c, groups, res: dict, tables, K: int, eval_S, eval_c, single) -> dict:
+def _fit_draws(B, S, c, groups, res: dict, kept: dict | None, eval_S, eval_c, single) -> dict:
     """One threshold's fit data and bootstrap draws, for predictions with a band.
 
-    B, log_S, censored, groups: the rows the fit used. log_S_min, log_B_noise: the refits of
-    the same K bootstrap tables that gave the interval (NaN where a table had fewer than 3
-    batch sizes reaching the target). A refit that ran to a search bound keeps the bound's
-    finite value (`at_bound`): B_noise is then not identified, but the curve it gives still
-    describes S over the sampled batch sizes (flat, or falling like 1/B). tables: the
-    bootstrap tables themselves (log S, weights, censored; K x rows). eval_sd_rows: the
-    eval-noise spread of each row's log S over its re-measurements (NaN for replicated
+    B, log_S, censored, groups: the rows the fit used. log_S_min, log_B_noise, alpha: the
+    chosen form's refits of the same K bootstrap tables that gave the interval (NaN where a
+    table had fewer than 3 batch sizes reaching the target; alpha = 1 under McCandlish). A
+    refit that ran to a search bound keeps the bound's finite value (`at_bound`): B_noise is
+    then not identified, but the curve it gives still describes S over the sampled batch sizes.
+    tables: the bootstrap tables themselves (log S, weights, censored; K x rows). eval_sd_rows:
+    the eval-noise spread of each row's log S over its re-measurements (NaN for replicated
     configurations, which are resampled instead); eval_sd_log: their median.
     """
     out = {"B": B, "log_S": np.log(S), "censored": c, "groups": groups, "log_S_min": None,
-           "log_B_noise": None, "at_bound": None, "tables": None,
+           "log_B_noise": None, "alpha": None, "at_bound": None, "tables": None,
+           "model": res.get("model") or "mccandlish",
            "eval_sd_rows": np.full(len(B), np.nan), "eval_sd_log": np.nan}
     if eval_S is not None and eval_S.size:
         with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
@@ -354,16 +351,7 @@ def _fit_draws(B, S, c, groups, res: dict, tables, K: int, eval_S, eval_c, singl
         out["eval_sd_rows"][single] = sd
         if np.isfinite(sd).any():
             out["eval_sd_log"] = float(np.nanmedian(sd))
-    if tables is None or K <= 0 or res.get("status") not in ("ok", "extrapolated"):
+    if not kept or res.get("status") not in ("ok", "extrapolated"):
         return out
-    model, bb = _Model(B=B), _b_bounds(B)
-    with np.errstate(all="ignore"):
-        Y, Wt, C, _ = tables(None, K, None)  # fit_phase's tables ignore f_hat and rng
-        out["tables"] = (Y, Wt, C)
-        a, b, _, _ = _tobit_em(model, np.where(Wt > 0, Y, 0.0), Wt, C, bb, (0.0, 0.0))
-    lo, hi = _at_bound(b, bb)
-    bad = _n_distinct_reached(B, (Wt > 0) & ~C) < 3
-    out["log_S_min"] = np.where(bad, np.nan, a)
-    out["log_B_noise"] = np.where(bad, np.nan, b)
-    out["at_bound"] = (lo | hi) & ~bad
+    out.update({k: kept[k] for k in ("tables", "log_S_min", "log_B_noise", "alpha", "at_bound")})
     return out

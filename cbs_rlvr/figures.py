@@ -220,8 +220,17 @@ def save_figure(fig: Figure, data: pd.DataFrame, out_dir: str | Path, name: str)
 # Plots. Each takes result tables and returns a Figure; none saves or shows.
 # ---------------------------------------------------------------------------------------------
 
-def _fit_curve(B, S_min, B_noise):
-    return S_min * (1.0 + B_noise / B)
+def _fit_curve(B, S_min, B_noise, alpha=1.0):
+    return S_min * (1.0 + (B_noise / B) ** alpha)
+
+
+def _fit_alpha(f) -> float:
+    """The exponent of a cbs_fit row's chosen form (1 unless the data chose the general form)."""
+    if str(f.get("model", "")) == "general":
+        a = float(pd.to_numeric(f.get("alpha", np.nan), errors="coerce"))
+        if np.isfinite(a):
+            return a
+    return 1.0
 
 
 def _frame(df: pd.DataFrame | None, cols) -> pd.DataFrame:
@@ -291,8 +300,9 @@ def _ci_errorbar(ax, x, y, lo, hi, capsize: float = 2.5, positive: bool = True, 
 def plot_sb_eb(sb_eb: pd.DataFrame, cbs_fit: pd.DataFrame, title: str = "",
                batch_col: str = "total_batch") -> Figure:
     """S(B) and E(B) per threshold: measured points, censored runs as lower bounds (open
-    triangles), the McCandlish fit with its 95% band over B_noise, and B_noise marked (diamond:
-    there S = 2 S_min and E = 2 E_min)."""
+    triangles), the chosen fit (McCandlish, or S_min (1 + (B_noise/B)^alpha) where the data
+    reject alpha = 1) with its 95% band over B_noise, and B_noise marked (diamond: there
+    S = 2 S_min)."""
     fig = Figure(figsize=(10.5, 4.6))
     ax_s, ax_e = fig.subplots(1, 2)
     sb = _frame(sb_eb, [batch_col, "threshold", "S_B", "E_B", "censored"])
@@ -310,13 +320,14 @@ def plot_sb_eb(sb_eb: pd.DataFrame, cbs_fit: pd.DataFrame, title: str = "",
         label = f"acc ≥ {t:g}"
         if t in fits.index:
             f = fits.loc[t]
-            s_fit = _fit_curve(grid, f["S_min"], f["B_noise"])
+            al = _fit_alpha(f)
+            s_fit = _fit_curve(grid, f["S_min"], f["B_noise"], al)
             ax_s.plot(grid, s_fit, color=c, lw=1.4)
             ax_e.plot(grid, s_fit * grid, color=c, lw=1.4)
             if np.isfinite(f["B_noise_lo"]) and np.isfinite(f["B_noise_hi"]):
                 # Band: the curve through the fitted S_min as B_noise spans its 95% CI.
-                s_lo = _fit_curve(grid, f["S_min"], f["B_noise_lo"])
-                s_hi = _fit_curve(grid, f["S_min"], f["B_noise_hi"])
+                s_lo = _fit_curve(grid, f["S_min"], f["B_noise_lo"], al)
+                s_hi = _fit_curve(grid, f["S_min"], f["B_noise_hi"], al)
                 ax_s.fill_between(grid, s_lo, s_hi, color=c, alpha=0.15, lw=0)
                 ax_e.fill_between(grid, s_lo * grid, s_hi * grid, color=c, alpha=0.15, lw=0)
             ax_s.scatter([f["B_noise"]], [2 * f["S_min"]], marker="D", color=c, s=36,
@@ -324,6 +335,8 @@ def plot_sb_eb(sb_eb: pd.DataFrame, cbs_fit: pd.DataFrame, title: str = "",
             ax_e.scatter([f["B_noise"]], [2 * f["S_min"] * f["B_noise"]], marker="D", color=c,
                          s=36, edgecolors="black", linewidths=0.6, zorder=4)
             label += f": B_noise = {format_ci(f['B_noise'], f['B_noise_lo'], f['B_noise_hi'])}"
+            if al != 1.0:
+                label += f", S ∝ B^-{al:.2f} at small B"
         ax_s.plot([], [], color=c, marker="o", label=label)
     has_data = _positive(sb["S_B"])
     for ax in (ax_s, ax_e):
@@ -388,11 +401,12 @@ def plot_b_noise_vs_target(cbs_fit: pd.DataFrame, compare: pd.DataFrame | None =
 
 
 def plot_pareto(pareto: pd.DataFrame, title: str = "") -> Figure:
-    """(S/S_min - 1) against (E/E_min - 1): the McCandlish model puts every run on x·y = 1."""
+    """(S/S_min - 1) against (E/E_min - 1) with E_min = S_min B_noise: the McCandlish model puts
+    every run on x·y = 1; where the data chose the general form, its curve is drawn dotted."""
     fig = Figure(figsize=(5.6, 4.6))
     ax = fig.subplots()
     xcol, ycol = "E_excess", "S_excess"
-    pareto = _frame(pareto, ["threshold", xcol, ycol, "censored"])
+    pareto = _frame(pareto, ["threshold", xcol, ycol, "censored", "alpha"])
     x, y = _floats(pareto[xcol]), _floats(pareto[ycol])
     data = pareto[(x > 0) & (y > 0) & np.isfinite(x) & np.isfinite(y)]
     colors = threshold_colors(data["threshold"].dropna().unique())
@@ -406,7 +420,17 @@ def plot_pareto(pareto: pd.DataFrame, title: str = "") -> Figure:
         vals = np.concatenate([_floats(data[xcol]), _floats(data[ycol])])
         lo, hi = min(vals.min(), 0.5) / 2, max(vals.max(), 2) * 2
         x = np.geomspace(lo, hi, 100)
-        ax.plot(x, 1 / x, color="black", lw=1, ls="--", label="(S/S_min−1)(E/E_min−1) = 1")
+        ax.plot(x, 1 / x, color="black", lw=1, ls="--", label="McCandlish: (S/S_min−1)(E/E_min−1) = 1")
+        alphas = (pareto.dropna(subset=["alpha"]).groupby("threshold")["alpha"].first()
+                  if "alpha" in pareto else pd.Series(dtype=float))
+        for t, al in alphas.items():
+            if t in colors and np.isfinite(al) and al != 1.0:
+                # the general form in these coordinates: y = u, x = u^(-1/alpha) (1 + u) - 1
+                u = np.geomspace(lo, hi, 200)
+                xm = u ** (-1.0 / al) * (1.0 + u) - 1.0
+                keep = xm > 0
+                ax.plot(xm[keep], u[keep], color=colors[t], lw=1, ls=":",
+                        label=f"acc ≥ {t:g}: the fitted form, alpha = {al:.2f}")
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
         set_log_axis(ax, "x")

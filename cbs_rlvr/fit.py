@@ -16,6 +16,9 @@ FIT_STATUSES = ("ok", "extrapolated", "insufficient", "failed")
 CBS_FIT_COLUMNS = [
     "threshold", "B_noise", "B_noise_lo", "B_noise_hi", "S_min", "E_min", "B_crit_20pct",
     "r2_log", "n_points", "n_censored", "status", "reason",
+    # the shape of S(B) (shape.py): the general fit's alpha at every target, the chosen form,
+    # and the alpha = 1 estimate beside the chosen one
+    "alpha", "alpha_lo", "alpha_hi", "model", "B_noise_mccandlish",
 ]
 # B_noise is searched within [min B / 1000, max B * 1000]; a fit that runs into either end
 # is not identified by the data (S flat in B, or S proportional to 1/B throughout).
@@ -427,7 +430,9 @@ def _empty_fit(n_points=0, n_censored=0, status="failed", reason="") -> dict:
             "E_min": np.nan, "B_crit_20pct": np.nan, "r2_log": np.nan, "n_points": int(n_points),
             "n_censored": int(n_censored), "status": status, "reason": reason,
             "S_min_lo": np.nan, "S_min_hi": np.nan, "sigma_log": np.nan,
-            "n_batch_sizes": 0, "n_reached": 0, "ci_method": "", "n_bootstrap_ok": 0}
+            "n_batch_sizes": 0, "n_reached": 0, "ci_method": "", "n_bootstrap_ok": 0,
+            "alpha": np.nan, "alpha_lo": np.nan, "alpha_hi": np.nan, "model": "mccandlish",
+            "B_noise_mccandlish": np.nan}
 
 
 def _as_float(x) -> np.ndarray:
@@ -603,6 +608,7 @@ def _fit_table(B, S, c, n_bootstrap, seed, notes, groups, tables=None, ci_note=N
         return out
     core, status, reason = _summarise_fit(model, y, w, c, pt, bb, B)
     out.update(core)
+    out["B_noise_mccandlish"] = out["B_noise"]
     out["status"] = status
     out["reason"] = "; ".join(filter(None, [reason, note]))
     if status == "failed":
@@ -655,13 +661,22 @@ def b_noise_vs_target(cbs_fit: pd.DataFrame) -> pd.DataFrame:
 
 
 def pareto_table(sb_eb: pd.DataFrame, cbs_fit: pd.DataFrame) -> pd.DataFrame:
-    """Per run and threshold: S/S_min - 1, E/E_min - 1 and their product, which the
-    McCandlish model puts at exactly 1 ((S/S_min - 1)(E/E_min - 1) = 1). Only thresholds with
-    a usable fit; censored rows are kept (flagged: their excesses are lower bounds)."""
+    """Per run and threshold: S/S_min - 1, E/E_min - 1 (E_min = S_min B_noise) and their
+    product, which the McCandlish model puts at exactly 1 ((S/S_min - 1)(E/E_min - 1) = 1), and
+    the chosen form's alpha (1 for McCandlish). Only thresholds with a usable fit; censored rows
+    are kept (flagged: their excesses are lower bounds)."""
     cbs_fit = cbs_fit.reindex(columns=list(dict.fromkeys([*cbs_fit.columns, "threshold", "S_min",
                                                          "E_min", "B_noise", "status"])))
     fit = cbs_fit.loc[cbs_fit["status"].isin(["ok", "extrapolated"]),
-                      ["threshold", "S_min", "E_min", "B_noise"]]
+                      ["threshold", "S_min", "B_noise"]].copy()
+    # the McCandlish samples scale S_min B_noise (its E_min); for the general form it is the
+    # reference of the same coordinates (E_min itself may not exist there)
+    fit["E_min"] = fit["S_min"] * fit["B_noise"]
+    if "model" in cbs_fit.columns and "alpha" in cbs_fit.columns:
+        gen = cbs_fit.loc[fit.index, "model"].eq("general")
+        fit["alpha"] = np.where(gen, pd.to_numeric(cbs_fit.loc[fit.index, "alpha"], errors="coerce"), 1.0)
+    else:
+        fit["alpha"] = 1.0
     keep = ["run_id", "run_name", "n_prompts", "n_rollouts", "total_batch", "threshold", "S_B",
             "E_B", "censored"]
     sb = sb_eb.reindex(columns=keep)

@@ -123,15 +123,29 @@ def mccandlish_models(sb_eb: pd.DataFrame, cbs_fit: pd.DataFrame, draws: dict) -
         rows = env[(env["threshold"] == t) & env["S_B"].notna()]
         d = draws.get(t) or {}
         dr = None
+        alpha = _chosen_alpha(row)
         if d.get("log_B_noise") is not None:
             k = len(d["log_B_noise"])
-            dr = (np.exp(d["log_S_min"]), np.exp(d["log_B_noise"]), np.zeros(k))
+            al = d.get("alpha")
+            al = np.full(k, alpha) if al is None else np.asarray(al, dtype=float)
+            dr = (np.exp(d["log_S_min"]), np.exp(d["log_B_noise"]), np.zeros(k), al)
         models[t] = {"kind": "mccandlish", "threshold": t, "status": row.status,
                      "reason": row.reason if isinstance(row.reason, str) else "",
                      "S_min": float(row.S_min), "B0": float(row.B_noise), "rho": 0.0, "draws": dr,
+                     "alpha": alpha, "form": getattr(row, "model", "mccandlish") or "mccandlish",
                      "configs": rows[["n_prompts", "n_rollouts"]].drop_duplicates(),
                      "reached": rows.loc[~rows["censored"].astype(bool), ["n_prompts", "n_rollouts"]].drop_duplicates()}
     return models
+
+
+def _chosen_alpha(row) -> float:
+    """The exponent of a cbs_fit row's chosen form: the general fit's alpha where the data chose
+    it, else 1 (McCandlish)."""
+    if getattr(row, "model", "mccandlish") == "general":
+        alpha = float(getattr(row, "alpha", np.nan))
+        if np.isfinite(alpha):
+            return alpha
+    return 1.0
 
 
 def two_axis_models(sb_eb_all: pd.DataFrame, n_bootstrap: int = 1000, seed: int = 0) -> dict:
@@ -174,14 +188,18 @@ def two_axis_models(sb_eb_all: pd.DataFrame, n_bootstrap: int = 1000, seed: int 
 
 
 def choose_models(one_axis: dict, two_axis: dict | None = None) -> dict:
-    """Per threshold, the two-axis model where its fit is `ok` (it prices the split), else the
-    phase's own McCandlish fit."""
+    """Per threshold, the two-axis model where its fit is `ok` (it prices the split) and the
+    phase's own data keep the 1/B form the two-axis model assumes; else the phase's own fit (in
+    the form its data chose)."""
     two_axis = two_axis or {}
-    return {t: two_axis[t] if two_axis.get(t, {}).get("status") == "ok" else m for t, m in one_axis.items()}
+    return {t: two_axis[t] if (two_axis.get(t, {}).get("status") == "ok"
+                               and m.get("alpha", 1.0) == 1.0) else m
+            for t, m in one_axis.items()}
 
 
-def _steps(S_min, B0, rho, n_p, n_r):
-    return S_min * (1.0 + B0 * (1.0 + (n_r - 1.0) * rho) / (n_p * n_r))
+def _steps(S_min, B0, rho, n_p, n_r, alpha=1.0):
+    """S = S_min (1 + (B0 (1 + (n_r - 1) rho) / (n_p n_r))^alpha)."""
+    return S_min * (1.0 + (B0 * (1.0 + (n_r - 1.0) * rho) / (n_p * n_r)) ** alpha)
 
 
 def _band(estimate: np.ndarray, draws: np.ndarray, level: float = 0.95):
@@ -239,7 +257,8 @@ def predict_plan(models: dict, step_model: dict, step_times: pd.DataFrame, octav
         B = n_p * n_r
         usable = m["status"] in _USABLE if m["kind"] == "mccandlish" else m["status"] == "ok"
         notes = [[] for _ in range(len(cand))]
-        S = _steps(m["S_min"], m["B0"], m["rho"], n_p, n_r) if usable else np.full(len(cand), np.nan)
+        S = (_steps(m["S_min"], m["B0"], m["rho"], n_p, n_r, m.get("alpha", 1.0)) if usable
+             else np.full(len(cand), np.nan))
         T, _ = predict_step_time(step_model, n_p, n_r)
         T = np.where(T > 0, T, np.nan)
         n_gpus, gpu_note = gpu_counts(step_times, B)
@@ -265,7 +284,8 @@ def predict_plan(models: dict, step_model: dict, step_times: pd.DataFrame, octav
                 n.append(gpu_note)
         bands = {k: (np.full(len(cand), np.nan),) * 2 for k in est}
         if usable and m["draws"] is not None:
-            S_d = _steps(*(d[:, None] for d in m["draws"]), n_p[None, :], n_r[None, :])
+            S0, B0, rho, *al = (d[:, None] for d in m["draws"])
+            S_d = _steps(S0, B0, rho, n_p[None, :], n_r[None, :], al[0] if al else 1.0)
             T_d = _step_time_draws(step_model, n_p, n_r, S_d.shape[0], rng)
             draws = {"steps": S_d, "hours": S_d * T_d / 3600.0,
                      "gpu_hours": S_d * T_d / 3600.0 * n_gpus[None, :], "samples": S_d * B[None, :]}

@@ -264,7 +264,8 @@ def rho_claim(two_axis_fit: pd.DataFrame) -> list[str]:
 
 SUMMARY_LONG_COLUMNS = ["phase", "axis", "task", "threshold", "B_noise", "B_noise_lo", "B_noise_hi",
                         "S_min", "E_min", "B_crit_20pct", "r2_log", "n_points", "n_censored",
-                        "status", "reason"]
+                        "status", "reason", "model", "alpha", "alpha_lo", "alpha_hi",
+                        "B_noise_mccandlish"]
 
 
 def cbs_summary_long(fits: dict, params: dict) -> pd.DataFrame:
@@ -280,6 +281,15 @@ def cbs_summary_long(fits: dict, params: dict) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True).reindex(columns=SUMMARY_LONG_COLUMNS)
 
 
+def shape_label(model, alpha) -> str:
+    """The chosen form of S(B) in a table cell: '1/B (McCandlish)', 'B^-0.62' or '–'."""
+    if model == "general" and alpha == alpha:
+        return f"B^-{alpha:.2f}"
+    if model == "mccandlish":
+        return "1/B (McCandlish)"
+    return "–"
+
+
 def cbs_summary_table(summary_long: pd.DataFrame) -> pd.DataFrame:
     """The paper's cross-phase table: one row per (phase, target), B_noise with its 95% CI."""
     rows = summary_long.reindex(columns=SUMMARY_LONG_COLUMNS)
@@ -290,6 +300,8 @@ def cbs_summary_table(summary_long: pd.DataFrame) -> pd.DataFrame:
         "target": num["threshold"].map(lambda t: f"{t:g}"),
         "B_noise [95% CI]": [format_ci(b, lo, hi) for b, lo, hi in
                              zip(num["B_noise"], num["B_noise_lo"], num["B_noise_hi"], strict=True)],
+        "S(B) form": [shape_label(m, a) for m, a in zip(rows["model"], pd.to_numeric(rows["alpha"], errors="coerce"),
+                                                       strict=True)],
         "S_min": num["S_min"].round(1),
         "0.2 B_noise": num["B_crit_20pct"].round(0),
         "R2 (log)": num["r2_log"].round(3),

@@ -82,7 +82,7 @@ display(Markdown("Status of the post-hoc B_simple: "
 # ## Answer
 
 # %%
-lines = []
+lines = ch.noise_scale_verdict(comparison, cbs_fit) + [""]
 for row in comparison.itertuples():
     if row.status != "ok":
         lines.append(f"- accuracy ≥ {row.threshold:g}: post-hoc B_simple {row.status} ({row.reason})")
