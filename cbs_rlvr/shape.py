@@ -108,49 +108,66 @@ def overhead_batch(S_min: float, B_noise: float, alpha: float, overhead: float =
 # ------------------------------------------------------------------------------------------
 def _terms(x, y, w, cens, P, derivatives: bool = True):
     """Weighted Tobit log-likelihood (K,) and, optionally, gradient (K, 4) and Hessian
-    (K, 4, 4) in P = (a, b, alpha, log sigma) (K, 4); x = log B (n,), y, w, cens (K, n)."""
+    (K, 4, 4) in P = (a, b, alpha, log sigma) (K, 4); x = log B (n,), y, w, cens (K, n).
+    The normal tail (log_ndtr, the inverse Mills ratio) is computed on the censored cells only:
+    it is most of the cost and most cells are uncensored."""
     from scipy import special
 
     a, b, al, ls = (P[:, i:i + 1] for i in range(4))
     d = b - x[None, :]
     t = al * d
-    f = a + np.logaddexp(0.0, t)
+    e = np.exp(-np.abs(t))
+    f = a + np.maximum(t, 0.0) + np.log1p(e)
     sig = np.exp(ls)
     z = (y - f) / sig
-    logsf = special.log_ndtr(-z)
-    ll = np.where(cens, logsf, -0.5 * z * z - ls)
+    ll = -0.5 * z * z - ls
+    ci = np.nonzero(cens) if cens.any() else None
+    if ci is not None:
+        zc = z[ci]
+        logsf = special.log_ndtr(-zc)
+        ll[ci] = logsf
     total = (w * ll).sum(axis=1)
     if not derivatives:
         return total, None, None
-    h = special.expit(t)
+    h = np.where(t >= 0, 1.0, e) / (1.0 + e)
     h1 = h * (1.0 - h)
-    lam = np.exp(_norm_logpdf(z) - logsf)
-    l_f = np.where(cens, lam, z) / sig
-    l_ff = np.where(cens, -lam * (lam - z), -1.0) / sig**2
-    l_s = np.where(cens, lam * z, z * z - 1.0)
-    l_ss = np.where(cens, -lam * z * (1.0 + z * (lam - z)), -2.0 * z * z)
-    l_fs = np.where(cens, -lam * (1.0 + z * (lam - z)), -2.0 * z) / sig
-    J = (np.ones_like(h), al * h, d * h)
+    isig = 1.0 / sig
+    l_f = z * isig
+    l_ff = np.broadcast_to(-isig * isig, z.shape).copy()
+    l_s = z * z - 1.0
+    l_ss = -2.0 * z * z
+    l_fs = -2.0 * z * isig
+    if ci is not None:
+        lam = np.exp(_norm_logpdf(zc) - logsf)
+        sc = np.broadcast_to(isig, z.shape)[ci]
+        q = 1.0 + zc * (lam - zc)
+        l_f[ci] = lam * sc
+        l_ff[ci] = -lam * (lam - zc) * sc * sc
+        l_s[ci] = lam * zc
+        l_ss[ci] = -lam * zc * q
+        l_fs[ci] = -lam * q * sc
+    J = (None, al * h, d * h)
     F2 = {(1, 1): al * al * h1, (1, 2): h + al * d * h1, (2, 2): d * d * h1}
     K = P.shape[0]
     G = np.empty((K, 4))
     H = np.zeros((K, 4, 4))
     wl_f, wl_ff, wl_fs = w * l_f, w * l_ff, w * l_fs
     for i in range(3):
-        G[:, i] = (wl_f * J[i]).sum(axis=1)
-        H[:, i, 3] = H[:, 3, i] = (wl_fs * J[i]).sum(axis=1)
+        G[:, i] = wl_f.sum(axis=1) if i == 0 else (wl_f * J[i]).sum(axis=1)
+        H[:, i, 3] = H[:, 3, i] = wl_fs.sum(axis=1) if i == 0 else (wl_fs * J[i]).sum(axis=1)
         for j in range(i, 3):
-            v = wl_ff * J[i] * J[j]
-            if (i, j) in F2:
-                v = v + wl_f * F2[(i, j)]
+            if i == 0:
+                v = wl_ff if j == 0 else wl_ff * J[j]
+            else:
+                v = wl_ff * J[i] * J[j] + wl_f * F2[(i, j)]
             H[:, i, j] = H[:, j, i] = v.sum(axis=1)
     G[:, 3] = (w * l_s).sum(axis=1)
     H[:, 3, 3] = (w * l_ss).sum(axis=1)
     return total, G, H
 
 
-def _newton(x, y, w, cens, P, b_bounds, free=(True, True, True, True), n_iter: int = 80,
-            tol: float = 1e-9):
+def _newton(x, y, w, cens, P, b_bounds, free=(True, True, True, True), n_iter: int = 60,
+            tol: float = 1e-8):
     """Damped Newton (Levenberg-Marquardt) ascent of the Tobit likelihood for K tables; a step
     is kept only when it raises the likelihood. Parameters outside `free` stay fixed."""
     P = P.copy()
@@ -204,11 +221,15 @@ def _grid_start(x, y, w, cens, b_bounds):
     return np.stack([a[k, best], BB[best], AL[best], np.log(sigma)], axis=1)
 
 
-def _fit_general(x, y, w, cens, b_bounds, P_mc):
-    """General-form Tobit MLE for K tables, from the better (by likelihood) of a grid start and
-    the McCandlish optimum P_mc (K, 4, alpha = 1); never below the McCandlish likelihood (the
-    general form nests it). Returns P (K, 4), ll (K,)."""
-    P0 = _grid_start(x, y, w, cens, b_bounds)
+def _fit_general(x, y, w, cens, b_bounds, P_mc, P_start=None):
+    """General-form Tobit MLE for K tables, from the better (by likelihood) of a start and the
+    McCandlish optimum P_mc (K, 4, alpha = 1); never below the McCandlish likelihood (the
+    general form nests it). The start: P_start (1, 4) (the point estimate, for bootstrap tables
+    of the same data) or a coarse grid. Returns P (K, 4), ll (K,)."""
+    if P_start is None:
+        P0 = _grid_start(x, y, w, cens, b_bounds)
+    else:
+        P0 = np.repeat(np.asarray(P_start, dtype=float).reshape(1, 4), len(y), axis=0)
     ll0, _, _ = _terms(x, y, w, cens, P0, derivatives=False)
     ll_mc, _, _ = _terms(x, y, w, cens, P_mc, derivatives=False)
     use_mc = ~(np.isfinite(ll0) & (ll0 > ll_mc))
@@ -344,7 +365,7 @@ def fit_curve(B, S, c, groups, n_bootstrap: int = 1000, seed: int = 0, notes=(),
         Y = np.where(Wt > 0, Y, 0.0)
         a_m, b_m, _, s_m = _tobit_em(model, Y, Wt, C, bb, (0.0, 0.0))
         Pm = np.stack([a_m, b_m, np.ones(K), np.log(np.maximum(s_m, _SIGMA_FLOOR))], axis=1)
-        Pg, _ = _fit_general(x, Y, Wt, C, bb, Pm)
+        Pg, _ = _fit_general(x, Y, Wt, C, bb, Pm, P_start=P_g)
     bad = _n_distinct_reached(B, (Wt > 0) & ~C) < 3
     lo_m, hi_m = _at_bound(b_m, bb)
     bm_draw = np.where(bad, np.nan, np.where(lo_m, 0.0, np.where(hi_m, np.inf, np.exp(b_m))))
