@@ -22,8 +22,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .paths import (DEFAULT_PARAMS, DEFAULT_SOURCE, NOTEBOOKS_DIR, PROJECT_DIR, SCRATCH_DIR,
-                    display_path, notebook_defaults, project_path, scratch_out)
+from .paths import (
+    DEFAULT_PARAMS,
+    DEFAULT_SOURCE,
+    NOTEBOOKS_DIR,
+    PROJECT_DIR,
+    SCRATCH_DIR,
+    display_path,
+    notebook_defaults,
+    project_path,
+    scratch_out,
+)
 
 #: The Jupyter configuration the project ships (`install_lab_config` merges it into an env).
 LAB_CONFIG_DIR = PROJECT_DIR / "jupyter-config"
