@@ -78,6 +78,7 @@ help:
 	@echo "  JOBS=$(JOBS)   notebooks run at once"
 	@echo "  N_BOOTSTRAP=$(N_BOOTSTRAP)   bootstrap resamples per fit"
 	@echo "  NB=$(NB) PHASE=$(PHASE)   make notebook's section and phase (SOURCE, PARAMS, N_BOOTSTRAP apply too)"
+	@echo "  LAB_ARGS=\"$(LAB_ARGS)\"   more options for jupyter lab (make lab, make notebook), e.g. \"--no-browser --port=8899\""
 	@echo "Relative paths resolve against the project root. More: README.md."
 
 setup: $(STAMP)
@@ -108,13 +109,18 @@ screenshots: $(STAMP)
 	"$(PY)" -m cbs_rlvr screenshots --out "$(OUT)" --dest docs
 
 # --- JupyterLab ---------------------------------------------------------------------------
+# LAB_ARGS: more options for jupyter lab (e.g. --no-browser --port=8899); as root (containers)
+# Lab needs --allow-root
+LAB_ARGS ?=
+LAB := "$(PY)" -m jupyterlab --ServerApp.root_dir="$(CURDIR)" $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+
 lab: $(LAB_STAMP)
-	"$(PY)" -m jupyterlab --ServerApp.root_dir="$(CURDIR)"
+	$(LAB)
 
 notebook: $(LAB_STAMP)
 	@copy="$$("$(PY)" -m cbs_rlvr.lab copy --nb "$(NB)" --phase "$(PHASE)" --source "$(SOURCE)" \
 	  --params-dir "$(PARAMS)" --n-bootstrap "$(N_BOOTSTRAP)")" \
-	  && "$(PY)" -m jupyterlab --ServerApp.root_dir="$(CURDIR)" "$$copy"
+	  && $(LAB) "$$copy"
 
 demo-data: $(STAMP)
 	"$(PY)" data/demo/make_demo.py
