@@ -135,13 +135,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     install = commands.add_parser("install-config", help="the Lab settings, into this environment")
-    install.add_argument("--prefix", default=sys.prefix)
+    install.add_argument("--prefix", default=sys.prefix,
+                         help="the environment (default: this Python's, %(default)s)")
     copy = commands.add_parser("copy", help="a working copy of a section notebook in scratch/")
     copy.add_argument("--nb", required=True, help="the section, e.g. 02 or 02_steps_to_target")
     copy.add_argument("--phase", default="", help="the phase (default: the notebook's)")
-    copy.add_argument("--source", default=DEFAULT_SOURCE)
-    copy.add_argument("--params-dir", default=DEFAULT_PARAMS)
-    copy.add_argument("--n-bootstrap", type=int, default=None)
+    copy.add_argument("--source", default=DEFAULT_SOURCE,
+                      help="the copy's source parameter (default: %(default)s)")
+    copy.add_argument("--params-dir", default=DEFAULT_PARAMS,
+                      help="the copy's params directory (default: %(default)s)")
+    copy.add_argument("--n-bootstrap", type=int, default=None,
+                      help="bootstrap resamples per fit (default: the notebook's)")
     args = parser.parse_args(argv)
     if args.command == "install-config":
         for path in install_lab_config(args.prefix):
