@@ -29,7 +29,7 @@ import cbs_helpers as ch
 
 ch.setup_style()
 out, params_dir, source = ch.section_paths("01_load_runs", out_dir, params_dir, source,
-                                       phase=phase, n_bootstrap=n_bootstrap)
+                                           phase=phase, n_bootstrap=n_bootstrap)
 params = ch.load_phase_params(params_dir, phase)
 runs_all, history_all, manifest = ch.open_snapshot(out, source, params_dir)
 excluded = ch.read_excluded_runs(out)

@@ -26,7 +26,7 @@ import cbs_helpers as ch
 
 ch.setup_style()
 out, params_dir, source = ch.section_paths("03_training_curves", out_dir, params_dir, source,
-                                       phase=phase, n_bootstrap=n_bootstrap)
+                                           phase=phase, n_bootstrap=n_bootstrap)
 params = ch.load_phase_params(params_dir, phase)
 runs_all, history_all, manifest = ch.open_snapshot(out, source)
 runs, history, metric = ch.phase_runs(runs_all, history_all, params)

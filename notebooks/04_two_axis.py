@@ -33,7 +33,7 @@ import cbs_helpers as ch
 
 ch.setup_style()
 out, params_dir, source = ch.section_paths("04_two_axis", out_dir, params_dir, source,
-                                       phase=phase, n_bootstrap=n_bootstrap, seed=seed)
+                                           phase=phase, n_bootstrap=n_bootstrap, seed=seed)
 params = ch.load_phase_params(params_dir, phase)
 figures, tables = out / phase / "figures", out / phase / "tables"
 runs_all, history_all, manifest = ch.open_snapshot(out, source)
