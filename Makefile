@@ -12,6 +12,8 @@ PARAMS ?= params
 PHASES ?=
 JOBS ?= 2
 N_BOOTSTRAP ?= 1000
+NB ?=
+PHASE ?=
 
 # --- environment --------------------------------------------------------------------------
 ifneq ($(VIRTUAL_ENV),)
@@ -32,7 +34,22 @@ $(STAMP): pyproject.toml
 	"$(PY)" -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	@touch $@
 
-.PHONY: help setup report snapshot test lint bench sync-notebooks screenshots demo-data clean
+# JupyterLab (the `lab` extra) and the project's Lab settings (jupyter-config/) in the environment
+LAB_STAMP := $(ENV_DIR)/.cbs-rlvr-lab-installed
+$(LAB_STAMP): $(STAMP) jupyter-config/labconfig/default_setting_overrides.json
+	"$(PY)" -m pip install --quiet --disable-pip-version-check -e '.[test,lab]'
+	"$(PY)" -m cbs_rlvr.lab install-config
+	@touch $@
+
+# The committed .ipynb carries its kernelspec and jupytext's header, cells only their tags: no
+# outputs, no language_info (Lab adds it, with the Python version, on opening). The pre-commit
+# hook runs the same nbconvert options.
+CLEAN_NOTEBOOK := -m nbconvert --clear-output --inplace --ClearMetadataPreprocessor.enabled=True \
+  --ClearMetadataPreprocessor.preserve_nb_metadata_mask=kernelspec \
+  --ClearMetadataPreprocessor.preserve_nb_metadata_mask=jupytext \
+  --ClearMetadataPreprocessor.preserve_cell_metadata_mask=tags
+
+.PHONY: help setup report snapshot test lint bench sync-notebooks screenshots demo-data clean lab notebook
 
 help:
 	@echo "Targets:"
@@ -43,7 +60,11 @@ help:
 	@echo "  make test            run the test suite"
 	@echo "  make lint            ruff over the project"
 	@echo "  make bench           benchmarks -> benchmarks/results.md"
-	@echo "  make sync-notebooks  re-pair notebooks/*.py with their .ipynb twins, outputs cleared"
+	@echo "  make sync-notebooks  re-pair notebooks/*.py with their .ipynb twins, outputs and"
+	@echo "                       editor metadata cleared"
+	@echo "  make lab             install JupyterLab into the environment and start it at the project root"
+	@echo "  make notebook NB=02 PHASE=p2b   open a working copy of a section notebook in Lab"
+	@echo "                       (scratch/, untracked; its outputs in scratch/, not OUT)"
 	@echo "  make screenshots     headless-Chromium screenshots of OUT's index and one report -> docs/"
 	@echo "  make demo-data       regenerate the bundled demo sweep (data/demo)"
 	@echo "  make setup           create the environment only"
@@ -56,6 +77,8 @@ help:
 	@echo "  PHASES=\"$(PHASES)\"   phases to build, e.g. PHASES=\"p1 p2b\" (empty: every params file)"
 	@echo "  JOBS=$(JOBS)   notebooks run at once"
 	@echo "  N_BOOTSTRAP=$(N_BOOTSTRAP)   bootstrap resamples per fit"
+	@echo "  NB=$(NB) PHASE=$(PHASE)   make notebook's section and phase (SOURCE, PARAMS, N_BOOTSTRAP apply too)"
+	@echo "  LAB_ARGS=\"$(LAB_ARGS)\"   more options for jupyter lab (make lab, make notebook), e.g. \"--no-browser --port=8899\""
 	@echo "Relative paths resolve against the project root. More: README.md."
 
 setup: $(STAMP)
@@ -80,10 +103,24 @@ bench: $(STAMP)
 
 sync-notebooks: $(STAMP)
 	"$(PY)" -m jupytext --sync notebooks/*.py
-	"$(PY)" -m nbconvert --clear-output --inplace notebooks/*.ipynb
+	"$(PY)" $(CLEAN_NOTEBOOK) notebooks/*.ipynb
 
 screenshots: $(STAMP)
 	"$(PY)" -m cbs_rlvr screenshots --out "$(OUT)" --dest docs
+
+# --- JupyterLab ---------------------------------------------------------------------------
+# LAB_ARGS: more options for jupyter lab (e.g. --no-browser --port=8899); as root (containers)
+# Lab needs --allow-root
+LAB_ARGS ?=
+LAB := "$(PY)" -m jupyterlab --ServerApp.root_dir="$(CURDIR)" $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+
+lab: $(LAB_STAMP)
+	$(LAB)
+
+notebook: $(LAB_STAMP)
+	@copy="$$("$(PY)" -m cbs_rlvr.lab copy --nb "$(NB)" --phase "$(PHASE)" --source "$(SOURCE)" \
+	  --params-dir "$(PARAMS)" --n-bootstrap "$(N_BOOTSTRAP)")" \
+	  && $(LAB) "$$copy"
 
 demo-data: $(STAMP)
 	"$(PY)" data/demo/make_demo.py

@@ -14,7 +14,7 @@ from cbs_rlvr.params import (
     load_all_phase_params,
     load_phase_params,
 )
-from cbs_rlvr.paths import PROJECT_DIR, display_path, project_paths
+from cbs_rlvr.paths import PROJECT_DIR, display_path, project_paths, section_paths
 
 # --- The data: the snapshot of the source, and one phase's runs in it ---------------------------
 from cbs_rlvr.snapshot import open_snapshot, read_excluded_runs, read_snapshot

@@ -50,3 +50,58 @@ def display_path(path: str | os.PathLike) -> str:
         return "~/" + resolved.relative_to(Path.home()).as_posix()
     except (ValueError, RuntimeError, KeyError):
         return str(resolved)
+
+
+# --- hand runs ---------------------------------------------------------------------------------
+#: Where runs that are not the build's write (git-ignored): working copies and their outputs.
+SCRATCH_DIR = "scratch"
+
+
+def notebook_defaults(section: str, notebooks_dir: str | os.PathLike | None = None) -> dict:
+    """The literals of the `parameters` cell of notebooks/<section>.py, by name (the defaults a
+    run of that notebook starts from)."""
+    import ast
+
+    text = (Path(notebooks_dir or NOTEBOOKS_DIR) / f"{section}.py").read_text(encoding="utf-8")
+    cell, inside = [], False
+    for line in text.splitlines():
+        if line.startswith("# %%"):
+            if inside:
+                break
+            inside = 'tags=["parameters"]' in line
+        elif inside:
+            cell.append(line)
+    return {target.id: ast.literal_eval(node.value) for node in ast.parse("\n".join(cell)).body
+            if isinstance(node, ast.Assign) for target in node.targets}
+
+
+def scratch_out(source: str | None = None, params_dir: str | os.PathLike | None = None) -> Path:
+    """The scratch output directory of hand runs over `source` with `params_dir`: one per pair,
+    so a scratch snapshot is never read for another source."""
+    import hashlib
+
+    if (source in (None, DEFAULT_SOURCE)) and (params_dir in (None, DEFAULT_PARAMS)):
+        return PROJECT_DIR / SCRATCH_DIR / "outputs"
+    digest = hashlib.sha256(repr((str(source), str(params_dir))).encode()).hexdigest()[:8]
+    return PROJECT_DIR / SCRATCH_DIR / f"outputs-{digest}"
+
+
+def section_paths(section: str, out_dir, params_dir, source, **parameters) -> tuple:
+    """(out, params_dir, source) of one run of notebooks/<section>, resolved as `project_paths`
+    does. Where the output goes: `out_dir` when it is given (the build always gives it); when it
+    is None, the project's outputs/ only if every parameter has the notebook's default, else a
+    scratch directory (`scratch_out`), so that a hand run with another phase, fewer bootstrap
+    resamples or another source never overwrites what the build wrote. The scratch case is said
+    in one printed line."""
+    if out_dir is None:
+        defaults = notebook_defaults(section)
+        given = {"params_dir": params_dir, "source": source, **parameters}
+        changed = [f"{k}={v!r}" for k, v in given.items() if k in defaults and defaults[k] != v]
+        if changed:
+            out_dir = scratch_out(source, params_dir)
+            print(f"A run with {', '.join(changed)} (not this notebook's default) writes to "
+                  f"{display_path(out_dir)}/, not to {DEFAULT_OUT}/ (the build's); set out_dir "
+                  "to choose.")
+        else:
+            out_dir = DEFAULT_OUT
+    return project_paths(out_dir, params_dir, source)

@@ -16,7 +16,7 @@
 
 # %% tags=["parameters"]
 phase = "p1"
-out_dir = "outputs"
+out_dir = None  # None: outputs/ with these defaults, else a folder in scratch/
 params_dir = "params"
 source = "data/demo"
 n_bootstrap = 1000
@@ -28,7 +28,8 @@ from IPython.display import Markdown, display
 import cbs_helpers as ch
 
 ch.setup_style()
-out, params_dir, source = ch.project_paths(out_dir, params_dir, source)
+out, params_dir, source = ch.section_paths("01_load_runs", out_dir, params_dir, source,
+                                           phase=phase, n_bootstrap=n_bootstrap)
 params = ch.load_phase_params(params_dir, phase)
 runs_all, history_all, manifest = ch.open_snapshot(out, source, params_dir)
 excluded = ch.read_excluded_runs(out)

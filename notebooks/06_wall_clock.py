@@ -19,7 +19,7 @@
 
 # %% tags=["parameters"]
 phase = "p1"
-out_dir = "outputs"
+out_dir = None  # None: outputs/ with these defaults, else a folder in scratch/
 params_dir = "params"
 source = "data/demo"
 n_bootstrap = 1000
@@ -30,7 +30,8 @@ import pandas as pd
 import cbs_helpers as ch
 
 ch.setup_style()
-out, params_dir, source = ch.project_paths(out_dir, params_dir, source)
+out, params_dir, source = ch.section_paths("06_wall_clock", out_dir, params_dir, source,
+                                           phase=phase, n_bootstrap=n_bootstrap)
 params = ch.load_phase_params(params_dir, phase)
 figures, tables = out / phase / "figures", out / phase / "tables"
 runs_all, history_all, manifest = ch.open_snapshot(out, source, params_dir)

@@ -15,7 +15,7 @@
 
 # %% tags=["parameters"]
 phase = "summary"
-out_dir = "outputs"
+out_dir = None  # None: outputs/ with these defaults, else a folder in scratch/
 params_dir = "params"
 source = "data/demo"
 n_bootstrap = 1000
@@ -28,7 +28,8 @@ from IPython.display import Markdown, display
 import cbs_helpers as ch
 
 ch.setup_style()
-out, params_dir, source = ch.project_paths(out_dir, params_dir, source)
+out, params_dir, source = ch.section_paths("07_summary", out_dir, params_dir, source,
+                                           phase=phase, n_bootstrap=n_bootstrap)
 runs_all, _history, manifest = ch.open_snapshot(out, source)
 in_snapshot = set(runs_all["phase"].dropna().astype(str))
 phases, skipped = {}, []

@@ -243,14 +243,28 @@ def test_committed_notebooks_run_through_papermill_from_any_folder(tmp_path):
     """On a fresh checkout (no outputs yet), the committed .ipynb runs through papermill's
     command line as it is (kernel metadata committed), from the project root and from
     notebooks/, with its defaults or any subset of parameters; relative defaults resolve
-    against the project, so the outputs land in <checkout>/outputs, not beside the caller."""
+    against the project, so the outputs land in <checkout>/outputs, not beside the caller. A run
+    with parameters other than the notebook's defaults writes to scratch/, never over the
+    build's outputs/, unless out_dir is given."""
     checkout = _fresh_checkout(tmp_path / "checkout")
     # from the project root, all defaults: builds the demo snapshot itself
     proc = _papermill(checkout, checkout, "notebooks/02_steps_to_target.ipynb", tmp_path / "a.ipynb")
     assert proc.returncode == 0, proc.stderr[-2000:]
     fit = pd.read_csv(checkout / "outputs" / "p1" / "tables" / "cbs_fit.csv")
     assert len(fit) == 6 and fit["status"].isin(["ok", "extrapolated"]).all()
-    # from notebooks/, a subset of parameters (only the phase)
+    # another phase and fewer resamples: a hand run, kept out of the build's outputs/
+    before = {p: p.read_bytes() for p in (checkout / "outputs").rglob("*") if p.is_file()}
+    proc = _papermill(checkout, checkout, "notebooks/02_steps_to_target.ipynb", tmp_path / "h.ipynb",
+                      "-p", "phase", "p2b", "-p", "n_bootstrap", "20")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    after = {p: p.read_bytes() for p in (checkout / "outputs").rglob("*") if p.is_file()}
+    assert after == before
+    scratch_fit = pd.read_csv(checkout / "scratch" / "outputs" / "p2b" / "tables" / "cbs_fit.csv")
+    assert len(scratch_fit) > 0 and scratch_fit["B_noise"].notna().any()
+    printed = "".join("".join(o.get("text", "")) for c in nbformat.read(tmp_path / "h.ipynb", 4).cells
+                      for o in c.get("outputs", []))
+    assert "phase='p2b', n_bootstrap=20" in printed and "writes to scratch/outputs/" in printed
+    # from notebooks/, a subset of parameters (only the phase, 04's default)
     proc = _papermill(checkout, checkout / "notebooks", "04_two_axis.ipynb", tmp_path / "b.ipynb",
                       "-p", "phase", "p2b")
     assert proc.returncode == 0, proc.stderr[-2000:]
