@@ -12,7 +12,9 @@ likelihood (runs that never reached the target enter as lower bounds, so the tes
 censoring), calibrated as an F test with n = the number of batch points:
 F = (exp(LR / n) - 1)(n - 3). Without censoring that is exactly the F test of nested least
 squares; a chi-square calibration would be over-confident with the 5-8 batch sizes a sweep has.
-McCandlish stays unless p < SHAPE_TEST_LEVEL. Where the data cannot tell (the test keeps
+McCandlish stays unless p < SHAPE_TEST_LEVEL and alpha differs from 1 by more than a factor
+ALPHA_MARGIN (a small significant bend is what picking the best learning rate and eval noise
+leave in exact 1/B sweeps). Where the data cannot tell (the test keeps
 alpha = 1 but alpha's 95% interval reaches 0.7 or 1.4), B_noise's interval spans both forms'.
 """
 
@@ -44,7 +46,13 @@ from .fit import (
 ALPHA_BOUNDS = (0.1, 6.0)
 #: McCandlish (alpha = 1) is kept unless the F-calibrated likelihood-ratio test rejects it here
 SHAPE_TEST_LEVEL = 0.05
-#: alpha within these bounds is close enough to 1 that the choice changes B_noise little
+#: the general form is chosen only where alpha also differs from 1 by more than this factor:
+#: a significant but small bend (alpha 0.9) is within what the envelope's pick of the best
+#: learning rate and eval noise put into formula sweeps, and the 1/B form's two parameters are
+#: then the better-determined description
+ALPHA_MARGIN = 1.15
+#: where the test keeps alpha = 1 and alpha's interval reaches beyond these, the data cannot
+#: tell the forms apart
 ALPHA_CLOSE = (0.7, 1.4)
 _ALPHA_GRID = np.geomspace(0.2, 4.0, 11)
 _SIGMA_FLOOR = 1e-6
@@ -326,13 +334,17 @@ def fit_curve(B, S, c, groups, n_bootstrap: int = 1000, seed: int = 0, notes=(),
     out["shape_p_value"] = p_value
     alpha_at_bound = (al_g - ALPHA_BOUNDS[0] < 1e-3) or (ALPHA_BOUNDS[1] - al_g < 1e-3)
     b_at_bound = any(v[0] for v in _at_bound(np.array([b_g]), bb))
-    general = (np.isfinite(p_value) and p_value < SHAPE_TEST_LEVEL and not alpha_at_bound
-               and not b_at_bound)
+    rejected = bool(np.isfinite(p_value) and p_value < SHAPE_TEST_LEVEL)
+    material = abs(math.log(al_g)) > math.log(ALPHA_MARGIN)
+    general = rejected and material and not alpha_at_bound and not b_at_bound
     shape_notes = []
+    if rejected and not material:
+        shape_notes.append(f"the data reject alpha = 1 (p = {p_value:.2g}) but alpha = {al_g:.2f} is "
+                           f"within a factor {ALPHA_MARGIN:g} of 1: the 1/B form is kept")
     if not np.isfinite(p_value):
         shape_notes.append(f"{n_eff:.3g} batch points reached the target: enough for the curve, "
                            "not to test its shape (4 needed); McCandlish (alpha = 1) assumed")
-    elif p_value < SHAPE_TEST_LEVEL and not general:
+    elif rejected and material and not general:
         shape_notes.append(f"the data reject alpha = 1 (p = {p_value:.2g}) but the general fit runs "
                            "to a search bound (alpha or B_noise not identified): McCandlish kept")
     if general:
