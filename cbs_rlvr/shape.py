@@ -325,10 +325,16 @@ def fit_curve(B, S, c, groups, n_bootstrap: int = 1000, seed: int = 0, notes=(),
     with np.errstate(all="ignore"):
         P_g, ll_g = _fit_general(x, Y1, W1, C1, bb, P_mc)
         ll_mc = _terms(x, Y1, W1, C1, P_mc, derivatives=False)[0]
-    # the test's n: the batch points that reached the target (a censored point bounds the
-    # curve but cannot show its bend; counting it let 3 points and a bound "reject" alpha = 1)
-    n_eff = float(w[~c].sum())
-    p_value = float(shape_test(ll_g, ll_mc, n_eff)[0])
+    # the test's n: the runs that reached the target (independent measurements; a censored run
+    # bounds the curve but cannot show its bend, and counting it let 3 points and a bound
+    # "reject" alpha = 1). The fit weighs each batch point 1 (replicates share it), so the
+    # likelihood ratio is rescaled to one weight per run: with equal replicates that is the
+    # unweighted test, whose residual degrees of freedom the replicates are.
+    n_eff = float(((w > 0) & ~c).sum())
+    scale = n_eff / float(w[~c].sum()) if w[~c].sum() > 0 else 1.0
+    p_value = float(shape_test(scale * ll_g, scale * ll_mc, n_eff)[0])
+    if n_reached < 4:
+        p_value = np.nan  # 3 batch sizes: the general form fits them exactly whatever the runs
     a_g, b_g, al_g, ls_g = (float(v) for v in P_g[0])
     out["alpha"] = al_g
     out["shape_p_value"] = p_value
@@ -342,7 +348,7 @@ def fit_curve(B, S, c, groups, n_bootstrap: int = 1000, seed: int = 0, notes=(),
         shape_notes.append(f"the data reject alpha = 1 (p = {p_value:.2g}) but alpha = {al_g:.2f} is "
                            f"within a factor {ALPHA_MARGIN:g} of 1: the 1/B form is kept")
     if not np.isfinite(p_value):
-        shape_notes.append(f"{n_eff:.3g} batch points reached the target: enough for the curve, "
+        shape_notes.append(f"{n_reached} batch sizes reached the target: enough for the curve, "
                            "not to test its shape (4 needed); McCandlish (alpha = 1) assumed")
     elif rejected and material and not general:
         shape_notes.append(f"the data reject alpha = 1 (p = {p_value:.2g}) but the general fit runs "
