@@ -1,0 +1,131 @@
+"""The real policy-gradient trainer of the tests (tests/pg_trainer.py, issue 16): it learns, its
+GRPO advantages and gradient statistics are right, its sweeps go through the real data layer
+and the real wandb SDK, and its committed many-seed truth is current and shows what issue 16
+describes (S(B) bends like B^-alpha with alpha < 1 at a fixed Adam rate, McCandlish's alpha = 1
+with SGD tuned per batch size, another curvature along the rollouts axis)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pg_trainer as pg
+import pytest
+from testkit import offline_wandb_env
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = {"sizes": [[4, 8], [64, 8]], "n_seeds": 1, "budget": 40, "n_running": 1, "test_freq": 5}
+
+
+@pytest.fixture(scope="module")
+def truth():
+    return pg.load_truth()
+
+
+@pytest.fixture(scope="module")
+def small_sweep(truth):
+    return pg.trainer_sweep(3, "adam_fixed", "prompts", truth=truth, **SMALL)
+
+
+# ------------------------------------------------------------------------------------------
+# The learner
+# ------------------------------------------------------------------------------------------
+def test_the_trainer_learns_from_its_start_past_the_top_target():
+    trace = pg.train(pg.task(), 256, 8, "adam_fixed", seed=0, max_steps=400)
+    assert abs(trace.acc[0] - 1 / pg.V ** pg.L) < 1e-9  # the zero policy guesses
+    assert trace.acc[-1] > max(pg.TARGETS) + 0.03
+    # and slower at a small batch: more steps to the lowest target, lower accuracy at the end
+    small = pg.train(pg.task(), 4, 8, "adam_fixed", seed=0, max_steps=200)
+    assert pg.steps_to(small.acc, 0.3) > 1.5 * pg.steps_to(trace.acc, 0.3)
+    assert small.acc[-1] < trace.acc[200] - 0.1
+
+
+def test_grpo_advantages_are_zero_mean_per_group_and_zero_for_equal_rewards():
+    rng = np.random.default_rng(0)
+    rewards = (rng.random((50, 6)) < 0.3).astype(float)
+    rewards[0] = 0.0
+    rewards[1] = 1.0
+    adv = pg.group_advantages(rewards)
+    assert np.allclose(adv.mean(axis=1), 0.0, atol=1e-12)
+    assert not adv[:2].any()
+    mixed = rewards.std(axis=1) > 0
+    assert np.allclose(adv[mixed].std(axis=1), 1.0, atol=1e-4)
+    assert ((adv > 0) == (rewards > rewards.mean(axis=1, keepdims=True))).all()
+
+
+def _brute_log_prob_gradient(w, x, answer, h=1e-6):
+    """d log pi(answer | x) / dW by central differences, one weight at a time."""
+    grad = np.zeros(w.size)
+    for i in range(w.size):
+        for sign in (1, -1):
+            w2 = w.copy().ravel()
+            w2[i] += sign * h
+            p = pg.policy_probs(w2.reshape(w.shape), x[None])[0]
+            grad[i] += sign * sum(math.log(p[j, answer[j]]) for j in range(pg.L)) / (2 * h)
+    return grad
+
+
+def test_per_sample_gradients_and_batch_gradient_match_finite_differences():
+    rng = np.random.default_rng(1)
+    w = rng.normal(0, 0.3, size=(pg.L, pg.V, pg.D))
+    x = rng.normal(size=(2, pg.D)) / 4
+    y = rng.integers(0, pg.V, size=(2, pg.L))
+    probs, actions, rewards, adv = pg.rollout(rng, w, x, y, 3)
+    adv = adv + rng.normal(size=adv.shape)  # any advantages: a group's sum need not be 0 here
+    g = pg.per_sample_gradients(x, probs, actions, adv)
+    brute = np.array([adv[i, r] * _brute_log_prob_gradient(w, x[i], actions[i, r])
+                      for i, r in itertools.product(range(2), range(3))])
+    assert np.allclose(g, brute, atol=1e-6)
+    # batch_gradient drops the -pi part, which cancels only when a group's advantages sum to 0
+    adv0 = pg.group_advantages(rewards)
+    g0 = pg.per_sample_gradients(x, probs, actions, adv0)
+    assert np.allclose(pg.batch_gradient(x, actions, adv0).ravel(), g0.mean(axis=0), atol=1e-12)
+
+
+def test_noise_statistics_match_a_loop_over_samples():
+    rng = np.random.default_rng(2)
+    g = rng.normal(0.3, 1.0, size=(40, 7))
+    mean = sum(g) / len(g)
+    tr_sigma = sum(float((s - mean) @ (s - mean)) for s in g) / (len(g) - 1)
+    g2 = float(mean @ mean) - tr_sigma / len(g)
+    norm, b_simple = pg.noise_statistics(g)
+    assert norm == pytest.approx(math.sqrt(g2)) and b_simple == pytest.approx(tr_sigma / g2)
+
+
+def _exact_b_simple(w, x, y, n_rollouts):
+    """tr(Sigma)/|G|^2 of the per-sample gradient A * grad log pi, by enumerating every joint
+    outcome of a group's rollouts (with its probability) on every prompt of a tiny pool."""
+    answers = list(itertools.product(range(pg.V), repeat=pg.L))
+    first, second = np.zeros(w.size), 0.0
+    for xi, yi in zip(x, y, strict=True):
+        probs = pg.policy_probs(w, xi[None])[0]
+        p_ans = [np.prod([probs[j, a[j]] for j in range(pg.L)]) for a in answers]
+        for combo in itertools.product(range(len(answers)), repeat=n_rollouts):
+            p = np.prod([p_ans[c] for c in combo])
+            acts = np.array([[answers[c] for c in combo]])
+            r = np.array([[float(tuple(answers[c]) == tuple(yi)) for c in combo]])
+            g = pg.per_sample_gradients(xi[None], probs[None], acts, pg.group_advantages(r))
+            first += p * g.mean(axis=0)
+            second += p * float((g * g).sum(axis=1).mean())
+    first, second = first / len(x), second / len(x)
+    return (second - first @ first) / (first @ first)
+
+
+def test_logged_b_simple_agrees_with_the_exact_value_on_a_tiny_pool():
+    """The large-batch estimate against exact enumeration (3 prompts, 2 rollouts: 81 outcomes
+    per group), the pool repeated so the estimate's draws without replacement are uniform."""
+    rng = np.random.default_rng(3)
+    w = rng.normal(0, 0.5, size=(pg.L, pg.V, pg.D))
+    x = rng.normal(size=(3, pg.D)) / 3
+    y = rng.integers(0, pg.V, size=(3, pg.L))
+    exact = _exact_b_simple(w, x, y, 2)
+    tiny = pg.Task(np.tile(x, (1000, 1)), np.tile(y, (1000, 1)), x, y)
+    estimates = [pg.gradient_noise(rng, w, tiny, 2, n_prompts=3000)[1] for _ in range(8)]
+    assert 1.0 < exact < 1e4
+    assert float(np.mean(estimates)) == pytest.approx(exact, rel=0.1)
