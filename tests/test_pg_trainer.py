@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,8 +28,8 @@ def truth():
 
 
 @pytest.fixture(scope="module")
-def small_sweep(truth):
-    return pg.trainer_sweep(3, "adam_fixed", "prompts", truth=truth, **SMALL)
+def small_sweep():
+    return pg.trainer_sweep(3, "adam_fixed", "prompts", **SMALL)
 
 
 # ------------------------------------------------------------------------------------------
@@ -129,3 +128,72 @@ def test_logged_b_simple_agrees_with_the_exact_value_on_a_tiny_pool():
     estimates = [pg.gradient_noise(rng, w, tiny, 2, n_prompts=3000)[1] for _ in range(8)]
     assert 1.0 < exact < 1e4
     assert float(np.mean(estimates)) == pytest.approx(exact, rel=0.1)
+
+
+# ------------------------------------------------------------------------------------------
+# Sweeps: verl's form, through the real data layer and the real wandb SDK
+# ------------------------------------------------------------------------------------------
+def test_sweep_runs_carry_verls_keys_names_and_config(small_sweep):
+    from cbs_rlvr.params import validate_phase_params
+
+    assert sorted(r["state"] for r in small_sweep.runs) == ["finished", "running"]
+    assert sorted(r["name"] for r in small_sweep.runs) == ["cbs_p1_np4_nr8", "cbs_p1_np64_nr8"]
+    for run in small_sweep.runs:
+        cfg = run["config"]
+        assert cfg["data"]["train_batch_size"] == run["n_prompts"]
+        assert cfg["actor_rollout_ref"]["rollout"]["n"] == run["n_rollouts"] == 8
+        assert cfg["actor_rollout_ref"]["actor"]["optim"]["lr"] == pg.LR_ADAM
+        assert cfg["trainer"]["total_training_steps"] == 40 and cfg["trainer"]["test_freq"] == 5
+        steps = [row["_step"] for row in run["rows"]]
+        assert steps == list(range(len(steps))) and len(steps) == (41 if run["state"] == "finished" else len(steps))
+        evals = [row for row in run["rows"] if pg.VAL_KEY in row]
+        assert [row["_step"] for row in evals] == list(range(0, steps[-1] + 1, 5))
+        assert all(row[pg.VAL_KEY] * pg.N_VAL == round(row[pg.VAL_KEY] * pg.N_VAL) for row in evals)
+        train_rows = run["rows"][1:]
+        for key in ("training/global_step", "critic/score/mean", "actor/entropy", "actor/grad_norm",
+                    "perf/time_per_step", "timing_s/step"):
+            assert all(math.isfinite(row[key]) for row in train_rows), key
+        noise = [row for row in run["rows"] if "grad_noise/B_noise_estimate" in row]
+        assert [row["_step"] for row in noise] == list(range(0, steps[-1] + 1, 20))
+        assert all(row["grad_noise/B_noise_estimate"] > 0 for row in noise)
+    validate_phase_params(small_sweep.params["p1"], "p1")
+    # the step-time model: the median step time at each batch
+    for run in small_sweep.runs:
+        times = [row["timing_s/step"] for row in run["rows"][1:]]
+        assert np.median(times) == pytest.approx(pg.step_time(run["n_prompts"] * 8), rel=0.15)
+
+
+def test_a_sweep_converts_through_the_real_data_layer(small_sweep):
+    from sweepgen import snapshot_frames
+
+    frames = snapshot_frames(small_sweep)
+    runs = frames["runs"].set_index("run_id")
+    assert len(runs) == len(small_sweep.runs) and frames["excluded"].empty
+    for raw in small_sweep.runs:
+        row = runs.loc[raw["run_id"]]
+        assert (row["phase"], row["n_prompts"], row["n_rollouts"], row["total_batch"]) == \
+            ("p1", raw["n_prompts"], 8, raw["n_prompts"] * 8)
+        assert row["state"] == raw["state"] and row["test_freq"] == 5 and row["lr"] == pg.LR_ADAM
+        hist = frames["history"][frames["history"]["run_id"] == raw["run_id"]].dropna(subset=[pg.VAL_KEY])
+        assert list(zip(hist["step"], hist[pg.VAL_KEY], strict=True)) == pg.accuracy_series(raw)
+
+
+def test_a_sweep_written_by_the_wandb_sdk_reads_back_the_same(tmp_path, small_sweep):
+    """One small sweep through `python tests/pg_trainer.py offline` (the real SDK, offline mode,
+    in a subprocess) and back through cbs_rlvr.sources.wandb_file."""
+    from cbs_rlvr.sources.wandb_file import find_wandb_files, read_wandb_file
+
+    env = {**offline_wandb_env(tmp_path), "PG_SWEEP_ARGS": json.dumps(SMALL)}
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "pg_trainer.py"), "offline", "adam_fixed",
+                           "prompts", "3", str(tmp_path / "src")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    read = {r["run_id"]: r for r in map(read_wandb_file, find_wandb_files(tmp_path / "src"))}
+    assert set(read) == {r["run_id"] for r in small_sweep.runs}
+    for raw in small_sweep.runs:
+        back = read[raw["run_id"]]
+        assert back["name"] == raw["name"] and back["config"]["data"] == raw["config"]["data"]
+        assert back["state"] == ("finished" if raw["state"] == "finished" else "failed")
+        assert pg.accuracy_series({"rows": back["history"]}) == pg.accuracy_series(raw)
+        assert [r.get("grad_noise/B_noise_estimate") for r in back["history"]] == \
+            [r.get("grad_noise/B_noise_estimate") for r in raw["rows"]]
