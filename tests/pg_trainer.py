@@ -518,11 +518,13 @@ def _run_id(text: str) -> str:
     return "".join(chars[(digest // 36 ** i) % 36] for i in range(8))
 
 
-def sgd_lr(n_prompts: int, n_rollouts: int, truth: dict | None = None) -> float:
-    """sgd_tuned's tuned rate at this batch, from the truth (the truth grid holds every sweep B)."""
+def sgd_lr(n_prompts: int, n_rollouts: int, truth: dict | None = None, axis: str | None = None) -> float:
+    """sgd_tuned's tuned rate at this (n_prompts, n_rollouts), from the truth (its grids hold
+    every sweep's): the axis' own tuning first (a pair on both axes was tuned on each)."""
     truth = truth or load_truth()
-    for axis in truth["settings"]["sgd_tuned"].values():
-        for p in axis["points"]:
+    blocks = truth["settings"]["sgd_tuned"]
+    for name in sorted(blocks, key=lambda a: a != axis):
+        for p in blocks[name]["points"]:
             if (p["n_prompts"], p["n_rollouts"]) == (n_prompts, n_rollouts):
                 return float(p["lr"])
     raise KeyError(f"no tuned sgd rate for np{n_prompts} nr{n_rollouts} in {TRUTH_PATH.name}")
@@ -566,7 +568,7 @@ def trainer_sweep(seed: int, setting: str, axis: str, n_seeds: int = 2,
                              replace=False).tolist())
     runs, start = [], 1.75e9 + seed * 1e5
     for i, (n_p, n_r) in enumerate(pairs):
-        lr = sgd_lr(n_p, n_r, truth) if setting == "sgd_tuned" else learning_rate(setting, n_p * n_r)
+        lr = sgd_lr(n_p, n_r, truth, axis) if setting == "sgd_tuned" else learning_rate(setting, n_p * n_r)
         for k in range(n_seeds):
             run_seed = 10_000 + 100 * seed + k  # the truth uses seeds below 200
             index = i * n_seeds + k

@@ -197,3 +197,37 @@ def test_a_sweep_written_by_the_wandb_sdk_reads_back_the_same(tmp_path, small_sw
         assert pg.accuracy_series({"rows": back["history"]}) == pg.accuracy_series(raw)
         assert [r.get("grad_noise/B_noise_estimate") for r in back["history"]] == \
             [r.get("grad_noise/B_noise_estimate") for r in raw["rows"]]
+
+
+# ------------------------------------------------------------------------------------------
+# The committed many-seed truth
+# ------------------------------------------------------------------------------------------
+def test_the_truth_is_current_complete_and_small(truth):
+    assert truth["code_version"] == pg.code_version(), (
+        "tests/pg_trainer.py's learner changed since pg_truth.json was computed: run "
+        "`python tests/pg_trainer.py truth` and commit the JSON")
+    assert pg.TRUTH_PATH.stat().st_size < 200_000
+    assert truth["targets"] == list(pg.TARGETS) and truth["n_seeds"] >= 8
+    assert truth["step_time"]["a"] == pg.STEP_TIME_A and truth["step_time"]["b"] == pg.STEP_TIME_B
+    for setting, axis in itertools.product(pg.SETTINGS, pg.AXES):
+        block = truth["settings"][setting][axis]
+        pairs = [(p["n_prompts"], p["n_rollouts"]) for p in block["points"]]
+        assert pairs == pg.grid(axis, "truth") and set(pg.grid(axis)) < set(pairs)
+        batch = [p["batch"] for p in block["points"]]
+        for t in map(str, pg.TARGETS):
+            seeds = np.array([p["S_seeds"][t] for p in block["points"]])
+            assert seeds.shape[1] == truth["n_seeds"] and np.isfinite(seeds).all()  # none censored
+            steps = [p["S"][t] for p in block["points"]]
+            assert np.allclose(np.exp(np.log(seeds).mean(axis=1)), steps, rtol=2e-3)
+            assert block["fits"][t] == pg.general_fit(batch, steps)
+            hours = [s * pg.step_time(b) / 3600 for s, b in zip(steps, batch, strict=True)]
+            assert block["wallclock_optimum"][t]["batch"] == batch[int(np.argmin(hours))]
+            assert block["b_simple"][t] > 0
+
+
+def test_sgd_tuned_rates_are_the_best_of_their_grid(truth):
+    for axis in pg.AXES:
+        for p in truth["settings"]["sgd_tuned"][axis]["points"]:
+            scores = {float(k): v for k, v in p["sgd_lr_scores"].items()}
+            assert p["lr"] == min(scores, key=scores.get) and set(scores) == set(pg.SGD_LR_GRID)
+            assert pg.sgd_lr(p["n_prompts"], p["n_rollouts"], truth, axis) == p["lr"]
