@@ -14,24 +14,49 @@ Training is GRPO-style: each step draws n_prompts prompts (an epoch-shuffled poo
 samples n_rollouts answers per prompt, advantage A = (r - group mean) / (group std + eps), zero
 for a group whose rewards are all equal, gradient = mean over samples of A * grad log pi
 (one on-policy update per step, so PPO's ratio is 1). Optimiser settings (SETTINGS):
-- adam_fixed: Adam, one learning rate for every batch size (how most verl sweeps are run);
-- adam_sqrt: Adam, lr = LR_ADAM * sqrt(B / B_REF);
-- sgd_tuned: plain SGD with the lr tuned per B: for each B of the truth grid, the lr of
-  SGD_LR_GRID (factor 2 apart) with the smallest many-seed mean log S at the setting's tuning
-  target, chosen by `python tests/pg_trainer.py truth` and stored in pg_truth.json.
+- adam_fixed: Adam, one learning rate (LR_ADAM) for every batch size (as most verl sweeps run);
+- adam_sqrt: Adam, lr = LR_ADAM * sqrt(B / B_REF), up to LR_MAX_ADAM (reached at B = 1024);
+- sgd_tuned: plain SGD with the lr tuned per B: for each (n_prompts, n_rollouts) of the truth
+  grid, the rate of SGD_LR_GRID (1 to 64, factor 2 apart) with the smallest mean log S at
+  TUNE_TARGET over N_TUNE_SEEDS seeds, chosen by `python tests/pg_trainer.py truth` and stored
+  in pg_truth.json (sweeps read it there).
+The toy's objective saturates rather than diverges, so no rate is ever unstable; the ceilings
+(LR_MAX_ADAM, the grid's 64) stand in for the largest stable rate of real training.
 
 Validation accuracy is the exact expected accuracy of the sampling policy (mean@1 with
 sampling: the mean over the N_VAL validation prompts of the product of the correct tokens'
 probabilities), logged as Binomial(n_val, p) / n_val, as verl's mean@1 on n_val problems is.
-Gradient statistics at eval steps (`grad_noise/*`): from per-sample gradients g_s = A_s grad
+Gradient statistics (`grad_noise/*`, every 4th eval): from per-sample gradients g_s = A_s grad
 log pi(a_s | x_s) of the current policy on a large batch (GRAD_NOISE_PROMPTS prompts x the run's
 n_rollouts), tr(Sigma) = mean |g_s - g_mean|^2 and |G|^2 = |g_mean|^2 - tr(Sigma)/N (unbiased);
 B_simple = tr(Sigma)/|G|^2 in samples. The step time follows T = STEP_TIME_A + STEP_TIME_B * B
-seconds, with a lognormal speed per run and per step.
+seconds (`step_time`), with a lognormal speed per run and per step.
+
+The truth (pg_truth.json): per setting and axis, on the truth grid (wider than the sweeps'),
+N_TRUTH_SEEDS seeds trained until the top target; S per target is the exact crossing step of
+the exact validation accuracy (interpolated between steps), aggregated as the geometric mean
+over seeds (mean of log S); none is censored. Fitted by least squares in log S with the general
+form S_min (1 + (B_noise/B)^alpha) and with alpha = 1; the wall-clock optimum per target is the
+argmin over the grid of S(B) * step_time(B); B_simple per target is the statistic at the
+crossing (TRUTH_NOISE_PROMPTS prompts, N_NOISE_SEEDS seeds), geometric mean over the sweep grid.
+`code_version()` hashes the learner's source (from the imports to the end marker); a test
+fails when it no longer matches the JSON's.
+
+Public API:
+- trainer_sweep(seed, setting, axis, n_seeds=2, sizes=None, test_freq=None, n_val=N_VAL,
+  budget=None, n_running=None, truth=None) -> PGSweep (runs, params, features, setting, axis,
+  phase, budget; the form of sweepgen.GeneratedSweep, so sweepgen.snapshot_frames and
+  sweepgen.write_offline_runs take it);
+- load_truth() -> dict; truth["settings"][setting][axis] -> {"phase", "fixed", "points",
+  "fits", "wallclock_optimum", "b_simple"};
+- train(task(), n_prompts, n_rollouts, setting, seed, max_steps, ...) -> RunTrace (acc per step,
+  rows, b_simple); steps_to(acc, target); general_fit(batch, steps); step_time(B);
+  grid(axis, "sweep" | "truth"); learning_rate(setting, B); sgd_lr(n_prompts, n_rollouts).
 
     python tests/pg_trainer.py truth        # recompute tests/pg_truth.json (~10 min, 2 processes)
     python tests/pg_trainer.py describe SETTING AXIS SEED
     python tests/pg_trainer.py offline SETTING AXIS SEED DEST   # a sweep as W&B offline runs
+                                            # (PG_SWEEP_ARGS: trainer_sweep's keywords as JSON)
 """
 
 from __future__ import annotations
@@ -316,9 +341,10 @@ def step_time(batch: float) -> float:
 
 
 def code_version() -> str:
-    """sha256 (first 16 hex digits) of this file's learner: the source above the end marker."""
+    """sha256 (first 16 hex digits) of this file's learner: the source from the imports (after
+    the module doc) to the end marker."""
     text = Path(__file__).read_text()
-    learner = text[:text.index("# === end of the learner")]
+    learner = text[text.index("from __future__ import"):text.index("# === end of the learner")]
     return hashlib.sha256(learner.encode()).hexdigest()[:16]
 
 
@@ -489,6 +515,9 @@ SECTIONS = {"prompts": ["01_load_runs", "02_steps_to_target", "03_training_curve
                         "06_wall_clock", "08_plan"],
             "rollouts": ["01_load_runs", "02_steps_to_target", "03_training_curves", "04_two_axis",
                          "06_wall_clock", "08_plan"]}
+# eval every test_freq steps: a few evals before the lowest target even at the largest batch
+# (the truth's S_min at 0.3: about 20 steps for adam_fixed, 10 for adam_sqrt, 5 for sgd_tuned)
+DEFAULT_TEST_FREQ = {"adam_fixed": 5, "adam_sqrt": 2, "sgd_tuned": 1}
 
 
 @dataclass
@@ -543,14 +572,15 @@ def _budget(rng, setting: str, axis: str, truth: dict | None) -> int:
 
 
 def trainer_sweep(seed: int, setting: str, axis: str, n_seeds: int = 2,
-                  sizes: list[tuple[int, int]] | None = None, test_freq: int = 5, n_val: int = N_VAL,
+                  sizes: list[tuple[int, int]] | None = None, test_freq: int | None = None, n_val: int = N_VAL,
                   budget: int | None = None, n_running: int | None = None,
                   truth: dict | None = None) -> PGSweep:
     """A sweep of the real trainer as a user runs it: every (n_prompts, n_rollouts) of `sizes`
     (default: the axis' sweep grid) x n_seeds seeds, each run trained for the same `budget`
     steps (default: drawn, see _budget; runs slower than it are right-censored at the top
     targets), `n_running` runs (default 1 or 2) still running (cut at 30-90% of the budget).
-    Runs are logged with verl's keys, names and config; seeds are disjoint from the truth's.
+    Runs are logged with verl's keys, names and config, evaluated every test_freq steps (default
+    DEFAULT_TEST_FREQ[setting]); seeds are disjoint from the truth's.
     sgd_tuned takes each batch's tuned rate from pg_truth.json (`truth` to pass it loaded)."""
     if setting not in SETTINGS or axis not in AXES:
         raise ValueError(f"setting must be one of {SETTINGS} and axis one of {tuple(AXES)}")
@@ -560,6 +590,7 @@ def trainer_sweep(seed: int, setting: str, axis: str, n_seeds: int = 2,
     if setting == "sgd_tuned" and truth is None:
         raise FileNotFoundError(f"{TRUTH_PATH.name} is missing: run python tests/pg_trainer.py truth")
     phase = AXES[axis]["phase"]
+    test_freq = int(test_freq or DEFAULT_TEST_FREQ[setting])
     pairs = list(sizes or grid(axis))
     budget = int(budget or _budget(rng, setting, axis, truth))
     features = [f"{setting}:{axis}", f"budget:{budget}"]
