@@ -231,3 +231,32 @@ def test_sgd_tuned_rates_are_the_best_of_their_grid(truth):
             scores = {float(k): v for k, v in p["sgd_lr_scores"].items()}
             assert p["lr"] == min(scores, key=scores.get) and set(scores) == set(pg.SGD_LR_GRID)
             assert pg.sgd_lr(p["n_prompts"], p["n_rollouts"], truth, axis) == p["lr"]
+
+
+def test_the_truth_shows_what_issue_16_describes(truth):
+    """At one Adam rate for every B, S(B) bends like B^-alpha with alpha clearly below 1 along
+    the prompts axis: the general form fits it, McCandlish's alpha = 1 leaves several times the
+    error and puts B_noise several times too low. SGD tuned per B is close to alpha = 1; the
+    rollouts axis bends the other way (alpha > 1). The exact B_simple grows with the target."""
+    def fits(setting, axis):
+        return truth["settings"][setting][axis]["fits"].values()
+
+    for f in fits("adam_fixed", "prompts"):
+        assert 0.5 < f["alpha"] < 0.8
+        assert f["log_rms"] < 0.03 and f["mccandlish_log_rms"] > 4 * f["log_rms"]
+        assert f["B_noise"] > 2.5 * f["mccandlish_B_noise"]
+    for f in fits("sgd_tuned", "prompts"):
+        assert abs(f["alpha"] - 1) < 0.3 and f["log_rms"] < f["mccandlish_log_rms"]
+    for f in fits("adam_fixed", "rollouts"):
+        assert f["alpha"] > 1.3
+    # the local log-slope of the true S at the lowest target: about -0.5 at small B, flat at large
+    points = {p["batch"]: p["S"][str(pg.TARGETS[0])] for p in truth["settings"]["adam_fixed"]["prompts"]["points"]}
+    assert -0.6 < math.log2(points[64] / points[32]) < -0.4
+    assert -0.2 < math.log2(points[4096] / points[2048]) < 0
+    for setting, axis in itertools.product(pg.SETTINGS, pg.AXES):
+        block = truth["settings"][setting][axis]
+        b_simple = [block["b_simple"][str(t)] for t in pg.TARGETS]
+        assert all(np.diff(b_simple) > 0) and b_simple[-1] > 1.5 * b_simple[0], (setting, axis, b_simple)
+        # B_noise inside the sweep's batch range, or within a factor 2 of its ends
+        batches = [n_p * n_r for n_p, n_r in pg.grid(axis)]
+        assert all(min(batches) / 2 <= f["B_noise"] <= 2 * max(batches) for f in block["fits"].values())
