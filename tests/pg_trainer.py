@@ -26,7 +26,7 @@ The toy's objective saturates rather than diverges, so no rate is ever unstable;
 Validation accuracy is the exact expected accuracy of the sampling policy (mean@1 with
 sampling: the mean over the N_VAL validation prompts of the product of the correct tokens'
 probabilities), logged as Binomial(n_val, p) / n_val, as verl's mean@1 on n_val problems is.
-Gradient statistics (`grad_noise/*`, every 4th eval): from per-sample gradients g_s = A_s grad
+Gradient statistics (`grad_noise/*`, every 20 steps in sweeps): from per-sample gradients g_s = A_s grad
 log pi(a_s | x_s) of the current policy on a large batch (GRAD_NOISE_PROMPTS prompts x the run's
 n_rollouts), tr(Sigma) = mean |g_s - g_mean|^2 and |G|^2 = |g_mean|^2 - tr(Sigma)/N (unbiased);
 B_simple = tr(Sigma)/|G|^2 in samples. The step time follows T = STEP_TIME_A + STEP_TIME_B * B
@@ -518,6 +518,7 @@ SECTIONS = {"prompts": ["01_load_runs", "02_steps_to_target", "03_training_curve
 # eval every test_freq steps: a few evals before the lowest target even at the largest batch
 # (the truth's S_min at 0.3: about 20 steps for adam_fixed, 10 for adam_sqrt, 5 for sgd_tuned)
 DEFAULT_TEST_FREQ = {"adam_fixed": 5, "adam_sqrt": 2, "sgd_tuned": 1}
+GRAD_NOISE_EVERY = 20  # steps between logged gradient statistics (a multiple of every test_freq)
 
 
 @dataclass
@@ -605,7 +606,7 @@ def trainer_sweep(seed: int, setting: str, axis: str, n_seeds: int = 2,
             index = i * n_seeds + k
             last = int(budget * rng.uniform(0.3, 0.9)) if index in running else budget
             trace = train(task(), n_p, n_r, setting, run_seed, last, lr=lr, log=True,
-                          test_freq=test_freq, n_val=n_val, grad_noise_every=4 * test_freq)
+                          test_freq=test_freq, n_val=n_val, grad_noise_every=GRAD_NOISE_EVERY)
             name = f"cbs_{phase}_np{n_p}_nr{n_r}"
             start += 3600
             config = {"data": {"train_batch_size": n_p},
