@@ -47,6 +47,8 @@ Public API:
   budget=None, n_running=None, truth=None) -> PGSweep (runs, params, features, setting, axis,
   phase, budget; the form of sweepgen.GeneratedSweep, so sweepgen.snapshot_frames and
   sweepgen.write_offline_runs take it);
+- trainer_sweeps(seeds, classes=SWEEP_CLASSES, processes=2, **trainer_sweep keywords) ->
+  list[PGSweep], one per seed and (setting, axis) class, in worker processes;
 - load_truth() -> dict; truth["settings"][setting][axis] -> {"phase", "fixed", "points",
   "fits", "wallclock_optimum", "b_simple"};
 - train(task(), n_prompts, n_rollouts, setting, seed, max_steps, ...) -> RunTrace (acc per step,
@@ -628,6 +630,27 @@ def trainer_sweep(seed: int, setting: str, axis: str, n_seeds: int = 2,
                       "thresholds": list(TARGETS), "sections": list(SECTIONS[axis]),
                       "two_axis_phases": [phase] if axis == "rollouts" else []}}
     return PGSweep(seed, runs, params, features, setting, axis, phase, budget)
+
+
+SWEEP_CLASSES = tuple((s, a) for s in SETTINGS for a in AXES)
+
+
+def _sweep_job(job: tuple) -> PGSweep:
+    seed, setting, axis, kwargs = job
+    return trainer_sweep(seed, setting, axis, **kwargs)
+
+
+def trainer_sweeps(seeds, classes=SWEEP_CLASSES, processes: int = 2, **kwargs) -> list[PGSweep]:
+    """trainer_sweep for every seed of `seeds` and every (setting, axis) of `classes`, in
+    `processes` worker processes (25-60 s a sweep on one busy core), in (seed, class) order."""
+    import multiprocessing
+
+    truth = kwargs.pop("truth", None) or load_truth()
+    jobs = [(seed, s, a, {"truth": truth, **kwargs}) for seed in seeds for s, a in classes]
+    if processes <= 1:
+        return [_sweep_job(j) for j in jobs]
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        return pool.map(_sweep_job, jobs, chunksize=1)
 
 
 def accuracy_series(run: dict) -> list[tuple[int, float]]:

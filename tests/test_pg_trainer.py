@@ -260,3 +260,17 @@ def test_the_truth_shows_what_issue_16_describes(truth):
         # B_noise inside the sweep's batch range, or within a factor 2 of its ends
         batches = [n_p * n_r for n_p, n_r in pg.grid(axis)]
         assert all(min(batches) / 2 <= f["B_noise"] <= 2 * max(batches) for f in block["fits"].values())
+
+
+def test_a_default_sweep_budget_censors_the_small_batches_at_the_top_target(truth):
+    """The drawn step budget (one total_training_steps for every run, 0.9-1.6 x the truth's S at
+    the top target at the grid's middle batch): the smallest batch is right-censored at the top
+    target whatever the draw, and the largest reaches the lowest target."""
+    rng = np.random.default_rng(0)
+    for setting, axis in pg.SWEEP_CLASSES:
+        pts = {(p["n_prompts"], p["n_rollouts"]): p["S"] for p in truth["settings"][setting][axis]["points"]}
+        pairs = pg.grid(axis)
+        for _ in range(20):
+            budget = pg._budget(rng, setting, axis, truth)
+            assert pts[pairs[0]][str(pg.TARGETS[-1])] > budget, (setting, axis, budget)
+            assert pts[pairs[-1]][str(pg.TARGETS[0])] < budget / 3, (setting, axis, budget)
