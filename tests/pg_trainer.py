@@ -71,10 +71,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # tiny matrices: threads only cost (if numpy is new here)
+if __name__ == "__main__":  # tiny matrices: BLAS threads only cost (the CLI's own processes)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 TRUTH_PATH = Path(__file__).resolve().with_name("pg_truth.json")
 
 # the task
@@ -96,7 +96,7 @@ SETTINGS = ("adam_fixed", "adam_sqrt", "sgd_tuned")
 # the step-time model (seconds): T = A + B_coef * batch, lognormal per run and per step
 STEP_TIME_A, STEP_TIME_B = 20.0, 0.02
 STEP_TIME_RUN_SIGMA, STEP_TIME_STEP_SIGMA = 0.05, 0.05
-GRAD_NOISE_PROMPTS = 256  # prompts per logged gradient statistic (x the run's n_rollouts)
+GRAD_NOISE_PROMPTS = 1024  # prompts per logged gradient statistic (x the run's n_rollouts)
 TRUTH_NOISE_PROMPTS = 2000  # prompts per truth gradient statistic
 MAX_NOISE_SAMPLES = 16384  # fewer prompts at many rollouts: per-sample gradients fit in memory
 VAL_KEY = "val-core/openai/gsm8k/reward/mean@1"
@@ -196,12 +196,14 @@ def gradient_noise(rng, w: np.ndarray, task: Task, n_rollouts: int,
 
 
 def noise_statistics(g: np.ndarray) -> tuple[float, float]:
-    """(|G|, tr(Sigma)/|G|^2) from per-sample gradients g (N, P)."""
+    """(|G|, tr(Sigma)/|G|^2) from per-sample gradients g (N, P); (0, nan) when the noise
+    swamps the batch (the unbiased |G|^2 is not positive): no B_simple can be read off it."""
     n = g.shape[0]
     mean = g.mean(axis=0)
     tr_sigma = float(((g - mean) ** 2).sum(axis=1).mean()) * n / (n - 1)
     g2 = float(mean @ mean) - tr_sigma / n
-    g2 = max(g2, 1e-12 * max(tr_sigma, 1e-30))
+    if g2 <= 0:
+        return 0.0, math.nan
     return math.sqrt(g2), tr_sigma / g2
 
 
@@ -406,7 +408,7 @@ def truth_point(job: tuple[str, str, int, int]) -> dict:
         per_seed.append(s)
         for t in TARGETS:  # the statistic at the first step at or past the crossing
             step = math.ceil(s[TARGETS.index(t)])
-            at = [v for k, v in sorted(trace.b_simple.items()) if k >= step]
+            at = [v for k, v in sorted(trace.b_simple.items()) if k >= step and math.isfinite(v)]
             if at:
                 b_simple[t].append(at[0])
     logs = np.log(np.maximum(np.array(per_seed), 1e-3))
