@@ -6,6 +6,7 @@ re-measured from its eval series resampled as Binomial(n_val, p) / n_val, vector
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -276,12 +277,14 @@ def fit_phase(runs: pd.DataFrame, history: pd.DataFrame, metric: str, thresholds
         S_star = S_star * scale[None, :, None]
         rng_rep = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[1])
         W_rep = np.repeat(_group_weights(gkey)[None, :], K, axis=0)
+        rep_groups = []
         for key in pd.unique(gkey[multi]):
             idx = np.flatnonzero((gkey == key).to_numpy())
             draws = rng_rep.integers(0, len(idx), size=(K, len(idx)))
             cnt = np.zeros((K, len(idx)))
             np.add.at(cnt, (np.arange(K)[:, None], draws), 1.0)
             W_rep[:, idx] = cnt / len(idx)
+            rep_groups.append((idx, draws))
     fits, draws = [], {}
     for j, t in enumerate(thr):
         rows = sb[sb["threshold"] == t]
@@ -303,6 +306,7 @@ def fit_phase(runs: pd.DataFrame, history: pd.DataFrame, metric: str, thresholds
                 Y = np.log(np.where(multi[None, :], S[None, :], S_star[:, :, j]))
                 Cc = np.where(multi[None, :], c[None, :], c_star[:, :, j])
                 Wt = np.where(np.isfinite(Y), W_rep, 0.0)
+                _smooth_replicates(Y, Wt, S, c, rep_groups)
                 Y, Wt, Cc = Y[:, ok], Wt[:, ok], Cc[:, ok]
                 kinds = (["replicates"] if multi[ok].any() else []) + (
                     ["eval-noise"] if (~multi[ok]).any() else [])
@@ -325,6 +329,21 @@ def fit_phase(runs: pd.DataFrame, history: pd.DataFrame, metric: str, thresholds
     if return_draws:
         return sb, cbs[CBS_FIT_COLUMNS + extra], draws
     return sb, cbs[CBS_FIT_COLUMNS + extra]
+
+
+def _smooth_replicates(Y, Wt, S, c, rep_groups) -> None:
+    """Replicates of a configuration resampled by value, in place: y* = m + sqrt(n/(n-1)) (y_i* - m)
+    around the group's mean log S, each draw weighing 1/n. Resampling n runs within their group
+    alone gives their mean a variance (n-1)/n too small (half for the 2 seeds a sweep usually has);
+    the factor restores it. Groups with a censored run keep the plain resampling (weights): a
+    lower bound has no value to centre."""
+    for idx, draws in rep_groups:
+        y = np.log(S[idx])
+        if c[idx].any() or not np.isfinite(y).all() or len(idx) < 2:
+            continue
+        m = y.mean()
+        Y[:, idx] = m + math.sqrt(len(idx) / (len(idx) - 1.0)) * (y[draws] - m)
+        Wt[:, idx] = 1.0 / len(idx)
 
 
 def _fit_draws(B, S, c, groups, res: dict, kept: dict | None, eval_S, eval_c, single) -> dict:
