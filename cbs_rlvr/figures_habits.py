@@ -55,7 +55,8 @@ def plot_envelope(configs: pd.DataFrame, cbs_fit: pd.DataFrame | None = None, th
         if fits is not None and t in fits.index and fits.loc[t, "status"] in ("ok", "extrapolated"):
             grid = np.geomspace(lo, hi, 200)
             f = fits.loc[t]
-            ax_s.plot(grid, f["S_min"] * (1 + f["B_noise"] / grid), color=c, ls="--", lw=1.0, alpha=0.8)
+            al = float(f["alpha"]) if f.get("model", "") == "general" and np.isfinite(f.get("alpha", np.nan)) else 1.0
+            ax_s.plot(grid, f["S_min"] * (1 + (f["B_noise"] / grid) ** al), color=c, ls="--", lw=1.0, alpha=0.8)
     set_log2_axis(ax_s, "x", lo, hi)
     set_log_axis(ax_s, "y")
     ax_s.set_xlabel("batch size B = prompts × rollouts")
