@@ -353,24 +353,81 @@ def fit_curve(B, S, c, groups, n_bootstrap: int = 1000, seed: int = 0, notes=(),
     elif rejected and material and not general:
         shape_notes.append(f"the data reject alpha = 1 (p = {p_value:.2g}) but the general fit runs "
                            "to a search bound (alpha or B_noise not identified): McCandlish kept")
-    if general:
-        gpt = {"a": a_g, "b": b_g, "rho": 0.0, "sigma": math.exp(ls_g)}
-        core, status, reason = _summarise_general(x, y, w, c, gpt, al_g, B)
+    gpt = {"a": a_g, "b": b_g, "rho": 0.0, "sigma": math.exp(ls_g)}
+    choice = {"mccandlish": (core, status, reason),
+              "general": _summarise_general(x, y, w, c, gpt, al_g, B) if general else None}
+
+    boot = None
+    if n_bootstrap and n_bootstrap > 0:
+        boot = _bootstrap_both(x, y, w, c, B, model, bb, (a_g, b_g, al_g, ls_g), P_g, int(n_bootstrap),
+                               seed, groups, tables)
+        out["alpha_lo"], out["alpha_hi"], a_note = bootstrap_interval(al_g, boot["alpha"], "alpha")
+        if general and np.isfinite(out["alpha_lo"]) and out["alpha_lo"] <= 1.0 <= out["alpha_hi"]:
+            # the test and the bootstrap must agree before the 1/B form is given up
+            general = False
+            shape_notes.append(f"the test rejects alpha = 1 (p = {p_value:.2g}) but alpha's 95% interval "
+                               f"[{out['alpha_lo']:.2f}, {out['alpha_hi']:.2f}] holds 1: the 1/B form is kept")
+    form = "general" if general else "mccandlish"
+    core, status, reason = choice[form]
     out.update(core)
-    out["model"] = "general" if general else "mccandlish"
+    out["model"] = form
     alpha_used = al_g if general else 1.0
-    b_star, e_min = samples_minimum(out["S_min"], out["B_noise"], alpha_used)
-    out["E_min"] = e_min
+    _, out["E_min"] = samples_minimum(out["S_min"], out["B_noise"], alpha_used)
     out["B_crit_20pct"] = overhead_batch(out["S_min"], out["B_noise"], alpha_used)
     if alpha_used < 1.0:
         out["E_min_note"] = ("no samples minimum: with alpha < 1 smaller batches always need fewer "
                              "samples (no 20%-overhead batch)")
     out["status"] = status
     out["reason"] = "; ".join(filter(None, [reason, *shape_notes, note]))
-
-    if not (n_bootstrap and n_bootstrap > 0):
+    if boot is None:
         return out
-    K = int(n_bootstrap)
+
+    K, bad = int(n_bootstrap), boot["bad"]
+    b_draw = boot["B_noise_general"] if general else boot["B_noise_mccandlish"]
+    s_draw = np.where(bad, np.nan, np.exp(boot["log_S_min_general"] if general else boot["log_S_min_mccandlish"]))
+    out["n_bootstrap_ok"] = int((~bad).sum())
+    out["B_noise_lo"], out["B_noise_hi"], b_note = bootstrap_interval(out["B_noise"], b_draw, "B_noise")
+    out["S_min_lo"], out["S_min_hi"], s_note = bootstrap_interval(out["S_min"], s_draw, "S_min")
+    out["ci_method"] = boot["method"]
+    if K < 20:
+        b_note, s_note, a_note = f"no CI: {K} bootstrap resamples, at least 20 needed", "", ""
+    elif out["n_bootstrap_ok"] < max(20, 0.5 * K):
+        b_note = (f"no CI: only {out['n_bootstrap_ok']} of {K} bootstrap tables had 3 batch sizes "
+                  f"reaching the target (at least {max(20, math.ceil(K / 2))} needed)")
+        s_note = a_note = ""
+    # the test keeps alpha = 1 but the general fit's alpha could lie far from it: the data
+    # cannot tell the two forms apart, and the interval must hold what either says
+    undetermined = (not general and np.isfinite(out["alpha_lo"])
+                    and (out["alpha_lo"] < ALPHA_CLOSE[0] or out["alpha_hi"] > ALPHA_CLOSE[1]))
+    if undetermined and np.isfinite(out["B_noise_lo"]):
+        glo, ghi = _quantile_pair(boot["B_noise_general"])
+        if np.isfinite(glo):
+            out["B_noise_lo"] = min(out["B_noise_lo"], glo)
+            out["B_noise_hi"] = max(out["B_noise_hi"], ghi)
+        out["reason"] = "; ".join(filter(None, [out["reason"], (
+            f"the sampled batch sizes cannot tell the shape (alpha 95% interval [{out['alpha_lo']:.2f}, "
+            f"{out['alpha_hi']:.2f}], the test keeps 1): B_noise's interval spans the McCandlish and "
+            "the general form's")]))
+        out["shape_undetermined"] = True
+    ci = "; ".join(filter(None, [ci_note, b_note, s_note, a_note]))
+    if ci:
+        out["reason"] = "; ".join(filter(None, [out["reason"], ci]))
+    if keep_draws:
+        out["_draws"] = {"tables": boot["tables"],
+                         "log_S_min": np.where(bad, np.nan, boot["log_S_min_general" if general else
+                                                                 "log_S_min_mccandlish"]),
+                         "log_B_noise": np.where(bad, np.nan, boot["log_B_noise_general" if general else
+                                                                   "log_B_noise_mccandlish"]),
+                         "alpha": np.where(bad, np.nan, boot["alpha"] if general else 1.0),
+                         "at_bound": boot["at_bound_general" if general else "at_bound_mccandlish"] & ~bad}
+    return out
+
+
+def _bootstrap_both(x, y, w, c, B, model, bb, point, P_g, K, seed, groups, tables) -> dict:
+    """Both forms refitted on K bootstrap tables: draws of alpha (general), of log S_min and
+    log B_noise of each form, B_noise in the natural scale (0 / inf where a refit ran to a search
+    bound), and which tables had fewer than 3 batch sizes reaching the target (`bad`)."""
+    a_g, b_g, al_g, _ = point
     rng = np.random.default_rng(seed)
     with np.errstate(all="ignore"):
         # resample around the general fit (it nests alpha = 1, so it is valid whichever form is
@@ -386,48 +443,17 @@ def fit_curve(B, S, c, groups, n_bootstrap: int = 1000, seed: int = 0, notes=(),
         Pg, _ = _fit_general(x, Y, Wt, C, bb, Pm, P_start=P_g)
     bad = _n_distinct_reached(B, (Wt > 0) & ~C) < 3
     lo_m, hi_m = _at_bound(b_m, bb)
-    bm_draw = np.where(bad, np.nan, np.where(lo_m, 0.0, np.where(hi_m, np.inf, np.exp(b_m))))
     lo_g, hi_g = _at_bound(Pg[:, 1], bb)
-    bg_draw = np.where(bad, np.nan, np.where(lo_g, 0.0, np.where(hi_g, np.inf, np.exp(Pg[:, 1]))))
-    al_draw = np.where(bad, np.nan, Pg[:, 2])
-    b_draw, s_draw = (bg_draw, np.exp(Pg[:, 0])) if general else (bm_draw, np.exp(a_m))
-    s_draw = np.where(bad, np.nan, s_draw)
-    out["n_bootstrap_ok"] = int((~bad).sum())
-    out["B_noise_lo"], out["B_noise_hi"], b_note = bootstrap_interval(out["B_noise"], b_draw, "B_noise")
-    out["S_min_lo"], out["S_min_hi"], s_note = bootstrap_interval(out["S_min"], s_draw, "S_min")
-    out["alpha_lo"], out["alpha_hi"], a_note = bootstrap_interval(al_g, al_draw, "alpha")
-    out["ci_method"] = method
-    if K < 20:
-        b_note, s_note, a_note = f"no CI: {K} bootstrap resamples, at least 20 needed", "", ""
-    elif out["n_bootstrap_ok"] < max(20, 0.5 * K):
-        b_note = (f"no CI: only {out['n_bootstrap_ok']} of {K} bootstrap tables had 3 batch sizes "
-                  f"reaching the target (at least {max(20, math.ceil(K / 2))} needed)")
-        s_note = a_note = ""
-    # the test keeps alpha = 1 but the general fit's alpha could lie far from it: the data
-    # cannot tell the two forms apart, and the interval must hold what either says
-    undetermined = (not general and np.isfinite(out["alpha_lo"])
-                    and (out["alpha_lo"] < ALPHA_CLOSE[0] or out["alpha_hi"] > ALPHA_CLOSE[1]))
-    if undetermined and np.isfinite(out["B_noise_lo"]):
-        glo, ghi = _quantile_pair(bg_draw)
-        if np.isfinite(glo):
-            out["B_noise_lo"] = min(out["B_noise_lo"], glo)
-            out["B_noise_hi"] = max(out["B_noise_hi"], ghi)
-        shape_note = (f"the sampled batch sizes cannot tell the shape (alpha 95% interval "
-                      f"[{out['alpha_lo']:.2f}, {out['alpha_hi']:.2f}], the test keeps 1): B_noise's "
-                      "interval spans the McCandlish and the general form's")
-        out["shape_undetermined"] = True
-        out["reason"] = "; ".join(filter(None, [out["reason"], shape_note]))
-    ci = "; ".join(filter(None, [ci_note, b_note, s_note, a_note]))
-    if ci:
-        out["reason"] = "; ".join(filter(None, [out["reason"], ci]))
-    if keep_draws:
-        chosen_a = np.where(bad, np.nan, Pg[:, 0] if general else a_m)
-        chosen_b = np.where(bad, np.nan, Pg[:, 1] if general else b_m)
-        at_b = ((lo_g | hi_g) if general else (lo_m | hi_m)) & ~bad
-        out["_draws"] = {"tables": (Y, Wt, C), "log_S_min": chosen_a, "log_B_noise": chosen_b,
-                         "alpha": np.where(bad, np.nan, Pg[:, 2] if general else 1.0),
-                         "at_bound": at_b}
-    return out
+
+    def natural(b, lo, hi):
+        return np.where(bad, np.nan, np.where(lo, 0.0, np.where(hi, np.inf, np.exp(b))))
+
+    return {"tables": (Y, Wt, C), "method": method, "bad": bad,
+            "alpha": np.where(bad, np.nan, Pg[:, 2]),
+            "log_S_min_mccandlish": a_m, "log_B_noise_mccandlish": b_m,
+            "log_S_min_general": Pg[:, 0], "log_B_noise_general": Pg[:, 1],
+            "B_noise_mccandlish": natural(b_m, lo_m, hi_m), "B_noise_general": natural(Pg[:, 1], lo_g, hi_g),
+            "at_bound_mccandlish": lo_m | hi_m, "at_bound_general": lo_g | hi_g}
 
 
 def _residual_tables(y, w, c, f_hat, K, rng, n_params: int = 3):
