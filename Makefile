@@ -12,6 +12,13 @@ PARAMS ?= params
 PHASES ?=
 JOBS ?= 2
 N_BOOTSTRAP ?= 1000
+WAIT ?= 1
+# Paths reach the recipes through the environment, never spliced into a shell line: spaces,
+# quotes and `$` in SOURCE, OUT or PARAMS are data ($(value) keeps a `$` as typed).
+export CBS_MAKE_SOURCE = $(value SOURCE)
+export CBS_MAKE_OUT = $(value OUT)
+export CBS_MAKE_PARAMS = $(value PARAMS)
+export CBS_MAKE_PHASES = $(value PHASES)
 
 # --- environment --------------------------------------------------------------------------
 ifneq ($(VIRTUAL_ENV),)
@@ -50,22 +57,25 @@ help:
 	@echo "  make help            this list"
 	@echo "  make clean           remove OUT's generated reports and snapshot"
 	@echo "Variables (current value):"
-	@echo "  SOURCE=$(SOURCE)   wandb:<entity>/<project>, a directory of W&B offline runs, or an export directory"
-	@echo "  OUT=$(OUT)   output directory"
-	@echo "  PARAMS=$(PARAMS)   directory of the phases' <phase>.yaml files"
-	@echo "  PHASES=\"$(PHASES)\"   phases to build, e.g. PHASES=\"p1 p2b\" (empty: every params file)"
+	@echo "  SOURCE=$$CBS_MAKE_SOURCE   wandb:<entity>/<project>, a directory of W&B offline runs, or an export directory"
+	@echo "  OUT=$$CBS_MAKE_OUT   output directory"
+	@echo "  PARAMS=$$CBS_MAKE_PARAMS   directory of the phases' <phase>.yaml files"
+	@echo "  PHASES=\"$$CBS_MAKE_PHASES\"   phases to build, e.g. PHASES=\"p1 p2b\" (empty: every params file)"
 	@echo "  JOBS=$(JOBS)   notebooks run at once"
 	@echo "  N_BOOTSTRAP=$(N_BOOTSTRAP)   bootstrap resamples per fit"
+	@echo "  WAIT=$(WAIT)   1: wait while another build writes OUT; 0: exit 1 at once"
 	@echo "Relative paths resolve against the project root. More: README.md."
 
 setup: $(STAMP)
 
 report: $(STAMP)
-	@"$(PY)" -m cbs_rlvr report --source "$(SOURCE)" --out "$(OUT)" --params-dir "$(PARAMS)" \
-	  --phases "$(PHASES)" --jobs "$(JOBS)" --n-bootstrap "$(N_BOOTSTRAP)"
+	@"$(PY)" -m cbs_rlvr report --source "$$CBS_MAKE_SOURCE" --out "$$CBS_MAKE_OUT" \
+	  --params-dir "$$CBS_MAKE_PARAMS" --phases "$$CBS_MAKE_PHASES" --jobs "$(JOBS)" \
+	  --n-bootstrap "$(N_BOOTSTRAP)" $(if $(filter 0 no false,$(WAIT)),--no-wait)
 
 snapshot: $(STAMP)
-	@"$(PY)" -m cbs_rlvr snapshot --source "$(SOURCE)" --out "$(OUT)" --params-dir "$(PARAMS)"
+	@"$(PY)" -m cbs_rlvr snapshot --source "$$CBS_MAKE_SOURCE" --out "$$CBS_MAKE_OUT" \
+	  --params-dir "$$CBS_MAKE_PARAMS" $(if $(filter 0 no false,$(WAIT)),--no-wait)
 
 # --- checks --------------------------------------------------------------------------------
 # the suite's files run in parallel, one file per worker (its module fixtures stay shared)
@@ -83,10 +93,10 @@ sync-notebooks: $(STAMP)
 	"$(PY)" -m nbconvert --clear-output --inplace notebooks/*.ipynb
 
 screenshots: $(STAMP)
-	"$(PY)" -m cbs_rlvr screenshots --out "$(OUT)" --dest docs
+	"$(PY)" -m cbs_rlvr screenshots --out "$$CBS_MAKE_OUT" --dest docs
 
 demo-data: $(STAMP)
 	"$(PY)" data/demo/make_demo.py
 
 clean:
-	rm -rf "$(OUT)"/*/ "$(OUT)/index.html" "$(OUT)/.build"
+	rm -rf "$$CBS_MAKE_OUT"/*/ "$$CBS_MAKE_OUT/index.html" "$$CBS_MAKE_OUT/.build"

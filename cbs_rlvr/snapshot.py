@@ -158,8 +158,37 @@ def build_snapshot(source: str, previous_dir: str | os.PathLike | None = None, a
     return {"runs": runs, "history": history, "excluded": excluded, "manifest": manifest}
 
 
+def _writer_alive(temp: Path) -> bool:
+    """Whether the process that made a temporary file `.<name>.<pid>.<random>.tmp` still runs
+    (another writer's file is left alone; one from a killed writer is removed)."""
+    parts = temp.name.split(".")
+    pid = parts[-3] if len(parts) >= 4 else ""
+    if not pid.isdigit():
+        return False  # an older naming: no writer to wait for
+    if int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _remove_stale_temps(data_dir: Path) -> None:
+    """Remove what interrupted writes left (temporary files, staging folders), but never a
+    temporary file of a writer that is still running: it is about to rename it."""
+    for stale in data_dir.glob(".*.tmp"):
+        if stale.is_dir():
+            if not _writer_alive(stale):
+                shutil.rmtree(stale, ignore_errors=True)
+        elif not _writer_alive(stale):
+            stale.unlink(missing_ok=True)
+
+
 def _write_temp_file(directory: Path, name: str, data: bytes) -> Path:
-    fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    fd, temp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp", dir=directory)
     try:
         # mkstemp makes the file 0600; give it the mode a plain open() would (shared clusters)
         umask = os.umask(0o022)
@@ -198,8 +227,7 @@ def write_snapshot(snapshot: Mapping, out_dir: str | os.PathLike) -> dict:
     """
     data_dir = Path(out_dir) / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    for stale in data_dir.glob(".*.tmp"):
-        stale.unlink(missing_ok=True)  # left by an earlier interrupted write
+    _remove_stale_temps(data_dir)
     payloads: dict[str, bytes] = {}
     for name, key in (("runs.parquet", "runs"), ("history.parquet", "history")):
         buffer = io.BytesIO()
@@ -235,17 +263,20 @@ def _keep_previous_set(data_dir: Path) -> None:
         _verify_snapshot_files(data_dir)
     except SnapshotError:
         return
-    staging = data_dir / ".prev.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    for name in [*SNAPSHOT_FILES, "manifest.json"]:
-        if (data_dir / name).is_file():
-            try:
-                os.link(data_dir / name, staging / name)
-            except OSError:
-                shutil.copy2(data_dir / name, staging / name)
-    shutil.rmtree(data_dir / ".prev", ignore_errors=True)
-    os.replace(staging, data_dir / ".prev")
+    staging = Path(tempfile.mkdtemp(prefix=f".prev.{os.getpid()}.", suffix=".tmp", dir=data_dir))
+    try:
+        for name in [*SNAPSHOT_FILES, "manifest.json"]:
+            if (data_dir / name).is_file():
+                try:
+                    os.link(data_dir / name, staging / name)
+                except OSError:
+                    shutil.copy2(data_dir / name, staging / name)
+        shutil.rmtree(data_dir / ".prev", ignore_errors=True)
+        os.replace(staging, data_dir / ".prev")
+    except OSError:  # another writer put its .prev in place meanwhile: keep that one
+        pass
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _read_verified_set(data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
