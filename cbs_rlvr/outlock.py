@@ -4,8 +4,8 @@ Every command that writes OUT (`report`, `snapshot`) holds it for its whole run.
 command on the same OUT waits, saying so in one line ("waiting for the build of pid N writing
 OUT"), or with `--no-wait` exits 1 at once. The lock belongs to the open file, so the kernel
 releases it when its process ends however it ends (kill -9 included): a lock left by a killed
-build never blocks. The file itself stays (removing it would let two builds lock two different
-files); it only carries the holder's pid, for the message.
+build never blocks. The file itself stays, empty (removing it would let two builds lock two
+different files); the holder's pid, for the message, comes from /proc/locks.
 
 Standard library only: the no-op build imports it.
 """
@@ -24,11 +24,23 @@ class OutputBusyError(Exception):
 
 
 def _holder(fd: int) -> str:
+    """The pid holding the flock on fd's file, from /proc/locks (Linux); "" when unknown. The
+    lock file is never written, so a build with nothing to do changes no file in OUT."""
     try:
-        text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+        st = os.fstat(fd)
+        with open("/proc/locks", encoding="ascii", errors="replace") as handle:
+            lines = handle.read().splitlines()
     except OSError:
         return ""
-    return text if text.isdigit() else ""
+    for line in lines:
+        # "1: FLOCK  ADVISORY  WRITE 12345 08:01:1234567 0 EOF" (a waiter's line has "->")
+        fields = line.split()
+        if "->" in fields or len(fields) < 6 or fields[1] != "FLOCK":
+            continue
+        pid, device_inode = fields[4], fields[5]
+        if device_inode.rsplit(":", 1)[-1] == str(st.st_ino) and pid.isdigit():
+            return pid
+    return ""
 
 
 class OutputLock:
@@ -54,8 +66,6 @@ class OutputLock:
                                           "(--no-wait)") from None
                 print(f"waiting for {who} writing {self.out}", file=sys.stderr, flush=True)
                 fcntl.flock(fd, fcntl.LOCK_EX)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         except BaseException:
             os.close(fd)
             raise
@@ -64,9 +74,5 @@ class OutputLock:
 
     def __exit__(self, *exc: object) -> None:
         if self.fd is not None:
-            try:
-                os.ftruncate(self.fd, 0)
-            except OSError:
-                pass
             os.close(self.fd)  # releases the lock
             self.fd = None
