@@ -503,6 +503,11 @@ def _report_locked(source: str, out: Path, params_dir: Path, params: dict, param
     from .report_html import convert_notebook, write_index
 
     state = read_state(out)
+    kernels = out / ".build" / "kernels"
+    if kernels.is_dir() and any(kernels.glob("kernel-*.json")):  # left by a killed build
+        from .execute import remove_stale_kernels
+
+        remove_stale_kernels(kernels)
     try:
         manifest, with_runs, data_changed = update_snapshot(source, out, state, params_dir, workers,
                                                              progress)

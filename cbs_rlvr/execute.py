@@ -74,7 +74,7 @@ def kernel_environment(connection_dir: Path | None = None) -> None:
     global _connection_dir
     if connection_dir is not None:
         _connection_dir = Path(connection_dir)
-        remove_connection_files()
+        remove_stale_kernels(_connection_dir)
     os.environ["PYTHONPATH"] = os.pathsep.join(
         dict.fromkeys(filter(None, [str(PROJECT_DIR), *os.environ.get("PYTHONPATH", "").split(os.pathsep)])))
     os.environ.setdefault("MPLBACKEND", "agg")
@@ -180,6 +180,30 @@ def shutdown_kernels() -> None:
     for km in kernels:
         _shutdown(km)
     remove_connection_files()
+
+
+def remove_stale_kernels(connection_dir: Path) -> list[str]:
+    """What a killed build left in its connection directory (the caller holds OUT's lock, so no
+    live build owns these): a kernel still running on a file there is killed (an orphan that
+    would otherwise go on writing OUT), and the file removed. Returns the files removed."""
+    import signal
+
+    stale = [str(p) for p in Path(connection_dir).glob("kernel-*.json")]
+    if not stale:
+        return []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(os.fsencode(path) in argv for path in stale):
+            try:
+                os.kill(int(proc.name), signal.SIGKILL)
+            except OSError:
+                pass
+    for path in stale:
+        Path(path).unlink(missing_ok=True)
+    return stale
 
 
 def remove_connection_files() -> None:
