@@ -9,12 +9,14 @@
      (incrementally: unchanged runs are not fetched again);
   3. plans one job per (phase with runs, section) plus the cross-phase summary. Each job has a
      key: the hash of its notebook, its params, the snapshot's content, the package's code and
-     the bootstrap size. A job runs when its key changed or its outputs are missing: decided
-     on content, never on file times;
+     the bootstrap size. A job runs when its key changed or a file it wrote (executed notebook,
+     HTML, every table and figure its kernel opened for writing, each recorded with its sha256)
+     is missing, truncated or changed: decided on content, never on file times;
   4. runs the stale jobs JOBS at a time, each through papermill's command line on the notebook
      converted from its .py (the reviewed source), and converts each to HTML when it is done;
   5. removes the outputs of phases the data or the params no longer have, writes the index.
 
+The whole build holds OUT's lock (outlock.py): a second build on the same OUT waits for it.
 The build imports no analysis, and only the standard library at module level: a build with
 nothing to do answers in a fraction of a second.
 """
