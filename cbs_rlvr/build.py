@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import DataLayerError, DataSourceError, SnapshotError, describe_error, redact_secrets
-from .manifest import snapshot_data_dir, verify_snapshot_files
+from .manifest import remove_stale_temps, snapshot_data_dir, verify_snapshot_files
 from .params import SECTIONS, SUMMARY_SECTION, ParamsError, load_phase_params
 from .paths import NOTEBOOKS_DIR, PROJECT_DIR
 
@@ -444,6 +444,23 @@ def record_notebook_failure(target: Path, notebook: str, phase: str, partial: Pa
 # ---------------------------------------------------------------------------------------------
 # 5. Leftovers
 # ---------------------------------------------------------------------------------------------
+def remove_what_killed_builds_left(out: Path) -> None:
+    """Under OUT's lock no other build is writing, so what a killed one left half-done goes:
+    its kernels and their connection files, temporary HTML and state files, partial notebooks,
+    and the snapshot's temporary files whose writer is gone (outputs it did not finish are
+    not recorded, so their jobs run again)."""
+    kernels = out / ".build" / "kernels"
+    if kernels.is_dir() and any(kernels.glob("kernel-*.json")):
+        from .execute import remove_stale_kernels
+
+        remove_stale_kernels(kernels)
+    for pattern in ("*.html.tmp", "*/*.html.tmp", "*/.*.partial.ipynb", ".build/*.tmp"):
+        for path in out.glob(pattern):
+            path.unlink(missing_ok=True)
+    if (out / "data").is_dir():
+        remove_stale_temps(out / "data")
+
+
 def remove_leftovers(out: Path, keep: dict[str, set[str]]) -> list[str]:
     """Remove the report products (executed notebooks, HTML, error files, figures, tables) of
     phases and sections not in `keep` ({phase: sections}); other files are left alone."""
@@ -505,11 +522,7 @@ def _report_locked(source: str, out: Path, params_dir: Path, params: dict, param
     from .report_html import convert_notebook, write_index
 
     state = read_state(out)
-    kernels = out / ".build" / "kernels"
-    if kernels.is_dir() and any(kernels.glob("kernel-*.json")):  # left by a killed build
-        from .execute import remove_stale_kernels
-
-        remove_stale_kernels(kernels)
+    remove_what_killed_builds_left(out)
     try:
         manifest, with_runs, data_changed = update_snapshot(source, out, state, params_dir, workers,
                                                              progress)
@@ -571,6 +584,9 @@ def _report_locked(source: str, out: Path, params_dir: Path, params: dict, param
     converted: dict | None = None
     running: dict[Future, Job] = {}
     waiting_summary = summary is not None
+    if removed or data_changed:
+        state.pop("index_sha256", None)  # a build killed before the index is written rewrites it
+        write_state(out, state)
     if pending or waiting_summary:
         from .execute import kernel_environment
 
@@ -612,6 +628,7 @@ def _report_locked(source: str, out: Path, params_dir: Path, params: dict, param
                         state.setdefault("outputs", {}).pop(job.name, None)
                         failures.append(message)
                         print(message, file=sys.stderr, flush=True)
+                    state.pop("index_sha256", None)  # the index is to be rewritten
                     write_state(out, state)  # a build killed later keeps what is done
     finally:  # the kernels kept warm between notebooks (execute.py)
         if "cbs_rlvr.execute" in sys.modules:

@@ -29,7 +29,7 @@ from .errors import (
     portable_source,
     redact_secrets,
 )
-from .manifest import SNAPSHOT_FILES
+from .manifest import SNAPSHOT_FILES, remove_stale_temps
 from .manifest import snapshot_data_dir as _snapshot_data_dir
 from .manifest import verify_snapshot_files as _verify_snapshot_files
 from .params import load_all_phase_params
@@ -158,35 +158,6 @@ def build_snapshot(source: str, previous_dir: str | os.PathLike | None = None, a
     return {"runs": runs, "history": history, "excluded": excluded, "manifest": manifest}
 
 
-def _writer_alive(temp: Path) -> bool:
-    """Whether the process that made a temporary file `.<name>.<pid>.<random>.tmp` still runs
-    (another writer's file is left alone; one from a killed writer is removed)."""
-    parts = temp.name.split(".")
-    pid = parts[-3] if len(parts) >= 4 else ""
-    if not pid.isdigit():
-        return False  # an older naming: no writer to wait for
-    if int(pid) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists, owned by someone else
-    return True
-
-
-def _remove_stale_temps(data_dir: Path) -> None:
-    """Remove what interrupted writes left (temporary files, staging folders), but never a
-    temporary file of a writer that is still running: it is about to rename it."""
-    for stale in data_dir.glob(".*.tmp"):
-        if stale.is_dir():
-            if not _writer_alive(stale):
-                shutil.rmtree(stale, ignore_errors=True)
-        elif not _writer_alive(stale):
-            stale.unlink(missing_ok=True)
-
-
 def _write_temp_file(directory: Path, name: str, data: bytes) -> Path:
     fd, temp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp", dir=directory)
     try:
@@ -227,7 +198,7 @@ def write_snapshot(snapshot: Mapping, out_dir: str | os.PathLike) -> dict:
     """
     data_dir = Path(out_dir) / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(data_dir)
+    remove_stale_temps(data_dir)
     payloads: dict[str, bytes] = {}
     for name, key in (("runs.parquet", "runs"), ("history.parquet", "history")):
         buffer = io.BytesIO()

@@ -142,19 +142,27 @@ def test_two_builds_on_one_out_run_one_after_the_other(ctx):
             break
         assert first.poll() is None and time.monotonic() < deadline
         time.sleep(0.02)
-    busy = _make(ctx, ctx["big"], "WAIT=0")
-    assert busy.returncode != 0
-    assert [ln for ln in busy.stderr.splitlines() if not ln.startswith("make")] == [
-        f"error: {ctx['out']} is being written by the build of pid {first.pid}; not waiting (--no-wait)"]
-    second = _make(ctx, ctx["big"])
-    stdout, stderr = first.communicate(timeout=300)
-    assert first.returncode == 0, stdout + stderr
-    assert second.returncode == 0, second.stdout + second.stderr
-    assert second.stderr.splitlines()[0] == f"waiting for the build of pid {first.pid} writing {ctx['out']}"
-    assert "ok: p1/01_load_runs" in second.stdout  # it saw the first build's outputs as stale
+    second = subprocess.Popen(["make", "--no-print-directory", "report", "N_BOOTSTRAP=20",
+                               f"SOURCE={ctx['big']}", f"OUT={ctx['out']}", f"PARAMS={ctx['params']}"],
+                              cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    waiting = second.stderr.readline()
+    first_out, first_err = first.communicate(timeout=300)
+    second_out, second_err = second.communicate(timeout=300)
+    assert first.returncode == 0, first_out + first_err
+    assert second.returncode == 0, second_out + second_err
+    assert waiting == f"waiting for the build of pid {first.pid} writing {ctx['out']}\n"
+    assert "ok: p1/01_load_runs" in second_out  # it saw the first build's outputs as stale
     _assert_consistent(ctx, ctx["big"], N_BIG)
     again = _make(ctx, ctx["big"])
     assert "0 notebook(s) run" in again.stdout
+    # WAIT=0 while a build writes OUT: exit 1 at once, one line
+    with OutputLock(ctx["out"]):
+        busy = _make(ctx, ctx["small"], "WAIT=0")
+    assert busy.returncode != 0
+    assert [ln for ln in busy.stderr.splitlines() if not ln.startswith("make")] == [
+        f"error: {ctx['out']} is being written by the build of pid {os.getpid()}; not waiting (--no-wait)"]
+    _assert_consistent(ctx, ctx["big"], N_BIG)
 
 
 def test_damage_to_each_kind_of_output_is_rebuilt(ctx):

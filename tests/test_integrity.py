@@ -122,7 +122,7 @@ def test_concurrent_snapshot_writers_never_delete_each_others_temp_files(tmp_pat
 
 
 def test_a_live_writers_temp_file_is_left_alone(tmp_path):
-    from cbs_rlvr.snapshot import _remove_stale_temps
+    from cbs_rlvr.manifest import remove_stale_temps
 
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
@@ -130,12 +130,12 @@ def test_a_live_writers_temp_file_is_left_alone(tmp_path):
         theirs.write_bytes(b"being written")
         gone = tmp_path / ".runs.parquet.tmp"  # an older naming, no writer to wait for
         gone.write_bytes(b"x")
-        _remove_stale_temps(tmp_path)
+        remove_stale_temps(tmp_path)
         assert theirs.exists() and not gone.exists()
     finally:
         sleeper.kill()
         sleeper.wait()
-    _remove_stale_temps(tmp_path)
+    remove_stale_temps(tmp_path)
     assert not theirs.exists()
 
 
