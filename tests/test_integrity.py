@@ -7,6 +7,7 @@ on real builds) is tests/test_faults.py."""
 from __future__ import annotations
 
 import base64
+import html
 import json
 import multiprocessing
 import os
@@ -20,6 +21,7 @@ from urllib.parse import quote, quote_plus
 
 import numpy as np
 import pytest
+import yaml
 
 from cbs_rlvr import build
 from cbs_rlvr.errors import redact_secrets
@@ -315,13 +317,18 @@ def test_make_passes_paths_with_spaces_quotes_and_dollars_as_data(tmp_path):
         shutil.copytree(run, source / run.name)
     out = tmp_path / "out $x \"y\""
     params = tmp_path / "params 'p'"
-    shutil.copytree(ROOT / "params", params)
-    proc = subprocess.run(["make", "--no-print-directory", "snapshot", f"SOURCE={source}", f"OUT={out}",
-                           f"PARAMS={params}"], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                          timeout=300)
+    params.mkdir()
+    p1 = yaml.safe_load((ROOT / "params" / "p1.yaml").read_text())
+    p1["sections"] = ["01_load_runs"]
+    (params / "p1.yaml").write_text(yaml.safe_dump(p1, sort_keys=False))
+    proc = subprocess.run(["make", "--no-print-directory", "report", "N_BOOTSTRAP=20", f"SOURCE={source}",
+                           f"OUT={out}", f"PARAMS={params}"], cwd=ROOT, env=_env(), capture_output=True,
+                          text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("snapshot: 3 runs in") and str(out / "data") in proc.stdout
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"snapshot: 3 runs, 0 excluded, from {source}" and lines[1].startswith("ok: p1/01_load_runs")
     assert json.loads((out / "data" / "manifest.json").read_text())["n_runs"] == 3
+    assert f"Source: {source}" in html.unescape((out / "index.html").read_text())
     missing = tmp_path / 'exp_a"b'
     proc = subprocess.run(["make", "--no-print-directory", "snapshot", f"SOURCE={missing}", f"OUT={out}"],
                           cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
