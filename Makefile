@@ -14,6 +14,13 @@ JOBS ?= 2
 N_BOOTSTRAP ?= 1000
 NB ?=
 PHASE ?=
+WAIT ?= 1
+# Paths reach the recipes through the environment, never spliced into a shell line: spaces,
+# quotes and `$` in SOURCE, OUT or PARAMS are data ($(value) keeps a `$` as typed).
+export CBS_MAKE_SOURCE = $(value SOURCE)
+export CBS_MAKE_OUT = $(value OUT)
+export CBS_MAKE_PARAMS = $(value PARAMS)
+export CBS_MAKE_PHASES = $(value PHASES)
 
 # --- environment --------------------------------------------------------------------------
 ifneq ($(VIRTUAL_ENV),)
@@ -71,24 +78,27 @@ help:
 	@echo "  make help            this list"
 	@echo "  make clean           remove OUT's generated reports and snapshot"
 	@echo "Variables (current value):"
-	@echo "  SOURCE=$(SOURCE)   wandb:<entity>/<project>, a directory of W&B offline runs, or an export directory"
-	@echo "  OUT=$(OUT)   output directory"
-	@echo "  PARAMS=$(PARAMS)   directory of the phases' <phase>.yaml files"
-	@echo "  PHASES=\"$(PHASES)\"   phases to build, e.g. PHASES=\"p1 p2b\" (empty: every params file)"
+	@echo "  SOURCE=$$CBS_MAKE_SOURCE   wandb:<entity>/<project>, a directory of W&B offline runs, or an export directory"
+	@echo "  OUT=$$CBS_MAKE_OUT   output directory"
+	@echo "  PARAMS=$$CBS_MAKE_PARAMS   directory of the phases' <phase>.yaml files"
+	@echo "  PHASES=\"$$CBS_MAKE_PHASES\"   phases to build, e.g. PHASES=\"p1 p2b\" (empty: every params file)"
 	@echo "  JOBS=$(JOBS)   notebooks run at once"
 	@echo "  N_BOOTSTRAP=$(N_BOOTSTRAP)   bootstrap resamples per fit"
 	@echo "  NB=$(NB) PHASE=$(PHASE)   make notebook's section and phase (SOURCE, PARAMS, N_BOOTSTRAP apply too)"
 	@echo "  LAB_ARGS=\"$(LAB_ARGS)\"   more options for jupyter lab (make lab, make notebook), e.g. \"--no-browser --port=8899\""
+	@echo "  WAIT=$(WAIT)   1: wait while another build writes OUT; 0: exit 1 at once"
 	@echo "Relative paths resolve against the project root. More: README.md."
 
 setup: $(STAMP)
 
 report: $(STAMP)
-	@"$(PY)" -m cbs_rlvr report --source "$(SOURCE)" --out "$(OUT)" --params-dir "$(PARAMS)" \
-	  --phases "$(PHASES)" --jobs "$(JOBS)" --n-bootstrap "$(N_BOOTSTRAP)"
+	@"$(PY)" -m cbs_rlvr report --source "$$CBS_MAKE_SOURCE" --out "$$CBS_MAKE_OUT" \
+	  --params-dir "$$CBS_MAKE_PARAMS" --phases "$$CBS_MAKE_PHASES" --jobs "$(JOBS)" \
+	  --n-bootstrap "$(N_BOOTSTRAP)" $(if $(filter 0 no false,$(WAIT)),--no-wait)
 
 snapshot: $(STAMP)
-	@"$(PY)" -m cbs_rlvr snapshot --source "$(SOURCE)" --out "$(OUT)" --params-dir "$(PARAMS)"
+	@"$(PY)" -m cbs_rlvr snapshot --source "$$CBS_MAKE_SOURCE" --out "$$CBS_MAKE_OUT" \
+	  --params-dir "$$CBS_MAKE_PARAMS" $(if $(filter 0 no false,$(WAIT)),--no-wait)
 
 # --- checks --------------------------------------------------------------------------------
 # the suite's files run in parallel, one file per worker (its module fixtures stay shared)
@@ -107,7 +117,7 @@ sync-notebooks: $(STAMP)
 	"$(PY)" $(CLEAN_NOTEBOOK) notebooks/*.ipynb
 
 screenshots: $(STAMP)
-	"$(PY)" -m cbs_rlvr screenshots --out "$(OUT)" --dest docs
+	"$(PY)" -m cbs_rlvr screenshots --out "$$CBS_MAKE_OUT" --dest docs
 
 # --- JupyterLab ---------------------------------------------------------------------------
 # LAB_ARGS: more options for jupyter lab (e.g. --no-browser --port=8899); as root (containers)
@@ -119,12 +129,12 @@ lab: $(LAB_STAMP)
 	$(LAB)
 
 notebook: $(LAB_STAMP)
-	@copy="$$("$(PY)" -m cbs_rlvr.lab copy --nb "$(NB)" --phase "$(PHASE)" --source "$(SOURCE)" \
-	  --params-dir "$(PARAMS)" --n-bootstrap "$(N_BOOTSTRAP)")" \
+	@copy="$$("$(PY)" -m cbs_rlvr.lab copy --nb "$(NB)" --phase "$(PHASE)" --source "$$CBS_MAKE_SOURCE" \
+	  --params-dir "$$CBS_MAKE_PARAMS" --n-bootstrap "$(N_BOOTSTRAP)")" \
 	  && $(LAB) "$$copy"
 
 demo-data: $(STAMP)
 	"$(PY)" data/demo/make_demo.py
 
 clean:
-	rm -rf "$(OUT)"/*/ "$(OUT)/index.html" "$(OUT)/.build"
+	rm -rf "$$CBS_MAKE_OUT"/*/ "$$CBS_MAKE_OUT/index.html" "$$CBS_MAKE_OUT/.build"

@@ -22,6 +22,21 @@ _SOURCE_HELP = ("wandb:<entity>/<project>, a directory of W&B offline runs, or a
 
 def _snapshot(args: argparse.Namespace) -> int:
     """One summary line on success; one error line and exit 2 on failure."""
+    from .outlock import OutputBusyError, OutputLock
+
+    out = project_path(args.out)
+    try:
+        with OutputLock(out, wait=not args.no_wait):
+            return _snapshot_locked(args)
+    except OutputBusyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted; the previous snapshot is unchanged", file=sys.stderr)
+        return 130
+
+
+def _snapshot_locked(args: argparse.Namespace) -> int:
     from .errors import DataLayerError, describe_error, redact_secrets
     from .snapshot import _DATA_LOG, build_snapshot, snapshot_unchanged, write_snapshot
 
@@ -69,7 +84,7 @@ def _report(args: argparse.Namespace) -> int:
         return report(project_source(args.source), project_path(args.out),
                       project_path(args.params_dir), phases=phases, jobs=args.jobs,
                       n_bootstrap=args.n_bootstrap, workers=args.workers,
-                      progress=False if args.no_progress else None)
+                      progress=False if args.no_progress else None, wait=not args.no_wait)
     except KeyboardInterrupt:
         print("error: interrupted; finished reports are kept, the rest rebuild next time",
               file=sys.stderr)
@@ -126,6 +141,8 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("--workers", type=_positive, default=8,
                      help="parallel run fetches from a W&B server (default: 8)")
     rep.add_argument("--no-progress", action="store_true", help="no progress bar for a W&B fetch")
+    rep.add_argument("--no-wait", action="store_true",
+                     help="exit 1 at once when another build is writing OUT (default: wait for it)")
     rep.set_defaults(run=_report)
     snap = commands.add_parser(
         "snapshot", help="only read the source into OUT/data/",
@@ -140,6 +157,8 @@ def parser() -> argparse.ArgumentParser:
     snap.add_argument("--workers", type=_positive, default=8,
                       help="parallel run fetches from a W&B server (default: 8)")
     snap.add_argument("--no-progress", action="store_true", help="no progress bar for a W&B fetch")
+    snap.add_argument("--no-wait", action="store_true",
+                      help="exit 1 at once when another build is writing OUT (default: wait for it)")
     snap.add_argument("--params-dir", default=None,
                       help="the phases' params files: runs no phase selects go to excluded_runs.csv "
                            "(default: select runs by their cbs_<phase>_np<N>_nr<M> name)")

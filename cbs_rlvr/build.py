@@ -9,12 +9,14 @@
      (incrementally: unchanged runs are not fetched again);
   3. plans one job per (phase with runs, section) plus the cross-phase summary. Each job has a
      key: the hash of its notebook, its params, the snapshot's content, the package's code and
-     the bootstrap size. A job runs when its key changed or its outputs are missing: decided
-     on content, never on file times;
+     the bootstrap size. A job runs when its key changed or a file it wrote (executed notebook,
+     HTML, every table and figure its kernel opened for writing, each recorded with its sha256)
+     is missing, truncated or changed: decided on content, never on file times;
   4. runs the stale jobs JOBS at a time, each through papermill's command line on the notebook
      converted from its .py (the reviewed source), and converts each to HTML when it is done;
   5. removes the outputs of phases the data or the params no longer have, writes the index.
 
+The whole build holds OUT's lock (outlock.py): a second build on the same OUT waits for it.
 The build imports no analysis, and only the standard library at module level: a build with
 nothing to do answers in a fraction of a second.
 """
@@ -32,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import DataLayerError, DataSourceError, SnapshotError, describe_error, redact_secrets
-from .manifest import snapshot_data_dir, verify_snapshot_files
+from .manifest import remove_stale_temps, snapshot_data_dir, verify_snapshot_files
 from .params import SECTIONS, SUMMARY_SECTION, ParamsError, load_phase_params
 from .paths import NOTEBOOKS_DIR, PROJECT_DIR
 
@@ -276,14 +278,91 @@ def summary_key(out: Path, phases: list[str], params_dir: Path, content_hash: st
 
 
 def is_current(job: Job, out: Path, state: dict) -> bool:
-    target = job.target(out)
-    return (state.get("keys", {}).get(job.name) == job.key and target.is_file()
-            and target.with_suffix(".html").is_file())
+    """The job's key is the one its outputs were built with, and every file it wrote is there
+    with the content it wrote (damaged_output)."""
+    return (state.get("keys", {}).get(job.name) == job.key
+            and damaged_output(job, out, state) is None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs verified, not assumed: the sha256 of every file a job wrote (OUT/.build/state.json)
+# ---------------------------------------------------------------------------------------------
+def damaged_output(job: Job, out: Path, state: dict) -> str | None:
+    """None when every file the job's last run wrote is there with the content it wrote; else
+    one line naming the first file that is missing, truncated or changed."""
+    record = state.get("outputs", {}).get(job.name)
+    if not isinstance(record, dict) or not record:
+        return f"{job.name} has no record of its outputs"
+    for rel in (_rel(out, job.target(out)), _rel(out, job.target(out).with_suffix(".html"))):
+        if rel not in record:
+            return f"{rel} is not recorded"
+    for rel, expected in sorted(record.items()):
+        path = out / rel
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return f"{rel} is missing"
+        if size != expected.get("bytes"):
+            what = "truncated" if size < expected.get("bytes", 0) else "changed"
+            return f"{rel} was {what} ({size} bytes, written with {expected.get('bytes')})"
+        if _sha256_file(path).hexdigest() != expected.get("sha256"):
+            return f"{rel} was changed since the build wrote it"
+    return None
+
+
+def _rel(out: Path, path: Path) -> str:
+    return path.relative_to(out).as_posix()
+
+
+def _job_outputs(job: Job, out: Path, written: list[str] | None) -> list[Path]:
+    """The report products of a job: its executed notebook and HTML, and every file under OUT
+    its kernel wrote (the audit hook of execute.py), except the snapshot and the build's own."""
+    files = {job.target(out), job.target(out).with_suffix(".html")}
+    for name in written or []:
+        path = Path(name)
+        try:
+            parts = path.relative_to(out).parts
+        except ValueError:
+            continue
+        if parts and parts[0] not in ("data", ".build") and not any(p.startswith(".") for p in parts):
+            if path.is_file():
+                files.add(path)
+    return sorted(files)
+
+
+def record_outputs(job: Job, out: Path, state: dict, written: list[str] | None) -> None:
+    """Record the sha256 and size of every file the job wrote. A file belongs to the job that
+    wrote it last; files of its previous run it did not rewrite now (unchanged) stay recorded
+    while they still hold what was recorded."""
+    outputs = state.setdefault("outputs", {})
+    record = {}
+    for path in _job_outputs(job, out, written):
+        data = path.read_bytes()
+        record[_rel(out, path)] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    for rel, expected in (outputs.get(job.name) or {}).items():
+        path = out / rel
+        if rel not in record and path.is_file() and _file_digest(path) == expected.get("sha256"):
+            record[rel] = expected
+    for name, other in outputs.items():
+        if name != job.name and isinstance(other, dict):
+            for rel in record:
+                other.pop(rel, None)
+    outputs[job.name] = record
 
 
 # ---------------------------------------------------------------------------------------------
 # 4. Execute
 # ---------------------------------------------------------------------------------------------
+def _report_damage(job: Job, out: Path, state: dict) -> bool:
+    """is_current, saying in one line why a job whose inputs did not change runs again."""
+    if state.get("keys", {}).get(job.name) != job.key:
+        return False
+    damage = damaged_output(job, out, state)
+    if damage and not damage.endswith("has no record of its outputs"):
+        print(f"rebuild: {job.name}: {damage}", flush=True)
+    return damage is None
+
+
 def _as_param(path: Path) -> str:
     """A path as a notebook parameter: relative to the project when inside it (executed
     notebooks then carry no home directory), else absolute."""
@@ -319,11 +398,11 @@ def convert_source_notebooks(sections: set[str], dest: Path) -> dict[str, tuple[
 
 
 def run_notebook(job: Job, source_nb: Path, names: set[str], out: Path, params_dir: Path,
-                 source: str, n_bootstrap: int, timeout: int = 1800) -> tuple[bool, float, str]:
+                 source: str, n_bootstrap: int, timeout: int = 1800) -> tuple[bool, float, object]:
     """Execute one job through papermill (execute.py: this job slot's warm kernel). (ok,
-    seconds, message); on failure the partial notebook is kept as <section>.failed.ipynb, the
+    seconds, the files it wrote | message); on failure the partial notebook is kept as <section>.failed.ipynb, the
     one-line message written to <section>.error.txt and returned."""
-    from .execute import execute, partial_path
+    from .execute import execute, partial_path, written_files
 
     target = job.target(out)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -338,7 +417,7 @@ def run_notebook(job: Job, source_nb: Path, names: set[str], out: Path, params_d
         for stale in (stem.with_name(stem.name + ".failed.ipynb"),
                       stem.with_name(stem.name + ".error.txt")):
             stale.unlink(missing_ok=True)
-        return True, seconds, ""
+        return True, seconds, written_files()
     return False, seconds, record_notebook_failure(target, f"notebooks/{job.section}.py", job.phase,
                                                    partial_path(target), error)
 
@@ -365,6 +444,23 @@ def record_notebook_failure(target: Path, notebook: str, phase: str, partial: Pa
 # ---------------------------------------------------------------------------------------------
 # 5. Leftovers
 # ---------------------------------------------------------------------------------------------
+def remove_what_killed_builds_left(out: Path) -> None:
+    """Under OUT's lock no other build is writing, so what a killed one left half-done goes:
+    its kernels and their connection files, temporary HTML and state files, partial notebooks,
+    and the snapshot's temporary files whose writer is gone (outputs it did not finish are
+    not recorded, so their jobs run again)."""
+    kernels = out / ".build" / "kernels"
+    if kernels.is_dir() and any(kernels.glob("kernel-*.json")):
+        from .execute import remove_stale_kernels
+
+        remove_stale_kernels(kernels)
+    for pattern in ("*.html.tmp", "*/*.html.tmp", "*/.*.partial.ipynb", ".build/*.tmp"):
+        for path in out.glob(pattern):
+            path.unlink(missing_ok=True)
+    if (out / "data").is_dir():
+        remove_stale_temps(out / "data")
+
+
 def remove_leftovers(out: Path, keep: dict[str, set[str]]) -> list[str]:
     """Remove the report products (executed notebooks, HTML, error files, figures, tables) of
     phases and sections not in `keep` ({phase: sections}); other files are left alone."""
@@ -391,12 +487,13 @@ def remove_leftovers(out: Path, keep: dict[str, set[str]]) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 def report(source: str, out: str | Path, params_dir: str | Path, phases: list[str] | None = None,
            jobs: int = 2, n_bootstrap: int = 1000, workers: int = 8,
-           progress: bool | None = None) -> int:
+           progress: bool | None = None, wait: bool = True) -> int:
     """Build every report of OUT from SOURCE. Prints one line per notebook run; returns 0 when
-    everything built, 1 when a notebook failed (its FAILED line names notebook, phase and cell),
-    2 when a params file is invalid (reported first; the other phases still build) or the
-    source is unusable (nothing is changed)."""
-    from .report_html import convert_notebook, write_index
+    everything built, 1 when a notebook failed (its FAILED line names notebook, phase and cell)
+    or, with wait=False, when another build is writing OUT, 2 when a params file is invalid
+    (reported first; the other phases still build) or the source is unusable (nothing is
+    changed). One build writes OUT at a time (outlock.py): a second one waits for it."""
+    from .outlock import OutputBusyError, OutputLock
 
     t_start = time.perf_counter()
     out, params_dir = Path(out).resolve(), Path(params_dir).resolve()
@@ -409,8 +506,23 @@ def report(source: str, out: str | Path, params_dir: str | Path, phases: list[st
         print(f"error: {message}", file=sys.stderr, flush=True)
     if not params:
         return 2
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with OutputLock(out, wait=wait):
+            return _report_locked(source, out, params_dir, params, params_errors, jobs,
+                                  n_bootstrap, workers, progress, t_start)
+    except OutputBusyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _report_locked(source: str, out: Path, params_dir: Path, params: dict, params_errors: list,
+                   jobs: int, n_bootstrap: int, workers: int, progress: bool | None,
+                   t_start: float) -> int:
+    """The build, under OUT's lock."""
+    from .report_html import convert_notebook, write_index
+
     state = read_state(out)
+    remove_what_killed_builds_left(out)
     try:
         manifest, with_runs, data_changed = update_snapshot(source, out, state, params_dir, workers,
                                                              progress)
@@ -450,21 +562,35 @@ def report(source: str, out: str | Path, params_dir: str | Path, phases: list[st
         print(f"removed outputs the data or params no longer have: {', '.join(removed)}")
 
     keys = state.setdefault("keys", {})
-    for name in list(keys):
-        if name.split("/", 1)[0] not in keep:
-            del keys[name]
+    for record in (keys, state.setdefault("outputs", {})):
+        for name in list(record):
+            if name.split("/", 1)[0] not in keep:
+                del record[name]
+    # phases kept from earlier builds (not asked for now) are rebuilt when their outputs are
+    # damaged: the summary reads their fits
+    asked = {j.phase for j in planned}
+    for phase in sorted(set(keep) - asked - {"summary"}):
+        extra, _ = plan_jobs({phase: all_params[phase]}, with_runs, params_dir,
+                             manifest["content_hash"], code, n_bootstrap)
+        if any(keys.get(j.name) == j.key and damaged_output(j, out, state) for j in extra):
+            planned.extend(extra)
+            if summary is not None:
+                summary.needs |= {j.name for j in extra if j.section == "02_steps_to_target"}
     durations = state.setdefault("seconds", {})
-    pending = sorted((j for j in planned if not is_current(j, out, state)),
-                     key=lambda j: -durations.get(j.name, _EXPECTED_SECONDS.get(j.section, 3.0)))
+    pending = [j for j in planned if not _report_damage(j, out, state)]
+    pending = sorted(pending, key=lambda j: -durations.get(j.name, _EXPECTED_SECONDS.get(j.section, 3.0)))
     fit_phases = sorted(p for p, s in keep.items() if "02_steps_to_target" in s)
     n_run, failures = 0, []
     converted: dict | None = None
     running: dict[Future, Job] = {}
     waiting_summary = summary is not None
+    if removed or data_changed:
+        state.pop("index_sha256", None)  # a build killed before the index is written rewrites it
+        write_state(out, state)
     if pending or waiting_summary:
         from .execute import kernel_environment
 
-        kernel_environment()
+        kernel_environment(out / ".build" / "kernels")
     try:
         with ThreadPoolExecutor(max_workers=max(1, int(jobs))) as pool:
             while pending or running or waiting_summary:
@@ -474,7 +600,7 @@ def report(source: str, out: str | Path, params_dir: str | Path, phases: list[st
                     waiting_summary = False
                     summary.key = summary_key(out, fit_phases, params_dir, manifest["content_hash"],
                                               code, n_bootstrap)
-                    if not is_current(summary, out, state):
+                    if not _report_damage(summary, out, state):
                         pending.append(summary)
                 while pending and len(running) < max(1, int(jobs)):
                     job = pending.pop(0)
@@ -495,17 +621,24 @@ def report(source: str, out: str | Path, params_dir: str | Path, phases: list[st
                     if ok:
                         convert_notebook(job.target(out), job.target(out).with_suffix(".html"))
                         keys[job.name] = job.key
+                        record_outputs(job, out, state, message)
                         print(f"ok: {job.name} ({seconds:.1f} s)", flush=True)
                     else:
                         keys.pop(job.name, None)
+                        state.setdefault("outputs", {}).pop(job.name, None)
                         failures.append(message)
                         print(message, file=sys.stderr, flush=True)
+                    state.pop("index_sha256", None)  # the index is to be rewritten
+                    write_state(out, state)  # a build killed later keeps what is done
     finally:  # the kernels kept warm between notebooks (execute.py)
         if "cbs_rlvr.execute" in sys.modules:
             sys.modules["cbs_rlvr.execute"].shutdown_kernels()
-    write_state(out, state)
-    if n_run or removed or data_changed or not (out / "index.html").is_file():
+    index = out / "index.html"
+    if (n_run or removed or data_changed
+            or state.get("index_sha256") != _file_digest(index)):  # missing or hand-edited
         write_index(out, all_params, with_runs, manifest)
+        state["index_sha256"] = _file_digest(index)
+    write_state(out, state)
     elapsed = time.perf_counter() - t_start
     n_current = len(planned) + (summary is not None) - n_run
     print(f"report: {n_run} notebook(s) run, {n_current} up to date, {len(failures)} failed "

@@ -38,16 +38,43 @@ with _cbs_warnings.catch_warnings():
     _cbs_pd.reset_option("all")
 del _cbs_mpl, _cbs_plt, _cbs_os, _cbs_warnings, _cbs_pd
 get_ipython().execution_count = 1
+import sys as _cbs_sys
+if not hasattr(_cbs_sys, "_cbs_writes"):
+    def _cbs_audit(event, args, _writes=[], _os=__import__("os")):
+        # every file the notebook opens for writing or renames into place (outputs it wrote)
+        try:
+            if event == "open" and args[2] & (_os.O_WRONLY | _os.O_RDWR) and not isinstance(args[0], int):
+                _writes.append(_os.path.abspath(_os.fsdecode(args[0])))
+            elif event == "os.rename" and not isinstance(args[1], int):
+                _writes.append(_os.path.abspath(_os.fsdecode(args[1])))
+        except Exception:
+            pass
+    _cbs_sys._cbs_writes = _cbs_audit.__defaults__[0]
+    _cbs_sys.addaudithook(_cbs_audit)
+    del _cbs_audit
+_cbs_sys._cbs_writes.clear()
+del _cbs_sys
 """
+# Asked after each notebook: the files it wrote (a JSON list of absolute paths).
+_WRITES_EXPR = "__import__('json').dumps(sorted(set(__import__('sys')._cbs_writes)))"
 
 _local = threading.local()
+_connection_dir: Path | None = None
 _all_kernels: list = []
 _lock = threading.Lock()
 
 
-def kernel_environment() -> None:
+def kernel_environment(connection_dir: Path | None = None) -> None:
     """The environment the kernels start with: this checkout first on the import path, a
-    non-interactive matplotlib backend, no debugger or platform-dirs chatter on stderr."""
+    non-interactive matplotlib backend, no debugger or platform-dirs chatter on stderr.
+
+    connection_dir: where the kernels' connection files go (the build gives OUT/.build/kernels,
+    under its lock). Files there that an earlier, killed build left are removed now; the build
+    removes its own at its end (shutdown_kernels), interrupted or not."""
+    global _connection_dir
+    if connection_dir is not None:
+        _connection_dir = Path(connection_dir)
+        remove_stale_kernels(_connection_dir)
     os.environ["PYTHONPATH"] = os.pathsep.join(
         dict.fromkeys(filter(None, [str(PROJECT_DIR), *os.environ.get("PYTHONPATH", "").split(os.pathsep)])))
     os.environ.setdefault("MPLBACKEND", "agg")
@@ -66,6 +93,9 @@ def _register_engine() -> None:
             if (reply or {}).get("content", {}).get("status") != "ok":
                 raise RuntimeError("the kernel could not be reset between notebooks")
             super().papermill_execute_cells()
+            reply = self.wait_for_reply(self.kc.execute(
+                "", silent=True, store_history=False, user_expressions={"w": _WRITES_EXPR}))
+            self.cbs_writes = _parse_writes(reply)
 
     class WarmKernelEngine(NBClientEngine):
         """papermill's nbclient engine on this thread's kept kernel."""
@@ -79,7 +109,13 @@ def _register_engine() -> None:
             km = getattr(_local, "km", None)
             with _lock:
                 if km is None or km not in _all_kernels:  # none yet, or shut down at a build's end
-                    km = _local.km = AsyncKernelManager(kernel_name=kernel_name)
+                    options = {}
+                    if _connection_dir is not None:  # else jupyter_client's mkstemp in $TMPDIR
+                        import uuid
+
+                        _connection_dir.mkdir(parents=True, exist_ok=True)
+                        options["connection_file"] = str(_connection_dir / f"kernel-{uuid.uuid4()}.json")
+                    km = _local.km = AsyncKernelManager(kernel_name=kernel_name, **options)
                     _all_kernels.append(km)
             kwargs = remove_args(["input_path", "timeout", "startup_timeout"], **kwargs)
             final = merge_kwargs(kwargs, timeout=execution_timeout, startup_timeout=start_timeout,
@@ -90,12 +126,33 @@ def _register_engine() -> None:
                                  extra_arguments=["--IPKernelApp.log_level=ERROR"])
             client = _WarmClient(nb_man, km=km, **final)
             try:
-                return client.execute()
+                result = client.execute()
+                _local.writes = getattr(client, "cbs_writes", None)
+                return result
             finally:
                 if client.kc is not None:
                     client.kc.stop_channels()
 
     papermill_engines.register(ENGINE, WarmKernelEngine)
+
+
+def _parse_writes(reply: dict | None) -> list[str] | None:
+    """The kernel's answer to _WRITES_EXPR as a list of paths (None when it gave none)."""
+    import ast
+
+    try:
+        value = reply["content"]["user_expressions"]["w"]
+        if value.get("status") != "ok":
+            return None
+        return list(json.loads(ast.literal_eval(value["data"]["text/plain"])))
+    except (KeyError, TypeError, ValueError, SyntaxError):
+        return None
+
+
+def written_files() -> list[str] | None:
+    """The files the last notebook executed on this thread wrote (absolute paths), as the
+    kernel's audit hook saw them; None when unknown."""
+    return getattr(_local, "writes", None)
 
 
 def _drop_kernel() -> None:
@@ -122,6 +179,40 @@ def shutdown_kernels() -> None:
         kernels, _all_kernels[:] = list(_all_kernels), []
     for km in kernels:
         _shutdown(km)
+    remove_connection_files()
+
+
+def remove_stale_kernels(connection_dir: Path) -> list[str]:
+    """What a killed build left in its connection directory (the caller holds OUT's lock, so no
+    live build owns these): a kernel still running on a file there is killed (an orphan that
+    would otherwise go on writing OUT), and the file removed. Returns the files removed."""
+    import signal
+
+    stale = [str(p) for p in Path(connection_dir).glob("kernel-*.json")]
+    if not stale:
+        return []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(os.fsencode(path) in argv for path in stale):
+            try:
+                os.kill(int(proc.name), signal.SIGKILL)
+            except OSError:
+                pass
+    for path in stale:
+        Path(path).unlink(missing_ok=True)
+    return stale
+
+
+def remove_connection_files() -> None:
+    """Remove the kernel connection files in the build's connection directory (they hold a
+    kernel's ports and key; none outlives the build that wrote it)."""
+    if _connection_dir is None or not _connection_dir.is_dir():
+        return
+    for path in _connection_dir.glob("kernel-*.json"):
+        path.unlink(missing_ok=True)
 
 
 def execute(source_nb: Path, target: Path, parameters: dict, timeout: int = 1800) -> str | None:
@@ -133,6 +224,7 @@ def execute(source_nb: Path, target: Path, parameters: dict, timeout: int = 1800
     if ENGINE not in papermill_engines._engines:
         _register_engine()
     partial = partial_path(target)
+    _local.writes = None
     try:
         pm.execute_notebook(str(source_nb), str(partial), parameters=parameters,
                             engine_name=ENGINE, kernel_name="python3", progress_bar=False,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 from .errors import SnapshotError, SnapshotMissingError
@@ -42,3 +43,32 @@ def verify_snapshot_files(data_dir: Path) -> dict:
             raise SnapshotError(f"torn or corrupt snapshot in {data_dir}: {name} does not match manifest.json "
                                 "(interrupted write?); run `make snapshot` again")
     return manifest
+
+
+def _writer_alive(temp: Path) -> bool:
+    """Whether the process that made a temporary file `.<name>.<pid>.<random>.tmp` still runs
+    (another writer's file is left alone; one from a killed writer is removed)."""
+    parts = temp.name.split(".")
+    pid = parts[-3] if len(parts) >= 4 else ""
+    if not pid.isdigit():
+        return False  # an older naming: no writer to wait for
+    if int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def remove_stale_temps(data_dir: Path) -> None:
+    """Remove what interrupted writes left (temporary files, staging folders), but never a
+    temporary file of a writer that is still running: it is about to rename it."""
+    for stale in data_dir.glob(".*.tmp"):
+        if stale.is_dir():
+            if not _writer_alive(stale):
+                shutil.rmtree(stale, ignore_errors=True)
+        elif not _writer_alive(stale):
+            stale.unlink(missing_ok=True)

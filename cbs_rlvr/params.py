@@ -112,6 +112,19 @@ def _validate_select(select: object, where: str) -> dict | None:
     return dict(select)
 
 
+def _yaml_problem(exc: Exception) -> str:
+    """A YAML error on one line: what is wrong and where (`line L, column C`), without the
+    echoed source and caret lines PyYAML adds."""
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None)
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if not problem:
+        problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = " ".join(str(problem).split())
+    if mark is not None:
+        text += f" at line {mark.line + 1}, column {mark.column + 1}"
+    return text
+
+
 def read_yaml(path: Path) -> object:
     """The YAML content of a params file; ParamsError (naming the file) when it is not YAML."""
     import yaml  # imported here: the notebooks that never read params pay nothing for it
@@ -119,7 +132,7 @@ def read_yaml(path: Path) -> object:
     try:
         return yaml.safe_load(Path(path).read_text())
     except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML ({exc})") from None
+        raise ParamsError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
     except OSError as exc:
         raise ParamsError(f"{path}: cannot read ({exc.strerror or exc})") from None
 

@@ -245,15 +245,27 @@ def _metric_value(value: Any) -> tuple[float, str]:
     return math.nan, "non_numeric"
 
 
-def _row_step(row: Mapping) -> int | None:
-    """`training/global_step` where logged (verl's own counter), else W&B's `_step`."""
+def _row_step(row: Mapping) -> int | float | None:
+    """`training/global_step` where logged (verl's own counter), else W&B's `_step`; a finite
+    fractional step (1.5) is returned as the float it is (the caller counts and drops it)."""
+    fractional = None
     for key in ("training/global_step", "_step"):
         value = row.get(key)
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             continue
         if math.isfinite(value) and float(value).is_integer():
             return int(value)
-    return None
+        if math.isfinite(value) and fractional is None:
+            fractional = float(value)
+    return fractional
+
+
+def _is_percent_series(finite: np.ndarray) -> bool:
+    """A whole series logged in percent: every value in [0, 100] and most of them above 1. A
+    fraction series with a few glitches above 1 (0.15-0.82 and six values of 1.7) is not one:
+    its out-of-range values are flagged and dropped instead of rescaling the run."""
+    return bool(finite.size and finite.min() >= 0 and 1 < finite.max() <= 100
+                and np.count_nonzero(finite > 1) * 2 >= finite.size)
 
 
 def _is_accuracy_key(key: str) -> bool:
@@ -274,17 +286,28 @@ def normalise_history(rows: Iterable[Mapping]) -> tuple[pd.DataFrame, dict]:
     - NaN/inf -> NaN, counted as `nonfinite`; strings -> NaN, counted as `non_numeric`;
       dict/list values (media, tables) are not metrics and are dropped; keys starting with `_`
       (`_step`, `_timestamp`, `_runtime`) are bookkeeping and dropped;
-    - accuracy columns (val-core `.../mean@N`, or `acc` in the last key part) whose values lie in
-      [0, 100] with a maximum above 1 are percentages: divided by 100 (`percent_columns`).
+    - a row whose step is fractional (1.5) or negative is dropped, counted as
+      `fractional_steps` / `negative_steps` (S counts whole optimizer steps from 0);
+    - accuracy columns (val-core `.../mean@N`, or `acc` in the last key part) logged in percent
+      as a whole series (`_is_percent_series`) are divided by 100 (`percent_columns`); then
+      every accuracy value outside [0, 1] is dropped (NaN), counted as `accuracy_below_0` /
+      `accuracy_above_1`.
     """
     table: dict[int, dict[str, float]] = {}
     counts = {"nonfinite": 0, "non_numeric": 0, "duplicate_steps": 0, "step_restarts": 0,
-              "rows_without_step": 0, "percent_columns": []}
+              "rows_without_step": 0, "fractional_steps": 0, "negative_steps": 0,
+              "accuracy_below_0": 0, "accuracy_above_1": 0, "percent_columns": []}
     previous_step = None
     for row in rows:
         step = _row_step(row)
         if step is None:
             counts["rows_without_step"] += 1
+            continue
+        if isinstance(step, float):
+            counts["fractional_steps"] += 1
+            continue
+        if step < 0:
+            counts["negative_steps"] += 1
             continue
         if previous_step is not None and step < previous_step:
             counts["step_restarts"] += 1
@@ -309,17 +332,22 @@ def normalise_history(rows: Iterable[Mapping]) -> tuple[pd.DataFrame, dict]:
     for key in metrics:
         values = np.fromiter((table[s].get(key, math.nan) for s in steps), dtype="float64", count=len(steps))
         if _is_accuracy_key(key):
-            finite = values[np.isfinite(values)]
-            if finite.size and finite.min() >= 0 and 1 < finite.max() <= 100:
+            if _is_percent_series(values[np.isfinite(values)]):
                 values = values / 100.0
                 counts["percent_columns"].append(key)
+            below, above = values < 0, values > 1  # NaN compares False
+            if below.any() or above.any():
+                counts["accuracy_below_0"] += int(below.sum())
+                counts["accuracy_above_1"] += int(above.sum())
+                values = np.where(below | above, np.nan, values)
         columns[key] = values
     return pd.DataFrame(columns), counts
 
 
 def _history_flags(counts: Mapping) -> list[str]:
     flags = []
-    for key in ("nonfinite", "non_numeric", "duplicate_steps", "rows_without_step"):
+    for key in ("nonfinite", "non_numeric", "duplicate_steps", "rows_without_step",
+                "fractional_steps", "negative_steps", "accuracy_below_0", "accuracy_above_1"):
         if counts.get(key):
             flags.append(f"{key}:{counts[key]}")
     if counts.get("step_restarts"):
@@ -363,10 +391,19 @@ def normalise_raw_run(raw: Mapping) -> dict:
     history, counts = normalise_history(raw.get("rows") or [])
     counts["non_numeric"] += int(raw.get("n_non_numeric") or 0)
     val_columns = [c for c in history.columns if c.startswith("val-core/")]
+    dropped = [f"{counts[k]} row(s) with {what} step numbers were dropped"
+               for k, what in (("fractional_steps", "fractional (e.g. 1.5)"),
+                               ("negative_steps", "negative")) if counts[k]]
     if not val_columns:
-        return {"kind": "excluded", "row": {**base, "reason": REASON_NO_VALIDATION}}
+        reason = REASON_NO_VALIDATION if not dropped else (
+            f"no usable validation metric: {'; '.join(dropped)} (steps must be whole optimizer "
+            "steps from 0)")
+        return {"kind": "excluded", "row": {**base, "reason": reason}}
     if not np.isfinite(history[val_columns].to_numpy()).any():
         reason = "validation metric (val-core/*) logged but never a finite number"
+        if counts["accuracy_below_0"] or counts["accuracy_above_1"]:
+            reason = ("validation metric (val-core/*) never within [0, 1] (nor a whole series in "
+                      "percent)")
         return {"kind": "excluded", "row": {**base, "reason": reason}}
     flags = meta["flags"] + list(raw.get("flags") or []) + _history_flags(counts)
     row = {

@@ -29,7 +29,7 @@ from .errors import (
     portable_source,
     redact_secrets,
 )
-from .manifest import SNAPSHOT_FILES
+from .manifest import SNAPSHOT_FILES, remove_stale_temps
 from .manifest import snapshot_data_dir as _snapshot_data_dir
 from .manifest import verify_snapshot_files as _verify_snapshot_files
 from .params import load_all_phase_params
@@ -159,7 +159,7 @@ def build_snapshot(source: str, previous_dir: str | os.PathLike | None = None, a
 
 
 def _write_temp_file(directory: Path, name: str, data: bytes) -> Path:
-    fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    fd, temp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp", dir=directory)
     try:
         # mkstemp makes the file 0600; give it the mode a plain open() would (shared clusters)
         umask = os.umask(0o022)
@@ -198,8 +198,7 @@ def write_snapshot(snapshot: Mapping, out_dir: str | os.PathLike) -> dict:
     """
     data_dir = Path(out_dir) / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    for stale in data_dir.glob(".*.tmp"):
-        stale.unlink(missing_ok=True)  # left by an earlier interrupted write
+    remove_stale_temps(data_dir)
     payloads: dict[str, bytes] = {}
     for name, key in (("runs.parquet", "runs"), ("history.parquet", "history")):
         buffer = io.BytesIO()
@@ -235,17 +234,20 @@ def _keep_previous_set(data_dir: Path) -> None:
         _verify_snapshot_files(data_dir)
     except SnapshotError:
         return
-    staging = data_dir / ".prev.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    for name in [*SNAPSHOT_FILES, "manifest.json"]:
-        if (data_dir / name).is_file():
-            try:
-                os.link(data_dir / name, staging / name)
-            except OSError:
-                shutil.copy2(data_dir / name, staging / name)
-    shutil.rmtree(data_dir / ".prev", ignore_errors=True)
-    os.replace(staging, data_dir / ".prev")
+    staging = Path(tempfile.mkdtemp(prefix=f".prev.{os.getpid()}.", suffix=".tmp", dir=data_dir))
+    try:
+        for name in [*SNAPSHOT_FILES, "manifest.json"]:
+            if (data_dir / name).is_file():
+                try:
+                    os.link(data_dir / name, staging / name)
+                except OSError:
+                    shutil.copy2(data_dir / name, staging / name)
+        shutil.rmtree(data_dir / ".prev", ignore_errors=True)
+        os.replace(staging, data_dir / ".prev")
+    except OSError:  # another writer put its .prev in place meanwhile: keep that one
+        pass
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _read_verified_set(data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:

@@ -44,7 +44,14 @@ FLAG_MEANINGS = {
     "rows_without_step": "{n} logged row(s) had no step number and are ignored",
     "step_restart": "the step counter went back (a restart from a checkpoint); where steps overlap "
                     "the later values are kept",
-    "percent_accuracy": "accuracy was logged in percent (0-100) and is divided by 100",
+    "percent_accuracy": "accuracy was logged in percent (0-100) as a whole series and is "
+                        "divided by 100",
+    "fractional_steps": "{n} logged row(s) had a fractional step number (e.g. 1.5) and are ignored",
+    "negative_steps": "{n} logged row(s) had a negative step number and are ignored (steps count "
+                      "from 0)",
+    "accuracy_below_0": "{n} accuracy value(s) below 0 are impossible and are ignored",
+    "accuracy_above_1": "{n} accuracy value(s) above 1 (in a series not logged in percent) are "
+                        "impossible and are ignored",
     "segments": "the run was resumed: {n} offline files are stitched into one run",
     "truncated": "the offline file ends inside a record (a job killed while writing); it is read "
                  "up to its last whole record",

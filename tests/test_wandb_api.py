@@ -282,7 +282,7 @@ def test_transient_errors_keep_previous_data_stale_and_others_exclude(wandb_endp
     assert len(warnings) == 3 and all("flagged stale" in w for w in warnings)
     assert any("HTTP 503: service unavailable (wandb gave up after 2 attempts)" in w for w in warnings)
     ours = [r.getMessage() for r in caplog.records if r.name == "cbs_rlvr.data"]
-    assert len(ours) == 1 and "4 of 8 runs could not be fetched" in ours[0]
+    assert len(ours) == 1 and "5 of 8 runs could not be fetched" in ours[0]  # gone (404) too
     # the next snapshot, with W&B healthy again, replaces the stale data
     server.clear_failures()
     again = _snap(previous_dir=out)

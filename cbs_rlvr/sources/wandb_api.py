@@ -633,13 +633,17 @@ def _assemble(results: list[dict], previous_by_id: dict[str, dict], previous_his
             entries.append({"kind": "excluded", "row": result["row"]})
         elif result["kind"] != "reused":
             entries.append(result)
-    if stale or lost:
-        example = next(r["row"]["reason"] for r in results if r["kind"] == "failed")
-        _LOG.warning("wandb:%s: %d of %d runs could not be fetched (%s): %s", path, len(stale) + len(lost),
-                     len(results), example,
+    # errors the server gave for good (HTTP 400, ...) are fetch failures too: the count says so
+    refused = [r for r in results if r["kind"] == "excluded"
+               and str(r["row"].get("reason", "")).startswith("W&B API error:")]
+    if stale or lost or refused:
+        example = next(r["row"]["reason"] for r in results if r["kind"] == "failed" or r in refused)
+        _LOG.warning("wandb:%s: %d of %d runs could not be fetched (%s): %s", path,
+                     len(stale) + len(lost) + len(refused), len(results), example,
                      "; ".join(filter(None, [f"{len(stale)} kept from the previous snapshot, flagged stale"
-                                             if stale else "", f"{len(lost)} without previous data, listed in "
-                                             "excluded_runs.csv" if lost else ""])))
+                                             if stale else "", f"{len(lost) + len(refused)} listed in "
+                                             "excluded_runs.csv"
+                                             if lost or refused else ""])))
     if reuse_ids:
         grouped = dict(tuple(previous_history[previous_history["run_id"].astype(str).isin(reuse_ids)]
                              .groupby("run_id", sort=False)))
