@@ -8,6 +8,7 @@ call it in a subprocess with a clean WANDB_* environment, see test_hardening.py)
 
 from __future__ import annotations
 
+import glob
 import math
 import os
 import random
@@ -348,6 +349,14 @@ def write_crashed_run(root: Path) -> None:
         if s % 5 == 0:
             row[VAL] = round(accuracy(s, 3072), 4)
         run.log(row, step=s)
+    # killed once wandb-core has flushed some history (on a loaded machine an immediate kill
+    # left only the header: the run then has nothing to analyse, which is another case)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        files = glob.glob(str(root / "wandb" / "offline-run-*-crash1" / "run-crash1.wandb"))
+        if files and Path(files[0]).stat().st_size >= 2 * 32768:
+            break
+        time.sleep(0.05)
     os._exit(1)
 
 

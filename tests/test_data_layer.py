@@ -153,7 +153,7 @@ _CORPUS_SCRIPT = textwrap.dedent(
 # A process that dies without run.finish() (os._exit), as a killed cluster job does.
 _CRASH_SCRIPT = textwrap.dedent(
     """
-    import os, sys, wandb
+    import glob, os, sys, time, wandb
     run = wandb.init(mode="offline", dir=sys.argv[1], project="cbs", name="cbs_p1_np16_nr8", id="crash1",
                      config={"data": {"train_batch_size": 16}, "actor_rollout_ref": {"rollout": {"n": 8}}},
                      settings=wandb.Settings(x_disable_stats=True, console="off", disable_git=True,
@@ -164,6 +164,15 @@ _CRASH_SCRIPT = textwrap.dedent(
         if s % 5 == 0:
             row["val-core/openai/gsm8k/reward/mean@1"] = 0.001 * s
         run.log(row, step=s)
+    # wandb-core flushes on its own schedule: on a loaded machine a kill right after the last log
+    # found only 2-3 of the file's blocks written. The job is killed once 4 blocks are on disk
+    # (what the test's premise needs), as a job killed some time into training is.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        files = glob.glob(os.path.join(sys.argv[1], "wandb", "offline-run-*-crash1", "run-crash1.wandb"))
+        if files and os.path.getsize(files[0]) >= 4 * 32768:
+            break
+        time.sleep(0.05)
     os._exit(1)
     """
 )
