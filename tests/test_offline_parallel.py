@@ -70,6 +70,18 @@ def test_parallel_decoding_happens_in_worker_processes(corpus, monkeypatch):
     assert len(calls) >= n_runs
 
 
+def test_a_process_with_threads_decodes_through_a_fork_server(corpus, monkeypatch):
+    """A caller running other threads (a build driver, a progress bar) does not fork itself:
+    the workers come from a fork server, with the same frames."""
+    import threading
+
+    monkeypatch.setattr(threading, "active_count", lambda: 3)
+    serial = load_offline_runs(corpus, workers=1)
+    served = load_offline_runs(corpus, workers=2)
+    for name in ("runs", "history", "excluded"):
+        pd.testing.assert_frame_equal(served[name], serial[name])
+
+
 def test_how_many_workers(tmp_path):
     small = tmp_path / "small.wandb"
     small.write_bytes(b"x" * 1000)

@@ -414,19 +414,26 @@ def decode_workers(paths: Sequence[Path] = (), environ: dict | None = None) -> i
 
 def _map_groups(root: Path, groups: dict[str, list[Path]], workers: int) -> Iterable[tuple]:
     """_read_group over every group, in the groups' order: in this process or in `workers`
-    processes (started by a fork server preloaded with this module, so no worker repeats the
-    imports and none inherits the caller's threads)."""
+    processes: forked from this one when it runs no other thread (nothing to import again), else
+    from a fork server preloaded with this module (no worker inherits the caller's threads; a
+    script that starts a snapshot must then guard its code with `if __name__ == "__main__"`, as
+    multiprocessing asks)."""
     items = list(groups.items())
     if workers <= 1 or len(items) <= 1:
         return (_read_group(root, key, paths) for key, paths in items)
     import multiprocessing
+    import threading
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
     methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    if "forkserver" in methods:
+    if "fork" in methods and threading.active_count() == 1:
+        context = multiprocessing.get_context("fork")  # nothing to re-import, no thread to inherit
+    elif "forkserver" in methods:
+        context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload([__name__])
+    else:
+        context = multiprocessing.get_context("spawn")
     workers = min(workers, len(items))
     chunk = max(1, min(8, len(items) // (4 * workers)))
     try:
