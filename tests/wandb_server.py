@@ -186,6 +186,7 @@ class WandbServer:
         self._connections: set[socket.socket] = set()
         self.in_flight = self.max_in_flight = 0  # GraphQL requests being answered (latency included)
         self.bytes_sent = 0
+        self.bytes_by_operation: dict[str, int] = {}
         self.port: int | None = None
 
     # --- data -------------------------------------------------------------------------------
@@ -458,6 +459,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- plumbing -----------------------------------------------------------------------------
     def _log(self, operation: str, run: str | None, status: int) -> None:
+        self.operation = operation  # for the bytes per operation of the answer that follows
         state = self.server_state
         with state._lock:
             state.requests.append({"method": self.command, "operation": operation, "run": run, "status": status,
@@ -471,6 +473,9 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(delay)
         with state._lock:
             state.bytes_sent += 0 if head_only else len(body)
+            operation = getattr(self, "operation", "?")
+            state.bytes_by_operation[operation] = state.bytes_by_operation.get(operation, 0) + (
+                0 if head_only else len(body))
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -590,9 +595,11 @@ class _Handler(BaseHTTPRequestHandler):
             state = self.server_state
             with state._lock:
                 counts = Counter(r["operation"] for r in state.requests)
-                body = json.dumps({"requests": dict(counts), "bytes": state.bytes_sent}).encode()
+                body = json.dumps({"requests": dict(counts), "bytes": state.bytes_sent,
+                                   "bytes_by_operation": dict(state.bytes_by_operation)}).encode()
                 state.requests.clear()
                 state.bytes_sent = 0
+                state.bytes_by_operation = {}
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
