@@ -484,7 +484,8 @@ def test_api_key_never_reaches_a_file_or_the_terminal(wandb_endpoint, tmp_path, 
 # --------------------------------------------------------------------------------------------
 # The demo sweep served over the API gives the same snapshot and tables as the offline files
 # --------------------------------------------------------------------------------------------
-def test_demo_sweep_served_by_the_endpoint_gives_the_same_tables(wandb_endpoint):
+@pytest.mark.parametrize("serves_export", [False, True], ids=["sampled serves live steps", "sampled serves all"])
+def test_demo_sweep_served_by_the_endpoint_gives_the_same_tables(wandb_endpoint, serves_export):
     from cbs_rlvr.bootstrap import fit_phase
     from cbs_rlvr.measure import phase_runs
     from cbs_rlvr.params import load_phase_params
@@ -493,9 +494,10 @@ def test_demo_sweep_served_by_the_endpoint_gives_the_same_tables(wandb_endpoint)
     served: list[ServedRun] = demo_runs(REPO / "data" / "demo")
     for i, run in enumerate(served):  # a third of the runs live, a third exported, a third partly
         run.exported_until = (None, math.inf, run.last_step // 2)[i % 3]
-    server = wandb_endpoint(served, project="cbs_rlvr_demo")
+    server = wandb_endpoint(served, project="cbs_rlvr_demo", sampled_serves_export=serves_export)
     snap = build_snapshot("wandb:ent/cbs_rlvr_demo", progress=False)
-    assert server.count("parquet") > 0 and server.count("CbsRunHistory") == 43
+    assert (server.count("parquet") > 0) is not serves_export and server.count("CbsRunHistory") == 43
+    assert max(server.per_run_requests().values()) <= 3
     assert (snap["manifest"]["n_runs"], snap["manifest"]["n_excluded"]) == (43, 0)
     ignore = ["source", "updated_at"]  # a W&B source and heartbeat instead of a file and its last write
     a = offline["runs"].drop(columns=ignore).sort_values("run_id").reset_index(drop=True)
