@@ -1,4 +1,4 @@
-"""Benchmarks of cbs-rlvr: report build, snapshot, analysis at scale, W&B fetch (issues 5, 11).
+"""Benchmarks of cbs-rlvr: report build, snapshot, analysis at scale, W&B fetch (issues 5, 11, 20).
 
     python benchmarks/run.py                  # full sizes (about 10 min on 2 cores)
     python benchmarks/run.py --quick          # smaller sizes (about 3 min)
@@ -482,14 +482,15 @@ def _bench_runs(n_runs: int, n_steps: int) -> list:
     return runs
 
 
-def _serve_worker(n_runs: str, n_steps: str, port_file: str, lifetime: str) -> None:
+def _serve_worker(n_runs: str, n_steps: str, port_file: str, lifetime: str, latency: str = "") -> None:
     """Serve the bench sweep from this process (so its work does not compete with the client's
     threads for one interpreter lock) until killed or `lifetime` s have passed."""
     sys.path.insert(0, str(REPO / "tests"))
     from wandb_server import WandbServer
 
     server = WandbServer(_bench_runs(int(n_runs), int(n_steps)), entity="bench", project="cbs",
-                         latency=REQUEST_S, bandwidth=BANDWIDTH, lifetime=float(lifetime)).start()
+                         latency=float(latency) if latency else REQUEST_S,
+                         bandwidth=None if latency else BANDWIDTH, lifetime=float(lifetime)).start()
     Path(port_file).write_text(str(server.port))
     while server._httpd is not None:
         time.sleep(0.5)
@@ -586,6 +587,58 @@ def fetch_floor(requests: dict, bytes_by_operation: dict, concurrency: int) -> f
 
     sequential = cost(SEQUENTIAL_OPERATIONS)
     return sequential + cost([op for op in requests if op not in SEQUENTIAL_OPERATIONS]) / concurrency
+
+
+def _start_server(n_runs: int, n_steps: int, latency: str = "") -> tuple[subprocess.Popen, str]:
+    port_file = WORK / "fetch_server.port"
+    port_file.unlink(missing_ok=True)
+    server = subprocess.Popen([sys.executable, __file__, "_serve", str(n_runs), str(n_steps), str(port_file), "3600",
+                               latency], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    t0 = time.perf_counter()
+    while not port_file.is_file() or not port_file.read_text().strip():
+        if server.poll() is not None or time.perf_counter() - t0 > 120:
+            raise SystemExit(f"benchmark step failed: the W&B endpoint did not start\n{server.stderr.read()}")
+        time.sleep(0.1)
+    return server, f"http://127.0.0.1:{port_file.read_text().strip()}"
+
+
+def _fetch_memory_worker(url: str, out: str) -> None:
+    """A cold fetch + write in a fresh process: its time and peak RSS."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from wandb_server import API_KEY
+
+    client = WORK / "wandb_client"
+    os.environ.update({"WANDB_BASE_URL": url, "WANDB_API_KEY": API_KEY, "WANDB_SILENT": "true",
+                       "WANDB_ERROR_REPORTING": "false", **{f"WANDB_{d.upper()}_DIR": str(client / d)
+                                                            for d in ("config", "cache", "data")},
+                       "WANDB_DIR": str(client / "runs")})
+    import wandb
+
+    from cbs_rlvr import snapshot as ch
+
+    wandb.setup()
+    rss_imported = _maxrss_mb()
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    snap = ch.build_snapshot("wandb:bench/cbs", progress=False)
+    ch.write_snapshot(snap, out)
+    print(json.dumps({"seconds": time.perf_counter() - t0, "n_runs": len(snap["runs"]), "n_rows": len(snap["history"]),
+                      "rss_after_import_mb": rss_imported, "peak_rss_mb": _maxrss_mb()}))
+
+
+def bench_memory(args, results: dict) -> None:
+    """Time and peak RSS of a cold W&B fetch (endpoint without added latency) as the sweep grows."""
+    sizes = [int(n) for n in (args.memory_runs or ((200, 1000) if not args.quick else (40, 200)))]
+    n_steps = args.size("fetch_steps")
+    rows = []
+    for n_runs in sizes:
+        server, url = _start_server(n_runs, n_steps, "0")
+        try:
+            rows.append({"n_runs_served": n_runs, **_worker("fetchmem", url, str(WORK / "memory_out"))})
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    results["memory"] = {"n_steps": n_steps, "rows": rows}
 
 
 # --------------------------------------------------------------------------------------------
@@ -739,6 +792,14 @@ def render(results: dict, info: dict, args) -> str:
             notes.append(f"| {label} | {r['seconds']:.1f} | "
                          + " | ".join(str(r["requests"].get(op, 0)) for op in operations)
                          + f" | {r['bytes'] / 1e6:.1f} |")
+    if "memory" in results:
+        m = results["memory"]
+        for r in m["rows"]:
+            case = f"W&B fetch at scale, {r['n_runs']} runs x {m['n_steps']} steps, endpoint without added latency"
+            row(case, "cold fetch + write (s)", _fmt(r["seconds"], 1), 1, f"{1000 * r['seconds'] / r['n_runs']:.0f} ms per run")
+            row(case, "peak RSS (MB)", _fmt(r["peak_rss_mb"], 0), 1,
+                f"after imports {r['rss_after_import_mb']:.0f} MB; "
+                f"{1024 * (r['peak_rss_mb'] - r['rss_after_import_mb']) / r['n_runs']:.0f} kB per run above it")
     lines += notes
     return "\n".join(lines) + "\n"
 
@@ -746,8 +807,9 @@ def render(results: dict, info: dict, args) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (see SIZES)")
-    parser.add_argument("--only", nargs="+", choices=["report", "snapshot", "analysis", "fetch"],
-                        default=["report", "snapshot", "analysis", "fetch"])
+    parser.add_argument("--only", nargs="+", choices=["report", "snapshot", "analysis", "fetch", "memory"],
+                        default=["report", "snapshot", "analysis", "fetch", "memory"])
+    parser.add_argument("--memory-runs", nargs="+", type=int, help="sweep sizes of the memory case (200 1000)")
     parser.add_argument("--jobs", type=int, default=2, help="JOBS of make report and of the floor")
     parser.add_argument("--repeats", type=int, default=5, help="repeats of the cheap measures (no-op)")
     parser.add_argument("--repeats-cold", type=int, default=3, help="(cold build, floor) pairs")
@@ -759,7 +821,8 @@ def main(argv=None) -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     info = machine_info()
     results: dict = {}
-    steps = {"report": bench_report, "snapshot": bench_snapshot, "analysis": bench_analysis, "fetch": bench_fetch}
+    steps = {"report": bench_report, "snapshot": bench_snapshot, "analysis": bench_analysis, "fetch": bench_fetch,
+             "memory": bench_memory}
     t_start = time.perf_counter()
     for name in args.only:
         print(f"[{time.perf_counter() - t_start:6.0f} s] {name}...", flush=True)
@@ -777,6 +840,7 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1].startswith("_"):
         with contextlib.suppress(BrokenPipeError):
             {"_" + _GENERATE: _generate_offline, "_snapshot": _snapshot_worker,
-             "_analysis": _analysis_worker, "_serve": _serve_worker}[sys.argv[1]](*sys.argv[2:])
+             "_analysis": _analysis_worker, "_serve": _serve_worker,
+             "_fetchmem": _fetch_memory_worker}[sys.argv[1]](*sys.argv[2:])
         sys.exit(0)
     sys.exit(main())
