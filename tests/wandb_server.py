@@ -163,7 +163,8 @@ class WandbServer:
 
     latency: seconds added to every answer (server side); bandwidth: bytes/s of the answers
     (None: unlimited). `requests` logs (method, operation, run, status) of every request;
-    GET /_requests answers the counts per operation and the bytes sent, then resets them.
+    GET /_requests answers the counts per operation, the bytes sent (in all and per operation),
+    then resets them; `per_run_requests()` counts the requests naming each run.
     """
 
     def __init__(self, runs: Iterable[ServedRun] = (), *, entity: str = "ent", project: str = "proj",
