@@ -1,4 +1,4 @@
-"""Benchmarks of cbs-rlvr: report build, snapshot, analysis at scale, W&B fetch (issues 5, 11).
+"""Benchmarks of cbs-rlvr: report build, snapshot, analysis at scale, W&B fetch (issues 5, 11, 20).
 
     python benchmarks/run.py                  # full sizes (about 10 min on 2 cores)
     python benchmarks/run.py --quick          # smaller sizes (about 3 min)
@@ -293,10 +293,21 @@ def _offline_corpus(n_runs: int, n_steps: int) -> Path:
     return root / "sweep"
 
 
-def _snapshot_worker(source: str, out: str) -> None:
-    from cbs_rlvr import snapshot as ch
+def _children_maxrss_mb() -> float:
+    import resource
 
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0  # the largest worker
+
+
+def _snapshot_worker(source: str, out: str, workers: str = "") -> None:
+    if workers:
+        os.environ["CBS_DECODE_WORKERS"] = workers
+    from cbs_rlvr import snapshot as ch
+    from cbs_rlvr.sources.wandb_file import decode_workers, find_wandb_files
+
+    n_workers = decode_workers(find_wandb_files(source))
     rss_imported = _maxrss_mb()
+    cpu0 = os.times()
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
     snapshot = ch.build_snapshot(source)
@@ -305,17 +316,25 @@ def _snapshot_worker(source: str, out: str) -> None:
     t2 = time.perf_counter()
     print(json.dumps({"build_s": t1 - t0, "write_s": t2 - t1, "n_runs": len(snapshot["runs"]),
                       "n_excluded": len(snapshot["excluded"]), "n_rows": len(snapshot["history"]),
-                      "rss_after_import_mb": rss_imported, "peak_rss_mb": _maxrss_mb()}))
+                      "rss_after_import_mb": rss_imported, "peak_rss_mb": _maxrss_mb(),
+                      "peak_rss_worker_mb": _children_maxrss_mb(), "workers": n_workers,
+                      "cpu_self_s": os.times().user + os.times().system - cpu0.user - cpu0.system,
+                      "cpu_children_s": (os.times().children_user + os.times().children_system
+                                         - cpu0.children_user - cpu0.children_system)}))
 
 
 def bench_snapshot(args, results: dict) -> None:
     n_runs, n_steps = args.size("snapshot_runs"), args.size("snapshot_steps")
     source = _offline_corpus(n_runs, n_steps)
     n_bytes = sum(p.stat().st_size for p in source.rglob("*.wandb"))
-    reps = [_worker("snapshot", str(source), str(WORK / "snapshot_out"))
-            for _ in range(args.repeats_snapshot)]
-    assert all(r["n_runs"] == n_runs for r in reps), reps
-    results["snapshot"] = {"n_runs": n_runs, "n_steps": n_steps, "bytes": n_bytes, "reps": reps}
+    # (serial, parallel) pairs, alternating, so a shared machine's load shifts both alike:
+    # serial is today's reader in one process (CBS_DECODE_WORKERS=1), parallel its default
+    pairs = [(_worker("snapshot", str(source), str(WORK / "snapshot_out"), "1"),
+              _worker("snapshot", str(source), str(WORK / "snapshot_out")))
+             for _ in range(args.repeats_snapshot)]
+    assert all(r["n_runs"] == n_runs for pair in pairs for r in pair), pairs
+    results["snapshot"] = {"n_runs": n_runs, "n_steps": n_steps, "bytes": n_bytes,
+                           "reps": [p for _, p in pairs], "serial": [s for s, _ in pairs]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -467,14 +486,15 @@ def _bench_runs(n_runs: int, n_steps: int) -> list:
     return runs
 
 
-def _serve_worker(n_runs: str, n_steps: str, port_file: str, lifetime: str) -> None:
+def _serve_worker(n_runs: str, n_steps: str, port_file: str, lifetime: str, latency: str = "") -> None:
     """Serve the bench sweep from this process (so its work does not compete with the client's
     threads for one interpreter lock) until killed or `lifetime` s have passed."""
     sys.path.insert(0, str(REPO / "tests"))
     from wandb_server import WandbServer
 
     server = WandbServer(_bench_runs(int(n_runs), int(n_steps)), entity="bench", project="cbs",
-                         latency=REQUEST_S, bandwidth=BANDWIDTH, lifetime=float(lifetime)).start()
+                         latency=float(latency) if latency else REQUEST_S,
+                         bandwidth=None if latency else BANDWIDTH, lifetime=float(lifetime)).start()
     Path(port_file).write_text(str(server.port))
     while server._httpd is not None:
         time.sleep(0.5)
@@ -547,14 +567,82 @@ def bench_fetch(args, results: dict) -> None:
 
         project("project cold")
         project("project warm")
-        seed("seed cold")
-        seed("seed warm")
+        seed("seed")  # the seed has no incremental fetch: cold and warm are the same
     finally:
         server.terminate()
         server.wait(timeout=30)
     assert rows["project cold"]["n_runs"] == n_runs and rows["project warm"]["n_reused"] == n_runs, rows
+    for r in rows.values():
+        r["floor_s"] = fetch_floor(r["requests"], r.get("bytes_by_operation", {}), FETCH_WORKERS)
     results["fetch"] = {"n_runs": n_runs, "n_steps": n_steps, "n_keys_logged": N_EXTRA_KEYS + 15,
-                        "request_s": REQUEST_S, "bandwidth": BANDWIDTH, "rows": rows}
+                        "request_s": REQUEST_S, "bandwidth": BANDWIDTH, "workers": FETCH_WORKERS, "rows": rows}
+
+
+FETCH_WORKERS = 8  # fetch_wandb_project's default max_workers
+SEQUENTIAL_OPERATIONS = ("Viewer", "GetDefaultEntity", "Runs", "CbsRuns")  # one after the other
+
+
+def fetch_floor(requests: dict, bytes_by_operation: dict, concurrency: int) -> float:
+    """The least time the endpoint needs to answer these requests: each waits REQUEST_S plus its
+    size at BANDWIDTH; the login and the listing's pages one after the other, the rest
+    `concurrency` at a time."""
+    def cost(ops) -> float:
+        return sum(requests.get(op, 0) * REQUEST_S + bytes_by_operation.get(op, 0) / BANDWIDTH for op in ops)
+
+    sequential = cost(SEQUENTIAL_OPERATIONS)
+    return sequential + cost([op for op in requests if op not in SEQUENTIAL_OPERATIONS]) / concurrency
+
+
+def _start_server(n_runs: int, n_steps: int, latency: str = "") -> tuple[subprocess.Popen, str]:
+    port_file = WORK / "fetch_server.port"
+    port_file.unlink(missing_ok=True)
+    server = subprocess.Popen([sys.executable, __file__, "_serve", str(n_runs), str(n_steps), str(port_file), "3600",
+                               latency], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    t0 = time.perf_counter()
+    while not port_file.is_file() or not port_file.read_text().strip():
+        if server.poll() is not None or time.perf_counter() - t0 > 120:
+            raise SystemExit(f"benchmark step failed: the W&B endpoint did not start\n{server.stderr.read()}")
+        time.sleep(0.1)
+    return server, f"http://127.0.0.1:{port_file.read_text().strip()}"
+
+
+def _fetch_memory_worker(url: str, out: str) -> None:
+    """A cold fetch + write in a fresh process: its time and peak RSS."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from wandb_server import API_KEY
+
+    client = WORK / "wandb_client"
+    os.environ.update({"WANDB_BASE_URL": url, "WANDB_API_KEY": API_KEY, "WANDB_SILENT": "true",
+                       "WANDB_ERROR_REPORTING": "false", **{f"WANDB_{d.upper()}_DIR": str(client / d)
+                                                            for d in ("config", "cache", "data")},
+                       "WANDB_DIR": str(client / "runs")})
+    import wandb
+
+    from cbs_rlvr import snapshot as ch
+
+    wandb.setup()
+    rss_imported = _maxrss_mb()
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    snap = ch.build_snapshot("wandb:bench/cbs", progress=False)
+    ch.write_snapshot(snap, out)
+    print(json.dumps({"seconds": time.perf_counter() - t0, "n_runs": len(snap["runs"]), "n_rows": len(snap["history"]),
+                      "rss_after_import_mb": rss_imported, "peak_rss_mb": _maxrss_mb()}))
+
+
+def bench_memory(args, results: dict) -> None:
+    """Time and peak RSS of a cold W&B fetch (endpoint without added latency) as the sweep grows."""
+    sizes = [int(n) for n in (args.memory_runs or ((200, 1000) if not args.quick else (40, 200)))]
+    n_steps = args.size("fetch_steps")
+    rows = []
+    for n_runs in sizes:
+        server, url = _start_server(n_runs, n_steps, "0")
+        try:
+            rows.append({"n_runs_served": n_runs, **_worker("fetchmem", url, str(WORK / "memory_out"))})
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    results["memory"] = {"n_steps": n_steps, "rows": rows}
 
 
 # --------------------------------------------------------------------------------------------
@@ -623,16 +711,40 @@ def render(results: dict, info: dict, args) -> str:
     if "snapshot" in results:
         s = results["snapshot"]
         total = [r["build_s"] + r["write_s"] for r in s["reps"]]
+        serial = [r["build_s"] + r["write_s"] for r in s.get("serial", [])]
         t = _median(total)
         rep = s["reps"][0]
         case = f"snapshot, {s['n_runs']} offline runs x {s['n_steps']} steps ({s['bytes'] / 1e6:.0f} MB of .wandb)"
-        row(case, "build_snapshot + write_snapshot (s)", _fmt(t, 1), len(total),
-            f"build {_median([r['build_s'] for r in s['reps']]):.1f} s, write "
+        row(case, f"build_snapshot + write_snapshot, {rep.get('workers', 1)} decode processes (s)", _fmt(t, 1),
+            len(total), f"build {_median([r['build_s'] for r in s['reps']]):.1f} s, write "
             f"{_median([r['write_s'] for r in s['reps']]):.2f} s")
-        row(case, "runs/s", _fmt(s["n_runs"] / t, 1), len(total))
+        if serial:
+            ratios = [b / a for a, b in zip(total, serial, strict=True)]
+            row(case, "runs/s, parallel decode", _fmt(s["n_runs"] / t, 1), len(total),
+                f"serial (one process) {s['n_runs'] / _median(serial):.1f} runs/s", _median(ratios),
+                ">= 1.8x serial on 2 cores", _median(ratios) >= 1.8)
+            row(case, "build_snapshot + write_snapshot, serial (s)", _fmt(_median(serial), 1), len(serial))
+        else:
+            row(case, "runs/s", _fmt(s["n_runs"] / t, 1), len(total))
         row(case, "history rows/s", _fmt(rep["n_rows"] / t, 0), len(total))
-        row(case, "peak RSS (MB)", _fmt(_median([r["peak_rss_mb"] for r in s["reps"]]), 0), len(total),
-            f"after imports {rep['rss_after_import_mb']:.0f} MB")
+        row(case, "peak RSS, parent (MB)", _fmt(_median([r["peak_rss_mb"] for r in s["reps"]]), 0), len(total),
+            f"after imports {rep['rss_after_import_mb']:.0f} MB; serial "
+            f"{_median([r['peak_rss_mb'] for r in s.get('serial', [])]):.0f} MB")
+        row(case, "peak RSS, largest decode worker (MB)",
+            _fmt(_median([r.get("peak_rss_worker_mb", math.nan) for r in s["reps"]]), 0), len(total))
+        if serial and "cpu_self_s" in rep:
+            # what the parallel decode would give with its cores free: the serial run's CPU time
+            # over the parent's CPU time plus the workers' CPU time shared among them
+            ideal = [a["cpu_self_s"] / (b["cpu_self_s"] + b["cpu_children_s"] / max(1, b["workers"]))
+                     for a, b in zip(s["serial"], s["reps"], strict=True)]
+            row(case, "CPU time: serial / (parent + workers' / n) (with free cores)", f"{_median(ideal):.2f}x",
+                len(ideal), f"serial {_median([r['cpu_self_s'] for r in s['serial']]):.1f} s CPU; parallel: "
+                f"parent {_median([r['cpu_self_s'] for r in s['reps']]):.1f} s, workers "
+                f"{_median([r['cpu_children_s'] for r in s['reps']]):.1f} s CPU")
+        if serial:
+            notes += ["", "### Snapshot: serial and parallel decode, in the order measured", "",
+                      "Pairs (serial, parallel) in seconds: "
+                      + ", ".join(f"({a:.1f}, {b:.1f})" for a, b in zip(serial, total, strict=True)) + "."]
     if "analysis" in results:
         a = results["analysis"]
         tm = a["timings"]
@@ -656,18 +768,29 @@ def render(results: dict, info: dict, args) -> str:
         rows_ = f["rows"]
         case = (f"W&B fetch, real wandb client, {f['n_runs']} runs x {f['n_steps']} steps, {f['n_keys_logged']} keys "
                 f"logged, endpoint {f['request_s'] * 1000:.0f} ms/request + {f['bandwidth'] / 1e6:.0f} MB/s")
+        seed = rows_.get("seed") or rows_.get("seed cold")
         for label in ("project cold", "project warm"):
-            other = "seed " + label.split()[1]
-            ratio = rows_[other]["seconds"] / rows_[label]["seconds"]
-            row(case, f"{label} (s)", _fmt(rows_[label]["seconds"], 1), 1,
-                f"{other} {rows_[other]['seconds']:.1f} s", ratio, "faster than seed", ratio > 1)
-        for label in ("seed cold", "seed warm"):
-            row(case, f"{label} (s)", _fmt(rows_[label]["seconds"], 1), 1)
+            r = rows_[label]
+            ratio = seed["seconds"] / r["seconds"]
+            row(case, f"{label} (s)", _fmt(r["seconds"], 1), 1, f"seed {seed['seconds']:.1f} s", ratio,
+                "faster than seed", ratio > 1)
+            if "floor_s" in r:
+                to_floor = r["seconds"] / r["floor_s"]
+                row(case, f"{label}: time / floor", f"{to_floor:.2f}", 1,
+                    f"floor {r['floor_s']:.1f} s (requests x latency / concurrency)", None, "<= 1.5x floor",
+                    to_floor <= 1.5)
+            per_run = sum(n for op, n in r["requests"].items() if op not in SEQUENTIAL_OPERATIONS) / f["n_runs"]
+            goal = "<= 2 (live history)" if label.endswith("cold") else "0"
+            row(case, f"{label}: requests per run (listing apart)", f"{per_run:.2f}", 1, "", None, goal,
+                per_run <= 2 if label.endswith("cold") else per_run == 0)
+        row(case, "seed, every time (s)", _fmt(seed["seconds"], 1), 1)
         operations = sorted({op for r in rows_.values() for op in r["requests"]},
                             key=lambda op: -sum(r["requests"].get(op, 0) for r in rows_.values()))
         notes += ["", "### W&B fetch: requests the endpoint answered", "",
                   "The project: `build_snapshot` + `write_snapshot` (8 workers, only the needed keys, "
-                  "incremental); the seed: the original notebook's loop (`scan_history(page_size=10000)` "
+                  "incremental: the listing with config and historyKeys, then one request per changed run); "
+                  "the floor: the login and the listing pages one after the other, the rest 8 at a time, "
+                  "each at the endpoint's latency plus its bytes at its bandwidth; the seed: the original notebook's loop (`scan_history(page_size=10000)` "
                   "of every key of every run, one run after the other). Both through wandb 0.31 and its "
                   "wandb-core sidecar; the history is served live (not yet exported to parquet).", "",
                   "| pattern | seconds | " + " | ".join(operations) + " | MB sent |",
@@ -676,6 +799,14 @@ def render(results: dict, info: dict, args) -> str:
             notes.append(f"| {label} | {r['seconds']:.1f} | "
                          + " | ".join(str(r["requests"].get(op, 0)) for op in operations)
                          + f" | {r['bytes'] / 1e6:.1f} |")
+    if "memory" in results:
+        m = results["memory"]
+        for r in m["rows"]:
+            case = f"W&B fetch at scale, {r['n_runs']} runs x {m['n_steps']} steps, endpoint without added latency"
+            row(case, "cold fetch + write (s)", _fmt(r["seconds"], 1), 1, f"{1000 * r['seconds'] / r['n_runs']:.0f} ms per run")
+            row(case, "peak RSS (MB)", _fmt(r["peak_rss_mb"], 0), 1,
+                f"after imports {r['rss_after_import_mb']:.0f} MB; "
+                f"{1024 * (r['peak_rss_mb'] - r['rss_after_import_mb']) / r['n_runs']:.0f} kB per run above it")
     lines += notes
     return "\n".join(lines) + "\n"
 
@@ -683,8 +814,9 @@ def render(results: dict, info: dict, args) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (see SIZES)")
-    parser.add_argument("--only", nargs="+", choices=["report", "snapshot", "analysis", "fetch"],
-                        default=["report", "snapshot", "analysis", "fetch"])
+    parser.add_argument("--only", nargs="+", choices=["report", "snapshot", "analysis", "fetch", "memory"],
+                        default=["report", "snapshot", "analysis", "fetch", "memory"])
+    parser.add_argument("--memory-runs", nargs="+", type=int, help="sweep sizes of the memory case (200 1000)")
     parser.add_argument("--jobs", type=int, default=2, help="JOBS of make report and of the floor")
     parser.add_argument("--repeats", type=int, default=5, help="repeats of the cheap measures (no-op)")
     parser.add_argument("--repeats-cold", type=int, default=3, help="(cold build, floor) pairs")
@@ -696,7 +828,8 @@ def main(argv=None) -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     info = machine_info()
     results: dict = {}
-    steps = {"report": bench_report, "snapshot": bench_snapshot, "analysis": bench_analysis, "fetch": bench_fetch}
+    steps = {"report": bench_report, "snapshot": bench_snapshot, "analysis": bench_analysis, "fetch": bench_fetch,
+             "memory": bench_memory}
     t_start = time.perf_counter()
     for name in args.only:
         print(f"[{time.perf_counter() - t_start:6.0f} s] {name}...", flush=True)
@@ -714,6 +847,7 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1].startswith("_"):
         with contextlib.suppress(BrokenPipeError):
             {"_" + _GENERATE: _generate_offline, "_snapshot": _snapshot_worker,
-             "_analysis": _analysis_worker, "_serve": _serve_worker}[sys.argv[1]](*sys.argv[2:])
+             "_analysis": _analysis_worker, "_serve": _serve_worker,
+             "_fetchmem": _fetch_memory_worker}[sys.argv[1]](*sys.argv[2:])
         sys.exit(0)
     sys.exit(main())

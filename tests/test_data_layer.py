@@ -694,12 +694,12 @@ def test_corrupt_earlier_snapshot_is_ignored_with_a_warning(tmp_path, caplog, wa
     out = tmp_path / "out"
     write_snapshot(build_snapshot("wandb:ent/proj", progress=False), out)
     (out / "data" / "runs.parquet").write_bytes(b"garbage")
-    fetched = server.count("Run", "r1")
+    fetched = server.count("CbsRunHistory", "r1")
     with caplog.at_level("WARNING"):
         snap = build_snapshot("wandb:ent/proj", previous_dir=out, progress=False)
     assert "earlier snapshot ignored" in caplog.text
     assert snap["manifest"]["warnings"] and snap["manifest"]["n_reused"] == 0
-    assert server.count("Run", "r1") == fetched + 1 and len(snap["runs"]) == 1
+    assert server.count("CbsRunHistory", "r1") == fetched + 1 and len(snap["runs"]) == 1
 
 
 # --------------------------------------------------------------------------------------------

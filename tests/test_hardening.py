@@ -548,9 +548,10 @@ def test_fetch_groups_keys_by_logged_count(wandb_endpoint):
         rows.append(row)
     server = wandb_endpoint([_served(rows)])
     snap = _fetch()
-    assert server.count("RunParquetHistory") == 2  # per-step keys, validation keys (not one scan per family)
+    # one request, one spec per group: per-step keys, validation keys (not one per family)
+    assert server.count("CbsRunHistory") == 1 and len(server.specs()) == 2
     reference = _fetch(scan_each_key=True)
-    assert server.count("RunParquetHistory") == 2 + 6
+    assert server.count("CbsRunHistory") == 2 and len(server.specs()) == 2 + 6
     pd.testing.assert_frame_equal(snap["history"], reference["history"])
     assert snap["history"][hc.VAL].notna().sum() == 5 and len(snap["history"]) == 21
 

@@ -168,10 +168,12 @@ def test_fetch_requests_only_needed_keys_unsampled_with_tags_and_group(wandb_end
     real = wandb_api.normalise_raw_run
     monkeypatch.setattr(wandb_api, "normalise_raw_run", lambda raw: raws.append(raw) or real(raw))
     snap = _snap()
-    specs = [entry["variables"]["spec"] for entry in server.logged("SampledHistoryPage")]
+    specs = server.specs()
     assert {k for spec in specs for k in spec["keys"]} - {"_step"} == NEEDED
-    # one scan per group of keys logged equally often: per step, every 5 steps, every 2 steps
+    # one spec per group of keys logged equally often: per step, every 5 steps, every 2 steps,
+    # all in one request, after the listing (which carried config and historyKeys)
     assert sorted(len(set(spec["keys"]) - {"_step"}) for spec in specs) == [1, 1, 5]
+    assert dict(server.per_run_requests()) == {"r1": 1} and server.count("CbsRuns") == 1
     run = _run(snap, "r1")
     assert (run["source"], run["state"], run["n_gpus"], run["wandb_last_step"]) == ("wandb:ent/proj/r1", "finished", 8, 10)
     assert "_wandb" not in json.loads(run["config"])
@@ -182,6 +184,49 @@ def test_fetch_requests_only_needed_keys_unsampled_with_tags_and_group(wandb_end
     assert (raws[0]["tags"], raws[0]["group"]) == (["lr-sweep", "p1"], "p1-grpo")
     per_key = _snap(scan_each_key=True)
     pd.testing.assert_frame_equal(per_key["history"], snap["history"])
+
+
+def test_history_comes_back_unsampled_every_step(wandb_endpoint, monkeypatch):
+    """The endpoint samples sampledHistory as W&B does (at most `samples` rows per spec); a run
+    of 2,500 steps, more than any spec's samples, still comes back whole, also when its specs
+    fill several requests."""
+    server = wandb_endpoint([verl_run("long", n_steps=2500, exported_until=1200)], sampled_serves_export=True)
+    sampled = server._sampled(server.runs["long"], {"keys": ["_step", VAL], "samples": 500})
+    assert len(sampled) == 500 < 501  # the endpoint does sample: one spec over all steps would lose rows
+    snap = _snap()
+    hist = _hist(snap, "long")
+    assert hist.index.tolist() == list(range(2501))
+    assert hist[VAL].dropna().index.tolist() == [0, *range(5, 2501, 5)]
+    assert hist["grad_noise/B_noise_estimate"].dropna().index.tolist() == list(range(2, 2501, 2))
+    assert hist["critic/score/mean"].to_numpy()[1:].tolist() == [0.2 + 0.01 * s for s in range(1, 2501)]
+    specs = server.specs("long")
+    assert all(spec["maxStep"] - spec["minStep"] + 1 == spec["samples"] == 1000 for spec in specs)
+    assert (server.per_run_requests()["long"], server.count("parquet")) == (1, 0)
+    # more specs than one request holds: several requests, the same rows
+    monkeypatch.setattr(wandb_api.gq, "ROWS_PER_REQUEST", 2000)
+    again = _snap(page_size=400)
+    pd.testing.assert_frame_equal(again["history"], snap["history"])
+    # 3 groups x 7 windows of 400 steps = 21 specs, 5 a request: CbsRunHistory and 4 more
+    assert (server.count("CbsRunHistory", "long"), server.count("CbsRunHistorySpecs", "long")) == (2, 4)
+
+
+def test_requests_per_run_at_the_floor_cold_and_warm(wandb_endpoint, tmp_path):
+    """Cold: one request per live run, two per exported run (its file), plus the listing (50 runs
+    a page); warm with nothing changed: the listing only, no request for any run."""
+    runs = [verl_run(f"r{i:02d}", n_prompts=2 ** (3 + i % 7), n_rollouts=2 ** (i // 7 % 4), n_steps=30,
+                     exported_until=(None, math.inf, 15)[i % 3]) for i in range(60)]
+    server = wandb_endpoint(runs)
+    out = tmp_path / "out"
+    cold = _snap()
+    write_snapshot(cold, out)
+    assert cold["manifest"]["n_runs"] == 60
+    per_run = server.per_run_requests()
+    assert {r: n for r, n in per_run.items() if n != (1 if r in {f"r{i:02d}" for i in range(0, 60, 3)} else 2)} == {}
+    assert server.count("CbsRuns") == 2 and server.count() == 1 + 2 + sum(per_run.values())  # + Viewer
+    before = server.count()
+    warm = _snap(previous_dir=out)
+    assert server.count() - before == 1 + 2 and server.per_run_requests() == per_run  # Viewer, 2 listing pages
+    assert (warm["manifest"]["n_reused"], warm["manifest"]["content_hash"]) == (60, cold["manifest"]["content_hash"])
 
 
 def _alternating_rows() -> list[dict]:
@@ -195,16 +240,23 @@ def _alternating_rows() -> list[dict]:
     return rows
 
 
-def test_live_exported_and_partly_exported_history_give_the_same_snapshot(wandb_endpoint):
+@pytest.mark.parametrize("serves_export", [False, True], ids=["sampled serves live steps", "sampled serves all"])
+def test_live_exported_and_partly_exported_history_give_the_same_snapshot(wandb_endpoint, serves_export):
     """Exported (parquet) history returns every step with None for missing keys; live history
-    drops rows lacking a key: the fetch gives the same table either way, losing no row."""
+    drops rows lacking a key: the fetch gives the same table either way, losing no row, whether
+    the server's sampledHistory serves the exported steps too or only the live ones."""
     runs = []
     for mode, exported in (("live", None), ("parquet", math.inf), ("split", 12)):
         runs.append(verl_run(f"v{mode}", n_steps=25, exported_until=exported))
         runs.append(verl_run(f"a{mode}", rows=_alternating_rows(), exported_until=exported))
-    server = wandb_endpoint(runs)
+    server = wandb_endpoint(runs, sampled_serves_export=serves_export)
     snap = _snap()
-    assert server.count("parquet") > 0 and server.count("SampledHistoryPage") > 0
+    # the files are read only when sampledHistory left their steps out
+    assert server.count("parquet") == (0 if serves_export else 4) and server.count("CbsRunHistory") == 6
+    # requests per run: <= 2 for live history, <= 3 for exported (its file, then keys one by one)
+    per_run = server.per_run_requests()
+    assert all(n <= (2 if run.endswith("live") else 3) for run, n in per_run.items()), per_run
+    assert per_run["vlive"] == 1 and per_run["vparquet"] == (1 if serves_export else 2)
     for prefix in ("v", "a"):
         live = _hist(snap, f"{prefix}live")
         for mode in ("parquet", "split"):
@@ -214,10 +266,11 @@ def test_live_exported_and_partly_exported_history_give_the_same_snapshot(wandb_
     assert alternating["perf/time_per_step"].dropna().index.tolist() == list(range(2, 21, 2))
     assert len(alternating) == 21 and len(_hist(snap, "vlive")) == 26
     # the joint scan of the live run lost rows and was redone key by key; the exported one was not
-    scanned = [set(e["variables"]["spec"]["keys"]) - {"_step"} for e in server.logged("SampledHistoryPage", "alive")]
+    scanned = [set(spec["keys"]) - {"_step"} for spec in server.specs("alive")]
     assert {"actor/entropy", "perf/time_per_step"} in scanned and {"actor/entropy"} in scanned
-    assert (server.count("RunParquetHistory", "alive"), server.count("RunParquetHistory", "aparquet")) == (5, 3)
-    assert server.count("SampledHistoryPage", "aparquet") == 0
+    # the live run: one request, then one key by key; the exported one: one request (+ its file)
+    assert (server.count("CbsRunHistory", "alive"), server.count("CbsRunHistorySpecs", "alive")) == (1, 1)
+    assert per_run["aparquet"] == 2  # its file, or (sampledHistory serving it) its keys one by one
 
 
 def test_fetch_is_incremental_and_lists_afresh_with_a_reused_api(wandb_endpoint, tmp_path):
@@ -228,17 +281,17 @@ def test_fetch_is_incremental_and_lists_afresh_with_a_reused_api(wandb_endpoint,
     out = tmp_path / "out"
     first = _snap(api=api)
     write_snapshot(first, out)
-    assert server.count("Run") == 3
-    pages = server.count("SampledHistoryPage")
+    assert server.count("CbsRunHistory") == 3
+    before = server.count()
     second = _snap(api=api, previous_dir=out)
-    assert (server.count("Run"), server.count("SampledHistoryPage")) == (3, pages)  # nothing fetched again
+    assert server.count() - before == server.count("CbsRuns") - 1 == 1  # the listing only: 0 per run
     assert (second["manifest"]["n_reused"], second["manifest"]["content_hash"]) == (3, first["manifest"]["content_hash"])
     # a new run and a changed state: the same Api object must see both (wandb caches runs())
     server.add_run(verl_run("r9", n_prompts=512, n_steps=15, created_at="2026-01-03T00:00:00Z"))
     server.runs["r1"].state = "finished"
-    before = {r: server.count("Run", r) for r in ("r0", "r1", "r2", "r9")}
+    before = {r: server.count("CbsRunHistory", r) for r in ("r0", "r1", "r2", "r9")}
     third = _snap(api=api, previous_dir=out)
-    fetched = {r for r in before if server.count("Run", r) > before[r]}
+    fetched = {r for r in before if server.count("CbsRunHistory", r) > before[r]}
     assert fetched == {"r1", "r9"}
     assert (third["manifest"]["n_fetched"], third["manifest"]["n_reused"]) == (2, 2)
     assert _run(third, "r1")["state"] == "finished" and _run(third, "r9")["last_step"] == 15
@@ -261,17 +314,18 @@ def test_transient_errors_keep_previous_data_stale_and_others_exclude(wandb_endp
     _touch(server)
     server.add_run(verl_run("new503", n_prompts=1024))
     server.add_run(verl_run("gone", n_prompts=2048))
-    server.fail("Run", run="r0", status=503)                               # 5xx, every attempt
-    server.fail("SampledHistoryPage", run="r1", status=429, retry_after=1, times=1)  # recovers
-    server.fail("RunHistoryKeys", run="r2", status=None, drop=True)        # connection dropped
+    server.fail("CbsRunHistory", run="r0", status=503)                     # 5xx, every attempt
+    server.fail("CbsRunHistory", run="r1", status=429, retry_after=1, times=1)  # recovers
+    server.fail("CbsRunHistory", run="r2", status=None, drop=True)         # connection dropped
     server.fail("parquet", run="r4", status=503)                           # exported history
-    server.fail("Run", run="new503", status=500)                           # no previous data
-    server.fail("Run", run="gone", status=404, message="run not found")    # not transient
+    server.fail("CbsRunHistory", run="new503", status=500)                 # no previous data
+    server.fail("CbsRunHistory", run="gone", status=404, message="run not found")  # not transient
     t0 = time.monotonic()
     with caplog.at_level("WARNING", logger="cbs_rlvr.data"):
         snap = _snap(previous_dir=out)
     assert time.monotonic() - t0 < 15
-    assert server.count("Run", "r0") == 1 + 2  # WANDB__GRAPHQL_RETRY_MAX=1: two attempts, no retry on top
+    assert server.count("CbsRunHistory", "r0") == 1 + 2  # WANDB__GRAPHQL_RETRY_MAX=1: two attempts, no retry on top
+    assert server.count("parquet", "r4") == 1 + 2  # the file: the same retries (1), then given up
     for run_id in ("r0", "r2", "r4"):
         assert _run(snap, run_id)["flags"] == "stale", run_id
         pd.testing.assert_frame_equal(_hist(snap, run_id), _hist(first, run_id).dropna(axis=1, how="all"),
@@ -299,11 +353,11 @@ def test_default_retries_reach_wandb_core(wandb_endpoint, monkeypatch, tmp_path)
                  "WANDB__GRAPHQL_RETRY_WAIT_MAX_SECONDS", "WANDB__GRAPHQL_TIMEOUT_SECONDS", "CBS_WANDB_RUN_TIMEOUT"):
         monkeypatch.delenv(name)
     _touch(server)
-    server.fail("Run", run="r0", status=503)
+    server.fail("CbsRunHistory", run="r0", status=503)
     t0 = time.monotonic()
     snap = _snap(previous_dir=out)
     elapsed = time.monotonic() - t0
-    assert server.count("Run", "r0") == 1 + 4 and 7 <= elapsed < 20, elapsed  # (1: the first snapshot)
+    assert server.count("CbsRunHistory", "r0") == 1 + 4 and 7 <= elapsed < 20, elapsed  # (1: the first snapshot)
     assert _run(snap, "r0")["flags"] == "stale" and _run(snap, "r1")["flags"] == ""
 
 
@@ -313,8 +367,8 @@ def test_each_run_is_bounded_in_time(wandb_endpoint, monkeypatch, tmp_path):
     write_snapshot(_snap(), out)
     _touch(server)
     monkeypatch.setenv("CBS_WANDB_RUN_TIMEOUT", "4")
-    server.fail("SampledHistoryPage", run="r0", status=429, retry_after=3600)  # wandb-core would wait 1 h
-    server.fail("Run", run="r1", status=None, delay=60)                       # a server that hangs
+    server.fail("CbsRunHistory", run="r0", status=429, retry_after=3600)  # wandb-core would wait 1 h
+    server.fail("CbsRunHistory", run="r1", status=None, delay=60)        # a server that hangs
     t0 = time.monotonic()
     snap = _snap(previous_dir=out)
     elapsed = time.monotonic() - t0
@@ -332,12 +386,12 @@ def test_listing_errors_say_what_is_wrong(wandb_endpoint, monkeypatch):
     with pytest.raises(WandbCredentialsError, match=r"rejected the API key \(HTTP 401\).*wandb login --relogin"):
         _snap()
     monkeypatch.setenv("WANDB_API_KEY", server.api_key)
-    server.fail("Runs", status=403, times=1)
+    server.fail("CbsRuns", status=403, times=1)
     with pytest.raises(WandbCredentialsError, match="no access to entity 'ent'"):
         _snap()
     with pytest.raises(WandbNotFoundError, match="no W&B project ent/nope"):
         build_snapshot("wandb:ent/nope", progress=False)
-    server.fail("Runs", status=404, times=1)
+    server.fail("CbsRuns", status=404, times=1)
     with pytest.raises(WandbNotFoundError, match=r"no W&B project ent/proj at http://127\.0\.0\.1:\d+ \(HTTP 404\)"):
         _snap()
     server.fail("Viewer", status=503, times=2)
@@ -346,11 +400,11 @@ def test_listing_errors_say_what_is_wrong(wandb_endpoint, monkeypatch):
                                                      "previous one is kept"):
         _snap()
     assert time.monotonic() - t0 < 10
-    server.fail("Runs", status=502)
+    server.fail("CbsRuns", status=502)
     with pytest.raises(SourceUnreachableError, match="unreachable while listing the runs of wandb:ent/proj"):
         _snap()
     server.clear_failures()
-    server.fail("Run", status=503)  # listing fine, every run failing: nothing to keep
+    server.fail("CbsRunHistory", status=503)  # listing fine, every run failing: nothing to keep
     with pytest.raises(SourceUnreachableError, match="all 1 runs of wandb:ent/proj failed"):
         _snap()
     server.clear_failures()
@@ -381,8 +435,8 @@ def test_cli_outage_of_some_runs_then_of_all(wandb_endpoint, wandb_dirs, tmp_pat
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     # some runs fail: within the bound, their previous data kept flagged stale, exit 0, one warning
     _touch(server)
-    server.fail("Run", run="r1", status=503)
-    server.fail("SampledHistoryPage", run="r3", status=429, retry_after=3600)
+    server.fail("CbsRunHistory", run="r1", status=503)
+    server.fail("CbsRunHistory", run="r3", status=429, retry_after=3600)
     proc, seconds = _cli(env, out)
     assert proc.returncode == 0, proc.stderr
     assert seconds < 6 + 15, seconds
@@ -415,7 +469,7 @@ def test_cli_without_an_api_key_says_so(wandb_endpoint, wandb_dirs, tmp_path):
 
 def test_api_key_never_reaches_a_file_or_the_terminal(wandb_endpoint, tmp_path, capsys):
     server = wandb_endpoint([verl_run("ok"), verl_run("leaky", n_prompts=64)])
-    server.fail("Run", run="leaky", status=404, message=f"no run here (key={server.api_key})")
+    server.fail("CbsRunHistory", run="leaky", status=404, message=f"no run here (key={server.api_key})")
     out = tmp_path / "out"
     snap = _snap()
     write_snapshot(snap, out)
@@ -430,7 +484,8 @@ def test_api_key_never_reaches_a_file_or_the_terminal(wandb_endpoint, tmp_path, 
 # --------------------------------------------------------------------------------------------
 # The demo sweep served over the API gives the same snapshot and tables as the offline files
 # --------------------------------------------------------------------------------------------
-def test_demo_sweep_served_by_the_endpoint_gives_the_same_tables(wandb_endpoint):
+@pytest.mark.parametrize("serves_export", [False, True], ids=["sampled serves live steps", "sampled serves all"])
+def test_demo_sweep_served_by_the_endpoint_gives_the_same_tables(wandb_endpoint, serves_export):
     from cbs_rlvr.bootstrap import fit_phase
     from cbs_rlvr.measure import phase_runs
     from cbs_rlvr.params import load_phase_params
@@ -439,9 +494,10 @@ def test_demo_sweep_served_by_the_endpoint_gives_the_same_tables(wandb_endpoint)
     served: list[ServedRun] = demo_runs(REPO / "data" / "demo")
     for i, run in enumerate(served):  # a third of the runs live, a third exported, a third partly
         run.exported_until = (None, math.inf, run.last_step // 2)[i % 3]
-    server = wandb_endpoint(served, project="cbs_rlvr_demo")
+    server = wandb_endpoint(served, project="cbs_rlvr_demo", sampled_serves_export=serves_export)
     snap = build_snapshot("wandb:ent/cbs_rlvr_demo", progress=False)
-    assert server.count("parquet") > 0 and server.count("SampledHistoryPage") > 0
+    assert (server.count("parquet") > 0) is not serves_export and server.count("CbsRunHistory") == 43
+    assert max(server.per_run_requests().values()) <= 3
     assert (snap["manifest"]["n_runs"], snap["manifest"]["n_excluded"]) == (43, 0)
     ignore = ["source", "updated_at"]  # a W&B source and heartbeat instead of a file and its last write
     a = offline["runs"].drop(columns=ignore).sort_values("run_id").reset_index(drop=True)

@@ -14,6 +14,14 @@ What wandb 0.31 sends, identified by the query text (the Python side sends no op
   SampledHistoryPage  `scan_history(keys=...)` pages of live history: spec JSON with keys,
                       minStep, maxStep (inclusive), samples; rows holding ALL the keys
   HistoryPage         `scan_history()` without keys: maxStep exclusive, every key
+and what the project sends (cbs_rlvr/sources/wandb_graphql.py), answered by the fields asked:
+  CbsRuns             the listing with config and historyKeys
+  CbsRunHistory       one run's parquetHistory and sampledHistory with several specs
+  CbsRunHistorySpecs  sampledHistory only (more windows, or keys one by one)
+sampledHistory samples as W&B does: at most `samples` rows per spec, evenly spaced, so a test
+can tell sampled from whole history. Whether it serves exported steps too
+(`sampled_serves_export`, as the W&B server's charts suggest) or only live ones (as wandb-core
+assumes, reading exported steps from parquet) is the server's option: the fetch is tested on both.
 plus HEAD and ranged GET on the parquet URLs and POSTs to /sdk/otel/v1/metrics (404 here).
 The response shapes follow wandb's own source (wandb/apis/public/runs.py and wandb-core's
 core/api/graphql/*.graphql). Exported parquet history returns every step of the file with
@@ -44,6 +52,9 @@ from urllib.parse import urlparse
 
 API_KEY = "cbstest0" + "0123456789abcdef" * 2  # 40 characters, like a real W&B key
 _OPERATION = re.compile(r"\b(?:query|mutation)\s+(\w+)")
+# what wandb itself sends, answered by name (the first three need no run)
+_WANDB_OPERATIONS = ("Viewer", "GetDefaultEntity", "Runs", "Run", "RunHistoryKeys", "RunParquetHistory",
+                     "SampledHistoryPage", "HistoryPage")
 
 
 @dataclass
@@ -152,18 +163,21 @@ class WandbServer:
 
     latency: seconds added to every answer (server side); bandwidth: bytes/s of the answers
     (None: unlimited). `requests` logs (method, operation, run, status) of every request;
-    GET /_requests answers the counts per operation and the bytes sent, then resets them.
+    GET /_requests answers the counts per operation, the bytes sent (in all and per operation),
+    then resets them; `per_run_requests()` counts the requests naming each run.
     """
 
     def __init__(self, runs: Iterable[ServedRun] = (), *, entity: str = "ent", project: str = "proj",
                  api_key: str | None = API_KEY, lifetime: float = 300.0, latency: float = 0.0,
-                 bandwidth: float | None = None, projects: Iterable[str] | None = None):
+                 bandwidth: float | None = None, projects: Iterable[str] | None = None,
+                 sampled_serves_export: bool = False):
         self.entity, self.project, self.api_key = entity, project, api_key
         self.projects = set(projects) if projects is not None else {project}
         self.runs: dict[str, ServedRun] = {}
         for run in runs:
             self.add_run(run)
         self.lifetime, self.latency, self.bandwidth = lifetime, latency, bandwidth
+        self.sampled_serves_export = sampled_serves_export
         self.requests: list[dict] = []
         self._rules: list[_Rule] = []
         self._lock = threading.Lock()
@@ -173,6 +187,7 @@ class WandbServer:
         self._connections: set[socket.socket] = set()
         self.in_flight = self.max_in_flight = 0  # GraphQL requests being answered (latency included)
         self.bytes_sent = 0
+        self.bytes_by_operation: dict[str, int] = {}
         self.port: int | None = None
 
     # --- data -------------------------------------------------------------------------------
@@ -228,7 +243,25 @@ class WandbServer:
             spec = entry["variables"].get("spec")
             if isinstance(spec, str):
                 entry["variables"] = {**entry["variables"], "spec": json.loads(spec)}
+            specs = entry["variables"].get("specs")
+            if isinstance(specs, list):
+                entry["variables"] = {**entry["variables"], "specs": [json.loads(s) if isinstance(s, str) else s
+                                                                      for s in specs]}
         return found
+
+    def specs(self, run: str | None = None) -> list[dict]:
+        """Every sampledHistory spec asked for (of that run), decoded, in the order asked."""
+        found = []
+        for entry in self.logged(None, run):
+            variables = entry["variables"]
+            found += [variables["spec"]] if isinstance(variables.get("spec"), dict) else []
+            found += list(variables.get("specs") or [])
+        return found
+
+    def per_run_requests(self) -> Counter:
+        """run id -> requests that named it (GraphQL with a run and parquet files)."""
+        with self._lock:
+            return Counter(r["run"] for r in self.requests if r["run"] is not None)
 
     # --- lifecycle ----------------------------------------------------------------------------
     @property
@@ -293,33 +326,79 @@ class WandbServer:
                 "heartbeatAt": run.heartbeat_at, "description": None, "notes": None,
                 "historyLineCount": run.n_rows, "user": {"name": "test", "username": "test"}}
 
-    def graphql(self, operation: str, variables: Mapping, base_url: str) -> dict:
-        """The `data` of a GraphQL answer (raises LookupError for an unknown operation)."""
+    def _sampled(self, run: ServedRun, spec: Mapping) -> list[dict]:
+        """One sampledHistory spec, as W&B answers it: the rows of steps minStep..maxStep (both
+        inclusive) holding ALL the spec's keys, only those keys, sampled down to `samples` rows
+        (evenly spaced, first and last kept) when there are more."""
+        keys = list(spec.get("keys") or [])
+        lo, hi = int(spec.get("minStep", 0)), int(spec.get("maxStep", 2**62))
+        samples = max(1, int(spec.get("samples", 500)))
+        source = run.rows if self.sampled_serves_export else run.live_rows()
+        rows = [{k: r[k] for k in keys} for r in source if lo <= r["_step"] <= hi and all(k in r for k in keys)]
+        if len(rows) > samples:
+            picks = sorted({round(i * (len(rows) - 1) / max(1, samples - 1)) for i in range(samples)})
+            rows = [rows[i] for i in picks]
+        return rows
+
+    def _run_fields(self, run: ServedRun, query: str, base_url: str, variables: Mapping) -> dict:
+        """A run with the fields a query asks for (listing or single-run queries of any name)."""
+        fields = self._light_fields(run)
+        if re.search(r"\bconfig\b", query):
+            fields["config"] = _wandb_config(run.config)
+        if "summaryMetrics" in query:
+            fields["summaryMetrics"] = json.dumps(run.summary_metrics())
+        if "systemMetrics" in query:
+            fields["systemMetrics"] = "{}"
+        if "historyKeys" in query:
+            fields["historyKeys"] = run.history_keys()
+        if "parquetHistory" in query:
+            fields["parquetHistory"] = self._parquet_history(run, base_url)
+        if "sampledHistory" in query:
+            specs = variables.get("specs") or ([variables["spec"]] if "spec" in variables else [])
+            fields["sampledHistory"] = [self._sampled(run, json.loads(s) if isinstance(s, str) else s) for s in specs]
+        return fields
+
+    def _parquet_history(self, run: ServedRun, base_url: str) -> dict:
+        exported = run.exported_rows()
+        urls = []
+        if exported:
+            version = abs(hash((run.n_rows, run.last_step, run.heartbeat_at))) % 10**8
+            urls = [f"{base_url}/files/{self.entity}/{self.project}/{run.run_id}/history-0.parquet?v={version}"]
+        return {"parquetUrls": urls, "liveData": [{"_step": float(r["_step"])} for r in run.live_rows()]}
+
+    def graphql(self, operation: str, variables: Mapping, base_url: str, query: str = "") -> dict:
+        """The `data` of a GraphQL answer (raises LookupError for an unknown operation).
+
+        wandb's own operations are answered by name; others (the project's CbsRuns listing,
+        CbsRunHistory...) by the fields they ask for: a listing (`runs(`) or one run (`run(`)."""
         if operation in ("Viewer", "GetViewer", "GetDefaultEntity"):
             return {"viewer": {"id": "VXNlcjox", "entity": self.entity, "username": "test", "email": None,
                                "flags": None, "teams": {"edges": []}, "name": "test", "admin": False,
                                "deletedAt": None, "apiKeys": {"edges": []}}}
         if operation in ("ServerFeaturesQuery",):
             return {"serverInfo": {"features": []}}
-        if operation == "Runs":
+        if operation == "Runs" or (operation not in _WANDB_OPERATIONS and "runs(" in query):
             if not self._project_ok(variables):
                 return {"project": None}
             ordered = sorted(self.runs.values(), key=lambda r: (r.created_at, r.run_id))
             start = int(variables.get("cursor") or 0)
             per_page = int(variables.get("perPage") or 50)
             page = ordered[start:start + per_page]
-            edges = [{"node": self._light_fields(r), "cursor": str(start + i + 1)} for i, r in enumerate(page)]
+            edges = [{"node": self._run_fields(r, query, base_url, variables) if operation != "Runs"
+                      else self._light_fields(r), "cursor": str(start + i + 1)} for i, r in enumerate(page)]
             return {"project": {"internalId": "1", "runCount": len(ordered), "readOnly": False,
                                 "runs": {"edges": edges, "pageInfo": {
                                     "endCursor": edges[-1]["cursor"] if edges else None,
                                     "hasNextPage": start + per_page < len(ordered)}}}}
         name = variables.get("name") or variables.get("runName") or variables.get("run")
         run = self._run(name) if self._project_ok(variables) else None
-        if operation in ("Run", "RunHistoryKeys", "RunParquetHistory", "SampledHistoryPage", "HistoryPage"):
+        if operation in _WANDB_OPERATIONS[3:] or "run(" in query:
             if not self._project_ok(variables):
                 return {"project": None}
             if run is None:
                 return {"project": {"run": None}}
+        if operation not in _WANDB_OPERATIONS and "run(" in query:
+            return {"project": {"run": self._run_fields(run, query, base_url, variables)}}
         if operation == "Run":
             return {"project": {"run": {
                 **self._light_fields(run), "config": _wandb_config(run.config),
@@ -328,20 +407,9 @@ class WandbServer:
         if operation == "RunHistoryKeys":
             return {"project": {"run": {"historyKeys": run.history_keys()}}}
         if operation == "RunParquetHistory":
-            exported = run.exported_rows()
-            urls = []
-            if exported:
-                version = abs(hash((run.n_rows, run.last_step, run.heartbeat_at))) % 10**8
-                urls = [f"{base_url}/files/{self.entity}/{self.project}/{run.run_id}/history-0.parquet?v={version}"]
-            live = [{"_step": float(r["_step"])} for r in run.live_rows()]
-            return {"project": {"run": {"parquetHistory": {"parquetUrls": urls, "liveData": live}}}}
+            return {"project": {"run": {"parquetHistory": self._parquet_history(run, base_url)}}}
         if operation == "SampledHistoryPage":
-            spec = json.loads(variables["spec"])
-            keys = list(spec.get("keys") or [])
-            lo, hi, samples = int(spec.get("minStep", 0)), int(spec.get("maxStep", 0)), int(spec.get("samples", 500))
-            rows = [{k: r[k] for k in keys} for r in run.live_rows()
-                    if lo <= r["_step"] <= hi and all(k in r for k in keys)]
-            return {"project": {"run": {"sampledHistory": [rows[:samples]]}}}
+            return {"project": {"run": {"sampledHistory": [self._sampled(run, json.loads(variables["spec"]))]}}}
         if operation == "HistoryPage":
             lo, hi = int(variables["minStep"]), int(variables["maxStep"])
             rows = [r for r in run.live_rows() if lo <= r["_step"] < hi][: int(variables.get("pageSize") or 500)]
@@ -392,6 +460,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- plumbing -----------------------------------------------------------------------------
     def _log(self, operation: str, run: str | None, status: int) -> None:
+        self.operation = operation  # for the bytes per operation of the answer that follows
         state = self.server_state
         with state._lock:
             state.requests.append({"method": self.command, "operation": operation, "run": run, "status": status,
@@ -405,6 +474,9 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(delay)
         with state._lock:
             state.bytes_sent += 0 if head_only else len(body)
+            operation = getattr(self, "operation", "?")
+            state.bytes_by_operation[operation] = state.bytes_by_operation.get(operation, 0) + (
+                0 if head_only else len(body))
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -483,7 +555,7 @@ class _Handler(BaseHTTPRequestHandler):
             state.max_in_flight = max(state.max_in_flight, state.in_flight)
         try:
             try:
-                data = state.graphql(operation, variables, f"http://{host}")
+                data = state.graphql(operation, variables, f"http://{host}", query)
             except LookupError as exc:
                 self._log(operation, run, 400)
                 self._send(400, json.dumps({"errors": [{"message": str(exc)}]}).encode())
@@ -524,9 +596,11 @@ class _Handler(BaseHTTPRequestHandler):
             state = self.server_state
             with state._lock:
                 counts = Counter(r["operation"] for r in state.requests)
-                body = json.dumps({"requests": dict(counts), "bytes": state.bytes_sent}).encode()
+                body = json.dumps({"requests": dict(counts), "bytes": state.bytes_sent,
+                                   "bytes_by_operation": dict(state.bytes_by_operation)}).encode()
                 state.requests.clear()
                 state.bytes_sent = 0
+                state.bytes_by_operation = {}
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))

@@ -1,5 +1,7 @@
-"""The W&B server through the public API (`wandb.Api`): only the needed keys, unsampled,
-runs in parallel, bounded in time, incremental against the previous snapshot.
+"""The W&B server through the public API (`wandb.Api` and its wandb-core transport): only the
+needed keys, unsampled, at the request floor (the listing, then one request per changed run:
+sources/wandb_graphql.py), runs in parallel, bounded in time, incremental against the previous
+snapshot (an unchanged run costs no request).
 
 wandb (0.31) sends every request through its wandb-core sidecar, which retries 429, 5xx,
 timeouts and dropped connections itself. That is the one retry layer: this module does not
@@ -11,7 +13,6 @@ its previous snapshot's data, flagged `stale`; other errors exclude the run with
 from __future__ import annotations
 
 import fnmatch
-import inspect
 import logging
 import math
 import numbers
@@ -44,6 +45,7 @@ from ..runs import (
     run_metadata,
     unwrap_config_value,
 )
+from . import wandb_graphql as gq
 
 # the logger the command line prints as `warning: ...` lines
 _LOG = logging.getLogger("cbs_rlvr.data")
@@ -180,7 +182,7 @@ def classify_error(exc: BaseException) -> str:
     if status in (408, 429) or (status is not None and status >= 500 and status != 501):
         return "transient"
     chain = _error_chain(exc)
-    if any("could not find project" in str(e).lower() or type(e).__name__ == "RunNotFoundError" for e in chain):
+    if any("could not find project" in str(e).lower() or type(e).__name__ in ("RunNotFoundError", "RunNotFound") for e in chain):
         return "not_found"
     if status is None and any(
             isinstance(e, (TimeoutError, ConnectionError)) or type(e).__name__ in _TRANSIENT_TYPES
@@ -226,18 +228,17 @@ def needed_keys(available: Iterable[str], patterns: Sequence[str] = NEEDED_KEY_P
 
 
 def history_key_groups(keys: Iterable[str], counts: Mapping[str, int] | None = None) -> list[list[str]]:
-    """Split keys into groups logged together, one `scan_history` call each.
+    """Split keys into groups logged together, one sampledHistory spec each.
 
-    On live history `scan_history(keys=...)` returns only rows in which *all* requested keys
-    are present, so keys logged at different steps must not share a call: validation keys
-    (every test_freq steps) must not be fetched with per-step training keys. (On history the
-    server has exported to parquet it returns every step, with None for the keys a step lacks.)
-    With `counts` (how many history rows hold each key, from the run's historyKeys) keys logged
-    equally often form one group: for verl, one call for the per-step keys and one for the
-    validation keys, instead of one per family (every call costs a lastHistoryStep request plus
-    its pages). The caller checks each key's count in the rows and refetches key by key if keys
-    of equal counts were not logged together. Keys without a count are grouped by family (the
-    part before the first '/'): verl logs each family from one place.
+    On live history a spec returns only rows in which *all* its keys are present, so keys
+    logged at different steps must not share a spec: validation keys (every test_freq steps)
+    must not be asked with per-step training keys. (Exported parquet history has every step,
+    with None for the keys a step lacks.) With `counts` (how many history rows hold each key,
+    from the run's historyKeys) keys logged equally often form one group: for verl, one spec
+    for the per-step keys and one for the validation keys. The fetch checks each key's count in
+    the rows and asks again key by key if keys of equal counts were not logged together. Keys
+    without a count are grouped by family (the part before the first '/'): verl logs each
+    family from one place.
     """
     counts = counts or {}
     groups: dict[Any, list[str]] = {}
@@ -266,27 +267,17 @@ def _history_key_counts(history_keys: Any) -> dict[str, int]:
     return counts
 
 
-def _run_attr(run: Any, *names: str) -> Any:
-    for name in names:
-        try:
-            value = getattr(run, name)
-        except AttributeError:
-            continue
-        if value is not None:
-            return value
-    return None
-
-
-def _api_run_status(run: Any, last_step: Any = None) -> dict:
-    """state and heartbeat from the listing; the last step from `last_step` (the loaded run's
-    historyKeys) or else lastHistoryStep, which is one request."""
-    if last_step is None:
-        last_step = _run_attr(run, "lastHistoryStep")
+def _api_run_status(node: Mapping) -> dict:
+    """state, last step (historyKeys.lastStep) and heartbeat of a listed run: all the incremental
+    check needs, so an unchanged run costs no request."""
+    history_keys = node.get("historyKeys") if isinstance(node.get("historyKeys"), Mapping) else {}
+    last_step = history_keys.get("lastStep")
     return {
-        "state": normalise_run_state(_run_attr(run, "state")),
-        "wandb_last_step": int(last_step) if isinstance(last_step, numbers.Real) and last_step >= 0 else None,
-        # wandb.Api runs have no update time; the heartbeat is the last time the run wrote anything
-        "updated_at": iso_utc(_run_attr(run, "heartbeat_at", "updated_at")),
+        "state": normalise_run_state(node.get("state")),
+        "wandb_last_step": (int(last_step) if isinstance(last_step, numbers.Real) and not isinstance(last_step, bool)
+                            and last_step >= 0 else None),
+        # W&B runs have no update time; the heartbeat is the last time the run wrote anything
+        "updated_at": iso_utc(node.get("heartbeatAt")),
     }
 
 
@@ -301,72 +292,44 @@ def _same_status(previous: Mapping, status: Mapping) -> bool:
             and int(previous["wandb_last_step"]) == status["wandb_last_step"])
 
 
-def _scan(run: Any, keys: list[str], page_size: int) -> list[dict]:
-    """`run.scan_history(keys)` with None values dropped (exported parquet history has None where
-    a step lacks a key; live history leaves the key out) and rows left with no key dropped."""
-    options: dict[str, Any] = {"keys": keys, "page_size": page_size}
-    try:  # wandb-core caches a run's full parquet export by run id, never refreshed: bypass it
-        if "use_cache" in inspect.signature(run.scan_history).parameters:
-            options["use_cache"] = False
-    except (TypeError, ValueError):
-        pass
-    rows = []
-    for row in run.scan_history(**options):
-        kept = {k: v for k, v in row.items() if v is not None}
-        if len(kept) > ("_step" in kept):
-            rows.append(kept)
-    return rows
-
-
-def _fetch_api_run(run: Any, path: str, previous: Mapping | None, page_size: int,
-                   patterns: Sequence[str], scan_each_key: bool) -> dict:
-    """One W&B run -> a run entry, an exclusion, {"kind": "reused"} or {"kind": "failed"}."""
-    run_id = str(_run_attr(run, "id"))
+def _fetch_api_run(node: Mapping, path: str, previous: Mapping | None, page_size: int,
+                   patterns: Sequence[str], scan_each_key: bool, call: gq.GraphQL,
+                   get: Callable[[str], bytes]) -> dict:
+    """One listed W&B run -> a run entry, an exclusion, {"kind": "reused"} or {"kind": "failed"}."""
+    run_id = str(node.get("name") or node.get("id"))
     source = f"wandb:{path}/{run_id}"
-    base = {"source": source, "run_id": run_id, "name": None}
+    base = {"source": source, "run_id": run_id, "name": node.get("displayName")}
     try:
-        base["name"] = _run_attr(run, "name")
-        if previous is not None:  # one light request decides whether the run changed
-            status = _api_run_status(run)
-            if _same_status(previous, status):
-                return {"kind": "reused", "run_id": run_id}
-        config = dict(_run_attr(run, "config") or {})  # loads the full run: config, historyKeys
-        config = {k: unwrap_config_value(v) for k, v in config.items() if not str(k).startswith("_wandb")}
+        status = _api_run_status(node)
+        if previous is not None and _same_status(previous, status):
+            return {"kind": "reused", "run_id": run_id}
+        config = {k: unwrap_config_value(v) for k, v in gq.run_config(node).items() if not k.startswith("_wandb")}
         meta = run_metadata(base["name"], config)
         if meta["reason"]:
             return {"kind": "excluded", "row": {**base, "reason": meta["reason"]}}
-        history_keys = _run_attr(run, "history_keys")
-        if previous is None:
-            last = history_keys.get("lastStep") if isinstance(history_keys, Mapping) else None
-            status = _api_run_status(run, last if isinstance(last, numbers.Real) else None)
+        history_keys = node.get("historyKeys") if isinstance(node.get("historyKeys"), Mapping) else {}
         counts = _history_key_counts(history_keys)
-        available = set(counts) if counts else {str(k) for k in (_run_attr(run, "summary") or {}).keys()}
+        available = set(counts) or {str(k) for k in (history_keys.get("keys") or {})}
         keys = needed_keys(available, patterns)
         if not any(k.startswith("val-core/") for k in keys):
             return {"kind": "excluded", "row": {**base, "reason": REASON_NO_VALIDATION}}
-        rows_by_step: dict[int, dict] = {}
         groups = [[k] for k in keys] if scan_each_key else history_key_groups(keys, counts)
-        for group in groups:
-            rows = _scan(run, ["_step", *group], page_size)
-            if len(group) > 1 and any(sum(k in row for row in rows) < counts.get(k, 0) for k in group):
-                # keys logged equally often but not at the same steps: the joint scan of live
-                # history dropped rows, so fetch each key on its own (rare; nothing is lost)
-                rows = [row for key in group for row in _scan(run, ["_step", key], page_size)]
-            for row in rows:
-                step = row.get("_step")
-                if isinstance(step, numbers.Real) and math.isfinite(step):
-                    rows_by_step.setdefault(int(step), {"_step": int(step)}).update(row)
-        tags = _run_attr(run, "tags")
+        last_step = status["wandb_last_step"]
+        if last_step is None:
+            last_step = max(0, int(node.get("historyLineCount") or 0) - 1)
+        entity, project = path.split("/", 1)
+        rows = gq.fetch_history(call, entity, project, run_id, groups, last_step, counts, page_size, get)
+        tags = node.get("tags")
         raw = {
             **base,
             "config": config,
             "state": status["state"],
-            "rows": [rows_by_step[s] for s in sorted(rows_by_step)],
-            "start_time": _run_attr(run, "created_at", "createdAt"),
+            "rows": rows,
+            "start_time": node.get("createdAt"),
             "updated_at": status["updated_at"],
             "wandb_last_step": status["wandb_last_step"],
             "tags": [str(t) for t in tags] if isinstance(tags, (list, tuple)) else [],
-            "group": str(_run_attr(run, "group")) if _run_attr(run, "group") is not None else None,
+            "group": str(node["group"]) if node.get("group") is not None else None,
         }
         return normalise_raw_run(raw)
     except Exception as exc:  # noqa: BLE001 -- classified: transient keeps old data, others exclude
@@ -527,12 +490,10 @@ def _make_wandb_api(timeout: float, path: str = "") -> Any:
         raise _source_error(exc, path, base_url, "checking the API key") from None
 
 
-def _list_runs(api: Any, path: str) -> list[Any]:
-    """A fresh listing: wandb.Api caches `runs()` per Api object, which would miss new runs."""
-    flush = getattr(api, "flush", None)
-    if callable(flush):
-        flush()
-    return list(api.runs(path))
+def _list_runs(call: gq.GraphQL, path: str) -> list[dict]:
+    """A fresh listing (pages of 50 runs, each with config and historyKeys)."""
+    entity, project = path.split("/", 1)
+    return gq.list_runs(call, entity, project)
 
 
 # --------------------------------------------------------------------------------------------
@@ -553,8 +514,10 @@ def fetch_wandb_project(
 ) -> dict:
     """Fetch the runs of `entity/project` from a W&B server -> runs, history, excluded frames.
 
-    Only the needed keys (`key_patterns`), unsampled (`scan_history`), grouped by how often they
-    were logged (`scan_each_key=True`: one call per key). Runs are fetched in parallel by at most
+    Only the needed keys (`key_patterns`), unsampled, grouped by how often they were logged
+    (`scan_each_key=True`: one spec per key), at the request floor (sources/wandb_graphql.py): the
+    listing, then one request per changed run (plus the parquet files of exported history when
+    the server's sampledHistory does not serve it). Runs are fetched in parallel by at most
     `max_workers` threads, with a tqdm bar on stderr (default: only on a terminal). `limits`
     (default: `wandb_limits()` from the environment) bound each run and the whole fetch; wandb-core
     retries transient errors. A run that fails with a transient error (429, 5xx, timeout, no
@@ -578,8 +541,11 @@ def fetch_wandb_project(
         api = _make_wandb_api(limits.run_timeout, path)
     else:
         base_url = str(getattr(api, "settings", {}).get("base_url") or base_url)
+    call = gq.graphql_caller(api, timeout=max(1, math.ceil(limits.run_timeout)))
+    get = gq.http_getter(timeout=limits.graphql_timeout, retries=limits.graphql_retry_max,
+                         wait_max=limits.graphql_retry_wait_max)
     try:
-        runs = _list_runs(api, path)
+        runs = _list_runs(call, path)
     except Exception as exc:  # noqa: BLE001 -- classified into one clear line
         raise _source_error(exc, path, base_url, f"listing the runs of wandb:{path}") from None
 
@@ -588,14 +554,15 @@ def fetch_wandb_project(
         mask = previous_runs["source"].astype(str).str.startswith(prefix)
         previous_by_id = {str(r["run_id"]): r for r in previous_runs[mask].to_dict("records")}
 
-    def job(run: Any) -> Callable[[], dict]:
-        run_id = str(_run_attr(run, "id"))
-        return lambda: _fetch_api_run(run, path, previous_by_id.get(run_id), page_size, key_patterns, scan_each_key)
+    def job(node: dict) -> Callable[[], dict]:
+        run_id = str(node.get("name") or node.get("id"))
+        return lambda: _fetch_api_run(node, path, previous_by_id.get(run_id), page_size, key_patterns, scan_each_key,
+                                      call, get)
 
     def timed_out(index: int, why: str) -> dict:
-        run = runs[index]
-        run_id = str(_run_attr(run, "id"))
-        row = {"source": f"{prefix}{run_id}", "run_id": run_id, "name": _run_attr(run, "name"),
+        node = runs[index]
+        run_id = str(node.get("name") or node.get("id"))
+        row = {"source": f"{prefix}{run_id}", "run_id": run_id, "name": node.get("displayName"),
                "reason": f"W&B API: {why}"}
         return {"kind": "failed", "run_id": run_id, "row": row}
 

@@ -10,6 +10,7 @@ A truncated file is read up to its last whole record.
 from __future__ import annotations
 
 import json
+import logging
 import numbers
 import os
 import re
@@ -21,6 +22,8 @@ from typing import Any
 
 from ..errors import WandbFileError
 from ..runs import assemble_snapshot_frames, normalise_raw_run, set_nested
+
+_LOG = logging.getLogger("cbs_rlvr.data")
 
 # --------------------------------------------------------------------------------------------
 # Offline `.wandb` files
@@ -367,32 +370,108 @@ def _read_segment(path: Path, root: Path, exclusions: list[dict]) -> dict | None
     return {**run, "source": rel}
 
 
-def load_offline_runs(root: str | os.PathLike) -> dict:
+def _read_group(root: Path, key: str, paths: list[Path]) -> tuple[list[dict], dict | None, list[dict]]:
+    """The files of one run id -> (exclusions, the normalised run or None, segments of other ids).
+
+    Runs in a worker process when decoding in parallel: everything it takes and returns pickles."""
+    exclusions: list[dict] = []
+    segments, leftovers = [], []
+    for path in paths:
+        segment = _read_segment(path, root, exclusions)
+        if segment is not None:
+            (segments if segment["run_id"] == key else leftovers).append(segment)
+    run = normalise_raw_run(_merge_segments(segments)) if segments else None
+    return exclusions, run, leftovers
+
+
+# files of this many bytes in all are decoded in one process: below it, starting workers costs
+# more than it saves
+PARALLEL_MIN_BYTES = 16 << 20
+
+
+def decode_workers(paths: Sequence[Path] = (), environ: dict | None = None) -> int:
+    """How many processes decode offline runs: CBS_DECODE_WORKERS if set (1: in this process),
+    else the cores this process may use, 1 for less than PARALLEL_MIN_BYTES of files."""
+    environ = os.environ if environ is None else environ
+    text = str(environ.get("CBS_DECODE_WORKERS", "")).strip()
+    if text:
+        try:
+            return max(1, int(text))
+        except ValueError:
+            raise WandbFileError(f"CBS_DECODE_WORKERS={text!r}: expected a number of processes") from None
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on every platform
+        cores = os.cpu_count() or 1
+    size = 0
+    for path in paths:
+        try:
+            size += path.stat().st_size
+        except OSError:
+            pass
+    return 1 if size < PARALLEL_MIN_BYTES else max(1, cores)
+
+
+def _map_groups(root: Path, groups: dict[str, list[Path]], workers: int) -> Iterable[tuple]:
+    """_read_group over every group, in the groups' order: in this process or in `workers`
+    processes: forked from this one when it runs no other thread (nothing to import again), else
+    from a fork server preloaded with this module (no worker inherits the caller's threads; a
+    script that starts a snapshot must then guard its code with `if __name__ == "__main__"`, as
+    multiprocessing asks)."""
+    items = list(groups.items())
+    if workers <= 1 or len(items) <= 1:
+        return (_read_group(root, key, paths) for key, paths in items)
+    import multiprocessing
+    import threading
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        context = multiprocessing.get_context("fork")  # nothing to re-import, no thread to inherit
+    elif "forkserver" in methods:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+    else:
+        context = multiprocessing.get_context("spawn")
+    workers = min(workers, len(items))
+    chunk = max(1, min(8, len(items) // (4 * workers)))
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            return list(pool.map(_read_group, [root] * len(items), [k for k, _ in items], [p for _, p in items],
+                                 chunksize=chunk))
+    except (OSError, BrokenProcessPool) as exc:  # no processes here (a sandbox, a limit): decode in this one
+        _LOG.warning("decoding offline runs in one process: could not start %d workers (%s)", workers, exc)
+        return [_read_group(root, key, paths) for key, paths in items]
+
+
+def load_offline_runs(root: str | os.PathLike, workers: int | None = None) -> dict:
     """Read every `.wandb` file under root -> runs, history, excluded frames (snapshot schema).
 
     Each file either becomes (part of) a run or an excluded row with its reason; other files
     (logs, requirements.txt, stray notes) are ignored. Files sharing a run id are segments of one
     resumed run and are merged in start-time order (flag `segments:N`). Files are grouped by run
     id first (from the head of each file), then read and normalised one run at a time, so memory
-    holds one run's raw records, not the whole sweep's.
+    holds one run's raw records, not the whole sweep's. Runs are decoded in `workers` processes
+    (default: decode_workers(), every core for a large sweep); the frames are the same in any
+    case (results are taken in the files' order).
     """
     root = Path(root)
     exclusions: list[dict] = []
     runs: dict[str, dict] = {}
     merged_paths: dict[str, list[Path]] = {}
     groups: dict[str, list[Path]] = {}
-    for path in find_wandb_files(root):
+    files = find_wandb_files(root)
+    for path in files:
         groups.setdefault(_peek_run_id(path) or f"\0{path}", []).append(path)
     leftovers: list[dict] = []  # files whose id was not known from their head
-    for key, paths in groups.items():
-        segments = []
-        for path in paths:
-            segment = _read_segment(path, root, exclusions)
-            if segment is not None:
-                (segments if segment["run_id"] == key else leftovers).append(segment)
-        if segments:
-            merged_paths[key] = [root / s["source"] for s in segments]
-            runs[key] = normalise_raw_run(_merge_segments(segments))
+    workers = decode_workers(files) if workers is None else max(1, int(workers))
+    for (key, paths), (excluded, run, others) in zip(groups.items(), _map_groups(root, groups, workers), strict=True):
+        exclusions.extend(excluded)
+        leftovers.extend(others)
+        if run is not None:
+            merged_paths[key] = [p for p in paths if not any(p == root / o["source"] for o in others)]
+            runs[key] = run
     by_id: dict[str, list[dict]] = {}
     for segment in leftovers:
         by_id.setdefault(segment["run_id"], []).append(segment)
