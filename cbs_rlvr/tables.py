@@ -287,14 +287,15 @@ def cbs_summary_table(summary_long: pd.DataFrame) -> pd.DataFrame:
            ("threshold", "B_noise", "B_noise_lo", "B_noise_hi", "S_min", "B_crit_20pct", "r2_log")}
     return pd.DataFrame({
         "phase": rows["phase"], "axis": rows["axis"], "task": rows["task"],
-        "target": num["threshold"].map(lambda t: f"{t:g}"),
-        "B_noise [95% CI]": [format_ci(b, lo, hi) for b, lo, hi in
-                             zip(num["B_noise"], num["B_noise_lo"], num["B_noise_hi"], strict=True)],
-        "S_min": num["S_min"].round(1),
-        "0.2 B_noise": num["B_crit_20pct"].round(0),
-        "R2 (log)": num["r2_log"].round(3),
-        "runs (censored)": [f"{n} ({c})" for n, c in zip(rows["n_points"], rows["n_censored"], strict=True)],
-        "status": rows["status"],
+        "target accuracy": num["threshold"].map(lambda t: f"{t:g}"),
+        "B_noise (samples) [95% interval]": [format_ci(b, lo, hi) for b, lo, hi in
+                                             zip(num["B_noise"], num["B_noise_lo"], num["B_noise_hi"], strict=True)],
+        "fewest steps S_min": [format_ci(v, None, None) for v in num["S_min"]],
+        # where it exists (alpha >= 1): the batch at which E(B) is 20% above its minimum
+        "batch at 20% extra samples": [format_ci(v, None, None) for v in num["B_crit_20pct"]],
+        "R² of log S": [format_ci(v, None, None, digits=2) for v in num["r2_log"]],
+        "batch sizes (stopped early)": [f"{n} ({c})" for n, c in zip(rows["n_points"], rows["n_censored"], strict=True)],
+        "fit": rows["status"],
     })
 
 
@@ -302,7 +303,7 @@ def format_ci(value: float, lo: float, hi: float, digits: int = 0) -> str:
     """'290 [250, 330]'; an open upper end as '290 [250, ∞)'; an en dash where the value is
     missing, the bare value where the interval is."""
     def num(x: float) -> str:
-        return "∞" if np.isposinf(x) else "−∞" if np.isneginf(x) else f"{x:.{digits}f}"
+        return "∞" if np.isposinf(x) else "−∞" if np.isneginf(x) else f"{x:,.{digits}f}"
 
     if value is None or pd.isna(value) or not np.isfinite(value):
         return "–"

@@ -14,7 +14,7 @@ PACKAGE = ROOT / "cbs_rlvr"
 DATA_LAYER = {"errors", "paths", "manifest", "params", "runs", "resume", "select", "snapshot",
               "sources", "sources.wandb_file", "sources.export_dir", "sources.wandb_api"}
 ANALYSIS = {"measure", "envelope", "fit", "bootstrap", "axes", "noise", "wallclock", "baseline",
-            "plan", "figures", "figures_habits", "figures_plan", "tables"}
+            "plan", "nextruns", "figures", "figures_habits", "figures_plan", "tables"}
 BUILD = {"build", "execute", "report_html", "browser", "__main__"}
 
 
