@@ -101,6 +101,8 @@ from cbs_rlvr.tables import (
     explain_status,
     flag_legend,
     legend_markdown,
+    lr_sweep_claims,
+    mark_lr_winners,
     mark_censored,
     median_with_censoring,
     state_legend,

@@ -423,3 +423,52 @@ def save_table(table: pd.DataFrame, out_dir: str | Path, name: str, latex: bool 
 
 
 
+
+
+def mark_lr_winners(curves: pd.DataFrame, sb_eb: pd.DataFrame, winners: pd.DataFrame) -> pd.DataFrame:
+    """The training curves with each run's `lr` and `winner` (its configuration won most often
+    at its batch size: envelope.envelope_winners' `won_most`; True where only one was tried)."""
+    per_run = sb_eb.drop_duplicates("run_id").set_index("run_id")
+    out = curves.copy()
+    out["configuration"] = out["run_id"].map(per_run["configuration"]) if "configuration" in per_run else ""
+    out["lr"] = out["run_id"].map(per_run["lr"]) if "lr" in per_run else np.nan
+    won = {(float(r.n_prompts), float(r.n_rollouts)): r.won_most for r in winners.itertuples()} if len(winners) else {}
+
+    def is_winner(n_p, n_r, configuration) -> bool:
+        w = won.get((float(n_p), float(n_r)))
+        return not isinstance(w, str) or w == configuration  # nothing won there: every run stays solid
+
+    out["winner"] = [is_winner(p, r, c) for p, r, c in
+                     zip(out["n_prompts"], out["n_rollouts"], out["configuration"], strict=True)]
+    return out
+
+
+def lr_sweep_claims(sb_eb: pd.DataFrame, winners: pd.DataFrame) -> list[str]:
+    """Caveats of a learning-rate sweep, computed: batch sizes whose best rate is the highest
+    or lowest tried there (the optimum may lie beyond the grid), and batch sizes that tried
+    one rate only (nothing was tuned there). Empty when no batch size tried two rates."""
+    runs = sb_eb.drop_duplicates("run_id")
+    if "lr" not in runs or not len(winners):
+        return []
+    tried = runs.groupby("total_batch")["lr"].apply(lambda v: sorted(set(pd.to_numeric(v, errors="coerce").dropna())))
+    if not (tried.map(len) > 1).any():
+        return []
+    lines, edge_hi, edge_lo = [], [], []
+    for w in winners.itertuples():
+        rates = tried.get(w.total_batch, [])
+        if len(rates) > 1 and np.isfinite(w.lr_won):
+            if np.isclose(w.lr_won, rates[-1]):
+                edge_hi.append(w.total_batch)
+            elif np.isclose(w.lr_won, rates[0]):
+                edge_lo.append(w.total_batch)
+    one = [int(b) for b, r in tried.items() if len(r) == 1]
+    fmt = lambda bs: ", ".join(f"{int(b):,}" for b in sorted(bs))  # noqa: E731
+    if edge_hi:
+        lines.append(f"At B = {fmt(edge_hi)} the best rate is the highest tried there: a higher one might be "
+                     "faster still, so S(B) there is an upper bound on the tuned S(B).")
+    if edge_lo:
+        lines.append(f"At B = {fmt(edge_lo)} the best rate is the lowest tried there: a lower one might be "
+                     "faster still.")
+    if one:
+        lines.append(f"B = {fmt(one)} tried one rate only: nothing was tuned there.")
+    return lines

@@ -103,9 +103,11 @@ else:
     for row in swept.itertuples():
         caveat = (" (a configuration that never reached a target had stopped earlier, so the choice "
                   "is not certain there)" if row.undetermined else "")
-        print(f"B = {row.total_batch} ({row.n_prompts}×{row.n_rollouts}): tried {row.tried}; best: "
+        print(f"B = {ch.count(row.total_batch)} ({row.n_prompts}×{row.n_rollouts}): tried {row.tried}; best: "
               f"{row.won_by_target}{caveat}")
     print(f"\nThe learning-rate policy of the winners: {policy['describe']}.")
+    for line in ch.lr_sweep_claims(sb_eb, winners):
+        print(line)
     fig = ch.plot_envelope(configs, cbs_fit, title=f"{params['title']}: the best learning rate at each B")
     ch.save_figure(fig, configs, figures, "envelope")
     display(fig)  # noqa: F821 (IPython)
