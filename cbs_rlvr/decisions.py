@@ -100,8 +100,9 @@ def _split(n_p, n_r, B) -> str:
 
 def _model_words(row: dict) -> str:
     if row.get("model") == "general" and _ok(row.get("alpha")):
-        return (f"the general form S = S_min (1 + (B_noise/B)^alpha) with alpha = {number(row['alpha'])}: "
-                f"S falls like B^-{number(row['alpha'])} at small B, not like 1/B")
+        a = f"{_f(row['alpha']):.2g}"
+        return (f"the general form S = S_min (1 + (B_noise/B)^alpha) with alpha = {a}: "
+                f"S falls like B^-{a} at small B, not like 1/B")
     return "the McCandlish form S = S_min (1 + B_noise/B)"
 
 
