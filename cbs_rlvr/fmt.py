@@ -28,13 +28,19 @@ HEADERS = {
     "expected_narrowing": "expected narrowing", "p_reach": "chance to reach the target",
     "action": "run", "cost": "cost", "rank": "rank", "run_name": "run", "to_step": "to step",
     "narrowing_lo": "narrowing low (80%)", "narrowing_hi": "narrowing high (80%)", "cost_unit": "cost unit",
-    "objective": "best by", "predicted_samples": "samples",
+    "objective": "best by", "predicted_samples": "samples", "run_id": "run id",
+    "sigma_log": "residual sd of log S", "S_min_lo": "S_min low", "S_min_hi": "S_min high",
+    "testing_h": "validation hours", "checkpoint_h": "checkpoint hours", "n_configs": "configurations",
+    "lr": "learning rate", "lr_won": "best learning rate", "n_replicates": "replicates",
+    "replicate": "replicate", "n_runs": "runs", "last_step": "last step", "n_gpus_per_node": "GPUs per node",
+    "B_simple": "B_simple (samples)", "r2_log [95% CI]": "R² of log S",
 }
 
 
-def header(name: str) -> str:
-    """The reader's name of a column (the name itself when it has none)."""
-    return HEADERS.get(name, name.replace("_", " "))
+def header(name) -> str:
+    """The reader's name of a column (the name itself when it has none: B_noise and S_min are
+    the quantities' own names)."""
+    return HEADERS.get(name, name) if isinstance(name, str) else name
 
 
 def _finite(x) -> bool:

@@ -14,7 +14,8 @@ less than the eval noise), at stratified quantiles. A new run that would need mo
 the phase's step budget (its longest run) is censored there; an extended run's outcome is drawn
 given that it has not reached the target by its last step, and is censored at N. Each outcome
 enters every table (with the eval-noise spread of a run of that length, as the bootstrap would
-re-measure it) and the tables (resampled with replacement per outcome: a fresh bootstrap after the run spreads by
+re-measure it; a repeat of a sampled batch size makes it replicated, and its runs are then
+resampled as fit_phase does) and the tables (resampled with replacement per outcome: a fresh bootstrap after the run spreads by
 chance too) are refitted: the 95% spread of log B_noise after, over the spread now (on other
 resamples: today's width carries chance as well), gives the narrowing of that outcome. Expected narrowing = mean over the outcomes; its 80%
 band = their 10th and 90th percentiles. Cost: a new run stops at the target or the budget
@@ -213,12 +214,16 @@ def next_runs(draws: dict, cbs_fit: pd.DataFrame, sb_eb: pd.DataFrame, step_mode
             col_y = np.where(reached[r], out[r] + spread * e[:, 0], stop)
             col_c = np.full(M, not reached[r])
             if act["row"] is None:
-                same = B == act["B"]
+                same = np.flatnonzero(B == act["B"])
                 w_new = np.ones(M)
-                if same.any():  # a repeat joins its configuration's runs, which share weight 1
-                    k_old = same.sum()
-                    W[:, same] *= k_old / (k_old + 1.0)
-                    w_new[:] = 1.0 / (k_old + 1.0)
+                if same.size:
+                    # a repeat makes its configuration replicated: as fit_phase does, its runs are
+                    # then resampled (weights summing to 1), not re-measured with eval noise
+                    k = same.size + 1
+                    cnt = rng.multinomial(k, np.full(k, 1.0 / k), size=M) / k
+                    Y[:, same], C[:, same], W[:, same] = log_S[same], cens[same], cnt[:, :-1]
+                    w_new = cnt[:, -1]
+                    col_y = np.full(M, out[r] if reached[r] else stop)
                 Y, W, C = np.column_stack([Y, col_y]), np.column_stack([W, w_new]), np.column_stack([C, col_c])
             else:
                 Y[:, act["row"]], C[:, act["row"]] = col_y, col_c

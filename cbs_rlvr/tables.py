@@ -314,8 +314,14 @@ def format_ci(value: float, lo: float, hi: float, digits: int = 0) -> str:
 
 
 def dash_missing(table: pd.DataFrame) -> pd.DataFrame:
-    """The table for reading, with an en dash where a value is missing (not 'NaN')."""
-    return table.astype(object).where(table.notna(), "–")
+    """The table for reading: an en dash where a value is missing (not 'NaN'), plain names for
+    the columns and the index (fmt.header: 'r2_log' -> 'R² of log S')."""
+    from .fmt import header
+
+    out = table.astype(object).where(table.notna(), "–")
+    out = out.rename(columns=header)
+    out.index = out.index.set_names([header(n) for n in out.index.names])
+    return out
 
 
 def with_intervals(table: pd.DataFrame, intervals: dict, keep=()) -> pd.DataFrame:
@@ -382,7 +388,12 @@ def censored_pivot(table: pd.DataFrame, value: str = "S_B",
     out = pd.DataFrame(cells, columns=[*index, columns, value])
     if out.empty:
         return pd.DataFrame(index=pd.MultiIndex.from_arrays([[]] * len(index), names=index))
-    return out.pivot(index=index, columns=columns, values=value).fillna("–")
+    from .fmt import header
+
+    shown = out.pivot(index=index, columns=columns, values=value).fillna("–")
+    shown.index = shown.index.set_names([header(n) for n in shown.index.names])
+    shown.columns.name = header(columns)
+    return shown
 
 
 def to_latex_booktabs(table: pd.DataFrame, caption: str = "", label: str = "") -> str:

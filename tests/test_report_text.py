@@ -123,6 +123,7 @@ def test_the_steps_table_marks_censored_values_as_lower_bounds():
                        "S_B": [70.2, 80.0, 40.0, 90.0, np.nan],
                        "censored": [True, False, False, True, False]})
     table = censored_pivot(sb)
+    assert list(table.index.names) == ["batch B", "prompts", "rollouts"] and table.columns.name == "target accuracy"
     assert table.loc[(64, 8, 8), 0.3] == "≥75"
     assert table.loc[(128, 16, 8)].tolist() == ["40", "≥90"]
     assert table.loc[(256, 32, 8)].tolist() == ["–", "–"]
@@ -140,8 +141,8 @@ def test_open_interval_ends_are_written_as_such():
                            {"rho": 2, "B0": 0}, keep=["threshold", "status"])
     assert list(table.columns) == ["threshold", "rho [95% CI]", "B0 [95% CI]", "status"]
     assert table.iloc[0].tolist() == [0.3, "0.20 [0.10, 0.30]", "–", "ok"]
-    shown = dash_missing(pd.DataFrame({"S_min": [1.5, np.nan], "status": ["ok", None]}))
-    assert shown.to_dict("list") == {"S_min": [1.5, "–"], "status": ["ok", "–"]}
+    shown = dash_missing(pd.DataFrame({"S_min": [1.5, np.nan], "status": ["ok", None], "r2_log": [0.9, 0.8]}))
+    assert shown.to_dict("list") == {"fewest steps (large B)": [1.5, "–"], "fit": ["ok", "–"], "R² of log S": [0.9, 0.8]}
 
 
 # ------------------------------------------------------------------------------------------
