@@ -103,6 +103,7 @@ from cbs_rlvr.tables import (
     legend_markdown,
     lr_sweep_claims,
     mark_lr_winners,
+    noise_scale_answer,
     mark_censored,
     median_with_censoring,
     state_legend,

@@ -483,3 +483,29 @@ def lr_sweep_claims(sb_eb: pd.DataFrame, winners: pd.DataFrame) -> list[str]:
     if one:
         lines.append(f"B = {fmt(one)} tried one rate only: nothing was tuned there.")
     return lines
+
+
+def noise_scale_answer(comparison: pd.DataFrame) -> str:
+    """05's question answered in words: does the post-hoc noise scale B_simple predict the
+    fitted B_noise? From the targets where both have an interval: 'yes' where the intervals
+    overlap at most targets and the median ratio is within 1.5x, else 'no: about Nx too low
+    (high)', with the evidence. '' when no target has both."""
+    cols = ["status", "B_simple", "B_simple_lo", "B_simple_hi", "B_noise", "B_noise_lo", "B_noise_hi"]
+    if not set(cols) <= set(comparison.columns):
+        return ""
+    c = comparison[(comparison["status"] == "ok")]
+    c = c[np.isfinite(_floats(c["B_noise_lo"])) & np.isfinite(_floats(c["B_simple_lo"]))
+          & (_floats(c["B_noise"]) > 0) & (_floats(c["B_simple"]) > 0)]
+    if not len(c):
+        return ""
+    overlap = int(((c["B_simple_lo"] <= c["B_noise_hi"]) & (c["B_noise_lo"] <= c["B_simple_hi"])).sum())
+    r = float(np.median(_floats(c["B_simple"]) / _floats(c["B_noise"])))
+    evidence = (f"median ratio B_simple / B_noise {r:.2g}; the 95% intervals overlap at {overlap} of "
+                f"{len(c)} target(s)")
+    if overlap * 2 >= len(c) and 1 / 1.5 <= r <= 1.5:
+        return f"Does the noise scale predict B_noise? Yes, within its uncertainty ({evidence})."
+    if r < 1:
+        size = f"about {1 / r:.2g}x too low" if r <= 1 / 1.5 else f"about {100 * (1 - r):.0f}% too low"
+    else:
+        size = f"about {r:.2g}x too high" if r >= 1.5 else f"about {100 * (r - 1):.0f}% too high"
+    return f"Does the noise scale predict B_noise? No: it is {size} ({evidence})."

@@ -24,6 +24,7 @@ from cbs_rlvr.nextruns import decision_target
 from cbs_rlvr.params import ParamsError, validate_phase_params
 from cbs_rlvr.plan import plan_summary
 from cbs_rlvr.report_html import page_title, render_index
+from cbs_rlvr.tables import noise_scale_answer
 
 
 def test_numbers_read_with_units_separators_and_dashes():
@@ -148,3 +149,19 @@ def test_the_index_opens_with_the_answer_and_titles_name_phase_and_section(tmp_p
     assert page_title("p1", "02_steps_to_target") == "p1 · steps to target · cbs-rlvr"
     assert page_title("summary", "07_summary") == "all phases · summary · cbs-rlvr"
     assert math.isfinite(float(read_decisions(tmp_path)[0]["predicted_hours"]))
+
+
+def test_05_answers_its_question_in_words():
+    def comp(ratio, width=0.1):
+        bn = np.array([200.0, 300, 400, 500, 600, 700])
+        bs = bn * ratio
+        return pd.DataFrame({"threshold": np.arange(6) / 10, "status": "ok", "B_noise": bn,
+                             "B_noise_lo": bn * (1 - width), "B_noise_hi": bn * (1 + width), "B_simple": bs,
+                             "B_simple_lo": bs * (1 - width), "B_simple_hi": bs * (1 + width)})
+    assert noise_scale_answer(comp(0.1)).startswith("Does the noise scale predict B_noise? No: it is about 10x too low "
+                                                    "(median ratio B_simple / B_noise 0.1; the 95% intervals "
+                                                    "overlap at 0 of 6 target(s))")
+    assert "No: it is about 3x too high" in noise_scale_answer(comp(3.0))
+    assert noise_scale_answer(comp(1.05)).startswith("Does the noise scale predict B_noise? Yes, within its uncertainty")
+    assert "about 20% too low" in noise_scale_answer(comp(0.8, width=0.01))
+    assert noise_scale_answer(comp(1.0).assign(status="insufficient")) == ""
