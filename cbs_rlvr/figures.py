@@ -147,12 +147,14 @@ def readable_log_ticks(vmin: float, vmax: float, base: int = 10, max_ticks: int 
     candidates = [powers]
     if base == 2:
         candidates.append(np.concatenate([powers, 1.5 * powers]))
-    candidates += [np.outer(decades, (1, 2, 5)).ravel(), np.outer(decades, np.arange(1, 10)).ravel()]
+    dense = np.outer(decades, np.arange(1, 10)).ravel()
+    candidates += [np.outer(decades, (1, 2, 5)).ravel(), dense]
     for want in (3, 2):
         for c in candidates:
             inside = np.unique(c[(c >= lo * (1 - 1e-9)) & (c <= hi * (1 + 1e-9))])
             if len(inside) >= want:
-                step = int(np.ceil(len(inside) / max_ticks))
+                # within one decade the labels are long ('500K'): at most four, or they run together
+                step = int(np.ceil(len(inside) / (min(max_ticks, 4) if c is dense else max_ticks)))
                 return inside[::step]
     return np.asarray([v for v in ticker.MaxNLocator(nbins=4).tick_values(lo, hi) if lo <= v <= hi])
 
