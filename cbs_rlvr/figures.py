@@ -379,6 +379,12 @@ def plot_b_noise_vs_target(cbs_fit: pd.DataFrame, compare: pd.DataFrame | None =
                 ls="--", color=PALETTE[3], label=compare_label)
     if len(ok) or len(cmp_ok):
         set_log2_axis(ax, "y")
+        vals = np.concatenate([_floats(ok["B_noise_lo"]), _floats(ok["B_noise_hi"]), _floats(ok["B_noise"]),
+                               _floats(cmp_ok["B_noise"])])
+        vals = vals[np.isfinite(vals) & (vals > 0)]
+        if len(vals):  # at least an octave of room: a narrow range would get two tick labels
+            mid, half = np.sqrt(vals.min() * vals.max()), max(np.sqrt(vals.max() / vals.min()), 2.0) * 1.1
+            ax.set_ylim(mid / half, mid * half)
         fig.legend(loc="outside lower center", fontsize=8, ncol=3)  # never over the points
         _accuracy_xlim(ax, np.concatenate([_floats(ok["threshold"]), _floats(cmp_ok["threshold"])]))
     else:
@@ -727,13 +733,16 @@ def plot_wall_clock(wall: pd.DataFrame, title: str = "") -> Figure:
     colors = threshold_colors(wall["threshold"].dropna().unique())
     lo, hi = _batch_limits(wall["total_batch"])
     timed = wall[np.isfinite(wall["time_to_target_h"]) & (wall["time_to_target_h"] > 0)]
-    for t, rows in timed.groupby("threshold", sort=True):
+    n_t = timed["threshold"].nunique()
+    for k, (t, rows) in enumerate(timed.groupby("threshold", sort=True)):
         agg = rows.groupby(["total_batch", "censored"], as_index=False)["time_to_target_h"].median()
         ok = agg[~agg["censored"]].sort_values("total_batch")
         cen = agg[agg["censored"]]
         ax_t.plot(ok["total_batch"], ok["time_to_target_h"], color=colors[t], marker="o",
                   label=f"acc ≥ {t:g}")
-        ax_t.scatter(cen["total_batch"], cen["time_to_target_h"], marker="^", facecolors="none",
+        # a run that never reached several targets has one bound for all: spread them sideways
+        shift = 2.0 ** (0.07 * (k - (n_t - 1) / 2))
+        ax_t.scatter(cen["total_batch"] * shift, cen["time_to_target_h"], marker="^", facecolors="none",
                      edgecolors=colors[t], s=30)
         if len(ok):
             best = ok.loc[ok["time_to_target_h"].idxmin()]
@@ -761,7 +770,7 @@ def plot_wall_clock(wall: pd.DataFrame, title: str = "") -> Figure:
     if handles:
         handles.append(matplotlib.lines.Line2D([], [], ls="", marker="^", mfc="none", mec="0.3"))
         labels.append("never reached (lower bound)")
-        fig.legend(handles, labels, loc="outside right center", fontsize=8)
+        ax_t.legend(handles, labels, loc="best", fontsize=7.5)  # beside its own panel's lines
     if title:
         fig.suptitle(title)
     return fig

@@ -37,7 +37,7 @@ STATE_MEANINGS = {
 #: Run flags (runs.parquet `flags`: ';'-separated, some as `name:count`). {n} is the count.
 FLAG_MEANINGS = {
     "config_name_mismatch": "the run config's batch sizes differ from its name; the config's are used",
-    "nonfinite": "{n} logged value(s) were NaN or infinite and are ignored",
+    "nonfinite": "{n} logged value(s) were not finite numbers and are ignored",
     "non_numeric": "{n} logged value(s) were not numbers (text) and are ignored",
     "duplicate_steps": "{n} logged row(s) repeated an earlier step (a resumed run); the last value "
                        "of each step is kept",
@@ -65,7 +65,7 @@ def explain_status(status: str) -> str:
 
 
 def explain_flags(flags) -> str:
-    """'nonfinite:3;percent_accuracy' -> '3 logged value(s) were NaN or infinite and are
+    """'nonfinite:3;percent_accuracy' -> '3 logged value(s) were not finite numbers and are
     ignored; accuracy was logged in percent (0-100) and is divided by 100'. '' for no flags."""
     if flags is None or (not isinstance(flags, str) and pd.isna(flags)):
         return ""

@@ -185,7 +185,7 @@ def test_flags_of_a_real_normalised_run_are_explained():
     flags = entry["row"]["flags"]
     text = explain_flags(flags)
     assert "the run config's batch sizes differ from its name" in text
-    assert "1 logged value(s) were NaN or infinite" in text
+    assert "1 logged value(s) were not finite numbers" in text
     assert "accuracy was logged in percent" in text
     assert "undocumented" not in text
     assert set(flag_legend([flags, ""])["flag"]) == {f.split(":")[0] for f in flags.split(";")}
