@@ -490,8 +490,10 @@ def plot_training_curves(curves: pd.DataFrame, thresholds=(), title: str = "",
     ax_s.set_title("accuracy vs steps")
     ax_n.set_title("accuracy vs samples")
     if keys:
-        fig.legend(loc="outside right center", title="batch (prompts×rollouts)" + (", best rate" if sweep else ""),
-                   fontsize=8)
+        handles, labels = ax_s.get_legend_handles_labels()
+        order = sorted(range(len(labels)), key=lambda i: labels[i].startswith("other rates"))  # faded last
+        fig.legend([handles[i] for i in order], [labels[i] for i in order], loc="outside right center",
+                   title="batch (prompts×rollouts)" + (", best rate" if sweep else ""), fontsize=8)
     if title:
         fig.suptitle(title)
     return fig
