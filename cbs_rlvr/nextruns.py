@@ -32,7 +32,6 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from .fit import _b_bounds, _Model, _n_distinct_reached, _tobit_em
 from .plan import _floats, candidate_configs, gpu_counts
@@ -138,6 +137,8 @@ def next_runs(draws: dict, cbs_fit: pd.DataFrame, sb_eb: pd.DataFrame, step_mode
     is simulated. Actions expected to narrow it by less than `min_gain` are left out.
     Cost: (actions x n_outcomes x n_simulations) table refits, one vectorised call; about
     0.5 s at the defaults on a sweep of ten runs."""
+    from scipy import stats  # here: importing cbs_helpers loads no scipy
+
     empty = pd.DataFrame(columns=NEXT_RUNS_COLUMNS)
     t = decision_target(cbs_fit, sb_eb) if target is None else float(target)
     fits = cbs_fit[cbs_fit["threshold"].astype(float) == t] if t is not None else cbs_fit.iloc[:0]
