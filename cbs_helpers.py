@@ -128,5 +128,5 @@ from cbs_rlvr.nextruns import NEXT_RUNS_COLUMNS, decision_target, next_runs, ste
 
 # --- The decision: the batch to train with at the phase's decision target, and the next run -----
 from cbs_rlvr.decisions import DECISION_COLUMNS, decide, decision_sentences, gpu_claim, why_fastest_differs
-from cbs_rlvr.fmt import count, duration, header, interval, number, percent, reader_table
+from cbs_rlvr.fmt import count, duration, header, interval, number, percent, reader_table, sentence
 from cbs_rlvr.figures_plan import best_split_per_batch, plot_plan, plot_plan_frontier

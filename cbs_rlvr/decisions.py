@@ -15,7 +15,7 @@ import math
 import os
 from pathlib import Path
 
-from .fmt import count, duration, interval, number, percent
+from .fmt import count, duration, interval, number, percent, sentence
 
 DECISION_COLUMNS = ["phase", "threshold", "objective", "n_prompts", "n_rollouts", "total_batch", "predicted_hours",
                     "predicted_hours_lo", "predicted_hours_hi", "basis", "model", "next_n_prompts",
@@ -49,7 +49,8 @@ def gpu_claim(n_gpus) -> str:
         return "no run config gives a GPU count (trainer.n_gpus_per_node × trainer.nnodes): hours only, no GPU-hours"
     if unknown:
         return (f"GPU counts unknown for {unknown} of {len(values)} runs (no trainer.n_gpus_per_node × trainer.nnodes"
-                f" in their configs); the others used {' or '.join(str(k) for k in known)} GPUs")
+                f" in their configs); the others used {' or '.join(str(k) for k in known)} GPUs; GPU-hours only "
+                "where the count is known")
     if len(known) == 1:
         return f"every run used {known[0]} GPUs"
     return f"the runs used {', '.join(str(k) for k in known[:-1])} or {known[-1]} GPUs"
@@ -155,8 +156,7 @@ def decision_sentences(row: dict) -> list[str]:
     elif _ok(row.get("total_batch")):
         lines.append("Next run: none is expected to narrow the B_noise interval by 5% or more.")
     if row.get("gpu_note"):
-        note = str(row["gpu_note"])
-        lines.append(note[0].upper() + note[1:] + ".")
+        lines.append(sentence(row["gpu_note"]))
     return lines
 
 

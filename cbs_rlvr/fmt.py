@@ -113,6 +113,15 @@ def cell(name: str, value) -> str:
     return number(value, digits=3 if abs(float(value)) < 10 else 2)
 
 
+def sentence(text: str) -> str:
+    """A clause as a sentence: its first letter capitalised, a full stop at the end."""
+    text = str(text).strip()
+    if not text:
+        return ""
+    text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
 def reader_table(table, columns=None, index=None):
     """A DataFrame as a reader sees it: `columns` (all by default) with every cell through
     `cell` (a dash for missing, counts with separators) and plain headers; `index` (a column)

@@ -117,7 +117,7 @@ if step_model["status"] == "ok":
 else:
     print(f"No step-time model ({step_model['reason'] or 'no run logs a step time'}): the plan can rank "
           "candidates by samples only.")
-print(gpu_note[0].upper() + gpu_note[1:] + ".")
+print(ch.sentence(gpu_note))
 
 # %% [markdown]
 # ## Every candidate at every target
@@ -165,8 +165,7 @@ if len(usable) and target is not None and (usable["threshold"] == target).any():
     fig = ch.plot_plan_frontier(predictions, plan, target, title=params["title"])
     ch.save_figure(fig, predictions[predictions["threshold"] == target], figures, "plan_frontier")
     display(fig)
-    print(f"{gpu_note[0].upper() + gpu_note[1:]}. Below the fastest batch, each halving of B saves samples "
-          "but takes longer.")
+    print(ch.sentence(gpu_note), "Below the fastest batch, each halving of B saves samples but takes longer.")
 else:
     print("No hours predicted at the decision target: no frontier.")
 
@@ -181,7 +180,7 @@ if len(plan):
         {"wall_clock": "fewest hours", "gpu_hours": "fewest GPU-hours", "samples": "fewest samples (within 10%)"}))
     display(ch.reader_table(shown_plan, ["threshold", "objective", "n_prompts", "n_rollouts", "total_batch",
                                          "predicted_steps", "predicted_hours", "predicted_hours_lo",
-                                         "predicted_hours_hi", "predicted_gpu_hours", "basis"]))
+                                         "predicted_hours_hi", "predicted_gpu_hours", "basis"], index="threshold"))
 else:
     print("No recommendation: no target has a usable fit.")
 

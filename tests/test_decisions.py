@@ -34,6 +34,7 @@ def test_numbers_read_with_units_separators_and_dashes():
     assert fmt.duration(0.5) == "30 min" and fmt.duration(3.14, 2.8, 3.5) == "3.1 h [2.8, 3.5]"
     assert fmt.interval(2013, 1800, 2300, "samples") == "2,013 [1,800, 2,300] samples"
     assert fmt.percent(0.253) == "25%" and fmt.percent(None) == "–"
+    assert fmt.sentence("every run used 8 GPUs") == "Every run used 8 GPUs." and fmt.sentence("") == ""
     t = fmt.reader_table(pd.DataFrame({"r2_log": [0.98765, np.nan], "total_batch": [2048.0, 64.0],
                                        "noise_sd_log": [0.0412, 0.1]}))
     assert list(t.columns) == ["R² of log S", "batch B", "noise (sd of log S)"]
@@ -45,6 +46,7 @@ def test_gpu_counts_are_counted_not_assumed():
     assert gpu_claim([8, 8, 8]) == "every run used 8 GPUs"
     claim = gpu_claim([8, np.nan, 8, np.nan, np.nan])
     assert claim.startswith("GPU counts unknown for 3 of 5 runs") and "8 GPUs" in claim
+    assert claim.endswith("GPU-hours only where the count is known")
     assert "no run config gives a GPU count" in gpu_claim([np.nan, np.nan])
     assert gpu_claim([4, 8]) == "the runs used 4 or 8 GPUs"
 
