@@ -117,6 +117,9 @@ else:
 
 # %% [markdown]
 # ## Answer
+# These are the runs as they ran, each with its seed's luck. `08_plan` predicts every batch size from
+# the fit over all of them (including batch sizes not run), so its fastest batch can differ from the
+# fastest run here; where it does, 08 says so and why.
 
 # %%
 fastest = ch.fastest_batch(best)
@@ -139,8 +142,3 @@ for row in fastest.itertuples():
           + (("; counting validation and checkpoints, " + ("the same batch size" if same else
               f"B = {int(alt['total_batch'])} instead") + f" takes {alt['value']:.2f} h.") if any_overhead else "."))
 print(ch.sentence(ch.gpu_claim(per_run["n_gpus"] if "n_gpus" in per_run else [])))
-
-# %% [markdown]
-# These are the runs as they ran, each with its seed's luck. `08_plan` predicts every batch size from
-# the fit over all of them (including batch sizes not run), so its fastest batch can differ from the
-# fastest run here; where it does, 08 says so and why.
