@@ -518,7 +518,7 @@ def plot_cross_phase(summary_long: pd.DataFrame, title: str = "") -> Figure:
         _no_data(ax, "no phase has a target with a usable fit")
     ax.set_xlabel("target validation accuracy")
     ax.set_ylabel("B_noise (samples per step)")
-    ax.set_title(title or "critical batch size by phase and target")
+    ax.set_title(title or "B_noise (the batch where S = 2 S_min) by phase and target")
     return fig
 
 
@@ -717,7 +717,7 @@ def plot_noise_scale_vs_fit(comparison: pd.DataFrame, at_target: pd.DataFrame | 
         _no_data(ax, "neither a fitted B_noise nor a noise scale at any target")
     ax.set_xlabel("target validation accuracy")
     ax.set_ylabel("batch size (samples per step)")
-    ax.set_title(title or "gradient noise scale vs fitted critical batch")
+    ax.set_title(title or "noise scale B_simple vs fitted B_noise")
     return fig
 
 

@@ -106,6 +106,8 @@ def cell(name: str, value) -> str:
             return value
     if name in ("threshold", "rho", "alpha", "r2_log", "alpha_lo", "alpha_hi"):
         return f"{float(value):g}" if name == "threshold" else number(value, digits=2)
+    if 0 < abs(float(value)) < 1e-3:  # learning rates and the like: 5e-07, as they are written
+        return f"{float(value):.2g}"
     if name in ("p_reach", "expected_narrowing", "narrowing_lo", "narrowing_hi"):
         return percent(value)
     if name in ("n_points", "n_censored", "n_prompts", "n_rollouts", "total_batch", "rank", "n_gpus", "to_step"):

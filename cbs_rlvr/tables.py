@@ -314,11 +314,15 @@ def format_ci(value: float, lo: float, hi: float, digits: int = 0) -> str:
 
 
 def dash_missing(table: pd.DataFrame) -> pd.DataFrame:
-    """The table for reading: an en dash where a value is missing (not 'NaN'), plain names for
-    the columns and the index (fmt.header: 'r2_log' -> 'R² of log S')."""
-    from .fmt import header
+    """The table for reading: an en dash where a value is missing (not 'NaN'), numbers rounded
+    with thousands separators (fmt.cell), plain names for the columns and the index
+    (fmt.header: 'r2_log' -> 'R² of log S')."""
+    from .fmt import cell, header
 
     out = table.astype(object).where(table.notna(), "–")
+    for col in table.columns:  # numbers as a reader reads them: 31,552 not 31552.0, no e-notation
+        if pd.api.types.is_numeric_dtype(table[col]) and not pd.api.types.is_bool_dtype(table[col]):
+            out[col] = [cell(str(col), v) for v in table[col]]
     out = out.rename(columns=header)
     out.index = out.index.set_names([header(n) for n in out.index.names])
     return out

@@ -219,7 +219,7 @@ for row in cbs_fit.itertuples():
         continue
     ci = ch.format_ci(row.B_noise, row.B_noise_lo, row.B_noise_hi)
     print(f"acc ≥ {row.threshold:g}: B_noise = {ci} samples/step, S_min = {row.S_min:.1f} steps, "
-          f"20%-overhead CBS = {row.B_crit_20pct:.0f}, R²(log) = {row.r2_log:.3f}, "
+          f"batch at 20% extra samples = {ch.count(row.B_crit_20pct)}, R²(log) = {row.r2_log:.3f}, "
           f"{row.n_points} points ({row.n_censored} censored), status {row.status}")
 if len(good) >= 2:
     print(f"\n{trend['claim'][0].upper()}{trend['claim'][1:]}: {trend['evidence']}.")

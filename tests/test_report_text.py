@@ -141,8 +141,10 @@ def test_open_interval_ends_are_written_as_such():
                            {"rho": 2, "B0": 0}, keep=["threshold", "status"])
     assert list(table.columns) == ["threshold", "rho [95% CI]", "B0 [95% CI]", "status"]
     assert table.iloc[0].tolist() == [0.3, "0.20 [0.10, 0.30]", "–", "ok"]
-    shown = dash_missing(pd.DataFrame({"S_min": [1.5, np.nan], "status": ["ok", None], "r2_log": [0.9, 0.8]}))
-    assert shown.to_dict("list") == {"fewest steps (large B)": [1.5, "–"], "fit": ["ok", "–"], "R² of log S": [0.9, 0.8]}
+    shown = dash_missing(pd.DataFrame({"S_min": [1.5, np.nan], "status": ["ok", None], "r2_log": [0.9, 0.8],
+                                       "E_min": [31552.0, 3.36e4]}))
+    assert shown.to_dict("list") == {"fewest steps (large B)": ["1.50", "–"], "fit": ["ok", "–"],
+                                     "R² of log S": ["0.90", "0.80"], "fewest samples (small B)": ["31,552", "33,600"]}
 
 
 # ------------------------------------------------------------------------------------------
