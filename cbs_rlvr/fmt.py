@@ -95,9 +95,19 @@ def percent(x, digits: int = 0) -> str:
     return f"{100 * float(x):.{digits}f}%" if _finite(x) else DASH
 
 
+def _missing(value) -> bool:
+    """None, NaN, pd.NA or NaT (without importing pandas: pd.NA has no truth value)."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)
+    except (TypeError, ValueError):
+        return True
+
+
 def cell(name: str, value) -> str:
     """One table cell for a reader: counts as counts, fractions as they are, missing as a dash."""
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value == "" or str(value) in ("nan", "NaN", "<NA>"):
+    if _missing(value) or str(value) in ("", "nan", "NaN", "<NA>", "NaT", "None"):
         return DASH
     if isinstance(value, str):
         try:

@@ -40,6 +40,7 @@ def test_numbers_read_with_units_separators_and_dashes():
     assert list(t.columns) == ["R² of log S", "batch B", "noise (sd of log S)"]
     assert t.iloc[0].tolist() == ["0.99", "2,048", "0.0412"] and t.iloc[1, 0] == "–"
     assert "e+" not in " ".join(t.astype(str).to_numpy().ravel())
+    assert fmt.cell("n_gpus", pd.NA) == "–" and fmt.cell("x", None) == "–" and fmt.cell("x", pd.NaT) == "–"
     assert fmt.cell("lr", 5e-7) == "5e-07" and fmt.cell("n_points", 12.0) == "12" and fmt.cell("x", "nan") == "–"
 
 
