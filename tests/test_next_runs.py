@@ -6,7 +6,13 @@ Sweeps: test_plan.py's formula generator (McCandlish S(B) with a per-run speed, 
 noise, step time a + b B), with the two smallest batch sizes stopped early in half of them (so
 "extend run X" has something to extend). `closed_loop(sweeps)` takes any list of sweeps built by
 `formula_sweep` (or of the same shape), so real-trainer sweeps can join the list.
-Cost: 40 sweeps x (5 fits at 100 bootstrap tables + one next_runs) -- about 40 s on one core.
+The even sweeps decide at the top target (as params `decision_target` would), where the stopped
+runs are censored, so "extend" competes there.
+Cost: 40 sweeps x (5 fits at 200 bootstrap tables + one next_runs at 200 tables x 10 outcomes):
+about 45 s on a quiet core, 150 s on the shared 2-core machine. Measured (40 sweeps): realised
+narrowing per GPU-hour 0.49 for the first suggestion against 0.04 (repeat the sampled batch
+nearest B_noise) and 0.04 (one octave beyond); 0.89 against 0.56 for extending the longest
+stopped run where there is one; inside the predicted 80% band in 29 of 40 sweeps (72.5%).
 """
 
 from __future__ import annotations
@@ -157,3 +163,24 @@ def test_next_runs_lists_at_most_three_actions_at_the_decision_target():
     budget = step_budget(hist)
     below = nxt[(nxt["action"] == "new") & (nxt["predicted_steps"] > budget)]
     assert (below["p_reach"] < 0.5).all()
+
+
+def test_a_run_stopped_before_the_target_can_be_extended_and_a_new_run_below_the_sweep_costs_its_budget():
+    """Sweep 0 stops its two smallest batch sizes early: at the top target the list offers to
+    extend one of them (to a later step than it reached, with a chance below 1 to get there),
+    and a new run's cost never assumes more steps than the phase's budget."""
+    sw = formula_sweep(0)
+    hist = _visible(sw, sw["last"])
+    sb, fit, draws = _fit(sw["runs"], hist)
+    wall = wall_clock_table(sw["runs"], hist, METRIC, THRESHOLDS)
+    budget = step_budget(hist)
+    nxt = next_runs(draws, fit, sb, step_time_model(wall), step_time_table(wall), target=TARGET,
+                    budget_steps=budget, n_simulations=K, max_runs=3, min_gain=-1.0)
+    ext = nxt[nxt["action"].str.startswith("extend ")]
+    assert len(ext), nxt[["action", "total_batch", "expected_narrowing", "cost"]]
+    stopped = {r["name"]: sw["last"][r["run_id"]] for _, r in sw["runs"].iterrows()}
+    for r in ext.itertuples():
+        assert r.action == f"extend {r.run_name}" and r.from_step <= stopped[r.run_name]
+        assert r.to_step > r.from_step and 0 < r.p_reach < 1
+    new = nxt[nxt["action"] == "new"]
+    assert (new["to_step"] == budget).all()
