@@ -41,7 +41,10 @@ TARGET = max(THRESHOLDS)
 
 def formula_sweep(seed: int) -> dict:
     """A sweep, as runs + full histories (each run's whole future: a run stopped early is its
-    history cut at `last`), and the truth to simulate new runs from."""
+    history cut at `last`), and the truth to simulate new runs from. Another class of sweep
+    (a real trainer's) joins `closed_loop` as a dict of the same keys, plus `new_run(n_prompts,
+    rng, run_id) -> (run, history)` that runs one more run of that trainer; its histories must
+    reach as far as an extension may ask (runs + full + last as here)."""
     m = draw_model(seed)
     runs, history = make_sweep(m, 1000 + seed)
     rng = np.random.default_rng([7, seed])
@@ -73,7 +76,9 @@ def _realise(sw: dict, action: str, n_p: int, run_name: str, to_step: float, bud
     full = sw["full"]
     if action == "new":
         rid = f"new{n_p}"
-        run, hist = make_run(sw["model"], n_p, np.random.default_rng([5, sw["seed"], n_p]), rid)
+        # a sweep of another class (a real trainer) brings its own way to run one more run
+        new_run = sw.get("new_run") or (lambda n, rng, run_id: make_run(sw["model"], n, rng, run_id))
+        run, hist = new_run(n_p, np.random.default_rng([5, sw["seed"], n_p]), rid)
         # the new run goes on to its step budget (longer than the generator's own stop when needed)
         runs = pd.concat([runs, pd.DataFrame([run])], ignore_index=True)
         full = pd.concat([full, hist], ignore_index=True)
