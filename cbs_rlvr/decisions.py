@@ -22,7 +22,8 @@ DECISION_COLUMNS = ["phase", "threshold", "objective", "n_prompts", "n_rollouts"
                     "next_n_rollouts", "next_action", "next_predicted_hours"]
 DECISION_EXTRA_COLUMNS = ["title", "predicted_gpu_hours", "n_gpus", "predicted_steps", "B_noise", "B_noise_lo",
                           "B_noise_hi", "alpha", "fit_status", "gpu_note", "next_to_step", "next_p_reach",
-                          "next_narrowing", "next_narrowing_lo", "next_narrowing_hi", "next_cost", "next_cost_unit"]
+                          "next_narrowing", "next_narrowing_lo", "next_narrowing_hi", "next_cost", "next_cost_unit",
+                          "fewest_gpu_hours"]
 
 
 def _f(x) -> float:
@@ -63,7 +64,7 @@ def decide(phase: str, target: float | None, plan, next_table=None, cbs_fit=None
     row = {c: math.nan for c in DECISION_COLUMNS + DECISION_EXTRA_COLUMNS}
     row.update({"phase": phase, "threshold": _f(target), "title": title, "gpu_note": gpu_note,
                 "next_action": "", "objective": "", "basis": "", "model": "", "fit_status": "",
-                "next_cost_unit": ""})
+                "next_cost_unit": "", "fewest_gpu_hours": ""})
     if target is None:
         return row
     if cbs_fit is not None and len(cbs_fit):
@@ -84,6 +85,12 @@ def decide(phase: str, target: float | None, plan, next_table=None, cbs_fit=None
                         "predicted_hours_lo": _f(r["predicted_hours_lo"]), "predicted_hours_hi": _f(r["predicted_hours_hi"]),
                         "predicted_gpu_hours": _f(r.get("predicted_gpu_hours")), "n_gpus": _f(r.get("n_gpus")),
                         "predicted_steps": _f(r.get("predicted_steps")), "basis": str(r["basis"])})
+            if obj == "wall_clock" and "gpu_hours" in by.index:  # where GPU counts differ it can be another
+                g = by.loc["gpu_hours"]
+                if (int(g["n_prompts"]), int(g["n_rollouts"])) != (int(r["n_prompts"]), int(r["n_rollouts"])):
+                    row["fewest_gpu_hours"] = (f"{_split(g['n_prompts'], g['n_rollouts'], g['total_batch'])}, "
+                                               f"{number(g['predicted_gpu_hours'])} GPU-hours in "
+                                               f"{duration(g['predicted_hours'])}")
     if next_table is not None and len(next_table):
         n = next_table.sort_values("rank").iloc[0]
         row.update({"next_n_prompts": int(n["n_prompts"]), "next_n_rollouts": int(n["n_rollouts"]),
@@ -111,7 +118,7 @@ def decision_sentences(row: dict) -> list[str]:
     """The decision in words, from one row of decisions.csv (values may be strings, as read
     back from the CSV). Every number from the row; missing parts are said, not printed as NaN."""
     phase, t = row.get("phase", ""), _f(row.get("threshold"))
-    name = f"{phase} · {row['title']}" if row.get("title") else f"{phase}"
+    name = f"{phase} · {row['title']}" if isinstance(row.get("title"), str) and row["title"] else f"{phase}"
     if not _ok(t):
         return [f"{name}. No decision yet: no target has a fit (3 batch sizes must reach a target)."]
     lines = []
@@ -128,15 +135,19 @@ def decision_sentences(row: dict) -> list[str]:
         else:
             lines.append(f"{name}. To reach {goal} with the fewest samples without giving up speed, train with "
                          f"{what} (no step times were logged, so no hours).")
+        if isinstance(row.get("fewest_gpu_hours"), str) and row["fewest_gpu_hours"]:
+            lines.append(f"Fewest GPU-hours instead: {row['fewest_gpu_hours']}.")
         how = ("interpolated: inside the batch sizes that reached the target" if row.get("basis") == "interpolated"
                else "extrapolated: beyond the batch sizes that reached the target, or from a fit that is not 'ok'")
         bn = interval(row.get("B_noise"), row.get("B_noise_lo"), row.get("B_noise_hi"), "samples")
         lines.append(f"How sure: {how}; from {_model_words(row)}. B_noise = {bn} (95% interval), the batch at which "
                      "a step is worth half of what an infinitely large one would be (S = 2 S_min).")
     else:
+        status = row.get("fit_status")
         lines.append(f"{name}. No batch to recommend at {goal}: the fit there is "
-                     f"{row.get('fit_status') or 'missing'}.")
-    act = row.get("next_action") or ""
+                     f"{status if isinstance(status, str) and status else 'missing'}.")
+    act = row.get("next_action")
+    act = act if isinstance(act, str) else ""  # NaN when read back by pandas
     if act:
         cost = (f"{number(row['next_cost'])} {row['next_cost_unit']}" if _ok(row.get("next_cost")) else "cost unknown")
         p = _f(row.get("next_p_reach"))
@@ -155,7 +166,7 @@ def decision_sentences(row: dict) -> list[str]:
                      f"{percent(row.get('next_narrowing'))}{band}.")
     elif _ok(row.get("total_batch")):
         lines.append("Next run: none is expected to narrow the B_noise interval by 5% or more.")
-    if row.get("gpu_note"):
+    if isinstance(row.get("gpu_note"), str) and row["gpu_note"]:
         lines.append(sentence(row["gpu_note"]))
     return lines
 

@@ -96,6 +96,8 @@ def test_the_decision_in_words_from_its_row_as_read_back_from_the_csv(tmp_path):
     assert list(pd.read_csv(tmp_path / "decisions.csv").columns[:len(DECISION_COLUMNS)]) == DECISION_COLUMNS
     lines = decision_sentences(back[0])
     assert lines == decision_sentences(row)  # the index (from the CSV) and 08 (from the row) agree
+    by_pandas = pd.read_csv(tmp_path / "decisions.csv").iloc[0].to_dict()  # NaN, not '', where empty
+    assert decision_sentences(by_pandas) == lines
     text = " ".join(lines)
     assert lines[0].startswith("p1 · Phase 1. To reach accuracy 0.5 in the least training time, train with "
                                "64 prompts × 8 rollouts (B = 512): about 2.0 h [1.8, 2.3] (95% band), "
@@ -112,6 +114,8 @@ def test_a_general_form_decision_says_its_shape_and_a_phase_without_fit_says_so(
     text = " ".join(decision_sentences(row))
     assert "alpha = 0.6" in text and "B^-0.6 at small B, not like 1/B" in text
     assert "a new run with 8 prompts × 8 rollouts, B = 64" in text
+    unfit = {**decide("p3", 0.5, pd.DataFrame(), None, None), "fit_status": np.nan}
+    assert decision_sentences(unfit)[0] == "p3. No batch to recommend at accuracy 0.5: the fit there is missing."
     none = decision_sentences(decide("p9", None, pd.DataFrame(), None, None))
     assert none == ["p9. No decision yet: no target has a fit (3 batch sizes must reach a target)."]
 
@@ -169,3 +173,12 @@ def test_05_answers_its_question_in_words():
     assert noise_scale_answer(comp(1.05)).startswith("Does the noise scale predict B_noise? Yes, within its uncertainty")
     assert "about 20% too low" in noise_scale_answer(comp(0.8, width=0.01))
     assert noise_scale_answer(comp(1.0).assign(status="insufficient")) == ""
+
+
+def test_where_gpu_counts_differ_the_decision_names_the_batch_with_the_fewest_gpu_hours():
+    plan = _plan(64)
+    plan.loc[plan["objective"] == "gpu_hours", ["n_prompts", "total_batch", "predicted_gpu_hours",
+                                                "predicted_hours"]] = [16, 128, 9.5, 2.4]
+    text = " ".join(decision_sentences(decide("p1", 0.5, plan, None, _fit_row())))
+    assert "Fewest GPU-hours instead: 16 prompts × 8 rollouts (B = 128), 9.5 GPU-hours in 2.4 h." in text
+    assert "Fewest GPU-hours" not in " ".join(decision_sentences(decide("p1", 0.5, _plan(64), None, _fit_row())))
