@@ -119,6 +119,9 @@ from cbs_rlvr.tables import (
     explain_status,
     flag_legend,
     legend_markdown,
+    lr_sweep_claims,
+    mark_lr_winners,
+    noise_scale_answer,
     mark_censored,
     median_with_censoring,
     state_legend,
@@ -128,17 +131,20 @@ from cbs_rlvr.tables import (
 
 # --- Planning the next runs: the batch size to train with, and the runs that pin B_noise down ---
 from cbs_rlvr.plan import (
-    NEXT_RUNS_COLUMNS,
     OBJECTIVES,
     PLAN_COLUMNS,
     PLAN_EXTRA_COLUMNS,
     candidate_configs,
     choose_models,
     mccandlish_models,
-    next_runs,
     plan_summary,
     predict_plan,
     recommend,
     two_axis_models,
 )
+from cbs_rlvr.nextruns import NEXT_RUNS_COLUMNS, decision_target, next_runs, step_budget
+
+# --- The decision: the batch to train with at the phase's decision target, and the next run -----
+from cbs_rlvr.decisions import DECISION_COLUMNS, decide, decision_sentences, gpu_claim, why_fastest_differs
+from cbs_rlvr.fmt import count, duration, header, interval, number, percent, reader_table, sentence
 from cbs_rlvr.figures_plan import best_split_per_batch, plot_plan, plot_plan_frontier

@@ -86,3 +86,63 @@ def offline_problems(pages: list[Path], browser: str | None = None,
         if "<iframe" not in proc.stdout:
             problems.append("Chromium did not load the pages")
     return problems
+
+
+#: Column names a reader should never see (tables show plain headers; see fmt.HEADERS).
+#: n_prompts and n_rollouts are not among them: they are the sweep's own notation in the prose,
+#: as B_noise and S_min are.
+RAW_COLUMN_NAMES = ("r2_log", "noise_sd_log", "B_simple_over_B_noise", "B_crit_20pct", "predicted_hours",
+                    "predicted_steps", "predicted_gpu_hours", "total_batch",
+                    "expected_narrowing", "time_to_target_h", "n_censored", "n_points", "sigma_log",
+                    "S_min_lo", "S_min_hi", "B_noise_lo", "B_noise_hi")
+_PROBE = """<script>(function(){var t=document.body?document.body.innerText:"";var p=document.createElement("pre");
+p.id="cbs-probe";p.textContent=JSON.stringify({title:document.title,scroll:document.documentElement.scrollWidth,
+inner:window.innerWidth,text:t});document.documentElement.appendChild(p);})();</script>"""
+
+
+def _probe(page: Path, width: int, browser: str, timeout: float) -> dict:
+    """Load a copy of `page` at a window `width` px wide with a probe script appended; the
+    probe reports the title, the page's scrollWidth and innerWidth and its visible text."""
+    with tempfile.TemporaryDirectory(prefix="cbs-probe-") as tmp:
+        copy = Path(tmp) / page.name
+        text = page.read_text(encoding="utf-8")
+        cut = text.rfind("</body>")
+        copy.write_text(text[:cut] + _PROBE + text[cut:] if cut >= 0 else text + _PROBE, encoding="utf-8")
+        proc = _run(browser, [f"--window-size={width},900", "--virtual-time-budget=3000", "--dump-dom"],
+                    copy.as_uri(), timeout)
+    start = proc.stdout.rfind('<pre id="cbs-probe">')
+    if start < 0:
+        return {}
+    body = proc.stdout[start + len('<pre id="cbs-probe">'):proc.stdout.find("</pre>", start)]
+    return json.loads(html.unescape(body))
+
+
+def reader_problems(pages: list[Path], widths=(390, 1280), browser: str | None = None,
+                    timeout: float = 120) -> list[str]:
+    """What a reader would trip over, per page, as headless Chromium lays it out: 'NaN' or a raw
+    column name in the visible text, a page wider than the window (scrollWidth > innerWidth) at
+    each width, a title that does not name the phase and the section ('p1 · ... · cbs-rlvr')."""
+    import re
+
+    browser = browser or find_chromium()
+    if browser is None:
+        raise RuntimeError("Chromium not found: install it (apt-get install chromium)")
+    problems = []
+    for page in pages:
+        for k, width in enumerate(widths):
+            got = _probe(page, width, browser, timeout)
+            if not got:
+                problems.append(f"{page}: Chromium gave no layout at {width} px")
+                continue
+            if got["scroll"] > got["inner"]:
+                problems.append(f"{page}: {got['scroll']} px wide in a {got['inner']} px window")
+            if k:
+                continue
+            if re.search(r"\bNaN\b", got["text"]):
+                problems.append(f"{page}: 'NaN' in the visible text")
+            raw = [c for c in RAW_COLUMN_NAMES if re.search(rf"(?<![\w/]){re.escape(c)}(?!\w)", got["text"])]
+            if raw:
+                problems.append(f"{page}: raw column name(s) in the visible text: {', '.join(raw)}")
+            if not re.fullmatch(r".+ · .+ · cbs-rlvr", got["title"]):
+                problems.append(f"{page}: title {got['title']!r} does not name the phase and the section")
+    return problems

@@ -147,12 +147,14 @@ def readable_log_ticks(vmin: float, vmax: float, base: int = 10, max_ticks: int 
     candidates = [powers]
     if base == 2:
         candidates.append(np.concatenate([powers, 1.5 * powers]))
-    candidates += [np.outer(decades, (1, 2, 5)).ravel(), np.outer(decades, np.arange(1, 10)).ravel()]
+    dense = np.outer(decades, np.arange(1, 10)).ravel()
+    candidates += [np.outer(decades, (1, 2, 5)).ravel(), dense]
     for want in (3, 2):
         for c in candidates:
             inside = np.unique(c[(c >= lo * (1 - 1e-9)) & (c <= hi * (1 + 1e-9))])
             if len(inside) >= want:
-                step = int(np.ceil(len(inside) / max_ticks))
+                # within one decade the labels are long ('500K'): at most four, or they run together
+                step = int(np.ceil(len(inside) / (min(max_ticks, 4) if c is dense else max_ticks)))
                 return inside[::step]
     return np.asarray([v for v in ticker.MaxNLocator(nbins=4).tick_values(lo, hi) if lo <= v <= hi])
 
@@ -390,6 +392,12 @@ def plot_b_noise_vs_target(cbs_fit: pd.DataFrame, compare: pd.DataFrame | None =
                 ls="--", color=PALETTE[3], label=compare_label)
     if len(ok) or len(cmp_ok):
         set_log2_axis(ax, "y")
+        vals = np.concatenate([_floats(ok["B_noise_lo"]), _floats(ok["B_noise_hi"]), _floats(ok["B_noise"]),
+                               _floats(cmp_ok["B_noise"])])
+        vals = vals[np.isfinite(vals) & (vals > 0)]
+        if len(vals):  # at least an octave of room: a narrow range would get two tick labels
+            mid, half = np.sqrt(vals.min() * vals.max()), max(np.sqrt(vals.max() / vals.min()), 2.0) * 1.1
+            ax.set_ylim(mid / half, mid * half)
         fig.legend(loc="outside lower center", fontsize=8, ncol=3)  # never over the points
         _accuracy_xlim(ax, np.concatenate([_floats(ok["threshold"]), _floats(cmp_ok["threshold"])]))
     else:
@@ -461,24 +469,36 @@ def training_curves_table(runs: pd.DataFrame, history: pd.DataFrame, metric: str
 def plot_training_curves(curves: pd.DataFrame, thresholds=(), title: str = "",
                          color_by: str = "total_batch") -> Figure:
     """Validation accuracy against rollout steps (left) and samples seen (right), one line per
-    run coloured by batch size; dashed lines are the target accuracies."""
+    run coloured by batch size; dashed lines are the target accuracies. With a learning-rate
+    sweep (curves with `winner` and `lr` columns, tables.mark_lr_winners): at each batch size
+    the winning rate's runs solid and labelled with their rate, the other rates faded and
+    dashed, under one legend entry."""
     fig = Figure(figsize=(10.5, 4.4))
     ax_s, ax_n = fig.subplots(1, 2, sharey=True)
+    sweep = "winner" in curves.columns and "lr" in curves.columns and not curves["winner"].all()
     curves = _frame(curves, ["run_id", "step", "accuracy", "total_batch", "n_prompts",
-                             "n_rollouts", "samples"])
+                             "n_rollouts", "samples", "winner", "lr"])
     cfg = _float_columns(curves, ["total_batch", "n_prompts", "n_rollouts"]).dropna().drop_duplicates()
     keys = sorted(cfg.itertuples(index=False, name=None))
     colors = batch_colors(range(len(keys)))
+    faded_label = False
     for i, (b, npr, nro) in enumerate(keys):
         sel = curves[(_floats(curves["total_batch"]) == b) & (_floats(curves["n_prompts"]) == npr)
                      & (_floats(curves["n_rollouts"]) == nro)]
-        for j, (_, run) in enumerate(sel.groupby("run_id", sort=False)):
-            label = f"B={b:g} ({npr:g}×{nro:g})" if j == 0 else None
+        labelled = False
+        for _, run in sel.groupby("run_id", sort=False):
+            won = bool(run["winner"].iloc[0]) if sweep and pd.notna(run["winner"].iloc[0]) else True
+            style = {"lw": 1.1, "alpha": 0.9} if won else {"lw": 0.9, "alpha": 0.3, "ls": "--"}
+            label = None
+            if won and not labelled:
+                lr = _floats(run["lr"])[0] if sweep else np.nan
+                label = f"B={b:,.0f} ({npr:g}×{nro:g})" + (f", lr {lr:.0e}" if np.isfinite(lr) else "")
+                labelled = True
+            elif not won and not faded_label:
+                label, faded_label = "other rates tried (faded)", True
             samples = _floats(run["samples"])
-            ax_s.plot(_floats(run["step"]), _floats(run["accuracy"]), color=colors[i], lw=1.1,
-                      alpha=0.9, label=label)
-            ax_n.plot(np.where(samples > 0, samples, np.nan), _floats(run["accuracy"]),
-                      color=colors[i], lw=1.1, alpha=0.9)
+            ax_s.plot(_floats(run["step"]), _floats(run["accuracy"]), color=colors[i], label=label, **style)
+            ax_n.plot(np.where(samples > 0, samples, np.nan), _floats(run["accuracy"]), color=colors[i], **style)
     for t in thresholds:
         for ax in (ax_s, ax_n):
             ax.axhline(t, color="0.5", lw=0.7, ls="--", zorder=0)
@@ -494,7 +514,10 @@ def plot_training_curves(curves: pd.DataFrame, thresholds=(), title: str = "",
     ax_s.set_title("accuracy vs steps")
     ax_n.set_title("accuracy vs samples")
     if keys:
-        fig.legend(loc="outside right center", title="batch (prompts×rollouts)", fontsize=8)
+        handles, labels = ax_s.get_legend_handles_labels()
+        order = sorted(range(len(labels)), key=lambda i: labels[i].startswith("other rates"))  # faded last
+        fig.legend([handles[i] for i in order], [labels[i] for i in order], loc="outside right center",
+                   title="batch (prompts×rollouts)" + (", best rate" if sweep else ""), fontsize=8)
     if title:
         fig.suptitle(title)
     return fig
@@ -519,7 +542,7 @@ def plot_cross_phase(summary_long: pd.DataFrame, title: str = "") -> Figure:
         _no_data(ax, "no phase has a target with a usable fit")
     ax.set_xlabel("target validation accuracy")
     ax.set_ylabel("B_noise (samples per step)")
-    ax.set_title(title or "critical batch size by phase and target")
+    ax.set_title(title or "B_noise (the batch where S = 2 S_min) by phase and target")
     return fig
 
 
@@ -718,7 +741,7 @@ def plot_noise_scale_vs_fit(comparison: pd.DataFrame, at_target: pd.DataFrame | 
         _no_data(ax, "neither a fitted B_noise nor a noise scale at any target")
     ax.set_xlabel("target validation accuracy")
     ax.set_ylabel("batch size (samples per step)")
-    ax.set_title(title or "gradient noise scale vs fitted critical batch")
+    ax.set_title(title or "noise scale B_simple vs fitted B_noise")
     return fig
 
 
@@ -736,13 +759,16 @@ def plot_wall_clock(wall: pd.DataFrame, title: str = "") -> Figure:
     colors = threshold_colors(wall["threshold"].dropna().unique())
     lo, hi = _batch_limits(wall["total_batch"])
     timed = wall[np.isfinite(wall["time_to_target_h"]) & (wall["time_to_target_h"] > 0)]
-    for t, rows in timed.groupby("threshold", sort=True):
+    n_t = timed["threshold"].nunique()
+    for k, (t, rows) in enumerate(timed.groupby("threshold", sort=True)):
         agg = rows.groupby(["total_batch", "censored"], as_index=False)["time_to_target_h"].median()
         ok = agg[~agg["censored"]].sort_values("total_batch")
         cen = agg[agg["censored"]]
         ax_t.plot(ok["total_batch"], ok["time_to_target_h"], color=colors[t], marker="o",
                   label=f"acc ≥ {t:g}")
-        ax_t.scatter(cen["total_batch"], cen["time_to_target_h"], marker="^", facecolors="none",
+        # a run that never reached several targets has one bound for all: spread them sideways
+        shift = 2.0 ** (0.07 * (k - (n_t - 1) / 2))
+        ax_t.scatter(cen["total_batch"] * shift, cen["time_to_target_h"], marker="^", facecolors="none",
                      edgecolors=colors[t], s=30)
         if len(ok):
             best = ok.loc[ok["time_to_target_h"].idxmin()]
@@ -770,7 +796,7 @@ def plot_wall_clock(wall: pd.DataFrame, title: str = "") -> Figure:
     if handles:
         handles.append(matplotlib.lines.Line2D([], [], ls="", marker="^", mfc="none", mec="0.3"))
         labels.append("never reached (lower bound)")
-        fig.legend(handles, labels, loc="outside right center", fontsize=8)
+        ax_t.legend(handles, labels, loc="best", fontsize=7.5)  # beside its own panel's lines
     if title:
         fig.suptitle(title)
     return fig

@@ -27,7 +27,7 @@ def plot_envelope(configs: pd.DataFrame, cbs_fit: pd.DataFrame | None = None, th
                   title: str = "") -> Figure:
     """Left: S(B) of every configuration (from envelope.configuration_table) at up to three
     targets; the winner at each batch size joined by a line (filled: measured; open triangle:
-    never reached, a lower bound), the other configurations faded (open markers, triangles
+    never reached, a lower bound, joined dotted), the other configurations faded (open markers, triangles
     likewise), the McCandlish fit of the envelope dashed.
     Right: the learning rate of every configuration against B (filled: won most of the targets
     reached at that B; faded: tried; a B where nothing reached a target has no winner)."""
@@ -43,7 +43,9 @@ def plot_envelope(configs: pd.DataFrame, cbs_fit: pd.DataFrame | None = None, th
         won = rows[rows["chosen"]].sort_values("total_batch")
         lost = rows[~rows["chosen"]]
         censored = won["censored"].fillna(False).astype(bool)
-        ax_s.plot(won["total_batch"], won["S_B"], color=c, lw=1.2, label=f"acc ≥ {t:g}: best rate")
+        # solid between measured winners only; a lower bound is joined dotted (it is not a value)
+        ax_s.plot(won["total_batch"], won["S_B"], color=c, lw=1.0, ls=":")
+        ax_s.plot(won["total_batch"], won["S_B"].where(~censored), color=c, lw=1.2, label=f"acc ≥ {t:g}: best rate")
         ax_s.scatter(won.loc[~censored, "total_batch"], won.loc[~censored, "S_B"], marker="o",
                      color=c, s=30, zorder=4)
         ax_s.scatter(won.loc[censored, "total_batch"], won.loc[censored, "S_B"], marker="^",

@@ -126,9 +126,14 @@ def plot_plan_frontier(predictions: pd.DataFrame, plan: pd.DataFrame, threshold:
     and its samples (right), coloured by B; the candidates no other beats on both axes joined
     (the frontier), the recommendations marked. With one GPU count GPU-hours are hours times
     that count: the frontier is then a single point, the fastest batch is also the cheapest."""
-    fig = Figure(figsize=(10.5, 4.5))
-    ax_g, ax_s = fig.subplots(1, 2)
     rows = predictions[(predictions["threshold"] == threshold) & predictions["predicted_hours"].notna()]
+    with_gpus = bool(np.isfinite(rows["predicted_gpu_hours"].to_numpy(dtype=float)).any())
+    if with_gpus:
+        fig = Figure(figsize=(10.5, 4.5))
+        ax_g, ax_s = fig.subplots(1, 2)
+    else:  # no GPU counts: no empty GPU-hours panel, the samples panel alone
+        fig = Figure(figsize=(6.2, 4.5))
+        ax_s, ax_g = fig.subplots(1, 1), None
     rec = plan[plan["threshold"] == threshold].set_index("objective") if len(plan) else pd.DataFrame()
     cmap = matplotlib.colormaps["viridis"]
     B = rows["total_batch"].to_numpy(dtype=float)
@@ -136,8 +141,8 @@ def plot_plan_frontier(predictions: pd.DataFrame, plan: pd.DataFrame, threshold:
     norm = matplotlib.colors.Normalize(vmin=lb.min() - 0.5, vmax=lb.max() + 0.5)
     marks = {"wall_clock": ("*", "fastest"), "gpu_hours": ("D", "fewest GPU-hours"),
              "samples": ("s", "fewest samples (within 10%), fastest of those")}
-    for ax, col, label in ((ax_g, "predicted_gpu_hours", "GPU-hours to target"),
-                           (ax_s, "predicted_samples", "samples to target")):
+    panels = [(ax_g, "predicted_gpu_hours", "GPU-hours to target")] if with_gpus else []
+    for ax, col, label in panels + [(ax_s, "predicted_samples", "samples to target")]:
         x = rows[col].to_numpy(dtype=float)
         y = rows["predicted_hours"].to_numpy(dtype=float)
         if not np.isfinite(x).any():
@@ -163,13 +168,14 @@ def plot_plan_frontier(predictions: pd.DataFrame, plan: pd.DataFrame, threshold:
                     ha="right", va="bottom", transform=ax.transAxes, fontsize=8, color="0.3")
         ax.legend(loc="best", fontsize=7.5)
     if len(rows):
-        cb = fig.colorbar(sc, ax=[ax_g, ax_s], shrink=0.9, pad=0.01)
+        cb = fig.colorbar(sc, ax=[a for a in (ax_g, ax_s) if a is not None], shrink=0.9, pad=0.01)
         ticks = np.arange(math.ceil(lb.min()), math.floor(lb.max()) + 1)
         step = max(1, math.ceil(len(ticks) / 8))
         cb.set_ticks(ticks[::step])
         cb.set_ticklabels([_plain_label(2.0**k, binary=True) for k in ticks[::step]])
         cb.set_label("batch size B")
-    ax_g.set_title(f"acc ≥ {threshold:g}: time against GPU-hours", fontsize=10)
+    if ax_g is not None:
+        ax_g.set_title(f"acc ≥ {threshold:g}: time against GPU-hours", fontsize=10)
     ax_s.set_title(f"acc ≥ {threshold:g}: time against samples", fontsize=10)
     if title:
         fig.suptitle(title)

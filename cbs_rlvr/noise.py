@@ -202,27 +202,25 @@ def _growth(thr: np.ndarray, values: np.ndarray) -> tuple[float, float, float]:
 
 
 def noise_scale_verdict(comparison: pd.DataFrame, cbs_fit: pd.DataFrame | None = None) -> list[str]:
-    """Does the gradient noise scale predict B_noise? Sentences on the level (the median ratio
-    B_simple / B_noise, in words: 'about 10x too low'), the trend across targets (how much each
+    """Does the gradient noise scale predict B_noise? Sentences on the level (tables'
+    noise_scale_answer: 'No: it is about 10x too low', from the intervals), the trend across targets (how much each
     grows from the easiest to the hardest target both reach) and what B_simple can and cannot say
     when S(B) is not the 1/B form (from cbs_fit's model/alpha). comparison: compare_b_simple."""
+    from .tables import noise_scale_answer
+
     c = comparison.reindex(columns=["threshold", "B_simple", "B_noise", "status"])
     ok = c[(c["status"] == "ok") & np.isfinite(pd.to_numeric(c["B_simple"], errors="coerce"))
            & np.isfinite(pd.to_numeric(c["B_noise"], errors="coerce"))]
-    lines = []
     if not len(ok):
         return ["No target has both a post-hoc B_simple and a fitted B_noise: the question cannot be "
                 "answered from these runs."]
-    ratio = (ok["B_simple"].astype(float) / ok["B_noise"].astype(float))
-    med = float(ratio.median())
-    if 0.67 <= med <= 1.5:
-        level = f"yes, in level: B_simple is within a factor 1.5 of B_noise (median ratio {med:.2f})"
-    elif med < 1:
-        level = f"no: B_simple is about {1 / med:.0f}x too low (median ratio {med:.2f})"
-    else:
-        level = f"no: B_simple is about {med:.0f}x too high (median ratio {med:.2f})"
-    lines.append(f"Does the noise scale predict B_noise? {level[0].upper()}{level[1:]}, over "
-                 f"{len(ok)} target(s).")
+    level = noise_scale_answer(comparison)
+    if not level:  # no target with both intervals: the level from the point estimates
+        med = float((ok["B_simple"].astype(float) / ok["B_noise"].astype(float)).median())
+        size = (f"about {1 / med:.2g}x too low" if med < 1 else f"about {med:.2g}x too high")
+        level = ("Does the noise scale predict B_noise? " + ("Roughly" if 1 / 1.5 <= med <= 1.5 else
+                 f"No: it is {size}") + f" (median ratio B_simple / B_noise {med:.2g}, no intervals).")
+    lines = [level]
     thr = ok["threshold"].to_numpy(dtype=float)
     t0, t1, g_s = _growth(thr, ok["B_simple"].to_numpy(dtype=float))
     _, _, g_n = _growth(thr, ok["B_noise"].to_numpy(dtype=float))

@@ -32,6 +32,7 @@ PARAM_SPEC = {  # key: (types, required)
     "two_axis_phases": ((list,), False),
     "select": ((dict, type(None)), False),
     "metaparameters": ((list,), False),
+    "decision_target": ((float, int, type(None)), False),
 }
 #: The criteria `select` accepts (see params/README.md and cbs_rlvr/select.py).
 SELECT_KEYS = ("tags", "group", "name", "config")
@@ -83,6 +84,12 @@ def validate_phase_params(raw: object, where: str = "params") -> dict:
     if not all(isinstance(p, str) for p in params["two_axis_phases"]):
         raise ParamsError(f"{where}: two_axis_phases must be a list of phase names")
     params["select"] = _validate_select(params.get("select"), where)
+    params.setdefault("decision_target", None)
+    if params["decision_target"] is not None:
+        if params["decision_target"] not in params["thresholds"]:
+            raise ParamsError(f"{where}: decision_target {params['decision_target']!r} must be one of the "
+                              f"thresholds {params['thresholds']} (the decision is made where S(B) is measured)")
+        params["decision_target"] = float(params["decision_target"])
     params.setdefault("metaparameters", list(DEFAULT_METAPARAMETERS))
     if not all(isinstance(k, str) and k.strip() for k in params["metaparameters"]):
         raise ParamsError(f"{where}: metaparameters must be a list of dotted config keys "

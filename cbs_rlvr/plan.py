@@ -15,11 +15,8 @@ percentiles, extended to the point estimate where that falls outside (the row sa
 A candidate's basis is `extrapolated` beyond the batch sizes that reached the target (for
 two axes: beyond their n_prompts, n_rollouts or B) or when the fit's status is not `ok`.
 
-Next runs (`next_runs`): a new run at each candidate batch size is simulated from the fitted
-curve with the phase's eval noise and added to each of the fit's bootstrap tables (or, without
-them, to tables drawn with the log-space residual sd); the refits give the B_noise interval
-expected after. The candidate leaving the narrowest one is taken, then the best other one
-given it (greedy, up to three).
+The next runs (which run would narrow the decision's B_noise interval most per GPU-hour) are
+in nextruns.py.
 """
 
 from __future__ import annotations
@@ -29,15 +26,16 @@ import math
 import numpy as np
 import pandas as pd
 
+from .decisions import why_fastest_differs
 from .fit import (
     _b_bounds,
     _bootstrap_tables,
     _group_weights,
     _Model,
-    _n_distinct_reached,
     _prepare,
     _tobit_em,
 )
+from .fmt import count, duration, interval, number, percent
 from .wallclock import predict_step_time
 
 #: outputs/<phase>/tables/plan.csv: design.md's contract, then extras.
@@ -48,10 +46,6 @@ PLAN_EXTRA_COLUMNS = ["predicted_steps_lo", "predicted_steps_hi", "predicted_gpu
                       "predicted_gpu_hours_hi", "predicted_samples", "predicted_samples_lo",
                       "predicted_samples_hi", "step_time_s", "n_gpus", "model", "fit_status", "note"]
 OBJECTIVES = ("wall_clock", "gpu_hours", "samples")
-NEXT_RUNS_COLUMNS = ["threshold", "rank", "n_prompts", "n_rollouts", "total_batch", "B_noise",
-                     "B_noise_lo", "B_noise_hi", "width_now", "expected_lo_after", "expected_hi_after",
-                     "expected_width_after", "expected_narrowing", "basis", "predicted_steps",
-                     "predicted_hours", "noise_sd_log", "n_simulations", "note"]
 #: GRPO needs two rollouts of a prompt for a group baseline.
 MIN_ROLLOUTS = 2
 _USABLE = ("ok", "extrapolated")
@@ -359,199 +353,18 @@ def recommend(predictions: pd.DataFrame, samples_slack: float = 0.10) -> pd.Data
 
 
 # ------------------------------------------------------------------------------------------
-# Next runs: which batch sizes would narrow the B_noise interval most
-# ------------------------------------------------------------------------------------------
-def _width(b: np.ndarray) -> float:
-    """Width of the central 95% of the refits (NaN when fewer than max(20, half) are finite)."""
-    n = b.size
-    b = b[np.isfinite(b)]
-    if b.size < max(20, 0.5 * n):
-        return np.nan
-    lo, hi = np.quantile(b, [0.025, 0.975], method="inverted_cdf")
-    return float(hi - lo)
-
-
-def _new_run_sd(d: dict, log_S_new: np.ndarray, sigma: float, exponent: float = -0.5) -> np.ndarray:
-    """The eval-noise sd of a new run's log S. A run that needs S steps to the target has about
-    S / (eval interval) evaluations around its crossing, so the sd of its log S falls like
-    S^-1/2: scaled from the phase's re-measured runs, sd_i (S_i / S_new)^1/2, median over them
-    (one run's sd is itself noisy; the exponent is the theory's, not fitted). Without
-    re-measured runs: the log-space residual sd."""
-    sd, log_S = d.get("eval_sd_rows", np.array([])), d["log_S"]
-    ok = np.isfinite(sd) & (sd > 0) & ~d["censored"]
-    if not ok.any():
-        return np.full(len(log_S_new), sigma)
-    scaled = np.log(sd[ok])[None, :] + exponent * (log_S_new[:, None] - log_S[ok][None, :])
-    return np.exp(np.median(scaled, axis=1))
-
-
-def _base_tables(d: dict, a: float, b: float, sigma: float, M: int, rng):
-    """The sweep as it stands, M times: the first M of fit_phase's bootstrap tables (so the
-    refits spread like its interval), or without them tables drawn from the fitted curve with
-    the residual sd (a censored run stays censored when its draw passes its last step)."""
-    if d.get("tables") is not None and d["tables"][0].shape[0] >= 20:
-        Y, W, C = (x[:M] for x in d["tables"])
-        return Y, W, C, "fit_phase's bootstrap tables; new runs with the eval noise of the phase's runs"
-    B, y, c = d["B"], d["log_S"], d["censored"]
-    ys = a + np.log1p(math.exp(b) / B)[None, :] + sigma * rng.standard_normal((M, len(B)))
-    C = c[None, :] & (ys >= y[None, :])
-    Y = np.where(c[None, :], np.maximum(ys, y[None, :]), ys)
-    W = np.repeat(_group_weights(d["groups"])[None, :], M, axis=0)
-    return Y, W, C, "tables drawn with the log-space residual sd (no bootstrap tables)"
-
-
-def _simulated_widths(base, B, extra_B, extra_y, cand_B, cand_y, bb):
-    """The 95% spread of refitted log B_noise over the M tables of `base` (the sweep as it
-    stands) with the runs already chosen (extra_B, their log S draws extra_y (M, e)) added:
-    without a further run, and with each candidate (cand_B, draws cand_y (M, m)) added. Every
-    candidate is compared on the same tables and draws (common random numbers). A new run at a
-    batch size already sampled joins that configuration's runs, which share its weight of 1."""
-    Y0, W0, C0 = base
-    M, n = Y0.shape
-    e, m = len(extra_B), len(cand_B)
-    rows_B = np.r_[B, np.asarray(extra_B, dtype=float), cand_B]
-    Y = np.zeros(((m + 1) * M, len(rows_B)))
-    C = np.zeros(Y.shape, dtype=bool)
-    W = np.zeros(Y.shape)
-    for k in range(m + 1):  # block 0: no further run; block k: candidate k - 1 added
-        blk = slice(k * M, (k + 1) * M)
-        new_B = np.r_[np.asarray(extra_B, dtype=float), cand_B[k - 1:k] if k else []]
-        Y[blk, :n], C[blk, :n] = Y0, C0
-        Y[blk, n:n + e] = extra_y
-        w_old = W0.copy()
-        w_new = np.ones(len(new_B))
-        for i, v in enumerate(new_B):
-            same = B == v
-            if same.any():
-                k_old = int(same.sum())
-                w_old[:, same] *= k_old / (k_old + 1.0)
-                w_new[i] = 1.0 / (k_old + 1.0)
-        W[blk, :n] = w_old
-        W[blk, n:n + e] = w_new[:e]
-        if k:
-            Y[blk, n + e + k - 1] = cand_y[:, k - 1]
-            W[blk, n + e + k - 1] = w_new[e]
-    with np.errstate(all="ignore"):
-        _, bs, _, _ = _tobit_em(_Model(B=rows_B), np.where(W > 0, Y, 0.0), W, C, bb, (0.0, 0.0))
-    bs = np.where(_n_distinct_reached(rows_B, (W > 0) & ~C) < 3, np.nan, bs)
-    widths = np.array([_width(bs[k * M:(k + 1) * M]) for k in range(m + 1)])
-    return widths[0], widths[1:]
-
-
-def next_runs(draws: dict, cbs_fit: pd.DataFrame, sb_eb: pd.DataFrame, step_model: dict | None = None,
-              n_simulations: int = 400, max_runs: int = 3, min_gain: float = 0.05, octaves: int = 1,
-              seed: int = 0) -> pd.DataFrame:
-    """next_runs.csv: at each target with a usable fit, the one to three batch sizes (along
-    the phase's axis) whose addition most narrows the B_noise interval, with the interval
-    expected after.
-
-    The sweep as it stands is taken n_simulations times: fit_phase's own bootstrap tables
-    (draws from fit_phase(..., return_draws=True)), so that refitting them spreads like the
-    reported interval; without them, tables drawn from the fitted curve with the log-space
-    residual sd (df-corrected). A new run at a candidate batch size (candidate_configs) is
-    simulated from the fitted curve with the phase's eval noise (_new_run_sd; run until it
-    reaches the target), added to every table, and the tables refitted (_simulated_widths).
-    The candidate leaving the narrowest 95% spread of log B_noise is rank 1; rank 2 is the
-    best other batch size given rank 1, and so on, while each narrows it by at least
-    `min_gain` (5%) more. Candidates reach one octave beyond the sampled range (a run launched
-    to pin B_noise should not rest on a far extrapolation); ranks are distinct batch sizes
-    (under the model a second run at the best one can be as good, but a spread hedges
-    against the model being wrong). The expected interval after scales the current one's
-    distances from the estimate (in log B) by the simulated ratio of spreads, after / now;
-    expected_narrowing = 1 - that ratio, cumulative over the ranks. Each row also gives the
-    run's predicted steps and hours (its cost).
-    Cost: one vectorised refit of (candidates + 1) x n_simulations tables per target and rank
-    (about 0.1 s each).
-    """
-    rng = np.random.default_rng(seed)
-    configs = sb_eb[["n_prompts", "n_rollouts"]].drop_duplicates()
-    cand = candidate_configs(configs, both_axes=False, octaves=octaves)
-    cand_B = cand["total_batch"].to_numpy(dtype=float)
-    rows = []
-    for fit in cbs_fit.itertuples(index=False):
-        t = float(fit.threshold)
-        d = draws.get(t) or {}
-        if fit.status not in _USABLE or "B" not in d or not len(cand):
-            continue
-        a, b = math.log(fit.S_min), math.log(fit.B_noise)
-        n_u = int((~d["censored"]).sum())
-        sigma = fit.sigma_log * math.sqrt(n_u / (n_u - 2)) if n_u > 2 else np.nan
-        sigma = float(np.nanmax([sigma, d.get("eval_sd_log", np.nan), 1e-3]))
-        Y0, W0, C0, how = _base_tables(d, a, b, sigma, n_simulations, rng)
-        M = Y0.shape[0]
-        log_S_new = a + np.log1p(math.exp(b) / cand_B)
-        sd_new = _new_run_sd(d, log_S_new, sigma)
-        bb = _b_bounds(d["B"])
-        chosen, extra_y, base0, prev = [], np.zeros((M, 0)), np.nan, np.nan
-        for r in range(max_runs):
-            cand_y = log_S_new[None, :] + sd_new[None, :] * rng.standard_normal((M, 1))
-            base, widths = _simulated_widths((Y0, W0, C0), d["B"], cand_B[chosen], extra_y, cand_B, cand_y, bb)
-            if r == 0:
-                base0 = prev = base
-            widths[chosen] = np.nan
-            if not np.isfinite(widths).any():
-                break
-            j = int(np.nanargmin(widths))
-            gain = 1 - widths[j] / prev
-            if r and not gain >= min_gain:
-                break
-            chosen.append(j)
-            extra_y = np.column_stack([extra_y, cand_y[:, j]])
-            rows.append(_next_run_row(fit, t, r + 1, cand.iloc[j], widths[j] / base0, gain, sd_new[j], M,
-                                      d, step_model, how))
-            prev = widths[j]
-    out = pd.DataFrame(rows, columns=NEXT_RUNS_COLUMNS)
-    return out.astype({"rank": "Int64", "n_prompts": "Int64", "n_rollouts": "Int64", "total_batch": "Int64",
-                       "n_simulations": "Int64"})
-
-
-def _next_run_row(fit, t, rank, cand, ratio, gain, sd, n_sim, d, step_model, how) -> dict:
-    B_hat, lo, hi = float(fit.B_noise), float(fit.B_noise_lo), float(fit.B_noise_hi)
-    note = [f"simulated on {how}"]
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        note.append("no current interval (no bootstrap) to scale the expected one from")
-    lo_after = B_hat * (lo / B_hat) ** ratio if np.isfinite(lo) else np.nan
-    hi_after = B_hat * (hi / B_hat) ** ratio if np.isfinite(hi) else np.nan
-    n_p, n_r = float(cand["n_prompts"]), float(cand["n_rollouts"])
-    reached = d["B"][~d["censored"]]
-    Bc = n_p * n_r
-    inside = bool(len(reached)) and reached.min() <= Bc <= reached.max()
-    if not inside:
-        note.append("beyond the sampled batch sizes: the simulation extrapolates the fitted curve")
-    if rank > 1:
-        note.append(f"narrows it a further {100 * gain:.0f}% given the run(s) ranked above")
-    S = _steps(fit.S_min, B_hat, 0.0, n_p, n_r)
-    T = float(predict_step_time(step_model, n_p, n_r)[0]) if step_model else np.nan
-    return {"threshold": t, "rank": rank, "n_prompts": int(n_p), "n_rollouts": int(n_r),
-            "total_batch": int(Bc), "B_noise": B_hat, "B_noise_lo": lo, "B_noise_hi": hi,
-            "width_now": hi - lo, "expected_lo_after": lo_after, "expected_hi_after": hi_after,
-            "expected_width_after": hi_after - lo_after, "expected_narrowing": 1 - ratio,
-            "basis": "interpolated" if inside and fit.status == "ok" else "extrapolated",
-            "predicted_steps": S, "predicted_hours": S * T / 3600.0, "noise_sd_log": float(sd),
-            "n_simulations": n_sim, "note": "; ".join(note)}
-
-
-# ------------------------------------------------------------------------------------------
 # The answer in words
 # ------------------------------------------------------------------------------------------
-def _num(x: float) -> str:
-    return f"{x:.0f}" if x >= 10 else f"{x:.1f}" if x >= 1 else f"{x:.2f}"
-
-
-def duration(hours: float, lo: float = np.nan, hi: float = np.nan) -> str:
-    """'3.1 h [2.8, 3.5]', or in minutes below an hour ('32 min [30, 35]')."""
-    scale, unit = (1.0, "h") if hours >= 1 else (60.0, "min")
-    band = f" [{_num(lo * scale)}, {_num(hi * scale)}]" if np.isfinite(lo) and np.isfinite(hi) else ""
-    return f"{_num(hours * scale)} {unit}{band}"
-
-
 def _split(r) -> str:
-    return f"{int(r['n_prompts'])} prompts × {int(r['n_rollouts'])} rollouts (B = {int(r['total_batch'])})"
+    return f"{count(r['n_prompts'])} prompts × {count(r['n_rollouts'])} rollouts (B = {count(r['total_batch'])})"
 
 
-def _vs_fastest_run(predicted: float, f) -> str:
-    ran = f"{int(f['n_prompts'])} × {int(f['n_rollouts'])}, {duration(f['time_to_target_h'])}"
-    ratio = f["time_to_target_h"] / predicted
+def _vs_fastest_run(r, f) -> str:
+    """The recommendation against the fastest run made: never a configuration against itself."""
+    ran = f"{count(f['n_prompts'])} × {count(f['n_rollouts'])}, {duration(f['time_to_target_h'])}"
+    if int(f["n_prompts"]) == int(r["n_prompts"]) and int(f["n_rollouts"]) == int(r["n_rollouts"]):
+        return f"; it is the batch of your fastest run so far ({ran})"
+    ratio = f["time_to_target_h"] / r["predicted_hours"]
     if ratio >= 1.05:
         return f", {ratio:.1f}x faster than your fastest run so far ({ran})"
     if ratio > 0.95:
@@ -563,9 +376,10 @@ def _vs_fastest_run(predicted: float, f) -> str:
 def plan_summary(plan: pd.DataFrame, fastest: pd.DataFrame | None = None,
                  next_run_table: pd.DataFrame | None = None, fits: pd.DataFrame | None = None) -> list[str]:
     """The plan in sentences, every number from the tables: per target the fastest batch with
-    its band and GPU count, compared with the fastest measured run (wallclock.fastest_batch),
-    the cheapest in GPU-hours and in samples, and the next runs. `fits` (threshold, status,
-    reason) names the targets without a plan and why."""
+    its band and GPU count, compared with the fastest measured run (wallclock.fastest_batch;
+    why they differ where they do), the cheapest in GPU-hours and in samples, and the next runs
+    (nextruns.next_runs). `fits` (threshold, status, reason) names the targets without a plan
+    and why."""
     lines = []
     fast = fastest.set_index("threshold") if fastest is not None and len(fastest) else pd.DataFrame()
     planned = set(plan["threshold"]) if len(plan) else set()
@@ -574,26 +388,31 @@ def plan_summary(plan: pd.DataFrame, fastest: pd.DataFrame | None = None,
         parts = []
         if "wall_clock" in by.index:
             r = by.loc["wall_clock"]
-            gpus = f" on {int(r['n_gpus'])} GPUs" if np.isfinite(r["n_gpus"]) else ""
+            gpus = f" on {count(r['n_gpus'])} GPUs" if np.isfinite(r["n_gpus"]) else ""
             text = (f"To reach {t:g} fastest, train with {_split(r)}: about "
                     f"{duration(r['predicted_hours'], r['predicted_hours_lo'], r['predicted_hours_hi'])}{gpus}")
+            why = ""
             if t in fast.index and np.isfinite(fast.loc[t].get("time_to_target_h", np.nan)):
-                text += _vs_fastest_run(r["predicted_hours"], fast.loc[t])
+                text += _vs_fastest_run(r, fast.loc[t])
+                why = why_fastest_differs(fast.loc[t], r, t)
             if r["basis"] == "extrapolated":
                 text += f" (extrapolated: {r['note'].split('; ')[0]})"
             parts.append(text + ".")
+            if why:
+                parts.append(why)
             if "gpu_hours" in by.index:
                 g = by.loc["gpu_hours"]
                 same = int(g["total_batch"]) == int(r["total_batch"]) and int(g["n_prompts"]) == int(r["n_prompts"])
-                parts.append(f"It is also the cheapest in GPU-hours ({_num(g['predicted_gpu_hours'])} GPU-hours)." if same else
-                             f"Fewest GPU-hours: {_split(g)}, {_num(g['predicted_gpu_hours'])} GPU-hours in "
+                parts.append(f"It is also the cheapest in GPU-hours ({number(g['predicted_gpu_hours'])} GPU-hours)."
+                             if same else
+                             f"Fewest GPU-hours: {_split(g)}, {number(g['predicted_gpu_hours'])} GPU-hours in "
                              f"{duration(g['predicted_hours'])}.")
         elif "samples" in by.index:
             parts.append(f"To reach {t:g}: no step times, so no prediction of hours.")
         if "samples" in by.index:
             s = by.loc["samples"]
             hours = f" in {duration(s['predicted_hours'])}" if np.isfinite(s["predicted_hours"]) else ""
-            parts.append(f"Fewest samples (within 10%): {_split(s)}, {s['predicted_samples']:.3g} samples{hours}"
+            parts.append(f"Fewest samples (within 10%): {_split(s)}, {number(s['predicted_samples'])} samples{hours}"
                          + (" (extrapolated)." if s["basis"] == "extrapolated" else "."))
         lines.append(" ".join(parts))
     if fits is not None:
@@ -603,13 +422,14 @@ def plan_summary(plan: pd.DataFrame, fastest: pd.DataFrame | None = None,
                 lines.append(f"{f.threshold:g}: no plan (fit {f.status}" + (f": {why})." if why else ")."))
     if next_run_table is not None and len(next_run_table):
         for t, rows in next_run_table.groupby("threshold", sort=True):
-            first, last = rows.iloc[0], rows.iloc[-1]
-            runs = [f"B = {int(r.total_batch)} ({int(r.n_prompts)} × {int(r.n_rollouts)}"
-                    + (f", about {duration(r.predicted_hours)})" if np.isfinite(r.predicted_hours) else ")")
-                    for r in rows.itertuples()]
-            now = f"{first['B_noise']:.0f} [{first['B_noise_lo']:.0f}, {first['B_noise_hi']:.0f}]"
-            after = (f"to about [{last['expected_lo_after']:.0f}, {last['expected_hi_after']:.0f}]"
-                     if np.isfinite(last["expected_lo_after"]) else "")
-            lines.append(f"To pin B_noise down at {t:g} (now {now}), run {' then '.join(runs)}: the interval is "
-                         f"expected to narrow by {100 * last['expected_narrowing']:.0f}% {after}".rstrip() + ".")
+            first = rows.iloc[0]
+            runs = []
+            for r in rows.itertuples():
+                what = (f"extend {r.run_name} to step {count(r.to_step)}" if r.action != "new" else
+                        f"a new run at B = {count(r.total_batch)} ({count(r.n_prompts)} × {count(r.n_rollouts)})")
+                runs.append(f"{int(r.rank)}. {what}: narrows it by about {percent(r.expected_narrowing)} for "
+                            f"{number(r.cost)} {r.cost_unit}, {percent(r.p_reach)} chance to reach {t:g}")
+            now = interval(first["B_noise"], first["B_noise_lo"], first["B_noise_hi"])
+            lines.append(f"To pin B_noise down at {t:g} (now {now} samples), in order of narrowing per "
+                         f"{first['cost_unit'].removesuffix('s')}: " + "; ".join(runs) + ".")
     return lines

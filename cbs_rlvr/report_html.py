@@ -37,12 +37,26 @@ def _exporter():
                         embed_images=True)
 
 
+#: The section's short name in a browser tab's title.
+SHORT_TITLES = {"01_load_runs": "runs", "02_steps_to_target": "steps to target", "03_training_curves":
+                "training curves", "04_two_axis": "prompts vs rollouts", "05_gradient_noise": "gradient noise",
+                "06_wall_clock": "wall-clock time", "08_plan": "decision and next runs", "07_summary": "summary"}
+
+
+def page_title(phase: str, section: str) -> str:
+    """'p1 · steps to target · cbs-rlvr': the phase and section, so tabs tell reports apart."""
+    phase = "all phases" if phase == "summary" else phase
+    return f"{phase} · {SHORT_TITLES.get(section, section.replace('_', ' '))} · cbs-rlvr"
+
+
 def convert_notebook(executed: Path, target: Path) -> Path:
-    """One executed notebook -> its HTML report (code hidden, figures embedded, no scripts)."""
+    """One executed notebook -> its HTML report (code hidden, figures embedded, no scripts),
+    titled by its phase (the folder it is written to) and section."""
     import nbformat
 
     nb = nbformat.read(executed, as_version=4)
-    body, _ = _exporter().from_notebook_node(nb, resources={"metadata": {"name": executed.stem}})
+    title = page_title(Path(target).parent.name, Path(executed).stem.removesuffix(".failed"))
+    body, _ = _exporter().from_notebook_node(nb, resources={"metadata": {"name": title}})
     tmp = target.with_suffix(".html.tmp")
     tmp.write_text(body, encoding="utf-8")
     os.replace(tmp, target)
@@ -76,39 +90,71 @@ def _entry_item(out: Path, phase: str, section: str, missing: str) -> str:
 
 
 def _table_html(path: Path) -> str:
-    """A CSV table as an HTML table (escaped)."""
+    """A CSV table as an HTML table (escaped; a dash for a missing value), in a box that
+    scrolls sideways when the table is wider than the screen."""
+    from .fmt import DASH
+
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
     if not rows:
         return ""
     e = html.escape
     head = "".join(f"<th>{e(c)}</th>" for c in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{e(c) if c else '&ndash;'}</td>" for c in row) + "</tr>"
-                   for row in rows[1:])
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    body = "".join("<tr>" + "".join(f"<td>{e(c) if c and c.lower() not in ('nan', '<na>') else DASH}</td>"
+                                    for c in row) + "</tr>" for row in rows[1:])
+    return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+
+
+def _decisions_html(out: Path) -> list[str]:
+    """The index's opening: per phase, the decision's sentences (decisions.decision_sentences
+    over OUT/decisions.csv, the same sentences that open 08_plan)."""
+    from .decisions import decision_sentences, read_decisions
+
+    rows = read_decisions(out)
+    if not rows:
+        return []
+    e = html.escape
+    parts = ["<h2>The answer</h2>"]
+    for row in rows:
+        lines = decision_sentences(row)
+        link = (f" <a href='{e(row['phase'])}/08_plan.html'>details</a>"
+                if (out / row["phase"] / "08_plan.html").is_file() else "")
+        parts.append(f"<div class='decision'><p><strong>{e(lines[0])}</strong></p>"
+                     + "".join(f"<p>{e(x)}</p>" for x in lines[1:-1])
+                     + (f"<p>{e(lines[-1])}{link}</p>" if len(lines) > 1 else "") + "</div>")
+    parts.append("<p class='muted'>B_noise: the batch at which one step is worth half of what an infinitely "
+                 "large batch's step would be (S = 2 S_min). Every number here is in "
+                 "<a href='decisions.csv'>decisions.csv</a>.</p>")
+    return parts
 
 
 def render_index(out: Path, params: dict[str, dict | str], with_runs: dict[str, int],
                  manifest: dict, created: str) -> str:
-    """The index page. params: {phase: validated params, or why the file is invalid}."""
+    """The index page: the decision per phase first (OUT/decisions.csv), then the B_noise
+    table, then the reports. params: {phase: validated params, or why the file is invalid}."""
     e = html.escape
     parts = [
         "<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
         "<meta name='viewport' content='width=device-width, initial-scale=1'>",
-        "<title>Critical batch size in RLVR: reports</title>",
+        "<title>all phases · decisions and reports · cbs-rlvr</title>",
         "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;"
-        "padding:0 1em;color:#222;line-height:1.45}table{border-collapse:collapse;font-size:14px}"
+        "padding:0 1em;color:#222;line-height:1.45;overflow-wrap:break-word}"
+        "table{border-collapse:collapse;font-size:14px}.scroll{max-width:100%;overflow-x:auto}"
         "th,td{border-bottom:1px solid #ddd;padding:4px 10px;text-align:right}"
         "th:first-child,td:first-child,th:nth-child(2),td:nth-child(2),th:nth-child(3),"
         "td:nth-child(3){text-align:left}.fail{color:#b00}.muted{color:#666}"
-        "img{max-width:100%}h2{margin-top:1.6em}ul{padding-left:1.2em}li{margin:2px 0}"
+        "img{max-width:100%;height:auto}h2{margin-top:1.6em}ul{padding-left:1.2em}li{margin:2px 0}"
         "dl{font-size:13px;color:#444}dt{font-weight:600;float:left;margin-right:.5em}"
-        "a{color:#0b5cad}</style>",
+        ".decision{border-left:4px solid #0b5cad;padding:.2em .8em;margin:1em 0;background:#f5f8fc}"
+        ".decision p{margin:.4em 0}a{color:#0b5cad}"
+        "@media (max-width:600px){body{margin:1em auto;padding:0 .6em}table{font-size:12px}"
+        "th,td{padding:3px 6px}}</style>",
         "</head><body>", "<h1>Critical batch size in RLVR</h1>",
         f"<p class='muted'>Source: {e(str(manifest.get('source', '')))} &middot; "
         f"{int(manifest.get('n_runs', 0))} runs analysed, {int(manifest.get('n_excluded', 0))} "
         "left out with their reasons in <a href='data/excluded_runs.csv'>excluded_runs.csv</a> "
         f"&middot; built {e(created)}</p>"]
+    parts += _decisions_html(out)
     summary_csv = out / "summary" / "tables" / "cbs_summary.csv"
     if summary_csv.is_file():
         parts += ["<h2>B_noise across phases</h2>", _table_html(summary_csv), "<dl>"]
@@ -140,7 +186,10 @@ def render_index(out: Path, params: dict[str, dict | str], with_runs: dict[str, 
 def write_index(out: Path, params: dict[str, dict | str],
                 with_runs: dict[str, int], manifest: dict) -> Path:
     """Write OUT/index.html (atomically)."""
+    from .decisions import write_decisions
+
     created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    write_decisions(out, [p for p in params if not isinstance(params[p], str) and with_runs.get(p)])
     page = render_index(out, params, with_runs, manifest, created)
     target = out / "index.html"
     tmp = target.with_suffix(".html.tmp")

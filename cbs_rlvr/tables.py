@@ -37,7 +37,7 @@ STATE_MEANINGS = {
 #: Run flags (runs.parquet `flags`: ';'-separated, some as `name:count`). {n} is the count.
 FLAG_MEANINGS = {
     "config_name_mismatch": "the run config's batch sizes differ from its name; the config's are used",
-    "nonfinite": "{n} logged value(s) were NaN or infinite and are ignored",
+    "nonfinite": "{n} logged value(s) were not finite numbers and are ignored",
     "non_numeric": "{n} logged value(s) were not numbers (text) and are ignored",
     "duplicate_steps": "{n} logged row(s) repeated an earlier step (a resumed run); the last value "
                        "of each step is kept",
@@ -72,7 +72,7 @@ def explain_status(status: str) -> str:
 
 
 def explain_flags(flags) -> str:
-    """'nonfinite:3;percent_accuracy' -> '3 logged value(s) were NaN or infinite and are
+    """'nonfinite:3;percent_accuracy' -> '3 logged value(s) were not finite numbers and are
     ignored; accuracy was logged in percent (0-100) and is divided by 100'. '' for no flags."""
     if flags is None or (not isinstance(flags, str) and pd.isna(flags)):
         return ""
@@ -304,16 +304,17 @@ def cbs_summary_table(summary_long: pd.DataFrame) -> pd.DataFrame:
            ("threshold", "B_noise", "B_noise_lo", "B_noise_hi", "S_min", "B_crit_20pct", "r2_log")}
     return pd.DataFrame({
         "phase": rows["phase"], "axis": rows["axis"], "task": rows["task"],
-        "target": num["threshold"].map(lambda t: f"{t:g}"),
-        "B_noise [95% CI]": [format_ci(b, lo, hi) for b, lo, hi in
-                             zip(num["B_noise"], num["B_noise_lo"], num["B_noise_hi"], strict=True)],
-        "S(B) form": [shape_label(m, a) for m, a in zip(rows["model"], pd.to_numeric(rows["alpha"], errors="coerce"),
-                                                       strict=True)],
-        "S_min": num["S_min"].round(1),
-        "0.2 B_noise": num["B_crit_20pct"].round(0),
-        "R2 (log)": num["r2_log"].round(3),
-        "runs (censored)": [f"{n} ({c})" for n, c in zip(rows["n_points"], rows["n_censored"], strict=True)],
-        "status": rows["status"],
+        "target accuracy": num["threshold"].map(lambda t: f"{t:g}"),
+        "B_noise (samples) [95% interval]": [format_ci(b, lo, hi) for b, lo, hi in
+                                             zip(num["B_noise"], num["B_noise_lo"], num["B_noise_hi"], strict=True)],
+        "shape of S(B)": [shape_label(m, a) for m, a in zip(rows["model"], pd.to_numeric(rows["alpha"], errors="coerce"),
+                                                            strict=True)],
+        "fewest steps S_min": [format_ci(v, None, None) for v in num["S_min"]],
+        # where it exists (alpha >= 1): the batch at which E(B) is 20% above its minimum
+        "batch at 20% extra samples": [format_ci(v, None, None) for v in num["B_crit_20pct"]],
+        "R² of log S": [format_ci(v, None, None, digits=2) for v in num["r2_log"]],
+        "batch sizes (stopped early)": [f"{n} ({c})" for n, c in zip(rows["n_points"], rows["n_censored"], strict=True)],
+        "fit": rows["status"],
     })
 
 
@@ -321,7 +322,7 @@ def format_ci(value: float, lo: float, hi: float, digits: int = 0) -> str:
     """'290 [250, 330]'; an open upper end as '290 [250, ∞)'; an en dash where the value is
     missing, the bare value where the interval is."""
     def num(x: float) -> str:
-        return "∞" if np.isposinf(x) else "−∞" if np.isneginf(x) else f"{x:.{digits}f}"
+        return "∞" if np.isposinf(x) else "−∞" if np.isneginf(x) else f"{x:,.{digits}f}"
 
     if value is None or pd.isna(value) or not np.isfinite(value):
         return "–"
@@ -332,8 +333,18 @@ def format_ci(value: float, lo: float, hi: float, digits: int = 0) -> str:
 
 
 def dash_missing(table: pd.DataFrame) -> pd.DataFrame:
-    """The table for reading, with an en dash where a value is missing (not 'NaN')."""
-    return table.astype(object).where(table.notna(), "–")
+    """The table for reading: an en dash where a value is missing (not 'NaN'), numbers rounded
+    with thousands separators (fmt.cell), plain names for the columns and the index
+    (fmt.header: 'r2_log' -> 'R² of log S')."""
+    from .fmt import cell, header
+
+    out = table.astype(object).where(table.notna(), "–")
+    for col in table.columns:  # numbers as a reader reads them: 31,552 not 31552.0, no e-notation
+        if pd.api.types.is_numeric_dtype(table[col]) and not pd.api.types.is_bool_dtype(table[col]):
+            out[col] = [cell(str(col), v) for v in table[col]]
+    out = out.rename(columns=header)
+    out.index = out.index.set_names([header(n) for n in out.index.names])
+    return out
 
 
 def with_intervals(table: pd.DataFrame, intervals: dict, keep=()) -> pd.DataFrame:
@@ -400,7 +411,12 @@ def censored_pivot(table: pd.DataFrame, value: str = "S_B",
     out = pd.DataFrame(cells, columns=[*index, columns, value])
     if out.empty:
         return pd.DataFrame(index=pd.MultiIndex.from_arrays([[]] * len(index), names=index))
-    return out.pivot(index=index, columns=columns, values=value).fillna("–")
+    from .fmt import header
+
+    shown = out.pivot(index=index, columns=columns, values=value).fillna("–")
+    shown.index = shown.index.set_names([header(n) for n in shown.index.names])
+    shown.columns.name = header(columns)
+    return shown
 
 
 def to_latex_booktabs(table: pd.DataFrame, caption: str = "", label: str = "") -> str:
@@ -441,3 +457,78 @@ def save_table(table: pd.DataFrame, out_dir: str | Path, name: str, latex: bool 
 
 
 
+
+
+def mark_lr_winners(curves: pd.DataFrame, sb_eb: pd.DataFrame, winners: pd.DataFrame) -> pd.DataFrame:
+    """The training curves with each run's `lr` and `winner` (its configuration won most often
+    at its batch size: envelope.envelope_winners' `won_most`; True where only one was tried)."""
+    per_run = sb_eb.drop_duplicates("run_id").set_index("run_id")
+    out = curves.copy()
+    out["configuration"] = out["run_id"].map(per_run["configuration"]) if "configuration" in per_run else ""
+    out["lr"] = out["run_id"].map(per_run["lr"]) if "lr" in per_run else np.nan
+    won = {(float(r.n_prompts), float(r.n_rollouts)): r.won_most for r in winners.itertuples()} if len(winners) else {}
+
+    def is_winner(n_p, n_r, configuration) -> bool:
+        w = won.get((float(n_p), float(n_r)))
+        return not isinstance(w, str) or w == configuration  # nothing won there: every run stays solid
+
+    out["winner"] = [is_winner(p, r, c) for p, r, c in
+                     zip(out["n_prompts"], out["n_rollouts"], out["configuration"], strict=True)]
+    return out
+
+
+def lr_sweep_claims(sb_eb: pd.DataFrame, winners: pd.DataFrame) -> list[str]:
+    """Caveats of a learning-rate sweep, computed: batch sizes whose best rate is the highest
+    or lowest tried there (the optimum may lie beyond the grid), and batch sizes that tried
+    one rate only (nothing was tuned there). Empty when no batch size tried two rates."""
+    runs = sb_eb.drop_duplicates("run_id")
+    if "lr" not in runs or not len(winners):
+        return []
+    tried = runs.groupby("total_batch")["lr"].apply(lambda v: sorted(set(pd.to_numeric(v, errors="coerce").dropna())))
+    if not (tried.map(len) > 1).any():
+        return []
+    lines, edge_hi, edge_lo = [], [], []
+    for w in winners.itertuples():
+        rates = tried.get(w.total_batch, [])
+        if len(rates) > 1 and np.isfinite(w.lr_won):
+            if np.isclose(w.lr_won, rates[-1]):
+                edge_hi.append(w.total_batch)
+            elif np.isclose(w.lr_won, rates[0]):
+                edge_lo.append(w.total_batch)
+    one = [int(b) for b, r in tried.items() if len(r) == 1]
+    fmt = lambda bs: ", ".join(f"{int(b):,}" for b in sorted(bs))  # noqa: E731
+    if edge_hi:
+        lines.append(f"At B = {fmt(edge_hi)} the best rate is the highest tried there: a higher one might be "
+                     "faster still, so S(B) there is an upper bound on the tuned S(B).")
+    if edge_lo:
+        lines.append(f"At B = {fmt(edge_lo)} the best rate is the lowest tried there: a lower one might be "
+                     "faster still.")
+    if one:
+        lines.append(f"B = {fmt(one)} tried one rate only: nothing was tuned there.")
+    return lines
+
+
+def noise_scale_answer(comparison: pd.DataFrame) -> str:
+    """05's question answered in words: does the post-hoc noise scale B_simple predict the
+    fitted B_noise? From the targets where both have an interval: 'yes' where the intervals
+    overlap at most targets and the median ratio is within 1.5x, else 'no: about Nx too low
+    (high)', with the evidence. '' when no target has both."""
+    cols = ["status", "B_simple", "B_simple_lo", "B_simple_hi", "B_noise", "B_noise_lo", "B_noise_hi"]
+    if not set(cols) <= set(comparison.columns):
+        return ""
+    c = comparison[(comparison["status"] == "ok")]
+    c = c[np.isfinite(_floats(c["B_noise_lo"])) & np.isfinite(_floats(c["B_simple_lo"]))
+          & (_floats(c["B_noise"]) > 0) & (_floats(c["B_simple"]) > 0)]
+    if not len(c):
+        return ""
+    overlap = int(((c["B_simple_lo"] <= c["B_noise_hi"]) & (c["B_noise_lo"] <= c["B_simple_hi"])).sum())
+    r = float(np.median(_floats(c["B_simple"]) / _floats(c["B_noise"])))
+    evidence = (f"median ratio B_simple / B_noise {r:.2g}; the 95% intervals overlap at {overlap} of "
+                f"{len(c)} target(s)")
+    if overlap * 2 >= len(c) and 1 / 1.5 <= r <= 1.5:
+        return f"Does the noise scale predict B_noise? Yes, within its uncertainty ({evidence})."
+    if r < 1:
+        size = f"about {1 / r:.2g}x too low" if r <= 1 / 1.5 else f"about {100 * (1 - r):.0f}% too low"
+    else:
+        size = f"about {r:.2g}x too high" if r >= 1.5 else f"about {100 * (r - 1):.0f}% too high"
+    return f"Does the noise scale predict B_noise? No: it is {size} ({evidence})."

@@ -110,7 +110,7 @@ if from_config:
     print(f"{from_config} run(s) have no batch sizes in their name: taken from the config.")
 if mismatch:
     print(f"{mismatch} run(s) have a name whose batch sizes disagree with the config: the config wins.")
-configs.set_index("total_batch")
+ch.dash_missing(configs.set_index("total_batch"))
 
 # %% [markdown]
 # ## Runs left out of the analysis, with their reasons

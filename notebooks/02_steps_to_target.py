@@ -124,9 +124,11 @@ else:
     for row in swept.itertuples():
         caveat = (" (a configuration that never reached a target had stopped earlier, so the choice "
                   "is not certain there)" if row.undetermined else "")
-        print(f"B = {row.total_batch} ({row.n_prompts}×{row.n_rollouts}): tried {row.tried}; best: "
+        print(f"B = {ch.count(row.total_batch)} ({row.n_prompts}×{row.n_rollouts}): tried {row.tried}; best: "
               f"{row.won_by_target}{caveat}")
     print(f"\nThe learning-rate policy of the winners: {policy['describe']}.")
+    for line in ch.lr_sweep_claims(sb_eb, winners):
+        print(line)
     fig = ch.plot_envelope(configs, cbs_fit, title=f"{params['title']}: the best learning rate at each B")
     ch.save_figure(fig, configs, figures, "envelope")
     display(fig)  # noqa: F821 (IPython)
@@ -238,8 +240,8 @@ for row in cbs_fit.itertuples():
         print(f"acc ≥ {row.threshold:g}: no B_noise, {row.status}: {row.reason}")
         continue
     ci = ch.format_ci(row.B_noise, row.B_noise_lo, row.B_noise_hi)
-    overhead = (f"20%-overhead batch = {row.B_crit_20pct:,.0f} samples/step" if row.B_crit_20pct == row.B_crit_20pct
-                else "no samples minimum (no 20%-overhead batch)")
+    overhead = (f"batch at 20% extra samples = {ch.count(row.B_crit_20pct)}" if row.B_crit_20pct == row.B_crit_20pct
+                else "no samples minimum (no batch at 20% extra samples)")
     form = ("1/B form (McCandlish)" if row.model == "mccandlish"
             else f"S ∝ B^-{row.alpha:.2f} at small B (general form)")
     print(f"acc ≥ {row.threshold:g}: B_noise = {ci} samples/step, {form}, S_min = {row.S_min:.1f} steps, "

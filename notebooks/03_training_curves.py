@@ -31,6 +31,10 @@ params = ch.load_phase_params(params_dir, phase)
 runs_all, history_all, manifest = ch.open_snapshot(out, source)
 runs, history, metric = ch.phase_runs(runs_all, history_all, params)
 curves = ch.training_curves_table(runs, history, metric)
+# which learning rate won at each batch size (02's envelope): the winners solid, the others faded
+sb_eb = ch.sb_eb_table(runs, history, metric, params["thresholds"], metaparameters=params["metaparameters"])
+winners = ch.envelope_winners(ch.configuration_table(sb_eb))
+curves = ch.mark_lr_winners(curves, sb_eb, winners)
 print(f"{len(curves)} validation points from {curves['run_id'].nunique()} of {len(runs)} runs; "
       f"metric {metric}")
 
@@ -51,9 +55,13 @@ if final.empty:
 else:
     best = final.loc[final["accuracy"].idxmax()]
     top = max(params["thresholds"])
-    reached_top = final[final["accuracy"] >= top]
-    display(Markdown(
-        f"Final validation accuracy ranges from {final['accuracy'].min():.3f} to "
-        f"{final['accuracy'].max():.3f} (best: B = {best['total_batch']:g}, "
-        f"{best['n_prompts']:g}×{best['n_rollouts']:g}, at step {best['step']:g}); "
-        f"{len(reached_top)} of {len(final)} runs end above the highest target {top:g}."))
+    won = final[final["winner"]]  # with a learning-rate sweep, the best rate's runs only
+    reached_top = won[won["accuracy"] >= top]
+    sweep = len(won) < len(final)
+    lines = [f"Final validation accuracy ranges from {final['accuracy'].min():.3f} to "
+             f"{final['accuracy'].max():.3f} (best: B = {ch.count(best['total_batch'])}, "
+             f"{best['n_prompts']:g}×{best['n_rollouts']:g}, at step {ch.count(best['step'])}); "
+             f"{len(reached_top)} of {len(won)} runs" + (" of the best rate at each batch size" if sweep else "")
+             + f" end above the highest target {top:g}."]
+    lines += ch.lr_sweep_claims(sb_eb, winners)
+    display(Markdown("\n\n".join(lines)))

@@ -91,7 +91,7 @@ for row in comparison.itertuples():
     lines.append(f"- accuracy ≥ {row.threshold:g}: B_simple = "
                  f"{ch.format_ci(row.B_simple, row.B_simple_lo, row.B_simple_hi)} vs fitted "
                  f"B_noise = {ch.format_ci(row.B_noise, row.B_noise_lo, row.B_noise_hi)}"
-                 + (f" (ratio {row.B_simple_over_B_noise:.2f})" if row.B_simple_over_B_noise > 0 else ""))
+                 + (f" (B_simple / B_noise = {row.B_simple_over_B_noise:.2f})" if row.B_simple_over_B_noise > 0 else ""))
 both = comparison[(comparison["status"] == "ok") & comparison["B_noise_lo"].notna()
                   & comparison["B_simple_lo"].notna()]
 if len(both):

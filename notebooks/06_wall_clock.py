@@ -118,6 +118,9 @@ else:
 
 # %% [markdown]
 # ## Answer
+# These are the runs as they ran, each with its seed's luck. `08_plan` predicts every batch size from
+# the fit over all of them (including batch sizes not run), so its fastest batch can differ from the
+# fastest run here; where it does, 08 says so and why.
 
 # %%
 fastest = ch.fastest_batch(best)
@@ -134,8 +137,9 @@ for row in fastest.itertuples():
     gpu = f", {row.gpu_hours:.1f} GPU-hours" if pd.notna(row.gpu_hours) else ""
     alt = with_overhead.loc[row.threshold]
     same = (alt["n_prompts"], alt["n_rollouts"]) == (row.n_prompts, row.n_rollouts)
-    print(f"acc ≥ {row.threshold:g}: fastest is B = {int(row.total_batch)} "
+    print(f"acc ≥ {row.threshold:g}: fastest run made is B = {ch.count(row.total_batch)} "
           f"({int(row.n_prompts)}×{int(row.n_rollouts)}): {row.time_to_target_h:.2f} h of training{gpu}, "
           f"{row.S_B:.0f} steps{caveat}"
           + (("; counting validation and checkpoints, " + ("the same batch size" if same else
               f"B = {int(alt['total_batch'])} instead") + f" takes {alt['value']:.2f} h.") if any_overhead else "."))
+print(ch.sentence(ch.gpu_claim(per_run["n_gpus"] if "n_gpus" in per_run else [])))

@@ -65,13 +65,13 @@ ch.save_table(summary, out / "summary" / "tables", "cbs_summary", latex=True,
 if summary.empty:
     display(Markdown("**Insufficient:** no phase has a McCandlish fit yet."))
 else:
-    display(ch.dash_missing(summary.set_index(["phase", "target"])))
-    display(Markdown("Status: " + ch.legend_markdown(ch.status_legend(summary["status"]))))
+    display(ch.dash_missing(summary.set_index(["phase", "target accuracy"])))
+    display(Markdown("Fit: " + ch.legend_markdown(ch.status_legend(summary["fit"]))))
 
 # %%
 usable = summary_long[summary_long["status"].isin(["ok", "extrapolated"])]
 if len(usable):
-    display(Markdown("## The critical batch size of every phase against the target"))
+    display(Markdown("## B_noise of every phase against the target accuracy"))
     fig = ch.plot_cross_phase(summary_long)
     ch.save_figure(fig, summary_long, out / "summary" / "figures", "headline")
     display(fig)

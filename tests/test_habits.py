@@ -411,7 +411,7 @@ def test_the_report_says_what_was_stitched_which_rate_won_and_the_units(sweeps, 
     assert "Runs are selected by W&B tags h1" in load and "debug-run" in load
     steps = html["h1/02_steps_to_target.html"]
     assert "S is counted in rollout steps" in steps
-    assert "B = 4096 (512×8): tried lr=1e-06; lr=4e-06; best: 0.3: lr=4e-06" in steps
+    assert "B = 4,096 (512×8): tried lr=1e-06; lr=4e-06; best: 0.3: lr=4e-06" in steps
     assert "The learning-rate policy of the winners: lr grows like sqrt(B) (log lr against log B: slope 0.50" in steps
     assert "Updates per rollout step vary within this phase (1 to 8), so S is fitted in both units" in steps
     assert "times the samples they trained on" in steps

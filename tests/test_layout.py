@@ -15,7 +15,7 @@ DATA_LAYER = {"errors", "paths", "manifest", "params", "runs", "resume", "select
               "sources", "sources.wandb_file", "sources.export_dir", "sources.wandb_api",
               "sources.wandb_graphql"}
 ANALYSIS = {"measure", "envelope", "fit", "shape", "bootstrap", "axes", "noise", "wallclock", "baseline",
-            "plan", "figures", "figures_habits", "figures_plan", "tables"}
+            "plan", "nextruns", "figures", "figures_habits", "figures_plan", "tables"}
 BUILD = {"build", "execute", "report_html", "browser", "__main__", "lab"}
 
 

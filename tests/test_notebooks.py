@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cbs_rlvr.decisions import decision_sentences
 from cbs_rlvr.params import SECTIONS, SUMMARY_SECTION, load_phase_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,15 +142,24 @@ def test_plan_tables_are_written_for_every_fitted_phase(report):
                 & (plan["predicted_hours"] <= plan["predicted_hours_hi"])).all()
         assert np.allclose(plan["predicted_gpu_hours"], 8 * plan["predicted_hours"])  # the demo runs on 8 GPUs
         nxt = pd.read_csv(out / phase / "tables" / "next_runs.csv")
-        assert len(nxt) and nxt["rank"].between(1, 3).all()
-        assert (nxt["expected_width_after"] < nxt["width_now"]).all()
+        assert 1 <= len(nxt) <= 3 and list(nxt["rank"]) == list(range(1, len(nxt) + 1))
+        assert nxt["threshold"].nunique() == 1 and (nxt["expected_narrowing"] > 0).all()
+        assert (nxt["expected_hi_after"] - nxt["expected_lo_after"] < nxt["B_noise_hi"] - nxt["B_noise_lo"]).all()
+        assert (nxt["cost_unit"] == "GPU-hours").all()  # every demo run gives its GPU count
     plan = pd.read_csv(out / "p1" / "tables" / "plan.csv")
     for row in plan[plan["objective"] == "wall_clock"].itertuples():
         b_noise = DEMO_TRUTH["phases"]["p1"]["thresholds"][f"{row.threshold:g}"]["B_noise"]
         best = (15 * b_noise / 0.045) ** 0.5
         assert best / 2 <= row.total_batch <= best * 2, (row.threshold, row.total_batch, best)
     html = (out / "p1" / "08_plan.html").read_text()
-    assert "To reach 0.6 fastest, train with" in html and "To pin B_noise down at 0.6" in html
+    assert "To reach 0.6 fastest, train with" in html and "To pin B_noise down at" in html
+    # the decision opens 08 and the index with the same sentences (decisions.csv)
+    decisions = pd.read_csv(out / "decisions.csv")
+    assert set(decisions["phase"]) == {"p1", "p2a", "p2b", "p4_math", "p4_rpp"}
+    first = decision_sentences(decisions[decisions["phase"] == "p1"].iloc[0].to_dict())[0]
+    said = first[first.index("To reach"):first.index("(B =")]  # 'To reach accuracy 0.65 ... 32 prompts × 8 rollouts'
+    assert said in html and said in (out / "index.html").read_text()
+    assert html.index("The decision") < html.index("Which fit prices each target")
 
 
 def test_figures_come_as_pdf_png_and_csv(report):
@@ -275,3 +285,18 @@ def test_committed_notebooks_run_through_papermill_from_any_folder(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (checkout / "other_out" / "p2a" / "figures" / "training_curves.png").exists()
     assert not (tmp_path / "other_out").exists() and not (checkout / "notebooks" / "outputs").exists()
+
+
+def test_the_demo_pages_read_on_a_phone_and_a_laptop(report):
+    """The index, p1's reports and the summary as a reader sees them (browser.reader_problems):
+    no 'NaN', no raw column name, no page wider than a 390 px phone or a 1280 px window, titles
+    that name the phase and the section. (Every page of generated sweeps: test_reader_pages.py.)"""
+    from cbs_rlvr.browser import find_chromium, reader_problems
+
+    if find_chromium() is None:
+        if os.environ.get("CBS_REQUIRE_CHROMIUM"):
+            pytest.fail("Chromium is required here (CBS_REQUIRE_CHROMIUM is set) but not found")
+        pytest.skip("Chromium not installed (apt-get install chromium)")
+    out = report["out"]
+    pages = [out / "index.html", *sorted((out / "p1").glob("*.html")), out / "summary" / "07_summary.html"]
+    assert reader_problems(pages) == []

@@ -57,6 +57,8 @@ def test_tick_values_and_labels():
     assert readable_log_ticks(200, 540, 2).tolist() == [256, 384, 512]
     assert readable_log_ticks(9, 600, 10).tolist() == [10, 20, 50, 100, 200, 500]
     assert len(readable_log_ticks(1, 1e12, 10)) <= 8
+    # within one decade, at most four labels: '500K600K700K800K' ran together in the plan figure
+    assert readable_log_ticks(4.5e5, 9.5e5, 10).tolist() == [5e5, 7e5, 9e5]
     assert [_plain_label(x) for x in (0.05, 3, 96, 4096, 15000, 1.2e6, 2e9)] == \
         ["0.05", "3", "96", "4096", "15K", "1.2M", "2G"]
     assert _plain_label(16384, binary=True) == "16K" and _plain_label(16384) == "16.4K"

@@ -123,6 +123,7 @@ def test_the_steps_table_marks_censored_values_as_lower_bounds():
                        "S_B": [70.2, 80.0, 40.0, 90.0, np.nan],
                        "censored": [True, False, False, True, False]})
     table = censored_pivot(sb)
+    assert list(table.index.names) == ["batch B", "prompts", "rollouts"] and table.columns.name == "target accuracy"
     assert table.loc[(64, 8, 8), 0.3] == "≥75"
     assert table.loc[(128, 16, 8)].tolist() == ["40", "≥90"]
     assert table.loc[(256, 32, 8)].tolist() == ["–", "–"]
@@ -140,8 +141,10 @@ def test_open_interval_ends_are_written_as_such():
                            {"rho": 2, "B0": 0}, keep=["threshold", "status"])
     assert list(table.columns) == ["threshold", "rho [95% CI]", "B0 [95% CI]", "status"]
     assert table.iloc[0].tolist() == [0.3, "0.20 [0.10, 0.30]", "–", "ok"]
-    shown = dash_missing(pd.DataFrame({"S_min": [1.5, np.nan], "status": ["ok", None]}))
-    assert shown.to_dict("list") == {"S_min": [1.5, "–"], "status": ["ok", "–"]}
+    shown = dash_missing(pd.DataFrame({"S_min": [1.5, np.nan], "status": ["ok", None], "r2_log": [0.9, 0.8],
+                                       "E_min": [31552.0, 3.36e4]}))
+    assert shown.to_dict("list") == {"fewest steps (large B)": ["1.50", "–"], "fit": ["ok", "–"],
+                                     "R² of log S": ["0.90", "0.80"], "fewest samples (small B)": ["31,552", "33,600"]}
 
 
 # ------------------------------------------------------------------------------------------
@@ -184,7 +187,7 @@ def test_flags_of_a_real_normalised_run_are_explained():
     flags = entry["row"]["flags"]
     text = explain_flags(flags)
     assert "the run config's batch sizes differ from its name" in text
-    assert "1 logged value(s) were NaN or infinite" in text
+    assert "1 logged value(s) were not finite numbers" in text
     assert "accuracy was logged in percent" in text
     assert "undocumented" not in text
     assert set(flag_legend([flags, ""])["flag"]) == {f.split(":")[0] for f in flags.split(";")}

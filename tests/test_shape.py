@@ -143,10 +143,12 @@ def test_shape_in_words():
 
 def test_noise_scale_verdict_answers_in_words_with_level_and_trend():
     comp = pd.DataFrame({"threshold": [0.3, 0.5, 0.7], "B_simple": [20.0, 22.0, 25.0],
-                         "B_noise": [200.0, 600.0, 2200.0], "status": "ok"})
+                         "B_simple_lo": [15.0, 17.0, 20.0], "B_simple_hi": [25.0, 27.0, 30.0],
+                         "B_noise": [200.0, 600.0, 2200.0], "B_noise_lo": [150.0, 500.0, 1800.0],
+                         "B_noise_hi": [250.0, 700.0, 2600.0], "status": "ok"})
     fit = pd.DataFrame({"model": ["general"] * 3, "alpha": [0.6, 0.62, 0.58]})
     lines = noise_scale_verdict(comp, fit)
-    assert lines[0].startswith("Does the noise scale predict B_noise? No: B_simple is about 27x too low")
+    assert lines[0].startswith("Does the noise scale predict B_noise? No: it is about 27x too low")
     assert "B_simple changes 1.2x and B_noise 11.0x" in lines[1]
     assert "does not follow the trend" in lines[1]
     assert "alpha about 0.60" in lines[2]
