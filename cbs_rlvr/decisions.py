@@ -162,7 +162,8 @@ def decision_sentences(row: dict) -> list[str]:
             first = (f"Next run: a new run with {count(row['next_n_prompts'])} prompts × "
                      f"{count(row['next_n_rollouts'])} rollouts, B = {count(B)}")
         parts = [x for x in (f"about {cost}", chance) if x]
-        lines.append(f"{first}: {', '.join(parts)}; expected to narrow the B_noise interval by "
+        which = "the B_noise interval" if row.get("model", "mccandlish") == "mccandlish" else "the 1/B fit's B_noise interval"
+        lines.append(f"{first}: {', '.join(parts)}; expected to narrow {which} by "
                      f"{percent(row.get('next_narrowing'))}{band}.")
     elif _ok(row.get("total_batch")):
         lines.append("Next run: none is expected to narrow the B_noise interval by 5% or more.")

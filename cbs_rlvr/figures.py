@@ -228,11 +228,8 @@ def _fit_curve(B, S_min, B_noise, alpha=1.0):
 
 def _fit_alpha(f) -> float:
     """The exponent of a cbs_fit row's chosen form (1 unless the data chose the general form)."""
-    if str(f.get("model", "")) == "general":
-        a = float(pd.to_numeric(f.get("alpha", np.nan), errors="coerce"))
-        if np.isfinite(a):
-            return a
-    return 1.0
+    a = float(pd.to_numeric(f.get("alpha", np.nan), errors="coerce"))
+    return a if str(f.get("model", "")) == "general" and np.isfinite(a) else 1.0
 
 
 def _frame(df: pd.DataFrame | None, cols) -> pd.DataFrame:
@@ -394,10 +391,14 @@ def plot_b_noise_vs_target(cbs_fit: pd.DataFrame, compare: pd.DataFrame | None =
         set_log2_axis(ax, "y")
         vals = np.concatenate([_floats(ok["B_noise_lo"]), _floats(ok["B_noise_hi"]), _floats(ok["B_noise"]),
                                _floats(cmp_ok["B_noise"])])
-        vals = vals[np.isfinite(vals) & (vals > 0)]
-        if len(vals):  # at least an octave of room: a narrow range would get two tick labels
-            mid, half = np.sqrt(vals.min() * vals.max()), max(np.sqrt(vals.max() / vals.min()), 2.0) * 1.1
-            ax.set_ylim(mid / half, mid * half)
+        est = _floats(ok["B_noise"])
+        est = est[np.isfinite(est) & (est > 0)]
+        lv = np.log(vals[np.isfinite(vals) & (vals > 0)])
+        if len(est):  # interval ends far beyond the estimates (unidentified) do not set the scale
+            lv = np.clip(lv, np.log(est.min()) - 7.0, np.log(est.max()) + 7.0)
+        if len(lv):  # at least an octave of room: a narrow range would get two tick labels
+            mid, half = (lv.min() + lv.max()) / 2, max((lv.max() - lv.min()) / 2, np.log(2.0)) + np.log(1.1)
+            ax.set_ylim(np.exp(mid - half), np.exp(mid + half))
         fig.legend(loc="outside lower center", fontsize=8, ncol=3)  # never over the points
         _accuracy_xlim(ax, np.concatenate([_floats(ok["threshold"]), _floats(cmp_ok["threshold"])]))
     else:
@@ -429,18 +430,13 @@ def plot_pareto(pareto: pd.DataFrame, title: str = "") -> Figure:
         lo, hi = min(vals.min(), 0.5) / 2, max(vals.max(), 2) * 2
         x = np.geomspace(lo, hi, 100)
         ax.plot(x, 1 / x, color="black", lw=1, ls="--", label="McCandlish: (S/S_min−1)(E/E_min−1) = 1")
-        alphas = (pareto.dropna(subset=["alpha"]).groupby("threshold")["alpha"].first()
-                  if "alpha" in pareto else pd.Series(dtype=float))
-        for t, al in alphas.items():
+        u = np.geomspace(lo, hi, 200)  # the general form here: y = u, x = u^(-1/alpha) (1 + u) - 1
+        for t, al in pareto.dropna(subset=["alpha"]).groupby("threshold")["alpha"].first().items():
             if t in colors and np.isfinite(al) and al != 1.0:
-                # the general form in these coordinates: y = u, x = u^(-1/alpha) (1 + u) - 1
-                u = np.geomspace(lo, hi, 200)
                 xm = u ** (-1.0 / al) * (1.0 + u) - 1.0
-                keep = xm > 0
-                ax.plot(xm[keep], u[keep], color=colors[t], lw=1, ls=":",
+                ax.plot(xm[xm > 0], u[xm > 0], color=colors[t], lw=1, ls=":",
                         label=f"acc ≥ {t:g}: the fitted form, alpha = {al:.2f}")
-        ax.set_xlim(lo, hi)
-        ax.set_ylim(lo, hi)
+        ax.set_xlim(lo, hi), ax.set_ylim(lo, hi)
         set_log_axis(ax, "x")
         set_log_axis(ax, "y")
         ax.legend(loc="upper right", fontsize=8)

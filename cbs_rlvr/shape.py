@@ -388,6 +388,9 @@ def fit_curve(B, S, c, groups, n_bootstrap: int = 1000, seed: int = 0, notes=(),
     out["n_bootstrap_ok"] = int((~bad).sum())
     out["B_noise_lo"], out["B_noise_hi"], b_note = bootstrap_interval(out["B_noise"], b_draw, "B_noise")
     out["S_min_lo"], out["S_min_hi"], s_note = bootstrap_interval(out["S_min"], s_draw, "S_min")
+    # the 1/B form's own interval (the next-run simulation predicts how it narrows)
+    out["B_noise_mccandlish_lo"], out["B_noise_mccandlish_hi"], _ = bootstrap_interval(
+        out["B_noise_mccandlish"], boot["B_noise_mccandlish"], "B_noise_mccandlish")
     out["ci_method"] = boot["method"]
     if K < 20:
         b_note, s_note, a_note = f"no CI: {K} bootstrap resamples, at least 20 needed", "", ""

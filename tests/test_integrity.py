@@ -290,8 +290,8 @@ def test_a_server_echoing_auth_headers_leaks_no_form_of_the_key_and_counts_match
     server = wandb_endpoint([verl_run(f"r{i}", n_prompts=8 * 2 ** i) for i in range(4)])
     key = server.api_key
     basic = base64.b64encode(f"api:{key}".encode()).decode()
-    server.fail("Run", run="r1", status=400, message=f"bad header Authorization: Basic {basic}")
-    server.fail("Run", run="r2", status=400,
+    server.fail("CbsRunHistory", run="r1", status=400, message=f"bad header Authorization: Basic {basic}")
+    server.fail("CbsRunHistory", run="r2", status=400,
                 message=f"bad request ?api_key={quote(key)}&k={base64.b64encode(key.encode()).decode()}")
     with caplog.at_level("WARNING", logger="cbs_rlvr.data"):
         snap = build_snapshot("wandb:ent/proj", progress=False)

@@ -66,8 +66,12 @@ def _fit(runs, history, seed=0):
 
 
 def _log_width(fit, t) -> float:
+    """The log width of the 1/B fit's B_noise interval: what next_runs predicts (its refits are
+    alpha = 1 refits; the reported interval also spans the general form's where the data cannot
+    tell the shape, issue 16, and that part is not simulated)."""
     row = fit[fit["threshold"] == t].iloc[0]
-    return math.log(row["B_noise_hi"] / row["B_noise_lo"]) if row["status"] in ("ok", "extrapolated") else np.nan
+    return (math.log(row["B_noise_mccandlish_hi"] / row["B_noise_mccandlish_lo"])
+            if row["status"] in ("ok", "extrapolated") else np.nan)
 
 
 def _realise(sw: dict, action: str, n_p: int, run_name: str, to_step: float, budget: float, t: float, w0: float):
