@@ -174,8 +174,8 @@ def _terms(x, y, w, cens, P, derivatives: bool = True):
     return total, G, H
 
 
-def _newton(x, y, w, cens, P, b_bounds, free=(True, True, True, True), n_iter: int = 60,
-            tol: float = 1e-8):
+def _newton(x, y, w, cens, P, b_bounds, free=(True, True, True, True), n_iter: int = 30,
+            tol: float = 1e-6):
     """Damped Newton (Levenberg-Marquardt) ascent of the Tobit likelihood for K tables; a step
     is kept only when it raises the likelihood. Parameters outside `free` stay fixed."""
     P = P.copy()
