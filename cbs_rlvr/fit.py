@@ -580,13 +580,11 @@ def fit_mccandlish(batch_sizes, steps, censored=None, n_bootstrap: int = 1000, s
     return _fit_table(B, S, c, n_bootstrap, seed, notes, groups=B)
 
 
-def _fit_table(B, S, c, n_bootstrap, seed, notes, groups, tables=None, ci_note=None) -> dict:
-    """Shared body of fit_mccandlish / fit_phase: point fit, status, bootstrap CI.
-
-    tables: optional callable (f_hat, K, rng) -> (Y, W, C, method) supplying bootstrap tables.
-    """
-    n_points, n_cens = len(B), int(c.sum())
-    out = _empty_fit(n_points, n_cens)
+def _point_stage(B, S, c, notes, groups, out: dict):
+    """The first stage every fit of one S(B) table shares: the counts, the 3-batch-size check and
+    the McCandlish point fit with its status, written into `out`. Returns None when `out` is
+    final (too few batch sizes, a fit that failed or could not run), else (model, y, w, bb, pt,
+    core, status, reason): the fit's data and point fit, and what _summarise_fit said of it."""
     out["n_batch_sizes"] = int(len(np.unique(B)))
     n_reached = int(len(np.unique(B[~c])))
     out["n_reached"] = n_reached
@@ -595,7 +593,7 @@ def _fit_table(B, S, c, n_bootstrap, seed, notes, groups, tables=None, ci_note=N
         out["status"] = "insufficient"
         out["reason"] = "; ".join(filter(None, [
             f"{n_reached} batch size(s) reach the target, 3 needed", note]))
-        return out
+        return None
     model = _Model(B=B)
     y = np.log(S)
     w = _group_weights(groups)
@@ -605,14 +603,36 @@ def _fit_table(B, S, c, n_bootstrap, seed, notes, groups, tables=None, ci_note=N
             pt = _fit_point(model, y, w, c, bb)
     except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
         out["reason"] = f"fit failed: {exc}"
-        return out
+        return None
     core, status, reason = _summarise_fit(model, y, w, c, pt, bb, B)
     out.update(core)
     out["B_noise_mccandlish"] = out["B_noise"]
     out["status"] = status
     out["reason"] = "; ".join(filter(None, [reason, note]))
-    if status == "failed":
+    return None if status == "failed" else (model, y, w, bb, pt, core, status, reason)
+
+
+def ci_shortfall(n_tables: int, n_ok: int) -> str:
+    """Why a fit's bootstrap gives no interval ('' when it can): fewer than 20 resamples, or fewer
+    than max(20, half) of them with 3 batch sizes reaching the target."""
+    if n_tables < 20:
+        return f"no CI: {n_tables} bootstrap resamples, at least 20 needed"
+    if n_ok < max(20, 0.5 * n_tables):
+        return (f"no CI: only {n_ok} of {n_tables} bootstrap tables had 3 batch sizes reaching the "
+                f"target (at least {max(20, math.ceil(n_tables / 2))} needed)")
+    return ""
+
+
+def _fit_table(B, S, c, n_bootstrap, seed, notes, groups, tables=None, ci_note=None) -> dict:
+    """Shared body of fit_mccandlish / fit_phase: point fit, status, bootstrap CI.
+
+    tables: optional callable (f_hat, K, rng) -> (Y, W, C, method) supplying bootstrap tables.
+    """
+    out = _empty_fit(len(B), int(c.sum()))
+    stage = _point_stage(B, S, c, notes, groups, out)
+    if stage is None:
         return out
+    model, y, w, bb, pt, *_ = stage
     if n_bootstrap and n_bootstrap > 0:
         rng = np.random.default_rng(seed)
         f_hat = pt["a"] + model.g(pt["b"], 0.0)
@@ -630,13 +650,9 @@ def _fit_table(B, S, c, n_bootstrap, seed, notes, groups, tables=None, ci_note=N
             out["B_noise"], b_draws, "B_noise")
         out["S_min_lo"], out["S_min_hi"], s_note = bootstrap_interval(out["S_min"], s_draws, "S_min")
         out["ci_method"] = method
-        if len(bs) < 20:
-            b_note, s_note = f"no CI: {len(bs)} bootstrap resamples, at least 20 needed", ""
-        elif out["n_bootstrap_ok"] < max(20, 0.5 * len(bs)):
-            b_note = (f"no CI: only {out['n_bootstrap_ok']} of {len(bs)} bootstrap tables had 3 "
-                      f"batch sizes reaching the target (at least {max(20, math.ceil(len(bs) / 2))} "
-                      "needed)")
-            s_note = ""
+        short = ci_shortfall(len(bs), out["n_bootstrap_ok"])
+        if short:
+            b_note, s_note = short, ""
         ci_note = "; ".join(filter(None, [ci_note, b_note, s_note]))
         if ci_note:
             out["reason"] = "; ".join(filter(None, [out["reason"], ci_note]))

@@ -27,18 +27,15 @@ import pandas as pd
 
 from .fit import (
     _at_bound,
-    _b_bounds,
     _empty_fit,
-    _fit_point,
-    _group_weights,
     _ls_profile,
-    _Model,
     _n_distinct_reached,
     _norm_logpdf,
+    _point_stage,
     _prepare,
-    _summarise_fit,
     _tobit_em,
     bootstrap_interval,
+    ci_shortfall,
     poor_fit_note,
 )
 
@@ -287,39 +284,19 @@ def fit_curve(B, S, c, groups, n_bootstrap: int = 1000, seed: int = 0, notes=(),
     the alpha = 1 estimate. B, S, c: the rows (positive, finite); groups: each row's batch point
     (rows of a group share weight 1). tables: optional callable (f_hat, K, rng) -> (Y, W, C,
     method) supplying the bootstrap tables (fit_phase's eval-noise/replicate resamples); by
-    default a replicate/residual bootstrap around the chosen fit.
+    default a residual bootstrap around the general fit (_residual_tables).
 
-    keep_draws=True adds `_draws`: {"B", "log_S", "censored", "tables", "log_S_min",
-    "log_B_noise", "alpha", "at_bound"} of the chosen form, for predictions with a band."""
+    keep_draws=True adds `_draws`: {"tables", "log_S_min", "log_B_noise",
+    "alpha", "at_bound"} of the chosen form (tables: the bootstrap tables), for predictions
+    with a band."""
     B, S, c = (np.asarray(v) for v in (B, S, c))
     B, S, c = B.astype(float), S.astype(float), c.astype(bool)
-    n_points, n_cens = len(B), int(c.sum())
-    out = _empty_shape(_empty_fit(n_points, n_cens))
-    out["n_batch_sizes"] = int(len(np.unique(B)))
-    n_reached = int(len(np.unique(B[~c])))
-    out["n_reached"] = n_reached
-    note = "; ".join(notes)
-    if n_reached < 3:
-        out["status"] = "insufficient"
-        out["reason"] = "; ".join(filter(None, [
-            f"{n_reached} batch size(s) reach the target, 3 needed", note]))
+    out = _empty_shape(_empty_fit(len(B), int(c.sum())))
+    stage = _point_stage(B, S, c, notes, groups, out)
+    if stage is None:
         return out
-    model = _Model(B=B)
-    x, y = np.log(B), np.log(S)
-    w = _group_weights(groups)
-    bb = _b_bounds(B)
-    try:
-        with np.errstate(all="ignore"):
-            pt = _fit_point(model, y, w, c, bb)
-    except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
-        out["reason"] = f"fit failed: {exc}"
-        return out
-    core, status, reason = _summarise_fit(model, y, w, c, pt, bb, B)
-    out["B_noise_mccandlish"] = core.get("B_noise", np.nan)
-    if status == "failed":
-        out.update(core)
-        out.update(status=status, reason="; ".join(filter(None, [reason, note])))
-        return out
+    model, y, w, bb, pt, core, status, reason = stage
+    x, n_reached, note = np.log(B), out["n_reached"], "; ".join(notes)
     Y1, W1, C1 = y[None, :], w[None, :], c[None, :]
     P_mc = np.array([[pt["a"], pt["b"], 1.0, math.log(max(pt["sigma"], _SIGMA_FLOOR))]])
     with np.errstate(all="ignore"):
@@ -392,12 +369,9 @@ def fit_curve(B, S, c, groups, n_bootstrap: int = 1000, seed: int = 0, notes=(),
     out["B_noise_mccandlish_lo"], out["B_noise_mccandlish_hi"], _ = bootstrap_interval(
         out["B_noise_mccandlish"], boot["B_noise_mccandlish"], "B_noise_mccandlish")
     out["ci_method"] = boot["method"]
-    if K < 20:
-        b_note, s_note, a_note = f"no CI: {K} bootstrap resamples, at least 20 needed", "", ""
-    elif out["n_bootstrap_ok"] < max(20, 0.5 * K):
-        b_note = (f"no CI: only {out['n_bootstrap_ok']} of {K} bootstrap tables had 3 batch sizes "
-                  f"reaching the target (at least {max(20, math.ceil(K / 2))} needed)")
-        s_note = a_note = ""
+    short = ci_shortfall(K, out["n_bootstrap_ok"])
+    if short:
+        b_note, s_note, a_note = short, "", ""
     # the test keeps alpha = 1 but the general fit's alpha could lie far from it: the data
     # cannot tell the two forms apart, and the interval must hold what either says
     undetermined = (not general and np.isfinite(out["alpha_lo"])
