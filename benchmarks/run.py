@@ -529,14 +529,7 @@ def bench_fetch(args, results: dict) -> None:
                 raise SystemExit(f"benchmark step failed: the W&B endpoint did not start\n{server.stderr.read()}")
             time.sleep(0.1)
         url = f"http://127.0.0.1:{port_file.read_text().strip()}"
-        sys.path.insert(0, str(REPO / "tests"))
-        from wandb_server import API_KEY
-
-        client = WORK / "wandb_client"
-        os.environ.update({"WANDB_BASE_URL": url, "WANDB_API_KEY": API_KEY, "WANDB_SILENT": "true",
-                           "WANDB_ERROR_REPORTING": "false", **{f"WANDB_{d.upper()}_DIR": str(client / d)
-                                                                for d in ("config", "cache", "data")},
-                           "WANDB_DIR": str(client / "runs")})
+        _use_endpoint(url)
         import wandb
 
         from cbs_rlvr import snapshot as ch
@@ -606,8 +599,9 @@ def _start_server(n_runs: int, n_steps: int, latency: str = "") -> tuple[subproc
     return server, f"http://127.0.0.1:{port_file.read_text().strip()}"
 
 
-def _fetch_memory_worker(url: str, out: str) -> None:
-    """A cold fetch + write in a fresh process: its time and peak RSS."""
+def _use_endpoint(url: str) -> None:
+    """Point this process's wandb client at the local endpoint (its key; config, cache and data
+    dirs under WORK), silently."""
     sys.path.insert(0, str(REPO / "tests"))
     from wandb_server import API_KEY
 
@@ -616,6 +610,11 @@ def _fetch_memory_worker(url: str, out: str) -> None:
                        "WANDB_ERROR_REPORTING": "false", **{f"WANDB_{d.upper()}_DIR": str(client / d)
                                                             for d in ("config", "cache", "data")},
                        "WANDB_DIR": str(client / "runs")})
+
+
+def _fetch_memory_worker(url: str, out: str) -> None:
+    """A cold fetch + write in a fresh process: its time and peak RSS."""
+    _use_endpoint(url)
     import wandb
 
     from cbs_rlvr import snapshot as ch

@@ -133,6 +133,16 @@ def _poll(check, timeout: float, what: str, interval: float = 0.2):
         time.sleep(interval)
 
 
+def _terminate(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 15 s; reaped either way."""
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class Lab:
     """A JupyterLab server of this environment on `root`, with the project's Lab settings and no
     user settings (a clean profile), its kernels importing the checkout's code."""
@@ -169,12 +179,7 @@ class Lab:
             return False
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        _terminate(self.proc)
         self.log.close()
 
 
@@ -232,12 +237,7 @@ class Chromium:
 
     def stop(self):
         self.ws.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        _terminate(self.proc)
 
 
 # Open `path` as a double-click does (its default viewer), wait for its kernel; what opened.
