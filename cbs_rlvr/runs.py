@@ -8,11 +8,13 @@ with its reason; `assemble_snapshot_frames` stacks the entries into the snapshot
 
 from __future__ import annotations
 
+import fnmatch
+import functools
 import json
 import math
 import numbers
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -273,7 +275,40 @@ def _is_accuracy_key(key: str) -> bool:
     return (key.startswith("val-core/") and re.fullmatch(r"mean@\d+", last) is not None) or "acc" in last
 
 
-def normalise_history(rows: Iterable[Mapping]) -> tuple[pd.DataFrame, dict]:
+# Keys the analysis reads (fnmatch patterns). Every source keeps only these, plus accuracy keys
+# (`_is_accuracy_key`) and the phases' own `metric` patterns, so a snapshot holds the same keys
+# whichever source it came from, and a verl run's hundred other keys (pg_loss, response_length,
+# mfu...) cost neither requests nor memory.
+ANALYSIS_KEY_PATTERNS = (
+    "val-core/*",
+    "training/global_step",
+    "critic/score/mean",
+    "actor/entropy",
+    "actor/grad_norm",
+    "perf/*",
+    "timing_s/step",
+    "timing_s/testing",          # validation and checkpoint time, counted apart from step time
+    "timing_s/save_checkpoint",
+    "train/num_gen_batches",     # dynamic sampling (DAPO): generated vs trained samples
+    "grad_noise/*",
+)
+
+
+@functools.lru_cache(maxsize=16)
+def analysis_key_filter(extra_patterns: tuple[str, ...] = ()) -> Callable[[str], bool]:
+    """keep(key): whether a history key enters the snapshot (ANALYSIS_KEY_PATTERNS, accuracy
+    keys, and `extra_patterns`, e.g. the phases' `metric` patterns)."""
+    patterns = tuple(dict.fromkeys(ANALYSIS_KEY_PATTERNS + tuple(extra_patterns)))
+
+    @functools.lru_cache(maxsize=4096)
+    def keep(key: str) -> bool:
+        return _is_accuracy_key(key) or any(fnmatch.fnmatchcase(key, p) for p in patterns)
+
+    return keep
+
+
+def normalise_history(rows: Iterable[Mapping],
+                      keep: Callable[[str], bool] | None = None) -> tuple[pd.DataFrame, dict]:
     """Rows in log order (dicts with `_step` and metric values) -> (wide frame, counts).
 
     The frame has an int64 `step` column (`training/global_step` where logged, else `_step`) and
@@ -288,6 +323,8 @@ def normalise_history(rows: Iterable[Mapping]) -> tuple[pd.DataFrame, dict]:
       (`_step`, `_timestamp`, `_runtime`) are bookkeeping and dropped;
     - a row whose step is fractional (1.5) or negative is dropped, counted as
       `fractional_steps` / `negative_steps` (S counts whole optimizer steps from 0);
+    - keys for which `keep(key)` is false (default: every key) are not columns; the step keys
+      still give the step;
     - accuracy columns (val-core `.../mean@N`, or `acc` in the last key part) logged in percent
       as a whole series (`_is_percent_series`) are divided by 100 (`percent_columns`); then
       every accuracy value outside [0, 1] is dropped (NaN), counted as `accuracy_below_0` /
@@ -318,7 +355,7 @@ def normalise_history(rows: Iterable[Mapping]) -> tuple[pd.DataFrame, dict]:
         else:
             counts["duplicate_steps"] += 1
         for key, raw in row.items():
-            if not isinstance(key, str) or key.startswith("_"):
+            if not isinstance(key, str) or key.startswith("_") or (keep is not None and not keep(key)):
                 continue
             value, kind = _metric_value(raw)
             if kind == "structured":
@@ -376,19 +413,20 @@ def iso_utc(value: Any) -> str | None:
     return stamp.isoformat(timespec="microseconds")
 
 
-def normalise_raw_run(raw: Mapping) -> dict:
+def normalise_raw_run(raw: Mapping, key_patterns: Sequence[str] = ()) -> dict:
     """One source-independent run (name, config, state, rows...) -> a run entry or an exclusion.
 
     `raw` keys: run_id, name, config, state, source, rows (log order), and optionally
     start_time, updated_at, wandb_last_step, flags (list), n_non_numeric (pre-counted), tags
-    (list of str) and group (str or None).
+    (list of str) and group (str or None). History keys the analysis does not read are dropped
+    (`analysis_key_filter`; `key_patterns` adds patterns to keep, e.g. the phases' metrics).
     Returns {"kind": "run", "row": {...}, "history": DataFrame} or {"kind": "excluded", "row": {...}}.
     """
     base = {"source": raw["source"], "run_id": raw.get("run_id"), "name": raw.get("name")}
     meta = run_metadata(raw.get("name"), raw.get("config"))
     if meta["reason"]:
         return {"kind": "excluded", "row": {**base, "reason": meta["reason"]}}
-    history, counts = normalise_history(raw.get("rows") or [])
+    history, counts = normalise_history(raw.get("rows") or [], keep=analysis_key_filter(tuple(key_patterns)))
     counts["non_numeric"] += int(raw.get("n_non_numeric") or 0)
     val_columns = [c for c in history.columns if c.startswith("val-core/")]
     dropped = [f"{counts[k]} row(s) with {what} step numbers were dropped"

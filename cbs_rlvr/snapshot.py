@@ -35,7 +35,7 @@ from .manifest import verify_snapshot_files as _verify_snapshot_files
 from .params import load_all_phase_params
 from .select import apply_phase_selection
 from .sources.export_dir import load_export_dir
-from .sources.wandb_api import fetch_wandb_project
+from .sources.wandb_api import NEEDED_KEY_PATTERNS, fetch_wandb_project
 from .sources.wandb_file import find_wandb_files, load_offline_runs
 
 _DATA_LOG = logging.getLogger("cbs_rlvr.data")
@@ -116,6 +116,11 @@ def build_snapshot(source: str, previous_dir: str | os.PathLike | None = None, a
     excluded_runs.csv with what would include it. Without params_dir runs are selected by name.
     """
     kind, target = _classify_source(source)
+    phase_params = None
+    if params_dir is not None:
+        phase_params, _invalid = load_all_phase_params(params_dir)  # the invalid: their notebooks say why
+    # the phases' own metric patterns are kept beside the keys the analysis always reads
+    key_patterns = tuple(sorted({str(p["metric"]) for p in (phase_params or {}).values() if p.get("metric")}))
     warnings_: list[str] = []
     extra: dict[str, Any] = {}
     if kind == "wandb":
@@ -129,17 +134,15 @@ def build_snapshot(source: str, previous_dir: str | os.PathLike | None = None, a
                 message = f"earlier snapshot ignored, fetching every run again: {exc}"
                 _DATA_LOG.warning(message)
                 warnings_.append(message)
+        fetch_options.setdefault("key_patterns", NEEDED_KEY_PATTERNS + key_patterns)
         frames = fetch_wandb_project(target, api=api, previous_runs=previous_runs,
                                      previous_history=previous_history, **fetch_options)
         warnings_.extend(frames.pop("warnings"))
         extra = {"n_fetched": frames.pop("n_fetched"), "n_reused": frames.pop("n_reused")}
     elif kind == "export":
-        frames = load_export_dir(target)
+        frames = load_export_dir(target, key_patterns)
     else:
-        frames = load_offline_runs(target)
-    phase_params = None
-    if params_dir is not None:
-        phase_params, _invalid = load_all_phase_params(params_dir)  # the invalid: their notebooks say why
+        frames = load_offline_runs(target, key_patterns=key_patterns)
     frames = apply_phase_selection(frames, phase_params or None)
     runs, history, excluded = frames["runs"], frames["history"], frames["excluded"]
     manifest = {

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataSourceError
-from ..runs import assemble_snapshot_frames, normalise_raw_run, set_nested, unwrap_config_value
+from ..runs import analysis_key_filter, assemble_snapshot_frames, normalise_raw_run, set_nested, unwrap_config_value
 
 # --------------------------------------------------------------------------------------------
 # Export directory: runs.csv + history/<run_id>.csv|parquet
@@ -82,15 +82,18 @@ def read_history_table(path: Path) -> pd.DataFrame:
     return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
 
 
-def load_export_dir(directory: str | os.PathLike) -> dict:
+def load_export_dir(directory: str | os.PathLike, key_patterns: Sequence[str] = ()) -> dict:
     """Read an export directory -> runs, history, excluded frames (snapshot schema).
 
     runs.csv: run_id, name, optional state / start_time (or created_at) / updated_at / tags (a
     JSON list or `;`-separated) / group, and the config as a `config` JSON column and/or dotted
     columns (`data.train_batch_size`). Runs sharing a name whose history starts at a later step
     are resumed segments and are stitched (see cbs_rlvr/resume.py). Each run's
-    history is history/<run_id>.parquet or .csv (parquet preferred when both exist).
+    history is history/<run_id>.parquet or .csv (parquet preferred when both exist); of it only
+    the step and the keys the analysis reads are kept (`runs.analysis_key_filter`, plus
+    `key_patterns`).
     """
+    keep = analysis_key_filter(tuple(key_patterns))
     directory = Path(directory)
     try:
         table = pd.read_csv(directory / "runs.csv", dtype=str, keep_default_na=False)
@@ -133,6 +136,7 @@ def load_export_dir(directory: str | os.PathLike) -> dict:
             reason = f"history file {base['source']} has no step column (step, _step or training/global_step)"
             entries.append({"kind": "excluded", "row": {**base, "reason": reason}})
             continue
+        frame = frame[[c for c in frame.columns if c in ("_step", "step") or keep(str(c))]]
         rows, n_non_numeric = history_rows_from_frame(frame)
         steps = [r["_step"] for r in rows if math.isfinite(r["_step"])]
         raw = {
@@ -147,7 +151,7 @@ def load_export_dir(directory: str | os.PathLike) -> dict:
             "tags": row.get("tags") or None,  # a JSON list or `;`-separated
             "group": (row.get("group") or "").strip() or None,
         }
-        entries.append(normalise_raw_run(raw))
+        entries.append(normalise_raw_run(raw, key_patterns))
     return assemble_snapshot_frames(entries)
 
 

@@ -12,7 +12,6 @@ its previous snapshot's data, flagged `stale`; other errors exclude the run with
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import math
 import numbers
@@ -36,7 +35,9 @@ from ..errors import (
     redact_secrets,
 )
 from ..runs import (
+    ANALYSIS_KEY_PATTERNS,
     REASON_NO_VALIDATION,
+    analysis_key_filter,
     RUNS_COLUMNS,
     assemble_snapshot_frames,
     iso_utc,
@@ -50,20 +51,9 @@ from . import wandb_graphql as gq
 # the logger the command line prints as `warning: ...` lines
 _LOG = logging.getLogger("cbs_rlvr.data")
 
-# Keys the analysis needs from a W&B run (fnmatch patterns); only these are fetched from the server.
-NEEDED_KEY_PATTERNS = (
-    "val-core/*",
-    "training/global_step",
-    "critic/score/mean",
-    "actor/entropy",
-    "actor/grad_norm",
-    "perf/*",
-    "timing_s/step",
-    "timing_s/testing",          # validation and checkpoint time, counted apart from step time
-    "timing_s/save_checkpoint",
-    "train/num_gen_batches",     # dynamic sampling (DAPO): generated vs trained samples
-    "grad_noise/*",
-)
+# Keys fetched from a W&B run: those the analysis reads (runs.ANALYSIS_KEY_PATTERNS, plus any
+# accuracy key); `fetch_wandb_project(key_patterns=...)` adds more.
+NEEDED_KEY_PATTERNS = ANALYSIS_KEY_PATTERNS
 
 # --------------------------------------------------------------------------------------------
 # Time bounds and retries: what wandb-core honours, plus the project's own two bounds
@@ -223,8 +213,10 @@ def _describe(exc: BaseException) -> str:
 # Which keys, in how many scans
 # --------------------------------------------------------------------------------------------
 def needed_keys(available: Iterable[str], patterns: Sequence[str] = NEEDED_KEY_PATTERNS) -> list[str]:
-    """The keys among `available` the analysis needs, sorted."""
-    return sorted({k for k in available if any(fnmatch.fnmatchcase(k, p) for p in patterns)})
+    """The keys among `available` the analysis needs, sorted: the same rule as every source's
+    (`runs.analysis_key_filter`), with `patterns` added."""
+    keep = analysis_key_filter(tuple(patterns))
+    return sorted({k for k in available if keep(k)})
 
 
 def history_key_groups(keys: Iterable[str], counts: Mapping[str, int] | None = None) -> list[list[str]]:
@@ -331,7 +323,7 @@ def _fetch_api_run(node: Mapping, path: str, previous: Mapping | None, page_size
             "tags": [str(t) for t in tags] if isinstance(tags, (list, tuple)) else [],
             "group": str(node["group"]) if node.get("group") is not None else None,
         }
-        return normalise_raw_run(raw)
+        return normalise_raw_run(raw, key_patterns=patterns)
     except Exception as exc:  # noqa: BLE001 -- classified: transient keeps old data, others exclude
         if is_transient_error(exc):
             return {"kind": "failed", "run_id": run_id, "row": {**base, "reason": f"W&B API: {_describe(exc)}"}}

@@ -370,7 +370,8 @@ def _read_segment(path: Path, root: Path, exclusions: list[dict]) -> dict | None
     return {**run, "source": rel}
 
 
-def _read_group(root: Path, key: str, paths: list[Path]) -> tuple[list[dict], dict | None, list[dict]]:
+def _read_group(root: Path, key: str, paths: list[Path],
+                key_patterns: tuple[str, ...] = ()) -> tuple[list[dict], dict | None, list[dict]]:
     """The files of one run id -> (exclusions, the normalised run or None, segments of other ids).
 
     Runs in a worker process when decoding in parallel: everything it takes and returns pickles."""
@@ -380,7 +381,7 @@ def _read_group(root: Path, key: str, paths: list[Path]) -> tuple[list[dict], di
         segment = _read_segment(path, root, exclusions)
         if segment is not None:
             (segments if segment["run_id"] == key else leftovers).append(segment)
-    run = normalise_raw_run(_merge_segments(segments)) if segments else None
+    run = normalise_raw_run(_merge_segments(segments), key_patterns) if segments else None
     return exclusions, run, leftovers
 
 
@@ -412,7 +413,8 @@ def decode_workers(paths: Sequence[Path] = (), environ: dict | None = None) -> i
     return 1 if size < PARALLEL_MIN_BYTES else max(1, cores)
 
 
-def _map_groups(root: Path, groups: dict[str, list[Path]], workers: int) -> Iterable[tuple]:
+def _map_groups(root: Path, groups: dict[str, list[Path]], workers: int,
+                key_patterns: tuple[str, ...] = ()) -> Iterable[tuple]:
     """_read_group over every group, in the groups' order: in this process or in `workers`
     processes: forked from this one when it runs no other thread (nothing to import again), else
     from a fork server preloaded with this module (no worker inherits the caller's threads; a
@@ -420,7 +422,7 @@ def _map_groups(root: Path, groups: dict[str, list[Path]], workers: int) -> Iter
     multiprocessing asks)."""
     items = list(groups.items())
     if workers <= 1 or len(items) <= 1:
-        return (_read_group(root, key, paths) for key, paths in items)
+        return (_read_group(root, key, paths, key_patterns) for key, paths in items)
     import multiprocessing
     import threading
     from concurrent.futures import ProcessPoolExecutor
@@ -439,13 +441,14 @@ def _map_groups(root: Path, groups: dict[str, list[Path]], workers: int) -> Iter
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             return list(pool.map(_read_group, [root] * len(items), [k for k, _ in items], [p for _, p in items],
-                                 chunksize=chunk))
+                                 [key_patterns] * len(items), chunksize=chunk))
     except (OSError, BrokenProcessPool) as exc:  # no processes here (a sandbox, a limit): decode in this one
         _LOG.warning("decoding offline runs in one process: could not start %d workers (%s)", workers, exc)
-        return [_read_group(root, key, paths) for key, paths in items]
+        return [_read_group(root, key, paths, key_patterns) for key, paths in items]
 
 
-def load_offline_runs(root: str | os.PathLike, workers: int | None = None) -> dict:
+def load_offline_runs(root: str | os.PathLike, workers: int | None = None,
+                      key_patterns: Sequence[str] = ()) -> dict:
     """Read every `.wandb` file under root -> runs, history, excluded frames (snapshot schema).
 
     Each file either becomes (part of) a run or an excluded row with its reason; other files
@@ -454,7 +457,8 @@ def load_offline_runs(root: str | os.PathLike, workers: int | None = None) -> di
     id first (from the head of each file), then read and normalised one run at a time, so memory
     holds one run's raw records, not the whole sweep's. Runs are decoded in `workers` processes
     (default: decode_workers(), every core for a large sweep); the frames are the same in any
-    case (results are taken in the files' order).
+    case (results are taken in the files' order). Of the history only the keys the analysis
+    reads are kept (`runs.analysis_key_filter`, plus `key_patterns`).
     """
     root = Path(root)
     exclusions: list[dict] = []
@@ -466,7 +470,8 @@ def load_offline_runs(root: str | os.PathLike, workers: int | None = None) -> di
         groups.setdefault(_peek_run_id(path) or f"\0{path}", []).append(path)
     leftovers: list[dict] = []  # files whose id was not known from their head
     workers = decode_workers(files) if workers is None else max(1, int(workers))
-    for (key, paths), (excluded, run, others) in zip(groups.items(), _map_groups(root, groups, workers), strict=True):
+    decoded = _map_groups(root, groups, workers, tuple(key_patterns))
+    for (key, paths), (excluded, run, others) in zip(groups.items(), decoded, strict=True):
         exclusions.extend(excluded)
         leftovers.extend(others)
         if run is not None:
@@ -478,7 +483,7 @@ def load_offline_runs(root: str | os.PathLike, workers: int | None = None) -> di
     for run_id, segments in by_id.items():
         # rare: a segment of a run already merged (its head did not show the id): merge again
         again = [_read_segment(p, root, []) for p in merged_paths.get(run_id, [])]
-        runs[run_id] = normalise_raw_run(_merge_segments(segments + [s for s in again if s]))
+        runs[run_id] = normalise_raw_run(_merge_segments(segments + [s for s in again if s]), key_patterns)
     return assemble_snapshot_frames(exclusions + list(runs.values()))
 
 
