@@ -586,6 +586,25 @@ def test_export_dir_source(export_dir):
     assert len(snap["runs"]) + len(snap["excluded"]) == 5
 
 
+def test_snapshot_keeps_the_keys_the_analysis_reads_and_the_phases_metrics(tmp_path):
+    """A verl run logs a hundred keys; the snapshot keeps the analysis keys, accuracy keys and
+    the keys the phases' `metric` patterns name (an older verl's val/test_score/...), nothing else."""
+    root = tmp_path / "export"
+    (root / "history").mkdir(parents=True)
+    pd.DataFrame([{"run_id": "a", "name": "cbs_p1_np32_nr8", "config": ""}]).to_csv(root / "runs.csv", index=False)
+    pd.DataFrame({"step": [0, 5], VAL: [0.1, 0.3], "val/test_score/openai/gsm8k": [0.1, 0.3],
+                  "actor/pg_loss": [1.0, 0.5], "response_length/mean": [200.0, 210.0],
+                  "actor/grad_norm": [1.0, 0.9], "eval/accuracy": [0.1, 0.3], "perf/mfu/actor": [0.3, 0.3],
+                  }).to_csv(root / "history" / "a.csv", index=False)
+    kept = {"run_id", "step", VAL, "actor/grad_norm", "eval/accuracy", "perf/mfu/actor"}
+    assert set(_hist(build_snapshot(str(root)), "a").reset_index().columns) == kept
+    params = tmp_path / "params"
+    params.mkdir()
+    (params / "p1.yaml").write_text((REPO / "params" / "p1.yaml").read_text().replace('"val-core/*/reward/mean@*"', '"val/test_score/*"'))
+    snap = build_snapshot(str(root), params_dir=params)
+    assert set(_hist(snap, "a").reset_index().columns) == kept | {"val/test_score/openai/gsm8k"}
+
+
 def test_export_dir_without_name_column_is_a_clear_error(tmp_path):
     (tmp_path / "runs.csv").write_text("run_id,state\na,finished\n")
     with pytest.raises(DataSourceError, match="lacks column"):

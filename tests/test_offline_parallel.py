@@ -63,7 +63,7 @@ def test_parallel_decoding_happens_in_worker_processes(corpus, monkeypatch):
     """With 2 workers no run is normalised in this process (a spy here sees none); with 1 all are."""
     calls = []
     real = wandb_file.normalise_raw_run
-    monkeypatch.setattr(wandb_file, "normalise_raw_run", lambda raw: calls.append(raw["run_id"]) or real(raw))
+    monkeypatch.setattr(wandb_file, "normalise_raw_run", lambda raw, *a: calls.append(raw["run_id"]) or real(raw, *a))
     n_runs = len(load_offline_runs(corpus, workers=2)["runs"])
     assert n_runs > 40 and calls == []
     load_offline_runs(corpus, workers=1)

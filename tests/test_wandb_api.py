@@ -166,7 +166,7 @@ def test_fetch_requests_only_needed_keys_unsampled_with_tags_and_group(wandb_end
     server = wandb_endpoint([verl_run("r1", n_steps=10, tags=["lr-sweep", "p1"], group="p1-grpo")])
     raws = []
     real = wandb_api.normalise_raw_run
-    monkeypatch.setattr(wandb_api, "normalise_raw_run", lambda raw: raws.append(raw) or real(raw))
+    monkeypatch.setattr(wandb_api, "normalise_raw_run", lambda raw, **kw: raws.append(raw) or real(raw, **kw))
     snap = _snap()
     specs = server.specs()
     assert {k for spec in specs for k in spec["keys"]} - {"_step"} == NEEDED
