@@ -645,6 +645,62 @@ def bench_memory(args, results: dict) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# make report at scale: time and peak memory of every process
+# --------------------------------------------------------------------------------------------
+def _watch_peaks(cmd: list[str], env: dict) -> dict:
+    """Run cmd, sampling the RSS of it and of every process it starts every 0.1 s: the wall
+    time and each process's peak (by role: the build, its notebook kernels)."""
+    import psutil
+
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    root, peaks = psutil.Process(proc.pid), {}
+    while proc.poll() is None:
+        with contextlib.suppress(psutil.Error):
+            for p in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    line = " ".join(p.cmdline())
+                    role = "kernel" if "ipykernel" in line else "build" if "cbs_rlvr" in line else "other"
+                    key = (role, p.pid)
+                    peaks[key] = max(peaks.get(key, 0), p.memory_info().rss / 2**20)
+        time.sleep(0.1)
+    output = proc.stdout.read()
+    _check(subprocess.CompletedProcess(cmd, proc.returncode, output, ""), " ".join(cmd))
+    by_role: dict[str, float] = {}
+    for (role, _pid), mb in peaks.items():
+        by_role[role] = max(by_role.get(role, 0.0), mb)
+    return {"seconds": time.perf_counter() - t0, "peak_mb": by_role, "output_tail": output.splitlines()[-3:]}
+
+
+def bench_scale(args, results: dict) -> None:
+    """`make report PHASES=p1` on export sweeps of 200, 1,000 and 2,000 verl-style runs x 2,000
+    steps (benchmarks/scale_sweep.py: 40 keys a step), and on one run of 10^6 history rows;
+    each into an empty OUT (snapshot + notebooks + HTML)."""
+    spec = importlib.util.spec_from_file_location("scale_sweep", REPO / "benchmarks" / "scale_sweep.py")
+    scale = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scale)
+    sizes = [int(n) for n in (args.scale_runs or ((200, 1000, 2000) if not args.quick else (40, 200)))]
+    cases = [(f"{n} runs x 2,000 steps", n, 2000, 0) for n in sizes]
+    cases.append(("1 run x 10^6 history rows", 1, 0, 10**6 if not args.quick else 10**5))
+    rows = []
+    for label, n_runs, n_steps, one in cases:
+        source = WORK / f"scale_{n_runs}x{n_steps or one}"
+        if not (source / "runs.csv").is_file():
+            shutil.rmtree(source, ignore_errors=True)
+            scale.write_sweep(source, n_runs, n_steps, one_run_rows=one)
+        out = WORK / "scale_out"
+        shutil.rmtree(out, ignore_errors=True)
+        env = _make_env()
+        result = _watch_peaks(["make", "--no-print-directory", "report", f"SOURCE={source}", f"OUT={out}",
+                               "PHASES=p1", f"JOBS={args.jobs}"], env)
+        manifest = json.loads((out / "data" / "manifest.json").read_text())
+        rows.append({"label": label, "n_runs": manifest["n_runs"], "n_rows": manifest["n_history_rows"],
+                     "history_mb": (out / "data" / "history.parquet").stat().st_size / 2**20, **result})
+        print(f"  {label}: {result['seconds']:.0f} s, peaks {result['peak_mb']}", flush=True)
+    results["scale"] = {"rows": rows}
+
+
+# --------------------------------------------------------------------------------------------
 # Report: table on stdout + results.md
 # --------------------------------------------------------------------------------------------
 def render(results: dict, info: dict, args) -> str:
@@ -806,6 +862,17 @@ def render(results: dict, info: dict, args) -> str:
             row(case, "peak RSS (MB)", _fmt(r["peak_rss_mb"], 0), 1,
                 f"after imports {r['rss_after_import_mb']:.0f} MB; "
                 f"{1024 * (r['peak_rss_mb'] - r['rss_after_import_mb']) / r['n_runs']:.0f} kB per run above it")
+    if "scale" in results:
+        for r in results["scale"]["rows"]:
+            case = f"make report PHASES=p1, export sweep of {r['label']} ({r['n_rows']:,} history rows kept)"
+            row(case, "wall time (s)", _fmt(r["seconds"], 1), 1,
+                f"{1000 * r['seconds'] / max(r['n_runs'], 1):.0f} ms per run")
+            for role, what in (("build", "the build (snapshot, papermill, HTML)"), ("kernel", "largest notebook kernel")):
+                mb = r["peak_mb"].get(role, math.nan)
+                goal = "<= 500 MB" if r["n_runs"] == 1 else "<= 1,024 MB"
+                row(case, f"peak RSS, {what} (MB)", _fmt(mb, 0), 1,
+                    f"{1024 * mb / r['n_runs']:.0f} kB per run" if r["n_runs"] > 1 else "", None, goal,
+                    mb <= (500 if r["n_runs"] == 1 else 1024))
     lines += notes
     return "\n".join(lines) + "\n"
 
@@ -813,9 +880,10 @@ def render(results: dict, info: dict, args) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (see SIZES)")
-    parser.add_argument("--only", nargs="+", choices=["report", "snapshot", "analysis", "fetch", "memory"],
-                        default=["report", "snapshot", "analysis", "fetch", "memory"])
+    parser.add_argument("--only", nargs="+", choices=["report", "snapshot", "analysis", "fetch", "memory", "scale"],
+                        default=["report", "snapshot", "analysis", "fetch", "memory", "scale"])
     parser.add_argument("--memory-runs", nargs="+", type=int, help="sweep sizes of the memory case (200 1000)")
+    parser.add_argument("--scale-runs", nargs="+", type=int, help="sweep sizes of the scale case (200 1000 2000)")
     parser.add_argument("--jobs", type=int, default=2, help="JOBS of make report and of the floor")
     parser.add_argument("--repeats", type=int, default=5, help="repeats of the cheap measures (no-op)")
     parser.add_argument("--repeats-cold", type=int, default=3, help="(cold build, floor) pairs")
@@ -828,7 +896,7 @@ def main(argv=None) -> int:
     info = machine_info()
     results: dict = {}
     steps = {"report": bench_report, "snapshot": bench_snapshot, "analysis": bench_analysis, "fetch": bench_fetch,
-             "memory": bench_memory}
+             "memory": bench_memory, "scale": bench_scale}
     t_start = time.perf_counter()
     for name in args.only:
         print(f"[{time.perf_counter() - t_start:6.0f} s] {name}...", flush=True)

@@ -3,7 +3,7 @@
     python benchmarks/scale_sweep.py DEST --runs 2000 --steps 2000 [--keys 40] [--one-run-rows N]
 
 DEST/runs.csv and DEST/history/<run_id>.parquet: p1-style runs (n_rollouts 8, n_prompts on a
-log grid, two seeds each), each logging `--keys` training keys at every step as verl does
+log grid, two or more seeds each), each logging `--keys` training keys at every step as verl does
 (actor/*, critic/*, response_length/*, timing_s/*, perf/*: most of them not used by the
 analysis) and the gsm8k validation key every 10 steps, from make_demo's model. `--one-run-rows`
 writes instead one run with that many history rows (the 10^6-row case).
@@ -71,7 +71,8 @@ def write_sweep(dest: Path, n_runs: int, n_steps: int, n_keys: int = 40, one_run
         n_steps = one_run_rows - 1
     else:
         grid = np.unique(np.round(np.geomspace(4, 4096, max(n_runs // 2, 1))).astype(int))
-        specs = [(int(n), s) for n in grid for s in range(2)][:n_runs]
+        seeds = -(-n_runs // grid.size)  # at least two per batch size, more where the grid is short
+        specs = sorted([(int(n), s) for s in range(max(seeds, 2)) for n in grid][:n_runs])
     rows = []
     for i, (n_prompts, seed) in enumerate(specs):
         run_id = f"scale{i:05d}"

@@ -24,6 +24,12 @@ def snapshot_data_dir(out_dir: str | os.PathLike) -> Path:
     return out_dir if (out_dir / "manifest.json").is_file() and not (out_dir / "data").is_dir() else out_dir / "data"
 
 
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, read in blocks (a large history never sits in memory whole)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def verify_snapshot_files(data_dir: Path) -> dict:
     """The manifest of a snapshot set whose files all match their recorded sha256."""
     manifest_path = data_dir / "manifest.json"
@@ -39,7 +45,7 @@ def verify_snapshot_files(data_dir: Path) -> dict:
         path, expected = data_dir / name, manifest["files"].get(name) or {}
         if not path.is_file():
             raise SnapshotError(f"incomplete snapshot in {data_dir}: {name} missing")
-        if hashlib.sha256(path.read_bytes()).hexdigest() != expected.get("sha256"):
+        if file_sha256(path) != expected.get("sha256"):
             raise SnapshotError(f"torn or corrupt snapshot in {data_dir}: {name} does not match manifest.json "
                                 "(interrupted write?); run `make snapshot` again")
     return manifest

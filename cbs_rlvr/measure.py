@@ -302,10 +302,12 @@ def generated_samples_table(runs: pd.DataFrame, history: pd.DataFrame, sb_eb: pd
     return int_columns(pd.DataFrame(rows, columns=cols), ("n_prompts", "n_rollouts", "total_batch"))
 
 
-def phase_runs(runs_all: pd.DataFrame, history_all: pd.DataFrame, params: dict):
+def phase_runs(runs_all: pd.DataFrame, history_all, params: dict):
     """(runs, history, metric) of one phase: the runs its params select in the snapshot (by
     name, or by the params' `select`: tags, group, name pattern, config), their history, and
     the validation-accuracy key its params select among the columns those runs logged.
+    history_all: the snapshot's history frame, or its `SnapshotHistory` (open_snapshot(...,
+    lazy=True)), from which only these runs are read.
     A phase with one or two batch sizes is returned as it is (the fits then say
     `insufficient`); a phase with no runs raises ValueError naming the phases present."""
     phase = params["phase"]
@@ -314,7 +316,10 @@ def phase_runs(runs_all: pd.DataFrame, history_all: pd.DataFrame, params: dict):
         present = sorted(runs_all["phase"].dropna().astype(str).unique()) if "phase" in runs_all else []
         how = (f" (params select: {params['select']})" if params.get("select") else "")
         raise ValueError(f"no runs of phase {phase!r} in the snapshot{how}; phases present: {present}")
-    history = history_all[history_all["run_id"].isin(runs["run_id"])]
+    if hasattr(history_all, "read"):  # a SnapshotHistory: read this phase's rows only
+        history = history_all.read(runs["run_id"])
+    else:
+        history = history_all[history_all["run_id"].isin(runs["run_id"])]
     logged = [c for c in history.columns if history[c].notna().any()]
     try:
         metric = select_accuracy_metric(logged, params["metric"], params.get("prefer_source"))
@@ -328,7 +333,7 @@ def phase_runs(runs_all: pd.DataFrame, history_all: pd.DataFrame, params: dict):
     return runs, history, metric
 
 
-def joint_phase_runs(runs_all: pd.DataFrame, history_all: pd.DataFrame, params: dict,
+def joint_phase_runs(runs_all: pd.DataFrame, history_all, params: dict,
                      params_dir) -> tuple[list[dict], list[str]]:
     """The phases a joint two-axis fit pools (the params' `two_axis_phases`, else the phase
     alone): a list of {phase, params, runs, history, metric}, and the phases left out, each as

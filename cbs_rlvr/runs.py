@@ -481,6 +481,26 @@ def replicate_key(row: Mapping) -> tuple:
     return (row.get("name"), norm(row.get("lr")), norm(row.get("updates_per_step")))
 
 
+def _joined_history(histories: list[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
+    """The runs' history frames as one (run_id, step, metrics in name order), sorted by run id
+    then step, built a column at a time: a large sweep's history is held twice at most (the
+    runs' frames and the joined one), never once per concat, reindex and sort."""
+    histories = sorted(histories, key=lambda item: str(item[0]))  # stable: sort_values' order
+    histories = [(rid, h if h["step"].is_monotonic_increasing else h.sort_values("step", kind="stable"))
+                 for rid, h in histories]
+    metric_columns = sorted({str(c) for _, h in histories for c in h.columns if c != "step"})
+    lengths = [len(h) for _, h in histories]
+    columns: dict[str, Any] = {
+        "run_id": pd.array(np.repeat(np.array([rid for rid, _ in histories], dtype=object), lengths), dtype="str"),
+        "step": np.concatenate([h["step"].to_numpy(dtype="int64") for _, h in histories] or [np.empty(0, "int64")]),
+    }
+    for column in metric_columns:
+        columns[column] = np.concatenate(
+            [h[column].to_numpy(dtype="float64") if column in h.columns else np.full(len(h), np.nan)
+             for _, h in histories] or [np.empty(0)])
+    return pd.DataFrame(columns, copy=False)
+
+
 def assemble_snapshot_frames(entries: Sequence[Mapping]) -> dict:
     """Run entries and exclusions (from `normalise_raw_run`) -> runs, history, excluded frames.
 
@@ -511,20 +531,7 @@ def assemble_snapshot_frames(entries: Sequence[Mapping]) -> dict:
         ["phase", "n_prompts", "n_rollouts", "name", "replicate", "run_id"], na_position="last", kind="stable"
     ).reset_index(drop=True)
 
-    frames = []
-    for entry in entries:
-        if entry["kind"] == "run":
-            frame = entry["history"].copy()
-            frame.insert(0, "run_id", entry["row"]["run_id"])
-            frames.append(frame)
-    history = pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame(
-        {"run_id": pd.Series([], dtype=object), "step": pd.Series([], dtype="int64")}
-    )
-    metric_columns = sorted(c for c in history.columns if c not in ("run_id", "step"))
-    history = history.reindex(columns=["run_id", "step", *metric_columns]).astype(
-        {"step": "int64", **dict.fromkeys(metric_columns, "float64")}
-    )
-    history = history.sort_values(["run_id", "step"], kind="stable").reset_index(drop=True)
+    history = _joined_history([(e["row"]["run_id"], e["history"]) for e in entries if e["kind"] == "run"])
 
     excluded = pd.DataFrame(excluded_rows, columns=EXCLUDED_COLUMNS)
     excluded["reason"] = [redact_secrets(str(r)) for r in excluded["reason"]]

@@ -155,7 +155,9 @@ def apply_phase_selection(frames: Mapping, phase_params: Mapping[str, Mapping] |
     runs["phase"] = runs["phase"].where(runs["phase"].notna(), first)
     excluded = pd.concat([excluded, moved], ignore_index=True) if len(moved) else excluded
     excluded = excluded.sort_values(["source", "run_id"], kind="stable", na_position="last").reset_index(drop=True)
-    history = history[history["run_id"].isin(runs["run_id"])].reset_index(drop=True)
+    kept = history["run_id"].isin(runs["run_id"]).to_numpy()
+    if not kept.all():  # a copy of a large history only when some of it goes
+        history = history[kept].reset_index(drop=True)
     return {**frames, "runs": runs.reset_index(drop=True), "history": history, "excluded": excluded}
 
 

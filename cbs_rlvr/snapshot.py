@@ -7,14 +7,13 @@ last with the sha256 of every file), read back with those hashes checked. No pic
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from .errors import (
     portable_source,
     redact_secrets,
 )
-from .manifest import SNAPSHOT_FILES, remove_stale_temps
+from .manifest import SNAPSHOT_FILES, file_sha256, remove_stale_temps
 from .manifest import snapshot_data_dir as _snapshot_data_dir
 from .manifest import verify_snapshot_files as _verify_snapshot_files
 from .params import load_all_phase_params
@@ -57,6 +56,9 @@ def _package_versions() -> dict:
     return versions
 
 
+_DIGEST_BLOCK = 1 << 16
+
+
 def _frame_digest(hasher: Any, name: str, frame: pd.DataFrame) -> None:
     """Feed a canonical, writer-independent encoding of a frame into a hash."""
     hasher.update(f"table:{name}:{len(frame)}\n".encode())
@@ -68,8 +70,12 @@ def _frame_digest(hasher: Any, name: str, frame: pd.DataFrame) -> None:
             missing = np.isnan(values)
             hasher.update(np.where(missing, 0.0, values).tobytes())
             hasher.update(np.packbits(missing).tobytes())
-        else:
-            hasher.update("\x1f".join("\x00" if pd.isna(v) else str(v) for v in series).encode())
+        else:  # in blocks, so a history's run_id column is never one giant string
+            for start in range(0, len(series), _DIGEST_BLOCK):
+                if start:
+                    hasher.update(b"\x1f")
+                block = series.iloc[start:start + _DIGEST_BLOCK]
+                hasher.update("\x1f".join("\x00" if pd.isna(v) else str(v) for v in block).encode())
 
 
 def snapshot_content_hash(runs: pd.DataFrame, history: pd.DataFrame, excluded: pd.DataFrame) -> str:
@@ -161,7 +167,8 @@ def build_snapshot(source: str, previous_dir: str | os.PathLike | None = None, a
     return {"runs": runs, "history": history, "excluded": excluded, "manifest": manifest}
 
 
-def _write_temp_file(directory: Path, name: str, data: bytes) -> Path:
+def _write_temp_file(directory: Path, name: str, write: Callable[[Any], None]) -> Path:
+    """A temporary file beside `name` in directory, filled by write(binary handle) and fsynced."""
     fd, temp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp", dir=directory)
     try:
         # mkstemp makes the file 0600; give it the mode a plain open() would (shared clusters)
@@ -169,13 +176,30 @@ def _write_temp_file(directory: Path, name: str, data: bytes) -> Path:
         os.umask(umask)
         os.chmod(temp, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
     return Path(temp)
+
+
+# history rows per parquet row group: a reader of one phase decodes one group at a time
+HISTORY_ROW_GROUP = 1 << 18
+
+
+def _write_parquet(frame: pd.DataFrame, handle: Any, row_group: int = HISTORY_ROW_GROUP) -> None:
+    """frame -> parquet, converted to Arrow one row group at a time (a whole-frame conversion
+    would hold a second copy of a large history)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.Schema.from_pandas(frame, preserve_index=False)  # types inferred one column at a time
+    with pq.ParquetWriter(handle, schema) as writer:
+        for start in range(0, max(len(frame), 1), row_group):
+            block = frame.iloc[start:start + row_group]
+            writer.write_table(pa.Table.from_pandas(block, schema=schema, preserve_index=False))
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -202,21 +226,21 @@ def write_snapshot(snapshot: Mapping, out_dir: str | os.PathLike) -> dict:
     data_dir = Path(out_dir) / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(data_dir)
-    payloads: dict[str, bytes] = {}
-    for name, key in (("runs.parquet", "runs"), ("history.parquet", "history")):
-        buffer = io.BytesIO()
-        snapshot[key].to_parquet(buffer, index=False, engine="pyarrow")
-        payloads[name] = buffer.getvalue()
-    payloads["excluded_runs.csv"] = snapshot["excluded"].to_csv(index=False, lineterminator="\n").encode()
-    manifest = dict(snapshot["manifest"])
-    manifest["files"] = {name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-                         for name, data in payloads.items()}
-    payloads["manifest.json"] = (json.dumps(manifest, indent=2) + "\n").encode()
-
+    writers: dict[str, Callable[[Any], None]] = {
+        "runs.parquet": lambda handle: _write_parquet(snapshot["runs"], handle),
+        "history.parquet": lambda handle: _write_parquet(snapshot["history"], handle),
+        "excluded_runs.csv": lambda handle: handle.write(
+            snapshot["excluded"].to_csv(index=False, lineterminator="\n").encode()),
+    }
     temps: dict[str, Path] = {}
     try:
-        for name, data in payloads.items():
-            temps[name] = _write_temp_file(data_dir, name, data)
+        for name, write in writers.items():
+            temps[name] = _write_temp_file(data_dir, name, write)
+        manifest = dict(snapshot["manifest"])
+        manifest["files"] = {name: {"sha256": file_sha256(temps[name]), "bytes": temps[name].stat().st_size}
+                             for name in writers}
+        text = (json.dumps(manifest, indent=2) + "\n").encode()
+        temps["manifest.json"] = _write_temp_file(data_dir, "manifest.json", lambda handle: handle.write(text))
         _keep_previous_set(data_dir)
         for name in [*SNAPSHOT_FILES, "manifest.json"]:
             os.replace(temps.pop(name), data_dir / name)
@@ -253,11 +277,58 @@ def _keep_previous_set(data_dir: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _read_verified_set(data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+class SnapshotHistory:
+    """A snapshot's history.parquet, read on demand: the rows of some runs, some columns.
+
+    What `open_snapshot(..., lazy=True)` returns in place of the history frame, so that a section
+    holds its phase's runs only (`measure.phase_runs` reads them), however large the sweep. The
+    file is opened when the set is verified, so a snapshot written meanwhile does not change
+    what is read."""
+
+    def __init__(self, path: Path):
+        import pyarrow.parquet as pq
+
+        self.path = Path(path)
+        self._file = pq.ParquetFile(self.path)
+        self.columns = list(self._file.schema_arrow.names)
+
+    def __len__(self) -> int:
+        return self._file.metadata.num_rows
+
+    def __repr__(self) -> str:
+        return (f"<SnapshotHistory {self.path}: {len(self):,} rows, {len(self.columns)} columns; "
+                ".read(run_ids, columns) gives a frame>")
+
+    def read(self, run_ids: Iterable | None = None, columns: Iterable[str] | None = None) -> pd.DataFrame:
+        """The history rows of `run_ids` (default: every run) in the file's order (run id, then
+        step), with `columns` (default: all; run_id and step always), decoded one row group at a
+        time so that memory holds what is kept, not the file."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        names = self.columns if columns is None else list(dict.fromkeys(
+            ["run_id", "step", *(c for c in columns if c in self.columns)]))
+        wanted = None if run_ids is None else pa.array(sorted({str(r) for r in run_ids}), type=pa.string())
+        batches = []
+        for batch in self._file.iter_batches(batch_size=HISTORY_ROW_GROUP, columns=names):
+            if wanted is not None:
+                batch = batch.filter(pc.is_in(batch.column("run_id"), value_set=wanted))
+            if batch.num_rows:
+                batches.append(batch)
+        schema = self._file.schema_arrow
+        table = pa.Table.from_batches(batches, schema=pa.schema([schema.field(n) for n in names],
+                                                                metadata=schema.metadata))
+        del batches
+        return table.to_pandas(self_destruct=True, split_blocks=True)
+
+
+def _read_verified_set(data_dir: Path, lazy: bool = False) -> tuple[pd.DataFrame, Any, dict]:
     manifest = _verify_snapshot_files(data_dir)
     try:
         runs = pd.read_parquet(data_dir / "runs.parquet")
-        history = pd.read_parquet(data_dir / "history.parquet")
+        history = SnapshotHistory(data_dir / "history.parquet")
+        if not lazy:
+            history = history.read()
     except Exception as exc:  # noqa: BLE001 -- any parquet error means a corrupt file
         raise SnapshotError(f"corrupt snapshot in {data_dir}: {type(exc).__name__}: {exc}") from None
     missing = [c for c in ("run_id", "name", "phase", "n_prompts", "n_rollouts", "source") if c not in runs.columns]
@@ -267,8 +338,9 @@ def _read_verified_set(data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict
     return runs, history, manifest
 
 
-def read_snapshot(out_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Read a snapshot written by `write_snapshot` -> (runs, history, manifest).
+def read_snapshot(out_dir: str | os.PathLike, lazy: bool = False) -> tuple[pd.DataFrame, Any, dict]:
+    """Read a snapshot written by `write_snapshot` -> (runs, history, manifest); with lazy=True
+    the history is a `SnapshotHistory` to read runs and columns from.
 
     Every file is checked against the hashes in manifest.json. A torn set (a write interrupted
     between two renames) falls back, with a warning, to the previous complete set in data/.prev.
@@ -276,7 +348,7 @@ def read_snapshot(out_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFram
     """
     data_dir = _snapshot_data_dir(out_dir)
     try:
-        return _read_verified_set(data_dir)
+        return _read_verified_set(data_dir, lazy)
     except SnapshotMissingError:
         raise
     except SnapshotError as exc:
@@ -284,7 +356,7 @@ def read_snapshot(out_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFram
         if not backup.is_dir():
             raise
         try:
-            runs, history, manifest = _read_verified_set(backup)
+            runs, history, manifest = _read_verified_set(backup, lazy)
         except SnapshotError:
             raise exc from None
         _DATA_LOG.warning("%s; using the previous complete snapshot kept in %s", exc, backup)
@@ -306,17 +378,20 @@ def read_excluded_runs(out_dir: str | os.PathLike) -> pd.DataFrame:
     return pd.read_csv(_snapshot_data_dir(out_dir) / "excluded_runs.csv", dtype=str, keep_default_na=False)
 
 
-def open_snapshot(out_dir: str | Path, source: str | None = None, params_dir: str | Path | None = None):
+def open_snapshot(out_dir: str | Path, source: str | None = None, params_dir: str | Path | None = None,
+                  lazy: bool = False):
     """(runs, history, manifest) of the snapshot in <out_dir>/data. When there is none yet
     (a notebook opened in JupyterLab before any `make snapshot`) and a source is given, build it
     first with the same code as `make snapshot` (phases selected with params_dir, by default
-    the project's params/)."""
+    the project's params/). lazy=True: the history is a `SnapshotHistory`, from which
+    `phase_runs` reads one phase's runs (what the sections do: memory then follows the phase,
+    not the sweep)."""
     from .paths import DEFAULT_PARAMS, project_path
 
     out_dir = Path(out_dir)
     if source is not None and not (out_dir / "data" / "manifest.json").exists():
         params_dir = project_path(params_dir if params_dir is not None else DEFAULT_PARAMS)
         write_snapshot(build_snapshot(source, params_dir=params_dir if params_dir.is_dir() else None), out_dir)
-    return read_snapshot(out_dir)
+    return read_snapshot(out_dir, lazy)
 
 

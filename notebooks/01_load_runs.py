@@ -31,7 +31,7 @@ ch.setup_style()
 out, params_dir, source = ch.section_paths("01_load_runs", out_dir, params_dir, source,
                                            phase=phase, n_bootstrap=n_bootstrap)
 params = ch.load_phase_params(params_dir, phase)
-runs_all, history_all, manifest = ch.open_snapshot(out, source, params_dir)
+runs_all, history_all, manifest = ch.open_snapshot(out, source, params_dir, lazy=True)
 excluded = ch.read_excluded_runs(out)
 runs, history, metric = ch.phase_runs(runs_all, history_all, params)
 runs = runs.sort_values(["total_batch", "n_prompts", "replicate"])

@@ -49,7 +49,8 @@ out, params_dir, source = ch.section_paths("02_steps_to_target", out_dir, params
                                            phase=phase, n_bootstrap=n_bootstrap, seed=seed)
 params = ch.load_phase_params(params_dir, phase)
 figures, tables = out / phase / "figures", out / phase / "tables"
-runs_all, history_all, manifest = ch.open_snapshot(out, source, params_dir)
+# lazy: the history stays on disk until phase_runs reads this phase's runs from it
+runs_all, history_all, manifest = ch.open_snapshot(out, source, params_dir, lazy=True)
 runs, history, metric = ch.phase_runs(runs_all, history_all, params)
 print(f"{params['title']}: {len(runs)} runs, metric {metric}, n_val = {params['n_val']}, "
       f"{n_bootstrap} bootstrap resamples")

@@ -28,7 +28,7 @@ ch.setup_style()
 out, params_dir, source = ch.section_paths("03_training_curves", out_dir, params_dir, source,
                                            phase=phase, n_bootstrap=n_bootstrap)
 params = ch.load_phase_params(params_dir, phase)
-runs_all, history_all, manifest = ch.open_snapshot(out, source)
+runs_all, history_all, manifest = ch.open_snapshot(out, source, lazy=True)
 runs, history, metric = ch.phase_runs(runs_all, history_all, params)
 curves = ch.training_curves_table(runs, history, metric)
 # which learning rate won at each batch size (02's envelope): the winners solid, the others faded

@@ -36,7 +36,7 @@ out, params_dir, source = ch.section_paths("04_two_axis", out_dir, params_dir, s
                                            phase=phase, n_bootstrap=n_bootstrap, seed=seed)
 params = ch.load_phase_params(params_dir, phase)
 figures, tables = out / phase / "figures", out / phase / "tables"
-runs_all, history_all, manifest = ch.open_snapshot(out, source)
+runs_all, history_all, manifest = ch.open_snapshot(out, source, lazy=True)
 # the phases named in two_axis_phases that have runs and measure this phase's accuracy key
 members, left_out = ch.joint_phase_runs(runs_all, history_all, params, params_dir)
 frames = [ch.sb_eb_table(m["runs"], m["history"], m["metric"], params["thresholds"]).assign(phase=m["phase"])

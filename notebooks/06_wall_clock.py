@@ -34,7 +34,7 @@ out, params_dir, source = ch.section_paths("06_wall_clock", out_dir, params_dir,
                                            phase=phase, n_bootstrap=n_bootstrap)
 params = ch.load_phase_params(params_dir, phase)
 figures, tables = out / phase / "figures", out / phase / "tables"
-runs_all, history_all, manifest = ch.open_snapshot(out, source, params_dir)
+runs_all, history_all, manifest = ch.open_snapshot(out, source, params_dir, lazy=True)
 runs, history, metric = ch.phase_runs(runs_all, history_all, params)
 
 # %% [markdown]

@@ -30,7 +30,7 @@ import cbs_helpers as ch
 ch.setup_style()
 out, params_dir, source = ch.section_paths("07_summary", out_dir, params_dir, source,
                                            phase=phase, n_bootstrap=n_bootstrap)
-runs_all, _history, manifest = ch.open_snapshot(out, source)
+runs_all, _history, manifest = ch.open_snapshot(out, source, lazy=True)
 in_snapshot = set(runs_all["phase"].dropna().astype(str))
 phases, skipped = {}, []
 for path in sorted(params_dir.glob("*.yaml")):

@@ -43,7 +43,7 @@ out, params_dir, source = ch.section_paths("08_plan", out_dir, params_dir, sourc
                                            phase=phase, n_bootstrap=n_bootstrap, seed=seed, n_simulations=n_simulations)
 params = ch.load_phase_params(params_dir, phase)
 figures, tables = out / phase / "figures", out / phase / "tables"
-runs_all, history_all, manifest = ch.open_snapshot(out, source, params_dir)
+runs_all, history_all, manifest = ch.open_snapshot(out, source, params_dir, lazy=True)
 runs, history, metric = ch.phase_runs(runs_all, history_all, params)
 thresholds = params["thresholds"]
 sb_eb, cbs_fit, draws = ch.fit_phase(runs, history, metric, thresholds, params["n_val"], n_bootstrap=n_bootstrap,
