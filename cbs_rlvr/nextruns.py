@@ -108,6 +108,21 @@ def _censored_rows(sb_eb: pd.DataFrame, d: dict, t: float) -> list[tuple[int, st
     return out
 
 
+def _extension_rows(rows: list[tuple[int, str, float]], B: np.ndarray, log_b_noise: float,
+                    limit: int) -> list[tuple[int, str, float]]:
+    """The censored rows worth extending: at each batch size the run that came furthest (its
+    seeds' runs tell the same), at the `limit` batch sizes nearest B_noise (where a crossing
+    moves the fit most), in the fit's row order. A sweep of thousands of runs then costs a few
+    refits, not one per censored run."""
+    furthest: dict[float, tuple[int, str, float]] = {}
+    for row in rows:
+        b = float(B[row[0]])
+        if b not in furthest or row[2] > furthest[b][2]:
+            furthest[b] = row
+    nearest = sorted(furthest, key=lambda b: (abs(math.log(b) - log_b_noise), b))[:max(int(limit), 0)]
+    return sorted((furthest[b] for b in nearest), key=lambda row: row[0])
+
+
 def _remeasure_sd(d: dict, log_S_new: float, default: float) -> float:
     """How far the bootstrap's re-measurement would move a new run's log S: the eval-noise sd
     of the phase's re-measured runs scaled by S^-1/2 (more evaluations around a later
@@ -130,13 +145,16 @@ def _round_up(x: float) -> int:
 def next_runs(draws: dict, cbs_fit: pd.DataFrame, sb_eb: pd.DataFrame, step_model: dict | None = None,
               step_times: pd.DataFrame | None = None, target: float | None = None,
               budget_steps: float | None = None, n_simulations: int = 200, n_outcomes: int = 10,
-              max_runs: int = 3, min_gain: float = 0.05, octaves: int = 1, seed: int = 0) -> pd.DataFrame:
+              max_runs: int = 3, min_gain: float = 0.05, octaves: int = 1, max_extensions: int = 6,
+              seed: int = 0) -> pd.DataFrame:
     """next_runs.csv: up to `max_runs` actions at the decision target (decision_target unless
     given), ranked by expected narrowing of the B_noise interval per GPU-hour (per hour without
     GPU counts, per million samples without step times). See the module docstring for how each
     is simulated. Actions expected to narrow it by less than `min_gain` are left out.
-    Cost: (actions x n_outcomes x n_simulations) table refits, one vectorised call; about
-    0.5 s at the defaults on a sweep of ten runs."""
+    Extensions are weighed for at most `max_extensions` batch sizes, those nearest B_noise, and
+    at each for its censored run that came furthest.
+    Cost: one vectorised refit of (n_outcomes x n_simulations) tables per action; about 0.5 s
+    at the defaults on a sweep of ten runs."""
     from scipy import stats  # here: importing cbs_helpers loads no scipy
 
     empty = pd.DataFrame(columns=NEXT_RUNS_COLUMNS)
@@ -175,7 +193,7 @@ def next_runs(draws: dict, cbs_fit: pd.DataFrame, sb_eb: pd.DataFrame, step_mode
     actions = [{"action": "new", "run_name": "", "n_prompts": int(r.n_prompts), "n_rollouts": int(r.n_rollouts),
                 "B": float(r.total_batch), "row": None, "from": 0.0} for r in cand.itertuples()]
     by_B = sb_eb.drop_duplicates("total_batch").set_index("total_batch")
-    for i, name, last in _censored_rows(sb_eb, d, t):
+    for i, name, last in _extension_rows(_censored_rows(sb_eb, d, t), B, b_hat, max_extensions):
         ref = by_B.loc[int(B[i])] if int(B[i]) in by_B.index else None
         n_p = int(ref["n_prompts"]) if ref is not None else int(B[i])
         actions.append({"action": f"extend {name}", "run_name": name, "n_prompts": n_p,
@@ -189,7 +207,8 @@ def next_runs(draws: dict, cbs_fit: pd.DataFrame, sb_eb: pd.DataFrame, step_mode
     # each outcome on its own resample of the M tables: a fresh bootstrap of the sweep after the
     # run spreads by chance too, and the realised narrowing carries that chance
     pick = rng.integers(0, M, size=(R, M))
-    blocks_Y, blocks_W, blocks_C, info = [], [], [], []
+    rows_B = np.r_[B, np.nan]  # the sweep's batch sizes and the action's
+    after, info = [], []  # per action: the R outcomes' spreads after it
     for act in actions:
         mu = _curve(a_draws[k_draw], b_draws[k_draw], alpha, act["B"])  # (R,)
         mu_hat = float(_curve(a_hat, b_hat, alpha, act["B"]))
@@ -210,6 +229,7 @@ def next_runs(draws: dict, cbs_fit: pd.DataFrame, sb_eb: pd.DataFrame, step_mode
             p_reach = float((stats.norm.cdf((stop - mu_hat) / sd) - stats.norm.cdf(lo1)) / max(1 - stats.norm.cdf(lo1), 1e-12))
         reached = out < stop
         spread = _remeasure_sd(d, mu_hat, eval_new)
+        blocks_Y, blocks_W, blocks_C = [], [], []
         for r in range(R):
             Y, W, C = (x[pick[r]] for x in (Y0, W0, C0))
             col_y = np.where(reached[r], out[r] + spread * e[:, 0], stop)
@@ -233,11 +253,11 @@ def next_runs(draws: dict, cbs_fit: pd.DataFrame, sb_eb: pd.DataFrame, step_mode
             blocks_Y.append(Y)
             blocks_W.append(W)
             blocks_C.append(C)
+        rows_B[-1] = act["B"]  # refit now: only one action's R x M tables are ever held
+        after.append(_refit_spreads(rows_B, np.concatenate(blocks_Y), np.concatenate(blocks_W),
+                                    np.concatenate(blocks_C), bb, R))
         steps_used = np.where(reached, np.exp(out), math.exp(stop)) - act["from"]
         info.append({"p_reach": p_reach, "to": to, "steps": float(np.mean(steps_used)), "mu_hat": mu_hat})
-    rows_B = np.r_[B, np.nan]
-    # the extra column's B: per action; refit per action block (one B vector each)
-    nar = np.full((len(actions), R), np.nan)
     base = _refit_spreads(B, Y0, W0, C0, bb, 1)[0]
     if not np.isfinite(base) or base <= 0:
         return empty
@@ -246,12 +266,7 @@ def next_runs(draws: dict, cbs_fit: pd.DataFrame, sb_eb: pd.DataFrame, step_mode
     pick0 = rng.integers(0, M, size=(R, M))
     base_r = _refit_spreads(B, *(np.concatenate([x[p] for p in pick0]) for x in (Y0, W0, C0)), bb, R)
     base_r = np.where(np.isfinite(base_r) & (base_r > 0), base_r, base)
-    for j, act in enumerate(actions):
-        rows_B[-1] = act["B"]
-        Ys = np.concatenate(blocks_Y[j * R:(j + 1) * R])
-        Ws = np.concatenate(blocks_W[j * R:(j + 1) * R])
-        Cs = np.concatenate(blocks_C[j * R:(j + 1) * R])
-        nar[j] = 1 - _refit_spreads(rows_B, Ys, Ws, Cs, bb, R) / base_r
+    nar = 1 - np.array(after) / base_r
     T, _ = predict_step_time(step_model or {}, np.array([a["n_prompts"] for a in actions], dtype=float),
                              np.array([a["n_rollouts"] for a in actions], dtype=float))
     Bs = np.array([a["B"] for a in actions])

@@ -289,7 +289,8 @@ class SnapshotHistory:
         import pyarrow.parquet as pq
 
         self.path = Path(path)
-        self._file = pq.ParquetFile(self.path)
+        # pre_buffer=False: read one row group at a time (the default reads ahead the whole file)
+        self._file = pq.ParquetFile(self.path, read_dictionary=["run_id"], pre_buffer=False)
         self.columns = list(self._file.schema_arrow.names)
 
     def __len__(self) -> int:
@@ -301,25 +302,42 @@ class SnapshotHistory:
 
     def read(self, run_ids: Iterable | None = None, columns: Iterable[str] | None = None) -> pd.DataFrame:
         """The history rows of `run_ids` (default: every run) in the file's order (run id, then
-        step), with `columns` (default: all; run_id and step always), decoded one row group at a
-        time so that memory holds what is kept, not the file."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
+        step), with `columns` (default: all; run_id and step always).
 
+        Two passes over the row groups: the run ids first (which rows are kept), then the other
+        columns, each group's kept rows copied straight into arrays sized for the result. Memory
+        holds the result once plus one row group; an allocator never sees the many mid-sized
+        blocks a decode-then-concatenate leaves behind."""
         names = self.columns if columns is None else list(dict.fromkeys(
             ["run_id", "step", *(c for c in columns if c in self.columns)]))
-        wanted = None if run_ids is None else pa.array(sorted({str(r) for r in run_ids}), type=pa.string())
-        batches = []
-        for batch in self._file.iter_batches(batch_size=HISTORY_ROW_GROUP, columns=names):
-            if wanted is not None:
-                batch = batch.filter(pc.is_in(batch.column("run_id"), value_set=wanted))
-            if batch.num_rows:
-                batches.append(batch)
+        wanted = None if run_ids is None else {str(r) for r in run_ids}
+        ids: dict[str, int] = {}
+        selections = []  # (row group, mask of its kept rows or None for all, their run codes)
+        for group in range(self._file.num_row_groups):
+            run_id = self._file.read_row_group(group, columns=["run_id"]).column(0).combine_chunks()
+            labels = [str(v) for v in run_id.dictionary.to_pylist()]
+            indices = run_id.indices.to_numpy(zero_copy_only=False)
+            mask = None if wanted is None else np.array([v in wanted for v in labels], dtype=bool)[indices]
+            if mask is not None and not mask.any():
+                continue
+            local = np.array([ids.setdefault(v, len(ids)) for v in labels], dtype=np.int64)
+            selections.append((group, mask, local[indices if mask is None else indices[mask]]))
+        total = sum(len(codes) for _, _, codes in selections)
         schema = self._file.schema_arrow
-        table = pa.Table.from_batches(batches, schema=pa.schema([schema.field(n) for n in names],
-                                                                metadata=schema.metadata))
-        del batches
-        return table.to_pandas(self_destruct=True, split_blocks=True)
+        data = {name: np.empty(total, dtype=schema.field(name).type.to_pandas_dtype())
+                for name in names if name != "run_id"}
+        start = 0
+        for group, mask, codes in selections:
+            table = self._file.read_row_group(group, columns=list(data))
+            for name, target in data.items():
+                values = table.column(name).to_numpy()
+                target[start:start + len(codes)] = values if mask is None else values[mask]
+            start += len(codes)
+            del table
+        labels = np.array(list(ids), dtype=object)
+        run_codes = np.concatenate([codes for _, _, codes in selections]) if selections else np.empty(0, np.int64)
+        frame = {"run_id": pd.array(labels[run_codes] if len(labels) else np.empty(0, object), dtype="str"), **data}
+        return pd.DataFrame({name: frame[name] for name in names}, copy=False)
 
 
 def _read_verified_set(data_dir: Path, lazy: bool = False) -> tuple[pd.DataFrame, Any, dict]:
