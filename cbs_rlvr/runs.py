@@ -440,6 +440,7 @@ def normalise_history_frame(frame: pd.DataFrame,
     usable = whole & (step >= 0)
     if usable.any() and step[usable].max() >= 2.0**63:
         raise OverflowError("a history step does not fit in int64")  # as `normalise_history`
+    rows = slice(None) if usable.all() else usable  # a slice takes no copy of each column
     names = [str(column) for column in frame.columns]
     last = {name: j for j, name in enumerate(names)}  # of two columns named alike the later wins
 
@@ -452,12 +453,12 @@ def normalise_history_frame(frame: pd.DataFrame,
             counts["non_numeric"] += int((numeric.isna() & cells.notna()).sum())
             if names[j].startswith("_") or last[names[j]] != j:
                 continue
-            values = numeric.to_numpy(dtype="float64", na_value=np.nan)[usable]
+            values = numeric.to_numpy(dtype="float64", na_value=np.nan)[rows]
             infinite = np.isinf(values)
             counts["nonfinite"] += int(np.count_nonzero(infinite))
             yield names[j], np.where(infinite, np.nan, values), ~np.isnan(values)
 
-    return _columns_by_step(step[usable].astype("int64"), by_key(), counts), counts
+    return _columns_by_step(step[rows].astype("int64"), by_key(), counts), counts
 
 
 def _columns_by_step(steps: np.ndarray, columns: Iterable[tuple[str, np.ndarray, np.ndarray]],
@@ -468,23 +469,29 @@ def _columns_by_step(steps: np.ndarray, columns: Iterable[tuple[str, np.ndarray,
     counts `step_restarts`, `duplicate_steps` and the accuracy rules into `counts`. `columns` is
     read one key at a time, so a generator need hold only the key at hand."""
     counts["step_restarts"] = int(np.count_nonzero(steps[1:] < steps[:-1]))
-    order = np.argsort(steps, kind="stable")  # by step, then log order
-    by_step = steps[order]
-    starts = np.ones(len(by_step), dtype=bool)
-    starts[1:] = by_step[1:] != by_step[:-1]
-    unique_steps = by_step[starts]
+    if not np.all(steps[1:] > steps[:-1]):
+        order = np.argsort(steps, kind="stable")  # by step, then log order
+        by_step = steps[order]
+        starts = np.ones(len(by_step), dtype=bool)
+        starts[1:] = by_step[1:] != by_step[:-1]
+        unique_steps = by_step[starts]
+        slot_of = np.cumsum(starts) - 1  # position in unique_steps of each row in `order`
+    else:  # the common case, a row per step in order: each row is its step's only write
+        unique_steps = steps
     counts["duplicate_steps"] = len(steps) - len(unique_steps)
-    slot_of = np.cumsum(starts) - 1  # position in unique_steps of each row in `order`
     frame: dict[str, np.ndarray] = {"step": unique_steps}
     for key, values, written in columns:
-        hits = np.flatnonzero(written[order])
-        if not hits.size:
+        if not written.any():
             continue
-        slots = slot_of[hits]
-        last = np.ones(len(slots), dtype=bool)  # the last write of each step (log order within)
-        last[:-1] = slots[1:] != slots[:-1]
-        column = np.full(len(unique_steps), np.nan)
-        column[slots[last]] = values[order[hits[last]]]
+        if unique_steps is steps:
+            column = np.where(written, values, np.nan)
+        else:
+            hits = np.flatnonzero(written[order])
+            slots = slot_of[hits]
+            last = np.ones(len(slots), dtype=bool)  # the last write of each step (log order within)
+            last[:-1] = slots[1:] != slots[:-1]
+            column = np.full(len(unique_steps), np.nan)
+            column[slots[last]] = values[order[hits[last]]]
         if _is_accuracy_key(key):
             if _is_percent_series(column[np.isfinite(column)]):
                 column = column / 100.0
@@ -635,7 +642,7 @@ def assemble_snapshot_frames(entries: Sequence[Mapping]) -> dict:
     frames = []
     for entry in entries:
         if entry["kind"] == "run":
-            frame = entry["history"].copy()
+            frame = entry["history"].copy(deep=False)  # run_id is a new column: no data copied
             frame.insert(0, "run_id", entry["row"]["run_id"])
             frames.append(frame)
     history = pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame(

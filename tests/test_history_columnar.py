@@ -192,16 +192,19 @@ def random_rows(rng: np.random.Generator) -> list[dict]:
     """A log with duplicates, restarts, odd and missing steps, disagreeing global steps, every
     kind of value, late keys, bookkeeping keys, percent and out-of-range accuracy."""
     n_rows = int(rng.integers(0, 60))
+    steady = rng.random() < 0.3  # a row per step in order (numpy's shortcut in normalise_history)
     percent = {key: rng.random() < 0.4 for key in (ACC, ACC2, ACC3)}
     late = int(rng.integers(0, max(n_rows, 1)))
     rows, step = [], 0
     for i in range(n_rows):
-        move = rng.random()
+        move = 0.0 if steady else rng.random()
         step = step + 1 if move < 0.75 else step if move < 0.85 else max(step - int(rng.integers(1, 6)), 0)
         row: dict[Any, Any] = {}
-        if rng.random() < 0.95:
+        if steady:
+            row["_step"] = step
+        elif rng.random() < 0.95:
             row["_step"] = _random_step(rng, i)
-        if rng.random() < 0.6:
+        if not steady and rng.random() < 0.6:
             row["training/global_step"] = _random_step(rng, step) if rng.random() < 0.9 else _random_step(rng, i)
         for key in ("x", "loss/pg", "_runtime", "perf/throughput", "actor/entropy", 7):
             if rng.random() < 0.7:
@@ -218,8 +221,9 @@ def random_rows(rng: np.random.Generator) -> list[dict]:
 def random_frame(rng: np.random.Generator) -> pd.DataFrame:
     """An export table: step columns of several kinds, NaN/inf/string/bool/int/nullable cells."""
     n = int(rng.integers(0, 50))
-    steps = np.cumsum(rng.choice([1, 1, 1, 0, -3], n)).astype("float64") + 3
-    odd = rng.random(n)
+    steady = rng.random() < 0.3  # a row per step in order
+    steps = np.cumsum(rng.choice([1, 1, 1, 0, -3], n) if not steady else np.ones(n)).astype("float64") + 3
+    odd = rng.random(n) if not steady else np.ones(n)
     steps[odd < 0.05] += 0.5
     steps[(odd >= 0.05) & (odd < 0.1)] = np.nan
     steps[(odd >= 0.1) & (odd < 0.13)] = -2
@@ -231,8 +235,9 @@ def random_frame(rng: np.random.Generator) -> pd.DataFrame:
         columns["step"] = np.arange(n) * 2
     if layout in (0, 2, 3) and rng.random() < 0.7 or layout == 3:
         global_steps = steps.copy()
-        global_steps[rng.random(n) < 0.2] = np.nan
-        global_steps[rng.random(n) < 0.05] += 0.25
+        if not steady:
+            global_steps[rng.random(n) < 0.2] = np.nan
+            global_steps[rng.random(n) < 0.05] += 0.25
         columns["training/global_step"] = global_steps
     for key in ("x", "loss/pg", "perf/throughput", "_runtime", ACC, ACC3):
         scale = 100 if key in (ACC, ACC3) and rng.random() < 0.5 else 1
@@ -272,13 +277,21 @@ def test_normalise_history_equals_reference(seed):
     _compare(new, _reference_normalise_history(rows, keep=keep))
 
 
-def test_random_rows_exercise_every_rule():
+def test_random_logs_exercise_every_rule():
     counts: dict[str, int] = {}
+    n_steady = 0  # logs of a row per step in order, with ten steps or more
     for seed in range(300):
-        _, run_counts = _reference_normalise_history(random_rows(np.random.default_rng(seed)))
+        history, run_counts = _reference_normalise_history(random_rows(np.random.default_rng(seed)))
         for key, value in run_counts.items():
             counts[key] = counts.get(key, 0) + (len(value) if isinstance(value, list) else value)
+        n_steady += len(history) >= 10 and not run_counts["duplicate_steps"] + run_counts["step_restarts"]
     assert all(counts.values()), counts
+    assert n_steady >= 30
+    n_steady_frames = 0
+    for seed in range(200):
+        history, run_counts = _reference_export_history(random_frame(np.random.default_rng(seed)), None)
+        n_steady_frames += len(history) >= 10 and not run_counts["duplicate_steps"] + run_counts["step_restarts"]
+    assert n_steady_frames >= 20
 
 
 def test_normalise_history_overwrites_and_empty_logs():
