@@ -341,9 +341,9 @@ def normalise_history(rows: Iterable[Mapping],
       `accuracy_above_1`.
 
     One pass over `rows` (a generator will do) stores each kept key as a column over the usable
-    rows (values and a written-or-not byte, ~9 bytes a row) rather than a dict per step, so a
-    10^6-row run costs ~100 MB rather than a few GB; `_columns_by_step` then applies the rules
-    above with numpy.
+    rows (values and a written-or-not byte, 9 bytes a row) rather than a dict per step: 10^6
+    rows of 12 keys hold ~110 MB where the dicts took ~0.8 GB. `_columns_by_step` then applies
+    the rules above with numpy.
     """
     counts = _new_counts()
     steps = array("q")  # the step of each usable row, in log order
@@ -379,7 +379,7 @@ def normalise_history(rows: Iterable[Mapping],
                 if kind in ("nonfinite", "non_numeric"):
                     counts[kind] += 1
             values, written = column
-            if len(written) < i:  # not written in the rows since the column began: pad them
+            if len(written) < i:  # the rows since the key's last write did not log it: pad them
                 values.frombytes(bytes(8 * (i - len(written))))
                 written.extend(bytes(i - len(written)))
             values.append(raw)
@@ -393,7 +393,6 @@ def normalise_history(rows: Iterable[Mapping],
             yield key, np.frombuffer(values, dtype="float64"), np.frombuffer(written, dtype="bool")
 
     return _columns_by_step(np.frombuffer(steps, dtype="int64"), by_key(), counts), counts
-
 
 
 def history_frame_steps(frame: pd.DataFrame) -> np.ndarray:
