@@ -24,7 +24,7 @@ from cbs_rlvr.select import configuration_counts, select_runs, selection_descrip
 from cbs_rlvr.resume import resumed_runs
 
 # --- S(B) and E(B): steps and samples to each target accuracy -----------------------------------
-from cbs_rlvr.measure import SB_EB_COLUMNS, generated_samples_table, sb_eb_table, steps_to_target
+from cbs_rlvr.measure import GEN_BATCHES_KEY, SB_EB_COLUMNS, generated_samples_table, sb_eb_table, steps_to_target
 
 # --- The McCandlish fit S(B) = S_min (1 + B_noise / B), with bootstrap intervals ----------------
 from cbs_rlvr.fit import (
@@ -69,6 +69,7 @@ from cbs_rlvr.noise import (
 
 # --- Wall-clock time to target ------------------------------------------------------------------
 from cbs_rlvr.wallclock import (
+    WALL_CLOCK_KEYS,
     fastest_batch,
     predict_step_time,
     step_time_model,

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import fnmatch
 import math
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
 
 from .envelope import in_envelope
 from .params import load_phase_params
-from .runs import LR_KEY
+from .runs import LR_KEY, is_accuracy_key
 from .select import DEFAULT_METAPARAMETERS, configuration_labels, metaparameter_values, select_runs
 
 SB_EB_COLUMNS = [
@@ -302,12 +303,14 @@ def generated_samples_table(runs: pd.DataFrame, history: pd.DataFrame, sb_eb: pd
     return int_columns(pd.DataFrame(rows, columns=cols), ("n_prompts", "n_rollouts", "total_batch"))
 
 
-def phase_runs(runs_all: pd.DataFrame, history_all, params: dict):
+def phase_runs(runs_all: pd.DataFrame, history_all, params: dict, columns: Iterable[str] | None = None):
     """(runs, history, metric) of one phase: the runs its params select in the snapshot (by
     name, or by the params' `select`: tags, group, name pattern, config), their history, and
     the validation-accuracy key its params select among the columns those runs logged.
     history_all: the snapshot's history frame, or its `SnapshotHistory` (open_snapshot(...,
-    lazy=True)), from which only these runs are read.
+    lazy=True)), from which only these runs are read. columns: the other history keys the
+    caller reads (e.g. wallclock.WALL_CLOCK_KEYS); the history then holds run_id, step, the
+    metric and those only (default: every column).
     A phase with one or two batch sizes is returned as it is (the fits then say
     `insufficient`); a phase with no runs raises ValueError naming the phases present."""
     phase = params["phase"]
@@ -317,7 +320,8 @@ def phase_runs(runs_all: pd.DataFrame, history_all, params: dict):
         how = (f" (params select: {params['select']})" if params.get("select") else "")
         raise ValueError(f"no runs of phase {phase!r} in the snapshot{how}; phases present: {present}")
     if hasattr(history_all, "read"):  # a SnapshotHistory: read this phase's rows only
-        history = history_all.read(runs["run_id"])
+        accuracy = [c for c in history_all.columns if _may_be_accuracy(c, params["metric"])]
+        history = history_all.read(runs["run_id"], None if columns is None else [*accuracy, *columns])
     else:
         history = history_all[history_all["run_id"].isin(runs["run_id"])]
     logged = [c for c in history.columns if history[c].notna().any()]
@@ -330,18 +334,26 @@ def phase_runs(runs_all: pd.DataFrame, history_all, params: dict):
         # at all is a params error and still raises.
         metric = select_accuracy_metric(list(history.columns), params["metric"],
                                         params.get("prefer_source"))
+    if columns is not None:
+        history = history[list(dict.fromkeys(c for c in ("run_id", "step", metric, *columns) if c in history.columns))]
     return runs, history, metric
 
 
+def _may_be_accuracy(column: str, metric: str | None) -> bool:
+    """A column the choice of a phase's metric looks at (or names in its message)."""
+    return (column.startswith("val-core/") or is_accuracy_key(column) or column == metric
+            or fnmatch.fnmatchcase(column, metric or "val-core/*mean@*"))
+
+
 def joint_phase_runs(runs_all: pd.DataFrame, history_all, params: dict,
-                     params_dir) -> tuple[list[dict], list[str]]:
+                     params_dir, columns: Iterable[str] | None = None) -> tuple[list[dict], list[str]]:
     """The phases a joint two-axis fit pools (the params' `two_axis_phases`, else the phase
     alone): a list of {phase, params, runs, history, metric}, and the phases left out, each as
     "name (reason)": no runs selected, params that do not load, or another accuracy key than
     this phase's (steps to one target compare only within one task)."""
     def select(name: str) -> tuple:
         p_params = params if name == params["phase"] else load_phase_params(params_dir, name)
-        return p_params, *phase_runs(runs_all, history_all, p_params)
+        return p_params, *phase_runs(runs_all, history_all, p_params, columns)
 
     try:
         own = select(params["phase"])  # its metric is the one the joint fit measures

@@ -272,13 +272,13 @@ def _is_percent_series(finite: np.ndarray) -> bool:
                 and np.count_nonzero(finite > 1) * 2 >= finite.size)
 
 
-def _is_accuracy_key(key: str) -> bool:
+def is_accuracy_key(key: str) -> bool:
     last = key.rsplit("/", 1)[-1].lower()
     return (key.startswith("val-core/") and re.fullmatch(r"mean@\d+", last) is not None) or "acc" in last
 
 
 # Keys the analysis reads (fnmatch patterns). Every source keeps only these, plus accuracy keys
-# (`_is_accuracy_key`) and the phases' own `metric` patterns, so a snapshot holds the same keys
+# (`is_accuracy_key`) and the phases' own `metric` patterns, so a snapshot holds the same keys
 # whichever source it came from, and a verl run's hundred other keys (pg_loss, response_length,
 # mfu...) cost neither requests nor memory.
 ANALYSIS_KEY_PATTERNS = (
@@ -304,7 +304,7 @@ def analysis_key_filter(extra_patterns: tuple[str, ...] = ()) -> Callable[[str],
 
     @functools.lru_cache(maxsize=4096)
     def keep(key: str) -> bool:
-        return _is_accuracy_key(key) or any(fnmatch.fnmatchcase(key, p) for p in patterns)
+        return is_accuracy_key(key) or any(fnmatch.fnmatchcase(key, p) for p in patterns)
 
     return keep
 
@@ -491,7 +491,7 @@ def _columns_by_step(steps: np.ndarray, columns: Iterable[tuple[str, np.ndarray,
             last[:-1] = slots[1:] != slots[:-1]
             column = np.full(len(unique_steps), np.nan)
             column[slots[last]] = values[order[hits[last]]]
-        if _is_accuracy_key(key):
+        if is_accuracy_key(key):
             if _is_percent_series(column[np.isfinite(column)]):
                 column = column / 100.0
                 counts["percent_columns"].append(key)

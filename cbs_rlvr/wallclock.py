@@ -24,6 +24,8 @@ from .select import DEFAULT_METAPARAMETERS
 
 STEP_TIME_KEYS = ("perf/time_per_step", "timing_s/step")
 OVERHEAD_KEYS = {"testing": "timing_s/testing", "save_checkpoint": "timing_s/save_checkpoint"}
+# the history keys wall_clock_table reads beside the metric (phase_runs(..., columns=...))
+WALL_CLOCK_KEYS = (*STEP_TIME_KEYS, *OVERHEAD_KEYS.values())
 
 
 def _float(value) -> float:

@@ -51,7 +51,7 @@ params = ch.load_phase_params(params_dir, phase)
 figures, tables = out / phase / "figures", out / phase / "tables"
 # lazy: the history stays on disk until phase_runs reads this phase's runs from it
 runs_all, history_all, manifest = ch.open_snapshot(out, source, params_dir, lazy=True)
-runs, history, metric = ch.phase_runs(runs_all, history_all, params)
+runs, history, metric = ch.phase_runs(runs_all, history_all, params, columns=[ch.GEN_BATCHES_KEY])
 print(f"{params['title']}: {len(runs)} runs, metric {metric}, n_val = {params['n_val']}, "
       f"{n_bootstrap} bootstrap resamples")
 

@@ -35,7 +35,7 @@ out, params_dir, source = ch.section_paths("06_wall_clock", out_dir, params_dir,
 params = ch.load_phase_params(params_dir, phase)
 figures, tables = out / phase / "figures", out / phase / "tables"
 runs_all, history_all, manifest = ch.open_snapshot(out, source, params_dir, lazy=True)
-runs, history, metric = ch.phase_runs(runs_all, history_all, params)
+runs, history, metric = ch.phase_runs(runs_all, history_all, params, columns=ch.WALL_CLOCK_KEYS)
 
 # %% [markdown]
 # ## Training time to each target, per batch size

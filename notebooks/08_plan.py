@@ -44,14 +44,14 @@ out, params_dir, source = ch.section_paths("08_plan", out_dir, params_dir, sourc
 params = ch.load_phase_params(params_dir, phase)
 figures, tables = out / phase / "figures", out / phase / "tables"
 runs_all, history_all, manifest = ch.open_snapshot(out, source, params_dir, lazy=True)
-runs, history, metric = ch.phase_runs(runs_all, history_all, params)
+runs, history, metric = ch.phase_runs(runs_all, history_all, params, columns=ch.WALL_CLOCK_KEYS)
 thresholds = params["thresholds"]
 sb_eb, cbs_fit, draws = ch.fit_phase(runs, history, metric, thresholds, params["n_val"], n_bootstrap=n_bootstrap,
                                      seed=seed, metaparameters=params["metaparameters"], return_draws=True)
 wall = ch.wall_clock_table(runs, history, metric, thresholds, metaparameters=params["metaparameters"])
 models = ch.mccandlish_models(sb_eb, cbs_fit, draws)
 measured = wall
-members, left_out = (ch.joint_phase_runs(runs_all, history_all, params, params_dir)
+members, left_out = (ch.joint_phase_runs(runs_all, history_all, params, params_dir, columns=ch.WALL_CLOCK_KEYS)
                      if params["two_axis_phases"] else ([], []))
 if members:
     frames = [ch.sb_eb_table(m["runs"], m["history"], m["metric"], thresholds).assign(phase=m["phase"])

@@ -20,7 +20,7 @@ if str(REPO) not in sys.path:  # until pytest's pythonpath is set in pyproject.t
     sys.path.insert(0, str(REPO))
 
 from cbs_rlvr.runs import (  # noqa: E402 (the reference's helpers are the module's own)
-    _is_accuracy_key,
+    is_accuracy_key,
     _is_percent_series,
     _metric_value,
     _row_step,
@@ -95,7 +95,7 @@ def _reference_normalise_history(rows: Iterable[Mapping],
     columns: dict[str, Any] = {"step": np.asarray(steps, dtype="int64")}
     for key in metrics:
         values = np.fromiter((table[s].get(key, math.nan) for s in steps), dtype="float64", count=len(steps))
-        if _is_accuracy_key(key):
+        if is_accuracy_key(key):
             if _is_percent_series(values[np.isfinite(values)]):
                 values = values / 100.0
                 counts["percent_columns"].append(key)
