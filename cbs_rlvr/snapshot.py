@@ -189,13 +189,14 @@ def _write_temp_file(directory: Path, name: str, write: Callable[[Any], None]) -
 HISTORY_ROW_GROUP = 1 << 18
 
 
-def _write_parquet(frame: pd.DataFrame, handle: Any, row_group: int = HISTORY_ROW_GROUP) -> None:
+def _write_parquet(frame: pd.DataFrame, handle: Any, row_group: int | None = None) -> None:
     """frame -> parquet, converted to Arrow one row group at a time (a whole-frame conversion
     would hold a second copy of a large history)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     schema = pa.Schema.from_pandas(frame, preserve_index=False)  # types inferred one column at a time
+    row_group = row_group or HISTORY_ROW_GROUP
     with pq.ParquetWriter(handle, schema) as writer:
         for start in range(0, max(len(frame), 1), row_group):
             block = frame.iloc[start:start + row_group]

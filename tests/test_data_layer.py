@@ -50,6 +50,7 @@ from cbs_rlvr.snapshot import (  # noqa: E402
     snapshot_content_hash,
     write_snapshot,
 )
+from cbs_rlvr import snapshot as snapshot_module  # noqa: E402
 from cbs_rlvr.sources.wandb_file import read_wandb_file  # noqa: E402
 
 VAL = "val-core/openai/gsm8k/reward/mean@1"
@@ -633,6 +634,46 @@ def test_snapshot_roundtrip_and_manifest(damaged_snapshot, damaged_corpus_dir, t
         "excluded_runs.csv", "history.parquet", "manifest.json", "runs.parquet"]
 
 
+def test_a_lazy_snapshot_reads_the_runs_and_columns_asked_for(damaged_snapshot, tmp_path):
+    """open_snapshot(lazy=True): the same rows as the whole frame's, for any runs and columns,
+    also across row groups (a history written in groups of 7 rows)."""
+    snap = dict(damaged_snapshot)
+    history = snap["history"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(snapshot_module, "HISTORY_ROW_GROUP", 7)
+        write_snapshot(snap, tmp_path)
+    _runs, store, _ = read_snapshot(tmp_path, lazy=True)
+    assert store._file.num_row_groups == -(-len(history) // 7)
+    assert len(store) == len(history) and store.columns == list(history.columns)
+    pd.testing.assert_frame_equal(store.read(), history)
+    ids = sorted(history["run_id"].unique())
+    some = [ids[0], ids[-1], "not-a-run"]
+    expected = history[history["run_id"].isin(some)][["run_id", "step", VAL]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(store.read(some, [VAL, "no/such/key"]), expected)
+    none = store.read(["not-a-run"])
+    assert len(none) == 0 and list(none.columns) == list(history.columns)
+    assert none.dtypes.equals(history.dtypes)
+
+
+def test_phase_runs_reads_one_phase_with_the_columns_asked_for(tmp_path):
+    """A section's history: the phase's runs only; with columns, run_id, step, the metric and
+    those columns; the same frame whether read lazily or cut from the whole history."""
+    import cbs_helpers as ch
+
+    out = tmp_path / "out"
+    write_snapshot(build_snapshot(str(REPO / "data" / "demo"), params_dir=REPO / "params"), out)
+    runs_all, history_all, _ = read_snapshot(out)
+    _, store, _ = read_snapshot(out, lazy=True)
+    params = ch.load_phase_params(REPO / "params", "p2b")
+    for columns in (None, [], ["timing_s/step", "perf/time_per_step", "no/such/key"]):
+        runs, eager, metric = ch.phase_runs(runs_all, history_all, params, columns=columns)
+        _, lazy, lazy_metric = ch.phase_runs(runs_all, store, params, columns=columns)
+        assert lazy_metric == metric and set(lazy["run_id"]) == set(runs["run_id"])
+        pd.testing.assert_frame_equal(lazy, eager.reset_index(drop=True))
+        if columns is not None:
+            assert list(lazy.columns) == ["run_id", "step", metric, *[c for c in columns if c in history_all]]
+
+
 def test_content_hash_is_deterministic(damaged_corpus_dir, damaged_snapshot):
     again = build_snapshot(str(damaged_corpus_dir))
     assert again["manifest"]["content_hash"] == damaged_snapshot["manifest"]["content_hash"]
@@ -649,16 +690,17 @@ def _smaller_snapshot(snap: dict) -> dict:
 
 def test_crash_in_parquet_writer_keeps_previous_snapshot(damaged_snapshot, tmp_path, monkeypatch):
     write_snapshot(damaged_snapshot, tmp_path)
-    real = pd.DataFrame.to_parquet
+    real = snapshot_module._write_parquet
     calls = []
 
-    def failing_to_parquet(self, *args, **kwargs):
+    def failing_write(frame, handle, *args, **kwargs):
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) == 2:  # the history, after part of it is written
+            real(frame.iloc[:3], handle)
             raise OSError("disk full")
-        return real(self, *args, **kwargs)
+        return real(frame, handle, *args, **kwargs)
 
-    monkeypatch.setattr(pd.DataFrame, "to_parquet", failing_to_parquet)
+    monkeypatch.setattr(snapshot_module, "_write_parquet", failing_write)
     with pytest.raises(OSError, match="disk full"):
         write_snapshot(_smaller_snapshot(damaged_snapshot), tmp_path)
     runs, _history, manifest = read_snapshot(tmp_path)

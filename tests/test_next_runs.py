@@ -27,6 +27,7 @@ from test_plan import METRIC, N_VAL, THRESHOLDS, draw_model, make_run, make_swee
 from cbs_rlvr.bootstrap import fit_phase
 from cbs_rlvr.nextruns import (
     NEXT_RUNS_COLUMNS,
+    _extension_rows,
     decision_target,
     fixed_rule_actions,
     next_runs,
@@ -193,3 +194,15 @@ def test_a_run_stopped_before_the_target_can_be_extended_and_a_new_run_below_the
         assert r.to_step > r.from_step and 0 < r.p_reach < 1
     new = nxt[nxt["action"] == "new"]
     assert (new["to_step"] == budget).all()
+
+
+def test_extensions_are_weighed_for_the_furthest_run_at_the_batch_sizes_nearest_b_noise():
+    """Thousands of censored runs cost a few refits: one run per batch size (the one that came
+    furthest), at the `limit` batch sizes nearest B_noise, in the fit's row order."""
+    B = np.array([16, 16, 32, 64, 64, 128, 1024], dtype=float)
+    rows = [(0, "a16", 300.0), (1, "b16", 500.0), (2, "c32", 200.0), (3, "d64", 100.0), (4, "e64", 90.0),
+            (5, "f128", 80.0), (6, "g1024", 40.0)]
+    assert _extension_rows(rows, B, math.log(60), 3) == [(2, "c32", 200.0), (3, "d64", 100.0), (5, "f128", 80.0)]
+    assert _extension_rows(rows, B, math.log(10), 2) == [(1, "b16", 500.0), (2, "c32", 200.0)]
+    assert [r[1] for r in _extension_rows(rows, B, math.log(60), 10)] == ["b16", "c32", "d64", "f128", "g1024"]
+    assert _extension_rows(rows, B, math.log(60), 0) == []
