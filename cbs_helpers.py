@@ -60,6 +60,7 @@ from cbs_rlvr.axes import TWO_AXIS_FIT_COLUMNS, iso_batch_table, two_axis_fit
 
 # --- Does the gradient noise scale predict B_crit? ----------------------------------------------
 from cbs_rlvr.noise import (
+    NOISE_KEYS,
     b_simple_posthoc,
     compare_b_simple,
     grad_noise_at_target,

@@ -23,6 +23,10 @@ def _ema(x: np.ndarray, alpha: float) -> np.ndarray:
     return out
 
 
+# the history keys this section reads beside the metric (phase_runs(..., columns=...))
+NOISE_KEYS = ("grad_noise/B_noise_estimate", "grad_noise/grad_norm", "actor/grad_norm")
+
+
 def smooth_grad_noise(history: pd.DataFrame, runs: pd.DataFrame, alpha: float = 0.1,
                       estimate_key: str = "grad_noise/B_noise_estimate",
                       norm_key: str = "grad_noise/grad_norm") -> pd.DataFrame:

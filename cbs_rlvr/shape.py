@@ -400,6 +400,10 @@ def fit_curve(B, S, c, groups, n_bootstrap: int = 1000, seed: int = 0, notes=(),
     return out
 
 
+# cells (tables x runs) refitted at once in the bootstrap
+_BLOCK_CELLS = 1 << 19
+
+
 def _bootstrap_both(x, y, w, c, B, model, bb, point, P_g, K, seed, groups, tables) -> dict:
     """Both forms refitted on K bootstrap tables: draws of alpha (general), of log S_min and
     log B_noise of each form, B_noise in the natural scale (0 / inf where a refit ran to a search
@@ -415,9 +419,17 @@ def _bootstrap_both(x, y, w, c, B, model, bb, point, P_g, K, seed, groups, table
         else:
             Y, Wt, C, method = tables(f_hat, K, rng)
         Y = np.where(Wt > 0, Y, 0.0)
-        a_m, b_m, _, s_m = _tobit_em(model, Y, Wt, C, bb, (0.0, 0.0))
-        Pm = np.stack([a_m, b_m, np.ones(K), np.log(np.maximum(s_m, _SIGMA_FLOOR))], axis=1)
-        Pg, _ = _fit_general(x, Y, Wt, C, bb, Pm, P_start=P_g)
+        # the refits in blocks of tables: their temporaries stay near _BLOCK_CELLS cells however
+        # many runs a phase has (the tables are fitted independently; one block up to 500 runs)
+        step = max(1, _BLOCK_CELLS // max(Y.shape[1], 1))
+        m_parts, g_parts = [], []
+        for rows in (slice(k, k + step) for k in range(0, Y.shape[0], step)):
+            a, b, _, s = _tobit_em(model, Y[rows], Wt[rows], C[rows], bb, (0.0, 0.0))
+            Pm = np.stack([a, b, np.ones(a.size), np.log(np.maximum(s, _SIGMA_FLOOR))], axis=1)
+            m_parts.append((a, b))
+            g_parts.append(_fit_general(x, Y[rows], Wt[rows], C[rows], bb, Pm, P_start=P_g)[0])
+        a_m, b_m = (np.concatenate(v) for v in zip(*m_parts, strict=True))
+        Pg = np.concatenate(g_parts)
     bad = _n_distinct_reached(B, (Wt > 0) & ~C) < 3
     lo_m, hi_m = _at_bound(b_m, bb)
     lo_g, hi_g = _at_bound(Pg[:, 1], bb)

@@ -35,7 +35,7 @@ out, params_dir, source = ch.section_paths("05_gradient_noise", out_dir, params_
 params = ch.load_phase_params(params_dir, phase)
 figures, tables = out / phase / "figures", out / phase / "tables"
 runs_all, history_all, manifest = ch.open_snapshot(out, source, lazy=True)
-runs, history, metric = ch.phase_runs(runs_all, history_all, params)
+runs, history, metric = ch.phase_runs(runs_all, history_all, params, columns=ch.NOISE_KEYS)
 sb_eb, cbs_fit = ch.fit_phase(runs, history, metric, params["thresholds"], params["n_val"],
                               n_bootstrap=n_bootstrap, seed=seed)
 smoothed = ch.smooth_grad_noise(history, runs)
