@@ -16,7 +16,8 @@ import pandas as pd
 
 from .envelope import in_envelope
 from .params import load_phase_params
-from .runs import LR_KEY, is_accuracy_key
+from .history import is_accuracy_key
+from .runs import LR_KEY
 from .select import DEFAULT_METAPARAMETERS, configuration_labels, metaparameter_values, select_runs
 
 SB_EB_COLUMNS = [

@@ -38,10 +38,10 @@ from cbs_rlvr.runs import (  # noqa: E402
     EXCLUDED_COLUMNS,
     REASON_NO_VALIDATION,
     RUNS_COLUMNS,
-    normalise_history,
     parse_run_name,
     run_metadata,
 )
+from cbs_rlvr.history import normalise_history  # noqa: E402
 from cbs_rlvr.snapshot import (  # noqa: E402
     SNAPSHOT_FILES,
     build_snapshot,

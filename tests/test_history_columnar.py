@@ -19,19 +19,19 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # until pytest's pythonpath is set in pyproject.toml
     sys.path.insert(0, str(REPO))
 
-from cbs_rlvr.runs import (  # noqa: E402 (the reference's helpers are the module's own)
-    is_accuracy_key,
+from cbs_rlvr.history import (  # noqa: E402 (the reference's helpers are the module's own)
     _is_percent_series,
     _metric_value,
     _row_step,
     analysis_key_filter,
+    is_accuracy_key,
     normalise_history,
     normalise_history_frame,
 )
 
 
 # --------------------------------------------------------------------------------------------
-# The reference: runs.normalise_history and export_dir.history_rows_from_frame before the
+# The reference: normalise_history (then in runs.py) and export_dir.history_rows_from_frame before the
 # columnar rewrite, verbatim
 # --------------------------------------------------------------------------------------------
 def _reference_normalise_history(rows: Iterable[Mapping],

@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "cbs_rlvr"
-DATA_LAYER = {"errors", "paths", "manifest", "params", "runs", "resume", "select", "snapshot",
+DATA_LAYER = {"errors", "paths", "manifest", "params", "history", "runs", "resume", "select", "snapshot",
               "sources", "sources.wandb_file", "sources.export_dir", "sources.wandb_api",
               "sources.wandb_graphql"}
 ANALYSIS = {"measure", "envelope", "fit", "shape", "bootstrap", "axes", "noise", "wallclock", "baseline",

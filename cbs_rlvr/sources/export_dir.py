@@ -15,10 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import DataSourceError
+from ..history import analysis_key_filter, history_frame_steps
 from ..runs import (
-    analysis_key_filter,
     assemble_snapshot_frames,
-    history_frame_steps,
     normalise_raw_run,
     set_nested,
     unwrap_config_value,
@@ -83,7 +82,7 @@ def load_export_dir(directory: str | os.PathLike, key_patterns: Sequence[str] = 
     columns (`data.train_batch_size`). Runs sharing a name whose history starts at a later step
     are resumed segments and are stitched (see cbs_rlvr/resume.py). Each run's
     history is history/<run_id>.parquet or .csv (parquet preferred when both exist); of it only
-    the step and the keys the analysis reads are kept (`runs.analysis_key_filter`, plus
+    the step and the keys the analysis reads are kept (`history.analysis_key_filter`, plus
     `key_patterns`).
     """
     keep = analysis_key_filter(tuple(key_patterns))

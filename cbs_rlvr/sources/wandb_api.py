@@ -34,10 +34,9 @@ from ..errors import (
     WandbNotFoundError,
     redact_secrets,
 )
+from ..history import ANALYSIS_KEY_PATTERNS, analysis_key_filter
 from ..runs import (
-    ANALYSIS_KEY_PATTERNS,
     REASON_NO_VALIDATION,
-    analysis_key_filter,
     RUNS_COLUMNS,
     assemble_snapshot_frames,
     iso_utc,
@@ -51,7 +50,7 @@ from . import wandb_graphql as gq
 # the logger the command line prints as `warning: ...` lines
 _LOG = logging.getLogger("cbs_rlvr.data")
 
-# Keys fetched from a W&B run: those the analysis reads (runs.ANALYSIS_KEY_PATTERNS, plus any
+# Keys fetched from a W&B run: those the analysis reads (history.ANALYSIS_KEY_PATTERNS, plus any
 # accuracy key); `fetch_wandb_project(key_patterns=...)` adds more.
 NEEDED_KEY_PATTERNS = ANALYSIS_KEY_PATTERNS
 
@@ -214,7 +213,7 @@ def _describe(exc: BaseException) -> str:
 # --------------------------------------------------------------------------------------------
 def needed_keys(available: Iterable[str], patterns: Sequence[str] = NEEDED_KEY_PATTERNS) -> list[str]:
     """The keys among `available` the analysis needs, sorted: the same rule as every source's
-    (`runs.analysis_key_filter`), with `patterns` added."""
+    (`history.analysis_key_filter`), with `patterns` added."""
     keep = analysis_key_filter(tuple(patterns))
     return sorted({k for k in available if keep(k)})
 

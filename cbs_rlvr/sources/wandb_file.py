@@ -458,7 +458,7 @@ def load_offline_runs(root: str | os.PathLike, workers: int | None = None,
     holds one run's raw records, not the whole sweep's. Runs are decoded in `workers` processes
     (default: decode_workers(), every core for a large sweep); the frames are the same in any
     case (results are taken in the files' order). Of the history only the keys the analysis
-    reads are kept (`runs.analysis_key_filter`, plus `key_patterns`).
+    reads are kept (`history.analysis_key_filter`, plus `key_patterns`).
     """
     root = Path(root)
     exclusions: list[dict] = []
