@@ -71,11 +71,15 @@ def _frame_digest(hasher: Any, name: str, frame: pd.DataFrame) -> None:
             hasher.update(np.where(missing, 0.0, values).tobytes())
             hasher.update(np.packbits(missing).tobytes())
         else:  # in blocks, so a history's run_id column is never one giant string
-            for start in range(0, len(series), _DIGEST_BLOCK):
+            values = series.to_numpy(dtype=object)
+            missing = pd.isna(values)
+            for start in range(0, len(values), _DIGEST_BLOCK):
                 if start:
                     hasher.update(b"\x1f")
-                block = series.iloc[start:start + _DIGEST_BLOCK]
-                hasher.update("\x1f".join("\x00" if pd.isna(v) else str(v) for v in block).encode())
+                texts = [str(v) for v in values[start:start + _DIGEST_BLOCK].tolist()]
+                for i in np.flatnonzero(missing[start:start + _DIGEST_BLOCK]):
+                    texts[i] = "\x00"
+                hasher.update("\x1f".join(texts).encode())
 
 
 def snapshot_content_hash(runs: pd.DataFrame, history: pd.DataFrame, excluded: pd.DataFrame) -> str:
