@@ -100,6 +100,12 @@ def _fmt(x, digits=2) -> str:
 
 
 def _maxrss_mb() -> float:
+    """This process's peak RSS: VmHWM (of this program only; ru_maxrss would carry the peak of
+    the process it was started from across exec), else ru_maxrss."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0  # kB
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
