@@ -162,14 +162,14 @@ def test_every_status_and_state_has_a_meaning():
 
 def test_every_flag_the_data_layer_writes_is_documented():
     """Flags are written in runs.py and the sources as literals (`flags.append("truncated")`,
-    f"segments:{n}", _history_flags' count keys): each has a plain-language meaning."""
+    f"segments:{n}", history.history_flags' count keys): each has a plain-language meaning."""
     written = set()
     for path in (ROOT / "cbs_rlvr").rglob("*.py"):
         text = path.read_text()
         written |= set(re.findall(r'flags\.append\(f?"([a-z_]+)', text))
         written |= set(re.findall(r'"([a-z_]+)"\]\s*if f\)', text))  # wandb_api's "stale"
-        if path.name == "runs.py":
-            block = re.search(r"def _history_flags.*?return flags", text, re.S).group(0)
+        if path.name == "history.py":
+            block = re.search(r"def history_flags.*?return flags", text, re.S).group(0)
             written |= set(re.findall(r'"([a-z_]+)"', block))
     written -= {"step_restarts", "percent_columns"}  # counts keys turned into the flags below
     assert {"truncated", "segments", "bad_records", "config_name_mismatch", "step_restart",
