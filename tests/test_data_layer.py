@@ -587,6 +587,25 @@ def test_export_dir_source(export_dir):
     assert len(snap["runs"]) + len(snap["excluded"]) == 5
 
 
+def test_offline_decode_skips_the_keys_nobody_reads():
+    """A `.wandb` history record's unread keys are not even decoded (CPU and memory of the
+    offline reader); `_` keys (the step, the time stamps) always are."""
+    from wandb.proto import wandb_internal_pb2
+
+    from cbs_rlvr.history import analysis_key_filter
+    from cbs_rlvr.sources.wandb_file import decode_wandb_records
+
+    record = wandb_internal_pb2.Record()
+    for key, value in (("_step", "3"), ("actor/pg_loss", "0.5"), (VAL, "0.25"), ("_timestamp", "1.5")):
+        item = record.history.item.add()
+        item.key, item.value_json = key, value
+    payload = record.SerializeToString()
+    kept, n_bad = decode_wandb_records([payload], keep=analysis_key_filter())
+    assert n_bad == 0 and kept["history"] == [{"_step": 3, VAL: 0.25, "_timestamp": 1.5}]
+    every, _ = decode_wandb_records([payload])
+    assert every["history"][0]["actor/pg_loss"] == 0.5
+
+
 def test_snapshot_keeps_the_keys_the_analysis_reads_and_the_phases_metrics(tmp_path):
     """A verl run logs a hundred keys; the snapshot keeps the analysis keys, accuracy keys and
     the keys the phases' `metric` patterns name (an older verl's val/test_score/...), nothing else."""

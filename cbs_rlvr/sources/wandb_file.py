@@ -16,11 +16,12 @@ import os
 import re
 import struct
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import WandbFileError
+from ..history import analysis_key_filter
 from ..runs import assemble_snapshot_frames, normalise_raw_run, set_nested
 
 _LOG = logging.getLogger("cbs_rlvr.data")
@@ -173,8 +174,10 @@ def _apply_record_items(target: dict, updates, removes) -> None:
             _del_nested(target, path)
 
 
-def decode_wandb_records(payloads: Iterable[bytes]) -> tuple[dict, int]:
-    """Protobuf `Record` payloads -> (run dict, number of payloads that failed to decode)."""
+def decode_wandb_records(payloads: Iterable[bytes],
+                         keep: Callable[[str], bool] | None = None) -> tuple[dict, int]:
+    """Protobuf `Record` payloads -> (run dict, number of payloads that failed to decode).
+    keep(key) false: a history key is not decoded (`_`-keys always are)."""
     from google.protobuf.message import DecodeError
     from wandb.proto import wandb_internal_pb2
 
@@ -198,7 +201,9 @@ def decode_wandb_records(payloads: Iterable[bytes]) -> tuple[dict, int]:
             for item in record.history.item:
                 path = _item_path(item)
                 if path:
-                    row[".".join(path)] = _history_item_value(item)
+                    key = ".".join(path)
+                    if keep is None or key.startswith("_") or keep(key):
+                        row[key] = _history_item_value(item)
             if not isinstance(row.get("_step"), numbers.Real):
                 row["_step"] = record.history.step.num
             run["history"].append(row)
@@ -227,8 +232,9 @@ def decode_wandb_records(payloads: Iterable[bytes]) -> tuple[dict, int]:
     return run, n_bad
 
 
-def read_wandb_file(path: str | os.PathLike) -> dict:
-    """Read a W&B offline run file (`run-<id>.wandb`) without uploading it.
+def read_wandb_file(path: str | os.PathLike, keep: Callable[[str], bool] | None = None) -> dict:
+    """Read a W&B offline run file (`run-<id>.wandb`) without uploading it. keep(key): which
+    history keys to decode (default: all; the snapshot decodes only those it keeps).
 
     Returns run_id, name, project, entity, config (nested, `_wandb` dropped), tags (list), group
     (None when none), history (rows in log order: `_step` plus the logged values, NaN/Infinity
@@ -247,7 +253,7 @@ def read_wandb_file(path: str | os.PathLike) -> dict:
     if magic != _WANDB_MAGIC or ident != _WANDB_IDENT:
         raise WandbFileError(f"not a W&B run file: bad header {data[:_WANDB_HEADER.size]!r}")
     payloads, truncated, n_bad_frames = split_log_records(data)
-    run, n_bad_decode = decode_wandb_records(payloads)
+    run, n_bad_decode = decode_wandb_records(payloads, keep)
     if run["exit_code"] is None:
         state = "crashed"
     else:
@@ -343,12 +349,13 @@ def _peek_run_id(path: Path, limit: int = 1 << 21) -> str | None:
         return None
 
 
-def _read_segment(path: Path, root: Path, exclusions: list[dict]) -> dict | None:
+def _read_segment(path: Path, root: Path, exclusions: list[dict],
+                  keep: Callable[[str], bool] | None = None) -> dict | None:
     """One `.wandb` file -> its run dict (with `source`), or None after appending its exclusion."""
     rel = path.relative_to(root).as_posix()
     excluded = {"source": rel, "run_id": _run_id_from_filename(path), "name": None}
     try:
-        run = read_wandb_file(path)
+        run = read_wandb_file(path, keep)
     except WandbFileError as exc:
         exclusions.append({"kind": "excluded", "row": {**excluded, "reason": str(exc)}})
         return None
@@ -377,8 +384,9 @@ def _read_group(root: Path, key: str, paths: list[Path],
     Runs in a worker process when decoding in parallel: everything it takes and returns pickles."""
     exclusions: list[dict] = []
     segments, leftovers = [], []
+    keep = analysis_key_filter(key_patterns)  # keys nobody reads are not even decoded
     for path in paths:
-        segment = _read_segment(path, root, exclusions)
+        segment = _read_segment(path, root, exclusions, keep)
         if segment is not None:
             (segments if segment["run_id"] == key else leftovers).append(segment)
     run = normalise_raw_run(_merge_segments(segments), key_patterns) if segments else None
@@ -482,7 +490,8 @@ def load_offline_runs(root: str | os.PathLike, workers: int | None = None,
         by_id.setdefault(segment["run_id"], []).append(segment)
     for run_id, segments in by_id.items():
         # rare: a segment of a run already merged (its head did not show the id): merge again
-        again = [_read_segment(p, root, []) for p in merged_paths.get(run_id, [])]
+        keep = analysis_key_filter(tuple(key_patterns))
+        again = [_read_segment(p, root, [], keep) for p in merged_paths.get(run_id, [])]
         runs[run_id] = normalise_raw_run(_merge_segments(segments + [s for s in again if s]), key_patterns)
     return assemble_snapshot_frames(exclusions + list(runs.values()))
 
