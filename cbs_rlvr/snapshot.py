@@ -71,13 +71,12 @@ def _frame_digest(hasher: Any, name: str, frame: pd.DataFrame) -> None:
             hasher.update(np.where(missing, 0.0, values).tobytes())
             hasher.update(np.packbits(missing).tobytes())
         else:  # in blocks, so a history's run_id column is never one giant string
-            values = series.to_numpy(dtype=object)
-            missing = pd.isna(values)
-            for start in range(0, len(values), _DIGEST_BLOCK):
+            for start in range(0, len(series), _DIGEST_BLOCK):
                 if start:
                     hasher.update(b"\x1f")
-                texts = [str(v) for v in values[start:start + _DIGEST_BLOCK].tolist()]
-                for i in np.flatnonzero(missing[start:start + _DIGEST_BLOCK]):
+                values = series.iloc[start:start + _DIGEST_BLOCK].to_numpy(dtype=object)
+                texts = [str(v) for v in values.tolist()]
+                for i in np.flatnonzero(pd.isna(values)):
                     texts[i] = "\x00"
                 hasher.update("\x1f".join(texts).encode())
 
