@@ -87,14 +87,13 @@ from cbs_rlvr.figures import (
     plot_noise_scale_vs_fit,
     plot_pareto,
     plot_sb_eb,
-    plot_training_curves,
     plot_two_axis,
     plot_wall_clock,
     save_figure,
     setup_style,
     training_curves_table,
 )
-from cbs_rlvr.figures_habits import plot_envelope, plot_generated_samples, plot_step_time
+from cbs_rlvr.figures_habits import plot_envelope, plot_generated_samples, plot_step_time, plot_training_curves
 
 # --- Tables for the paper (CSV and booktabs LaTeX) ----------------------------------------------
 from cbs_rlvr.tables import (

@@ -462,63 +462,6 @@ def training_curves_table(runs: pd.DataFrame, history: pd.DataFrame, metric: str
     return out.sort_values(["total_batch", "n_prompts", "replicate", "step"]).reset_index(drop=True)
 
 
-def plot_training_curves(curves: pd.DataFrame, thresholds=(), title: str = "",
-                         color_by: str = "total_batch") -> Figure:
-    """Validation accuracy against rollout steps (left) and samples seen (right), one line per
-    run coloured by batch size; dashed lines are the target accuracies. With a learning-rate
-    sweep (curves with `winner` and `lr` columns, tables.mark_lr_winners): at each batch size
-    the winning rate's runs solid and labelled with their rate, the other rates faded and
-    dashed, under one legend entry."""
-    fig = Figure(figsize=(10.5, 4.4))
-    ax_s, ax_n = fig.subplots(1, 2, sharey=True)
-    sweep = "winner" in curves.columns and "lr" in curves.columns and not curves["winner"].all()
-    curves = _frame(curves, ["run_id", "step", "accuracy", "total_batch", "n_prompts",
-                             "n_rollouts", "samples", "winner", "lr"])
-    cfg = _float_columns(curves, ["total_batch", "n_prompts", "n_rollouts"]).dropna().drop_duplicates()
-    keys = sorted(cfg.itertuples(index=False, name=None))
-    colors = batch_colors(range(len(keys)))
-    faded_label = False
-    for i, (b, npr, nro) in enumerate(keys):
-        sel = curves[(_floats(curves["total_batch"]) == b) & (_floats(curves["n_prompts"]) == npr)
-                     & (_floats(curves["n_rollouts"]) == nro)]
-        labelled = False
-        for _, run in sel.groupby("run_id", sort=False):
-            won = bool(run["winner"].iloc[0]) if sweep and pd.notna(run["winner"].iloc[0]) else True
-            style = {"lw": 1.1, "alpha": 0.9} if won else {"lw": 0.9, "alpha": 0.3, "ls": "--"}
-            label = None
-            if won and not labelled:
-                lr = _floats(run["lr"])[0] if sweep else np.nan
-                label = f"B={b:,.0f} ({npr:g}×{nro:g})" + (f", lr {lr:.0e}" if np.isfinite(lr) else "")
-                labelled = True
-            elif not won and not faded_label:
-                label, faded_label = "other rates tried (faded)", True
-            samples = _floats(run["samples"])
-            ax_s.plot(_floats(run["step"]), _floats(run["accuracy"]), color=colors[i], label=label, **style)
-            ax_n.plot(np.where(samples > 0, samples, np.nan), _floats(run["accuracy"]), color=colors[i], **style)
-    for t in thresholds:
-        for ax in (ax_s, ax_n):
-            ax.axhline(t, color="0.5", lw=0.7, ls="--", zorder=0)
-    ax_s.set_xlabel("rollout step (training/global_step)")
-    ax_n.set_xlabel("samples seen (step × B)")
-    if _positive(curves["samples"]):
-        set_log_axis(ax_n, "x")
-    else:
-        _no_data(ax_n, "no evaluation after step 0", which="x")
-    if not keys:
-        _no_data(ax_s, "no validation point logged")
-    ax_s.set_ylabel("validation accuracy")
-    ax_s.set_title("accuracy vs steps")
-    ax_n.set_title("accuracy vs samples")
-    if keys:
-        handles, labels = ax_s.get_legend_handles_labels()
-        order = sorted(range(len(labels)), key=lambda i: labels[i].startswith("other rates"))  # faded last
-        fig.legend([handles[i] for i in order], [labels[i] for i in order], loc="outside right center",
-                   title="batch (prompts×rollouts)" + (", best rate" if sweep else ""), fontsize=8)
-    if title:
-        fig.suptitle(title)
-    return fig
-
-
 def plot_cross_phase(summary_long: pd.DataFrame, title: str = "") -> Figure:
     """The headline figure: B_noise against the target accuracy, one line per phase, 95% CIs."""
     fig = Figure(figsize=(7.4, 4.4))

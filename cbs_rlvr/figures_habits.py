@@ -1,4 +1,6 @@
-"""Plots of verl's habits: the learning-rate envelope, the step-time model, generated samples.
+"""Plots of verl's habits and of whole sweeps: the training curves (learning-rate sweeps faded,
+hundreds of batch sizes on a colour bar), the learning-rate envelope, the step-time model,
+generated samples.
 
 Same style and helpers as figures.py (setup_style, save_figure, the log axes); each plot takes
 result tables and returns a Figure, built without pyplot.
@@ -12,7 +14,22 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .envelope import envelope_winners
-from .figures import PALETTE, _batch_limits, _no_data, set_log2_axis, set_log_axis, threshold_colors
+from .figures import (
+    PALETTE,
+    _batch_limits,
+    _float_columns,
+    _floats,
+    _frame,
+    _no_data,
+    _plain_label,
+    _positive,
+    batch_colors,
+    set_log2_axis,
+    set_log_axis,
+    threshold_colors,
+)
+
+_LEGEND_MAX = 16  # batch sizes named in a legend; beyond, a colour bar
 
 
 def _pick_thresholds(values, at_most: int = 3) -> list[float]:
@@ -164,3 +181,77 @@ def plot_generated_samples(generated: pd.DataFrame, thresholds=None, title: str 
     if title:
         fig.suptitle(title)
     return fig
+
+
+def plot_training_curves(curves: pd.DataFrame, thresholds=(), title: str = "",
+                         color_by: str = "total_batch") -> Figure:
+    """Validation accuracy against rollout steps (left) and samples seen (right), one line per
+    run coloured by batch size; dashed lines are the target accuracies. With a learning-rate
+    sweep (curves with `winner` and `lr` columns, tables.mark_lr_winners): at each batch size
+    the winning rate's runs solid and labelled with their rate, the other rates faded and
+    dashed, under one legend entry."""
+    fig = Figure(figsize=(10.5, 4.4))
+    ax_s, ax_n = fig.subplots(1, 2, sharey=True)
+    sweep = "winner" in curves.columns and "lr" in curves.columns and not curves["winner"].all()
+    curves = _frame(curves, ["run_id", "step", "accuracy", "total_batch", "n_prompts",
+                             "n_rollouts", "samples", "winner", "lr"])
+    cfg = _float_columns(curves, ["total_batch", "n_prompts", "n_rollouts"]).dropna().drop_duplicates()
+    keys = sorted(cfg.itertuples(index=False, name=None))
+    colors = batch_colors(range(len(keys)))
+    faded_label = False
+    for i, (b, npr, nro) in enumerate(keys):
+        sel = curves[(_floats(curves["total_batch"]) == b) & (_floats(curves["n_prompts"]) == npr)
+                     & (_floats(curves["n_rollouts"]) == nro)]
+        labelled = False
+        for _, run in sel.groupby("run_id", sort=False):
+            won = bool(run["winner"].iloc[0]) if sweep and pd.notna(run["winner"].iloc[0]) else True
+            style = {"lw": 1.1, "alpha": 0.9} if won else {"lw": 0.9, "alpha": 0.3, "ls": "--"}
+            label = None
+            if won and not labelled and len(keys) <= _LEGEND_MAX:
+                lr = _floats(run["lr"])[0] if sweep else np.nan
+                label = f"B={b:,.0f} ({npr:g}×{nro:g})" + (f", lr {lr:.0e}" if np.isfinite(lr) else "")
+                labelled = True
+            elif not won and not faded_label:
+                label, faded_label = "other rates tried (faded)", True
+            samples = _floats(run["samples"])
+            ax_s.plot(_floats(run["step"]), _floats(run["accuracy"]), color=colors[i], label=label, **style)
+            ax_n.plot(np.where(samples > 0, samples, np.nan), _floats(run["accuracy"]), color=colors[i], **style)
+    for t in thresholds:
+        for ax in (ax_s, ax_n):
+            ax.axhline(t, color="0.5", lw=0.7, ls="--", zorder=0)
+    ax_s.set_xlabel("rollout step (training/global_step)")
+    ax_n.set_xlabel("samples seen (step × B)")
+    if _positive(curves["samples"]):
+        set_log_axis(ax_n, "x")
+    else:
+        _no_data(ax_n, "no evaluation after step 0", which="x")
+    if not keys:
+        _no_data(ax_s, "no validation point logged")
+    ax_s.set_ylabel("validation accuracy")
+    ax_s.set_title("accuracy vs steps")
+    ax_n.set_title("accuracy vs samples")
+    if len(keys) > _LEGEND_MAX:  # a legend of hundreds of batches would run off the figure
+        _batch_colorbar(fig, [ax_s, ax_n], [k[0] for k in keys], colors)
+    handles, labels = ax_s.get_legend_handles_labels()
+    if labels:
+        order = sorted(range(len(labels)), key=lambda i: labels[i].startswith("other rates"))  # faded last
+        fig.legend([handles[i] for i in order], [labels[i] for i in order],
+                   loc="outside right center" if len(keys) <= _LEGEND_MAX else "outside lower center",
+                   title=("batch (prompts×rollouts)" + (", best rate" if sweep else ""))
+                   if len(keys) <= _LEGEND_MAX else None, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _batch_colorbar(fig: Figure, axes, batch_sizes: list[float], colors: dict) -> None:
+    """A colour bar for the batch sizes' colours (one band each), ticked at six of them."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import ListedColormap, Normalize
+
+    n = len(batch_sizes)
+    mappable = ScalarMappable(norm=Normalize(-0.5, n - 0.5), cmap=ListedColormap([colors[i] for i in range(n)]))
+    bar = fig.colorbar(mappable, ax=axes, location="right", fraction=0.04, pad=0.02)
+    ticks = np.unique(np.linspace(0, n - 1, 6).round().astype(int))
+    bar.set_ticks(ticks, labels=[_plain_label(batch_sizes[i]) for i in ticks])
+    bar.set_label(f"batch size B ({n:,} batch sizes)")

@@ -161,3 +161,23 @@ def test_the_step_time_title_is_the_trend_the_runs_show():
     assert title == "step time does not change monotonically with B"
     wall["mean_step_time_s"] = [20.0, 25.0, 30.0]
     assert ch.plot_wall_clock(wall).axes[1].get_title() == "step time grows with B"
+
+
+def test_training_curves_of_hundreds_of_batch_sizes_get_a_colour_bar_not_a_legend():
+    """A legend of 40 batch sizes would run off the figure: a colour bar ticked with batch
+    sizes replaces it; a sweep of a few batch sizes keeps its legend."""
+    def curves(n_batches):
+        rows = [{"run_id": f"r{i}", "step": s, "accuracy": 0.1 + 0.001 * s * (i + 1) / n_batches,
+                 "total_batch": 8 * (i + 1), "n_prompts": i + 1, "n_rollouts": 8, "samples": s * 8 * (i + 1)}
+                for i in range(n_batches) for s in range(0, 100, 10)]
+        return pd.DataFrame(rows)
+
+    many = ch.plot_training_curves(curves(40), [0.3])
+    _drawn(many)
+    assert not many.legends and len(many.axes) == 3
+    bar = many.axes[2]
+    assert "40 batch sizes" in bar.get_ylabel()
+    assert [t.get_text() for t in bar.get_yticklabels()][0] == "8"
+    few = ch.plot_training_curves(curves(5), [0.3])
+    _drawn(few)
+    assert len(few.axes) == 2 and len(few.legends[0].get_texts()) == 5
