@@ -27,7 +27,7 @@ def _snapshot(args: argparse.Namespace) -> int:
     out = project_path(args.out)
     try:
         with OutputLock(out, wait=not args.no_wait):
-            return _snapshot_locked(args)
+            return _snapshot_locked(args)  # an interrupt while it builds ends here too, below
     except OutputBusyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -56,9 +56,6 @@ def _snapshot_locked(args: argparse.Namespace) -> int:
     except DataLayerError as exc:
         print(f"error: {redact_secrets(str(exc))}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("error: interrupted; the previous snapshot is unchanged", file=sys.stderr)
-        return 130
     except Exception as exc:  # noqa: BLE001 -- a bug: still one line unless CBS_DEBUG is set
         if os.environ.get("CBS_DEBUG"):
             raise

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from .envelope import in_envelope
-from .params import load_phase_params
 from .history import is_accuracy_key
+from .params import load_phase_params
 from .runs import LR_KEY
 from .select import DEFAULT_METAPARAMETERS, configuration_labels, metaparameter_values, select_runs
 

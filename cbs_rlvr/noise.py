@@ -24,12 +24,12 @@ def _ema(x: np.ndarray, alpha: float) -> np.ndarray:
 
 
 # the history keys this section reads beside the metric (phase_runs(..., columns=...))
-NOISE_KEYS = ("grad_noise/B_noise_estimate", "grad_noise/grad_norm", "actor/grad_norm")
+ESTIMATE_KEY, NORM_KEY, ACTOR_NORM_KEY = "grad_noise/B_noise_estimate", "grad_noise/grad_norm", "actor/grad_norm"
+NOISE_KEYS = (ESTIMATE_KEY, NORM_KEY, ACTOR_NORM_KEY)
 
 
 def smooth_grad_noise(history: pd.DataFrame, runs: pd.DataFrame, alpha: float = 0.1,
-                      estimate_key: str = "grad_noise/B_noise_estimate",
-                      norm_key: str = "grad_noise/grad_norm") -> pd.DataFrame:
+                      estimate_key: str = ESTIMATE_KEY, norm_key: str = NORM_KEY) -> pd.DataFrame:
     """Smoothed simple noise scale B_simple = tr(Sigma) / |G|^2 per run and step.
 
     Assumed meaning of the custom keys (the seed's logger; no standard exists):
@@ -47,7 +47,7 @@ def smooth_grad_noise(history: pd.DataFrame, runs: pd.DataFrame, alpha: float = 
     if estimate_key not in history.columns:
         return pd.DataFrame(columns=cols)
     if norm_key not in history.columns:
-        norm_key = "actor/grad_norm"
+        norm_key = ACTOR_NORM_KEY
         if norm_key not in history.columns:
             return pd.DataFrame(columns=cols)
     meta = run_meta(runs).set_index("run_id")
@@ -92,7 +92,7 @@ def grad_noise_at_target(smoothed: pd.DataFrame, sb_eb: pd.DataFrame) -> pd.Data
 
 
 def b_simple_posthoc(runs: pd.DataFrame, history: pd.DataFrame, metric: str, accuracies,
-                     grad_key: str = "actor/grad_norm", window: float = 0.1,
+                     grad_key: str = ACTOR_NORM_KEY, window: float = 0.1,
                      n_bootstrap: int = 1000, seed: int = 0) -> pd.DataFrame:
     """B_simple from the gradient norms of runs at different B, taken at matched accuracy.
 

@@ -34,7 +34,7 @@ from .manifest import verify_snapshot_files as _verify_snapshot_files
 from .params import load_all_phase_params
 from .select import apply_phase_selection
 from .sources.export_dir import load_export_dir
-from .sources.wandb_api import NEEDED_KEY_PATTERNS, fetch_wandb_project
+from .sources.wandb_api import fetch_wandb_project
 from .sources.wandb_file import find_wandb_files, load_offline_runs
 
 _DATA_LOG = logging.getLogger("cbs_rlvr.data")
@@ -143,7 +143,7 @@ def build_snapshot(source: str, previous_dir: str | os.PathLike | None = None, a
                 message = f"earlier snapshot ignored, fetching every run again: {exc}"
                 _DATA_LOG.warning(message)
                 warnings_.append(message)
-        fetch_options.setdefault("key_patterns", NEEDED_KEY_PATTERNS + key_patterns)
+        fetch_options.setdefault("key_patterns", key_patterns)
         frames = fetch_wandb_project(target, api=api, previous_runs=previous_runs,
                                      previous_history=previous_history, **fetch_options)
         warnings_.extend(frames.pop("warnings"))

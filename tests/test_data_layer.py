@@ -27,6 +27,7 @@ from hardening_corpus import wait_until_stable  # noqa: E402 (tests/ is on sys.p
 from testkit import offline_wandb_env  # noqa: E402
 from wandb_server import verl_run  # noqa: E402
 
+from cbs_rlvr import snapshot as snapshot_module  # noqa: E402
 from cbs_rlvr.__main__ import main  # noqa: E402
 from cbs_rlvr.errors import (  # noqa: E402
     DataSourceError,
@@ -34,6 +35,7 @@ from cbs_rlvr.errors import (  # noqa: E402
     SnapshotMissingError,
     WandbFileError,
 )
+from cbs_rlvr.history import normalise_history  # noqa: E402
 from cbs_rlvr.runs import (  # noqa: E402
     EXCLUDED_COLUMNS,
     REASON_NO_VALIDATION,
@@ -41,7 +43,6 @@ from cbs_rlvr.runs import (  # noqa: E402
     parse_run_name,
     run_metadata,
 )
-from cbs_rlvr.history import normalise_history  # noqa: E402
 from cbs_rlvr.snapshot import (  # noqa: E402
     SNAPSHOT_FILES,
     build_snapshot,
@@ -50,7 +51,6 @@ from cbs_rlvr.snapshot import (  # noqa: E402
     snapshot_content_hash,
     write_snapshot,
 )
-from cbs_rlvr import snapshot as snapshot_module  # noqa: E402
 from cbs_rlvr.sources.wandb_file import read_wandb_file  # noqa: E402
 
 VAL = "val-core/openai/gsm8k/reward/mean@1"

@@ -35,7 +35,7 @@ from ..errors import (
     WandbNotFoundError,
     redact_secrets,
 )
-from ..history import ANALYSIS_KEY_PATTERNS, analysis_key_filter
+from ..history import analysis_key_filter
 from ..runs import (
     REASON_NO_VALIDATION,
     RUNS_COLUMNS,
@@ -51,9 +51,6 @@ from . import wandb_graphql as gq
 # the logger the command line prints as `warning: ...` lines
 _LOG = logging.getLogger("cbs_rlvr.data")
 
-# Keys fetched from a W&B run: those the analysis reads (history.ANALYSIS_KEY_PATTERNS, plus any
-# accuracy key); `fetch_wandb_project(key_patterns=...)` adds more.
-NEEDED_KEY_PATTERNS = ANALYSIS_KEY_PATTERNS
 
 # --------------------------------------------------------------------------------------------
 # Time bounds and retries: what wandb-core honours, plus the project's own two bounds
@@ -212,7 +209,7 @@ def _describe(exc: BaseException) -> str:
 # --------------------------------------------------------------------------------------------
 # Which keys, in how many scans
 # --------------------------------------------------------------------------------------------
-def needed_keys(available: Iterable[str], patterns: Sequence[str] = NEEDED_KEY_PATTERNS) -> list[str]:
+def needed_keys(available: Iterable[str], patterns: Sequence[str] = ()) -> list[str]:
     """The keys among `available` the analysis needs, sorted: the same rule as every source's
     (`history.analysis_key_filter`), with `patterns` added."""
     keep = analysis_key_filter(tuple(patterns))
@@ -501,12 +498,13 @@ def fetch_wandb_project(
     page_size: int = 1000,
     limits: WandbLimits | None = None,
     progress: bool | None = None,
-    key_patterns: Sequence[str] = NEEDED_KEY_PATTERNS,
+    key_patterns: Sequence[str] = (),
     scan_each_key: bool = False,
 ) -> dict:
     """Fetch the runs of `entity/project` from a W&B server -> runs, history, excluded frames.
 
-    Only the needed keys (`key_patterns`), unsampled, grouped by how often they were logged
+    Only the keys the analysis reads (`history.analysis_key_filter`, plus `key_patterns`, e.g. the
+    phases' metric patterns), unsampled, grouped by how often they were logged
     (`scan_each_key=True`: one spec per key), at the request floor (sources/wandb_graphql.py): the
     listing, then one request per changed run (plus the parquet files of exported history when
     the server's sampledHistory does not serve it). Runs are fetched in parallel by at most
