@@ -110,7 +110,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	"$(PY)" benchmarks/run.py
-	"$(PY)" tests/trainer_acceptance.py 0,1,2,3 200 benchmarks/trainer_acceptance.md
+	"$(PY)" tests/decision_acceptance.py 0,1,2,3 200 benchmarks/decision_acceptance.md
 
 sync-notebooks: $(STAMP)
 	"$(PY)" -m jupytext --sync notebooks/*.py

@@ -26,37 +26,42 @@ from cbs_rlvr.resume import resumed_runs
 # --- S(B) and E(B): steps and samples to each target accuracy -----------------------------------
 from cbs_rlvr.measure import GEN_BATCHES_KEY, SB_EB_COLUMNS, generated_samples_table, sb_eb_table, steps_to_target
 
-# --- The McCandlish fit S(B) = S_min (1 + B_noise / B), with bootstrap intervals ----------------
+# --- The fit of S(B): pooled over the targets, the form chosen by what predicts, 95% intervals ----
 from cbs_rlvr.fit import (
     CBS_FIT_COLUMNS,
     FIT_STATUSES,
+    FORMS,
+    PhaseFit,
     b_noise_vs_target,
     bootstrap_interval,
+    fit_arrays,
     fit_mccandlish,
-    mccandlish_samples,
-    mccandlish_steps,
-    pareto_table,
-)
-# --- The shape of S(B): McCandlish or S_min (1 + (B_noise / B)^alpha), chosen by the data -------
-from cbs_rlvr.shape import (
-    ALPHA_CLOSE,
-    SHAPE_TEST_LEVEL,
+    fit_phase,
     fit_steps,
     general_samples,
     general_steps,
-    learning_rate_context,
+    mccandlish_samples,
+    mccandlish_steps,
     overhead_batch,
+    pareto_table,
     samples_minimum,
-    shape_sentence,
 )
-from cbs_rlvr.bootstrap import fit_phase
+from cbs_rlvr.words import (
+    b_noise_line,
+    learning_rate_context,
+    lr_label,
+    shape_sentence,
+    trend_kind,
+    trend_sentence,
+    trend_title,
+)
 from cbs_rlvr.baseline import seed_method_fit
 
 # --- Learning-rate (metaparameter) sweeps: the best configuration at each batch size ------------
 from cbs_rlvr.envelope import configuration_table, envelope_winners, lr_policy
 
-# --- Prompts vs rollouts: the joint two-axis fit, the iso-batch comparison ----------------------
-from cbs_rlvr.axes import TWO_AXIS_FIT_COLUMNS, iso_batch_table, two_axis_fit
+# --- Prompts vs rollouts: the cross-axis model, its check, the iso-batch comparison --------------
+from cbs_rlvr.fit import CHECK_COLUMNS, TWO_AXIS_FIT_COLUMNS, CrossAxisFit, cross_axis_fit, iso_batch_table, rollout_worth
 
 # --- Does the gradient noise scale predict B_crit? ----------------------------------------------
 from cbs_rlvr.noise import (
@@ -130,22 +135,30 @@ from cbs_rlvr.tables import (
     with_intervals,
 )
 
-# --- Planning the next runs: the batch size to train with, and the runs that pin B_noise down ---
+# --- The plan: every candidate's hours with its basis, the decision, the next runs by decision value -
 from cbs_rlvr.plan import (
+    BASES,
+    MIN_P_REACH,
+    NEXT_RUNS_COLUMNS,
     OBJECTIVES,
     PLAN_COLUMNS,
     PLAN_EXTRA_COLUMNS,
-    candidate_configs,
-    choose_models,
-    mccandlish_models,
-    plan_summary,
-    predict_plan,
+    RECOMMENDABLE,
+    PhasePlan,
+    axis_model,
+    decide,
+    decision_target,
+    next_runs,
+    plan_phase,
+    predict,
     recommend,
-    two_axis_models,
 )
-from cbs_rlvr.nextruns import NEXT_RUNS_COLUMNS, decision_target, next_runs, step_budget
-
-# --- The decision: the batch to train with at the phase's decision target, and the next run -----
-from cbs_rlvr.decisions import DECISION_COLUMNS, decide, decision_sentences, gpu_claim, why_fastest_differs
+from cbs_rlvr.decisions import (
+    DECISION_COLUMNS,
+    decision_sentences,
+    gpu_claim,
+    plan_summary,
+    why_fastest_differs,
+)
 from cbs_rlvr.fmt import count, duration, header, interval, number, percent, reader_table, sentence
 from cbs_rlvr.figures_plan import best_split_per_batch, plot_plan, plot_plan_frontier

@@ -79,10 +79,12 @@ def _check(proc: subprocess.CompletedProcess, what: str) -> None:
                          f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
 
 
-def _worker(name: str, *args: str) -> dict:
-    """Run `run.py _<name> args` in a fresh process; it prints one JSON line at the end."""
+def _worker(name: str, *args: str, pythonpath: str | None = None) -> dict:
+    """Run `run.py _<name> args` in a fresh process; it prints one JSON line at the end. pythonpath:
+    a tree whose cbs_helpers/cbs_rlvr the worker imports instead of this checkout's."""
+    env = dict(os.environ, PYTHONPATH=pythonpath) if pythonpath else None
     proc = subprocess.run([sys.executable, __file__, f"_{name}", *args], capture_output=True,
-                          text=True, cwd=REPO)
+                          text=True, cwd=pythonpath or REPO, env=env)
     _check(proc, f"worker {name}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -386,7 +388,8 @@ def _analysis_worker(n_runs: str, n_evals: str, n_bootstrap: str, repeats: str) 
         t1 = time.perf_counter()
         ch.fit_phase(runs, history, VAL, THRESHOLDS, N_VAL, n_bootstrap=0)
         t2 = time.perf_counter()
-        _, fit = ch.fit_phase(runs, history, VAL, THRESHOLDS, N_VAL, n_bootstrap=int(n_bootstrap))
+        res = ch.fit_phase(runs, history, VAL, THRESHOLDS, N_VAL, n_bootstrap=int(n_bootstrap))
+        fit = res.table if hasattr(res, "table") else res[1]  # the baseline tree returns (sb_eb, cbs_fit)
         t3 = time.perf_counter()
         timings["sb_eb_table"].append(t1 - t0)
         timings["fit_phase_no_bootstrap"].append(t2 - t1)
@@ -407,11 +410,33 @@ def _analysis_worker(n_runs: str, n_evals: str, n_bootstrap: str, repeats: str) 
                       "peak_rss_mb": _maxrss_mb()}))
 
 
+#: the analysis before issue 24 (per-target fits, the F test of the shape), timed beside the pooled fit
+BASELINE_COMMIT = "e8be31f"
+
+
+def _baseline_tree() -> str | None:
+    """The package as it was at BASELINE_COMMIT, unpacked under benchmarks/_work (None without git)."""
+    dest = WORK / f"baseline-{BASELINE_COMMIT}"
+    if not (dest / "cbs_helpers.py").exists():
+        dest.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", BASELINE_COMMIT, "cbs_rlvr", "cbs_helpers.py", "data/demo/make_demo.py"],
+                                 cwd=REPO, capture_output=True)
+        if archive.returncode != 0:
+            return None
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return str(dest)
+
+
 def bench_analysis(args, results: dict) -> None:
     n_runs, n_evals = args.size("analysis_runs"), args.size("analysis_evals")
     n_bootstrap = args.size("analysis_bootstrap")
     out = _worker("analysis", str(n_runs), str(n_evals), str(n_bootstrap), str(args.repeats_analysis))
     results["analysis"] = {"n_runs": n_runs, "n_evals": n_evals, "n_bootstrap": n_bootstrap, **out}
+    tree = _baseline_tree()
+    if tree:  # the same sweep through the fit before issue 24, in this run: the ratio is the measure
+        base = _worker("analysis", str(n_runs), str(n_evals), str(n_bootstrap), str(args.repeats_analysis),
+                       pythonpath=tree)
+        results["analysis"]["baseline"] = {"commit": BASELINE_COMMIT, **base}
 
 
 # --------------------------------------------------------------------------------------------
@@ -820,6 +845,14 @@ def render(results: dict, info: dict, args) -> str:
         row(case, "measurement + point fits: fit_phase(n_bootstrap=0) (s)", _fmt(fit0, 2), n)
         row(case, "bootstrap: fit_phase - fit_phase(n_bootstrap=0) (s)", _fmt(full - fit0, 2), n)
         row(case, "peak RSS (MB)", _fmt(a["peak_rss_mb"], 0), 1)
+        if "baseline" in a:
+            bt = a["baseline"]["timings"]
+            base_full = _median(bt["fit_phase"])
+            ratio = full / base_full if base_full else math.nan
+            row(case, f"fit_phase before issue 24 ({a['baseline']['commit']}), same sweep (s)", _fmt(base_full, 2),
+                len(bt["fit_phase"]))
+            row(case, "pooled fit / fit before issue 24 (ratio of medians)", _fmt(ratio, 2), n, "", None,
+                "fit <= 15 s", full <= 15)
         notes += ["", "### Analysis at scale: inside fit_phase (cProfile, cumulative s, one run)", "",
                   "| function | seconds |", "| --- | ---: |"]
         notes += [f"| {func} | {sec:.2f} |" for func, sec in a["profile"].items()]

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .fit import CBS_FIT_COLUMNS, _empty_fit, mccandlish_steps
+from .fit import CBS_FIT_COLUMNS, mccandlish_steps
+from .fit.phase import _empty_row
 from .measure import sb_eb_table
 
 
@@ -34,7 +35,7 @@ def seed_method_fit(runs: pd.DataFrame, history: pd.DataFrame, metric: str, thre
         sub = sub.sort_values("total_batch")
         B = sub["total_batch"].to_numpy(dtype=float)
         S = sub["S_B"].to_numpy(dtype=float)
-        res = _empty_fit(len(B), 0, "insufficient", "")
+        res = {k: v for k, v in _empty_row(t, len(B), 0, "insufficient", "").items() if k in CBS_FIT_COLUMNS}
         res.update({"threshold": t, "R2_linear": np.nan})
         if len(B) < 3:
             res["reason"] = f"{len(B)} run(s) reach the target, the seed needs 3"

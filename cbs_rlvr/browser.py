@@ -93,7 +93,7 @@ def offline_problems(pages: list[Path], browser: str | None = None,
 #: as B_noise and S_min are.
 RAW_COLUMN_NAMES = ("r2_log", "noise_sd_log", "B_simple_over_B_noise", "B_crit_20pct", "predicted_hours",
                     "predicted_steps", "predicted_gpu_hours", "total_batch",
-                    "expected_narrowing", "time_to_target_h", "n_censored", "n_points", "sigma_log",
+                    "expected_reduction_h", "time_to_target_h", "n_censored", "n_points", "sigma_log",
                     "S_min_lo", "S_min_hi", "B_noise_lo", "B_noise_hi")
 _PROBE = """<script>(function(){var t=document.body?document.body.innerText:"";var p=document.createElement("pre");
 p.id="cbs-probe";p.textContent=JSON.stringify({title:document.title,scroll:document.documentElement.scrollWidth,

@@ -1,9 +1,8 @@
 """The decision a phase's sweep exists for, and its sentences: which batch to train with at the
 phase's decision target, how sure, and the one next run to make.
 
-`decide` builds the row of OUT/decisions.csv (design.md's contract) from the plan (plan.csv),
-the next runs (next_runs.csv) and the fit (cbs_fit.csv); `decision_sentences` says it in words,
-from that row alone, so the index (which reads decisions.csv) and 08_plan print the same
+plan/decide.py builds the row of OUT/decisions.csv (design.md's contract: DECISION_COLUMNS, here so
+that the build reads it without pandas); `decision_sentences` says it in words, from that row alone, so the index (which reads decisions.csv) and 08_plan print the same
 sentences. `gpu_claim` and `why_fastest_differs` are the computed claims around it.
 No pandas at module level: the index imports this module from the build.
 """
@@ -20,10 +19,20 @@ from .fmt import count, duration, interval, number, percent, sentence
 DECISION_COLUMNS = ["phase", "threshold", "objective", "n_prompts", "n_rollouts", "total_batch", "predicted_hours",
                     "predicted_hours_lo", "predicted_hours_hi", "basis", "model", "next_n_prompts",
                     "next_n_rollouts", "next_action", "next_predicted_hours"]
-DECISION_EXTRA_COLUMNS = ["title", "predicted_gpu_hours", "n_gpus", "predicted_steps", "B_noise", "B_noise_lo",
-                          "B_noise_hi", "alpha", "fit_status", "gpu_note", "next_to_step", "next_p_reach",
-                          "next_narrowing", "next_narrowing_lo", "next_narrowing_hi", "next_cost", "next_cost_unit",
-                          "fewest_gpu_hours"]
+DECISION_EXTRA_COLUMNS = ["summary", "title", "expected_hours", "predicted_gpu_hours", "n_gpus", "predicted_steps",
+                          "B_noise", "B_noise_lo", "B_noise_hi", "alpha", "fit_status", "gpu_note", "regret_now_h",
+                          "p_best", "margin", "margin_batch_lo", "margin_batch_hi", "margin_n", "worth_testing",
+                          "next_to_step", "next_p_reach", "next_reduction_h", "next_reduction_lo_h",
+                          "next_reduction_hi_h", "next_cost", "next_cost_unit", "next_why", "fewest_gpu_hours",
+                          "lr_context", "target_rule"]
+
+BASIS_WORDS = {
+    "measured": "it was run, and its runs reached the target",
+    "on_axis": "it was not run, but lies on the phase's axis between batch sizes that reached the target",
+    "cross_axis": "a split off the sampled axes, priced by the cross-axis model that predicted held-out runs "
+                  "within their scatter",
+    "extrapolated": "extrapolated: beyond the batch sizes that reached the target, or from a fit that is not 'ok'",
+}
 
 
 def _f(x) -> float:
@@ -57,66 +66,24 @@ def gpu_claim(n_gpus) -> str:
     return f"the runs used {', '.join(str(k) for k in known[:-1])} or {known[-1]} GPUs"
 
 
-def decide(phase: str, target: float | None, plan, next_table=None, cbs_fit=None, gpu_note: str = "",
-           title: str = "") -> dict:
-    """One row of decisions.csv: the plan's best candidate at `target` (wall clock when step
-    times exist, else samples), the fit's B_noise and model there, and the rank-1 next run."""
-    row = {c: math.nan for c in DECISION_COLUMNS + DECISION_EXTRA_COLUMNS}
-    row.update({"phase": phase, "threshold": _f(target), "title": title, "gpu_note": gpu_note,
-                "next_action": "", "objective": "", "basis": "", "model": "", "fit_status": "",
-                "next_cost_unit": "", "fewest_gpu_hours": ""})
-    if target is None:
-        return row
-    if cbs_fit is not None and len(cbs_fit):
-        f = cbs_fit[cbs_fit["threshold"].astype(float) == float(target)]
-        if len(f):
-            f = f.iloc[0]
-            row.update({"B_noise": _f(f["B_noise"]), "B_noise_lo": _f(f["B_noise_lo"]), "B_noise_hi": _f(f["B_noise_hi"]),
-                        "fit_status": str(f["status"]), "model": str(f.get("model", "mccandlish") or "mccandlish"),
-                        "alpha": _f(f.get("alpha", 1.0)) if str(f.get("model", "")) == "general" else 1.0})
-    rows = plan[plan["threshold"].astype(float) == float(target)] if plan is not None and len(plan) else None
-    if rows is not None and len(rows):
-        by = rows.set_index("objective")
-        obj = "wall_clock" if "wall_clock" in by.index else "samples" if "samples" in by.index else None
-        if obj:
-            r = by.loc[obj]
-            row.update({"objective": obj, "n_prompts": int(r["n_prompts"]), "n_rollouts": int(r["n_rollouts"]),
-                        "total_batch": int(r["total_batch"]), "predicted_hours": _f(r["predicted_hours"]),
-                        "predicted_hours_lo": _f(r["predicted_hours_lo"]), "predicted_hours_hi": _f(r["predicted_hours_hi"]),
-                        "predicted_gpu_hours": _f(r.get("predicted_gpu_hours")), "n_gpus": _f(r.get("n_gpus")),
-                        "predicted_steps": _f(r.get("predicted_steps")), "basis": str(r["basis"])})
-            if obj == "wall_clock" and "gpu_hours" in by.index:  # where GPU counts differ it can be another
-                g = by.loc["gpu_hours"]
-                if (int(g["n_prompts"]), int(g["n_rollouts"])) != (int(r["n_prompts"]), int(r["n_rollouts"])):
-                    row["fewest_gpu_hours"] = (f"{_split(g['n_prompts'], g['n_rollouts'], g['total_batch'])}, "
-                                               f"{number(g['predicted_gpu_hours'])} GPU-hours in "
-                                               f"{duration(g['predicted_hours'])}")
-    if next_table is not None and len(next_table):
-        n = next_table.sort_values("rank").iloc[0]
-        row.update({"next_n_prompts": int(n["n_prompts"]), "next_n_rollouts": int(n["n_rollouts"]),
-                    "next_action": str(n["action"]), "next_predicted_hours": _f(n["predicted_hours"]),
-                    "next_to_step": _f(n["to_step"]), "next_p_reach": _f(n["p_reach"]),
-                    "next_narrowing": _f(n["expected_narrowing"]), "next_narrowing_lo": _f(n["narrowing_lo"]),
-                    "next_narrowing_hi": _f(n["narrowing_hi"]), "next_cost": _f(n["cost"]),
-                    "next_cost_unit": str(n["cost_unit"])})
-    return row
-
-
 def _split(n_p, n_r, B) -> str:
     return f"{count(n_p)} prompts × {count(n_r)} rollouts (B = {count(B)})"
 
 
 def _model_words(row: dict) -> str:
+    if row.get("model") == "cross_axis":
+        return "the cross-axis model of prompts against rollouts"
     if row.get("model") == "general" and _ok(row.get("alpha")):
         a = f"{_f(row['alpha']):.2g}"
-        return (f"the general form S = S_min (1 + (B_noise/B)^alpha) with alpha = {a}: "
-                f"S falls like B^-{a} at small B, not like 1/B")
-    return "the McCandlish form S = S_min (1 + B_noise/B)"
+        return f"the fitted S(B) bends like B^-{a} at small B, not like 1/B"
+    return "the fitted S(B) follows McCandlish's 1/B form"
 
 
 def decision_sentences(row: dict) -> list[str]:
-    """The decision in words, from one row of decisions.csv (values may be strings, as read
-    back from the CSV). Every number from the row; missing parts are said, not printed as NaN."""
+    """The decision in words, from one row of decisions.csv (values may be strings, as read back from
+    the CSV): the configuration and its hours, how sure (what it rests on, the share of draws where
+    it is the fastest, the range within 10% of its hours), B_noise, a split worth testing, and the
+    next run. Every number from the row; missing parts are said, not printed as NaN."""
     phase, t = row.get("phase", ""), _f(row.get("threshold"))
     name = f"{phase} · {row['title']}" if isinstance(row.get("title"), str) and row["title"] else f"{phase}"
     if not _ok(t):
@@ -137,36 +104,53 @@ def decision_sentences(row: dict) -> list[str]:
                          f"{what} (no step times were logged, so no hours).")
         if isinstance(row.get("fewest_gpu_hours"), str) and row["fewest_gpu_hours"]:
             lines.append(f"Fewest GPU-hours instead: {row['fewest_gpu_hours']}.")
-        how = ("interpolated: inside the batch sizes that reached the target" if row.get("basis") == "interpolated"
-               else "extrapolated: beyond the batch sizes that reached the target, or from a fit that is not 'ok'")
+        how = [BASIS_WORDS.get(str(row.get("basis")), str(row.get("basis")))]
+        if _ok(row.get("p_best")):
+            how.append(f"it is the fastest in {percent(row['p_best'])} of the fit's draws")
+        if _ok(row.get("margin_batch_lo")) and _ok(row.get("margin_n")) and _f(row["margin_n"]) > 1:
+            how.append(f"anything from B = {count(row['margin_batch_lo'])} to {count(row['margin_batch_hi'])} is "
+                       f"within {percent(row.get('margin'))} of its hours")
+        lines.append("How sure: " + "; ".join(how) + f"; {_model_words(row)}.")
+        if isinstance(row.get("lr_context"), str) and row["lr_context"]:
+            lines.append(sentence(f"Learning rate: {row['lr_context']}"))
         bn = interval(row.get("B_noise"), row.get("B_noise_lo"), row.get("B_noise_hi"), "samples")
-        lines.append(f"How sure: {how}; from {_model_words(row)}. B_noise = {bn} (95% interval), the batch at which "
-                     "a step is worth half of what an infinitely large one would be (S = 2 S_min).")
+        lines.append(f"B_noise = {bn} (95% interval) at {goal}: the batch at which a step is worth half of what an "
+                     "infinitely large one would be (S = 2 S_min).")
     else:
         status = row.get("fit_status")
         lines.append(f"{name}. No batch to recommend at {goal}: the fit there is "
                      f"{status if isinstance(status, str) and status else 'missing'}.")
+    test = row.get("worth_testing")
+    if isinstance(test, str) and test:
+        p_, r_ = test.split("x")
+        lines.append(f"Worth testing: {count(p_)} prompts × {count(r_)} rollouts could be faster, but no run "
+                     "checks the model that prices it; it is not recommended until a run does.")
     act = row.get("next_action")
     act = act if isinstance(act, str) else ""  # NaN when read back by pandas
     if act:
         cost = (f"{number(row['next_cost'])} {row['next_cost_unit']}" if _ok(row.get("next_cost")) else "cost unknown")
         p = _f(row.get("next_p_reach"))
-        chance = ("" if not math.isfinite(p) else f"over 99% chance to reach {t:g}" if p > 0.99 else
-                  f"{percent(p)} chance to reach {t:g} within the step budget")
-        band = (f" [{percent(row['next_narrowing_lo'])}, {percent(row['next_narrowing_hi'])}] (80% band)"
-                if _ok(row.get("next_narrowing_lo")) else "")
+        chance = ("" if not math.isfinite(p) else f"{percent(p)} chance to reach {t:g}")
         if act.startswith("extend "):
             first = f"Next run: extend {act.removeprefix('extend ')} to step {count(row.get('next_to_step'))}"
         else:
             B = _f(row["next_n_prompts"]) * _f(row["next_n_rollouts"])
             first = (f"Next run: a new run with {count(row['next_n_prompts'])} prompts × "
                      f"{count(row['next_n_rollouts'])} rollouts, B = {count(B)}")
+        why = row.get("next_why") if isinstance(row.get("next_why"), str) else ""
         parts = [x for x in (f"about {cost}", chance) if x]
-        which = "the B_noise interval" if row.get("model", "mccandlish") == "mccandlish" else "the 1/B fit's B_noise interval"
-        lines.append(f"{first}: {', '.join(parts)}; expected to narrow {which} by "
-                     f"{percent(row.get('next_narrowing'))}{band}.")
+        gain = duration(row.get("next_reduction_h"))
+        band = (f" [{duration(row.get('next_reduction_lo_h'))}, {duration(row.get('next_reduction_hi_h'))}] (80% band)"
+                if _ok(row.get("next_reduction_lo_h")) else "")
+        reason = ("it tests the split that could prove the recommendation wrong" if why == "worth testing" else
+                  f"expected to cut the hours lost to a wrong choice by {gain}{band}")
+        lines.append(f"{first}: {', '.join(parts)}; {reason}.")
     elif _ok(row.get("total_batch")):
-        lines.append("Next run: none is expected to narrow the B_noise interval by 5% or more.")
+        regret = _f(row.get("regret_now_h"))
+        lines.append("Next run: none is worth its cost: " + (
+            f"the decision is expected to lose {duration(regret)} against the truly fastest choice, and no run is "
+            "expected to cut that by 1% of its hours." if math.isfinite(regret) else
+            "no run is expected to change the decision."))
     if isinstance(row.get("gpu_note"), str) and row["gpu_note"]:
         lines.append(sentence(row["gpu_note"]))
     return lines
@@ -184,6 +168,85 @@ def why_fastest_differs(measured, planned, target: float) -> str:
             f"{count(pb)}): 06 ranks the runs as they ran, each with its own seed's luck; 08 predicts every "
             "candidate from the fit over all runs, including batch sizes not run, so one lucky or unlucky run "
             "does not decide it.")
+
+
+def _vs_fastest_run(r, f) -> str:
+    """The recommendation against the fastest run made: never a configuration against itself."""
+    ran = f"{count(f['n_prompts'])} × {count(f['n_rollouts'])}, {duration(f['time_to_target_h'])}"
+    if int(f["n_prompts"]) == int(r["n_prompts"]) and int(f["n_rollouts"]) == int(r["n_rollouts"]):
+        return f"; it is the batch of your fastest run so far ({ran})"
+    ratio = f["time_to_target_h"] / r["predicted_hours"]
+    if ratio >= 1.05:
+        return f", {ratio:.1f}x faster than your fastest run so far ({ran})"
+    if ratio > 0.95:
+        return f", about as fast as your fastest run so far ({ran})"
+    return (f"; your fastest run so far ({ran}) took {100 * (1 - ratio):.0f}% less than this prediction "
+            "(runs scatter around the fit)")
+
+
+def plan_summary(plan, fastest=None, next_table=None, fits=None) -> list[str]:
+    """The plan in sentences, every number from the tables: per target the fastest configuration a
+    recommendation may rest on, with its band and basis, against the fastest measured run
+    (wallclock.fastest_batch; why they differ where they do), the cheapest in GPU-hours and in
+    samples; the targets without a plan and why (`fits`: threshold, status, reason); and the next
+    runs (next_runs.csv)."""
+    lines = []
+    fast = {}
+    if fastest is not None and len(fastest):
+        fast = {float(r["threshold"]): r for _, r in fastest.iterrows()}
+    planned = set()
+    if plan is not None and len(plan):
+        for t, rows in plan.groupby("threshold", sort=True):
+            planned.add(float(t))
+            by = {r["objective"]: r for _, r in rows.iterrows()}
+            parts = []
+            if "wall_clock" in by:
+                r = by["wall_clock"]
+                gpus = f" on {count(r['n_gpus'])} GPUs" if _ok(r["n_gpus"]) else ""
+                text = (f"To reach {t:g} fastest, train with {_split(r['n_prompts'], r['n_rollouts'], r['total_batch'])}: "
+                        f"about {duration(r['predicted_hours'], r['predicted_hours_lo'], r['predicted_hours_hi'])}{gpus} "
+                        f"({str(r['basis']).replace('_', ' ')})")
+                why = ""
+                f = fast.get(float(t))
+                if f is not None and _ok(f.get("time_to_target_h")):
+                    text += _vs_fastest_run(r, f)
+                    why = why_fastest_differs(f, r, t)
+                parts.append(text + ".")
+                if why:
+                    parts.append(why)
+                if "gpu_hours" in by:
+                    g = by["gpu_hours"]
+                    same = (int(g["n_prompts"]), int(g["n_rollouts"])) == (int(r["n_prompts"]), int(r["n_rollouts"]))
+                    parts.append(f"It is also the cheapest in GPU-hours ({number(g['predicted_gpu_hours'])} GPU-hours)."
+                                 if same else
+                                 f"Fewest GPU-hours: {_split(g['n_prompts'], g['n_rollouts'], g['total_batch'])}, "
+                                 f"{number(g['predicted_gpu_hours'])} GPU-hours in {duration(g['predicted_hours'])}.")
+            elif "samples" in by:
+                parts.append(f"To reach {t:g}: no step times, so no prediction of hours.")
+            if "samples" in by:
+                s = by["samples"]
+                hours = f" in {duration(s['predicted_hours'])}" if _ok(s["predicted_hours"]) else ""
+                parts.append(f"Fewest samples (within 10%): {_split(s['n_prompts'], s['n_rollouts'], s['total_batch'])}, "
+                             f"{number(s['predicted_samples'])} samples{hours}.")
+            lines.append(" ".join(parts))
+    if fits is not None and len(fits):
+        for _, f in fits.iterrows():
+            if float(f["threshold"]) not in planned:
+                why = f["reason"] if isinstance(f["reason"], str) and f["reason"] else ""
+                lines.append(f"{float(f['threshold']):g}: no plan (fit {f['status']}" + (f": {why})." if why else ")."))
+    if next_table is not None and len(next_table):
+        t = float(next_table["threshold"].iloc[0])
+        runs = []
+        for _, r in next_table.sort_values("rank").iterrows():
+            what = (f"extend {r['run_name']} to step {count(r['to_step'])}" if str(r["action"]).startswith("extend ")
+                    else f"a new run at B = {count(r['total_batch'])} ({count(r['n_prompts'])} × {count(r['n_rollouts'])})")
+            gain = ("it tests a split that could beat the decision" if r["why"] == "worth testing" else
+                    f"cuts the expected hours lost to a wrong choice by {duration(r['expected_reduction_h'])}")
+            runs.append(f"{int(r['rank'])}. {what}: {gain}, for {number(r['cost'])} {r['cost_unit']}, "
+                        f"{percent(r['p_reach'])} chance to reach {t:g}")
+        lines.append(f"The next runs at {t:g}, by value to the decision per {str(next_table['cost_unit'].iloc[0]).removesuffix('s')}: "
+                     + "; ".join(runs) + ".")
+    return lines
 
 
 def write_decisions(out: Path, phases: list[str]) -> Path | None:

@@ -17,6 +17,7 @@ from matplotlib import ticker
 from matplotlib.figure import Figure
 
 from .tables import b_noise_trend, format_ci, trend_claim
+from .words import trend_title
 
 # ---------------------------------------------------------------------------------------------
 # Figure style and saving
@@ -276,6 +277,19 @@ def _usable_fits(fit: pd.DataFrame, est: str = "B_noise") -> pd.DataFrame:
     return fit[keep].sort_values("threshold")
 
 
+def unbounded_as_open(fit: pd.DataFrame, factor: float = 100.0) -> pd.DataFrame:
+    """A cbs_fit table whose B_noise interval ends beyond `factor` times the largest batch that
+    reached the target (or below it divided by factor) are open (inf / 0): no bound from these
+    runs, drawn as an arrow, never stretching the axis."""
+    fit = fit.copy()
+    if "B_reached_max" in fit.columns:
+        top, bottom = _floats(fit["B_reached_max"]), _floats(fit["B_reached_min"])
+        hi, lo = _floats(fit["B_noise_hi"]), _floats(fit["B_noise_lo"])
+        fit["B_noise_hi"] = np.where(np.isfinite(top) & (hi > factor * top), np.inf, hi)
+        fit["B_noise_lo"] = np.where(np.isfinite(bottom) & (lo < bottom / factor), 0.0, lo)
+    return fit
+
+
 def _ci_errorbar(ax, x, y, lo, hi, capsize: float = 2.5, positive: bool = True, **kw) -> None:
     """Points with their interval [lo, hi] as error bars, whatever the bounds hold: a missing
     bound draws no bar, a bound on the wrong side of the point is taken as the point (the bar
@@ -305,7 +319,7 @@ def plot_sb_eb(sb_eb: pd.DataFrame, cbs_fit: pd.DataFrame, title: str = "",
     fig = Figure(figsize=(10.5, 4.6))
     ax_s, ax_e = fig.subplots(1, 2)
     sb = _frame(sb_eb, [batch_col, "threshold", "S_B", "E_B", "censored"])
-    fits = _usable_fits(cbs_fit).drop_duplicates("threshold").set_index("threshold")
+    fits = unbounded_as_open(_usable_fits(cbs_fit)).drop_duplicates("threshold").set_index("threshold")
     colors = threshold_colors(sb["threshold"].dropna().unique())
     lo, hi = _batch_limits(sb[batch_col])
     grid = np.geomspace(lo, hi, 200)
@@ -323,8 +337,9 @@ def plot_sb_eb(sb_eb: pd.DataFrame, cbs_fit: pd.DataFrame, title: str = "",
             s_fit = _fit_curve(grid, f["S_min"], f["B_noise"], al)
             ax_s.plot(grid, s_fit, color=c, lw=1.4)
             ax_e.plot(grid, s_fit * grid, color=c, lw=1.4)
-            if np.isfinite(f["B_noise_lo"]) and np.isfinite(f["B_noise_hi"]):
-                # Band: the curve through the fitted S_min as B_noise spans its 95% CI.
+            if np.isfinite(f["B_noise_lo"]) and f["B_noise_lo"] > 0 and np.isfinite(f["B_noise_hi"]):
+                # Band: the curve through the fitted S_min as B_noise spans its 95% CI (none where the
+                # interval has no bound from these runs)
                 s_lo = _fit_curve(grid, f["S_min"], f["B_noise_lo"], al)
                 s_hi = _fit_curve(grid, f["S_min"], f["B_noise_hi"], al)
                 ax_s.fill_between(grid, s_lo, s_hi, color=c, alpha=0.15, lw=0)
@@ -370,12 +385,14 @@ def _accuracy_xlim(ax, x) -> None:
 
 
 def plot_b_noise_vs_target(cbs_fit: pd.DataFrame, compare: pd.DataFrame | None = None,
-                           compare_label: str = "seed method", title: str = "") -> Figure:
-    """B_noise against the target accuracy, with 95% CIs; optionally a second method beside it.
-    The default title is the trend the fits show (`b_noise_trend`), not an assumed one."""
+                           compare_label: str = "seed method", title: str = "", trend: dict | None = None) -> Figure:
+    """B_noise against the target accuracy, with 95% CIs (an end beyond 100 times the largest batch
+    that reached the target drawn as an arrow: no bound from these runs); optionally a second method
+    beside it. The default title is the trend of the pooled fit (`trend`, PhaseFit.trend()) where
+    given, else the trend the per-target fits show (`b_noise_trend`); never an assumed one."""
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.subplots()
-    ok = _usable_fits(cbs_fit)
+    ok = unbounded_as_open(_usable_fits(cbs_fit))
     _ci_errorbar(ax, ok["threshold"], ok["B_noise"], ok["B_noise_lo"], ok["B_noise_hi"],
                  marker="o", color=PALETTE[0], capsize=3, label="this project (95% CI)")
     ext = ok[ok["status"] == "extrapolated"]
@@ -405,7 +422,7 @@ def plot_b_noise_vs_target(cbs_fit: pd.DataFrame, compare: pd.DataFrame | None =
         _no_data(ax, "no target has a usable fit (see the status of each target)")
     ax.set_xlabel("target validation accuracy")
     ax.set_ylabel("B_noise (samples per step)")
-    ax.set_title(title or b_noise_trend(cbs_fit)["claim"])
+    ax.set_title(title or (trend_title(trend) if trend else b_noise_trend(cbs_fit)["claim"]))
     return fig
 
 
@@ -494,21 +511,17 @@ def _axis_of(n_p: np.ndarray, n_r: np.ndarray) -> str:
     return "mixed"
 
 
-def plot_two_axis(sb_eb_all: pd.DataFrame, two_axis: dict, threshold: float, title: str = "") -> Figure:
-    """Left: S against B at one target for each phase (prompt and rollout axes), with the joint
-    model S = S_min (1 + B0 (1 + (n_r - 1) rho) / (n_p n_r)). Right: the per-axis B_noise in
-    total samples that the joint fit implies, against the target, with 95% CIs."""
+def plot_two_axis(sb_eb_all: pd.DataFrame, cross, threshold: float, title: str = "") -> Figure:
+    """Left: S against B at one target for each phase, with the cross-axis model along each phase's
+    configurations. Right: its check: each left-out phase's runs against what the model predicted
+    without them (on the diagonal: predicted right; the band: a factor of the scatter)."""
     fig = Figure(figsize=(10.5, 4.4))
-    ax_s, ax_b = fig.subplots(1, 2)
-    sb = _frame(sb_eb_all, ["phase", "threshold", "n_prompts", "n_rollouts", "total_batch", "S_B",
-                            "censored"])
+    ax_s, ax_c = fig.subplots(1, 2)
+    sb = _frame(sb_eb_all, ["phase", "threshold", "n_prompts", "n_rollouts", "total_batch", "S_B", "censored"])
     sub = sb[np.isclose(_floats(sb["threshold"]), threshold)]
-    fit = _frame((two_axis or {}).get("fit"), ["threshold", "status", "S_min", "B0", "rho"])
-    fit = fit[fit["status"] == "ok"].drop_duplicates("threshold").set_index("threshold")
-    axes_tab = _frame((two_axis or {}).get("axes"), ["threshold", "phase", "axis", "B_noise",
-                                                     "B_noise_lo", "B_noise_hi"])
     lo, hi = _batch_limits(sb["total_batch"])
     markers = "osD^v"
+    ok_model = cross is not None and getattr(cross, "point", None) is not None and cross.target_index(threshold) is not None
     for i, (phase, rows) in enumerate(sub.groupby("phase", sort=True)):
         c = PALETTE[i % (len(PALETTE) - 1)]
         cen = rows["censored"].fillna(False).astype(bool)
@@ -527,24 +540,22 @@ def plot_two_axis(sb_eb_all: pd.DataFrame, two_axis: dict, threshold: float, tit
             label = f"{phase}: rollouts vary, n_prompts = {fixed:g}"
             grid_nr = np.geomspace(max(lo / fixed, 1), max(hi / fixed, 1), 100)
             grid_np = np.full(100, fixed)
-        else:  # no single axis: the model at the phase's own configurations
+        else:
             label = f"{phase}: {'one configuration' if len(rows) <= 1 else 'prompts and rollouts vary'}"
             ok_cfg = np.isfinite(n_p) & np.isfinite(n_r)
             grid_np, grid_nr = n_p[ok_cfg], n_r[ok_cfg]
-        if threshold in fit.index and len(grid_np):
-            f = fit.loc[threshold]
-            s_pred = f["S_min"] * (1 + f["B0"] * (1 + (grid_nr - 1) * f["rho"]) / (grid_np * grid_nr))
+        if ok_model and len(grid_np):
+            from .fit.crossaxis import effective_log_batch
+
+            pt = cross.point
+            j = cross.target_index(threshold)
+            a, b, al, _ = pt.lay.local(pt.fits[pt.chosen].theta[None])[0, j]
+            x = effective_log_batch(grid_np, grid_nr, pt.rho)
+            s_pred = np.exp(a + np.logaddexp(0.0, al * (b - x)))
             ax_s.plot(grid_np * grid_nr, s_pred, color=c, lw=1.3, label=label,
                       **({"ls": "", "marker": "x"} if axis == "mixed" else {}))
         else:
             ax_s.plot([], [], color=c, label=label)
-        ph_axes = axes_tab[(axes_tab["phase"] == phase) & np.isfinite(_floats(axes_tab["B_noise"]))]
-        if len(ph_axes):
-            ph_axes = ph_axes.sort_values("threshold")
-            _ci_errorbar(ax_b, _floats(ph_axes["threshold"]) + 0.003 * (i - 1), ph_axes["B_noise"],
-                         ph_axes["B_noise_lo"], ph_axes["B_noise_hi"], color=c,
-                         marker=markers[i % len(markers)],
-                         label=f"{phase} ({ph_axes['axis'].iloc[0]} axis)")
     set_log2_axis(ax_s, "x", lo, hi)
     if _positive(sub["S_B"]):
         set_log_axis(ax_s, "y")
@@ -553,15 +564,26 @@ def plot_two_axis(sb_eb_all: pd.DataFrame, two_axis: dict, threshold: float, tit
         _no_data(ax_s, f"no run has a measured S at accuracy {threshold:g}")
     ax_s.set_xlabel("batch size B = prompts × rollouts")
     ax_s.set_ylabel("rollout steps to target S")
-    ax_s.set_title(f"steps to accuracy {threshold:g}: joint fit")
-    if ax_b.has_data():
-        set_log2_axis(ax_b, "y")
-        ax_b.legend(loc="best", fontsize=7.5)
+    ax_s.set_title(f"steps to accuracy {threshold:g}: cross-axis model")
+    pts = _frame(getattr(cross, "check_points", None), ["left_out", "S_measured", "S_predicted", "threshold"])
+    pts = pts[np.isfinite(_floats(pts["S_measured"])) & np.isfinite(_floats(pts["S_predicted"]))]
+    if len(pts):
+        for i, (phase, rows) in enumerate(pts.groupby("left_out", sort=True)):
+            ax_c.scatter(_floats(rows["S_predicted"]), _floats(rows["S_measured"]), color=PALETTE[i % (len(PALETTE) - 1)],
+                         marker=markers[i % len(markers)], s=22, label=f"{phase} left out")
+        v = np.r_[_floats(pts["S_measured"]), _floats(pts["S_predicted"])]
+        g = np.geomspace(v.min() / 1.3, v.max() * 1.3, 20)
+        ax_c.plot(g, g, color="0.3", lw=1)
+        ax_c.fill_between(g, g / 1.25, g * 1.25, color="0.5", alpha=0.15, lw=0, label="within 25%")
+        set_log_axis(ax_c, "x")
+        set_log_axis(ax_c, "y")
+        ax_c.legend(loc="upper left", fontsize=7.5)
+        ax_c.set_xlabel("S predicted without that phase")
+        ax_c.set_ylabel("S measured")
     else:
-        _no_data(ax_b, "no phase lies on a single axis with a usable joint fit")
-    ax_b.set_xlabel("target validation accuracy")
-    ax_b.set_ylabel("implied B_noise (samples per step)")
-    ax_b.set_title("B_noise along each axis")
+        _no_data(ax_c, "no phase can be left out with configurations off the others' axes: "
+                       "the model is not checked")
+    ax_c.set_title("the check: left-out phases predicted")
     if title:
         fig.suptitle(title)
     return fig

@@ -1,4 +1,4 @@
-"""Plots of the plan (plan.py): predicted time to target against B with its band, and the
+"""Plots of the plan (plan/): predicted time to target against B with its band, and the
 trade-off of wall-clock time against GPU-hours and samples.
 
 Same style and helpers as figures.py; each plot takes result tables and returns a Figure,
@@ -38,6 +38,8 @@ def best_split_per_batch(predictions: pd.DataFrame, by: str = "predicted_hours")
     """Per threshold and B, the candidate with the least `by` (with two axes several splits
     share a B; along one axis this is the predictions as they are)."""
     rows = predictions[predictions[by].notna()]
+    if "basis" in rows.columns:  # a split no run has checked is no point of the curve
+        rows = rows[rows["basis"] != "untested"]
     if rows.empty:
         return rows
     idx = rows.groupby(["threshold", "total_batch"])[by].idxmin()
@@ -45,8 +47,8 @@ def best_split_per_batch(predictions: pd.DataFrame, by: str = "predicted_hours")
 
 
 def plot_plan(predictions: pd.DataFrame, measured: pd.DataFrame, plan: pd.DataFrame, title: str = "") -> Figure:
-    """One panel per target: the predicted training time to target against B (solid where
-    interpolated, dashed where extrapolated) with its 95% band, the measured runs (filled:
+    """One panel per target: the predicted training time to target against B (solid where measured
+    or between the batch sizes that reached the target, dashed where extrapolated) with its 95% band, the measured runs (filled:
     reached the target; open triangles: stopped before it, a lower bound), and the
     recommendation for wall-clock time (star). With two axes the curve is the fastest split at
     each B. measured: wall_clock_table rows (threshold, total_batch, time_to_target_h,
@@ -67,7 +69,7 @@ def plot_plan(predictions: pd.DataFrame, measured: pd.DataFrame, plan: pd.DataFr
         rows = curves[curves["threshold"] == t]
         B = rows["total_batch"].to_numpy(dtype=float)
         ax.fill_between(B, rows["predicted_hours_lo"], rows["predicted_hours_hi"], color=c, alpha=0.18, lw=0)
-        inter = (rows["basis"] == "interpolated").to_numpy()
+        inter = rows["basis"].isin(("measured", "on_axis", "cross_axis")).to_numpy()
         ax.plot(B, np.where(inter, rows["predicted_hours"], np.nan), color=c, lw=1.6)
         ax.plot(B, rows["predicted_hours"], color=c, lw=1.1, ls="--")  # under the solid: the extrapolated ends
         runs = measured[(measured["threshold"] == t) & measured["time_to_target_h"].notna()] if len(measured) else measured
@@ -100,7 +102,7 @@ def plot_plan(predictions: pd.DataFrame, measured: pd.DataFrame, plan: pd.DataFr
                matplotlib.lines.Line2D([], [], ls="", marker="o", color="0.15", ms=4.5),
                matplotlib.lines.Line2D([], [], ls="", marker="^", mfc="none", mec="0.15", ms=5.5),
                matplotlib.lines.Line2D([], [], ls="", marker="*", mfc="0.6", mec="black", ms=11)]
-    labels = ["predicted (interpolated)", "predicted (extrapolated)", "95% band", "measured run",
+    labels = ["predicted (run, or between runs that reached it)", "predicted (extrapolated)", "95% band", "measured run",
               "run stopped before the target (lower bound)", "fastest: the recommendation"]
     fig.legend(handles, labels, loc="outside lower center", ncol=3)
     if title:

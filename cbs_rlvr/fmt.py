@@ -25,15 +25,21 @@ HEADERS = {
     "noise_sd_log": "noise (sd of log S)", "B_simple_over_B_noise": "B_simple / B_noise",
     "S_B": "steps to target", "E_B": "samples to target", "censored": "stopped before the target",
     "time_to_target_h": "hours to target", "gpu_hours": "GPU-hours", "n_gpus": "GPUs",
-    "expected_narrowing": "expected narrowing", "p_reach": "chance to reach the target",
+    "p_reach": "chance to reach the target",
     "action": "run", "cost": "cost", "rank": "rank", "run_name": "run", "to_step": "to step",
-    "narrowing_lo": "narrowing low (80%)", "narrowing_hi": "narrowing high (80%)", "cost_unit": "cost unit",
+    "cost_unit": "cost unit",
     "objective": "best by", "predicted_samples": "samples", "run_id": "run id",
     "sigma_log": "residual sd of log S", "S_min_lo": "S_min low", "S_min_hi": "S_min high",
     "testing_h": "validation hours", "checkpoint_h": "checkpoint hours", "n_configs": "configurations",
     "lr": "learning rate", "lr_won": "best learning rate", "n_replicates": "replicates",
     "replicate": "replicate", "n_runs": "runs", "last_step": "last step", "n_gpus_per_node": "GPUs per node",
     "B_simple": "B_simple (samples)", "r2_log [95% CI]": "R² of log S",
+    "expected_reduction_h": "expected hours saved", "reduction_lo_h": "saved low (80%)",
+    "reduction_hi_h": "saved high (80%)", "why": "why", "regret_now_h": "expected hours lost today",
+    "expected_hours": "expected hours", "left_out": "phase left out", "n_off_lines": "configurations off the others' axes",
+    "n_cells": "predictions", "error_ratio": "errors / scatter (mean square)",
+    "critical": "allowed (99%)", "rms_log_error": "rms error of log S", "passed": "passed",
+    "weight_general": "weight of the bent form", "weight_mccandlish": "weight of the 1/B form",
 }
 
 
@@ -118,7 +124,7 @@ def cell(name: str, value) -> str:
         return f"{float(value):g}" if name == "threshold" else number(value, digits=2)
     if 0 < abs(float(value)) < 1e-3:  # learning rates and the like: 5e-07, as they are written
         return f"{float(value):.2g}"
-    if name in ("p_reach", "expected_narrowing", "narrowing_lo", "narrowing_hi"):
+    if name in ("p_reach", "p_best", "weight_general", "weight_mccandlish"):
         return percent(value)
     if name in ("n_points", "n_censored", "n_prompts", "n_rollouts", "total_batch", "rank", "n_gpus", "to_step"):
         return count(value)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .fit import bootstrap_interval
+from .fit.interval import bootstrap_interval
 from .measure import crossings, eval_series, run_meta
 
 

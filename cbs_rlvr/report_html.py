@@ -22,7 +22,8 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 #: What a fit's status means, shown under every table that has one.
 STATUS_LEGEND = {
     "ok": "fitted, B_noise inside the sampled batch sizes",
-    "extrapolated": "fitted, but B_noise lies outside the sampled batch sizes: treat with care",
+    "extrapolated": "fitted, but B_noise rests on the form beyond the runs (outside the batch sizes that "
+                    "reached the target, or S_min not approached): treat with care",
     "insufficient": "fewer than 3 batch sizes reach the target: no fit",
     "failed": "the data do not identify B_noise (S flat in B, or falling like 1/B throughout)",
 }

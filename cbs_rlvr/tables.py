@@ -17,8 +17,9 @@ SB_EB_CSV_COLUMNS = ["run_name", "n_prompts", "n_rollouts", "total_batch", "thre
 #: Status of a fit (cbs_fit.csv, two_axis_fit.csv, the post-hoc B_simple): one of these four.
 STATUS_MEANINGS = {
     "ok": "fitted: the value and its interval can be used",
-    "extrapolated": "fitted, but B_noise lies outside the sampled batch sizes: an extrapolation, "
-                    "to be confirmed by runs at batch sizes around it",
+    "extrapolated": "fitted, but B_noise rests on the fitted form beyond the runs (it lies outside the "
+                    "batch sizes that reached the target, or S_min was not approached: S at the largest "
+                    "batch is still 1.5 S_min or more); to be confirmed by runs at batch sizes around it",
     "insufficient": "not fitted: too few batch sizes (or configurations) reach the target; more "
                     "batch sizes, or longer runs, are needed",
     "failed": "not fitted: the runs do not determine the value (S flat in B, or S falling like "
@@ -240,29 +241,23 @@ RHO_PINNED_WIDTH = 0.5  # a rho interval this wide or wider (of the range 0..1) 
 
 
 def rho_claim(two_axis_fit: pd.DataFrame) -> list[str]:
-    """What the joint fit says of ρ, in sentences: the median over the targets whose fit is
-    `ok`, describes its runs (R² >= 0) and pins ρ down (95% interval narrower than
-    RHO_PINNED_WIDTH), with what a second rollout is worth; and how many targets leave ρ open.
-    Empty when no target has an `ok` fit."""
+    """What the cross-axis fit says of rho (one rho for every target), in sentences, with what a
+    second rollout is worth against a new prompt ((1 - rho) / (1 + rho): two rollouts of one prompt
+    are worth 2 / (1 + rho) independent prompts); nothing where the interval leaves rho open (wider
+    than RHO_PINNED_WIDTH) or the fit is poor. Empty when no target has an `ok` fit."""
     t = two_axis_fit.reindex(columns=["rho", "rho_lo", "rho_hi", "r2_log", "status"])
-    ok = t[t["status"] == "ok"]
-    width = _floats(ok["rho_hi"]) - _floats(ok["rho_lo"])
-    pinned = ok[(width < RHO_PINNED_WIDTH) & ~(_floats(ok["r2_log"]) < 0)]
-    lines = []
-    if len(pinned):
-        rho, lo, hi = pinned["rho"].median(), pinned["rho_lo"].min(), pinned["rho_hi"].max()
-        worth = (f"n_p prompts with many rollouts are worth at most n_p / ρ = {1 / rho:.1f} n_p "
-                 "independent samples" if rho > 0 else "at the estimate rollouts count as independent samples")
-        lines.append(f"Median ρ = {rho:.2f} over {_count(len(pinned), 'target')} whose interval pins it "
-                     f"down (95% intervals within {lo:.2f} to {hi:.2f}): the second rollout of a prompt "
-                     f"is worth {1 - rho:.2f} of a sample from a new prompt ({1 - hi:.2f} to {1 - lo:.2f} "
-                     f"within the intervals), and each further rollout less; {worth}.")
-    if len(ok) > len(pinned):
-        lines.append(f"At {_count(len(ok) - len(pinned), 'target')} the fit leaves ρ open (its 95% "
-                     f"interval spans {RHO_PINNED_WIDTH:g} of the range 0 to 1 or more, or the fit is "
-                     "poor: see the reason column), so nothing is claimed there; runs at more rollout "
-                     "counts and batch sizes would pin it down.")
-    return lines
+    ok = t[(t["status"] == "ok") & ~(_floats(t["r2_log"]) < 0)]
+    if not len(ok):
+        return []
+    rho, lo, hi = float(ok["rho"].iloc[0]), float(ok["rho_lo"].min()), float(ok["rho_hi"].max())
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi - lo >= RHO_PINNED_WIDTH:
+        return [f"The fit leaves rho open (rho = {rho:.2f}, 95% interval {lo:.2f} to {hi:.2f}): how a rollout "
+                "compares to a prompt is not pinned down; runs at more rollout counts would pin it."]
+    def worth(r):
+        return (1 - r) / (1 + r)
+    return [f"rho = {rho:.2f} (95% interval {lo:.2f} to {hi:.2f}): the second rollout of a prompt is worth "
+            f"{worth(rho):.2f} of a new prompt ({worth(hi):.2f} to {worth(lo):.2f} within the interval), and each "
+            "further rollout less."]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,23 +13,19 @@
 # E(B) = B·S(B), the samples, then fit McCandlish et al. (2018):
 # S(B) = S_min (1 + B_noise / B), E(B) = E_min (1 + B / B_noise), B_crit = E_min / S_min = B_noise.
 # That law assumes the learning rate tuned at each B. A sweep at one fixed learning rate often
-# bends differently (with Adam S falls like B^-0.5 to B^-0.6 at small B), so the general form
-# S(B) = S_min (1 + (B_noise / B)^alpha) is fitted beside it, and the data choose: McCandlish
-# (alpha = 1) unless a likelihood-ratio test that counts never-reaching runs as lower bounds
-# rejects it. B_noise means the same in both: the batch size at which a step is worth half of
-# what an infinitely large batch's step would be, S(B_noise) = 2 S_min.
+# bends differently (with Adam S falls like B^-0.5 to B^-0.7 at small B), so the general form
+# S(B) = S_min (1 + (B_noise / B)^alpha) is fitted beside it. All targets are fitted at once
+# (S_min per target, log B_noise linear in the target accuracy, one alpha), so a sweep of few seeds
+# borrows strength across its targets and the trend of B_noise gets an interval. The forms are
+# weighed by how well each predicts a batch size left out of the fit (runs that never reached a
+# target count as lower bounds), and every interval mixes them in that proportion. B_noise means the
+# same in every form: the batch size at which a step is worth half of what an infinitely large
+# batch's step would be, S(B_noise) = 2 S_min.
 #
 # **Units.** S is counted in *rollout steps*, verl's `training/global_step`: one step generates
 # B = n_prompts × n_rollouts samples and then makes `updates` optimizer updates on them
 # (train_batch_size / ppo_mini_batch_size × ppo_epochs). B_noise is in samples per rollout step.
 # Where the updates per step differ between runs, the fit is repeated in optimizer updates below.
-#
-# How this differs from the first version of this analysis: the eval series is smoothed
-# monotonically (isotonic) and the crossing interpolated between evals, instead of taking the
-# first eval above target; runs that never reach a target enter the fit as lower bounds instead
-# of being dropped; the fit is done in log space so the slowest runs do not dominate; every
-# B_noise has a 95% bootstrap interval; and where several learning rates ran at one batch size,
-# only the best one there enters the fit (the envelope), as batch-size studies do.
 
 # %% tags=["parameters"]
 phase = "p1"
@@ -62,8 +58,9 @@ print(f"{params['title']}: {len(runs)} runs, metric {metric}, n_val = {params['n
 # counts with its last evaluated step (censored), so the true S is at least that.
 
 # %%
-sb_eb, cbs_fit = ch.fit_phase(runs, history, metric, params["thresholds"], params["n_val"],
-                              n_bootstrap=n_bootstrap, seed=seed, metaparameters=params["metaparameters"])
+fit = ch.fit_phase(runs, history, metric, params["thresholds"], params["n_val"], n_bootstrap=n_bootstrap,
+                   seed=seed, metaparameters=params["metaparameters"])
+sb_eb, cbs_fit = fit.sb_eb, fit.table
 envelope = sb_eb[sb_eb["in_envelope"]]
 ch.save_table(sb_eb[ch.SB_EB_CSV_COLUMNS + ["configuration", "lr", "updates_per_step", "S_updates", "in_envelope"]],
               tables, "sb_eb")
@@ -72,12 +69,15 @@ ch.save_table(cbs_fit[ch.CBS_FIT_COLUMNS], tables, "cbs_fit", latex=True,
 ch.censored_pivot(envelope, "S_B", digits=1)
 
 # %% [markdown]
-# ## The fitted curve at each target, in the form the data support
-# `model` is the form chosen at that target: `mccandlish` (alpha = 1) or `general`. alpha is the
-# general fit's exponent at every target, with its 95% interval; B_noise_mccandlish is what the
-# 1/B form alone would say. E_min and the 20%-overhead batch (where E = 1.2 E_min, Zhang et al.
-# 2024) exist only where E(B) has a minimum: not when alpha < 1, where smaller batches always
-# need fewer samples.
+# ## The fitted curve at each target, in the form that predicts best
+# `model` is the form that predicts left-out batch sizes best: `mccandlish` (alpha = 1) or `general`;
+# its weight against the other is in the shape sentences below, and every interval mixes the forms
+# in that proportion. alpha is the bent form's exponent at every target, with its 95% interval;
+# B_noise_mccandlish is what the 1/B form alone would say. A status `extrapolated` means B_noise rests
+# on the fitted form beyond the runs (S_min was not approached, or B_noise lies outside the batch
+# sizes that reached the target). E_min and the 20%-overhead batch (where E = 1.2 E_min, Zhang et al.
+# 2024) exist only where E(B) has a minimum: not when alpha < 1, where smaller batches always need
+# fewer samples.
 
 # %%
 display(ch.dash_missing(ch.with_intervals(
@@ -146,9 +146,9 @@ per_run = sb_eb.drop_duplicates("run_id")
 updates = per_run["updates_per_step"].dropna().astype(int)
 cbs_fit_updates = None
 if updates.nunique() > 1:
-    _, cbs_fit_updates = ch.fit_phase(runs, history, metric, params["thresholds"], params["n_val"],
-                                      n_bootstrap=n_bootstrap, seed=seed, units="updates",
-                                      metaparameters=params["metaparameters"])
+    cbs_fit_updates = ch.fit_phase(runs, history, metric, params["thresholds"], params["n_val"],
+                                   n_bootstrap=n_bootstrap, seed=seed, units="updates",
+                                   metaparameters=params["metaparameters"]).table
     ch.save_table(cbs_fit_updates[ch.CBS_FIT_COLUMNS + ["units"]], tables, "cbs_fit_updates")
     print(f"Updates per rollout step vary within this phase ({updates.min()} to {updates.max()}), so S is "
           "fitted in both units:")
@@ -197,18 +197,18 @@ else:
 
 # %%
 good = cbs_fit[cbs_fit["status"].isin(["ok", "extrapolated"])]
-trend = ch.b_noise_trend(cbs_fit)
-display(Markdown(f"## {trend['claim'][0].upper()}{trend['claim'][1:]}\n"
-                 f"{trend['evidence'] + '. ' if trend.get('evidence') else ''}B_noise against the "
-                 "target accuracy, next to the first-crossing, drop-censored, linear-space fit of "
-                 "the original notebook on the same runs."))
+trend = fit.trend()
+display(Markdown(f"## {ch.sentence(ch.trend_title(trend))[:-1]}\n{ch.trend_sentence(trend)} B_noise against the "
+                 "target accuracy, next to the first-crossing, drop-censored, linear-space fit of the original "
+                 "notebook on the same runs."))
 seed_fit = ch.seed_method_fit(runs, history, metric, params["thresholds"])
 comparison = cbs_fit[["threshold", "B_noise", "B_noise_lo", "B_noise_hi", "status"]].merge(
     seed_fit[["threshold", "B_noise"]].rename(columns={"B_noise": "B_noise_seed_method"}),
     on="threshold", how="left")
 ch.save_table(comparison, tables, "b_noise_vs_target")
 if len(good):
-    fig = ch.plot_b_noise_vs_target(cbs_fit, compare=seed_fit, compare_label="first crossing, linear fit")
+    fig = ch.plot_b_noise_vs_target(cbs_fit, compare=seed_fit, compare_label="first crossing, linear fit",
+                                    trend=trend)
     ch.save_figure(fig, comparison, figures, "b_noise_vs_target")
     display(fig)  # noqa: F821 (IPython)
 else:
@@ -249,4 +249,15 @@ for row in cbs_fit.itertuples():
           f"{overhead}, R²(log) = {row.r2_log:.3f}, "
           f"{row.n_points} points ({row.n_censored} censored), status {row.status}")
 if len(good) >= 2:
-    print(f"\n{trend['claim'][0].upper()}{trend['claim'][1:]}: {trend['evidence']}.")
+    print("\n" + ch.trend_sentence(trend))
+
+# %% [markdown]
+# ## Methods, and how they differ from a first-crossing analysis
+# The eval series is smoothed monotonically (isotonic) and the crossing interpolated between evals,
+# instead of taking the first eval above target; runs that never reach a target enter the fit as lower
+# bounds instead of being dropped; the fit is done in log space so the slowest runs do not dominate;
+# all targets are fitted at once and the form is chosen by how well it predicts a left-out batch size;
+# every B_noise has a 95% interval from a bootstrap that draws new runs with the scatter pooled over the
+# whole phase (so two seeds per batch size still give an honest spread) and mixes the forms; and where
+# several learning rates ran at one batch size, only the best one there enters the fit (the envelope),
+# as batch-size studies do.

@@ -12,9 +12,12 @@
 # A batch of B = n_prompts × n_rollouts samples can grow along two axes. Rollouts of one prompt
 # share the prompt, so their gradients are correlated and they are worth fewer independent
 # samples. We model the effective batch as B_eff = n_p n_r / (1 + (n_r − 1) ρ) and fit
-# S = S_min (1 + B0 / B_eff) jointly over the prompt-axis and rollout-axis phases; ρ = 0 means
-# rollouts are as good as prompts, ρ = 1 means extra rollouts add nothing. On an iso-batch phase
-# (one B split differently) the notebook compares the splits directly.
+# S = S_min (1 + (B0 / B_eff)^α) jointly over the phases named in `two_axis_phases` (the forms and
+# their weights as in 02); ρ = 0 means rollouts are as good as prompts, ρ = 1 means extra rollouts
+# add nothing. The model prices splits that no run tried, so it is trusted there only after it
+# predicts, on this sweep, runs it was not fitted to: each phase in turn is left out and predicted
+# from the others. On an iso-batch phase (one B split differently) the notebook also compares the
+# splits directly.
 
 # %% tags=["parameters"]
 phase = "p2b"
@@ -51,12 +54,13 @@ print(f"Joint fit over {', '.join(joined) or 'no phase'}: "
 # ## The joint fit: rollout correlation ρ and noise scale B0 at each target
 
 # %%
-two_axis = ch.two_axis_fit(sb_eb_all, n_bootstrap=n_bootstrap, seed=seed)
-fit, axes_tab = two_axis["fit"], two_axis["axes"]
+cross = ch.cross_axis_fit(sb_eb_all, params["thresholds"], n_bootstrap=n_bootstrap, seed=seed) if len(sb_eb_all) else None
+fit = cross.table if cross is not None else pd.DataFrame(columns=ch.TWO_AXIS_FIT_COLUMNS)
 ch.save_table(fit, tables, "two_axis_fit", latex=True,
               caption="Joint two-axis fit: rollout correlation rho and B0 (prompts)",
               label=f"tab:two_axis_{phase}")
-ch.save_table(axes_tab, tables, "two_axis_b_noise")
+if cross is not None:
+    ch.save_table(cross.check, tables, "cross_axis_check")
 fit_ok = fit[fit["status"] == "ok"]
 if fit.empty:
     display(Markdown("**Insufficient:** none of the joint phases has runs yet, so there is "
@@ -72,15 +76,19 @@ else:
     display(Markdown("Status: " + ch.legend_markdown(ch.status_legend(fit["status"]))))
 
 # %%
-if params["axis"] != "iso_batch" and len(fit_ok):
+if cross is not None and len(fit_ok):
     mid = float(fit_ok["threshold"].iloc[len(fit_ok) // 2])
-    display(Markdown("## B_noise along the prompt axis and along the rollout axis\n"
-                     f"Left: the runs at accuracy {mid:g} and the joint model; right: the "
-                     "B_noise (in samples per step) that the joint fit implies along each phase's "
-                     "axis, at every target with a fit."))
-    fig = ch.plot_two_axis(sb_eb_all, two_axis, mid, title=params["title"])
-    ch.save_figure(fig, sb_eb_all, figures, "two_axis")
+    verdict = ("**Checked:** the model " if cross.validated else "**Not checked:** ") + cross.reason + (
+        ". Splits off the sampled axes may be recommended from it." if cross.validated else
+        ". Splits off the sampled axes are not recommended from it; 08 names the one worth testing.")
+    display(Markdown("## Does the model predict runs it was not fitted to?\n" + verdict + "\n\n"
+                     f"Left: the runs at accuracy {mid:g} and the model along each phase's configurations; "
+                     "right: each left-out phase's runs against what the model predicted without them."))
+    fig = ch.plot_two_axis(sb_eb_all, cross, mid, title=params["title"])
+    ch.save_figure(fig, cross.check_points if len(cross.check_points) else sb_eb_all, figures, "two_axis")
     display(fig)
+    display(ch.reader_table(cross.check, ["left_out", "n_configs", "n_off_lines", "n_cells", "error_ratio",
+                                          "critical", "rms_log_error", "passed", "reason"], index="left_out"))
 
 # %%
 iso = pd.DataFrame()
@@ -89,7 +97,7 @@ if params["axis"] == "iso_batch" and not (runs_all["phase"] == phase).any():
 elif params["axis"] == "iso_batch":
     runs, history, metric = ch.phase_runs(runs_all, history_all, params)
     sb_iso = ch.sb_eb_table(runs, history, metric, params["thresholds"])
-    iso = ch.iso_batch_table(sb_iso, two_axis if len(fit_ok) else None)
+    iso = ch.iso_batch_table(sb_iso, cross if len(fit_ok) else None)
     ch.save_table(iso, tables, "iso_batch", latex=True,
                   caption=f"Steps to target by split, {params['title']}", label=f"tab:iso_{phase}")
     n_splits = len(iso[["n_prompts", "n_rollouts"]].drop_duplicates())
@@ -113,10 +121,12 @@ lines = []
 for row in fit_ok.itertuples():
     lines.append(f"- accuracy ≥ {row.threshold:g}: ρ = {ch.format_ci(row.rho, row.rho_lo, row.rho_hi, 2)}, "
                  f"B0 = {ch.format_ci(row.B0, row.B0_lo, row.B0_hi)} prompts")
-for (p, axis), rows in axes_tab[axes_tab["B_noise"].notna()].groupby(["phase", "axis"]):
-    lines.append(f"- {p} ({axis} axis): implied B_noise {rows['B_noise'].min():.0f} to "
-                 f"{rows['B_noise'].max():.0f} samples/step over the targets with a fit")
 lines += [f"\n{line}" for line in ch.rho_claim(fit)]  # only where the data pin rho down
+if cross is not None and len(fit_ok):
+    lines.append(("\nThe model predicted the left-out phases within their scatter: splits off the sampled axes "
+                  "may be priced by it." if cross.validated else
+                  f"\nThe model is not checked on this sweep ({cross.reason}): 08 recommends no split off the "
+                  "sampled axes."))
 if len(fit_ok) == 0 and len(fit):
     reasons = "; ".join(sorted(set(fit["reason"].astype(str)) - {""}))
     lines.append(f"No target has a joint fit ({reasons or 'see the table above'}).")

@@ -36,8 +36,8 @@ params = ch.load_phase_params(params_dir, phase)
 figures, tables = out / phase / "figures", out / phase / "tables"
 runs_all, history_all, manifest = ch.open_snapshot(out, source, lazy=True)
 runs, history, metric = ch.phase_runs(runs_all, history_all, params, columns=ch.NOISE_KEYS)
-sb_eb, cbs_fit = ch.fit_phase(runs, history, metric, params["thresholds"], params["n_val"],
-                              n_bootstrap=n_bootstrap, seed=seed)
+fit = ch.fit_phase(runs, history, metric, params["thresholds"], params["n_val"], n_bootstrap=n_bootstrap, seed=seed)
+sb_eb, cbs_fit = fit.sb_eb, fit.table
 smoothed = ch.smooth_grad_noise(history, runs)
 logged = len(smoothed) > 0
 has_norms = "actor/grad_norm" in history.columns and history["actor/grad_norm"].notna().any()

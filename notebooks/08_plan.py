@@ -10,16 +10,18 @@
 # # Which batch size should this phase train with, and which run should come next?
 #
 # The answer first (the same sentences open the index page), then how it is reached. The plan
-# predicts, for every candidate (n_prompts, n_rollouts) — powers of two across the sampled range and
-# two octaves beyond it — the rollout steps to each target from the phase's fit of S(B) (or, where
-# the params name `two_axis_phases`, from the joint fit that prices a split between prompts and
-# rollouts), the step time from the step-time model T_step = a + b_B·B (+ b_p·n_prompts), and from
-# them the training hours (validation and checkpoints come on top), the GPU-hours (where the run
-# configs give GPU counts) and the samples. The 95% bands carry the fit's bootstrap and the step-time
-# model's uncertainty. The decision is made at the phase's decision target (params
-# `decision_target`; by default the highest target that the most batch sizes reach). The next runs
-# are simulated from the fit with the phase's measured noise and ranked by how much they narrow the
-# B_noise interval at that target per GPU-hour (per hour where GPU counts are unknown).
+# predicts, for every candidate (n_prompts, n_rollouts), the rollout steps to each target from the
+# fit of the axis it lies on (this phase's, and where the params name `two_axis_phases`, the other
+# phases' axes too), the step time from the step-time model T_step = a + b_B·B (+ b_p·n_prompts),
+# and from them the training hours (validation and checkpoints come on top), the GPU-hours (where the
+# run configs give GPU counts) and the samples, with 95% bands that carry the fit's bootstrap (the
+# forms mixed), each configuration's own deviation from the curve, and the step time's uncertainty.
+# A recommendation rests only on what the data support: a configuration that was run, one on a
+# sampled axis between runs that reached the target, or a split off the axes priced by a cross-axis
+# model that predicted runs it was not fitted to (04). The decision is made at the phase's decision
+# target (params `decision_target`; by default the highest target that at least 4 batch sizes, or
+# two thirds of them, reached). The next runs are ranked by how much they are expected to cut the
+# hours lost to a wrong choice, per GPU-hour.
 
 # %% tags=["parameters"]
 phase = "p1"
@@ -44,36 +46,36 @@ out, params_dir, source = ch.section_paths("08_plan", out_dir, params_dir, sourc
 params = ch.load_phase_params(params_dir, phase)
 figures, tables = out / phase / "figures", out / phase / "tables"
 runs_all, history_all, manifest = ch.open_snapshot(out, source, params_dir, lazy=True)
-runs, history, metric = ch.phase_runs(runs_all, history_all, params, columns=ch.WALL_CLOCK_KEYS)
 thresholds = params["thresholds"]
-sb_eb, cbs_fit, draws = ch.fit_phase(runs, history, metric, thresholds, params["n_val"], n_bootstrap=n_bootstrap,
-                                     seed=seed, metaparameters=params["metaparameters"], return_draws=True)
-wall = ch.wall_clock_table(runs, history, metric, thresholds, metaparameters=params["metaparameters"])
-models = ch.mccandlish_models(sb_eb, cbs_fit, draws)
-measured = wall
 members, left_out = (ch.joint_phase_runs(runs_all, history_all, params, params_dir, columns=ch.WALL_CLOCK_KEYS)
                      if params["two_axis_phases"] else ([], []))
-if members:
-    frames = [ch.sb_eb_table(m["runs"], m["history"], m["metric"], thresholds).assign(phase=m["phase"])
-              for m in members]
-    walls = [ch.wall_clock_table(m["runs"], m["history"], m["metric"], thresholds,
-                                 metaparameters=m["params"]["metaparameters"]).assign(phase=m["phase"])
-             for m in members]
-    two_axis = ch.two_axis_models(pd.concat(frames, ignore_index=True), n_bootstrap=n_bootstrap, seed=seed)
-    models = ch.choose_models(models, two_axis)
-    measured = pd.concat(walls, ignore_index=True)
+runs, history, metric = ch.phase_runs(runs_all, history_all, params, columns=ch.WALL_CLOCK_KEYS)
+phases = [{"phase": phase, "params": params, "runs": runs, "history": history, "metric": metric}]
+phases += [m for m in members if m["phase"] != phase]
+t0 = time.perf_counter()
+fits, walls, sbs = {}, [], []
+for m in phases:  # each axis's own fit prices the configurations on it
+    fits[m["phase"]] = ch.fit_phase(m["runs"], m["history"], m["metric"], thresholds, m["params"]["n_val"],
+                                    n_bootstrap=n_bootstrap, seed=seed, metaparameters=m["params"]["metaparameters"])
+    sbs.append(fits[m["phase"]].sb_eb.assign(phase=m["phase"]))
+    walls.append(ch.wall_clock_table(m["runs"], m["history"], m["metric"], thresholds,
+                                     metaparameters=m["params"]["metaparameters"]).assign(phase=m["phase"]))
+fit = fits[phase]
+sb_eb, cbs_fit = fit.sb_eb, fit.table
+cross = (ch.cross_axis_fit(pd.concat(sbs, ignore_index=True), thresholds, n_bootstrap=n_bootstrap, seed=seed)
+         if len(phases) > 1 else None)
+measured = pd.concat(walls, ignore_index=True)
 step_times = ch.step_time_table(measured)
 step_model = ch.step_time_model(measured)
-predictions = ch.predict_plan(models, step_model, step_times, seed=seed)
-plan = ch.recommend(predictions)
-envelope = sb_eb[sb_eb["in_envelope"]]
-target = ch.decision_target(cbs_fit, envelope, params["decision_target"])
-t0 = time.perf_counter()
-next_table = ch.next_runs(draws, cbs_fit, envelope, step_model, step_times, target=target,
-                          budget_steps=ch.step_budget(history, runs), n_simulations=n_simulations, seed=seed)
-elapsed = time.perf_counter() - t0
 gpu_note = ch.gpu_claim(step_times["n_gpus"])
-decision = ch.decide(phase, target, plan, next_table, cbs_fit, gpu_note=gpu_note, title=params["title"])
+tried = sb_eb.drop_duplicates("run_id")
+lr_tuned = bool((tried.groupby("total_batch")["lr"].nunique() > 1).any())
+lr_context = ch.lr_label(ch.lr_policy(tried["total_batch"], tried["lr"]), tuned=lr_tuned)
+pp = ch.plan_phase(phase, fits, step_model, step_times, thresholds, requested_target=params["decision_target"],
+                   cross=cross, title=params["title"], gpu_note=gpu_note, lr_context=lr_context,
+                   n_outcomes=n_simulations // 4 if n_simulations >= 16 else 16, seed=seed)
+elapsed = time.perf_counter() - t0
+predictions, plan, next_table, decision, target = pp.plan.candidates, pp.table, pp.next_runs, pp.decision, pp.target
 ch.save_table(predictions, tables, "plan_candidates")
 ch.save_table(plan, tables, "plan")
 ch.save_table(next_table, tables, "next_runs")
@@ -87,21 +89,23 @@ _ = ch.save_table(pd.DataFrame([decision], columns=ch.DECISION_COLUMNS + [c for 
 display(Markdown("\n\n".join(ch.decision_sentences(decision))))
 
 # %% [markdown]
-# ## Which fit prices each target
-# Along one axis the phase's own fit; where the params name `two_axis_phases`, the joint two-axis fit
-# over them wherever it is `ok` (the candidates then vary both n_prompts and n_rollouts, and the
-# step-time model is fitted on all the runs of those phases).
+# ## What prices each candidate
+# A configuration on a sampled axis is priced by that axis's own fit (its form, its alpha); a split off
+# every sampled axis only by the cross-axis model of 04, and it is recommended only if that model
+# predicted runs it was not fitted to. The decision target, and why.
 
 # %%
-if members:
-    print(f"Joint two-axis fit over {', '.join(m['phase'] for m in members)}."
-          + (f" Left out: {'; '.join(left_out)}." if left_out else ""))
-# rho (how alike one prompt's rollouts are) exists only in the two-axis fit
-priced = pd.DataFrame([{"threshold": t, "model": m["kind"].replace("_", "-"), "fit": m["status"],
-                        "fewest steps (large B)": m["S_min"], "B_noise (samples, along one axis)": m["B0"],
-                        "rho": m["rho"] if m["kind"] == "two_axis" else float("nan")}
-                       for t, m in models.items()])
-ch.reader_table(priced, index="threshold")
+axes_used = [f"{m.phase} ({'prompts vary, ' + format(m.fixed, 'g') + ' rollouts' if m.axis == 'prompts' else 'rollouts vary, ' + format(m.fixed, 'g') + ' prompts'})"
+             for m in pp.axis_models]
+print("Axes priced by their own fit: " + (", ".join(axes_used) or "none") + "."
+      + (f" Left out of the joint phases: {'; '.join(left_out)}." if left_out else ""))
+if cross is not None:
+    print(("Splits off those axes: priced by the cross-axis model, which " + cross.reason + "."
+           if cross.validated else
+           "Splits off those axes: not recommended, the cross-axis model is not checked (" + cross.reason + ")."))
+print(f"Decision target: accuracy {target:g}, {pp.target_rule}." if target is not None else
+      f"No decision target: {pp.target_rule}.")
+print(f"Fits, plan and next runs: {elapsed:.1f} s.")
 
 # %% [markdown]
 # ## The step time against the batch
@@ -122,7 +126,10 @@ print(ch.sentence(gpu_note))
 
 # %% [markdown]
 # ## Every candidate at every target
-# Predicted rollout steps or training hours to each target (– where the fit cannot predict).
+# Predicted rollout steps or training hours to each target (– where the fit cannot predict), and what
+# each rests on at the decision target (measured: run and reached; on axis: between runs on a sampled
+# axis; cross axis: a split priced by the checked cross-axis model; untested: a split whose model is not
+# checked, never recommended; extrapolated: beyond the runs).
 
 # %%
 shown = ("predicted_hours" if predictions["predicted_hours"].notna().any() else
@@ -137,6 +144,10 @@ if shown:
     table = predictions.pivot_table(index=["total_batch", "n_prompts", "n_rollouts"], columns="threshold",
                                     values=shown, aggfunc="first").reset_index()
     table.columns = [c if isinstance(c, str) else f"acc ≥ {c:g}" for c in table.columns]
+    if target is not None:
+        at = predictions[predictions["threshold"] == target][["n_prompts", "n_rollouts", "basis"]]
+        table = table.merge(at.rename(columns={"basis": f"basis at {target:g}"}), on=["n_prompts", "n_rollouts"],
+                            how="left")
     with pd.option_context("display.max_rows", 250):  # every candidate, not pandas' first and last few
         display(ch.reader_table(table, index="total_batch"))
 
@@ -186,25 +197,30 @@ else:
     print("No recommendation: no target has a usable fit.")
 
 # %% [markdown]
-# ## Which runs would pin B_noise down, per GPU-hour
-# At the decision target: a new run at each batch size along the phase's axis (one octave beyond the
-# sweep at most) or the extension of a run that stopped before the target, each simulated from the
-# fit with the phase's measured noise (a new run is censored at the phase's step budget, its longest
-# run), added to the fit's bootstrap tables and refitted. Ranked by expected narrowing of the B_noise
-# interval per unit of cost; the band is the 80% range of the narrowing over the run's outcomes.
+# ## Which run would change the decision, per GPU-hour
+# At the decision target, every candidate run (a new run at any candidate, a repeat of a measured one,
+# the extension of a run that stopped before the target, a split off the axes) is scored by what it is
+# expected to be worth to the decision: its outcome is drawn from the fit, the fit's draws reweighed by
+# it, the decision made again, and the hours lost to a wrong choice compared before and after. Ranked by
+# that value per unit of cost (the steps the run must run, times the step time and GPU count); a run
+# with less than a 50% chance to reach the target is never suggested. A split off the sampled axes that
+# could beat the decision comes first: it is the run that would prove the recommendation wrong.
 
 # %%
 if len(next_table):
-    print(f"{len(next_table)} suggested run(s) at accuracy {target:g}; {n_simulations} bootstrap tables per "
-          f"outcome, {elapsed:.1f} s.")
+    print(f"{len(next_table)} suggested run(s) at accuracy {target:g}; the decision is expected to lose "
+          f"{ch.duration(decision['regret_now_h'])} against the truly fastest choice today.")
     shown_next = next_table.assign(action=[a if a != "new" else "new run" for a in next_table["action"]])
-    display(ch.reader_table(shown_next, ["rank", "action", "n_prompts", "n_rollouts", "total_batch",
-                                         "to_step", "p_reach", "expected_narrowing", "narrowing_lo",
-                                         "narrowing_hi", "cost", "cost_unit"], index="rank"))
+    display(ch.reader_table(shown_next, ["rank", "action", "n_prompts", "n_rollouts", "total_batch", "to_step",
+                                         "p_reach", "expected_reduction_h", "reduction_lo_h", "reduction_hi_h",
+                                         "cost", "cost_unit", "why"], index="rank"))
+elif target is not None and decision["total_batch"] == decision["total_batch"]:
+    print(f"No run is worth its cost: the decision is expected to lose {ch.duration(decision['regret_now_h'])} "
+          "against the truly fastest choice, and no run is expected to cut that by 1% of its hours. "
+          "next_runs.csv is written with its header only.")
 else:
-    print("No run is expected to narrow the B_noise interval by 5% or more, or no target has a usable fit "
-          "with bootstrap tables to simulate from: next_runs.csv is written with its header only. "
-          "A fit needs 3 batch sizes that reach the target.")
+    print("No decision to improve: no target has a usable fit (a fit needs 3 batch sizes that reach the "
+          "target). next_runs.csv is written with its header only.")
 
 # %% [markdown]
 # ## Answer

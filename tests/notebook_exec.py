@@ -140,8 +140,8 @@ def hunt_sweep(seed: int, n_bootstrap: int = 20, draw: bool = False) -> list[str
         got = run_notebook(SUMMARY_SECTION, {"phase": "summary", "out_dir": str(out),
                                              "params_dir": str(params_dir), "source": "-"})
         lines += [f"seed {seed}: {p.line()}" for p in got]
-        csv_of = {"cbs_fit": "cbs_fit", "two_axis_fit": "two_axis_fit", "two_axis_b_noise": "two_axis_b_noise",
-                  "b_simple": "noise_scale_vs_fit"}
+        csv_of = {"cbs_fit": "cbs_fit", "two_axis_fit": "two_axis_fit", "b_simple": "noise_scale_vs_fit",
+                  "plan": "plan", "decision": "decision"}
         for name, triples in INTERVALS.items():
             for path in out.glob(f"*/tables/{csv_of[name]}.csv"):
                 table = pd.read_csv(path)
@@ -161,6 +161,6 @@ def hunt_sweep(seed: int, n_bootstrap: int = 20, draw: bool = False) -> list[str
                 bad = v.notna() & a.notna() & b.notna() & ~((a <= v) & (v <= b))
                 if bad.any():
                     lines.append(f"seed {seed}: {path.parent.parent.name}/plan.csv: {lo} <= {est} <= {hi} fails")
-            if len(plan) and not set(plan["basis"].dropna()) <= {"interpolated", "extrapolated"}:
+            if len(plan) and not set(plan["basis"].dropna()) <= {"measured", "on_axis", "cross_axis"}:
                 lines.append(f"seed {seed}: plan.csv basis {sorted(set(plan['basis']))}")
     return lines

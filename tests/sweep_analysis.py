@@ -3,7 +3,7 @@ invariants of issue 9: no exception, statuses from the documented set, every int
 its estimate, every run accounted for, every figure built (and, when asked, drawn).
 
 The calls follow the notebooks section by section (02 fit, 03 curves, 04 two axes, 05 gradient
-noise, 06 wall clock, 07 summary), so a crash class found here is one a report would hit.
+noise, 06 wall clock, 08 plan, 07 summary), so a crash class found here is one a report would hit.
 An exception is recorded with the project file and line it was raised in, so the test can tell
 the classes apart by owner.
 """
@@ -27,8 +27,10 @@ PACKAGE = Path(ch.__file__).resolve().parent / "cbs_rlvr"
 INTERVALS = {
     "cbs_fit": [("B_noise", "B_noise_lo", "B_noise_hi"), ("S_min", "S_min_lo", "S_min_hi")],
     "two_axis_fit": [("rho", "rho_lo", "rho_hi"), ("B0", "B0_lo", "B0_hi")],
-    "two_axis_b_noise": [("B_noise", "B_noise_lo", "B_noise_hi")],
     "b_simple": [("B_simple", "B_simple_lo", "B_simple_hi")],
+    "plan": [("predicted_hours", "predicted_hours_lo", "predicted_hours_hi"),
+             ("predicted_steps", "predicted_steps_lo", "predicted_steps_hi")],
+    "decision": [("predicted_hours", "predicted_hours_lo", "predicted_hours_hi"), ("B_noise", "B_noise_lo", "B_noise_hi")],
 }
 STATUS_TABLES = ("cbs_fit", "two_axis_fit", "b_simple", "seed_fit")
 
@@ -185,7 +187,7 @@ def analyse_sweep(sweep, frames: dict, n_bootstrap: int = 20, seed: int = 0,
     missing = [r["run_id"] for r in sweep.runs if r["run_id"] not in ids]
     if missing:
         _Runner(result, "-").bad("accounting", "snapshot", f"runs neither analysed nor excluded: {missing}")
-    fits = {}
+    fits, phase_fits = {}, {}
     for phase, params in sweep.params.items():
         run = _Runner(result, phase)
         if not (runs_all["phase"] == phase).any():
@@ -202,7 +204,8 @@ def analyse_sweep(sweep, frames: dict, n_bootstrap: int = 20, seed: int = 0,
             got = run("fit_phase", ch.fit_phase, runs, history, metric, thr, params["n_val"],
                       n_bootstrap=n_bootstrap, seed=seed)
             if got is not None:
-                sb_eb, cbs_fit = got
+                phase_fits[phase] = got
+                sb_eb, cbs_fit = got.sb_eb, got.table
                 tables[(phase, "cbs_fit")] = cbs_fit
                 fits[phase] = cbs_fit
                 check_intervals(run, "cbs_fit", cbs_fit)
@@ -211,10 +214,15 @@ def analyse_sweep(sweep, frames: dict, n_bootstrap: int = 20, seed: int = 0,
                 seed_fit = run("seed_method_fit", ch.seed_method_fit, runs, history, metric, thr)
                 check_statuses(run, "seed_fit", seed_fit)
                 run("b_noise_vs_target", ch.b_noise_vs_target, cbs_fit)
+                trend = run("trend", got.trend)
+                if trend is not None:
+                    run("trend words", ch.trend_sentence, trend)
+                for row in cbs_fit.itertuples():
+                    run("shape words", ch.shape_sentence, row)
                 pareto = run("pareto_table", ch.pareto_table, sb_eb, cbs_fit)
                 _figure(run, result, "plot_sb_eb", ch.plot_sb_eb, sb_eb, cbs_fit, title=params["title"], draw=draw)
                 _figure(run, result, "plot_b_noise_vs_target", ch.plot_b_noise_vs_target, cbs_fit,
-                        compare=seed_fit, draw=draw)
+                        compare=seed_fit, draw=draw, trend=trend)
                 if pareto is not None:
                     _figure(run, result, "plot_pareto", ch.plot_pareto, pareto, draw=draw)
         # 03 training curves
@@ -236,14 +244,15 @@ def analyse_sweep(sweep, frames: dict, n_bootstrap: int = 20, seed: int = 0,
                 if sb is not None:
                     frames_.append(sb.assign(phase=p))
             sb_all = pd.concat(frames_, ignore_index=True) if frames_ else pd.DataFrame()
-            two = run("two_axis_fit", ch.two_axis_fit, sb_all, n_bootstrap=n_bootstrap, seed=seed)
+            two = run("cross_axis_fit", ch.cross_axis_fit, sb_all, thr, n_bootstrap=n_bootstrap, seed=seed) \
+                if len(sb_all) else None
             if two is not None:
-                tables[(phase, "two_axis_fit")] = two["fit"]
-                check_intervals(run, "two_axis_fit", two["fit"])
-                check_statuses(run, "two_axis_fit", two["fit"])
-                check_intervals(run, "two_axis_b_noise", two["axes"])
-                ok = two["fit"][two["fit"]["status"] == "ok"] if "status" in two["fit"] else two["fit"]
-                if params["axis"] != "iso_batch" and len(ok):
+                tables[(phase, "two_axis_fit")] = two.table
+                check_intervals(run, "two_axis_fit", two.table)
+                check_statuses(run, "two_axis_fit", two.table)
+                run("rho words", ch.rho_claim, two.table)
+                ok = two.table[two.table["status"] == "ok"]
+                if len(ok):
                     _figure(run, result, "plot_two_axis", ch.plot_two_axis, sb_all, two,
                             float(ok["threshold"].iloc[len(ok) // 2]), draw=draw)
                 if params["axis"] == "iso_batch":
@@ -255,10 +264,10 @@ def analyse_sweep(sweep, frames: dict, n_bootstrap: int = 20, seed: int = 0,
         # 05 gradient noise
         if "05_gradient_noise" in sections:
             got = run("fit_phase (05)", ch.fit_phase, runs, history, metric, thr, params["n_val"],
-                      n_bootstrap=n_bootstrap, seed=seed) if phase not in fits else (None, fits[phase])
+                      n_bootstrap=n_bootstrap, seed=seed) if phase not in phase_fits else phase_fits[phase]
             sb_eb5 = run("sb_eb_table (05)", ch.sb_eb_table, runs, history, metric, thr)
             if got is not None and sb_eb5 is not None:
-                cbs_fit = got[1]
+                cbs_fit = got.table
                 smoothed = run("smooth_grad_noise", ch.smooth_grad_noise, history, runs)
                 at_target = None
                 if smoothed is not None and len(smoothed):
@@ -283,6 +292,30 @@ def analyse_sweep(sweep, frames: dict, n_bootstrap: int = 20, seed: int = 0,
                     run("06 answer: gpu_hours == gpu_hours", lambda f=fastest: [
                         bool(r.gpu_hours == r.gpu_hours) for r in f.itertuples() if r.n_configs])
                 _figure(run, result, "plot_wall_clock", ch.plot_wall_clock, wall, draw=draw)
+        # 08 plan: this phase's axis (and the joint phases' where named), the decision, the next runs
+        if "08_plan" in sections and phase in phase_fits:
+            wall = run("wall_clock_table (08)", ch.wall_clock_table, runs, history, metric, thr)
+            if wall is not None:
+                model = run("step_time_model", ch.step_time_model, wall)
+                times = run("step_time_table", ch.step_time_table, wall)
+                pp = run("plan_phase", ch.plan_phase, phase, {phase: phase_fits[phase]}, model, times, thr,
+                         requested_target=params.get("decision_target"), n_outcomes=16, seed=seed) \
+                    if model is not None and times is not None else None
+                if pp is not None:
+                    tables[(phase, "plan")] = pp.table
+                    check_intervals(run, "plan", pp.table)
+                    decision = pd.DataFrame([pp.decision])
+                    check_intervals(run, "decision", decision)
+                    run("decision words", ch.decision_sentences, pp.decision)
+                    run("plan words", ch.plan_summary, pp.table, None, pp.next_runs)
+                    if len(pp.next_runs) and (pp.next_runs["p_reach"] < ch.MIN_P_REACH).any():
+                        run.bad("next_runs", "next_runs", "a suggested run below a 50% chance to reach")
+                    bad_basis = set(pp.table["basis"]) - set(ch.RECOMMENDABLE)
+                    if bad_basis:
+                        run.bad("plan", "plan", f"a recommendation resting on {sorted(bad_basis)}")
+                    cand = pp.plan.candidates
+                    if len(cand) and ch.best_split_per_batch(cand).shape[0]:
+                        _figure(run, result, "plot_plan", ch.plot_plan, cand, wall, pp.table, draw=draw)
     # 07 summary
     run = _Runner(result, "summary")
     if fits:

@@ -1,4 +1,4 @@
-"""The decision and the words around it (cbs_rlvr/decisions.py, fmt.py, plan.plan_summary,
+"""The decision and the words around it (cbs_rlvr/decisions.py, fmt.py, decisions.plan_summary,
 report_html's index): numbers as a reader reads them, claims counted rather than assumed, and
 the index opening with the same sentences as 08_plan."""
 
@@ -13,16 +13,15 @@ import pytest
 from cbs_rlvr import fmt
 from cbs_rlvr.decisions import (
     DECISION_COLUMNS,
-    decide,
     decision_sentences,
     gpu_claim,
+    plan_summary,
     read_decisions,
     why_fastest_differs,
     write_decisions,
 )
-from cbs_rlvr.nextruns import decision_target
 from cbs_rlvr.params import ParamsError, validate_phase_params
-from cbs_rlvr.plan import plan_summary
+from cbs_rlvr.plan import decide
 from cbs_rlvr.report_html import page_title, render_index
 from cbs_rlvr.tables import noise_scale_answer
 
@@ -56,8 +55,8 @@ def test_gpu_counts_are_counted_not_assumed():
 def _plan(n_p=32, t=0.5):
     row = {"threshold": t, "objective": "wall_clock", "n_prompts": n_p, "n_rollouts": 8, "total_batch": n_p * 8,
            "predicted_steps": 100.0, "predicted_hours": 2.0, "predicted_hours_lo": 1.8, "predicted_hours_hi": 2.3,
-           "predicted_gpu_hours": 16.0, "n_gpus": 8.0, "basis": "interpolated", "note": "",
-           "predicted_samples": 25600.0}
+           "predicted_gpu_hours": 16.0, "n_gpus": 8.0, "basis": "measured", "note": "",
+           "predicted_samples": 25600.0, "expected_hours": 2.0}
     return pd.DataFrame([row, dict(row, objective="gpu_hours")])
 
 
@@ -78,15 +77,15 @@ def _fit_row(model="mccandlish", alpha=1.0):
                           "status": "ok", "model": model, "alpha": alpha}])
 
 
-def _next(action="new", run_name=""):
+def _next(action="new", run_name="", why=""):
     return pd.DataFrame([{"threshold": 0.5, "rank": 1, "action": action, "run_name": run_name, "n_prompts": 8,
                           "n_rollouts": 8, "total_batch": 64, "to_step": 1300.0, "p_reach": 0.7,
-                          "expected_narrowing": 0.25, "narrowing_lo": 0.1, "narrowing_hi": 0.4,
-                          "predicted_hours": 2.1, "cost": 16.8, "cost_unit": "GPU-hours"}])
+                          "expected_reduction_h": 0.25, "reduction_lo_h": 0.1, "reduction_hi_h": 0.4,
+                          "predicted_hours": 2.1, "cost": 16.8, "cost_unit": "GPU-hours", "why": why}])
 
 
 def test_the_decision_in_words_from_its_row_as_read_back_from_the_csv(tmp_path):
-    row = decide("p1", 0.5, _plan(64), _next("extend cbs_p1_np8_nr8", "cbs_p1_np8_nr8"), _fit_row(),
+    row = decide("p1", 0.5, _plan(64), None, _next("extend cbs_p1_np8_nr8", "cbs_p1_np8_nr8"), _fit_row(),
                  gpu_note=gpu_claim([8, np.nan, np.nan, np.nan]), title="Phase 1")
     assert set(DECISION_COLUMNS) <= set(row) and row["next_action"] == "extend cbs_p1_np8_nr8"
     (tmp_path / "p1" / "tables").mkdir(parents=True)
@@ -104,32 +103,22 @@ def test_the_decision_in_words_from_its_row_as_read_back_from_the_csv(tmp_path):
                                "16 GPU-hours on 8 GPUs.")
     assert "B_noise = 2,013 [1,800, 2,300] samples" in text and "S = 2 S_min" in text
     assert "Next run: extend cbs_p1_np8_nr8 to step 1,300: about 17 GPU-hours, 70% chance" in text
-    assert "by 25% [10%, 40%] (80% band)" in text
+    assert "cut the hours lost to a wrong choice by 15 min [6.0 min, 24 min] (80% band)" in text
+    assert "How sure: it was run, and its runs reached the target" in text
     assert "GPU counts unknown for 3 of 4 runs" in text
     assert "nan" not in text.lower()
 
 
 def test_a_general_form_decision_says_its_shape_and_a_phase_without_fit_says_so():
-    row = decide("p2b", 0.5, _plan(64), _next(), _fit_row("general", 0.6))
+    row = decide("p2b", 0.5, _plan(64), None, _next(why="worth testing"), _fit_row("general", 0.6))
     text = " ".join(decision_sentences(row))
-    assert "alpha = 0.6" in text and "B^-0.6 at small B, not like 1/B" in text
+    assert "B^-0.6 at small B, not like 1/B" in text
     assert "a new run with 8 prompts × 8 rollouts, B = 64" in text
-    unfit = {**decide("p3", 0.5, pd.DataFrame(), None, None), "fit_status": np.nan}
+    assert "it tests the split that could prove the recommendation wrong" in text
+    unfit = {**decide("p3", 0.5, pd.DataFrame(), None, None, None), "fit_status": np.nan}
     assert decision_sentences(unfit)[0] == "p3. No batch to recommend at accuracy 0.5: the fit there is missing."
-    none = decision_sentences(decide("p9", None, pd.DataFrame(), None, None))
+    none = decision_sentences(decide("p9", None, pd.DataFrame(), None, None, None))
     assert none == ["p9. No decision yet: no target has a fit (3 batch sizes must reach a target)."]
-
-
-def test_the_decision_target_is_the_highest_that_most_batch_sizes_reach():
-    fit = pd.DataFrame({"threshold": [0.4, 0.5, 0.6, 0.7], "status": ["ok", "ok", "ok", "insufficient"]})
-    rows = []
-    for n_p, top in ((8, 0.5), (16, 0.6), (32, 0.6), (64, 0.6), (128, 0.7)):
-        for t in (0.4, 0.5, 0.6, 0.7):
-            rows.append({"threshold": t, "n_prompts": n_p, "n_rollouts": 8, "S_B": 10.0, "censored": t > top})
-    sb = pd.DataFrame(rows)
-    assert decision_target(fit, sb) == 0.5  # 0.4 and 0.5: all five; 0.6: four
-    assert decision_target(fit, sb, 0.6) == 0.6
-    assert decision_target(fit.assign(status="failed"), sb) is None
 
 
 def test_params_decision_target_must_be_one_of_the_thresholds():
@@ -142,7 +131,7 @@ def test_params_decision_target_must_be_one_of_the_thresholds():
 
 
 def test_the_index_opens_with_the_answer_and_titles_name_phase_and_section(tmp_path):
-    row = decide("p1", 0.5, _plan(64), _next(), _fit_row(), title="Phase 1")
+    row = decide("p1", 0.5, _plan(64), None, _next(), _fit_row(), title="Phase 1")
     pd.DataFrame([{"phase": "p1", "threshold": 0.5}]).to_csv(tmp_path / "decisions.csv", index=False)
     (tmp_path / "decisions.csv").unlink()
     (tmp_path / "p1" / "tables").mkdir(parents=True)
@@ -179,6 +168,6 @@ def test_where_gpu_counts_differ_the_decision_names_the_batch_with_the_fewest_gp
     plan = _plan(64)
     plan.loc[plan["objective"] == "gpu_hours", ["n_prompts", "total_batch", "predicted_gpu_hours",
                                                 "predicted_hours"]] = [16, 128, 9.5, 2.4]
-    text = " ".join(decision_sentences(decide("p1", 0.5, plan, None, _fit_row())))
-    assert "Fewest GPU-hours instead: 16 prompts × 8 rollouts (B = 128), 9.5 GPU-hours in 2.4 h." in text
-    assert "Fewest GPU-hours" not in " ".join(decision_sentences(decide("p1", 0.5, _plan(64), None, _fit_row())))
+    text = " ".join(decision_sentences(decide("p1", 0.5, plan, None, None, _fit_row())))
+    assert "Fewest GPU-hours instead: 16 prompts × 8 rollouts (B = 128), 9.5 GPU-hours." in text
+    assert "Fewest GPU-hours" not in " ".join(decision_sentences(decide("p1", 0.5, _plan(64), None, None, _fit_row())))

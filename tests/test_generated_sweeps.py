@@ -190,8 +190,8 @@ def _make_report(src: Path, params: Path, out: Path) -> subprocess.CompletedProc
 def _check_tables(out: Path) -> list[str]:
     bad = []
     for name, triples in INTERVALS.items():
-        csv = {"cbs_fit": "cbs_fit", "two_axis_fit": "two_axis_fit",
-               "two_axis_b_noise": "two_axis_b_noise", "b_simple": "noise_scale_vs_fit"}[name]
+        csv = {"cbs_fit": "cbs_fit", "two_axis_fit": "two_axis_fit", "b_simple": "noise_scale_vs_fit",
+               "plan": "plan", "decision": "decision"}[name]
         for path in out.glob(f"*/tables/{csv}.csv"):
             table = pd.read_csv(path)
             for est, lo, hi in triples:

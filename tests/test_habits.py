@@ -25,9 +25,9 @@ if str(REPO) not in sys.path:  # until pytest's pythonpath is set in pyproject.t
 import habits_sweep as hs  # noqa: E402 (tests/ is on sys.path)
 from testkit import offline_wandb_env  # noqa: E402
 
-from cbs_rlvr.bootstrap import fit_phase  # noqa: E402
 from cbs_rlvr.envelope import configuration_table, envelope_winners, lr_policy  # noqa: E402
 from cbs_rlvr.figures_habits import plot_envelope  # noqa: E402
+from cbs_rlvr.fit import fit_phase  # noqa: E402
 from cbs_rlvr.measure import (  # noqa: E402
     generated_samples_table,
     joint_phase_runs,
@@ -273,9 +273,9 @@ def test_b_noise_recovered_within_10_percent_with_every_habit_present(sweeps, sn
     for seed in SEEDS:
         truth = _truth(sweeps, seed)
         runs, history, metric, params = _phase(sweeps, snapshots[seed])
-        _, fit = fit_phase(runs, history, metric, params["thresholds"], params["n_val"], n_bootstrap=100, seed=seed)
-        _, naive = fit_phase(runs, history, metric, params["thresholds"], params["n_val"], n_bootstrap=0,
-                             metaparameters=[])
+        fit = fit_phase(runs, history, metric, params["thresholds"], params["n_val"], n_bootstrap=100, seed=seed).table
+        naive = fit_phase(runs, history, metric, params["thresholds"], params["n_val"], n_bootstrap=0,
+                          metaparameters=[]).table
         assert (fit["n_envelope_dropped"] == 3).all() and (fit["status"] == "ok").all()
         for f, n in zip(fit.itertuples(), naive.itertuples(), strict=True):
             true = truth["B_noise"][repr(f.threshold)]
@@ -296,16 +296,17 @@ def test_b_noise_recovered_within_10_percent_with_every_habit_present(sweeps, sn
 def test_updates_per_step_from_the_config_and_s_in_updates(sweeps, snapshots):
     runs, history, metric, params = _phase(sweeps, snapshots[0])
     assert (runs["updates_per_step"] == np.ceil(runs["n_prompts"] / hs.MINI_CAP)).all()
-    sb, fit_steps = fit_phase(runs, history, metric, params["thresholds"], params["n_val"], n_bootstrap=0)
+    res = fit_phase(runs, history, metric, params["thresholds"], params["n_val"], n_bootstrap=0)
+    sb, fit_steps = res.sb_eb, res.table
     assert np.allclose(sb["S_updates"], sb["S_B"] * sb["updates_per_step"].astype(float))
-    _, fit_updates = fit_phase(runs, history, metric, params["thresholds"], params["n_val"], n_bootstrap=0,
-                               units="updates")
+    fit_updates = fit_phase(runs, history, metric, params["thresholds"], params["n_val"], n_bootstrap=0,
+                            units="updates").table
     assert set(fit_updates["units"]) == {"optimizer updates"} and fit_updates["B_noise"].notna().all()
     # with the same updates per step everywhere, the fit in updates is the fit in steps rescaled
     constant = runs.assign(updates_per_step=4)
-    _, a = fit_phase(constant, history, metric, params["thresholds"], params["n_val"], n_bootstrap=0)
-    _, b = fit_phase(constant, history, metric, params["thresholds"], params["n_val"], n_bootstrap=0,
-                     units="updates")
+    a = fit_phase(constant, history, metric, params["thresholds"], params["n_val"], n_bootstrap=0).table
+    b = fit_phase(constant, history, metric, params["thresholds"], params["n_val"], n_bootstrap=0,
+                  units="updates").table
     np.testing.assert_allclose(b["B_noise"], a["B_noise"] / 4, rtol=1e-5)
     np.testing.assert_allclose(b["S_min"], a["S_min"] * 4, rtol=1e-5)
     np.testing.assert_allclose(a["B_noise"], fit_steps["B_noise"], rtol=1e-12)

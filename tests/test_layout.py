@@ -14,8 +14,10 @@ PACKAGE = ROOT / "cbs_rlvr"
 DATA_LAYER = {"errors", "paths", "manifest", "params", "history", "runs", "resume", "select", "snapshot",
               "sources", "sources.wandb_file", "sources.export_dir", "sources.wandb_api",
               "sources.wandb_graphql"}
-ANALYSIS = {"measure", "envelope", "fit", "shape", "bootstrap", "axes", "noise", "wallclock", "baseline",
-            "plan", "nextruns", "figures", "figures_habits", "figures_plan", "tables"}
+ANALYSIS = {"measure", "envelope", "noise", "wallclock", "baseline", "figures", "figures_habits", "figures_plan",
+            "tables", "words", "fit", "fit._tobit", "fit.forms", "fit.resample", "fit.evalnoise", "fit.phase",
+            "fit.result", "fit.table", "fit.crossaxis", "fit.curves", "fit.across", "fit.interval", "plan",
+            "plan.predict", "plan.decide", "plan.nextruns", "plan.phase"}
 BUILD = {"build", "execute", "report_html", "browser", "__main__", "lab"}
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from cbs_rlvr.fit import FIT_STATUSES, b_noise_vs_target, pareto_table
+from cbs_rlvr.noise import noise_scale_verdict
 from cbs_rlvr.runs import RUN_STATES, normalise_raw_run
 from cbs_rlvr.tables import (
     FLAG_MEANINGS,
@@ -196,27 +197,31 @@ def test_flags_of_a_real_normalised_run_are_explained():
 
 
 def test_rho_is_claimed_only_where_the_fit_pins_it_down():
-    fit = pd.DataFrame({
-        "threshold": [0.3, 0.4, 0.5, 0.6, 0.7],
-        "rho": [0.18, 0.21, 0.0, 0.5, np.nan],
-        "rho_lo": [0.12, 0.16, 0.0, 0.3, np.nan],
-        "rho_hi": [0.26, 0.27, 1.0, 0.6, np.nan],
-        "r2_log": [0.98, 0.99, 0.2, -1.5, np.nan],
-        "status": ["ok", "ok", "ok", "ok", "insufficient"]})
-    pinned, open_ = rho_claim(fit)
-    # the median over 0.3 and 0.4 only: 0.5 spans the whole range, 0.6 is a poor fit
-    assert pinned.startswith("Median ρ = 0.20 over 2 targets whose interval pins it down "
-                             "(95% intervals within 0.12 to 0.27)")
-    assert "worth 0.80 of a sample from a new prompt (0.73 to 0.88 within the intervals)" in pinned
-    assert "n_p / ρ = 5.1 n_p independent samples" in pinned
-    assert open_.startswith("At 2 targets the fit leaves ρ open")
-    # nothing pinned: no median, only the open targets; no ok fit at all: nothing
-    assert rho_claim(fit.iloc[2:]) == [open_]
-    assert rho_claim(fit.iloc[[2]])[0].startswith("At one target the fit leaves ρ open")
-    assert rho_claim(fit.iloc[[4]]) == [] and rho_claim(pd.DataFrame()) == []
-    # rho = 0 pinned: independent at the estimate, no division by zero
-    zero = rho_claim(fit.assign(rho=0.0, rho_lo=0.0, rho_hi=0.1, r2_log=0.9).iloc[:1])
-    assert zero == ["Median ρ = 0.00 over one target whose interval pins it down (95% intervals "
-                    "within 0.00 to 0.10): the second rollout of a prompt is worth 1.00 of a sample "
-                    "from a new prompt (0.90 to 1.00 within the intervals), and each further rollout "
-                    "less; at the estimate rollouts count as independent samples."]
+    """The cross-axis fit has one rho for every target: a claim when its interval pins it down
+    (narrower than half the range) and the fit describes the runs, with what a second rollout is
+    worth against a new prompt, (1 - rho) / (1 + rho)."""
+    fit = pd.DataFrame({"threshold": [0.3, 0.4, 0.5], "rho": [0.2] * 3, "rho_lo": [0.12] * 3, "rho_hi": [0.27] * 3,
+                        "r2_log": [0.98, 0.99, np.nan], "status": ["ok", "ok", "insufficient"]})
+    (claim,) = rho_claim(fit)
+    assert claim.startswith("rho = 0.20 (95% interval 0.12 to 0.27): the second rollout of a prompt is worth "
+                            "0.67 of a new prompt (0.57 to 0.79 within the interval)")
+    (open_,) = rho_claim(fit.assign(rho_lo=0.0, rho_hi=0.9))
+    assert open_.startswith("The fit leaves rho open (rho = 0.20, 95% interval 0.00 to 0.90)")
+    assert rho_claim(fit.assign(r2_log=-1.5, status="ok")) == []  # a poor fit claims nothing
+    assert rho_claim(fit.iloc[[2]]) == [] and rho_claim(pd.DataFrame()) == []
+    zero = rho_claim(fit.assign(rho=0.0, rho_lo=0.0, rho_hi=0.1))
+    assert "worth 1.00 of a new prompt (0.82 to 1.00 within the interval)" in zero[0]
+
+
+def test_noise_scale_verdict_answers_in_words_with_level_and_trend():
+    comp = pd.DataFrame({"threshold": [0.3, 0.5, 0.7], "B_simple": [20.0, 22.0, 25.0],
+                         "B_simple_lo": [15.0, 17.0, 20.0], "B_simple_hi": [25.0, 27.0, 30.0],
+                         "B_noise": [200.0, 600.0, 2200.0], "B_noise_lo": [150.0, 500.0, 1800.0],
+                         "B_noise_hi": [250.0, 700.0, 2600.0], "status": "ok"})
+    fit = pd.DataFrame({"model": ["general"] * 3, "alpha": [0.6, 0.62, 0.58]})
+    lines = noise_scale_verdict(comp, fit)
+    assert lines[0].startswith("Does the noise scale predict B_noise? No: it is about 27x too low")
+    assert "B_simple changes 1.2x and B_noise 11.0x" in lines[1]
+    assert "does not follow the trend" in lines[1]
+    assert "alpha about 0.60" in lines[2]
+    assert noise_scale_verdict(comp.assign(status="insufficient"))[0].startswith("No target has both")

@@ -486,7 +486,7 @@ def test_api_key_never_reaches_a_file_or_the_terminal(wandb_endpoint, tmp_path, 
 # --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("serves_export", [False, True], ids=["sampled serves live steps", "sampled serves all"])
 def test_demo_sweep_served_by_the_endpoint_gives_the_same_tables(wandb_endpoint, serves_export):
-    from cbs_rlvr.bootstrap import fit_phase
+    from cbs_rlvr.fit import fit_phase
     from cbs_rlvr.measure import phase_runs
     from cbs_rlvr.params import load_phase_params
 
@@ -511,5 +511,5 @@ def test_demo_sweep_served_by_the_endpoint_gives_the_same_tables(wandb_endpoint,
         for source in (offline, snap):
             runs, history, metric = phase_runs(source["runs"], source["history"], params)
             tables.append(fit_phase(runs, history, metric, params["thresholds"], params["n_val"], n_bootstrap=20, seed=0))
-        pd.testing.assert_frame_equal(tables[0][0], tables[1][0])  # sb_eb
-        pd.testing.assert_frame_equal(tables[0][1], tables[1][1])  # cbs_fit
+        pd.testing.assert_frame_equal(tables[0].sb_eb, tables[1].sb_eb)
+        pd.testing.assert_frame_equal(tables[0].table, tables[1].table)  # cbs_fit
