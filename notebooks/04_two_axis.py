@@ -123,10 +123,10 @@ for row in fit_ok.itertuples():
                  f"B0 = {ch.format_ci(row.B0, row.B0_lo, row.B0_hi)} prompts")
 lines += [f"\n{line}" for line in ch.rho_claim(fit)]  # only where the data pin rho down
 if cross is not None and len(fit_ok):
-    lines.append(("\nThe model predicted the left-out phases within their scatter: splits off the sampled axes "
+    lines.append("\nThe model predicted the left-out phases within their scatter: splits off the sampled axes "
                   "may be priced by it." if cross.validated else
                   f"\nThe model is not checked on this sweep ({cross.reason}): 08 recommends no split off the "
-                  "sampled axes."))
+                  "sampled axes.")
 if len(fit_ok) == 0 and len(fit):
     reasons = "; ".join(sorted(set(fit["reason"].astype(str)) - {""}))
     lines.append(f"No target has a joint fit ({reasons or 'see the table above'}).")

@@ -100,9 +100,9 @@ axes_used = [f"{m.phase} ({'prompts vary, ' + format(m.fixed, 'g') + ' rollouts'
 print("Axes priced by their own fit: " + (", ".join(axes_used) or "none") + "."
       + (f" Left out of the joint phases: {'; '.join(left_out)}." if left_out else ""))
 if cross is not None:
-    print(("Splits off those axes: priced by the cross-axis model, which " + cross.reason + "."
+    print("Splits off those axes: priced by the cross-axis model, which " + cross.reason + "."
            if cross.validated else
-           "Splits off those axes: not recommended, the cross-axis model is not checked (" + cross.reason + ")."))
+           "Splits off those axes: not recommended, the cross-axis model is not checked (" + cross.reason + ").")
 print(f"Decision target: accuracy {target:g}, {pp.target_rule}." if target is not None else
       f"No decision target: {pp.target_rule}.")
 print(f"Fits, plan and next runs: {elapsed:.1f} s.")
