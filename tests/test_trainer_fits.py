@@ -2,7 +2,7 @@
 as a user's sweep would be, against the trainer's many-seed truth (tests/pg_truth.json).
 
 Three classes are drawn here (one seed each: ~1 min of training on 2 cores); the acceptance over
-24 sweeps of all six classes runs in `make bench` (tests/trainer_acceptance.py,
+every class (4 seeds each) runs in `make bench` (tests/trainer_acceptance.py,
 benchmarks/trainer_acceptance.md)."""
 
 from __future__ import annotations
