@@ -1,7 +1,7 @@
-"""A small real policy-gradient learner for the test suite (issue 16).
+"""A small real policy-gradient learner for the test suite (issues 16 and 24).
 
 Every other sweep the tests draw follows S(B) = S_min (1 + B_noise/B) by construction. This
-module trains a real policy instead, so the fit is tested on what a learner does.
+module trains a real policy instead, so the analysis is tested on what a learner does.
 
 The task: a verifiable toy "answer" task. A prompt is a feature vector x (D numbers); its answer
 is L tokens, each one of V choices, fixed by a hidden linear teacher (token j is
@@ -19,9 +19,19 @@ for a group whose rewards are all equal, gradient = mean over samples of A * gra
 - sgd_tuned: plain SGD with the lr tuned per B: for each (n_prompts, n_rollouts) of the truth
   grid, the rate of SGD_LR_GRID (1 to 64, factor 2 apart) with the smallest mean log S at
   TUNE_TARGET over N_TUNE_SEEDS seeds, chosen by `python tests/pg_trainer.py truth` and stored
-  in pg_truth.json (sweeps read it there).
+  in pg_truth.json (sweeps read it there);
+- sgd_momentum: heavy-ball SGD (buf = MOMENTUM buf + g, w += lr buf; MOMENTUM 0.9) at one high
+  rate LR_MOMENTUM for every batch size (an effective rate lr / (1 - MOMENTUM) = 30, 4x what
+  plain SGD's tuning picks at B = 16): fast at large batches, noise-limited at small ones, so S(B)
+  bends harder than 1/B (alpha 1.6-1.8 along the prompts axis) and its B_noise there doubles
+  from the lowest target to the highest.
 The toy's objective saturates rather than diverges, so no rate is ever unstable; the ceilings
 (LR_MAX_ADAM, the grid's 64) stand in for the largest stable rate of real training.
+With few rollouts most groups are all-equal and carry no gradient (at the start, 2 rollouts leave
+80% of the prompts without one): the SGD settings then take more steps at a split with few
+rollouts than at one with more of the same batch (momentum at B = 512: 256 x 2 takes 1.7-2x the
+steps of 64 x 8), which the two-axis 1/B model (one S_min for every split) cannot say; Adam's
+per-coordinate normalisation hides it (within 10%).
 
 Validation accuracy is the exact expected accuracy of the sampling policy (mean@1 with
 sampling: the mean over the N_VAL validation prompts of the product of the correct tokens'
@@ -32,13 +42,21 @@ n_rollouts), tr(Sigma) = mean |g_s - g_mean|^2 and |G|^2 = |g_mean|^2 - tr(Sigma
 B_simple = tr(Sigma)/|G|^2 in samples. The step time follows T = STEP_TIME_A + STEP_TIME_B * B
 seconds (`step_time`), with a lognormal speed per run and per step.
 
-The truth (pg_truth.json): per setting and axis, on the truth grid (wider than the sweeps'),
-N_TRUTH_SEEDS seeds trained until the top target; S per target is the exact crossing step of
-the exact validation accuracy (interpolated between steps), aggregated as the geometric mean
-over seeds (mean of log S); none is censored. Fitted by least squares in log S with the general
-form S_min (1 + (B_noise/B)^alpha) and with alpha = 1; the wall-clock optimum per target is the
-argmin over the grid of S(B) * step_time(B); B_simple per target is the statistic at the
-crossing (TRUTH_NOISE_PROMPTS prompts, N_NOISE_SEEDS seeds), geometric mean over the sweep grid.
+The truth (pg_truth.json), per setting:
+- each axis (prompts at n_rollouts 8, rollouts at n_prompts 16), on the truth grid (wider than the
+  sweeps'): N_TRUTH_SEEDS seeds trained until the top target; S per target is the exact crossing
+  step of the exact validation accuracy (interpolated between steps), aggregated as the geometric
+  mean over seeds (mean of log S); none is censored. Fitted by least squares in log S with the
+  general form S_min (1 + (B_noise/B)^alpha) and with alpha = 1; the wall-clock optimum per target
+  is the argmin over the grid of S(B) * step_time(B); B_simple per target is the statistic at the
+  crossing (TRUTH_NOISE_PROMPTS prompts, N_NOISE_SEEDS seeds), geometric mean over the sweep grid;
+  `b_noise_trend`: B_noise per target with a 95% interval from resampling each batch size's seeds
+  (N_TREND_BOOT), and its rise from the lowest to the highest target (ratio with interval);
+- `splits`: every pair of split_grid() (n_rollouts 2-128 x B 16-4096 in powers of two, plus both
+  axes), N_SPLIT_SEEDS seeds off the axes (an axis pair keeps the axis' seeds): S, log sd and
+  hours = S x step_time(B) per target, and the fastest split per target;
+- `cross_axis`: per target, the two-axis 1/B model fitted to both axes' points, and at each batch of
+  ISO_BATCHES every split's true S beside the model's.
 `code_version()` hashes the learner's source (from the imports to the end marker); a test
 fails when it no longer matches the JSON's.
 
@@ -47,18 +65,33 @@ Public API:
   budget=None, n_running=None, truth=None) -> PGSweep (runs, params, features, setting, axis,
   phase, budget; the form of sweepgen.GeneratedSweep, so sweepgen.snapshot_frames and
   sweepgen.write_offline_runs take it);
-- trainer_sweeps(seeds, classes=SWEEP_CLASSES, processes=2, **trainer_sweep keywords) ->
-  list[PGSweep], one per seed and (setting, axis) class, in worker processes;
-- load_truth() -> dict; truth["settings"][setting][axis] -> {"phase", "fixed", "points",
-  "fits", "wallclock_optimum", "b_simple"};
+- joint_trainer_sweep(seed, setting, phases=("p1", "p2a", "p2b", "p2c"), n_seeds=2, sizes=None,
+  p2a_rollouts=4, p2c_batch=512, share_runs=True, test_freq=None, n_val=N_VAL, budget=None,
+  n_running=None, truth=None) -> JointPGSweep (runs, params per phase, features, setting, phases:
+  phase -> {axis, pairs, fixed, budget}, shared): a phase-2 study in the same form; phase_pairs(phase,
+  p2a_rollouts, p2c_batch) -> (axis, pairs, fixed), the phases' default grids;
+- sweep_at(sweep, hours) -> the sweep as it stood `hours` after all its runs started (rows logged
+  by then, cut runs `running`); elapsed_hours(run);
+- trainer_sweeps(seeds, classes=SWEEP_CLASSES, processes=2, **keywords) -> one sweep per seed and
+  (setting, axis) class (axis "study": joint_trainer_sweep), in worker processes;
+- load_truth() -> dict (cached per file version); truth["settings"][setting][axis] -> {"phase",
+  "fixed", "points", "fits", "wallclock_optimum", "b_simple", "b_noise_trend"};
+  truth["settings"][setting]["splits"] -> {"points", "optimum"}; [...]["cross_axis"][target];
+- true_steps(setting, n_prompts, n_rollouts, target, truth=None) / true_hours(...) -> the truth's
+  steps / hours at any split: exact on the grid, log-log along the batch at a fixed n_rollouts
+  between grid points, nan off it;
 - train(task(), n_prompts, n_rollouts, setting, seed, max_steps, ...) -> RunTrace (acc per step,
-  rows, b_simple); steps_to(acc, target); general_fit(batch, steps); step_time(B);
-  grid(axis, "sweep" | "truth"); learning_rate(setting, B); sgd_lr(n_prompts, n_rollouts).
+  rows, b_simple); steps_to(acc, target); general_fit(batch, steps); two_axis_fit(n_prompts,
+  n_rollouts, steps); b_noise_trend(points); step_time(B); grid(axis, "sweep" | "truth");
+  split_grid(); learning_rate(setting, B); sgd_lr(n_prompts, n_rollouts).
 
-    python tests/pg_trainer.py truth        # recompute tests/pg_truth.json (~10 min, 2 processes)
+    python tests/pg_trainer.py truth        # recompute tests/pg_truth.json (13 CPU-minutes: 2 processes,
+                                            # about 7 min on 2 free cores, 23 min on a shared machine)
+    python tests/pg_trainer.py summary      # alpha, B_noise and its rise per class; the splits of B = 512
+    python tests/pg_trainer.py splits SETTING TARGET [S|hours]   # the truth's n_rollouts x batch table
     python tests/pg_trainer.py describe SETTING AXIS SEED
-    python tests/pg_trainer.py offline SETTING AXIS SEED DEST   # a sweep as W&B offline runs
-                                            # (PG_SWEEP_ARGS: trainer_sweep's keywords as JSON)
+    python tests/pg_trainer.py offline SETTING AXIS|study SEED DEST   # a sweep as W&B offline runs
+                                            # (PG_SWEEP_ARGS: the sweep function's keywords as JSON)
 """
 
 from __future__ import annotations
@@ -92,7 +125,8 @@ B_REF = 256  # adam_sqrt's anchor: lr = LR_ADAM at B = B_REF
 LR_MAX_ADAM = 0.08
 SGD_LR_GRID = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 ADAM_BETAS, ADAM_EPS, ADV_EPS = (0.9, 0.999), 1e-8, 1e-6
-SETTINGS = ("adam_fixed", "adam_sqrt", "sgd_tuned")
+MOMENTUM, LR_MOMENTUM = 0.9, 3.0  # sgd_momentum: heavy ball, one high rate for every batch size
+SETTINGS = ("adam_fixed", "adam_sqrt", "sgd_tuned", "sgd_momentum")  # new ones last: the seeds
 # the step-time model (seconds): T = A + B_coef * batch, lognormal per run and per step
 STEP_TIME_A, STEP_TIME_B = 20.0, 0.02
 STEP_TIME_RUN_SIGMA, STEP_TIME_STEP_SIGMA = 0.05, 0.05
@@ -212,6 +246,8 @@ def learning_rate(setting: str, batch: int, sgd_lr: float | None = None) -> floa
         return LR_ADAM
     if setting == "adam_sqrt":
         return min(LR_ADAM * math.sqrt(batch / B_REF), LR_MAX_ADAM)
+    if setting == "sgd_momentum":
+        return LR_MOMENTUM
     if setting == "sgd_tuned":
         if sgd_lr is None:
             raise ValueError("sgd_tuned needs its tuned learning rate (pg_truth.json's sgd_lr)")
@@ -234,7 +270,7 @@ def train(task: Task, n_prompts: int, n_rollouts: int, setting: str, seed: int, 
           noise_targets: tuple[float, ...] = ()) -> RunTrace:
     """One training run. acc[s] is the exact expected validation accuracy after s steps (s = 0
     is the initial policy); training stops after max_steps or once acc >= stop_at. lr: the
-    sgd_tuned rate (the Adam settings take theirs from `learning_rate`). With log, the rows a
+    sgd_tuned rate (the other settings take theirs from `learning_rate`). With log, the rows a
     verl run logs are built too, with the gradient statistics every grad_noise_every steps
     (default: at every eval, every test_freq steps); noise_targets: accuracies at whose first
     crossing B_simple is computed on a large batch (into trace.b_simple, keyed by step). Logging draws from a stream of its own, so a run's training
@@ -264,6 +300,9 @@ def train(task: Task, n_prompts: int, n_rollouts: int, setting: str, seed: int, 
         g = batch_gradient(x, actions, adv)
         if setting == "sgd_tuned":
             w += lr * g
+        elif setting == "sgd_momentum":  # heavy ball: buf = mu buf + g, w += lr buf
+            m = MOMENTUM * m + g
+            w += lr * m
         else:
             m = b1 * m + (1 - b1) * g
             v = b2 * v + (1 - b2) * g * g
@@ -327,6 +366,15 @@ AXES = {  # axis -> phase, the fixed count, the sweep's and the (wider) truth's 
 }
 
 
+# the cross-axis truth: every split n_prompts x n_rollouts of these rollouts with B a power of 2
+# in SPLIT_BATCH (n_prompts >= 1), plus both axes' truth grids
+SPLIT_ROLLOUTS = (2, 4, 8, 16, 32, 64, 128)
+SPLIT_BATCH = (16, 4096)
+N_SPLIT_SEEDS = 8  # at most N_TRUTH_SEEDS: a pair on an axis keeps that axis' seeds
+ISO_BATCHES = (128, 512, 2048)  # where the truth sets the splits beside the two-axis 1/B model
+N_TREND_BOOT = 200  # seed resamples behind the truth's B_noise intervals
+
+
 def grid(axis: str, which: str = "sweep") -> list[tuple[int, int]]:
     """(n_prompts, n_rollouts) of the axis' sweep grid or truth grid, in increasing batch."""
     spec = AXES[axis]
@@ -334,6 +382,15 @@ def grid(axis: str, which: str = "sweep") -> list[tuple[int, int]]:
     if axis == "prompts":
         return [(n, fixed) for n in spec[which]]
     return [(fixed, n) for n in spec[which]]
+
+
+def split_grid() -> list[tuple[int, int]]:
+    """(n_prompts, n_rollouts) of the cross-axis truth, by n_rollouts then batch: the splits of
+    SPLIT_ROLLOUTS x powers of two in SPLIT_BATCH, and every pair of both axes' truth grids."""
+    lo, hi = (int(math.log2(b)) for b in SPLIT_BATCH)
+    pairs = {(2 ** k // n_r, n_r) for n_r in SPLIT_ROLLOUTS for k in range(lo, hi + 1) if 2 ** k >= n_r}
+    pairs |= {p for axis in AXES for p in grid(axis, "truth")}
+    return sorted(pairs, key=lambda p: (p[1], p[0]))
 
 
 def step_time(batch: float) -> float:
@@ -366,13 +423,6 @@ def task() -> Task:
     return _TASK
 
 
-def _steps(setting: str, n_p: int, n_r: int, seed: int, lr: float | None, stop: float,
-           max_steps: int = TRUTH_MAX_STEPS, noise: bool = False) -> tuple[list[float], dict]:
-    trace = train(task(), n_p, n_r, setting, seed, max_steps, lr=lr, stop_at=stop,
-                  noise_targets=TARGETS if noise else ())
-    return [steps_to(trace.acc, t) for t in TARGETS], trace.b_simple
-
-
 def tune_sgd_lr(n_p: int, n_r: int) -> tuple[float, dict]:
     """sgd_tuned's rate at (n_p, n_r): the rate of SGD_LR_GRID with the smallest mean log S at
     TUNE_TARGET over N_TUNE_SEEDS seeds. A rate's runs stop at 3x the best mean S so far (they
@@ -391,19 +441,20 @@ def tune_sgd_lr(n_p: int, n_r: int) -> tuple[float, dict]:
     return min(scores, key=scores.get), scores
 
 
-def truth_point(job: tuple[str, str, int, int]) -> dict:
-    """The many-seed S(B) of one setting at one (n_prompts, n_rollouts): S per target per seed
-    (seeds 0..N_TRUTH_SEEDS-1, each trained until the top target), their geometric mean, and
-    B_simple at each target's crossing (seeds 0..N_NOISE_SEEDS-1, TRUTH_NOISE_PROMPTS prompts)."""
-    setting, axis, n_p, n_r = job
+def truth_point(job: tuple[str, int, int, bool]) -> dict:
+    """The many-seed S of one setting at one (n_prompts, n_rollouts): S per target per seed (seeds
+    0..n-1, each trained until the top target; n = N_TRUTH_SEEDS on an axis' truth grid, else
+    N_SPLIT_SEEDS), their geometric mean and log sd, and on an axis (`on_axis`) B_simple at each
+    target's crossing (seeds 0..N_NOISE_SEEDS-1, TRUTH_NOISE_PROMPTS prompts)."""
+    setting, n_p, n_r, on_axis = job
     lr, scores = (tune_sgd_lr(n_p, n_r) if setting == "sgd_tuned" else (None, None))
     per_seed, b_simple = [], {t: [] for t in TARGETS}
-    for seed in range(N_TRUTH_SEEDS):
+    for seed in range(N_TRUTH_SEEDS if on_axis else N_SPLIT_SEEDS):
         trace = train(task(), n_p, n_r, setting, seed, TRUTH_MAX_STEPS, lr=lr, stop_at=TARGETS[-1],
-                      noise_targets=TARGETS if seed < N_NOISE_SEEDS else ())
+                      noise_targets=TARGETS if on_axis and seed < N_NOISE_SEEDS else ())
         s = [steps_to(trace.acc, t) for t in TARGETS]
         if any(x != x for x in s):
-            raise RuntimeError(f"{setting} {axis} np{n_p} nr{n_r} seed {seed}: censored at "
+            raise RuntimeError(f"{setting} np{n_p} nr{n_r} seed {seed}: censored at "
                                f"{TRUTH_MAX_STEPS} steps; raise TRUTH_MAX_STEPS")
         per_seed.append(s)
         for t in TARGETS:  # the statistic at the first step at or past the crossing
@@ -412,15 +463,16 @@ def truth_point(job: tuple[str, str, int, int]) -> dict:
             if at:
                 b_simple[t].append(at[0])
     logs = np.log(np.maximum(np.array(per_seed), 1e-3))
-    point = {"n_prompts": n_p, "n_rollouts": n_r, "batch": n_p * n_r,
+    point = {"setting": setting, "n_prompts": n_p, "n_rollouts": n_r, "batch": n_p * n_r,
              "lr": learning_rate(setting, n_p * n_r, lr),
              "S": {str(t): round(float(np.exp(logs[:, k].mean())), 3) for k, t in enumerate(TARGETS)},
              "log_S_sd": {str(t): round(float(logs[:, k].std(ddof=1)), 4) for k, t in enumerate(TARGETS)},
-             "S_seeds": {str(t): [round(float(x[k]), 2) for x in per_seed] for k, t in enumerate(TARGETS)},
-             "b_simple": {str(t): round(float(np.exp(np.mean(np.log(v)))), 1) for t, v in b_simple.items() if v}}
+             "S_seeds": {str(t): [round(float(x[k]), 2) for x in per_seed] for k, t in enumerate(TARGETS)}}
+    if on_axis:
+        point["b_simple"] = {str(t): round(float(np.exp(np.mean(np.log(v)))), 1) for t, v in b_simple.items() if v}
     if scores is not None:
         point["sgd_lr_scores"] = {str(k): round(v, 2) for k, v in sorted(scores.items())}
-    return {"setting": setting, "axis": axis, **point}
+    return point
 
 
 def general_fit(batch, steps) -> dict:
@@ -447,18 +499,109 @@ def general_fit(batch, steps) -> dict:
             "mccandlish_log_rms": round(rms(mcc), 4)}
 
 
-def summarise(points: list[dict]) -> dict:
-    """Per setting and axis: the points, the fits per target, the wall-clock optimum per target,
-    and B_simple per target (geometric mean over the axis' sweep-grid points)."""
+def two_axis_fit(n_prompts, n_rollouts, steps) -> dict:
+    """Least squares in log S of the joint 1/B two-axis model S = S_min (1 + B0 (1 + (n_r - 1)
+    rho) / (n_p n_r)), rho in [0, 1]: one S_min for every split. Returns S_min, B0, rho, log_rms."""
+    from scipy.optimize import least_squares
+
+    n_p, n_r = np.asarray(n_prompts, float), np.asarray(n_rollouts, float)
+    ls = np.log(np.asarray(steps, float))
+
+    def resid(theta):
+        return theta[0] + np.log1p(np.exp(theta[1]) * (1 + (n_r - 1) * theta[2]) / (n_p * n_r)) - ls
+
+    fit = min((least_squares(resid, [ls.min() - 0.1, math.log(100.0), r0], bounds=([-10, -10, 0], [20, 25, 1]))
+               for r0 in (0.05, 0.5)), key=lambda r: r.cost)
+    return {"S_min": round(float(np.exp(fit.x[0])), 3), "B0": round(float(np.exp(fit.x[1])), 2),
+            "rho": round(float(fit.x[2]), 4), "log_rms": round(float(np.sqrt(np.mean(fit.fun ** 2))), 4)}
+
+
+def two_axis_steps(fit: dict, n_prompts, n_rollouts) -> np.ndarray:
+    """S the two-axis 1/B model (two_axis_fit's result) gives at (n_prompts, n_rollouts)."""
+    n_p, n_r = np.asarray(n_prompts, float), np.asarray(n_rollouts, float)
+    return fit["S_min"] * (1 + fit["B0"] * (1 + (n_r - 1) * fit["rho"]) / (n_p * n_r))
+
+
+def _refit_b_noise(batch, steps, start: dict) -> float:
+    """The general form's B_noise refitted from a fit's own values (one solve: the bootstrap's)."""
+    from scipy.optimize import least_squares
+
+    b, ls = np.log(np.asarray(batch, float)), np.log(np.asarray(steps, float))
+    theta = [math.log(start["S_min"]), math.log(start["B_noise"]), start["alpha"]]
+    fit = least_squares(lambda th: th[0] + np.logaddexp(0.0, th[2] * (th[1] - b)) - ls, theta,
+                        bounds=([-10, -10, 0.05], [20, 25, 6]))
+    return float(np.exp(fit.x[1]))
+
+
+def b_noise_trend(points: list[dict], n_boot: int = N_TREND_BOOT, seed: int = 0) -> dict:
+    """B_noise (general form) per target with a 95% interval from resampling each batch size's
+    seeds (a seed's targets together; each resample refitted from the point fit), and the rise
+    from the lowest to the highest target: ratio = B_noise(top) / B_noise(lowest), its interval
+    from the same draws."""
+    batch = [p["batch"] for p in points]
+    keys = [str(t) for t in TARGETS]
+    logs = [np.log(np.array([p["S_seeds"][k] for k in keys])).T for p in points]  # (seeds, targets)
+    fits = [general_fit(batch, [p["S"][k] for p in points]) for k in keys]
+    rng = np.random.default_rng(seed)
+    draws = np.empty((n_boot, len(keys)))
+    for i in range(n_boot):
+        steps = np.array([np.exp(lg[rng.integers(len(lg), size=len(lg))].mean(axis=0)) for lg in logs])
+        draws[i] = [_refit_b_noise(batch, steps[:, k], fits[k]) for k in range(len(keys))]
+    ratio = draws[:, -1] / draws[:, 0]
+    lo, hi = np.percentile(draws, [2.5, 97.5], axis=0)
+    return {"low": keys[0], "high": keys[-1], "ratio": round(fits[-1]["B_noise"] / fits[0]["B_noise"], 3),
+            "ratio_lo": round(float(np.percentile(ratio, 2.5)), 3),
+            "ratio_hi": round(float(np.percentile(ratio, 97.5)), 3), "n_boot": n_boot,
+            "B_noise_interval": {k: [round(float(a), 2), round(float(b), 2)] for k, a, b in zip(keys, lo, hi, strict=True)}}
+
+
+def _trend_job(job: tuple[str, str, list[dict]]) -> tuple[str, str, dict]:
+    setting, axis, points = job
+    return setting, axis, b_noise_trend(points)
+
+
+def _split_point(p: dict) -> dict:
+    out = {k: p[k] for k in ("n_prompts", "n_rollouts", "batch", "lr")}
+    out["n_seeds"] = len(p["S_seeds"][str(TARGETS[0])])
+    out.update({k: p[k] for k in ("S", "log_S_sd")})
+    out["hours"] = {t: round(s * step_time(p["batch"]) / 3600, 5) for t, s in p["S"].items()}
+    if "sgd_lr_scores" in p:
+        out["sgd_lr_scores"] = p["sgd_lr_scores"]
+    return out
+
+
+def cross_axis(axes: dict, splits: list[dict]) -> dict:
+    """Per target: the joint 1/B two-axis model fitted to both axes' truth points, and at each
+    batch of ISO_BATCHES the splits' true S beside the model's (what that model would price)."""
+    pts = {(p["n_prompts"], p["n_rollouts"]): p for a in AXES for p in axes[a]["points"]}
+    n_p, n_r = zip(*pts, strict=True)
+    out = {}
+    for t in map(str, TARGETS):
+        fit = two_axis_fit(n_p, n_r, [p["S"][t] for p in pts.values()])
+        iso = {}
+        for b in ISO_BATCHES:
+            row = [p for p in splits if p["batch"] == b]
+            iso[str(b)] = {"n_rollouts": [p["n_rollouts"] for p in row], "S": [p["S"][t] for p in row],
+                           "model_S": [round(float(two_axis_steps(fit, p["n_prompts"], p["n_rollouts"])), 3)
+                                       for p in row]}
+        out[t] = {"two_axis_fit": fit, "iso_batch": iso}
+    return out
+
+
+def summarise(points: list[dict], mapper=map) -> dict:
+    """Per setting: each axis (its points, the fits per target, the wall-clock optimum per target,
+    B_simple per target as the geometric mean over the axis' sweep-grid points, the B_noise trend
+    over targets with seed intervals), the splits (every pair of split_grid(): S, log sd and
+    hours per target; the fastest split per target) and the cross-axis comparison. `mapper` runs
+    the seed bootstraps (a pool's map)."""
+    by_pair = {(p["setting"], p["n_prompts"], p["n_rollouts"]): p for p in points}
     out: dict = {}
+    trend_jobs = []
     for setting in SETTINGS:
         out[setting] = {}
         for axis, spec in AXES.items():
-            pts = sorted((p for p in points if p["setting"] == setting and p["axis"] == axis),
-                         key=lambda p: p["batch"])
-            pts = [{k: v for k, v in p.items() if k not in ("setting", "axis")} for p in pts]
-            if not pts:
-                continue
+            pts = [{k: v for k, v in by_pair[(setting, *pair)].items() if k != "setting"}
+                   for pair in grid(axis, "truth")]
             batch = [p["batch"] for p in pts]
             sweep_b = {n_p * n_r for n_p, n_r in grid(axis)}
             fits, opt, bs = {}, {}, {}
@@ -474,6 +617,16 @@ def summarise(points: list[dict]) -> dict:
                 bs[t] = round(float(np.exp(np.mean(np.log(vals)))), 1) if vals else None
             out[setting][axis] = {"phase": spec["phase"], "fixed": dict([spec["fixed"]]),
                                   "points": pts, "fits": fits, "wallclock_optimum": opt, "b_simple": bs}
+            trend_jobs.append((setting, axis, pts))
+        splits = [_split_point(by_pair[(setting, *pair)]) for pair in split_grid()]
+        best = {t: min(splits, key=lambda p: p["hours"][t]) for t in map(str, TARGETS)}
+        out[setting]["splits"] = {
+            "points": splits,
+            "optimum": {t: {k: p[k] for k in ("n_prompts", "n_rollouts", "batch")} | {"hours": p["hours"][t]}
+                        for t, p in best.items()}}
+        out[setting]["cross_axis"] = cross_axis(out[setting], splits)
+    for setting, axis, trend in mapper(_trend_job, trend_jobs):
+        out[setting][axis]["b_noise_trend"] = trend
     return out
 
 
@@ -482,34 +635,86 @@ def compute_truth(processes: int = 2) -> dict:
     import multiprocessing
     import time
 
-    jobs = [(s, a, n_p, n_r) for s in SETTINGS for a in AXES for n_p, n_r in grid(a, "truth")]
-    jobs.sort(key=lambda j: j[2] * j[3])  # the slow small batches first, so the pool ends together
+    on_axis = {p for a in AXES for p in grid(a, "truth")}
+    jobs = [(s, n_p, n_r, (n_p, n_r) in on_axis) for s in SETTINGS for n_p, n_r in split_grid()]
+    jobs.sort(key=lambda j: j[1] * j[2])  # the slow small batches first, so the pool ends together
     t0 = time.time()
     with multiprocessing.get_context("fork").Pool(processes) as pool:
         points = pool.map(truth_point, jobs, chunksize=1)
+        t1 = time.time()
+        settings = summarise(points, lambda f, jobs: pool.map(f, jobs, chunksize=1))
     return {"code_version": code_version(), "compute_seconds": round(time.time() - t0, 1),
-            "processes": processes,
+            "compute_seconds_training": round(t1 - t0, 1), "processes": processes,
             "task": {"D": D, "L": L, "V": V, "n_train": N_TRAIN, "n_val": N_VAL, "task_seed": TASK_SEED,
                      "norm_sigma": NORM_SIGMA, "start_accuracy": round(expected_accuracy(
                          np.zeros((L, V, D)), task().x_val, task().y_val), 4)},
             "optimisers": {"lr_adam": LR_ADAM, "b_ref": B_REF, "lr_max_adam": LR_MAX_ADAM,
                            "sgd_lr_grid": list(SGD_LR_GRID), "tune_target": TUNE_TARGET,
-                           "n_tune_seeds": N_TUNE_SEEDS},
+                           "n_tune_seeds": N_TUNE_SEEDS, "momentum": MOMENTUM, "lr_momentum": LR_MOMENTUM},
             "step_time": {"form": "T = a + b * B seconds (median; lognormal per run and per step)",
                           "a": STEP_TIME_A, "b": STEP_TIME_B, "run_sigma": STEP_TIME_RUN_SIGMA,
                           "step_sigma": STEP_TIME_STEP_SIGMA},
             "targets": list(TARGETS), "n_seeds": N_TRUTH_SEEDS,
+            "splits": {"n_rollouts": list(SPLIT_ROLLOUTS), "batch": list(SPLIT_BATCH), "n_seeds": N_SPLIT_SEEDS,
+                       "iso_batches": list(ISO_BATCHES)},
             "aggregate": "S per target is the geometric mean over seeds (mean of log S) of the "
                          "exact crossing step (exact expected accuracy, interpolated between steps)",
             "b_simple_note": "tr(Sigma)/|G|^2 in samples at each target's first crossing, from "
                              f"{TRUTH_NOISE_PROMPTS} prompts x the run's n_rollouts; geometric mean "
                              f"over {N_NOISE_SEEDS} seeds, then over the axis' sweep-grid points",
-            "settings": summarise(points)}
+            "b_noise_trend_note": "general-form B_noise per target; 95% intervals from "
+                                  f"{N_TREND_BOOT} resamples of each batch size's seeds",
+            "splits_note": "settings[s]['splits']['points']: every pair of split_grid() (hours = S x "
+                           "step_time(B) / 3600); settings[s]['cross_axis'][target]: the 1/B two-axis "
+                           "model fitted to both axes, and its S beside the truth at iso batches",
+            "settings": settings}
+
+
+def dumps(obj, indent: int = 0, width: int = 110) -> str:
+    """JSON with every container that fits on one line written on one line (the truth's form)."""
+    flat = json.dumps(obj)
+    if not isinstance(obj, (dict, list)) or not obj or len(flat) + indent <= width:
+        return flat
+    pad = " " * (indent + 1)
+    if isinstance(obj, dict):
+        items = [f"{pad}{json.dumps(k)}: {dumps(v, indent + 1, width)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + " " * indent + "}"
+    return "[\n" + ",\n".join(pad + dumps(v, indent + 1, width) for v in obj) + "\n" + " " * indent + "]"
+
+
+_TRUTH_CACHE: dict = {}
 
 
 def load_truth(path: Path = TRUTH_PATH) -> dict:
-    return json.loads(Path(path).read_text())
+    """pg_truth.json, read once per process and file version (treat it as read-only)."""
+    path = Path(path)
+    key = (str(path.resolve()), path.stat().st_mtime_ns)
+    if key not in _TRUTH_CACHE:
+        _TRUTH_CACHE.clear()
+        _TRUTH_CACHE[key] = json.loads(path.read_text())
+    return _TRUTH_CACHE[key]
 
+
+def true_steps(setting: str, n_prompts: float, n_rollouts: int, target: float, truth: dict | None = None) -> float:
+    """The many-seed steps to `target` at (n_prompts, n_rollouts): the truth's value on its grid
+    (split_grid()), log-log interpolated along the batch at a fixed n_rollouts between grid points;
+    nan off the grid (an n_rollouts it does not hold, a batch beyond its range at that n_rollouts)."""
+    truth = truth or load_truth()
+    key = str(float(target))
+    if key not in map(str, truth["targets"]):
+        raise KeyError(f"target {target} is not one of the truth's {truth['targets']}")
+    row = [p for p in truth["settings"][setting]["splits"]["points"] if p["n_rollouts"] == n_rollouts]
+    if not row:
+        return math.nan
+    batch = np.log([p["batch"] for p in row])
+    steps = np.log([p["S"][key] for p in row])
+    b = math.log(n_prompts * n_rollouts)
+    return float(np.exp(np.interp(b, batch, steps, left=np.nan, right=np.nan)))
+
+
+def true_hours(setting: str, n_prompts: float, n_rollouts: int, target: float, truth: dict | None = None) -> float:
+    """true_steps times the step-time model's step time at that batch, in hours (nan off the grid)."""
+    return true_steps(setting, n_prompts, n_rollouts, target, truth) * step_time(n_prompts * n_rollouts) / 3600
 
 
 # --------------------------------------------------------------------------------------------
@@ -518,10 +723,12 @@ def load_truth(path: Path = TRUTH_PATH) -> dict:
 SECTIONS = {"prompts": ["01_load_runs", "02_steps_to_target", "03_training_curves", "05_gradient_noise",
                         "06_wall_clock", "08_plan"],
             "rollouts": ["01_load_runs", "02_steps_to_target", "03_training_curves", "04_two_axis",
-                         "06_wall_clock", "08_plan"]}
+                         "06_wall_clock", "08_plan"],
+            "iso_batch": ["01_load_runs", "03_training_curves", "04_two_axis", "06_wall_clock"]}
 # eval every test_freq steps: a few evals before the lowest target even at the largest batch
-# (the truth's S_min at 0.3: about 20 steps for adam_fixed, 10 for adam_sqrt, 5 for sgd_tuned)
-DEFAULT_TEST_FREQ = {"adam_fixed": 5, "adam_sqrt": 2, "sgd_tuned": 1}
+# (the truth's S_min at 0.3: about 20 steps for adam_fixed and sgd_momentum, 10 for adam_sqrt,
+# 5 for sgd_tuned)
+DEFAULT_TEST_FREQ = {"adam_fixed": 5, "adam_sqrt": 2, "sgd_tuned": 1, "sgd_momentum": 5}
 GRAD_NOISE_EVERY = 20  # steps between logged gradient statistics (a multiple of every test_freq)
 
 
@@ -552,28 +759,44 @@ def _run_id(text: str) -> str:
     return "".join(chars[(digest // 36 ** i) % 36] for i in range(8))
 
 
-def sgd_lr(n_prompts: int, n_rollouts: int, truth: dict | None = None, axis: str | None = None) -> float:
-    """sgd_tuned's tuned rate at this (n_prompts, n_rollouts), from the truth (its grids hold
-    every sweep's): the axis' own tuning first (a pair on both axes was tuned on each)."""
+def sgd_lr(n_prompts: int, n_rollouts: int, truth: dict | None = None) -> float:
+    """sgd_tuned's tuned rate at this (n_prompts, n_rollouts), from the truth's splits (which
+    hold every pair a sweep of this module runs)."""
     truth = truth or load_truth()
-    blocks = truth["settings"]["sgd_tuned"]
-    for name in sorted(blocks, key=lambda a: a != axis):
-        for p in blocks[name]["points"]:
-            if (p["n_prompts"], p["n_rollouts"]) == (n_prompts, n_rollouts):
-                return float(p["lr"])
+    for p in truth["settings"]["sgd_tuned"]["splits"]["points"]:
+        if (p["n_prompts"], p["n_rollouts"]) == (n_prompts, n_rollouts):
+            return float(p["lr"])
     raise KeyError(f"no tuned sgd rate for np{n_prompts} nr{n_rollouts} in {TRUTH_PATH.name}")
 
 
-def _budget(rng, setting: str, axis: str, truth: dict | None) -> int:
-    """One total_training_steps for every run, as users set it: 0.9-1.6 x the truth's S at the
-    top target at the grid's middle batch (so the small batches are censored there)."""
-    pairs = grid(axis)
+def _budget(rng, setting: str, pairs: list[tuple[int, int]], truth: dict | None) -> int:
+    """One total_training_steps for every run of a phase, as users set it: 0.9-1.6 x the truth's
+    S at the top target at the phase grid's middle pair (so the small batches are censored there)."""
     mid = pairs[len(pairs) // 2]
-    s_top = 400.0
-    if truth is not None:
-        pts = truth["settings"][setting][axis]["points"]
-        s_top = next(p["S"][str(TARGETS[-1])] for p in pts if (p["n_prompts"], p["n_rollouts"]) == mid)
+    s_top = true_steps(setting, *mid, TARGETS[-1], truth) if truth is not None else 400.0
     return int(10 * round(rng.uniform(0.9, 1.6) * s_top / 10))
+
+
+def _train_run(setting: str, phase: str, n_p: int, n_r: int, run_seed: int, budget: int, last: int,
+               lr: float, test_freq: int, n_val: int, start: float, run_id: str, tags: list[str]) -> dict:
+    """One run as verl logs it: trained for `last` of its `budget` steps (state running when
+    last < budget), named cbs_<phase>_np<N>_nr<M>."""
+    trace = train(task(), n_p, n_r, setting, run_seed, last, lr=lr, log=True, test_freq=test_freq,
+                  n_val=n_val, grad_noise_every=GRAD_NOISE_EVERY)
+    name = f"cbs_{phase}_np{n_p}_nr{n_r}"
+    config = {"data": {"train_batch_size": n_p},
+              "actor_rollout_ref": {"rollout": {"n": n_r}, "actor": {"optim": {"lr": lr}}},
+              "algorithm": {"adv_estimator": "grpo"},
+              "trainer": {"n_gpus_per_node": 8, "nnodes": 1, "test_freq": test_freq,
+                          "total_training_steps": budget, "experiment_name": name, "project_name": "cbs"},
+              "seed": run_seed}
+    return {"run_id": run_id, "name": name, "config": config, "state": "running" if last < budget else "finished",
+            "rows": trace.rows, "start_time": start, "tags": tags, "phase": phase, "n_prompts": n_p,
+            "n_rollouts": n_r, "setting": setting, "seed": run_seed}
+
+
+def _lr(setting: str, n_p: int, n_r: int, truth: dict | None) -> float:
+    return sgd_lr(n_p, n_r, truth) if setting == "sgd_tuned" else learning_rate(setting, n_p * n_r)
 
 
 def trainer_sweep(seed: int, setting: str, axis: str, n_seeds: int = 2,
@@ -596,37 +819,24 @@ def trainer_sweep(seed: int, setting: str, axis: str, n_seeds: int = 2,
         raise FileNotFoundError(f"{TRUTH_PATH.name} is missing: run python tests/pg_trainer.py truth")
     phase = AXES[axis]["phase"]
     test_freq = int(test_freq or DEFAULT_TEST_FREQ[setting])
-    pairs = list(sizes or grid(axis))
-    budget = int(budget or _budget(rng, setting, axis, truth))
+    pairs = [tuple(p) for p in (sizes or grid(axis))]
+    budget = int(budget or _budget(rng, setting, grid(axis), truth))
     features = [f"{setting}:{axis}", f"budget:{budget}"]
     n_running = int(rng.integers(1, 3)) if n_running is None else n_running
     running = set(rng.choice(len(pairs) * n_seeds, size=min(n_running, len(pairs) * n_seeds),
                              replace=False).tolist())
     runs, start = [], 1.75e9 + seed * 1e5
     for i, (n_p, n_r) in enumerate(pairs):
-        lr = sgd_lr(n_p, n_r, truth, axis) if setting == "sgd_tuned" else learning_rate(setting, n_p * n_r)
+        lr = _lr(setting, n_p, n_r, truth)
         for k in range(n_seeds):
-            run_seed = 10_000 + 100 * seed + k  # the truth uses seeds below 200
             index = i * n_seeds + k
             last = int(budget * rng.uniform(0.3, 0.9)) if index in running else budget
-            trace = train(task(), n_p, n_r, setting, run_seed, last, lr=lr, log=True,
-                          test_freq=test_freq, n_val=n_val, grad_noise_every=GRAD_NOISE_EVERY)
-            name = f"cbs_{phase}_np{n_p}_nr{n_r}"
             start += 3600
-            config = {"data": {"train_batch_size": n_p},
-                      "actor_rollout_ref": {"rollout": {"n": n_r}, "actor": {"optim": {"lr": lr}}},
-                      "algorithm": {"adv_estimator": "grpo"},
-                      "trainer": {"n_gpus_per_node": 8, "nnodes": 1, "test_freq": test_freq,
-                                  "total_training_steps": budget, "experiment_name": name,
-                                  "project_name": "cbs"},
-                      "seed": run_seed}
-            state = "running" if index in running else "finished"
-            if state == "running":
+            runs.append(_train_run(setting, phase, n_p, n_r, 10_000 + 100 * seed + k,  # truth seeds < 200
+                                   budget, last, lr, test_freq, n_val, start,
+                                   _run_id(f"pg/{setting}/{axis}/{seed}/{n_p}/{n_r}/{k}"), []))
+            if index in running:
                 features.append("state:running")
-            runs.append({"run_id": _run_id(f"pg/{setting}/{axis}/{seed}/{n_p}/{n_r}/{k}"), "name": name,
-                         "config": config, "state": state, "rows": trace.rows, "start_time": start,
-                         "tags": [], "phase": phase, "n_prompts": n_p, "n_rollouts": n_r,
-                         "setting": setting, "seed": run_seed})
     params = {phase: {"phase": phase, "title": f"Policy-gradient trainer, {setting}, {axis} axis",
                       "axis": axis, "metric": VAL_KEY, "prefer_source": None, "n_val": n_val,
                       "thresholds": list(TARGETS), "sections": list(SECTIONS[axis]),
@@ -634,17 +844,168 @@ def trainer_sweep(seed: int, setting: str, axis: str, n_seeds: int = 2,
     return PGSweep(seed, runs, params, features, setting, axis, phase, budget)
 
 
+# --------------------------------------------------------------------------------------------
+# A phase-2 study: several phases of one setting in one sweep
+# --------------------------------------------------------------------------------------------
+JOINT_PHASES = ("p1", "p2a", "p2b", "p2c")
+TWO_AXIS_PHASES = ("p1", "p2a", "p2b")  # the axis phases a joint two-axis fit pools
+
+
+def phase_pairs(phase: str, p2a_rollouts: int = 4, p2c_batch: int = 512) -> tuple[str, list[tuple[int, int]], dict]:
+    """(axis, default (n_prompts, n_rollouts) grid, what is fixed) of a study phase: p1 the prompts
+    axis at n_rollouts 8 (B 32-4096), p2a the prompts axis at n_rollouts = p2a_rollouts over the same
+    batch sizes, p2b the rollouts axis at n_prompts 16 (n_rollouts 2-64), p2c the splits of one batch
+    p2c_batch with n_rollouts 2-64. Every pair is in the truth's split_grid()."""
+    if phase == "p1":
+        return "prompts", grid("prompts"), {"n_rollouts": AXES["prompts"]["fixed"][1]}
+    if phase == "p2a":
+        pairs = [(b // p2a_rollouts, p2a_rollouts) for b in (n_p * n_r for n_p, n_r in grid("prompts"))
+                 if b >= p2a_rollouts]
+        return "prompts", pairs, {"n_rollouts": p2a_rollouts}
+    if phase == "p2b":
+        return "rollouts", grid("rollouts"), {"n_prompts": AXES["rollouts"]["fixed"][1]}
+    if phase == "p2c":
+        pairs = [(p2c_batch // r, r) for r in sorted(SPLIT_ROLLOUTS, reverse=True) if r <= 64 and p2c_batch >= r]
+        return "iso_batch", pairs, {"total_batch": p2c_batch}
+    raise ValueError(f"unknown study phase {phase!r}; known: {JOINT_PHASES}")
+
+
+@dataclass
+class JointPGSweep:
+    """A phase-2 study of the real trainer in sweepgen.GeneratedSweep's form (seed, runs, params,
+    features, describe): runs of several phases of one setting. phases: phase -> {axis, pairs,
+    fixed, budget}; shared: a crossing configuration's runs belong to every phase whose grid holds
+    it (W&B tags, each phase's params select by tag), else each phase ran its own."""
+    seed: int
+    runs: list[dict]
+    params: dict[str, dict]
+    features: list[str]
+    setting: str
+    phases: dict[str, dict]
+    shared: bool
+
+    def describe(self) -> str:
+        parts = [f"{ph} ({spec['axis']}, {len([r for r in self.runs if ph in r['phases']])} runs, "
+                 f"{spec['budget']} steps)" for ph, spec in self.phases.items()]
+        return (f"pg study {self.seed}: {self.setting}, {len(self.runs)} runs"
+                f"{', crossing runs shared' if self.shared else ''}; {'; '.join(parts)}")
+
+
+def joint_trainer_sweep(seed: int, setting: str, phases=JOINT_PHASES, n_seeds: int = 2,
+                        sizes: dict | None = None, p2a_rollouts: int = 4, p2c_batch: int = 512,
+                        share_runs: bool = True, test_freq: int | None = None, n_val: int = N_VAL,
+                        budget: int | dict | None = None, n_running: int | None = None,
+                        truth: dict | None = None) -> JointPGSweep:
+    """A phase-2 study as a user runs it: for each phase of `phases` (see phase_pairs; `sizes`:
+    phase -> its own pairs instead) n_seeds runs at each pair, trained for the phase's budget
+    (`budget`: one for every phase, or phase -> steps; default drawn per phase as trainer_sweep
+    draws it), `n_running` runs of the study (default 1 or 2) still running.
+    share_runs (default): the run at a pair two phases cross (16x8 of p1 and p2b, 64x8 of p1 and
+    p2c, ...) is trained once, by the first phase that lists it and with its budget, named for
+    that phase, tagged with every phase it belongs to; every phase's params then `select` its runs
+    by tag (a run may belong to several phases: the snapshot's `phases` column lists them). Without
+    it each phase trains its own runs (other seeds) and selects them by name.
+    p2b's params (and p2c's) name the study's axis phases in `two_axis_phases`."""
+    if setting not in SETTINGS:
+        raise ValueError(f"setting must be one of {SETTINGS}")
+    if not 1 <= n_seeds <= 10:
+        raise ValueError("n_seeds must be 1-10 (run seeds are 10 apart per phase)")
+    phases = tuple(phases)
+    rng = np.random.default_rng([8, seed, SETTINGS.index(setting)])
+    truth = truth if truth is not None else (load_truth() if TRUTH_PATH.exists() else None)
+    if setting == "sgd_tuned" and truth is None:
+        raise FileNotFoundError(f"{TRUTH_PATH.name} is missing: run python tests/pg_trainer.py truth")
+    test_freq = int(test_freq or DEFAULT_TEST_FREQ[setting])
+    specs: dict[str, dict] = {}
+    for ph in phases:
+        axis, default, fixed = phase_pairs(ph, p2a_rollouts, p2c_batch)
+        pairs = [tuple(p) for p in (sizes or {}).get(ph, default)]
+        steps = budget.get(ph) if isinstance(budget, dict) else budget
+        specs[ph] = {"axis": axis, "pairs": pairs, "fixed": fixed,
+                     "budget": int(steps or _budget(rng, setting, pairs, truth))}
+    # the runs to train: (phase that trains it, pair, seed index) -> every phase it belongs to
+    owners: dict[tuple, list[str]] = {}
+    for ph in phases:
+        for pair in specs[ph]["pairs"]:
+            for k in range(n_seeds):
+                first = next((q for q in phases if share_runs and pair in specs[q]["pairs"]), ph)
+                owners.setdefault((first, pair, k), []).append(ph)
+    n_running = int(rng.integers(1, 3)) if n_running is None else n_running
+    running = set(rng.choice(len(owners), size=min(n_running, len(owners)), replace=False).tolist())
+    runs, start = [], 1.76e9 + seed * 1e5
+    features = [f"{setting}:study", *(f"budget:{ph}:{s['budget']}" for ph, s in specs.items())]
+    for index, ((ph, (n_p, n_r), k), members) in enumerate(owners.items()):
+        b = specs[ph]["budget"]
+        last = int(b * rng.uniform(0.3, 0.9)) if index in running else b
+        start += 3600
+        run = _train_run(setting, ph, n_p, n_r, 1_000_000 + 1000 * seed + 10 * phases.index(ph) + k, b, last,
+                         _lr(setting, n_p, n_r, truth), test_freq, n_val, start,
+                         _run_id(f"pgstudy/{setting}/{seed}/{ph}/{n_p}/{n_r}/{k}"),
+                         list(members) if share_runs else [])
+        run["phases"] = list(members)
+        runs.append(run)
+        if index in running:
+            features.append("state:running")
+        if len(members) > 1:
+            features.append("shared_run")
+    joint = [q for q in TWO_AXIS_PHASES if q in phases]
+    params = {}
+    for ph, spec in specs.items():
+        params[ph] = {"phase": ph, "title": f"Policy-gradient trainer, {setting}, {ph} ({spec['axis']}, "
+                                            + ", ".join(f"{k} = {v}" for k, v in spec["fixed"].items()) + ")",
+                      "axis": spec["axis"], "metric": VAL_KEY, "prefer_source": None, "n_val": n_val,
+                      "thresholds": list(TARGETS), "sections": list(SECTIONS[spec["axis"]]),
+                      "two_axis_phases": list(joint) if spec["axis"] in ("rollouts", "iso_batch") else []}
+        if share_runs:
+            params[ph]["select"] = {"tags": [ph]}
+    return JointPGSweep(seed, runs, params, features, setting, specs, share_runs)
+
+
+# --------------------------------------------------------------------------------------------
+# A sweep as it was while it ran
+# --------------------------------------------------------------------------------------------
+def sweep_at(sweep, hours: float):
+    """The sweep as it stood `hours` after every run started together: each run keeps the rows
+    it had logged by then (its progress is its own logged step times, `timing_s/step`, summed:
+    the step-time model with the run's speed), and a run cut before its last logged step is
+    `running`. Works on any sweep of this module or of sweepgen (a dataclass with `runs`)."""
+    from dataclasses import replace
+
+    limit = float(hours) * 3600
+    runs = []
+    for run in sweep.runs:
+        elapsed, kept = 0.0, []
+        for row in run["rows"]:
+            t = row.get("timing_s/step")
+            elapsed += float(t) if isinstance(t, (int, float)) and math.isfinite(t) else 0.0
+            if elapsed > limit:
+                break
+            kept.append(row)
+        cut = len(kept) < len(run["rows"])
+        runs.append({**run, "rows": kept, "state": "running" if cut else run["state"]})
+    return replace(sweep, runs=runs, features=[*sweep.features, f"cut_at:{hours}h"])
+
+
+def elapsed_hours(run: dict) -> float:
+    """A run's wall clock so far: its logged step times summed, in hours."""
+    return sum(float(r["timing_s/step"]) for r in run["rows"] if "timing_s/step" in r) / 3600
+
+
 SWEEP_CLASSES = tuple((s, a) for s in SETTINGS for a in AXES)
 
 
-def _sweep_job(job: tuple) -> PGSweep:
+def _sweep_job(job: tuple):
     seed, setting, axis, kwargs = job
+    if axis == "study":
+        return joint_trainer_sweep(seed, setting, **kwargs)
     return trainer_sweep(seed, setting, axis, **kwargs)
 
 
-def trainer_sweeps(seeds, classes=SWEEP_CLASSES, processes: int = 2, **kwargs) -> list[PGSweep]:
-    """trainer_sweep for every seed of `seeds` and every (setting, axis) of `classes`, in
-    `processes` worker processes (25-60 s a sweep on one busy core), in (seed, class) order."""
+def trainer_sweeps(seeds, classes=SWEEP_CLASSES, processes: int = 2, **kwargs) -> list:
+    """trainer_sweep for every seed of `seeds` and every (setting, axis) of `classes` (axis
+    "study": joint_trainer_sweep of that setting, kwargs then its keywords), in `processes`
+    worker processes (25-60 s a sweep on one busy core, a default study about as long), in (seed,
+    class) order."""
     import multiprocessing
 
     truth = kwargs.pop("truth", None) or load_truth()
@@ -660,12 +1021,58 @@ def accuracy_series(run: dict) -> list[tuple[int, float]]:
     return [(int(r["_step"]), float(r[VAL_KEY])) for r in run["rows"] if VAL_KEY in r]
 
 
+# --------------------------------------------------------------------------------------------
+# What the truth says, in numbers (python tests/pg_trainer.py summary | splits SETTING TARGET)
+# --------------------------------------------------------------------------------------------
+def summary_text(truth: dict | None = None) -> str:
+    """Per setting and axis: alpha and B_noise per target, B_noise's rise with its seed interval;
+    per setting: the splits of B = 512 (true S and the two-axis 1/B model's) at every target."""
+    truth = truth or load_truth()
+    out = []
+    for setting in SETTINGS:
+        block = truth["settings"][setting]
+        for axis in AXES:
+            a = block[axis]
+            tr = a["b_noise_trend"]
+            fits = " ".join(f"{t}: a={f['alpha']:.2f} Bn={f['B_noise']:.0f}" for t, f in a["fits"].items())
+            out.append(f"{setting:13s} {axis:8s} {fits} | rise {tr['ratio']:.2f} "
+                       f"[{tr['ratio_lo']:.2f}, {tr['ratio_hi']:.2f}]")
+        for t, c in block["cross_axis"].items():
+            iso = c["iso_batch"]["512"]
+            cells = " ".join(f"{512 // r}x{r}:{s:.0f}/{m:.0f}" for r, s, m in
+                             zip(iso["n_rollouts"], iso["S"], iso["model_S"], strict=True))
+            out.append(f"{'':13s} B=512 at {t} (true/1-over-B model): {cells}  rho={c['two_axis_fit']['rho']:.2f}")
+    return "\n".join(out)
+
+
+def splits_text(setting: str, target: float, truth: dict | None = None, what: str = "S") -> str:
+    """The truth's 2-D table of one setting at one target: rows n_rollouts, columns batch; `what`
+    S (steps) or hours."""
+    truth = truth or load_truth()
+    pts = truth["settings"][setting]["splits"]["points"]
+    batches = sorted({p["batch"] for p in pts})
+    key = str(float(target))
+    lines = ["n_r \\ B " + "".join(f"{b:>8d}" for b in batches)]
+    for r in sorted({p["n_rollouts"] for p in pts}):
+        row = {p["batch"]: p[what][key] for p in pts if p["n_rollouts"] == r}
+        lines.append(f"{r:>7d} " + "".join(f"{row[b]:>8.{0 if what == 'S' else 2}f}" if b in row else " " * 8
+                                           for b in batches))
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> int:
     if argv == ["truth"]:
         truth = compute_truth()
-        text = json.dumps(truth, indent=1, sort_keys=False)
+        text = dumps(truth)
         TRUTH_PATH.write_text(text + "\n")
         print(f"{TRUTH_PATH.name}: {len(text) // 1024} KB in {truth['compute_seconds']:.0f} s")
+        print(summary_text(truth))
+        return 0
+    if argv == ["summary"]:
+        print(summary_text())
+        return 0
+    if len(argv) in (3, 4) and argv[0] == "splits":
+        print(splits_text(argv[1], float(argv[2]), what=argv[3] if len(argv) == 4 else "S"))
         return 0
     if len(argv) == 4 and argv[0] == "describe":
         print(trainer_sweep(int(argv[3]), argv[1], argv[2]).describe())
@@ -673,7 +1080,9 @@ def main(argv: list[str]) -> int:
     if len(argv) == 5 and argv[0] == "offline":
         from sweepgen import write_offline_runs  # the demo's real SDK writer
 
-        sweep = trainer_sweep(int(argv[3]), argv[1], argv[2], **json.loads(os.environ.get("PG_SWEEP_ARGS", "{}")))
+        kwargs = json.loads(os.environ.get("PG_SWEEP_ARGS", "{}"))
+        sweep = (joint_trainer_sweep(int(argv[3]), argv[1], **kwargs) if argv[2] == "study"
+                 else trainer_sweep(int(argv[3]), argv[1], argv[2], **kwargs))
         paths = write_offline_runs(sweep, Path(argv[4]))
         print(f"{len(paths)} offline runs written")
         return 0

@@ -3,7 +3,7 @@
 (tests/pg_truth.json), through tests/decision_acceptance.py.
 
 Three classes are drawn here (one seed each: about a minute of training on 2 cores); the acceptance
-over 24 sweeps of all six classes, and the closed loop, run in `make bench`
+over every class (4 seeds each) and the closed loop run in `make bench`
 (benchmarks/decision_acceptance.md)."""
 
 from __future__ import annotations
