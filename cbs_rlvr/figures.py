@@ -551,7 +551,8 @@ def plot_two_axis(sb_eb_all: pd.DataFrame, cross, threshold: float, title: str =
             j = cross.target_index(threshold)
             a, b, al, _ = pt.lay.local(pt.fits[pt.chosen].theta[None])[0, j]
             x = effective_log_batch(grid_np, grid_nr, pt.rho)
-            s_pred = np.exp(a + np.logaddexp(0.0, al * (b - x)))
+            s_pred = np.exp(a + np.logaddexp(0.0, al * (b - x))
+                            + (float(pt.fits[pt.chosen].theta[pt.lay.gamma][0]) / grid_nr if pt.lay.m else 0.0))
             ax_s.plot(grid_np * grid_nr, s_pred, color=c, lw=1.3, label=label,
                       **({"ls": "", "marker": "x"} if axis == "mixed" else {}))
         else:

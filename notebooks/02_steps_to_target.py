@@ -230,6 +230,17 @@ else:
     print("No usable fit: insufficient data for the trade-off check.")
 
 # %% [markdown]
+# ## Methods, and how they differ from a first-crossing analysis
+# The eval series is smoothed monotonically (isotonic) and the crossing interpolated between evals,
+# instead of taking the first eval above target; runs that never reach a target enter the fit as lower
+# bounds instead of being dropped; the fit is done in log space so the slowest runs do not dominate;
+# all targets are fitted at once and the form is chosen by how well it predicts a left-out batch size;
+# every B_noise has a 95% interval from a bootstrap that draws new runs with the scatter pooled over the
+# whole phase (so two seeds per batch size still give an honest spread) and mixes the forms; and where
+# several learning rates ran at one batch size, only the best one there enters the fit (the envelope),
+# as batch-size studies do.
+
+# %% [markdown]
 # ## Answer
 
 # %%
@@ -250,14 +261,3 @@ for row in cbs_fit.itertuples():
           f"{row.n_points} points ({row.n_censored} censored), status {row.status}")
 if len(good) >= 2:
     print("\n" + ch.trend_sentence(trend))
-
-# %% [markdown]
-# ## Methods, and how they differ from a first-crossing analysis
-# The eval series is smoothed monotonically (isotonic) and the crossing interpolated between evals,
-# instead of taking the first eval above target; runs that never reach a target enter the fit as lower
-# bounds instead of being dropped; the fit is done in log space so the slowest runs do not dominate;
-# all targets are fitted at once and the form is chosen by how well it predicts a left-out batch size;
-# every B_noise has a 95% interval from a bootstrap that draws new runs with the scatter pooled over the
-# whole phase (so two seeds per batch size still give an honest spread) and mixes the forms; and where
-# several learning rates ran at one batch size, only the best one there enters the fit (the envelope),
-# as batch-size studies do.

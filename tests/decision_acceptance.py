@@ -116,7 +116,7 @@ def _regret(entry, t, pred_table, n_p, n_r) -> tuple[float, float]:
 def _trained_run(sw, n_p: int, n_r: int, steps: int, run_seed: int, name: str | None = None) -> dict:
     """One more run of the sweep's trainer, as trainer_sweep logs it."""
     setting = sw.setting
-    lr = pg.sgd_lr(n_p, n_r, axis=sw.axis) if setting == "sgd_tuned" else pg.learning_rate(setting, n_p * n_r)
+    lr = pg.sgd_lr(n_p, n_r) if setting == "sgd_tuned" else pg.learning_rate(setting, n_p * n_r)
     test_freq = pg.DEFAULT_TEST_FREQ[setting]
     trace = pg.train(pg.task(), n_p, n_r, setting, run_seed, int(steps), lr=lr, log=True, test_freq=test_freq,
                      n_val=pg.N_VAL, grad_noise_every=pg.GRAD_NOISE_EVERY)
@@ -240,13 +240,70 @@ def closed_loop(sw, entry, pp, fit, n_bootstrap: int, lost_before: float) -> dic
     return row
 
 
+# ------------------------------------------------------------------------------------------
+# Studies across axes: prompts against rollouts (pg_trainer.joint_trainer_sweep)
+# ------------------------------------------------------------------------------------------
+def analyse_joint(sw, n_bootstrap: int, phase: str = "p2b", seed: int = 0, target: float | None = None) -> dict:
+    """A phase-2 study as 08_plan analyses `phase`: every member phase's own fit (the axes it may
+    recommend on), the cross-axis model over them and the iso-batch phase, the plan."""
+    frames = sweepgen.snapshot_frames(sw)
+    params = sw.params[phase]
+    members = list(dict.fromkeys([phase, *(params.get("two_axis_phases") or [phase])]))
+    extra = [p for p in sw.params if p not in members]
+    fits, walls, sbs = {}, [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for ph in members + extra:
+            p = sw.params[ph]
+            runs, history, metric = ch.phase_runs(frames["runs"], frames["history"], p)
+            fit = ch.fit_phase(runs, history, metric, p["thresholds"], p["n_val"], n_bootstrap=n_bootstrap, seed=seed)
+            sbs.append(fit.sb_eb.assign(phase=ph))
+            walls.append(ch.wall_clock_table(runs, history, metric, p["thresholds"]))
+            if ph in members:
+                fits[ph] = fit
+        wall = pd.concat(walls, ignore_index=True).drop_duplicates(["run_id", "threshold"])
+        cross = ch.cross_axis_fit(pd.concat(sbs, ignore_index=True), params["thresholds"], n_bootstrap=n_bootstrap,
+                                  seed=seed)
+        pp = ch.plan_phase(phase, fits, ch.step_time_model(wall), ch.step_time_table(wall), params["thresholds"],
+                           requested_target=target, cross=cross, seed=seed)
+    return {"fits": fits, "cross": cross, "plan": pp}
+
+
+def evaluate_joint(sw, truth: dict, n_bootstrap: int = 200, phase: str = "p2b", target: float | None = None) -> dict:
+    """The study's decision for `phase`: its true regret over every candidate the truth prices (both
+    axes and the splits), whether its band holds the true hours, what it rests on, and the check."""
+    res = analyse_joint(sw, n_bootstrap, phase, target=target)
+    pp, cross = res["plan"], res["cross"]
+    d = pp.decision
+    row = {"setting": sw.setting, "sweep_seed": sw.seed, "phase": phase, "threshold": d["threshold"],
+           "validated": cross.validated, "check": cross.reason, "rho": cross.rho}
+    if not np.isfinite(d.get("total_batch", np.nan)):
+        return row
+    t = d["threshold"]
+    tab = pp.plan.predictions[t].table
+    hours = np.array([pg.true_hours(sw.setting, p, r, t, truth) for p, r in zip(tab["n_prompts"], tab["n_rollouts"],
+                                                                              strict=True)])
+    mine = pg.true_hours(sw.setting, d["n_prompts"], d["n_rollouts"], t, truth)
+    allowed = tab["basis"].isin(["measured", "on_axis", "cross_axis"]).to_numpy()
+    row.update({"n_prompts": d["n_prompts"], "n_rollouts": d["n_rollouts"], "basis": d["basis"],
+                "predicted_hours": d["predicted_hours"], "lo": d["predicted_hours_lo"], "hi": d["predicted_hours_hi"],
+                "true_hours": mine, "regret": mine / np.nanmin(hours),
+                "regret_recommendable": mine / np.nanmin(np.where(allowed, hours, np.nan)),
+                "covered": d["predicted_hours_lo"] <= mine <= d["predicted_hours_hi"],
+                "worth_testing": d["worth_testing"], "next_why": d["next_why"]})
+    return row
+
+
 def run(seeds, n_bootstrap: int = 200, classes=None, loop: bool = True, processes: int = 2) -> dict:
     truth = pg.load_truth()
     sweeps = pg.trainer_sweeps(seeds, classes=classes or pg.SWEEP_CLASSES, processes=processes)
     parts = [evaluate(sw, truth, n_bootstrap, loop) for sw in sweeps]
-    return {"targets": pd.DataFrame([r for p in parts for r in p["targets"]]),
-            "decisions": pd.DataFrame([p["decision"] for p in parts if p["decision"]]),
-            "loop": pd.DataFrame([p["loop"] for p in parts if p["loop"]])}
+    out = {"targets": pd.DataFrame([r for p in parts for r in p["targets"]]),
+           "decisions": pd.DataFrame([p["decision"] for p in parts if p["decision"]]),
+           "loop": pd.DataFrame([p["loop"] for p in parts if p["loop"]])}
+    studies = [pg.joint_trainer_sweep(s, setting, truth=truth) for s in seeds[:2] for setting in pg.SETTINGS]
+    out["joint"] = pd.DataFrame([evaluate_joint(sw, truth, n_bootstrap) for sw in studies])
+    return out
 
 
 def summary(res: dict) -> str:
@@ -276,6 +333,15 @@ def summary(res: dict) -> str:
     cov = ((tr["trend_lo"] <= tr["trend_true"]) & (tr["trend_true"] <= tr["trend_hi"])).mean()
     lines += ["", f"Trend of B_noise over targets: interval holds the pooled truth's factor in {cov:.0%} of "
               f"{len(tr)} sweeps."]
+    jt = res.get("joint", pd.DataFrame())
+    if len(jt):
+        lines += ["", "## Across axes: the p2b decision of a phase-2 study (p1, p2a, p2b, p2c)", "",
+                  "| setting | studies | model checked | decision rests on | regret <= 1.05 | worst regret | "
+                  "band covers |", "|---|---|---|---|---|---|---|"]
+        for st, g in jt.groupby("setting"):
+            lines.append(f"| {st} | {len(g)} | {g['validated'].mean():.0%} | "
+                         f"{', '.join(f'{k} {v}' for k, v in g['basis'].value_counts().items())} | "
+                         f"{(g['regret'] <= 1.05).mean():.0%} | {g['regret'].max():.3f} | {g['covered'].mean():.0%} |")
     if len(lp):
         lines += ["", "## Closed loop (first suggestion run, phase refitted)", "",
                   f"{len(lp)} sweeps with a suggestion: promised {lp['promised_h'].mean():.4f} h, realised "

@@ -470,9 +470,9 @@ def test_a_joint_fit_pools_only_phases_of_this_phases_task(tmp_path):
     params_dir = tmp_path / "params"
     shutil.copytree(REPO / "params", params_dir)
     text = (params_dir / "p2b.yaml").read_text()
-    assert "two_axis_phases: [p1, p2a, p2b]\n" in text
+    assert "two_axis_phases: [p1, p2a, p2b, p2c]\n" in text
     (params_dir / "p2b.yaml").write_text(text.replace(
-        "two_axis_phases: [p1, p2a, p2b]", "two_axis_phases: [p1, p2a, p2b, p4_math, p9, p3, p2c]"))
+        "two_axis_phases: [p1, p2a, p2b, p2c]", "two_axis_phases: [p1, p2a, p2b, p4_math, p9, p3, p2c]"))
     (params_dir / "p3.yaml").write_text((params_dir / "p2c.yaml").read_text().replace("phase: p2c", "phase: p3"))
     params = load_phase_params(params_dir, "p2b")
     members, left_out = joint_phase_runs(runs_all, history_all, params, params_dir)

@@ -327,7 +327,10 @@ def case_plan_over_the_damaged_phase(r):
     assert set(plan["objective"]) == {"wall_clock", "gpu_hours", "samples"}
     assert ((plan["predicted_hours_lo"] <= plan["predicted_hours"])
             & (plan["predicted_hours"] <= plan["predicted_hours_hi"])).all()
-    assert len(_table(r, "hA", "next_runs"))
+    nxt = _table(r, "hA", "next_runs")  # a settled decision lists none; a listed run can reach the target
+    assert (nxt["p_reach"] >= 0.5).all() and list(nxt["rank"]) == list(range(1, len(nxt) + 1))
+    decision = _table(r, "hA", "decision").iloc[0]
+    assert decision["basis"] in ("measured", "on_axis") and decision["n_prompts"] > 0
 
 
 def case_thousand_runs_one_broken(r):

@@ -150,27 +150,29 @@ def test_two_crossing_axes_never_recommend_a_split_nobody_ran(penalty):
         assert "could be faster" in " ".join(ch.decision_sentences(pp.decision))
 
 
-def test_a_checked_cross_axis_model_prices_splits_and_a_penalty_it_misses_fails_the_check():
-    """Four phases (two prompt axes, a rollout axis, an iso-batch split): where the truth is the rho
-    model the check passes and the decision may rest on a split, near the true optimum; where fewer
-    rollouts cost more than the model says (GRPO's small groups), the check fails and no split is
+def test_a_checked_cross_axis_model_prices_splits_and_one_that_misses_fails_the_check():
+    """Four phases (two prompt axes, a rollout axis, an iso-batch split). Where the truth is the
+    model's (rollouts correlated, small groups learning less per step, the issue's 'fewer rollouts
+    cost more than the 1/B model says'), the check passes, the small groups' cost is measured and the
+    decision, whatever it rests on, is near the true optimum. Where the iso-batch runs behave as no
+    other phase does (its splits three times as slow at 2 rollouts), the check fails and no split is
     recommended."""
-    m = synth.model(5, rho=0.15, b00=150.0, a=20.0, b=0.02)
+    m = synth.model(5, rho=0.15, penalty=0.8, b00=150.0, a=20.0, b=0.02)
     runs, history = synth.grpo_sweep(m, FOUR_PHASES, 5, THRESHOLDS, n_seeds=2)
     pp, cx, _ = _analyse(m, runs, history, FOUR_PHASES, cross=True)
     assert cx.validated, cx.check
-    assert abs(cx.rho - 0.15) < 0.08
+    assert abs(cx.rho - 0.15) < 0.1 and cx.group_cost > 1.2  # truth: (1 - 0.8/8) / (1 - 0.8/2) = 1.5
     d = pp.decision
     pred = pp.plan.predictions[d["threshold"]].table
     assert _regret(m, pred, d["n_prompts"], d["n_rollouts"], d["threshold"]) <= 1.05
-    penalised = synth.model(5, rho=0.15, penalty=1.5, b00=150.0, a=20.0, b=0.02)
-    runs, history = synth.grpo_sweep(penalised, FOUR_PHASES, 6, THRESHOLDS, n_seeds=2)
-    pp, cx, _ = _analyse(penalised, runs, history, FOUR_PHASES, cross=True)
+    odd = synth.model(5, rho=0.15, penalty=2.0 * 2 / 3, b00=150.0, a=20.0, b=0.02)  # 2 rollouts: a third of the rate
+    iso_runs, iso_hist = synth.grpo_sweep(odd, {"p2c": FOUR_PHASES["p2c"]}, 6, THRESHOLDS, n_seeds=2)
+    rest = {p: c for p, c in FOUR_PHASES.items() if p != "p2c"}
+    r_runs, r_hist = synth.grpo_sweep(m, rest, 6, THRESHOLDS, n_seeds=2)
+    runs, history = pd.concat([r_runs, iso_runs], ignore_index=True), pd.concat([r_hist, iso_hist], ignore_index=True)
+    pp, cx, _ = _analyse(m, runs, history, FOUR_PHASES, cross=True)
     assert not cx.validated, cx.check
     assert pp.decision["basis"] in ("measured", "on_axis")
-    pred = pp.plan.predictions[pp.decision["threshold"]].table
-    assert _regret(penalised, pred, pp.decision["n_prompts"], pp.decision["n_rollouts"],
-                   pp.decision["threshold"]) <= 1.10
 
 
 # ------------------------------------------------------------------------------------------

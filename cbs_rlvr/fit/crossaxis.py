@@ -4,10 +4,14 @@ rollout is worth.
 
 The model: the rollouts of one prompt share it, so their gradients are correlated (correlation
 rho): n_p prompts x n_r rollouts are worth B_eff = n_p n_r / (1 + (n_r - 1) rho) independent
-prompts. Every form of a phase's fit (forms.py: alpha = 1, one alpha, alpha trending with the
-target; S_min and log B0 per target, pooled over the targets) is fitted with B_eff in place of B,
-rho profiled over a grid. A rollout then compares to a prompt as B_eff says: a second rollout of
-a prompt is worth (1 - rho) / (1 + rho) of a new prompt.
+prompts. And a small group learns less per step: GRPO normalises each prompt's rewards within its
+group, a group of few rollouts gives a poorer baseline and more often all-equal rewards (no
+signal), so log S carries a term gamma / n_r (fitted where the runs span three n_rollouts or more).
+Every form of a phase's fit (forms.py: alpha = 1, one alpha, alpha trending with the target; S_min
+and log B0 per target, pooled over the targets) is fitted with B_eff in place of B, rho profiled
+over a grid. A rollout then compares to a prompt as B_eff says (a second rollout of a prompt is
+worth (1 - rho) / (1 + rho) of a new prompt), and small groups cost exp(gamma (1/2 - 1/8)) more
+steps at 2 rollouts than at 8.
 
 That is a model of how the two axes combine, and a split off the sampled axes (256 prompts x 2
 rollouts when the sweep ran 2..512 prompts at 8 rollouts and 2..64 rollouts at 16 prompts) is
@@ -15,8 +19,8 @@ priced by it alone. It is trusted there only after it predicts, on this sweep, r
 fitted to: each phase in turn is left out, the model refitted on the others and the left-out
 runs predicted: their errors must look like the scatter of the others' own runs about their fit,
 or stay within 5% (per configuration, the mean error over its targets; the mean square of the
-left-out ones over the others' below the 99% point of the F distribution). A phase can be left out only where the others still span two n_prompts and two
-n_rollouts (`n_off_lines` counts its configurations on no line the others sampled: the strictest
+left-out ones over the others' below the 99% point of the F distribution). A phase can be left out
+only where the others still span two n_prompts and two n_rollouts (`n_off_lines` counts its configurations on no line the others sampled: the strictest
 tests). Two crossing axes alone can never be checked: the splits off them are then `untested`,
 never recommended, and at most worth testing.
 """
@@ -91,6 +95,8 @@ def joint_arrays(sb_all: pd.DataFrame, thresholds) -> _Joint:
         sb["phase"] = "all"
     if "last_eval_step" not in sb.columns:
         sb["last_eval_step"] = np.where(sb["censored"].astype(bool), sb["S_B"], np.inf)
+    # a run two phases share (the crossing of two axes) enters once
+    sb = sb.drop_duplicates(["run_id", "threshold"])
     runs = sb.drop_duplicates("run_id")
     ids = runs["run_id"].tolist()
     n_p = pd.to_numeric(runs["n_prompts"], errors="coerce").to_numpy(dtype=float)
@@ -115,14 +121,26 @@ class _RhoFit:
     fitted: np.ndarray
 
 
+def group_term(n_r) -> np.ndarray:
+    """The covariate of the small-group term: 1 / n_rollouts (R, 1)."""
+    return (1.0 / np.asarray(n_r, dtype=float))[:, None]
+
+
+def _uses_groups(J: _Joint) -> bool:
+    """The small-group term is fitted where the runs span three n_rollouts or more (with two, it and
+    rho are one and the same freedom)."""
+    return len(np.unique(J.n_r)) >= 3
+
+
 def _cells(J: _Joint, rho: float, fitted) -> tuple[Cells, Layout]:
     x = effective_log_batch(J.n_p, J.n_r, rho)
+    U = group_term(J.n_r) if _uses_groups(J) else None
     xb = np.log(J.n_p * J.n_r)
     bb = (float(xb.min() - _SEARCH_DECADES * math.log(10)), float(xb.max() + _SEARCH_DECADES * math.log(10)))
     z = target_coordinates(J.thresholds[fitted])
     # log B0 linear in the target: the model's question is how the axes combine, asked of few runs
-    return Cells(x, z, J.Y[None][:, :, fitted], J.W[None][:, :, fitted], J.C[None][:, :, fitted], bb), \
-        Layout(z, curved=False)
+    return Cells(x, z, J.Y[None][:, :, fitted], J.W[None][:, :, fitted], J.C[None][:, :, fitted], bb, U), \
+        Layout(z, 0 if U is None else 1, curved=False)
 
 
 def _fitted_targets(J: _Joint) -> np.ndarray:
@@ -275,13 +293,16 @@ class CrossAxisFit:
         pt = self.point
         th = pt.fits[pt.chosen].theta
         x = effective_log_batch(n_p, n_r, pt.rho)
-        f, _ = predict(pt.cells, pt.lay, th[None], x=x)
+        U = group_term(n_r) if pt.lay.m else None
+        f, _ = predict(pt.cells, pt.lay, th[None], x=x, U=U)
         point = f[0, :, i]
         draws = np.full((K, n), np.nan)
         if K and self.theta_draws is not None and len(self.theta_draws) == K:
             xs = effective_log_batch(np.asarray(n_p)[None, :], np.asarray(n_r)[None, :], self.rho_draws[:, None])
             loc = pt.lay.local(self.theta_draws)[:, i, :]
             draws = loc[:, 0:1] + np.logaddexp(0.0, loc[:, 2:3] * (loc[:, 1:2] - xs))
+            if pt.lay.m:
+                draws = draws + self.theta_draws[:, pt.lay.gamma] @ group_term(n_r).T
             draws = np.where(self.bad[:, i][:, None], np.nan, draws)
         sc = self.scatter
         s_pt = float(sc.sigma_point[i]) if sc is not None else 0.1
@@ -306,6 +327,14 @@ class CrossAxisFit:
         basis = np.where(meas, "measured", basis).astype(object)
         return point, draws, count, basis
 
+    @property
+    def group_cost(self) -> float:
+        """How many times the steps a prompt's group of 2 rollouts takes against a group of 8 at the
+        same effective batch: exp(gamma (1/2 - 1/8)) (1 without the small-group term)."""
+        if self.point is None or not self.point.lay.m:
+            return 1.0
+        return math.exp(float(self.point.fits[self.point.chosen].theta[self.point.lay.gamma][0]) * (0.5 - 0.125))
+
     def worth(self) -> str:
         """What a rollout is worth against a prompt, in words, with rho's interval."""
         if self.point is None:
@@ -313,8 +342,13 @@ class CrossAxisFit:
         rho = self.rho
         lo, hi = (np.nan, np.nan) if self.rho_draws is None else bootstrap_interval(rho, self.rho_draws)[:2]
         band = f" (95% interval {rollout_worth(hi):.2f}-{rollout_worth(lo):.2f})" if np.isfinite(lo) else ""
-        return (f"a second rollout of a prompt is worth {rollout_worth(rho):.2f} of a new prompt{band}: "
+        text = (f"a second rollout of a prompt is worth {rollout_worth(rho):.2f} of a new prompt{band}: "
                 f"the rollouts of one prompt are correlated (rho = {rho:.2f})")
+        if self.point.lay.m and abs(self.group_cost - 1) >= 0.05:
+            text += (f"; and small groups learn less per step: groups of 2 rollouts take {self.group_cost:.2f}x the "
+                     "steps of groups of 8 at the same effective batch (GRPO's group baseline and groups whose "
+                     "rewards are all equal)")
+        return text
 
 
 def cross_axis_fit(sb_all: pd.DataFrame, thresholds, n_bootstrap: int = 200, seed: int = 0) -> CrossAxisFit:
@@ -383,7 +417,7 @@ def _bootstrap(res: CrossAxisFit, f_hat, K: int, seed: int) -> None:
             continue
         for r in grid:
             cells, lay = _cells(J, r, pt.fitted)
-            block = Cells(cells.x, cells.z, Y[rows], W[rows], C[rows], cells.b_bounds)
+            block = Cells(cells.x, cells.z, Y[rows], W[rows], C[rows], cells.b_bounds, cells.U)
             with np.errstate(all="ignore"):
                 th, ll = refit(block, lay, pt.fits[name])
             better = np.isfinite(ll) & (ll > best_ll[rows])
@@ -469,7 +503,7 @@ def _check(J: _Joint, fitted, form: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         own = _config_errors(rest.Y[:, rf], rest.C[:, rf], rest.W[:, rf], f_rest[0], rest.n_p, rest.n_r)
         dof = len(own) - _CONFIG_PARAMS
         x = effective_log_batch(mine.n_p, mine.n_r, pt.rho)
-        f_new, _ = predict(cells, lay, th.theta[None], x=x)
+        f_new, _ = predict(cells, lay, th.theta[None], x=x, U=group_term(mine.n_r) if lay.m else None)
         held = _config_errors(mine.Y[:, rf], mine.C[:, rf], mine.W[:, rf], f_new[0], mine.n_p, mine.n_r)
         held = {c: v for c, v in held.items() if c in set(new)}
         if not held or dof < 2:
@@ -508,6 +542,8 @@ def _table(J: _Joint, res: CrossAxisFit | None, pt: _RhoFit | None, fitted, stat
             reach = used & ~J.C[:, j]
             x = effective_log_batch(J.n_p, J.n_r, pt.rho)
             f = a + np.logaddexp(0.0, al * (b - x))
+            if pt.lay.m:
+                f = f + float(pt.fits[pt.chosen].theta[pt.lay.gamma][0]) * group_term(J.n_r)[:, 0]
             w, y = J.W[reach, j], J.Y[reach, j]
             tss = float((w * (y - np.average(y, weights=w)) ** 2).sum())
             row["r2_log"] = 1 - float((w * (y - f[reach]) ** 2).sum()) / tss if tss > 0 else np.nan

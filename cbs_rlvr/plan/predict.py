@@ -169,19 +169,31 @@ def band(estimate: np.ndarray, draws: np.ndarray, level: float = 0.95):
     return np.fmin(lo, np.where(ext, estimate, lo)), np.fmax(hi, np.where(ext, estimate, hi))
 
 
-def _local(fit: PhaseFit, threshold: float, n_p, n_r):
-    """Per candidate, the runs of the fit at that configuration that reached the target: their
-    mean log S and count (0 where none)."""
+def _local(fit: PhaseFit, threshold: float, n_p, n_r, curve=None, sd: float = np.nan):
+    """Per candidate, what its own runs say: the mean log S of the fit's runs at that configuration
+    (0 runs: NaN) and how many reached the target. A run there that stopped before the target counts
+    with its conditional mean given that it had not crossed by its last step (curve + sd x the
+    inverse Mills ratio), not left out: leaving it out keeps only the lucky seeds of a configuration
+    at the edge of reaching the target."""
+    from scipy import special
+
     d, j = fit.data, fit.target_index(threshold)
     mean = np.full(len(n_p), np.nan)
     count = np.zeros(len(n_p), dtype=int)
     if j is None:
         return mean, count
-    ok = (d.W[:, j] > 0) & ~d.C[:, j]
+    used = d.W[:, j] > 0
     for i, (p, r) in enumerate(zip(n_p, n_r, strict=True)):
-        rows = ok & np.isclose(d.n_prompts, p) & np.isclose(d.n_rollouts, r)
-        if rows.any():
-            mean[i], count[i] = float(d.Y[rows, j].mean()), int(rows.sum())
+        rows = used & np.isclose(d.n_prompts, p) & np.isclose(d.n_rollouts, r)
+        reached = rows & ~d.C[:, j]
+        if not reached.any():
+            continue
+        y = list(d.Y[reached, j])
+        stopped = rows & d.C[:, j]
+        if stopped.any() and curve is not None and np.isfinite(sd) and sd > 0:
+            a = (d.Y[stopped, j] - curve[i]) / sd
+            y += list(curve[i] + sd * np.exp(-0.5 * a * a - 0.5 * np.log(2 * np.pi) - special.log_ndtr(-a)))
+        mean[i], count[i] = float(np.mean(y)), len(y)
     return mean, count
 
 
@@ -197,7 +209,7 @@ def axis_log_steps(m: AxisModel, threshold: float, n_p, n_r, rng):
     sc = fit.scatter
     s_pt, s_run = float(sc.sigma_point[j]), float(sc.sigma_run[j])
     s_run = max(s_run, 0.5 * float(sc.sigma[j]))  # a replicate-free phase: half the scatter is the run's
-    mean, count = _local(fit, threshold, n_p, n_r)
+    mean, count = _local(fit, threshold, n_p, n_r, point, float(sc.sigma[j]))
     meas = count > 0
     kappa = np.where(meas, s_pt ** 2 / (s_pt ** 2 + s_run ** 2 / np.maximum(count, 1)), 0.0)
     post_sd = np.where(meas, np.sqrt(kappa * s_run ** 2 / np.maximum(count, 1)), s_pt)
