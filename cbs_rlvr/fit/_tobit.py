@@ -117,13 +117,13 @@ class Packed:
         key = cells.x[:, None] if cells.U is None else np.column_stack([cells.x, cells.U])
         uniq, inv = np.unique(key, axis=0, return_inverse=True)
         inv = np.asarray(inv).ravel()
-        M = np.zeros((len(cells.x), len(uniq)))
-        M[np.arange(len(cells.x)), inv] = 1.0
+        order = np.argsort(inv, kind="stable")
+        starts = np.flatnonzero(np.r_[True, np.diff(inv[order]) != 0])
         Wu = np.where(cells.C, 0.0, cells.W)
         Y = np.where(cells.W > 0, cells.Y, 0.0)
 
-        def per_point(V):  # (K, R, T) -> (K, G, T)
-            return np.swapaxes(np.swapaxes(V, 1, 2) @ M, 1, 2)
+        def per_point(V):  # (K, R, T) -> (K, G, T): the runs of each batch point summed
+            return np.add.reduceat(V[:, order, :], starts, axis=1)
 
         kc, rc, jc = np.nonzero(cells.C & (cells.W > 0))
         return cls(uniq[:, 0], None if cells.U is None else uniq[:, 1:], per_point(Wu), per_point(Wu * Y),
@@ -188,21 +188,27 @@ def _terms(pk: Packed, lay: Layout, theta: np.ndarray, derivatives: bool = True)
     h = np.where(t >= 0, 1.0, e) / (1.0 + e)
     h1 = h * (1.0 - h)
     jb, ja = al * h, d * h  # df/db, df/dalpha
+
+    def total_over_points(*arrays):  # sum over the batch points of the product, (K, T), no temporaries
+        return np.einsum(",".join(["kgt"] * len(arrays)) + "->kt", *np.broadcast_arrays(*arrays))
+
     g = np.empty((K, T, 4))
     g[..., 0] = Lf.sum(1)
-    g[..., 1] = (Lf * jb).sum(1)
-    g[..., 2] = (Lf * ja).sum(1)
+    g[..., 1] = total_over_points(Lf, jb)
+    g[..., 2] = total_over_points(Lf, ja)
     g[..., 3] = Ls.sum(1)
     H = np.empty((K, T, 4, 4))
+    al2 = al[:, 0, :]
     H[..., 0, 0] = Lff.sum(1)
-    H[..., 0, 1] = H[..., 1, 0] = (Lff * jb).sum(1)
-    H[..., 0, 2] = H[..., 2, 0] = (Lff * ja).sum(1)
-    H[..., 1, 1] = (Lff * jb * jb + Lf * al * al * h1).sum(1)
-    H[..., 1, 2] = H[..., 2, 1] = (Lff * jb * ja + Lf * (h + al * d * h1)).sum(1)
-    H[..., 2, 2] = (Lff * ja * ja + Lf * d * d * h1).sum(1)
+    H[..., 0, 1] = H[..., 1, 0] = total_over_points(Lff, jb)
+    H[..., 0, 2] = H[..., 2, 0] = total_over_points(Lff, ja)
+    H[..., 1, 1] = total_over_points(Lff, jb, jb) + al2 * al2 * total_over_points(Lf, h1)
+    H[..., 1, 2] = H[..., 2, 1] = (total_over_points(Lff, jb, ja) + total_over_points(Lf, h)
+                                   + al2 * total_over_points(Lf, d, h1))
+    H[..., 2, 2] = total_over_points(Lff, ja, ja) + total_over_points(Lf, d, d, h1)
     H[..., 0, 3] = H[..., 3, 0] = Lfs.sum(1)
-    H[..., 1, 3] = H[..., 3, 1] = (Lfs * jb).sum(1)
-    H[..., 2, 3] = H[..., 3, 2] = (Lfs * ja).sum(1)
+    H[..., 1, 3] = H[..., 3, 1] = total_over_points(Lfs, jb)
+    H[..., 2, 3] = H[..., 3, 2] = total_over_points(Lfs, ja)
     H[..., 3, 3] = Lss.sum(1)
     At = np.swapaxes(lay.A, 1, 2)  # (T, P, 4)
     Gr = g.reshape(K, T * 4) @ lay.A.reshape(T * 4, lay.P)

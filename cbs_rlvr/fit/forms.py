@@ -120,11 +120,13 @@ def _alpha_at_bound(theta: np.ndarray, lay: Layout) -> np.ndarray:
     return ((al - ALPHA_RANGE[0]) < 1e-3).any(axis=1) | ((ALPHA_RANGE[1] - al) < 1e-3).any(axis=1)
 
 
-def refit(cells: Cells, lay: Layout, fit: FormFit, n_iter: int = 40) -> tuple[np.ndarray, np.ndarray]:
+def refit(cells: Cells, lay: Layout, fit: FormFit, n_iter: int = 30,
+          tol: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
     """The form refitted on every table of `cells`, started at the point fit. Returns theta (K, P)
     and the log-likelihood (K,)."""
     K = cells.Y.shape[0]
-    return newton(cells, lay, np.repeat(fit.theta[None], K, axis=0), free_mask(fit.form, lay), n_iter=n_iter)
+    return newton(cells, lay, np.repeat(fit.theta[None], K, axis=0), free_mask(fit.form, lay), n_iter=n_iter,
+                  tol=tol)
 
 
 def folds(group_codes: np.ndarray, x: np.ndarray) -> list[np.ndarray]:

@@ -54,6 +54,8 @@ S_MIN_APPROACHED = 1.5
 UNBOUNDED_FACTOR = 100.0
 _SEARCH_DECADES = 3.0
 _BOUND_TOL = 1e-3
+#: runs whose eval noise is measured (its median over runs is the scatter's floor)
+MAX_EVAL_NOISE_RUNS = 100
 #: bootstrap cells (tables x runs x targets) refitted at once
 _BLOCK_CELLS = 1 << 20
 
@@ -166,7 +168,10 @@ def _bootstrap(result: PhaseFit, cells: Cells, lay: Layout, f_hat, scatter, K: i
     rng = np.random.default_rng(seed)
     d = result.data
     Y, W, C = parametric_tables(f_hat, cells.W[0], d.bounds, d.group, scatter, K, rng)
-    names = [n for n in result.forms if result.weights[n] >= 0.005 or n in ("mccandlish", "general")]
+    # forms of no weight are not refitted (but the bent form's alpha and the 1/B B_noise keep an interval
+    # unless they carry no weight at all)
+    names = [n for n in result.forms if result.weights[n] >= 0.005 or (n == "general" and "general_trend" not in
+                                                                        result.weights)]
     R, J = Y.shape[1], Y.shape[2]
     step = max(1, _BLOCK_CELLS // max(R * J, 1))
     draws = {n: np.empty((K, lay.P)) for n in names}
@@ -267,7 +272,7 @@ def _target_row(res: PhaseFit, i: int, j: int, n_sizes: int, n_reached: int, not
                 row["alpha"], np.where(~res.bad[g][:, i], lay.local(res.draws[g])[:, i, 2], np.nan), "alpha")
         else:
             a_note = ""
-        if "mccandlish" in res.forms:
+        if "mccandlish" in res.draws:
             bm = lay.local(res.draws["mccandlish"])[:, i, 1]
             row["B_noise_mccandlish_lo"], row["B_noise_mccandlish_hi"], _ = bootstrap_interval(
                 row["B_noise_mccandlish"], np.where(~res.bad["mccandlish"][:, i], np.exp(bm), np.nan))
@@ -351,7 +356,14 @@ def fit_phase(runs: pd.DataFrame, history: pd.DataFrame, metric: str, thresholds
     Y, C, W, groups, bounds = arr["Y"], arr["C"], arr["W"], arr["groups"], arr["bounds"]
     keep = np.isfinite(B_fit) & (B_fit > 0)
     series = [series_all.get(rid, (np.array([]), np.array([]), 0))[:2] for rid in meta["run_id"]]
-    eval_sd = eval_noise_sd([series[i] for i in np.flatnonzero(keep)], thr, n_val, seed=seed, method=method)
+    # the eval-noise floor is a median over runs: a hundred runs spread over the batch sizes tell it
+    idx = np.flatnonzero(keep)
+    idx_by_b = idx[np.argsort(B_fit[idx], kind="stable")]
+    probe = idx_by_b[np.unique(np.linspace(0, len(idx) - 1, min(len(idx), MAX_EVAL_NOISE_RUNS)).astype(int))] \
+        if len(idx) else idx
+    eval_sd = np.full((len(idx), len(thr)), np.nan)
+    eval_sd[np.searchsorted(idx, probe)] = eval_noise_sd([series[i] for i in probe], thr, n_val, seed=seed,
+                                                         method=method)
     res = fit_arrays(B_fit[keep], Y[keep], C[keep], W[keep], groups[keep], bounds[keep], thr,
                      n_bootstrap=n_bootstrap, seed=seed, eval_sd_rows=eval_sd, notes=notes,
                      run_id=meta["run_id"].to_numpy()[keep], run_name=meta["run_name"].to_numpy()[keep],
