@@ -221,8 +221,8 @@ def test_every_page_loads_in_chromium_and_no_script_runs(hostile):
         text = page.read_text(encoding="utf-8")
         parser.feed(text)
         assert parser.found == [], (page.name, parser.found[:3])
-    plan = (out / "p1" / "08_plan.html").read_text()
-    assert "Next run: extend cbs_p1_np8_nr8_&lt;img src=x onerror=" in plan  # the sentence, as text
+    # the run the plan says to extend (the case), named as the text it is
+    assert "cbs_p1_np8_nr8_&lt;img src=x onerror=" in (out / "p1" / "08_plan.html").read_text()
 
 
 def test_a_trailing_newline_in_a_name_is_kept_stripped_and_flagged(hostile):
@@ -246,8 +246,10 @@ def test_a_typo_in_another_phases_params_keeps_that_phases_reports(hostile):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert _errors(proc)[0] == f"error: {path}: n_val must be int, got 1319.0"
     assert "removed" not in proc.stdout and "0 notebook(s) run" in proc.stdout
-    assert {k: v for k, v in _digests(out).items() if not k.startswith(".build")} == \
-        {k: v for k, v in before.items() if not k.startswith(".build")}
+    kept = (".build", "index.html")  # the build's state, and the index, which now says why
+    assert {k: v for k, v in _digests(out).items() if not k.startswith(kept)} == \
+        {k: v for k, v in before.items() if not k.startswith(kept)}
+    assert "params file invalid: " in (out / "index.html").read_text()
 
 
 @contextlib.contextmanager
@@ -406,6 +408,11 @@ def test_a_snapshot_replaced_under_a_build_is_not_recorded_as_current(small, tmp
         return True, 0.1, []
 
     monkeypatch.setattr(build, "run_notebook", intruder)
+    for name in ("PYTHONPATH", "MPLBACKEND", "PYDEVD_DISABLE_FILE_VALIDATION", "JUPYTER_PLATFORM_DIRS"):
+        # what the build sets for its kernels: as it was after the test
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+        if not os.environ[name]:
+            monkeypatch.delenv(name)
     code = build.report(str(small["source"]), out, small["params"], phases=["p1"], n_bootstrap=20)
     err = capsys.readouterr().err
     assert code == 1 and err.splitlines()[-1].startswith(f"error: the snapshot in {out / 'data'} was replaced "
