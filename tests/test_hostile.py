@@ -146,6 +146,17 @@ def _report(source: str | Path, out: Path, params: Path, env: dict, *extra: str)
                           text=True, timeout=600)
 
 
+def _use_client_env(monkeypatch, env: dict) -> None:
+    """This process's wandb pointed as `env` says, as conftest.wandb_endpoint does: every other
+    WANDB_* variable goes first (a WANDB_SERVICE left by an earlier test's wandb would point this
+    process's client at a service that is gone)."""
+    for key in [k for k in os.environ if k.startswith(("WANDB_", "CBS_WANDB_"))]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        if key.startswith(("WANDB_", "CBS_WANDB_")):
+            monkeypatch.setenv(key, value)
+
+
 def _errors(proc: subprocess.CompletedProcess) -> list[str]:
     return [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("make")]
 
@@ -293,9 +304,7 @@ def test_one_run_answering_400_keeps_its_data_flagged_stale(hostile, monkeypatch
     from cbs_rlvr.snapshot import build_snapshot, read_snapshot
 
     server = hostile["server"]
-    for key, value in hostile["env"].items():
-        if key.startswith(("WANDB_", "CBS_WANDB_")):
-            monkeypatch.setenv(key, value)
+    _use_client_env(monkeypatch, hostile["env"])
     with _changed_runs(server, run="r3", status=400, message="bad request"):
         snap = build_snapshot("wandb:ent/proj", previous_dir=hostile["out"], params_dir=hostile["params"],
                               progress=False)
@@ -340,15 +349,28 @@ def test_api_errors_name_no_password_of_the_base_url(wandb_dirs, tmp_path, capsy
     server = WandbServer([], lifetime=60).start()
     port = server.port
     server.stop()  # refused connections: the error line names the server
-    for key, value in client_environ({}, server, wandb_dirs).items():
-        monkeypatch.setenv(key, value)
+    _use_client_env(monkeypatch, client_environ({}, server, wandb_dirs))
     for password in ("pw", "s3cr3t-Passw0rd"):
         monkeypatch.setenv("WANDB_BASE_URL", f"http://user:{password}@127.0.0.1:{port}")
         assert main(["snapshot", "--source", "wandb:ent/proj", "--out", str(tmp_path / "out"),
                      "--no-progress"]) == 2
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err
+        assert err.count("\n") == 1 and err.startswith("error: W&B at http://user:***@127.0.0.1:") and \
+            "unreachable" in err, err
         assert f"user:{password}@" not in err and (len(password) < 6 or password not in err), err
+
+
+def test_a_wandb_service_of_a_process_that_is_gone_is_not_in_the_way(wandb_endpoint, wandb_dirs, tmp_path):
+    """WANDB_SERVICE inherited from a process whose wandb-core is gone (a training script that
+    called `make report`): the snapshot starts its own service (it failed with 'unexpected
+    WandbServiceConnectionError')."""
+    server = wandb_endpoint([ServedRun(run_id="r0", name="cbs_p1_np8_nr8", rows=_curve_rows(8, 8, 20), config={})])
+    env = client_environ(_env(), server, wandb_dirs, WANDB_SERVICE="3-4242-unix-/tmp/cbs-gone/socket")
+    proc = subprocess.run([sys.executable, "-m", "cbs_rlvr", "snapshot", "--source", "wandb:ent/proj", "--out",
+                           str(tmp_path / "out"), "--no-progress"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert proc.stdout.startswith("snapshot: 1 runs in, 0 excluded")
 
 
 # --------------------------------------------------------------------------------------------

@@ -438,14 +438,25 @@ def _configure_wandb(limits: WandbLimits) -> None:
     import wandb
 
     try:
-        wandb.setup(settings=wandb.Settings(
+        settings = wandb.Settings(
             x_graphql_retry_max=limits.graphql_retry_max,
             x_graphql_retry_wait_min_seconds=limits.graphql_retry_wait_min,
             x_graphql_retry_wait_max_seconds=limits.graphql_retry_wait_max,
             x_graphql_timeout_seconds=limits.graphql_timeout,
-        ))
+        )
     except (TypeError, ValueError) as exc:  # a wandb without these settings
         _LOG.warning("wandb %s ignores the WANDB__GRAPHQL_* settings (%s)", wandb.__version__, exc)
+        return
+    try:
+        wandb.setup(settings=settings)
+    except Exception as exc:  # noqa: BLE001 -- only the case below is handled
+        if "ServiceConnection" not in type(exc).__name__ or not os.environ.get("WANDB_SERVICE"):
+            raise
+        # WANDB_SERVICE names the wandb-core of a process that is gone (inherited from a training
+        # script, or left by an earlier wandb in this process): start this process's own
+        os.environ.pop("WANDB_SERVICE", None)
+        wandb.teardown()
+        wandb.setup(settings=settings)
 
 
 def _source_error(exc: BaseException, path: str, base_url: str, doing: str) -> DataSourceError:
