@@ -22,7 +22,8 @@ _SOURCE_HELP = ("wandb:<entity>/<project>, a directory of W&B offline runs, or a
 
 def _snapshot(args: argparse.Namespace) -> int:
     """One summary line on success; one error line and exit 2 on failure."""
-    from .outlock import OutputBusyError, OutputLock
+    from .errors import describe_os_error
+    from .outlock import OutputBusyError, OutputLock, OutputLockError
 
     out = project_path(args.out)
     try:
@@ -31,18 +32,24 @@ def _snapshot(args: argparse.Namespace) -> int:
     except OutputBusyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OutputLockError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, a read-only OUT
+        print(f"error: {describe_os_error(exc)}; the previous snapshot is unchanged", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("error: interrupted; the previous snapshot is unchanged", file=sys.stderr)
         return 130
 
 
 def _snapshot_locked(args: argparse.Namespace) -> int:
-    from .errors import DataLayerError, describe_error, redact_secrets
+    from .errors import DataLayerError, RedactingFormatter, describe_error, redact_secrets
     from .snapshot import _DATA_LOG, build_snapshot, snapshot_unchanged, write_snapshot
 
     source, out = project_source(args.source), project_path(args.out)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    handler.setFormatter(RedactingFormatter("warning: %(message)s"))
     _DATA_LOG.addHandler(handler)
     try:
         options = {"max_workers": args.workers}
@@ -56,6 +63,8 @@ def _snapshot_locked(args: argparse.Namespace) -> int:
     except DataLayerError as exc:
         print(f"error: {redact_secrets(str(exc))}", file=sys.stderr)
         return 2
+    except OSError:
+        raise  # said in one line by _snapshot
     except Exception as exc:  # noqa: BLE001 -- a bug: still one line unless CBS_DEBUG is set
         if os.environ.get("CBS_DEBUG"):
             raise

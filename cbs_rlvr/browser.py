@@ -103,9 +103,12 @@ inner:window.innerWidth,text:t});document.documentElement.appendChild(p);})();</
 def _probe(page: Path, width: int, browser: str, timeout: float) -> dict:
     """Load a copy of `page` at a window `width` px wide with a probe script appended; the
     probe reports the title, the page's scrollWidth and innerWidth and its visible text."""
+    import re
+
     with tempfile.TemporaryDirectory(prefix="cbs-probe-") as tmp:
         copy = Path(tmp) / page.name
-        text = page.read_text(encoding="utf-8")
+        # the probe is a script: the copy drops the page's policy that no script runs
+        text = re.sub(r"<meta[^>]*Content-Security-Policy[^>]*>", "", page.read_text(encoding="utf-8"))
         cut = text.rfind("</body>")
         copy.write_text(text[:cut] + _PROBE + text[cut:] if cut >= 0 else text + _PROBE, encoding="utf-8")
         proc = _run(browser, [f"--window-size={width},900", "--virtual-time-budget=3000", "--dump-dom"],

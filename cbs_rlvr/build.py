@@ -5,7 +5,8 @@
      line naming the file and the key;
   2. brings the snapshot up to date. The source is read again only when its content changed:
      the fingerprint is the sha256 of every file under it, so an added, removed or edited run
-     counts whatever its timestamps (`cp -p`, `rsync -a`). A W&B source is always asked
+     counts whatever its timestamps (`cp -p`, `rsync -a`); it is taken again after the read, and
+     a source that changed meanwhile is read again. A W&B source is always asked
      (incrementally: unchanged runs are not fetched again);
   3. plans one job per (phase with runs, section) plus the cross-phase summary. Each job has a
      key: the hash of its notebook, its params, the snapshot's content, the package's code and
@@ -14,9 +15,12 @@
      is missing, truncated or changed: decided on content, never on file times;
   4. runs the stale jobs JOBS at a time, each through papermill's command line on the notebook
      converted from its .py (the reviewed source), and converts each to HTML when it is done;
-  5. removes the outputs of phases the data or the params no longer have, writes the index.
+  5. removes the outputs of phases the data or the params no longer have (not those of a phase
+     whose params file is invalid: it is reported, and kept until fixed), writes the index.
 
-The whole build holds OUT's lock (outlock.py): a second build on the same OUT waits for it.
+The whole build holds OUT's lock (outlock.py): a second build on the same OUT waits for it; and
+after each notebook the build checks that the snapshot is still the one it read. A full disk, an
+OUT that cannot be written, a damaged state.json: one line each, never a traceback.
 The build imports no analysis, and only the standard library at module level: a build with
 nothing to do answers in a fraction of a second.
 """
@@ -33,12 +37,21 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import DataLayerError, DataSourceError, SnapshotError, describe_error, redact_secrets
+from .errors import (
+    DataLayerError,
+    DataSourceError,
+    SnapshotError,
+    describe_error,
+    describe_os_error,
+    redact_secrets,
+)
 from .manifest import remove_stale_temps, snapshot_data_dir, verify_snapshot_files
 from .params import SECTIONS, SUMMARY_SECTION, ParamsError, load_phase_params
 from .paths import NOTEBOOKS_DIR, PROJECT_DIR
 
 STATE_FILE = ".build/state.json"
+#: Reads of a directory source that changes while it is read, before the build gives up waiting
+SOURCE_READS = 3
 #: A rough cost per section (seconds on the demo): the longest jobs start first.
 _EXPECTED_SECONDS = {"02_steps_to_target": 6.0, "04_two_axis": 5.0, "05_gradient_noise": 5.0,
                      "06_wall_clock": 4.0, "03_training_curves": 3.5, "01_load_runs": 3.0,
@@ -125,12 +138,52 @@ def _file_digest(path: Path) -> str:
 # ---------------------------------------------------------------------------------------------
 # State kept between builds (OUT/.build/state.json)
 # ---------------------------------------------------------------------------------------------
+def _is_map(value: object, check=lambda v: True) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and check(v) for k, v in value.items())
+
+
+def _is_record(value: object) -> bool:
+    """One job's outputs: {relative path: {"sha256": str, "bytes": int}}."""
+    return _is_map(value, lambda v: isinstance(v, dict) and isinstance(v.get("sha256"), str)
+                   and isinstance(v.get("bytes"), int) and not isinstance(v.get("bytes"), bool))
+
+
+#: What state.json holds, and what each entry must look like; an entry that does not (a file
+#: edited by hand, another version's) is dropped, and what it recorded is rebuilt.
+_STATE_FIELDS = {
+    "keys": lambda v: _is_map(v, lambda x: isinstance(x, str)),
+    "outputs": lambda v: _is_map(v, _is_record),
+    "seconds": lambda v: _is_map(v, lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)),
+    "phases": lambda v: _is_map(v, lambda x: isinstance(x, int) and not isinstance(x, bool)),
+    "source": lambda v: isinstance(v, str),
+    "source_fingerprint": lambda v: v is None or isinstance(v, str),
+    "params_fingerprint": lambda v: isinstance(v, str),
+    "content_hash": lambda v: isinstance(v, str),
+    "index_sha256": lambda v: isinstance(v, str),
+    "index_params": lambda v: isinstance(v, str),
+}
+
+
 def read_state(out: Path) -> dict:
+    """OUT/.build/state.json as the last build left it; entries of the wrong shape are dropped,
+    with one warning line (their jobs rebuild), never a traceback."""
+    path = out / STATE_FILE
     try:
-        state = json.loads((out / STATE_FILE).read_text())
-    except (OSError, ValueError):
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
         return {}
-    return state if isinstance(state, dict) else {}
+    except (OSError, ValueError) as exc:
+        print(f"warning: {path} unreadable ({type(exc).__name__}); rebuilding what it recorded",
+              file=sys.stderr)
+        return {}
+    if not isinstance(state, dict):
+        print(f"warning: {path} is not a JSON object; rebuilding what it recorded", file=sys.stderr)
+        return {}
+    bad = sorted(k for k, ok in _STATE_FIELDS.items() if k in state and not ok(state[k]))
+    if bad:
+        print(f"warning: {path} has entries of the wrong type ({', '.join(bad)}); rebuilding what "
+              "they recorded", file=sys.stderr)
+    return {k: v for k, v in state.items() if k in _STATE_FIELDS and k not in bad}
 
 
 def write_state(out: Path, state: dict) -> None:
@@ -215,16 +268,29 @@ def update_snapshot(source: str, out: Path, state: dict, params_dir: Path, worke
 
     import logging
 
+    from .errors import RedactingFormatter
     from .snapshot import _DATA_LOG, build_snapshot, snapshot_unchanged, write_snapshot
 
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    handler.setFormatter(RedactingFormatter("warning: %(message)s"))
     _DATA_LOG.addHandler(handler)
     try:
         options = {"max_workers": workers}
         if progress is not None:
             options["progress"] = progress
-        snapshot = build_snapshot(source, previous_dir=out, params_dir=params_dir, **options)
+        for attempt in range(1, SOURCE_READS + 1):
+            snapshot = build_snapshot(source, previous_dir=out, params_dir=params_dir, **options)
+            # the files read are the files fingerprinted: a source changed during the read is read
+            # again, else the next build would call a snapshot of data that no longer exist current
+            after = source_fingerprint(source)
+            if after == fingerprint:
+                break
+            if attempt == SOURCE_READS:
+                print(f"warning: {source} kept changing while it was read ({SOURCE_READS} reads); "
+                      "the snapshot is of the last read and the next build reads it again",
+                      file=sys.stderr)
+                after = None  # recorded as unknown: never matches, so the next build re-reads
+            fingerprint = after
     finally:
         _DATA_LOG.removeHandler(handler)
     changed = not snapshot_unchanged(snapshot["manifest"], out)
@@ -490,10 +556,12 @@ def report(source: str, out: str | Path, params_dir: str | Path, phases: list[st
            progress: bool | None = None, wait: bool = True) -> int:
     """Build every report of OUT from SOURCE. Prints one line per notebook run; returns 0 when
     everything built, 1 when a notebook failed (its FAILED line names notebook, phase and cell)
-    or, with wait=False, when another build is writing OUT, 2 when a params file is invalid
-    (reported first; the other phases still build) or the source is unusable (nothing is
-    changed). One build writes OUT at a time (outlock.py): a second one waits for it."""
-    from .outlock import OutputBusyError, OutputLock
+    or, with wait=False, when another build is writing OUT (or the snapshot was replaced under
+    this build), 2 when a params file is invalid (reported first, whichever phases are asked
+    for; the other phases still build), the source is unusable (nothing is changed) or OUT
+    cannot be written (a full disk, a file in the way). One build writes OUT at a time
+    (outlock.py): a second one waits for it."""
+    from .outlock import OutputBusyError, OutputLock, OutputLockError
 
     t_start = time.perf_counter()
     out, params_dir = Path(out).resolve(), Path(params_dir).resolve()
@@ -502,6 +570,10 @@ def report(source: str, out: str | Path, params_dir: str | Path, phases: list[st
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    # every params file is read (the snapshot selects each phase's runs with all of them): each
+    # invalid one is said, those asked for first; the others' reports are kept as they are
+    params_errors += [m for p, m in index_params(params_dir).items()
+                      if isinstance(m, str) and p not in params and m not in params_errors]
     for message in params_errors:  # first, before anything else: the rest still builds
         print(f"error: {message}", file=sys.stderr, flush=True)
     if not params:
@@ -513,6 +585,23 @@ def report(source: str, out: str | Path, params_dir: str | Path, phases: list[st
     except OutputBusyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OutputLockError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, a read-only OUT: one line, what is done stays done
+        print(f"error: {describe_os_error(exc)}; finished reports are kept, the rest rebuild "
+              "next time", file=sys.stderr)
+        return 2
+
+
+def _snapshot_moved(out: Path, manifest: dict) -> bool:
+    """Whether OUT's snapshot is no longer the one this build read (its manifest's content hash
+    changed): read from manifest.json alone, cheap enough after every notebook."""
+    try:
+        current = json.loads((snapshot_data_dir(out) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return True
+    return not isinstance(current, dict) or current.get("content_hash") != manifest.get("content_hash")
 
 
 def _report_locked(source: str, out: Path, params_dir: Path, params: dict, params_errors: list,
@@ -529,6 +618,8 @@ def _report_locked(source: str, out: Path, params_dir: Path, params: dict, param
     except DataLayerError as exc:
         print(f"error: {redact_secrets(str(exc))}", file=sys.stderr)
         return 2
+    except OSError:
+        raise  # a full disk or a read-only OUT: said in one line by report()
     except Exception as exc:  # noqa: BLE001 -- a bug: still one line unless CBS_DEBUG is set
         if os.environ.get("CBS_DEBUG"):
             raise
@@ -552,6 +643,9 @@ def _report_locked(source: str, out: Path, params_dir: Path, params: dict, param
     for phase, p in all_params.items():
         if phase not in keep and isinstance(p, dict) and with_runs.get(phase) and (out / phase).is_dir():
             keep[phase] = set(p["sections"])
+        elif isinstance(p, str) and (out / phase).is_dir():
+            # an invalid params file (said above): its phase's reports stay until it is fixed
+            keep[phase] = {f.name.split(".", 1)[0] for f in (out / phase).glob("[0-9][0-9]_*")}
     summary = None
     if fitted or any("02_steps_to_target" in s for s in keep.values()):
         summary = Job("summary", SUMMARY_SECTION,
@@ -570,6 +664,8 @@ def _report_locked(source: str, out: Path, params_dir: Path, params: dict, param
     # damaged: the summary reads their fits
     asked = {j.phase for j in planned}
     for phase in sorted(set(keep) - asked - {"summary"}):
+        if isinstance(all_params[phase], str):
+            continue  # an invalid params file: nothing of it is run until it is fixed
         extra, _ = plan_jobs({phase: all_params[phase]}, with_runs, params_dir,
                              manifest["content_hash"], code, n_bootstrap)
         if any(keys.get(j.name) == j.key and damaged_output(j, out, state) for j in extra):
@@ -580,10 +676,11 @@ def _report_locked(source: str, out: Path, params_dir: Path, params: dict, param
     pending = [j for j in planned if not _report_damage(j, out, state)]
     pending = sorted(pending, key=lambda j: -durations.get(j.name, _EXPECTED_SECONDS.get(j.section, 3.0)))
     fit_phases = sorted(p for p, s in keep.items() if "02_steps_to_target" in s)
-    n_run, failures = 0, []
+    n_run, failures, moved = 0, [], False
     converted: dict | None = None
     running: dict[Future, Job] = {}
-    waiting_summary = summary is not None
+    # the summary reads every phase's params: while one is invalid (said above) it stays as it is
+    waiting_summary = summary is not None and not any(isinstance(p, str) for p in all_params.values())
     if removed or data_changed:
         state.pop("index_sha256", None)  # a build killed before the index is written rewrites it
         write_state(out, state)
@@ -618,7 +715,11 @@ def _report_locked(source: str, out: Path, params_dir: Path, params: dict, param
                     ok, seconds, message = future.result()
                     n_run += 1
                     durations[job.name] = round(seconds, 2)
-                    if ok:
+                    if ok and _snapshot_moved(out, manifest):
+                        moved = True  # its outputs may be of another snapshot: not recorded
+                        keys.pop(job.name, None)
+                        state.setdefault("outputs", {}).pop(job.name, None)
+                    elif ok:
                         convert_notebook(job.target(out), job.target(out).with_suffix(".html"))
                         keys[job.name] = job.key
                         record_outputs(job, out, state, message)
@@ -633,11 +734,26 @@ def _report_locked(source: str, out: Path, params_dir: Path, params: dict, param
     finally:  # the kernels kept warm between notebooks (execute.py)
         if "cbs_rlvr.execute" in sys.modules:
             sys.modules["cbs_rlvr.execute"].shutdown_kernels()
+    if moved or _snapshot_moved(out, manifest):
+        # another writer replaced the snapshot under this build (its lock was defeated): nothing
+        # this build made is recorded as current, so the next build redoes it from what is there
+        for name in {j.name for j in planned} | ({summary.name} if summary else set()):
+            keys.pop(name, None)
+        for name in ("content_hash", "index_sha256", "source_fingerprint"):
+            state.pop(name, None)
+        write_state(out, state)
+        print(f"error: the snapshot in {out / 'data'} was replaced while this build ran (another "
+              "writer?); nothing built is recorded as current: run the build again", file=sys.stderr)
+        return 1
     index = out / "index.html"
+    index_params_digest = _job_key({p: v if isinstance(v, str) else [v["title"], v["sections"]]
+                                    for p, v in all_params.items()})
     if (n_run or removed or data_changed
+            or state.get("index_params") != index_params_digest  # a params file became (in)valid
             or state.get("index_sha256") != _file_digest(index)):  # missing or hand-edited
         write_index(out, all_params, with_runs, manifest)
         state["index_sha256"] = _file_digest(index)
+        state["index_params"] = index_params_digest
     write_state(out, state)
     elapsed = time.perf_counter() - t_start
     n_current = len(planned) + (summary is not None) - n_run

@@ -59,12 +59,28 @@ def _row_step(row: Mapping) -> int | float | None:
     return fractional
 
 
+#: A series that has passed 1 stays above it (all but this share of its later values) when it is
+#: in percent; a fraction series' glitches above 1 sit between fractions.
+PERCENT_TAIL_SHARE = 0.75
+
+
 def _is_percent_series(finite: np.ndarray) -> bool:
-    """A whole series logged in percent: every value in [0, 100] and most of them above 1. A
-    fraction series with a few glitches above 1 (0.15-0.82 and six values of 1.7) is not one:
-    its out-of-range values are flagged and dropped instead of rescaling the run."""
-    return bool(finite.size and finite.min() >= 0 and 1 < finite.max() <= 100
-                and np.count_nonzero(finite > 1) * 2 >= finite.size)
+    """Whether a series (its finite values in step order) was logged in percent, decided from
+    all its values: every value in [0, 100], some above 1, and either most of them above 1 or,
+    for a run that starts below 1% (0.2, 0.5, 0.95, then 1.3, 2, 5...), at least two above 1
+    and, from the first of them on, at least PERCENT_TAIL_SHARE of the values above 1: once
+    past 1% it stays past it. A fraction series with a few glitches above 1 (0.15-0.82 and six
+    values of 1.7 scattered through it) is not one: its out-of-range values are flagged and
+    dropped instead of rescaling the run. The whole series is in one unit either way: never
+    its values below 1 as fractions and the rest dropped as out of range."""
+    if not (finite.size and finite.min() >= 0 and 1 < finite.max() <= 100):
+        return False
+    above = finite > 1
+    n_above = int(np.count_nonzero(above))
+    if n_above * 2 >= finite.size:
+        return True
+    tail = above[int(np.argmax(above)):]
+    return n_above >= 2 and n_above >= PERCENT_TAIL_SHARE * tail.size
 
 
 def is_accuracy_key(key: str) -> bool:

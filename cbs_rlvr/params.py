@@ -155,6 +155,26 @@ def load_all_phase_params(params_dir: str | Path) -> tuple[dict, dict]:
     return found, errors
 
 
+def selection_of_invalid(params_dir: str | Path, phase: str) -> dict:
+    """What the snapshot selects for a phase whose params file is invalid: its `select` and
+    `metric` where those keys are themselves valid, else its runs by name. So a typo elsewhere
+    in the file (n_val: 1319.0) does not move the phase's runs out of the snapshot: the file is
+    reported and fixed, the data stay as they were."""
+    try:
+        raw = read_yaml(Path(params_dir) / f"{phase}.yaml")
+    except ParamsError:
+        raw = None
+    raw = raw if isinstance(raw, dict) else {}
+    try:
+        select = _validate_select(raw.get("select"), str(phase)) if isinstance(raw.get("select"), dict) else None
+    except ParamsError:
+        select = None
+    found = {"phase": phase, "select": select}
+    if isinstance(raw.get("metric"), str):
+        found["metric"] = raw["metric"]
+    return found
+
+
 def load_phase_params(params_dir: str | Path, phase: str) -> dict:
     """Read and validate params/<phase>.yaml (the phase's metric, thresholds, n_val, sections)."""
     params_dir = Path(params_dir)

@@ -2,7 +2,14 @@
 
 Both stand alone offline: the notebooks go through nbconvert's lab template with its CDN
 scripts removed (cbs_rlvr/templates/cbs_offline) and code hidden, figures embedded; the index
-is plain HTML with inline CSS and the headline figure embedded. Every name is HTML-escaped.
+is plain HTML with inline CSS and the headline figure embedded.
+
+Run names, tags, config values and the rest come from whoever logged the runs, so a report is
+built as if they held HTML: one boundary, `safe_outputs`, turns every output a notebook displays
+into HTML in which text from data is text (Markdown rendered with its raw HTML escaped, then
+every HTML output through an allowlist: no script, no event handler, no javascript: link, no
+remote image), whichever function wrote the sentence; the index escapes every value it shows;
+and every page forbids scripts altogether (CONTENT_SECURITY_POLICY), as a second wall.
 """
 
 from __future__ import annotations
@@ -18,6 +25,70 @@ from pathlib import Path
 from .params import SECTIONS, SUMMARY_SECTION
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+#: Every page's policy: no script of any kind runs, nothing is fetched (the pages are whole),
+#: images only embedded, styles only inline.
+CONTENT_SECURITY_POLICY = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+                           "font-src data:; base-uri 'none'; form-action 'none'")
+CSP_META = f'<meta http-equiv="Content-Security-Policy" content="{CONTENT_SECURITY_POLICY}">'
+
+#: The HTML an output may keep: text formatting, lists, tables (pandas' own, with its <style>),
+#: links to the web or within the page. Anything else is shown as the text it is.
+_ALLOWED_TAGS = frozenset({
+    "a", "abbr", "b", "blockquote", "br", "caption", "code", "col", "colgroup", "dd", "del", "div",
+    "dl", "dt", "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "li", "ol", "p", "pre", "s",
+    "small", "span", "strong", "style", "sub", "sup", "table", "tbody", "td", "tfoot", "th", "thead",
+    "tr", "u", "ul"})
+_ALLOWED_ATTRIBUTES = {"*": ["class", "id", "title", "style"], "a": ["href"], "table": ["border"],
+                       "th": ["colspan", "rowspan"], "td": ["colspan", "rowspan"], "ol": ["start"],
+                       "style": ["type", "scoped"]}
+_ALLOWED_CSS = ("text-align", "vertical-align", "white-space", "font-weight", "font-style", "color",
+                "background-color", "width", "min-width", "max-width", "padding", "margin")
+#: The output types a report shows; others (JavaScript, widgets, LaTeX for MathJax) are dropped.
+_SHOWN_MIMETYPES = ("text/html", "text/markdown", "text/plain", "image/png", "image/jpeg")
+
+
+def sanitise_html(html_text: str) -> str:
+    """HTML of an output -> the same with only _ALLOWED_TAGS and _ALLOWED_ATTRIBUTES kept: every
+    other tag is escaped (shown as the text it is), script-bearing attributes and javascript:,
+    data: or other non-web links removed, style attributes reduced to plain layout."""
+    import bleach
+    from bleach.css_sanitizer import CSSSanitizer
+
+    return bleach.clean(html_text, tags=_ALLOWED_TAGS, attributes=_ALLOWED_ATTRIBUTES,
+                        protocols={"http", "https", "mailto"}, strip=False, strip_comments=True,
+                        css_sanitizer=CSSSanitizer(allowed_css_properties=_ALLOWED_CSS))
+
+
+def markdown_to_safe_html(markdown: str) -> str:
+    """Markdown as nbconvert renders it, except that HTML inside it (a run name `<img ...>`) is
+    escaped into text instead of passed through, then `sanitise_html` (links)."""
+    from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
+
+    return sanitise_html(MarkdownWithMath(renderer=IPythonRenderer(escape=True)).render(markdown))
+
+
+def safe_outputs(nb) -> None:
+    """The one escaping boundary of the section reports, in place: every code cell output keeps
+    only _SHOWN_MIMETYPES; Markdown becomes `markdown_to_safe_html`, HTML `sanitise_html`.
+    Text and error outputs are escaped by the template; the notebook's own Markdown cells are
+    the project's text, not data."""
+    for cell in nb.cells:
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            data = output.get("data")
+            if not isinstance(data, dict):
+                continue
+            kept = {k: v for k, v in data.items() if k in _SHOWN_MIMETYPES}
+            if "text/markdown" in kept:
+                markdown = kept.pop("text/markdown")
+                kept.setdefault("text/html", markdown_to_safe_html(
+                    "".join(markdown) if isinstance(markdown, list) else str(markdown)))
+            elif "text/html" in kept:
+                html_text = kept["text/html"]
+                kept["text/html"] = sanitise_html("".join(html_text) if isinstance(html_text, list)
+                                                  else str(html_text))
+            output["data"] = type(data)(kept)
+
 
 #: What a fit's status means, shown under every table that has one.
 STATUS_LEGEND = {
@@ -51,13 +122,15 @@ def page_title(phase: str, section: str) -> str:
 
 
 def convert_notebook(executed: Path, target: Path) -> Path:
-    """One executed notebook -> its HTML report (code hidden, figures embedded, no scripts),
-    titled by its phase (the folder it is written to) and section."""
+    """One executed notebook -> its HTML report (code hidden, figures embedded, no scripts, every
+    output through `safe_outputs`), titled by its phase (the folder it is written to) and section."""
     import nbformat
 
     nb = nbformat.read(executed, as_version=4)
+    safe_outputs(nb)
     title = page_title(Path(target).parent.name, Path(executed).stem.removesuffix(".failed"))
-    body, _ = _exporter().from_notebook_node(nb, resources={"metadata": {"name": title}})
+    body, _ = _exporter().from_notebook_node(nb, resources={"metadata": {"name": title},
+                                                            "csp": CONTENT_SECURITY_POLICY})
     tmp = target.with_suffix(".html.tmp")
     tmp.write_text(body, encoding="utf-8")
     os.replace(tmp, target)
@@ -135,7 +208,7 @@ def render_index(out: Path, params: dict[str, dict | str], with_runs: dict[str, 
     table, then the reports. params: {phase: validated params, or why the file is invalid}."""
     e = html.escape
     parts = [
-        "<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
+        "<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>", CSP_META,
         "<meta name='viewport' content='width=device-width, initial-scale=1'>",
         "<title>all phases · decisions and reports · cbs-rlvr</title>",
         "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;"

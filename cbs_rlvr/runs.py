@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import redact_secrets
+from .errors import has_unprintable, source_text
 from .history import analysis_key_filter, history_flags, normalise_history, normalise_history_frame
 from .resume import stitch_resumed_runs
 
@@ -48,7 +48,7 @@ FILTER_GROUPS_KEY = "algorithm.filter_groups.enable"
 EXCLUDED_COLUMNS = ["source", "run_id", "name", "reason"]
 REASON_NO_VALIDATION = "no validation metric (val-core/*) logged"
 
-_RUN_NAME_RE = re.compile(r"^cbs_(?P<phase>.+?)_np(?P<np>\d+)_nr(?P<nr>\d+)(?:_(?P<suffix>.+))?$")
+_RUN_NAME_RE = re.compile(r"cbs_(?P<phase>.+?)_np(?P<np>\d+)_nr(?P<nr>\d+)(?:_(?P<suffix>.+))?")
 
 
 # --------------------------------------------------------------------------------------------
@@ -59,7 +59,9 @@ def parse_run_name(name: str | None) -> dict:
 
     The phase may contain underscores (`p4_math`); the first `_np<N>_nr<M>` ends it.
     """
-    match = _RUN_NAME_RE.match(name) if isinstance(name, str) else None
+    # the whole name (a `$` would let a trailing newline through); surrounding whitespace is
+    # what clean_run_name removes and flags
+    match = _RUN_NAME_RE.fullmatch(name.strip()) if isinstance(name, str) else None
     if match is None:
         return {"phase": None, "n_prompts": None, "n_rollouts": None, "suffix": None}
     return {
@@ -68,6 +70,20 @@ def parse_run_name(name: str | None) -> dict:
         "n_rollouts": int(match["nr"]),
         "suffix": match["suffix"],
     }
+
+
+def clean_run_name(name: Any) -> tuple[Any, list[str]]:
+    """(the name the snapshot keeps, flags): surrounding whitespace (a trailing newline from a
+    script) removed, flagged `name_whitespace`; characters that would break a line inside it
+    written visibly (`errors.source_text`), flagged `name_unprintable`."""
+    if not isinstance(name, str):
+        return name, []
+    flags: list[str] = []
+    if name != name.strip():
+        flags.append("name_whitespace")
+    if has_unprintable(name.strip()):
+        flags.append("name_unprintable")
+    return source_text(name.strip()), flags
 
 
 def unwrap_config_value(value: Any) -> Any:
@@ -250,8 +266,9 @@ def normalise_raw_run(raw: Mapping, key_patterns: Sequence[str] = ()) -> dict:
     keep, e.g. the phases' metrics).
     Returns {"kind": "run", "row": {...}, "history": DataFrame} or {"kind": "excluded", "row": {...}}.
     """
-    base = {"source": raw["source"], "run_id": raw.get("run_id"), "name": raw.get("name")}
-    meta = run_metadata(raw.get("name"), raw.get("config"))
+    name, name_flags = clean_run_name(raw.get("name"))
+    base = {"source": raw["source"], "run_id": raw.get("run_id"), "name": name}
+    meta = run_metadata(name, raw.get("config"))
     if meta["reason"]:
         return {"kind": "excluded", "row": {**base, "reason": meta["reason"]}}
     keep = analysis_key_filter(tuple(key_patterns))
@@ -274,7 +291,7 @@ def normalise_raw_run(raw: Mapping, key_patterns: Sequence[str] = ()) -> dict:
             reason = ("validation metric (val-core/*) never within [0, 1] (nor a whole series in "
                       "percent)")
         return {"kind": "excluded", "row": {**base, "reason": reason}}
-    flags = meta["flags"] + list(raw.get("flags") or []) + history_flags(counts)
+    flags = name_flags + meta["flags"] + list(raw.get("flags") or []) + history_flags(counts)
     row = {
         **base,
         "phase": meta["phase"],
@@ -282,7 +299,7 @@ def normalise_raw_run(raw: Mapping, key_patterns: Sequence[str] = ()) -> dict:
         "n_rollouts": meta["n_rollouts"],
         "total_batch": meta["total_batch"],
         "state": normalise_run_state(raw.get("state")),
-        "config": redact_secrets(json.dumps(raw.get("config") or {}, sort_keys=True, default=str)),
+        "config": json.dumps(raw.get("config") or {}, sort_keys=True, default=str),
         "n_gpus": meta["n_gpus"],
         "flags": ";".join(dict.fromkeys(flags)),
         "last_step": int(history["step"].max()),
@@ -291,8 +308,8 @@ def normalise_raw_run(raw: Mapping, key_patterns: Sequence[str] = ()) -> dict:
         "start_time": iso_utc(raw.get("start_time")),
         "wandb_last_step": raw.get("wandb_last_step"),
         "phases": None,
-        "tags": redact_secrets(json.dumps(normalise_tags(raw.get("tags")))),
-        "group": redact_secrets(str(raw["group"])) if raw.get("group") not in (None, "") else None,
+        "tags": json.dumps(normalise_tags(raw.get("tags"))),
+        "group": str(raw["group"]) if raw.get("group") not in (None, "") else None,
         "first_step": int(history["step"].min()),
         **{k: meta[k] for k in ("lr", "ppo_mini_batch_size", "ppo_epochs", "updates_per_step",
                                 "gen_batch_size", "dynamic_sampling", "save_freq", "test_freq")},
@@ -365,7 +382,7 @@ def assemble_snapshot_frames(entries: Sequence[Mapping]) -> dict:
     history = _joined_history([(e["row"]["run_id"], e["history"]) for e in entries if e["kind"] == "run"])
 
     excluded = pd.DataFrame(excluded_rows, columns=EXCLUDED_COLUMNS)
-    excluded["reason"] = [redact_secrets(str(r)) for r in excluded["reason"]]
+    excluded["reason"] = [str(r) for r in excluded["reason"]]
     excluded = excluded.sort_values(["source", "run_id"], kind="stable", na_position="last").reset_index(drop=True)
     return {"runs": runs, "history": history, "excluded": excluded}
 

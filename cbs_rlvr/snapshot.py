@@ -27,11 +27,13 @@ from .errors import (
     SnapshotMissingError,
     portable_source,
     redact_secrets,
+    secrets_in_environment,
+    source_text,
 )
 from .manifest import SNAPSHOT_FILES, file_sha256, remove_stale_temps
 from .manifest import snapshot_data_dir as _snapshot_data_dir
 from .manifest import verify_snapshot_files as _verify_snapshot_files
-from .params import load_all_phase_params
+from .params import load_all_phase_params, selection_of_invalid
 from .select import apply_phase_selection
 from .sources.export_dir import load_export_dir
 from .sources.wandb_api import fetch_wandb_project
@@ -112,6 +114,53 @@ def _classify_source(source: str) -> tuple[str, Any]:
     return "offline", path
 
 
+def clean_source_strings(frames: Mapping) -> dict:
+    """The snapshot's one boundary for text from a source: every string of runs and excluded
+    (names, ids, tags, group, config, reasons...) and every history key passes through
+    `errors.source_text` (secrets redacted, line-breaking characters made visible), whichever
+    source it came from, before anything is hashed, written or shown. A column whose strings
+    are all clean is left as it is (a clean sweep's snapshot does not change)."""
+    secrets = secrets_in_environment()
+    cleaned: dict[str, str] = {}
+
+    def changes(values: Iterable) -> dict[str, str]:
+        found = {}
+        for value in values:
+            if isinstance(value, str):
+                if value not in cleaned:
+                    cleaned[value] = source_text(value, secrets)
+                if cleaned[value] != value:
+                    found[value] = cleaned[value]
+        return found
+
+    out = dict(frames)
+    for name in ("runs", "excluded"):
+        frame = frames[name]
+        replaced = {}
+        for column in frame.columns:
+            if frame[column].dtype == object or isinstance(frame[column].dtype, pd.StringDtype):
+                found = changes(pd.unique(frame[column].dropna()))
+                if found:
+                    replaced[column] = frame[column].replace(found)
+        if replaced:
+            out[name] = frame.assign(**replaced)
+    history = frames["history"]
+    run_ids = changes(pd.unique(frames["runs"]["run_id"].dropna())) if len(frames["runs"]) else {}
+    keys = {c: source_text(c, secrets) for c in history.columns if isinstance(c, str)}
+    keys = {c: k for c, k in keys.items() if k != c}
+    if run_ids or keys:
+        history = history.assign(run_id=history["run_id"].replace(run_ids)) if run_ids else history
+        taken, drop = set(history.columns) - set(keys), []
+        for column, key in keys.items():  # two keys that differ only in a secret: the first stays
+            if key in taken:
+                drop.append(column)
+            taken.add(key)
+        history = history.drop(columns=drop).rename(columns=keys)
+        first = [c for c in ("run_id", "step") if c in history.columns]  # then the keys in order,
+        out["history"] = history[first + sorted(c for c in history.columns if c not in first)]  # as ever
+    return out
+
+
 def build_snapshot(source: str, previous_dir: str | os.PathLike | None = None, api: Any = None,
                    params_dir: str | os.PathLike | None = None, **fetch_options: Any) -> dict:
     """Read a source into the snapshot tables: dict(runs, history, excluded, manifest).
@@ -127,7 +176,9 @@ def build_snapshot(source: str, previous_dir: str | os.PathLike | None = None, a
     kind, target = _classify_source(source)
     phase_params = None
     if params_dir is not None:
-        phase_params, _invalid = load_all_phase_params(params_dir)  # the invalid: their notebooks say why
+        phase_params, invalid = load_all_phase_params(params_dir)  # the build reports the invalid
+        for phase in invalid:  # their runs stay as they were, selected as the file would
+            phase_params[phase] = selection_of_invalid(params_dir, phase)
     # the phases' own metric patterns are kept beside the keys the analysis always reads
     key_patterns = tuple(sorted({str(p["metric"]) for p in (phase_params or {}).values() if p.get("metric")}))
     warnings_: list[str] = []
@@ -153,6 +204,7 @@ def build_snapshot(source: str, previous_dir: str | os.PathLike | None = None, a
     else:
         frames = load_offline_runs(target, key_patterns=key_patterns)
     frames = apply_phase_selection(frames, phase_params or None)
+    frames = clean_source_strings(frames)
     runs, history, excluded = frames["runs"], frames["history"], frames["excluded"]
     manifest = {
         "schema_version": SNAPSHOT_SCHEMA_VERSION,
@@ -164,7 +216,7 @@ def build_snapshot(source: str, previous_dir: str | os.PathLike | None = None, a
         "n_history_rows": len(history),
         "content_hash": snapshot_content_hash(runs, history, excluded),
         **extra,
-        "warnings": [redact_secrets(w) for w in warnings_],
+        "warnings": [source_text(w) for w in warnings_],
         "package_versions": _package_versions(),
     }
     return {"runs": runs, "history": history, "excluded": excluded, "manifest": manifest}
@@ -182,6 +234,11 @@ def _write_temp_file(directory: Path, name: str, write: Callable[[Any], None]) -
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+    except OSError as exc:  # a full disk: said as a failed write of the file, not of a handle
+        Path(temp).unlink(missing_ok=True)
+        if exc.filename:
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc), str(directory / name)) from None
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise

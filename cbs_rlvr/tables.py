@@ -57,7 +57,11 @@ FLAG_MEANINGS = {
     "truncated": "the offline file ends inside a record (a job killed while writing); it is read "
                  "up to its last whole record",
     "bad_records": "{n} record(s) of the offline file could not be decoded and are skipped",
-    "stale": "the W&B server could not be reached for this run; the previous snapshot's data are kept",
+    "stale": "the W&B server could not serve this run; the previous snapshot's data are kept",
+    "history_incomplete": "the W&B server sampled this run's history: {n} logged value(s) could not "
+                          "be fetched; the values fetched are used",
+    "name_whitespace": "the run name had spaces or a line break around it, removed",
+    "name_unprintable": "the run name held line breaks or control characters, shown as \\n, \\x..",
     "resumed": "the run crashed and was resumed from a checkpoint {n} time(s) as new W&B runs of the "
                "same name; they are stitched into this one run at the checkpoint steps",
     "resume_gap": "{n} step(s) are missing between a crashed run's last logged step and the "

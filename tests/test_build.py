@@ -258,7 +258,7 @@ def test_index_page_escapes_names_and_errors(tmp_path):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "href='pa/01_load_runs.html'" in page
     assert "failed &mdash; ValueError" in page and "no runs yet" in page
-    assert "params file invalid" in page and "<script" not in page and "http" not in page
+    assert "params file invalid" in page and "<script" not in page and "http:" not in page and "https:" not in page
 
 
 def test_plan_runs_the_sections_of_phases_with_runs_in_report_order(tmp_path):

@@ -19,9 +19,12 @@ and what the project sends (cbs_rlvr/sources/wandb_graphql.py), answered by the 
   CbsRunHistory       one run's parquetHistory and sampledHistory with several specs
   CbsRunHistorySpecs  sampledHistory only (more windows, or keys one by one)
 sampledHistory samples as W&B does: at most `samples` rows per spec, evenly spaced, so a test
-can tell sampled from whole history. Whether it serves exported steps too
-(`sampled_serves_export`, as the W&B server's charts suggest) or only live ones (as wandb-core
-assumes, reading exported steps from parquet) is the server's option: the fetch is tested on both.
+can tell sampled from whole history; `max_samples` caps what a spec may ask (a server's limit)
+and `sampled_share` < 1 samples every window whatever it asks (a server that never gives it
+all). Whether it serves exported steps too (`sampled_serves_export`, as the W&B server's charts
+suggest) or only live ones (as wandb-core assumes, reading exported steps from parquet) is the
+server's option: the fetch is tested on both. `fail(..., status=200, body=...)` answers with any
+page (an HTML login or proxy page where GraphQL was expected).
 plus HEAD and ranged GET on the parquet URLs and POSTs to /sdk/otel/v1/metrics (404 here).
 The response shapes follow wandb's own source (wandb/apis/public/runs.py and wandb-core's
 core/api/graphql/*.graphql). Exported parquet history returns every step of the file with
@@ -77,6 +80,7 @@ class ServedRun:
     group: str | None = None
     exported_until: float | None = None
     summary: dict | None = None
+    notes: str | None = None
 
     @property
     def last_step(self) -> int:
@@ -127,6 +131,8 @@ class _Rule:
     drop: bool
     message: str
     remaining: float  # math.inf: every time
+    body: bytes | None = None  # the answer as it is (e.g. an HTML page), with content_type
+    content_type: str = "application/json"
 
 
 def _wandb_config(config: Mapping) -> str:
@@ -170,7 +176,8 @@ class WandbServer:
     def __init__(self, runs: Iterable[ServedRun] = (), *, entity: str = "ent", project: str = "proj",
                  api_key: str | None = API_KEY, lifetime: float = 300.0, latency: float = 0.0,
                  bandwidth: float | None = None, projects: Iterable[str] | None = None,
-                 sampled_serves_export: bool = False):
+                 sampled_serves_export: bool = False, max_samples: int | None = None,
+                 sampled_share: float = 1.0):
         self.entity, self.project, self.api_key = entity, project, api_key
         self.projects = set(projects) if projects is not None else {project}
         self.runs: dict[str, ServedRun] = {}
@@ -178,6 +185,7 @@ class WandbServer:
             self.add_run(run)
         self.lifetime, self.latency, self.bandwidth = lifetime, latency, bandwidth
         self.sampled_serves_export = sampled_serves_export
+        self.max_samples, self.sampled_share = max_samples, sampled_share
         self.requests: list[dict] = []
         self._rules: list[_Rule] = []
         self._lock = threading.Lock()
@@ -201,19 +209,22 @@ class WandbServer:
     # --- failures -----------------------------------------------------------------------------
     def fail(self, operation: str | None = None, *, run: str | None = None, status: int | None = 503,
              retry_after: float | str | None = None, delay: float = 0.0, drop: bool = False,
-             times: float = math.inf, message: str | None = None) -> None:
+             times: float = math.inf, message: str | None = None, body: bytes | None = None,
+             content_type: str = "application/json") -> None:
         """Answer matching requests with `status` (None: answer normally, after `delay`).
 
         operation: a GraphQL operation name ("Runs", "Run", "SampledHistoryPage", ...),
         "parquet" for the parquet files, or None for every request; run: a run id or None.
-        drop=True closes the connection without an answer. Rules apply in the order given;
-        `times` limits how often a rule applies.
+        drop=True closes the connection without an answer. body: the answer's bytes as they are
+        (e.g. status=200 and a captive portal's HTML page, content_type="text/html") in place of
+        a GraphQL error. Rules apply in the order given; `times` limits how often a rule applies.
         """
         text = message or {401: "user is not logged in", 403: "permission denied",
                            404: "project not found", 429: "rate limit exceeded"}.get(status or 0,
                                                                                        "service unavailable")
         with self._lock:
-            self._rules.append(_Rule(operation, run, status, retry_after, delay, drop, text, times))
+            self._rules.append(_Rule(operation, run, status, retry_after, delay, drop, text, times, body,
+                                     content_type))
 
     def clear_failures(self) -> None:
         with self._lock:
@@ -323,7 +334,7 @@ class WandbServer:
         return {"projectId": "1", "id": _run_numeric_id(run.run_id), "tags": list(run.tags), "name": run.run_id,
                 "displayName": run.name, "sweepName": None, "state": run.state, "group": run.group,
                 "jobType": None, "commit": None, "readOnly": False, "createdAt": run.created_at,
-                "heartbeatAt": run.heartbeat_at, "description": None, "notes": None,
+                "heartbeatAt": run.heartbeat_at, "description": None, "notes": run.notes,
                 "historyLineCount": run.n_rows, "user": {"name": "test", "username": "test"}}
 
     def _sampled(self, run: ServedRun, spec: Mapping) -> list[dict]:
@@ -333,8 +344,12 @@ class WandbServer:
         keys = list(spec.get("keys") or [])
         lo, hi = int(spec.get("minStep", 0)), int(spec.get("maxStep", 2**62))
         samples = max(1, int(spec.get("samples", 500)))
+        if self.max_samples is not None:  # a server that caps what a spec may ask
+            samples = min(samples, self.max_samples)
         source = run.rows if self.sampled_serves_export else run.live_rows()
         rows = [{k: r[k] for k in keys} for r in source if lo <= r["_step"] <= hi and all(k in r for k in keys)]
+        if self.sampled_share < 1 and len(rows) > 2:  # a server that samples whatever it is asked
+            samples = min(samples, max(2, math.ceil(self.sampled_share * len(rows))))
         if len(rows) > samples:
             picks = sorted({round(i * (len(rows) - 1) / max(1, samples - 1)) for i in range(samples)})
             rows = [rows[i] for i in picks]
@@ -504,9 +519,9 @@ class _Handler(BaseHTTPRequestHandler):
         if rule.status is None:
             return False  # a slow but otherwise normal answer
         headers = {} if rule.retry_after is None else {"Retry-After": str(rule.retry_after)}
-        body = json.dumps({"errors": [{"message": rule.message}]}).encode()
+        body = rule.body if rule.body is not None else json.dumps({"errors": [{"message": rule.message}]}).encode()
         self._log(operation, run, rule.status)
-        self._send(rule.status, body, headers=headers)
+        self._send(rule.status, body, rule.content_type, headers=headers)
         return True
 
     def _authorised(self) -> bool:

@@ -6,8 +6,10 @@ snapshot (an unchanged run costs no request).
 wandb (0.31) sends every request through its wandb-core sidecar, which retries 429, 5xx,
 timeouts and dropped connections itself. That is the one retry layer: this module does not
 retry on top of it, it configures it (the WANDB__GRAPHQL_* settings wandb honours) and bounds
-each run's fetch and the whole fetch in time. A run that fails with a transient error keeps
-its previous snapshot's data, flagged `stale`; other errors exclude the run with the reason.
+each run's fetch and the whole fetch in time. A run whose fetch fails, whatever the error (5xx,
+a timeout, a 400, a 200 that is not GraphQL), keeps its previous snapshot's data, flagged `stale`;
+a run without previous data is excluded with the reason. When most runs fail, the source has
+failed: an error, and no snapshot.
 """
 
 from __future__ import annotations
@@ -198,6 +200,8 @@ def _describe(exc: BaseException) -> str:
         last = text.rsplit("while retrying:", 1)[-1] if "while retrying:" in text else text[gave_up.end():]
         last = re.sub(r'^[:\s]*(?:POST|GET|HEAD|Post|Get|Head) "[^"]*":\s*', "", last.strip(" :"))
         text = f"{last} (wandb gave up after {gave_up.group(1)} attempts)"
+    if "invalid character '<' looking for beginning of value" in text:  # wandb-core's JSON decoder
+        text = f"an HTML page where GraphQL was expected: a proxy or login page? ({text})"
     status = http_status(exc)
     if status is not None and str(status) not in text:
         text = f"HTTP {status}: {text}"
@@ -307,7 +311,7 @@ def _fetch_api_run(node: Mapping, path: str, previous: Mapping | None, page_size
         if last_step is None:
             last_step = max(0, int(node.get("historyLineCount") or 0) - 1)
         entity, project = path.split("/", 1)
-        rows = gq.fetch_history(call, entity, project, run_id, groups, last_step, counts, page_size, get)
+        rows, short = gq.fetch_history(call, entity, project, run_id, groups, last_step, counts, page_size, get)
         tags = node.get("tags")
         raw = {
             **base,
@@ -320,11 +324,22 @@ def _fetch_api_run(node: Mapping, path: str, previous: Mapping | None, page_size
             "tags": [str(t) for t in tags] if isinstance(tags, (list, tuple)) else [],
             "group": str(node["group"]) if node.get("group") is not None else None,
         }
-        return normalise_raw_run(raw, key_patterns=patterns)
-    except Exception as exc:  # noqa: BLE001 -- classified: transient keeps old data, others exclude
-        if is_transient_error(exc):
-            return {"kind": "failed", "run_id": run_id, "row": {**base, "reason": f"W&B API: {_describe(exc)}"}}
-        return {"kind": "excluded", "row": {**base, "reason": f"W&B API error: {_describe(exc)}"}}
+        flags: list[str] = []
+        if short:  # the server sampled this run's history away and would not give the rest
+            flags.append(f"history_incomplete:{sum(n - got for got, n in short.values())}")
+        raw["flags"] = flags
+        entry = normalise_raw_run(raw, key_patterns=patterns)
+        if short:
+            key, (got, n) = max(short.items(), key=lambda item: item[1][1] - item[1][0])
+            entry["warning"] = (f"{source}: W&B served {got} of the {n} logged values of {key}, even "
+                                "in small windows (history sampled by the server); kept, flagged "
+                                "history_incomplete")
+        return entry
+    except Exception as exc:  # noqa: BLE001 -- whatever the error: the previous data are kept
+        # a listed run the server does not serve (5xx, 400, a 200 that is an HTML page, a 404
+        # for a run it just listed) is a failed fetch, never a reason to lose the run's data
+        return {"kind": "failed", "run_id": run_id, "transient": is_transient_error(exc),
+                "row": {**base, "reason": f"W&B API: {_describe(exc)}"}}
 
 
 # --------------------------------------------------------------------------------------------
@@ -423,14 +438,25 @@ def _configure_wandb(limits: WandbLimits) -> None:
     import wandb
 
     try:
-        wandb.setup(settings=wandb.Settings(
+        settings = wandb.Settings(
             x_graphql_retry_max=limits.graphql_retry_max,
             x_graphql_retry_wait_min_seconds=limits.graphql_retry_wait_min,
             x_graphql_retry_wait_max_seconds=limits.graphql_retry_wait_max,
             x_graphql_timeout_seconds=limits.graphql_timeout,
-        ))
+        )
     except (TypeError, ValueError) as exc:  # a wandb without these settings
         _LOG.warning("wandb %s ignores the WANDB__GRAPHQL_* settings (%s)", wandb.__version__, exc)
+        return
+    try:
+        wandb.setup(settings=settings)
+    except Exception as exc:  # noqa: BLE001 -- only the case below is handled
+        if "ServiceConnection" not in type(exc).__name__ or not os.environ.get("WANDB_SERVICE"):
+            raise
+        # WANDB_SERVICE names the wandb-core of a process that is gone (inherited from a training
+        # script, or left by an earlier wandb in this process): start this process's own
+        os.environ.pop("WANDB_SERVICE", None)
+        wandb.teardown()
+        wandb.setup(settings=settings)
 
 
 def _source_error(exc: BaseException, path: str, base_url: str, doing: str) -> DataSourceError:
@@ -510,15 +536,18 @@ def fetch_wandb_project(
     the server's sampledHistory does not serve it). Runs are fetched in parallel by at most
     `max_workers` threads, with a tqdm bar on stderr (default: only on a terminal). `limits`
     (default: `wandb_limits()` from the environment) bound each run and the whole fetch; wandb-core
-    retries transient errors. A run that fails with a transient error (429, 5xx, timeout, no
-    answer within the run's bound) keeps its data from `previous_runs`/`previous_history`,
-    flagged `stale`, with a warning; without previous data it is excluded with the reason, as
-    are runs with other errors. Incremental: a run whose state, last step and heartbeat equal
-    those in `previous_runs` is not fetched again. Also returns n_fetched, n_reused and warnings.
+    retries transient errors. A run whose fetch fails, whatever the error (429, 5xx, timeout, no
+    answer within the run's bound, a 400, an answer that is not GraphQL) keeps its data from
+    `previous_runs`/`previous_history`, flagged `stale`, with a warning; without previous data
+    it is excluded with the reason. Incremental: a run whose state, last step and heartbeat
+    equal those in `previous_runs` is not fetched again. Also returns n_fetched, n_reused and
+    warnings.
 
     Raises WandbCredentialsError (no key, key rejected, no access to the entity),
-    WandbNotFoundError (no such project) or SourceUnreachableError (W&B unreachable, or every run
-    failed with transient errors), each with a one-line message.
+    WandbNotFoundError (no such project), SourceUnreachableError (W&B unreachable, or most of the
+    runs fetched failed with transient errors) or DataSourceError (most of them failed, some
+    with other errors), each with a one-line message: a server failing most runs never turns
+    into a snapshot with fewer runs.
     """
     from tqdm import tqdm
 
@@ -563,10 +592,15 @@ def fetch_wandb_project(
                               timed_out=timed_out, done=lambda: bar.update(1))
 
     failed = [r for r in results if r["kind"] == "failed"]
-    if failed and len(failed) == len(results):
-        raise SourceUnreachableError(
-            f"W&B at {base_url} unreachable: all {len(failed)} runs of wandb:{path} failed "
-            f"({failed[0]['row']['reason']}); no snapshot written, the previous one is kept")
+    attempted = sum(1 for r in results if r["kind"] != "reused")
+    if failed and 2 * len(failed) > attempted:
+        # most runs failing is the server failing, not the runs: nothing of it enters the snapshot
+        error = SourceUnreachableError if all(r.get("transient", True) for r in failed) else DataSourceError
+        how = "unreachable" if error is SourceUnreachableError else "answered with errors"
+        count = f"all {len(failed)}" if len(failed) == attempted else f"{len(failed)} of {attempted}"
+        raise error(f"W&B at {base_url} {how}: {count} runs of wandb:{path} failed "
+                    f"({failed[0]['row']['reason'].removeprefix('W&B API: ')}); no snapshot written, "
+                    "the previous one is kept")
     return _assemble(results, previous_by_id, previous_history, path)
 
 
@@ -605,6 +639,8 @@ def _assemble(results: list[dict], previous_by_id: dict[str, dict], previous_his
     stale: set[str] = set()
     lost: list[str] = []
     for result in results:
+        if result.get("warning"):
+            warnings_.append(result["warning"])
         if result["kind"] == "failed" and result["run_id"] in previous_by_id:
             # a transient outage should not drop a run we already have: keep the old data, flagged
             reuse_ids.add(result["run_id"])
@@ -616,17 +652,17 @@ def _assemble(results: list[dict], previous_by_id: dict[str, dict], previous_his
             entries.append({"kind": "excluded", "row": result["row"]})
         elif result["kind"] != "reused":
             entries.append(result)
-    # errors the server gave for good (HTTP 400, ...) are fetch failures too: the count says so
-    refused = [r for r in results if r["kind"] == "excluded"
-               and str(r["row"].get("reason", "")).startswith("W&B API error:")]
-    if stale or lost or refused:
-        example = next(r["row"]["reason"] for r in results if r["kind"] == "failed" or r in refused)
+    incomplete = [r for r in results if r.get("warning")]
+    if incomplete:
+        _LOG.warning("wandb:%s: %d run(s) with history sampled by the server, kept and flagged "
+                     "history_incomplete (%s)", path, len(incomplete), incomplete[0]["warning"])
+    if stale or lost:
+        example = next(r["row"]["reason"] for r in results if r["kind"] == "failed")
         _LOG.warning("wandb:%s: %d of %d runs could not be fetched (%s): %s", path,
-                     len(stale) + len(lost) + len(refused), len(results), example,
+                     len(stale) + len(lost), len(results), example,
                      "; ".join(filter(None, [f"{len(stale)} kept from the previous snapshot, flagged stale"
-                                             if stale else "", f"{len(lost) + len(refused)} listed in "
-                                             "excluded_runs.csv"
-                                             if lost or refused else ""])))
+                                             if stale else "", f"{len(lost)} listed in excluded_runs.csv"
+                                             if lost else ""])))
     if reuse_ids:
         reused_history = _reused_histories(previous_history)
         for run_id in sorted(reuse_ids):

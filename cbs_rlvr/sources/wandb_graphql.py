@@ -16,7 +16,9 @@ most `samples` rows of the steps minStep..maxStep (inclusive) holding all of its
 when there are more. A window of `page_size` steps with `samples = page_size` therefore comes
 back whole: every step, never sampled. The fetch checks each key's values against the count in
 historyKeys and asks again key by key if a joint spec dropped rows (keys logged equally often
-but at different steps).
+but at different steps), and in smaller windows if the server sampled a window all the same (a
+server that caps `samples`); a key still short is reported (the run is flagged), never taken for
+the whole history.
 """
 
 from __future__ import annotations
@@ -172,15 +174,6 @@ def _add_rows(rows_by_step: dict[int, dict], rows: Iterable[Any]) -> None:
             rows_by_step.setdefault(int(step), {"_step": int(step)}).update(kept)
 
 
-def _missing(rows_by_step: Mapping[int, dict], keys: Iterable[str], counts: Mapping[str, int]) -> list[str]:
-    """Keys with fewer values than historyKeys says were logged."""
-    have: dict[str, int] = {}
-    for row in rows_by_step.values():
-        for key in row:
-            have[key] = have.get(key, 0) + 1
-    return [k for k in keys if have.get(k, 0) < counts.get(k, 0)]
-
-
 def read_parquet_rows(urls: Sequence[str], keys: Sequence[str], get: Callable[[str], bytes]) -> list[dict]:
     """The rows of exported history files, only `_step` and `keys` read (None where a step lacks a
     key, dropped by the caller)."""
@@ -249,38 +242,63 @@ def http_getter(timeout: float, retries: int, wait_max: float) -> Callable[[str]
     return get
 
 
+def _ask(call: GraphQL, entity: str, project: str, name: str, groups: Sequence[Sequence[str]], last_step: int,
+         page_size: int, rows_by_step: dict[int, dict], first_query: str | None = None) -> tuple[dict, int]:
+    """Ask sampledHistory for `groups` in windows of `page_size` steps, adding the rows to
+    rows_by_step -> (the first answer's run, the most rows one spec brought back)."""
+    first: dict = {}
+    largest = 0
+    for i, chunk in enumerate(_chunks(history_specs(groups, last_step, page_size), page_size)):
+        query = first_query if i == 0 and first_query else SPECS_ONLY_QUERY
+        run = _run_of(call(query, {"entity": entity, "project": project, "name": name, "specs": chunk}), name)
+        first = first or run
+        for rows in run.get("sampledHistory") or []:
+            largest = max(largest, len(rows or []))
+            _add_rows(rows_by_step, rows or [])
+    return first, largest
+
+
+def _counted(rows_by_step: Mapping[int, dict], keys: Iterable[str], counts: Mapping[str, int]) -> dict[str, tuple]:
+    """key -> (values received, values logged) of the keys that came back short."""
+    have: dict[str, int] = {}
+    for row in rows_by_step.values():
+        for key in row:
+            have[key] = have.get(key, 0) + 1
+    return {k: (have.get(k, 0), counts[k]) for k in keys if have.get(k, 0) < counts.get(k, 0)}
+
+
 def fetch_history(call: GraphQL, entity: str, project: str, name: str, groups: Sequence[Sequence[str]],
                   last_step: int, counts: Mapping[str, int], page_size: int,
-                  get: Callable[[str], bytes]) -> list[dict]:
+                  get: Callable[[str], bytes]) -> tuple[list[dict], dict[str, tuple[int, int]]]:
     """Every logged value of the keys in `groups` of one run, in step order (rows of `_step` and
-    the keys a step has). One request for a run of up to ROWS_PER_REQUEST / n_groups steps; the
-    exported parquet files only when the specs left values out; one more request, key by key,
-    only when a joint spec dropped rows."""
-    specs = history_specs(groups, last_step, page_size)
+    the keys a step has), and the keys that still came back short of historyKeys' count
+    ({key: (received, logged)}, empty when the history is whole).
+
+    One request for a run of up to ROWS_PER_REQUEST / n_groups steps; the exported parquet files
+    only when the specs left values out; one more request, key by key, only when a joint spec
+    dropped rows; and, when a server samples a window all the same (it caps the samples a spec
+    may ask), the short keys once more in windows no larger than the most rows a spec brought
+    back. What is still short then is reported, never passed off as the whole history."""
     rows_by_step: dict[int, dict] = {}
-    parquet: dict = {}
-    for i, chunk in enumerate(_chunks(specs, page_size)):
-        run = _run_of(call(HISTORY_QUERY if i == 0 else SPECS_ONLY_QUERY,
-                           {"entity": entity, "project": project, "name": name, "specs": chunk}), name)
-        if i == 0:
-            parquet = run.get("parquetHistory") or {}
-        for rows in run.get("sampledHistory") or []:
-            _add_rows(rows_by_step, rows or [])
+    run, largest = _ask(call, entity, project, name, groups, last_step, page_size, rows_by_step, HISTORY_QUERY)
+    parquet = run.get("parquetHistory") or {}
     keys = sorted({k for group in groups for k in group if k != "_step"})
     urls = [u for u in parquet.get("parquetUrls") or [] if isinstance(u, str) and u]
     live = [d.get("_step") for d in parquet.get("liveData") or [] if isinstance(d, Mapping)]
     first_live = min((s for s in live if isinstance(s, numbers.Real)), default=math.inf)
-    if urls and not any(step < first_live for step in rows_by_step) and (not counts or _missing(rows_by_step, keys, counts)):
+    if urls and not any(step < first_live for step in rows_by_step) and (not counts or _counted(rows_by_step, keys, counts)):
         # this server's sampledHistory serves only live steps: read the exported ones from the files
         _add_rows(rows_by_step, read_parquet_rows(urls, keys, get))
-    short = set(_missing(rows_by_step, keys, counts)) if counts else set()
+    short = _counted(rows_by_step, keys, counts) if counts else {}
     joint = [k for group in groups if len(group) > 1 for k in group if k in short]
     if joint:
         # keys logged equally often but not at the same steps: the joint spec dropped rows
-        specs = history_specs([[k] for k in joint], last_step, page_size)
-        for chunk in _chunks(specs, page_size):
-            run = _run_of(call(SPECS_ONLY_QUERY, {"entity": entity, "project": project, "name": name,
-                                                  "specs": chunk}), name)
-            for rows in run.get("sampledHistory") or []:
-                _add_rows(rows_by_step, rows or [])
-    return [rows_by_step[s] for s in sorted(rows_by_step)]
+        _, more = _ask(call, entity, project, name, [[k] for k in joint], last_step, page_size, rows_by_step)
+        largest = max(largest, more)
+        short = _counted(rows_by_step, keys, counts)
+    window = min(page_size, largest) // 2
+    if short and window >= 1:
+        # the server sampled windows it was asked for whole: ask again in smaller ones
+        _ask(call, entity, project, name, [[k] for k in short], last_step, window, rows_by_step)
+        short = _counted(rows_by_step, keys, counts)
+    return [rows_by_step[s] for s in sorted(rows_by_step)], short
