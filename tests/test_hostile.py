@@ -232,8 +232,8 @@ def test_every_page_loads_in_chromium_and_no_script_runs(hostile):
         text = page.read_text(encoding="utf-8")
         parser.feed(text)
         assert parser.found == [], (page.name, parser.found[:3])
-    # the run the plan says to extend (the case), named as the text it is
-    assert "cbs_p1_np8_nr8_&lt;img src=x onerror=" in (out / "p1" / "08_plan.html").read_text()
+    # the hostile run's name is shown, as the text it is (08 names it only where it suggests extending it)
+    assert any("cbs_p1_np8_nr8_&lt;img src=x onerror=" in page.read_text(encoding="utf-8") for page in pages)
 
 
 def test_a_trailing_newline_in_a_name_is_kept_stripped_and_flagged(hostile):
