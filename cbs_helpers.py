@@ -156,6 +156,7 @@ from cbs_rlvr.plan import (
 from cbs_rlvr.decisions import (
     DECISION_COLUMNS,
     decision_sentences,
+    decision_summary,
     gpu_claim,
     plan_summary,
     why_fastest_differs,

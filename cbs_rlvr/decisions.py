@@ -70,6 +70,21 @@ def _split(n_p, n_r, B) -> str:
     return f"{count(n_p)} prompts × {count(n_r)} rollouts (B = {count(B)})"
 
 
+def decision_summary(row: dict) -> str:
+    """One line to paste in a chat: 'p1 at accuracy 0.7: train 64 × 8 (B = 512), 1.0 h [1.0, 1.1];
+    B_noise 420 [374, 518] samples'."""
+    phase, t = row.get("phase", ""), _f(row.get("threshold"))
+    if not _ok(t):
+        return f"{phase}: no decision yet (no target has a fit)"
+    if not _ok(row.get("total_batch")):
+        return f"{phase} at accuracy {t:g}: no batch to recommend"
+    what = f"train {count(row['n_prompts'])} × {count(row['n_rollouts'])} (B = {count(row['total_batch'])})"
+    if _ok(row.get("predicted_hours")):
+        what += f", {duration(row['predicted_hours'], row.get('predicted_hours_lo'), row.get('predicted_hours_hi'))}"
+    bn = interval(row.get("B_noise"), row.get("B_noise_lo"), row.get("B_noise_hi"), "samples")
+    return f"{phase} at accuracy {t:g}: {what}; B_noise {bn}"
+
+
 def _model_words(row: dict) -> str:
     if row.get("model") == "cross_axis":
         return "the cross-axis model of prompts against rollouts"

@@ -484,7 +484,7 @@ def plot_cross_phase(summary_long: pd.DataFrame, title: str = "") -> Figure:
     fig = Figure(figsize=(7.4, 4.4))
     ax = fig.subplots()
     summary_long = _frame(summary_long, ["phase", "axis", "task"])
-    ok = _usable_fits(summary_long)
+    ok = unbounded_as_open(_usable_fits(summary_long))
     markers = "osD^vP*X"
     for i, phase in enumerate(p for p in pd.unique(summary_long["phase"]) if (ok["phase"] == p).any()):
         rows = ok[ok["phase"] == phase]

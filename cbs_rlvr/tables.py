@@ -271,7 +271,7 @@ def rho_claim(two_axis_fit: pd.DataFrame) -> list[str]:
 SUMMARY_LONG_COLUMNS = ["phase", "axis", "task", "threshold", "B_noise", "B_noise_lo", "B_noise_hi",
                         "S_min", "E_min", "B_crit_20pct", "r2_log", "n_points", "n_censored",
                         "status", "reason", "model", "alpha", "alpha_lo", "alpha_hi",
-                        "B_noise_mccandlish"]
+                        "B_noise_mccandlish", "B_reached_min", "B_reached_max"]
 
 
 def cbs_summary_long(fits: dict, params: dict) -> pd.DataFrame:

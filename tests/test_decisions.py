@@ -107,6 +107,8 @@ def test_the_decision_in_words_from_its_row_as_read_back_from_the_csv(tmp_path):
     assert "How sure: it was run, and its runs reached the target" in text
     assert "GPU counts unknown for 3 of 4 runs" in text
     assert "nan" not in text.lower()
+    assert row["summary"] == "p1 at accuracy 0.5: train 64 × 8 (B = 512), 2.0 h [1.8, 2.3]; B_noise 2,013 [1,800, 2,300] samples"
+    assert by_pandas["summary"] == row["summary"]
 
 
 def test_a_general_form_decision_says_its_shape_and_a_phase_without_fit_says_so():

@@ -18,7 +18,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..decisions import DECISION_COLUMNS, DECISION_EXTRA_COLUMNS
+from ..decisions import DECISION_COLUMNS, DECISION_EXTRA_COLUMNS, decision_summary
 from .predict import RECOMMENDABLE, Prediction
 
 #: the margin of a decision: configurations within this share of its expected hours
@@ -101,6 +101,7 @@ def decide(phase: str, target: float | None, plan_table: pd.DataFrame, pred: Pre
                 "next_cost_unit": "", "fewest_gpu_hours": "", "next_why": "", "worth_testing": "",
                 "summary": "", "target_rule": target_rule, "lr_context": lr_context})
     if target is None:
+        row["summary"] = decision_summary(row)
         return row
     if cbs_fit is not None and len(cbs_fit):
         f = cbs_fit[np.isclose(cbs_fit["threshold"].astype(float), float(target))]
@@ -112,10 +113,12 @@ def decide(phase: str, target: float | None, plan_table: pd.DataFrame, pred: Pre
                         "alpha": float(f["alpha"]) if model == "general" else 1.0 if model else math.nan})
     rows = plan_table[np.isclose(plan_table["threshold"].astype(float), float(target))] if plan_table is not None and len(plan_table) else None
     if rows is None or not len(rows):
+        row["summary"] = decision_summary(row)
         return row
     by = rows.set_index("objective")
     obj = "wall_clock" if "wall_clock" in by.index else "samples" if "samples" in by.index else None
     if obj is None:
+        row["summary"] = decision_summary(row)
         return row
     r = by.loc[obj]
     row.update({"objective": obj, "n_prompts": int(r["n_prompts"]), "n_rollouts": int(r["n_rollouts"]),
@@ -151,4 +154,5 @@ def decide(phase: str, target: float | None, plan_table: pd.DataFrame, pred: Pre
         if len(tests):
             tt = tests.iloc[0]
             row["worth_testing"] = f"{int(tt['n_prompts'])}x{int(tt['n_rollouts'])}"
+    row["summary"] = decision_summary(row)
     return row
