@@ -16,7 +16,8 @@ DATA_LAYER = {"errors", "paths", "manifest", "params", "history", "runs", "resum
               "sources.wandb_graphql"}
 ANALYSIS = {"measure", "envelope", "noise", "wallclock", "baseline", "figures", "figures_habits", "figures_plan",
             "tables", "words", "fit", "fit._tobit", "fit.forms", "fit.resample", "fit.evalnoise", "fit.phase",
-            "fit.result", "fit.table", "fit.crossaxis", "fit.curves", "fit.across", "fit.interval", "plan",
+            "fit.result", "fit.table", "fit.crossaxis", "fit.joint", "fit.crosscheck", "fit.curves", "fit.across",
+            "fit.interval", "plan",
             "plan.predict", "plan.decide", "plan.nextruns", "plan.phase"}
 BUILD = {"build", "execute", "report_html", "browser", "__main__", "lab"}
 

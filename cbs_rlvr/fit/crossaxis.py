@@ -33,34 +33,30 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ._tobit import Cells, Layout, predict
-from .forms import (
-    FORMS,
-    cross_validate,
-    fit_form,
-    folds,
-    form_weights,
-    forms_for,
-    free_mask,
-    merge_equivalent,
-    refit,
-)
+from ._tobit import Cells, predict
+from .crosscheck import CHECK_COLUMNS, check_by_leaving_out
+from .forms import free_mask, refit
 from .interval import bootstrap_interval
-from .phase import _SEARCH_DECADES, sb_arrays, target_coordinates
+from .joint import (
+    RHO_GRID,
+    Joint,
+    RhoFit,
+    effective_log_batch,
+    fit_rho,
+    fitted_targets,
+    group_term,
+    joint_arrays,
+    joint_cells,
+)
 from .resample import Scatter, estimate_scatter, parametric_tables
+
+__all__ = ["CHECK_COLUMNS", "TWO_AXIS_FIT_COLUMNS", "CrossAxisFit", "cross_axis_fit", "effective_log_batch",
+           "iso_batch_table", "rollout_worth"]
 
 TWO_AXIS_FIT_COLUMNS = ["threshold", "rho", "rho_lo", "rho_hi", "B0", "B0_lo", "B0_hi", "S_min", "r2_log",
                         "n_points", "n_censored", "status", "reason"]
-CHECK_COLUMNS = ["left_out", "n_configs", "n_off_lines", "n_cells", "error_ratio", "critical", "rms_log_error",
-                 "passed", "reason"]
-RHO_GRID = np.array([0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.55, 0.7, 0.85, 1.0])
 #: an untested model's prediction off the axes carries at least this sd of log S of its own
 UNTESTED_SD = 0.3
-
-
-def effective_log_batch(n_p, n_r, rho: float) -> np.ndarray:
-    n_p, n_r = np.asarray(n_p, dtype=float), np.asarray(n_r, dtype=float)
-    return np.log(n_p * n_r) - np.log1p((n_r - 1.0) * rho)
 
 
 def rollout_worth(rho: float) -> float:
@@ -69,180 +65,10 @@ def rollout_worth(rho: float) -> float:
 
 
 @dataclass
-class _Joint:
-    """The joint data: per run n_p, n_r, phase, and the fit arrays."""
-    n_p: np.ndarray
-    n_r: np.ndarray
-    phase: np.ndarray
-    Y: np.ndarray
-    C: np.ndarray
-    W: np.ndarray
-    groups: np.ndarray
-    bounds: np.ndarray
-    thresholds: np.ndarray
-
-    def subset(self, rows) -> _Joint:
-        return _Joint(self.n_p[rows], self.n_r[rows], self.phase[rows], self.Y[rows], self.C[rows], self.W[rows],
-                      self.groups[rows], self.bounds[rows], self.thresholds)
-
-
-def joint_arrays(sb_all: pd.DataFrame, thresholds) -> _Joint:
-    """The joint S(B) table (rows of several phases, a `phase` column) as fit arrays."""
-    thr = [float(t) for t in thresholds]
-    sb = sb_all.copy()
-    sb["threshold"] = pd.to_numeric(sb["threshold"], errors="coerce").astype(float)
-    if "phase" not in sb.columns:
-        sb["phase"] = "all"
-    if "last_eval_step" not in sb.columns:
-        sb["last_eval_step"] = np.where(sb["censored"].astype(bool), sb["S_B"], np.inf)
-    # a run two phases share (the crossing of two axes) enters once
-    sb = sb.drop_duplicates(["run_id", "threshold"])
-    runs = sb.drop_duplicates("run_id")
-    ids = runs["run_id"].tolist()
-    n_p = pd.to_numeric(runs["n_prompts"], errors="coerce").to_numpy(dtype=float)
-    n_r = pd.to_numeric(runs["n_rollouts"], errors="coerce").to_numpy(dtype=float)
-    conf = runs["configuration"].astype(str).to_numpy() if "configuration" in runs else np.array([""] * len(runs))
-    groups = np.array([f"{p}x{r}|{c}" for p, r, c in zip(n_p, n_r, conf, strict=True)])
-    arr = sb_arrays(sb, ids, thr, groups, B=n_p * n_r)
-    ok = np.isfinite(n_p) & np.isfinite(n_r) & (n_p > 0) & (n_r > 0)
-    return _Joint(n_p[ok], n_r[ok], runs["phase"].astype(str).to_numpy()[ok], arr["Y"][ok], arr["C"][ok],
-                  arr["W"][ok], groups[ok], arr["bounds"][ok], np.asarray(thr))
-
-
-@dataclass
-class _RhoFit:
-    rho: float
-    fits: dict
-    weights: dict
-    chosen: str
-    loglik: float
-    cells: Cells
-    lay: Layout
-    fitted: np.ndarray
-
-
-def group_term(n_r) -> np.ndarray:
-    """The covariate of the small-group term: 1 / n_rollouts (R, 1)."""
-    return (1.0 / np.asarray(n_r, dtype=float))[:, None]
-
-
-def _uses_groups(J: _Joint) -> bool:
-    """The small-group term is fitted where the runs span three n_rollouts or more (with two, it and
-    rho are one and the same freedom)."""
-    return len(np.unique(J.n_r)) >= 3
-
-
-def _cells(J: _Joint, rho: float, fitted) -> tuple[Cells, Layout]:
-    x = effective_log_batch(J.n_p, J.n_r, rho)
-    U = group_term(J.n_r) if _uses_groups(J) else None
-    xb = np.log(J.n_p * J.n_r)
-    bb = (float(xb.min() - _SEARCH_DECADES * math.log(10)), float(xb.max() + _SEARCH_DECADES * math.log(10)))
-    z = target_coordinates(J.thresholds[fitted])
-    # log B0 linear in the target: the model's question is how the axes combine, asked of few runs
-    return Cells(x, z, J.Y[None][:, :, fitted], J.W[None][:, :, fitted], J.C[None][:, :, fitted], bb, U), \
-        Layout(z, 0 if U is None else 1, curved=False)
-
-
-def _fitted_targets(J: _Joint) -> np.ndarray:
-    reached = (J.W > 0) & ~J.C
-    ok = []
-    for j in range(len(J.thresholds)):
-        cfg = {(p, r) for p, r, hit in zip(J.n_p, J.n_r, reached[:, j], strict=True) if hit}
-        if len(cfg) >= 3 and len({c[0] for c in cfg}) >= 2 and len({c[1] for c in cfg}) >= 2:
-            ok.append(j)
-    return np.array(ok, dtype=int)
-
-
-def _fit_rho(J: _Joint, fitted, forms=None, weigh: bool = True, refine: bool = True) -> _RhoFit | None:
-    """The joint fit with rho profiled over RHO_GRID (the best likelihood of McCandlish's form or the
-    one-alpha form), refined between the grid's neighbours, every form fitted at that rho and
-    weighted by leave-one-batch-point-out prediction."""
-    if not len(fitted):
-        return None
-    names = [f for f in forms_for(len(fitted), len(np.unique(J.groups))) if forms is None or f in forms]
-    profile = [f for f in names if f in ("mccandlish", "general")] or names[:1]
-    best = None
-    for rho in RHO_GRID:
-        cells, lay = _cells(J, rho, fitted)
-        fits = _forms_at(cells, lay, profile)
-        if not fits:
-            continue
-        ll = max(f.loglik for f in fits.values())
-        if best is None or ll > best.loglik:
-            best = _RhoFit(float(rho), fits, {}, "", ll, cells, lay, fitted)
-    if best is None:
-        return None
-    if refine:
-        best = _refine_rho(J, fitted, best)
-    if set(best.fits) != set(names):
-        best.fits = _forms_at(best.cells, best.lay, names)
-        best.loglik = max(f.loglik for f in best.fits.values())
-    names = list(best.fits)
-    if weigh and len(names) > 1:
-        codes = np.unique(J.groups, return_inverse=True)[1]
-        elpd = cross_validate(best.cells, best.lay, best.fits, folds(codes, best.cells.x))
-        best.weights = merge_equivalent(form_weights(elpd), best.fits, best.lay)
-    else:
-        best.weights = {n: 1.0 / len(names) for n in names}
-    best.chosen = max(names, key=lambda n: (best.weights[n], -FORMS.index(n)))
-    return best
-
-
-def _forms_at(cells: Cells, lay: Layout, names) -> dict:
-    """The forms `names` fitted at one rho (a bent form that does not bend is left out)."""
-    fits = {}
-    with np.errstate(all="ignore"):
-        mc = fit_form(cells, lay, "mccandlish")
-        if "mccandlish" in names:
-            fits["mccandlish"] = mc
-        for name in names:
-            if name != "mccandlish":
-                f = fit_form(cells, lay, name, mc=mc if name == "general" else fits.get("general"))
-                if f.ok:
-                    fits[name] = f
-    return fits
-
-
-def _refine_rho(J: _Joint, fitted, best: _RhoFit, n_steps: int = 7) -> _RhoFit:
-    """Golden-section search of rho between the grid neighbours of the best grid point (the form of
-    highest likelihood there refitted; the other forms refitted at the result)."""
-    form = max(best.fits.values(), key=lambda f: f.loglik).form
-    k = int(np.argmin(np.abs(RHO_GRID - best.rho)))
-    lo, hi = RHO_GRID[max(k - 1, 0)], RHO_GRID[min(k + 1, len(RHO_GRID) - 1)]
-    cache = {}
-
-    def ll(rho):
-        if rho not in cache:
-            cells, lay = _cells(J, rho, fitted)
-            with np.errstate(all="ignore"):
-                mc = fit_form(cells, lay, "mccandlish")
-                f = mc if form == "mccandlish" else fit_form(cells, lay, form, mc=mc)
-            cache[rho] = f.loglik if f.ok else -np.inf
-        return cache[rho]
-
-    g = (math.sqrt(5) - 1) / 2
-    a, b = lo, hi
-    c, d = b - g * (b - a), a + g * (b - a)
-    for _ in range(n_steps):
-        if ll(c) >= ll(d):
-            b, d = d, c
-            c = b - g * (b - a)
-        else:
-            a, c = c, d
-            d = a + g * (b - a)
-    rho = max([best.rho, c, d], key=lambda r: ll(r) if r != best.rho else best.loglik)
-    if rho == best.rho:
-        return best
-    cells, lay = _cells(J, rho, fitted)
-    fits = _forms_at(cells, lay, list(best.fits)) or best.fits
-    return _RhoFit(float(rho), fits, {}, "", max(f.loglik for f in fits.values()), cells, lay, fitted)
-
-
-@dataclass
 class CrossAxisFit:
     """The joint model over several axes, its check, and its draws (see the module docstring)."""
-    joint: _Joint
-    point: _RhoFit | None
+    joint: Joint
+    point: RhoFit | None
     table: pd.DataFrame
     check: pd.DataFrame
     validated: bool
@@ -357,14 +183,14 @@ def cross_axis_fit(sb_all: pd.DataFrame, thresholds, n_bootstrap: int = 200, see
     over its grid)."""
     J = joint_arrays(sb_all, thresholds)
     phases = sorted(set(J.phase))
-    fitted = _fitted_targets(J)
+    fitted = fitted_targets(J)
     empty_check = pd.DataFrame(columns=CHECK_COLUMNS)
     if not len(fitted):
         table = _table(J, None, None, fitted, "insufficient",
                        "fewer than 3 configurations over 2 n_prompts and 2 n_rollouts reach any target")
         return CrossAxisFit(J, None, table, empty_check, False, "no target has enough configurations", phases=phases)
-    pt = _fit_rho(J, fitted)
-    check, points = _check(J, fitted, pt.chosen)
+    pt = fit_rho(J, fitted)
+    check, points = check_by_leaving_out(J, fitted, pt.chosen)
     tested = check[check["n_cells"] > 0] if len(check) else check
     validated = bool(len(tested)) and bool(tested["passed"].all())
     if not len(tested):
@@ -416,7 +242,7 @@ def _bootstrap(res: CrossAxisFit, f_hat, K: int, seed: int) -> None:
         if not rows.size:
             continue
         for r in grid:
-            cells, lay = _cells(J, r, pt.fitted)
+            cells, lay = joint_cells(J, r, pt.fitted)
             block = Cells(cells.x, cells.z, Y[rows], W[rows], C[rows], cells.b_bounds, cells.U)
             with np.errstate(all="ignore"):
                 th, ll = refit(block, lay, pt.fits[name])
@@ -431,102 +257,7 @@ def _bootstrap(res: CrossAxisFit, f_hat, K: int, seed: int) -> None:
     res.theta_draws, res.rho_draws, res.bad = theta, rho, bad | ~np.isfinite(best_ll)[:, None]
 
 
-def _on_lines(J_rest: _Joint, n_p: float, n_r: float) -> bool:
-    """Whether a configuration lies on a line the other phases sampled (their n_prompts at this
-    n_rollouts varied, or their n_rollouts at this n_prompts)."""
-    same_r = np.isclose(J_rest.n_r, n_r)
-    same_p = np.isclose(J_rest.n_p, n_p)
-    return bool((same_r.sum() >= 2 and len(np.unique(J_rest.n_p[same_r])) >= 2)
-                or (same_p.sum() >= 2 and len(np.unique(J_rest.n_r[same_p])) >= 2))
-
-
-def _config_errors(Y, C, W, f, n_p, n_r) -> dict:
-    """Per configuration, the mean over its targets of (its runs' mean log S - the prediction), and
-    the cells behind it: {(n_p, n_r): (mean error, [(target index, mean log S, n runs, prediction)])}."""
-    out = {}
-    for p, r in sorted({(a, b) for a, b in zip(n_p, n_r, strict=True)}):
-        rows = np.isclose(n_p, p) & np.isclose(n_r, r)
-        cells = []
-        for i in range(Y.shape[1]):
-            ok = rows & (W[:, i] > 0) & ~C[:, i]
-            if ok.any():
-                cells.append((i, float(Y[ok, i].mean()), int(ok.sum()), float(f[np.flatnonzero(rows)[0], i])))
-        if cells:
-            out[(p, r)] = (float(np.mean([c[1] - c[3] for c in cells])), cells)
-    return out
-
-
-#: parameters of a joint fit that move a configuration's mean error over its targets (the curve's
-#: level, B0's level, trend and bend, alpha, rho)
-_CONFIG_PARAMS = 6
-#: a configuration's error in log S that no decision turns on (5%): the yardstick's floor
-IMMATERIAL_LOG_ERROR = 0.05
-
-
-def _check(J: _Joint, fitted, form: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Leave each phase out, refit on the others, predict the left-out runs (module docstring).
-    The test statistic: per left-out configuration its mean error over its targets (a run's luck is
-    shared by its targets, so a configuration is one piece of evidence), their mean square over the
-    same for the others' configurations about their own fit (their scatter, and how it goes together
-    across targets; degrees of freedom: the configurations less _CONFIG_PARAMS), never below
-    IMMATERIAL_LOG_ERROR squared (a model that errs by less than 5% errs by nothing a decision turns
-    on, however quiet the runs); it must stay below the 99% point of F(n_left_out, dof).
-    Returns the per-phase check and every predicted (configuration, target) beside its runs."""
-    from scipy import stats
-
-    rows, points = [], []
-    for ph in sorted(set(J.phase)):
-        out = J.phase == ph
-        rest = J.subset(~out)
-        mine = J.subset(out)
-        configs = {(p, r) for p, r in zip(mine.n_p, mine.n_r, strict=True)}
-        shared = {(p, r) for p, r in zip(rest.n_p, rest.n_r, strict=True)}
-        new = [c for c in configs if c not in shared]
-        off = [c for c in new if not _on_lines(rest, *c)]
-        base = {"left_out": ph, "n_configs": len(new), "n_off_lines": len(off), "n_cells": 0, "error_ratio": np.nan,
-                "critical": np.nan, "rms_log_error": np.nan, "passed": False, "reason": ""}
-        rf = _fitted_targets(rest)
-        rf = np.array([j for j in rf if j in set(fitted.tolist())], dtype=int)
-        if not new or not len(rf):
-            base["reason"] = ("every configuration of it is in the others" if not new else
-                              "the others alone span fewer than 2 n_prompts and 2 n_rollouts at every target")
-            rows.append(base)
-            continue
-        pt = _fit_rho(rest, rf, forms=(form, "mccandlish"), weigh=False, refine=False)
-        if pt is None:
-            base["reason"] = "the others could not be fitted"
-            rows.append(base)
-            continue
-        th = max(pt.fits.values(), key=lambda f: f.loglik)
-        cells, lay = pt.cells, pt.lay
-        f_rest, _ = predict(cells, lay, th.theta[None])
-        own = _config_errors(rest.Y[:, rf], rest.C[:, rf], rest.W[:, rf], f_rest[0], rest.n_p, rest.n_r)
-        dof = len(own) - _CONFIG_PARAMS
-        x = effective_log_batch(mine.n_p, mine.n_r, pt.rho)
-        f_new, _ = predict(cells, lay, th.theta[None], x=x, U=group_term(mine.n_r) if lay.m else None)
-        held = _config_errors(mine.Y[:, rf], mine.C[:, rf], mine.W[:, rf], f_new[0], mine.n_p, mine.n_r)
-        held = {c: v for c, v in held.items() if c in set(new)}
-        if not held or dof < 2:
-            base["reason"] = ("none of its configurations reached a target the others fit" if not held else
-                              "the others have too few configurations to measure their scatter")
-            rows.append(base)
-            continue
-        scale = max(float(np.sum([v[0] ** 2 for v in own.values()]) / dof), IMMATERIAL_LOG_ERROR ** 2)
-        ratio = float(np.mean([v[0] ** 2 for v in held.values()]) / max(scale, 1e-12))
-        critical = float(stats.f.ppf(0.99, len(held), dof))
-        errs = [ybar - fp for _, cs in held.values() for _, ybar, _, fp in cs]
-        for (p, r), (_, cs) in held.items():
-            for i, ybar, n, fp in cs:
-                points.append({"left_out": ph, "n_prompts": p, "n_rollouts": r, "threshold": float(J.thresholds[rf[i]]),
-                               "S_measured": math.exp(ybar), "S_predicted": math.exp(fp), "n_runs": n,
-                               "log_error": ybar - fp, "off_lines": (p, r) in off})
-        base.update(n_cells=len(errs), error_ratio=ratio, critical=critical,
-                    rms_log_error=float(np.sqrt(np.mean(np.square(errs)))), passed=bool(ratio <= critical))
-        rows.append(base)
-    return pd.DataFrame(rows, columns=CHECK_COLUMNS), pd.DataFrame(points)
-
-
-def _table(J: _Joint, res: CrossAxisFit | None, pt: _RhoFit | None, fitted, status: str, reason: str) -> pd.DataFrame:
+def _table(J: Joint, res: CrossAxisFit | None, pt: RhoFit | None, fitted, status: str, reason: str) -> pd.DataFrame:
     """two_axis_fit.csv: per target rho (shared), B0 (prompts) and S_min with 95% intervals."""
     rows = []
     for j, t in enumerate(J.thresholds):

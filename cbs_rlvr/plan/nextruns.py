@@ -115,6 +115,82 @@ def decision_value(H: np.ndarray, allowed: np.ndarray, m: np.ndarray, sd: float,
     return out
 
 
+def _run_scatter(fits: dict, t: float) -> float:
+    """A run's own sd of log S at target t, over the fits the plan priced (their median)."""
+    sds = []
+    for f in fits.values():
+        j = f.target_index(t)
+        if f.scatter is not None and j is not None:
+            sds.append(float(max(f.scatter.sigma_run[j], 0.5 * f.scatter.sigma[j])))
+    return float(np.median(sds)) if sds else 0.1
+
+
+def _budget(fits: dict, budget_steps: float | None) -> float:
+    """Where a new run stops: `budget_steps`, else the last evaluated step of the longest run."""
+    if budget_steps is not None and np.isfinite(budget_steps):
+        return float(budget_steps)
+    bounds = [np.exp(f.data.bounds[np.isfinite(f.data.bounds)]).max() for f in fits.values()
+              if f.data is not None and np.isfinite(f.data.bounds).any()]
+    return max(bounds) if bounds else np.nan
+
+
+def _actions(pred: Prediction, fits: dict, t: float, sd: float, budget: float, max_extensions: int) -> list[dict]:
+    """The runs to weigh: a new run at every candidate the plan predicts, and the extension of each
+    configuration's furthest run that stopped before the target (to where it crosses with 80%
+    chance, at least a quarter further)."""
+    from scipy import stats
+
+    tab = pred.table
+    stop_new = math.log(budget) if budget and np.isfinite(budget) else np.inf
+    actions = []
+    for i in range(len(tab)):
+        if np.isfinite(pred.log_steps[:, i]).any():
+            basis = tab.at[i, "basis"]
+            actions.append({"action": "new", "run_name": "", "run_id": "", "col": i, "floor": -np.inf,
+                            "stop": stop_new, "from": 0.0, "to": budget, "basis": basis,
+                            "why": "repeat" if basis == "measured" else ""})
+    for f in fits.values():
+        for ext in _extensions(f, t, max_extensions):
+            match = np.flatnonzero(np.isclose(tab["n_prompts"], ext["n_prompts"])
+                                   & np.isclose(tab["n_rollouts"], ext["n_rollouts"]))
+            if not match.size:
+                continue
+            i, last = int(match[0]), ext["last"]
+            m_pt = float(np.nanmedian(pred.log_steps[:, i]))
+            lo_z = (math.log(last) - m_pt) / sd
+            q = stats.norm.ppf(stats.norm.cdf(lo_z) + 0.8 * stats.norm.sf(lo_z))
+            to = _round_up(max(1.25 * last, math.exp(m_pt + sd * q)))
+            actions.append({"action": f"extend {ext['run_name']}", "run_name": ext["run_name"], "run_id": ext["run_id"],
+                            "col": i, "floor": math.log(last), "stop": math.log(to), "from": last, "to": to,
+                            "basis": tab.at[i, "basis"], "why": ""})
+    return actions
+
+
+def _scored(pred: Prediction, act: dict, v: dict, t: float, n_out: int) -> dict:
+    """next_runs.csv's row of one weighed run: its value, cost, and whether it is worth testing."""
+    tab, H, i = pred.table, pred.hours, act["col"]
+    T, gpus = float(tab.at[i, "step_time_s"]), tab["n_gpus"].to_numpy(dtype=float)
+    all_known = bool(np.isfinite(gpus).all())
+    hours = (v["steps"] - act["from"]) * T / 3600.0 if np.isfinite(T) else np.nan
+    cost = hours * gpus[i] if all_known else hours
+    both = np.isfinite(H[:, i]) & np.isfinite(H[:, v["d0"]])
+    p_faster = float(np.mean(H[both, i] < H[both, v["d0"]])) if both.any() else np.nan
+    untested = act["basis"] not in RECOMMENDABLE
+    why = "worth testing" if untested and p_faster >= WORTH_TESTING else act["why"]
+    return {"threshold": t, "action": act["action"], "run_name": act["run_name"], "run_id": act["run_id"],
+            "n_prompts": int(tab.at[i, "n_prompts"]), "n_rollouts": int(tab.at[i, "n_rollouts"]),
+            "total_batch": int(tab.at[i, "total_batch"]), "from_step": act["from"], "to_step": act["to"],
+            "p_reach": v["p_reach"], "regret_now_h": v["regret_now"], "expected_reduction_h": v["value"],
+            "reduction_lo_h": v["lo"], "reduction_hi_h": v["hi"], "p_change": v["p_change"],
+            "predicted_steps": float(np.exp(np.nanmedian(pred.log_steps[:, i]))), "predicted_hours": hours,
+            "predicted_gpu_hours": hours * gpus[i] if np.isfinite(gpus[i]) else np.nan, "cost": cost,
+            "cost_unit": "GPU-hours" if all_known else "hours",
+            "value_per_cost": v["value"] / cost if cost and np.isfinite(cost) and cost > 0 else np.nan,
+            "basis": act["basis"], "why": why, "n_outcomes": n_out,
+            "note": (f"{p_faster:.0%} chance to be faster than the decision, from a prediction no run has checked"
+                     if untested and np.isfinite(p_faster) else "")}
+
+
 def next_runs(pred: Prediction, fits: dict, step_model: dict | None = None, budget_steps: float | None = None,
               n_outcomes: int = 64, max_runs: int = 3, min_value_h: float | None = None, seed: int = 0,
               max_extensions: int = 6) -> pd.DataFrame:
@@ -122,93 +198,35 @@ def next_runs(pred: Prediction, fits: dict, step_model: dict | None = None, budg
     GPU-hour (module docstring). pred: the plan's Prediction at the target; fits: {phase: PhaseFit}
     of the axes the plan priced (for the runs that can be extended and each run's scatter);
     budget_steps: where a new run stops (default: the longest run). Runs worth less than
-    `min_value_h` hours of expected regret (default 1% of the decision's hours) are left out."""
+    `min_value_h` hours of expected regret (default 1% of the decision's hours) are left out; a run
+    worth testing comes first whatever its value."""
     from scipy import stats
 
     t = float(pred.threshold)
-    tab = pred.table.reset_index(drop=True)
-    K = pred.hours.shape[0]
     empty = pd.DataFrame(columns=NEXT_RUNS_COLUMNS)
-    if not K or not len(tab):
+    H, K = pred.hours, pred.hours.shape[0]
+    allowed = pred.table["basis"].isin(RECOMMENDABLE).to_numpy()
+    if not K or not len(pred.table) or not allowed.any() or not np.isfinite(H).any():
         return empty
-    H = pred.hours
-    allowed = tab["basis"].isin(RECOMMENDABLE).to_numpy()
-    if not allowed.any() or not np.isfinite(H).any():
-        return empty
+    pred = Prediction(pred.threshold, pred.table.reset_index(drop=True), pred.log_steps, H, pred.gpu_hours)
     rng = np.random.default_rng(seed)
     n_out = int(n_outcomes)
     z = stats.norm.ppf((rng.permutation(n_out) + 0.5) / n_out)
     k_pick = rng.integers(0, K, size=n_out)
-    sds = [f.scatter for f in fits.values() if f.scatter is not None and f.target_index(t) is not None]
-    j_sd = [float(max(s.sigma_run[f.target_index(t)], 0.5 * s.sigma[f.target_index(t)]))
-            for f, s in zip([f for f in fits.values() if f.scatter is not None and f.target_index(t) is not None],
-                            sds, strict=True)]
-    sd = float(np.median(j_sd)) if j_sd else 0.1
-    if budget_steps is None or not np.isfinite(budget_steps):
-        bounds = [np.exp(f.data.bounds[np.isfinite(f.data.bounds)]).max() for f in fits.values()
-                  if f.data is not None and np.isfinite(f.data.bounds).any()]
-        budget_steps = max(bounds) if bounds else np.nan
-    stop_new = math.log(budget_steps) if budget_steps and np.isfinite(budget_steps) else np.inf
-    T = tab["step_time_s"].to_numpy(dtype=float)
-    gpus = tab["n_gpus"].to_numpy(dtype=float)
-    all_known = np.isfinite(gpus).all()
-    unit = "GPU-hours" if all_known else "hours"
-    actions = []
-    for i in range(len(tab)):
-        if not np.isfinite(pred.log_steps[:, i]).any():
-            continue
-        basis = tab.at[i, "basis"]
-        actions.append({"action": "new", "run_name": "", "run_id": "", "col": i, "floor": -np.inf, "stop": stop_new,
-                        "from": 0.0, "to": budget_steps, "basis": basis,
-                        "why": "repeat" if basis == "measured" else ""})
-    for f in fits.values():
-        for ext in _extensions(f, t, max_extensions):
-            match = np.flatnonzero(np.isclose(tab["n_prompts"], ext["n_prompts"]) & np.isclose(tab["n_rollouts"], ext["n_rollouts"]))
-            if not match.size:
-                continue
-            i = int(match[0])
-            m_pt = float(np.nanmedian(pred.log_steps[:, i]))
-            last = ext["last"]
-            lo_z = (math.log(last) - m_pt) / sd
-            q = stats.norm.ppf(stats.norm.cdf(lo_z) + 0.8 * stats.norm.sf(lo_z))
-            to = _round_up(max(1.25 * last, math.exp(m_pt + sd * q)))
-            actions.append({"action": f"extend {ext['run_name']}", "run_name": ext["run_name"],
-                            "run_id": ext["run_id"], "col": i,
-                            "floor": math.log(last), "stop": math.log(to), "from": last, "to": to,
-                            "basis": tab.at[i, "basis"], "why": ""})
+    sd = _run_scatter(fits, t)
     rows = []
-    for act in actions:
-        i = act["col"]
-        m = pred.log_steps[:, i]
-        v = decision_value(H, allowed, m, sd, act["stop"], i, z, k_pick, act["floor"])
-        if not np.isfinite(v["value"]) or v["p_reach"] < MIN_P_REACH:
-            continue
-        steps_run = v["steps"] - act["from"]
-        hours = steps_run * T[i] / 3600.0 if np.isfinite(T[i]) else np.nan
-        cost = hours * gpus[i] if all_known else hours
-        both = np.isfinite(H[:, i]) & np.isfinite(H[:, v["d0"]])
-        p_faster = float(np.mean(H[both, i] < H[both, v["d0"]])) if both.any() else np.nan
-        why = act["why"]
-        if act["basis"] not in RECOMMENDABLE and p_faster >= WORTH_TESTING:
-            why = "worth testing"
-        rows.append({"threshold": t, "action": "new" if act["action"] == "new" else act["action"],
-                     "run_name": act["run_name"], "run_id": act["run_id"], "n_prompts": int(tab.at[i, "n_prompts"]),
-                     "n_rollouts": int(tab.at[i, "n_rollouts"]), "total_batch": int(tab.at[i, "total_batch"]),
-                     "from_step": act["from"], "to_step": act["to"], "p_reach": v["p_reach"],
-                     "regret_now_h": v["regret_now"], "expected_reduction_h": v["value"],
-                     "reduction_lo_h": v["lo"], "reduction_hi_h": v["hi"], "p_change": v["p_change"],
-                     "predicted_steps": float(np.exp(np.nanmedian(m))), "predicted_hours": hours,
-                     "predicted_gpu_hours": hours * gpus[i] if np.isfinite(gpus[i]) else np.nan,
-                     "cost": cost, "cost_unit": unit,
-                     "value_per_cost": v["value"] / cost if cost and np.isfinite(cost) and cost > 0 else np.nan,
-                     "basis": act["basis"], "why": why, "n_outcomes": n_out,
-                     "note": (f"{p_faster:.0%} chance to be faster than the decision, from a prediction no run "
-                              "has checked" if act["basis"] not in RECOMMENDABLE and np.isfinite(p_faster) else "")})
+    for act in _actions(pred, fits, t, sd, _budget(fits, budget_steps), max_extensions):
+        v = decision_value(H, allowed, pred.log_steps[:, act["col"]], sd, act["stop"], act["col"], z, k_pick,
+                           act["floor"])
+        if np.isfinite(v["value"]) and v["p_reach"] >= MIN_P_REACH:
+            rows.append(_scored(pred, act, v, t, n_out))
     if not rows:
         return empty
     out = pd.DataFrame(rows)
-    hours_d0 = float(np.nanmean(H[:, int(np.flatnonzero(allowed)[np.nanargmin(np.nanmean(np.where(np.isfinite(H[:, allowed]), H[:, allowed], np.nan), axis=0))])]))
-    floor_v = 0.01 * hours_d0 if min_value_h is None else float(min_value_h)
+    expected = H[:, allowed]
+    seen = np.isfinite(expected).any(axis=0)
+    hours_d0 = float(np.min(np.nanmean(expected[:, seen], axis=0))) if seen.any() else np.nan
+    floor_v = (0.01 * hours_d0 if np.isfinite(hours_d0) else 0.0) if min_value_h is None else float(min_value_h)
     test = out[out["why"] == "worth testing"].sort_values("value_per_cost", ascending=False).head(1)
     rest = out[(out["expected_reduction_h"] > floor_v) & ~out.index.isin(test.index)]
     rest = rest.sort_values(["value_per_cost", "expected_reduction_h"], ascending=False)
