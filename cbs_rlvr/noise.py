@@ -91,6 +91,41 @@ def grad_noise_at_target(smoothed: pd.DataFrame, sb_eb: pd.DataFrame) -> pd.Data
     return pd.DataFrame(rows, columns=["run_id", "total_batch", "threshold", "S_B", "B_simple_ema"])
 
 
+def _norms_at_crossing(series: dict, grads: dict, meta: pd.DataFrame, acc: float, window: float):
+    """(1/B, mean |G_B|^2 near the step S where the run reaches acc), one pair per run that does."""
+    xs, ys = [], []
+    for rid, (s, a, _) in series.items():
+        if rid not in meta.index or rid not in grads or len(grads[rid][0]) == 0:
+            continue
+        B = float(meta.at[rid, "total_batch"])
+        if not (np.isfinite(B) and B > 0):
+            continue
+        S, cens = crossings(s, a, [acc], "isotonic")
+        if cens[0] or not np.isfinite(S[0]) or S[0] <= 0:
+            continue
+        gs, g = grads[rid]
+        half = max(window * S[0], 1.0)
+        sel = np.abs(gs - S[0]) <= half
+        if sel.sum() < 1:
+            sel = np.argsort(np.abs(gs - S[0]))[:3]
+        xs.append(1.0 / B)
+        ys.append(float(np.mean(g[sel] ** 2)))
+    return np.array(xs), np.array(ys)
+
+
+def _b_simple_draws(x: np.ndarray, y: np.ndarray, rng, n: int) -> np.ndarray:
+    """B_simple of n resamples of the runs (0: no noise, inf: all noise, NaN: one batch size)."""
+    idx = rng.integers(0, len(x), size=(n, len(x)))
+    xb, yb = x[idx], y[idx]
+    xm, ym = xb.mean(1, keepdims=True), yb.mean(1, keepdims=True)
+    sxx = ((xb - xm) ** 2).sum(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sl = ((xb - xm) * (yb - ym)).sum(1) / sxx
+        ic = ym[:, 0] - sl * xm[:, 0]
+        bs = np.where(sl <= 0, 0.0, np.where(ic > 0, sl / ic, np.inf))
+    return np.where(sxx > 0, bs, np.nan)
+
+
 def b_simple_posthoc(runs: pd.DataFrame, history: pd.DataFrame, metric: str, accuracies,
                      grad_key: str = ACTOR_NORM_KEY, window: float = 0.1,
                      n_bootstrap: int = 1000, seed: int = 0) -> pd.DataFrame:
@@ -117,24 +152,7 @@ def b_simple_posthoc(runs: pd.DataFrame, history: pd.DataFrame, metric: str, acc
     out = []
     rng = np.random.default_rng(seed)
     for acc in accs:
-        xs, ys = [], []
-        for rid, (s, a, _) in series.items():
-            if rid not in meta.index or rid not in grads or len(grads[rid][0]) == 0:
-                continue
-            B = float(meta.at[rid, "total_batch"])
-            if not (np.isfinite(B) and B > 0):
-                continue
-            S, cens = crossings(s, a, [acc], "isotonic")
-            if cens[0] or not np.isfinite(S[0]) or S[0] <= 0:
-                continue
-            gs, g = grads[rid]
-            half = max(window * S[0], 1.0)
-            sel = np.abs(gs - S[0]) <= half
-            if sel.sum() < 1:
-                sel = np.argsort(np.abs(gs - S[0]))[:3]
-            xs.append(1.0 / B)
-            ys.append(float(np.mean(g[sel] ** 2)))
-        x, y = np.array(xs), np.array(ys)
+        x, y = _norms_at_crossing(series, grads, meta, acc, window)
         row = {"accuracy": acc, "G2": np.nan, "trSigma": np.nan, "B_simple": np.nan,
                "B_simple_lo": np.nan, "B_simple_hi": np.nan, "r2": np.nan, "n_runs": len(x),
                "n_batch_sizes": len(np.unique(x)), "status": "insufficient", "reason": ""}
@@ -158,19 +176,8 @@ def b_simple_posthoc(runs: pd.DataFrame, history: pd.DataFrame, metric: str, acc
             continue
         row["B_simple"], row["status"] = slope / icpt, "ok"
         if n_bootstrap:
-            idx = rng.integers(0, len(x), size=(int(n_bootstrap), len(x)))
-            xb, yb = x[idx], y[idx]
-            xm, ym = xb.mean(1, keepdims=True), yb.mean(1, keepdims=True)
-            sxx = ((xb - xm) ** 2).sum(1)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                sl = ((xb - xm) * (yb - ym)).sum(1) / sxx
-                ic = ym[:, 0] - sl * xm[:, 0]
-                # tr(Sigma) <= 0: no noise (0); |G|^2 <= 0: all noise (inf)
-                bs = np.where(sl <= 0, 0.0, np.where(ic > 0, sl / ic, np.inf))
-            bs = np.where(sxx > 0, bs, np.nan)  # a resample of a single batch size: no slope
-            row["B_simple_lo"], row["B_simple_hi"], note = bootstrap_interval(
-                row["B_simple"], bs, "B_simple")
-            row["reason"] = note
+            row["B_simple_lo"], row["B_simple_hi"], row["reason"] = bootstrap_interval(
+                row["B_simple"], _b_simple_draws(x, y, rng, int(n_bootstrap)), "B_simple")
         out.append(row)
     cols = ["accuracy", "G2", "trSigma", "B_simple", "B_simple_lo", "B_simple_hi", "r2", "n_runs",
             "n_batch_sizes", "status", "reason"]

@@ -139,6 +139,30 @@ def _floats(values) -> np.ndarray:
 TRENDS = ("grows", "falls", "flat", "not monotone", "unclear", "undetermined")
 
 
+def _ordered_points(x, estimate, lo, hi):
+    """The points with an x and an estimate, in order of x, and whether intervals were given."""
+    x, e = _floats(x), _floats(estimate)
+    ci_given = lo is not None and hi is not None
+    lo = np.full(e.shape, np.nan) if lo is None else _floats(lo)
+    hi = np.full(e.shape, np.nan) if hi is None else _floats(hi)
+    keep = np.isfinite(x) & np.isfinite(e)
+    order = np.argsort(x[keep], kind="stable")
+    x, e, lo, hi = (v[keep][order] for v in (x, e, lo, hi))
+    return x, e, lo, hi, ci_given
+
+
+def _too_few_or_flat(x, e, quantity: str, along: str) -> dict:
+    """trend_claim's answer when there is no direction to speak of ({} otherwise)."""
+    if len(x) < 2:
+        return {"claim": f"too few usable points to tell how {quantity} changes with {along}",
+                "evidence": (f"{len(x)} usable point(s); two or more needed" if len(x) == 0 else
+                             f"one usable point: {quantity} = {e[0]:.3g} at {x[0]:g}")}
+    if (np.diff(e) == 0).all():
+        return {"trend": "flat", "claim": f"{quantity} is the same at every point along {along}",
+                "evidence": f"{quantity} = {e[0]:.3g} at all {len(x)} points from {x[0]:g} to {x[-1]:g}"}
+    return {}
+
+
 def trend_claim(x, estimate, lo=None, hi=None, quantity: str = "B_noise",
                 along: str = "the target accuracy") -> dict:
     """What the data say about how `quantity` changes along `x`, as a claim with its evidence.
@@ -158,26 +182,14 @@ def trend_claim(x, estimate, lo=None, hi=None, quantity: str = "B_noise",
     Returns {trend, significant, claim (a sentence for a heading), evidence (numbers),
     n_points, first, last}.
     """
-    x, e = _floats(x), _floats(estimate)
-    ci_given = lo is not None and hi is not None
-    lo = np.full(e.shape, np.nan) if lo is None else _floats(lo)
-    hi = np.full(e.shape, np.nan) if hi is None else _floats(hi)
-    keep = np.isfinite(x) & np.isfinite(e)
-    order = np.argsort(x[keep], kind="stable")
-    x, e, lo, hi = (v[keep][order] for v in (x, e, lo, hi))
+    x, e, lo, hi, ci_given = _ordered_points(x, estimate, lo, hi)
     out = {"trend": "undetermined", "significant": False, "n_points": int(len(x)),
            "first": float(e[0]) if len(e) else np.nan, "last": float(e[-1]) if len(e) else np.nan}
-    if len(x) < 2:
-        out["claim"] = f"too few usable points to tell how {quantity} changes with {along}"
-        out["evidence"] = (f"{len(x)} usable point(s); two or more needed" if len(x) == 0 else
-                           f"one usable point: {quantity} = {e[0]:.3g} at {x[0]:g}")
+    early = _too_few_or_flat(x, e, quantity, along)
+    if early:
+        out.update(early)
         return out
     d = np.diff(e)
-    if (d == 0).all():
-        out["trend"] = "flat"
-        out["claim"] = f"{quantity} is the same at every point along {along}"
-        out["evidence"] = f"{quantity} = {e[0]:.3g} at all {len(x)} points from {x[0]:g} to {x[-1]:g}"
-        return out
 
     def apart(i: int, j: int) -> bool:
         """The 95% intervals of points i and j do not overlap (False when unknown)."""

@@ -167,48 +167,63 @@ def _terms(pk: Packed, lay: Layout, theta: np.ndarray, derivatives: bool = True)
         total = total + np.bincount(pk.kc, weights=pk.wc * logsf, minlength=K)
     if not derivatives:
         return total, None, None
+    L = _cell_derivatives(pk, isig2, R1, Q, (flat, zc, sc, logsf) if cens else None)
+    return (total,) + _chain(pk, lay, L, al, d, t, e)
+
+
+def _cell_derivatives(pk: Packed, isig2, R1, Q, censored):
+    """d/df, d2/df2, d/dlog sigma, d2/dlog sigma2, d2/df dlog sigma of the log-likelihood, per cell (K, G, T)."""
     Lf = R1 * isig2
     Lff = -pk.S0 * isig2
     Ls = Q * isig2 - pk.S0
     Lss = -2.0 * Q * isig2
     Lfs = -2.0 * R1 * isig2
-    if cens:
+    if censored is not None:
+        flat, zc, sc, logsf = censored
+        K, G, T = pk.S0.shape
         lam = np.exp(-0.5 * zc * zc - _LOG_SQRT_2PI - logsf)
         q = 1.0 + zc * (lam - zc)
-        n = K * G * T
 
         def add(acc, v):
-            return acc + np.bincount(flat, weights=pk.wc * v, minlength=n).reshape(K, G, T)
+            return acc + np.bincount(flat, weights=pk.wc * v, minlength=K * G * T).reshape(K, G, T)
 
         Lf = add(Lf, lam * sc)
         Lff = add(Lff, -lam * (lam - zc) * sc * sc)
         Ls = add(Ls, lam * zc)
         Lss = add(Lss, -lam * zc * q)
         Lfs = add(Lfs, -lam * q * sc)
+    return Lf, Lff, Ls, Lss, Lfs
+
+
+def _total_over_points(*arrays):
+    """Sum over the batch points of the product, (K, T), with no temporaries."""
+    return np.einsum(",".join(["kgt"] * len(arrays)) + "->kt", *np.broadcast_arrays(*arrays))
+
+
+def _chain(pk: Packed, lay: Layout, L, al, d, t, e):
+    """Gradient (K, P) and Hessian (K, P, P) in the packed parameters from the per-cell derivatives."""
+    Lf, Lff, Ls, Lss, Lfs = L
+    K, _, T = Lf.shape
     h = np.where(t >= 0, 1.0, e) / (1.0 + e)
     h1 = h * (1.0 - h)
     jb, ja = al * h, d * h  # df/db, df/dalpha
-
-    def total_over_points(*arrays):  # sum over the batch points of the product, (K, T), no temporaries
-        return np.einsum(",".join(["kgt"] * len(arrays)) + "->kt", *np.broadcast_arrays(*arrays))
-
+    top = _total_over_points
     g = np.empty((K, T, 4))
     g[..., 0] = Lf.sum(1)
-    g[..., 1] = total_over_points(Lf, jb)
-    g[..., 2] = total_over_points(Lf, ja)
+    g[..., 1] = top(Lf, jb)
+    g[..., 2] = top(Lf, ja)
     g[..., 3] = Ls.sum(1)
     H = np.empty((K, T, 4, 4))
     al2 = al[:, 0, :]
     H[..., 0, 0] = Lff.sum(1)
-    H[..., 0, 1] = H[..., 1, 0] = total_over_points(Lff, jb)
-    H[..., 0, 2] = H[..., 2, 0] = total_over_points(Lff, ja)
-    H[..., 1, 1] = total_over_points(Lff, jb, jb) + al2 * al2 * total_over_points(Lf, h1)
-    H[..., 1, 2] = H[..., 2, 1] = (total_over_points(Lff, jb, ja) + total_over_points(Lf, h)
-                                   + al2 * total_over_points(Lf, d, h1))
-    H[..., 2, 2] = total_over_points(Lff, ja, ja) + total_over_points(Lf, d, d, h1)
+    H[..., 0, 1] = H[..., 1, 0] = top(Lff, jb)
+    H[..., 0, 2] = H[..., 2, 0] = top(Lff, ja)
+    H[..., 1, 1] = top(Lff, jb, jb) + al2 * al2 * top(Lf, h1)
+    H[..., 1, 2] = H[..., 2, 1] = top(Lff, jb, ja) + top(Lf, h) + al2 * top(Lf, d, h1)
+    H[..., 2, 2] = top(Lff, ja, ja) + top(Lf, d, d, h1)
     H[..., 0, 3] = H[..., 3, 0] = Lfs.sum(1)
-    H[..., 1, 3] = H[..., 3, 1] = total_over_points(Lfs, jb)
-    H[..., 2, 3] = H[..., 3, 2] = total_over_points(Lfs, ja)
+    H[..., 1, 3] = H[..., 3, 1] = top(Lfs, jb)
+    H[..., 2, 3] = H[..., 3, 2] = top(Lfs, ja)
     H[..., 3, 3] = Lss.sum(1)
     At = np.swapaxes(lay.A, 1, 2)  # (T, P, 4)
     Gr = g.reshape(K, T * 4) @ lay.A.reshape(T * 4, lay.P)
@@ -221,7 +236,7 @@ def _terms(pk: Packed, lay: Layout, theta: np.ndarray, derivatives: bool = True)
         X = np.matmul(At[None], cross).sum(axis=1)  # (K, P, m)
         Hf[:, :, lay.gamma] += X
         Hf[:, lay.gamma, :] += np.swapaxes(X, 1, 2)
-    return total, Gr, Hf
+    return Gr, Hf
 
 
 def _bounds(cells: Cells, lay: Layout) -> tuple[np.ndarray, np.ndarray]:

@@ -82,6 +82,55 @@ def _crossing_kernel(Y, steps, length, thresholds, method, window):
     return S, cens
 
 
+def _chunks(lengths: np.ndarray, K_sub: int) -> list:
+    """(runs, first resample, end resample) blocks: runs of similar length, about 2^20 elements each."""
+    R = len(lengths)
+    order = np.argsort(lengths, kind="stable")
+    target = 1 << 20
+    chunks = []
+    start = 0
+    while start < R:
+        n_max = max(int(lengths[order[start]]), 1)
+        stop = start + 1
+        while stop < R and (stop - start + 1) * n_max * 8 <= target and lengths[order[stop]] <= 1.25 * n_max + 8:
+            n_max = max(n_max, int(lengths[order[stop]]))
+            stop += 1
+        runs_idx = order[start:stop]
+        n_max = max(int(lengths[runs_idx].max()), 1)
+        k_c = max(1, min(K_sub, target // (len(runs_idx) * n_max)))
+        for k0 in range(0, K_sub, k_c):
+            chunks.append((runs_idx, k0, min(K_sub, k0 + k_c)))
+        start = stop
+    return chunks
+
+
+def _redraw(series, probs, lengths, runs_idx, k, n_val, exact, thr, method, rng):
+    """S and censoring (k, len(runs_idx), T) of the runs `runs_idx` re-measured k times."""
+    Rc = len(runs_idx)
+    n = max(int(lengths[runs_idx].max()), 1)
+    steps = np.zeros((Rc, n))
+    p = np.zeros((Rc, n))
+    for q, r in enumerate(runs_idx):
+        L = lengths[r]
+        if L:
+            steps[q, :L] = series[r][0]
+            steps[q, L:] = series[r][0][-1]
+            p[q, :L] = probs[r]
+    shape = (k, Rc, n)
+    if exact:
+        Y = rng.binomial(int(n_val), np.broadcast_to(p, shape)) / float(n_val)
+    else:
+        sd = np.sqrt(p * (1.0 - p) / float(n_val))
+        Y = np.clip(p + sd * rng.standard_normal(shape), 0.0, 1.0)
+    L = np.maximum(lengths[runs_idx], 1)
+    window = n if n <= 2 * _SLOPE_WINDOW + 1 else _SLOPE_WINDOW
+    S, c = _crossing_kernel(Y, steps, L, thr, method, window)
+    empty = lengths[runs_idx] == 0
+    S[:, empty, :] = np.nan
+    c[:, empty, :] = False
+    return S, c
+
+
 def _remeasure(series, thresholds, n_val, K, seed, method="isotonic", p_source="observed"):
     """Eval-noise bootstrap of S for each run: acc* ~ Binomial(n_val, p)/n_val per eval point.
 
@@ -110,52 +159,15 @@ def _remeasure(series, thresholds, n_val, K, seed, method="isotonic", p_source="
     for _steps, a in series:
         p = optimize.isotonic_regression(a).x if (p_source == "isotonic" and len(a)) else a
         probs.append(np.clip(p, 0.0, 1.0))
-    order = np.argsort(lengths, kind="stable")
-    # chunks of runs of similar length, and of resamples, of about 2^20 elements each
-    target = 1 << 20
-    chunks = []
-    start = 0
-    while start < R:
-        n_max = max(int(lengths[order[start]]), 1)
-        stop = start + 1
-        while stop < R and (stop - start + 1) * n_max * 8 <= target and lengths[order[stop]] <= 1.25 * n_max + 8:
-            n_max = max(n_max, int(lengths[order[stop]]))
-            stop += 1
-        runs_idx = order[start:stop]
-        n_max = max(int(lengths[runs_idx].max()), 1)
-        k_c = max(1, min(K_sub, target // (len(runs_idx) * n_max)))
-        for k0 in range(0, K_sub, k_c):
-            chunks.append((runs_idx, k0, min(K_sub, k0 + k_c)))
-        start = stop
+    chunks = _chunks(lengths, K_sub)
     seeds = np.random.SeedSequence(seed).spawn(len(chunks) + 1)
     S_sub = np.empty((K_sub, R, len(thr)))
     c_sub = np.zeros((K_sub, R, len(thr)), dtype=bool)
 
     def work(ci):
         runs_idx, k0, k1 = chunks[ci]
-        rng = np.random.default_rng(seeds[ci])
-        Rc = len(runs_idx)
-        n = max(int(lengths[runs_idx].max()), 1)
-        steps = np.zeros((Rc, n))
-        p = np.zeros((Rc, n))
-        for q, r in enumerate(runs_idx):
-            L = lengths[r]
-            if L:
-                steps[q, :L] = series[r][0]
-                steps[q, L:] = series[r][0][-1]
-                p[q, :L] = probs[r]
-        shape = (k1 - k0, Rc, n)
-        if exact:
-            Y = rng.binomial(int(n_val), np.broadcast_to(p, shape)) / float(n_val)
-        else:
-            sd = np.sqrt(p * (1.0 - p) / float(n_val))
-            Y = np.clip(p + sd * rng.standard_normal(shape), 0.0, 1.0)
-        L = np.maximum(lengths[runs_idx], 1)
-        window = n if n <= 2 * _SLOPE_WINDOW + 1 else _SLOPE_WINDOW
-        S, c = _crossing_kernel(Y, steps, L, thr, method, window)
-        empty = lengths[runs_idx] == 0
-        S[:, empty, :] = np.nan
-        c[:, empty, :] = False
+        S, c = _redraw(series, probs, lengths, runs_idx, k1 - k0, n_val, exact, thr, method,
+                       np.random.default_rng(seeds[ci]))
         S_sub[k0:k1, runs_idx] = S
         c_sub[k0:k1, runs_idx] = c
 

@@ -200,7 +200,7 @@ def _bootstrap(result: PhaseFit, cells: Cells, lay: Layout, f_hat, scatter, K: i
 
 def _target_row(res: PhaseFit, i: int, j: int, n_sizes: int, n_reached: int, notes, K: int) -> dict:
     """cbs_fit.csv's row of fitted target i (threshold index j)."""
-    d, lay = res.data, res.layout
+    d = res.data
     t = float(res.thresholds[j])
     used = d.W[:, i] > 0
     row = _empty_row(t, used.sum(), (used & d.C[:, i]).sum(), "ok", "")
@@ -255,35 +255,43 @@ def _target_row(res: PhaseFit, i: int, j: int, n_sizes: int, n_reached: int, not
                        f"S is still {1 + approach:.1f} x S_min, so S_min and B_noise rest on the fitted form "
                        "beyond the runs")
     if K:
-        dr = res.param_draws(t)
-        ok = dr["ok"]
-        at = np.zeros(K, dtype=bool)
-        for m, n in enumerate(res.form_names):
-            rows = np.flatnonzero(res.assign == m)
-            if rows.size:
-                at[rows] = res.at_bound[n][rows, i]
-        bn = np.where(ok, np.where(at & (dr["log_B_noise"] < b), 0.0, np.where(at, np.inf, np.exp(dr["log_B_noise"]))), np.nan)
-        sm = np.where(ok, np.exp(dr["log_S_min"]), np.nan)
-        row["n_bootstrap_ok"] = int(ok.sum())
-        row["B_noise_lo"], row["B_noise_hi"], b_note = bootstrap_interval(row["B_noise"], bn, "B_noise")
-        row["S_min_lo"], row["S_min_hi"], s_note = bootstrap_interval(row["S_min"], sm, "S_min")
-        if g is not None:
-            row["alpha_lo"], row["alpha_hi"], a_note = bootstrap_interval(
-                row["alpha"], np.where(~res.bad[g][:, i], lay.local(res.draws[g])[:, i, 2], np.nan), "alpha")
-        else:
-            a_note = ""
-        if "mccandlish" in res.draws:
-            bm = lay.local(res.draws["mccandlish"])[:, i, 1]
-            row["B_noise_mccandlish_lo"], row["B_noise_mccandlish_hi"], _ = bootstrap_interval(
-                row["B_noise_mccandlish"], np.where(~res.bad["mccandlish"][:, i], np.exp(bm), np.nan))
-        row["ci_method"] = "parametric, pooled scatter" + ("" if len(res.forms) == 1 else ", forms mixed")
-        short = ci_shortfall(K, row["n_bootstrap_ok"])
-        reasons += [short] if short else [b_note, s_note, a_note]
-        if np.isfinite(row["B_noise_hi"]) and row["B_noise_hi"] > UNBOUNDED_FACTOR * B_hi or row["B_noise_hi"] == np.inf:
-            reasons.append(f"no upper bound from these runs: B_noise could exceed {UNBOUNDED_FACTOR:g} x the largest "
-                           "batch that reached the target")
+        reasons += _intervals(res, row, t, i, b, g, B_hi, K)
     row["reason"] = "; ".join(filter(None, [*reasons, *notes]))
     return row
+
+
+def _intervals(res: PhaseFit, row: dict, t: float, i: int, b: float, g, B_hi: float, K: int) -> list:
+    """Fill row's bootstrap intervals (B_noise, S_min, alpha, the 1/B form's B_noise) of fitted
+    target i; returns the notes they leave for the reader."""
+    lay = res.layout
+    dr = res.param_draws(t)
+    ok = dr["ok"]
+    at = np.zeros(K, dtype=bool)
+    for m, n in enumerate(res.form_names):
+        rows = np.flatnonzero(res.assign == m)
+        if rows.size:
+            at[rows] = res.at_bound[n][rows, i]
+    bn = np.where(ok, np.where(at & (dr["log_B_noise"] < b), 0.0, np.where(at, np.inf, np.exp(dr["log_B_noise"]))), np.nan)
+    sm = np.where(ok, np.exp(dr["log_S_min"]), np.nan)
+    row["n_bootstrap_ok"] = int(ok.sum())
+    row["B_noise_lo"], row["B_noise_hi"], b_note = bootstrap_interval(row["B_noise"], bn, "B_noise")
+    row["S_min_lo"], row["S_min_hi"], s_note = bootstrap_interval(row["S_min"], sm, "S_min")
+    if g is not None:
+        row["alpha_lo"], row["alpha_hi"], a_note = bootstrap_interval(
+            row["alpha"], np.where(~res.bad[g][:, i], lay.local(res.draws[g])[:, i, 2], np.nan), "alpha")
+    else:
+        a_note = ""
+    if "mccandlish" in res.draws:
+        bm = lay.local(res.draws["mccandlish"])[:, i, 1]
+        row["B_noise_mccandlish_lo"], row["B_noise_mccandlish_hi"], _ = bootstrap_interval(
+            row["B_noise_mccandlish"], np.where(~res.bad["mccandlish"][:, i], np.exp(bm), np.nan))
+    row["ci_method"] = "parametric, pooled scatter" + ("" if len(res.forms) == 1 else ", forms mixed")
+    short = ci_shortfall(K, row["n_bootstrap_ok"])
+    reasons = [short] if short else [b_note, s_note, a_note]
+    if np.isfinite(row["B_noise_hi"]) and row["B_noise_hi"] > UNBOUNDED_FACTOR * B_hi or row["B_noise_hi"] == np.inf:
+        reasons.append(f"no upper bound from these runs: B_noise could exceed {UNBOUNDED_FACTOR:g} x the largest "
+                       "batch that reached the target")
+    return reasons
 
 
 def _table(rows: dict, T: int) -> pd.DataFrame:

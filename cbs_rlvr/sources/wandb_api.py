@@ -554,24 +554,13 @@ def fetch_wandb_project(
     path = path.strip().strip("/")
     prefix = f"wandb:{path}/"
     limits = limits or wandb_limits()
-    base_url = _base_url()
-    if api is None:
-        _configure_wandb(limits)
-        api = _make_wandb_api(limits.run_timeout, path)
-    else:
-        base_url = str(getattr(api, "settings", {}).get("base_url") or base_url)
-    call = gq.graphql_caller(api, timeout=max(1, math.ceil(limits.run_timeout)))
-    get = gq.http_getter(timeout=limits.graphql_timeout, retries=limits.graphql_retry_max,
-                         wait_max=limits.graphql_retry_wait_max)
+    call, get, base_url = _clients(path, api, limits)
     try:
         runs = _list_runs(call, path)
     except Exception as exc:  # noqa: BLE001 -- classified into one clear line
         raise _source_error(exc, path, base_url, f"listing the runs of wandb:{path}") from None
 
-    previous_by_id: dict[str, dict] = {}
-    if previous_runs is not None and len(previous_runs) and previous_history is not None:
-        mask = previous_runs["source"].astype(str).str.startswith(prefix)
-        previous_by_id = {str(r["run_id"]): r for r in previous_runs[mask].to_dict("records")}
+    previous_by_id = _previous_by_id(previous_runs, previous_history, prefix)
 
     def job(node: dict) -> Callable[[], dict]:
         run_id = str(node.get("name") or node.get("id"))
@@ -591,17 +580,43 @@ def fetch_wandb_project(
                               run_timeout=limits.run_timeout, total_timeout=limits.total_timeout,
                               timed_out=timed_out, done=lambda: bar.update(1))
 
+    _raise_if_the_server_failed(results, base_url, path)
+    return _assemble(results, previous_by_id, previous_history, path)
+
+
+def _clients(path: str, api: Any, limits: WandbLimits):
+    """The GraphQL caller, the file getter and the server's address of a fetch."""
+    base_url = _base_url()
+    if api is None:
+        _configure_wandb(limits)
+        api = _make_wandb_api(limits.run_timeout, path)
+    else:
+        base_url = str(getattr(api, "settings", {}).get("base_url") or base_url)
+    call = gq.graphql_caller(api, timeout=max(1, math.ceil(limits.run_timeout)))
+    get = gq.http_getter(timeout=limits.graphql_timeout, retries=limits.graphql_retry_max,
+                         wait_max=limits.graphql_retry_wait_max)
+    return call, get, base_url
+
+
+def _previous_by_id(previous_runs, previous_history, prefix: str) -> dict[str, dict]:
+    """The previous snapshot's runs of this project by run id ({} without a previous history)."""
+    if previous_runs is None or not len(previous_runs) or previous_history is None:
+        return {}
+    mask = previous_runs["source"].astype(str).str.startswith(prefix)
+    return {str(r["run_id"]): r for r in previous_runs[mask].to_dict("records")}
+
+
+def _raise_if_the_server_failed(results: list, base_url: str, path: str) -> None:
+    """Most runs failing is the server failing, not the runs: nothing of it enters the snapshot."""
     failed = [r for r in results if r["kind"] == "failed"]
     attempted = sum(1 for r in results if r["kind"] != "reused")
     if failed and 2 * len(failed) > attempted:
-        # most runs failing is the server failing, not the runs: nothing of it enters the snapshot
         error = SourceUnreachableError if all(r.get("transient", True) for r in failed) else DataSourceError
         how = "unreachable" if error is SourceUnreachableError else "answered with errors"
         count = f"all {len(failed)}" if len(failed) == attempted else f"{len(failed)} of {attempted}"
         raise error(f"W&B at {base_url} {how}: {count} runs of wandb:{path} failed "
                     f"({failed[0]['row']['reason'].removeprefix('W&B API: ')}); no snapshot written, "
                     "the previous one is kept")
-    return _assemble(results, previous_by_id, previous_history, path)
 
 
 def _reused_histories(previous: pd.DataFrame) -> Callable[[str], pd.DataFrame]:
