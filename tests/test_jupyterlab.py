@@ -4,9 +4,9 @@ up as `make setup` sets it up (the notebooks' git clean filter).
 
 Lab at the project root, started by `make notebook NB=02 PHASE=p2b`: the address it prints opens
 the working copy, which runs (Run All) with its figures and a progress bar in the page and writes
-to scratch/. The reviewed 02, its parameter edited and saved (the defaults on disk change), runs
-all and still writes to scratch/: outputs/ stays byte-identical. A reviewed notebook opened
-without an edit is autosaved by Lab (language_info added) and `git status` stays clean.
+to scratch/. A reviewed notebook, a parameter edited and saved (the defaults on disk change), runs
+all and still writes to scratch/: outputs/ stays byte-identical, and git sees only the edit. A
+reviewed notebook opened without an edit is autosaved by Lab and `git status` stays clean.
 Double-clicking cbs_helpers.py opens the text editor. Lab in notebooks/: a save writes both twins.
 Skipped only where Chromium is absent (CI sets CBS_REQUIRE_CHROMIUM=1: then it fails instead).
 """
@@ -36,6 +36,7 @@ from cbs_rlvr.lab import install_lab_config, lab_url_path, notebook_defaults, wo
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "02_steps_to_target"
+EDITED, OTHER = "03_training_curves", "06_wall_clock"  # a saved parameter edit; opened, left alone
 # the stamps of this environment: make counts it as installed (-o), never reinstalls from a checkout
 STAMPS = [Path(sys.prefix) / f".cbs-rlvr{s}-installed" for s in ("", "-lab", "-lint", "-test")]
 
@@ -119,14 +120,14 @@ def _free_port() -> int:
 
 
 def _poll(check, timeout: float, what: str, interval: float = 0.2):
-    """check() until it returns something truthy; fail after `timeout` seconds."""
+    """check() until it returns something truthy; fail after `timeout` seconds, with its last value."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {value!r})")
         time.sleep(interval)
 
 
@@ -284,16 +285,29 @@ EDIT_PARAMETERS_AND_SAVE = """(async () => {
   return widget.context.model.dirty;
 })()"""
 
-# Run All in the current notebook, wait until the kernel is idle, save; what the page shows.
+# Run All in the current notebook, wait until the kernel is idle, save; what the page shows. A
+# step that has not finished after 120 s ends it with what the page shows then (a dialog?).
 RUN_ALL_AND_SAVE = """(async () => {
   const app = window.jupyterapp;
   const widget = window.cbsWidget;
-  app.shell.activateById(widget.id);
-  if (app.shell.currentWidget !== widget) { throw new Error('the notebook is not the current widget'); }
-  await app.commands.execute('notebook:run-all-cells');
-  const kernel = widget.sessionContext.session.kernel;
-  while (kernel.status !== 'idle') { await new Promise(r => setTimeout(r, 100)); }
-  await widget.context.save();
+  const stage = {now: 'activate'};
+  const run = (async () => {
+    app.shell.activateById(widget.id);
+    if (app.shell.currentWidget !== widget) { throw new Error('the notebook is not the current widget'); }
+    stage.now = 'run-all';
+    await app.commands.execute('notebook:run-all-cells');
+    stage.now = 'wait-idle';
+    const kernel = widget.sessionContext.session.kernel;
+    while (kernel.status !== 'idle') { await new Promise(r => setTimeout(r, 100)); }
+    stage.now = 'save';
+    await widget.context.save();
+    stage.now = 'done';
+  })();
+  const timeout = new Promise(r => setTimeout(() => r('timeout'), 120000));
+  if (await Promise.race([run.then(() => 'ok'), timeout]) === 'timeout') {
+    return {timeout: stage.now, kernel: widget.sessionContext.session && widget.sessionContext.session.kernel.status,
+            dialogs: Array.from(document.querySelectorAll('.jp-Dialog')).map(d => d.innerText)};
+  }
   const cells = Array.from(widget.content.model.cells);
   const outputs = cells.filter(c => c.type === 'code').map(c => c.toJSON().outputs || []).flat();
   return {images: widget.node.querySelectorAll('.jp-RenderedImage img').length,
@@ -322,16 +336,22 @@ RUN_PROGRESS_CELL = """(async () => {
           kinds: outputs.map(o => o.output_type + ':' + (o.name || Object.keys(o.data || {}).join(',')))};
 })()"""
 
-# The file browser at the project root, scrolled to `name`; where to double-click it.
+# The file browser at the project root, scrolled to `name`; where to double-click it, once the
+# listing holds still there (null until then).
 FILE_ITEM = """(async () => {
   const app = window.jupyterapp;
   await app.commands.execute('filebrowser:go-to-path', {path: '/'});
-  const item = Array.from(document.querySelectorAll('.jp-DirListing-item'))
+  const find = () => Array.from(document.querySelectorAll('.jp-DirListing-item'))
     .find(i => (i.querySelector('.jp-DirListing-itemText') || {}).textContent === %s);
+  let item = find();
   if (!item) { return null; }
   item.scrollIntoView({block: 'center'});
-  const box = item.getBoundingClientRect();
-  return {x: box.left + 40, y: box.top + box.height / 2};
+  await new Promise(r => setTimeout(r, 300));
+  item = find();
+  const box = item && item.getBoundingClientRect();
+  if (!box || !box.height) { return null; }
+  const x = box.left + Math.min(40, box.width / 2), y = box.top + box.height / 2;
+  return item.contains(document.elementFromPoint(x, y)) ? {x, y} : null;
 })()"""
 
 # What the current widget is: a file editor (no kernel, no kernel dialog) or a notebook.
@@ -386,7 +406,7 @@ def test_jupyterlab_hand_runs_a_clean_tree_and_the_text_editor(chromium_path, tm
     # both Labs start at once (each takes seconds): one by `make notebook` at the root, one in
     # notebooks/ as a user may start it
     labs = [Lab(checkout, checkout, tmp_path / "lab_root",
-                make=["notebook", "NB=02", "PHASE=p2b", "N_BOOTSTRAP=50"]),
+                make=["notebook", "NB=02", "PHASE=p2b", "N_BOOTSTRAP=20"]),
             Lab(checkout / "notebooks", checkout, tmp_path / "lab_notebooks")]
     browser = None
     try:
@@ -406,7 +426,7 @@ def test_jupyterlab_hand_runs_a_clean_tree_and_the_text_editor(chromium_path, tm
         shown = browser.js(RUN_ALL_AND_SAVE)
         assert shown["errors"] == [] and shown["stderr"] == [] and not shown["dirty"], shown
         assert shown["images"] >= 3, shown  # the figures, rendered in the page
-        assert "50 bootstrap resamples" in shown["text"]  # the copy's parameters
+        assert "20 bootstrap resamples" in shown["text"]  # the copy's parameters
         assert f"hand run of {SECTION} [p2b]: writing to scratch/outputs/, not outputs/" in shown["text"]
         assert (checkout / "scratch" / "outputs" / "p2b" / "tables" / "cbs_fit.csv").is_file()
         # a progress bar in a cell, as a person runs it: a widget in the page, no stderr
@@ -415,28 +435,27 @@ def test_jupyterlab_hand_runs_a_clean_tree_and_the_text_editor(chromium_path, tm
         assert not [k for k in bar["kinds"] if k.startswith("stream:stderr")], bar
         browser.js(SAVE_AND_CLOSE)
 
-        # the reviewed 02: a parameter edited and saved (the defaults on disk are now the edit),
-        # then Run All: a hand run all the same, so outputs/ does not change
-        browser.js(OPEN % json.dumps(f"notebooks/{SECTION}.ipynb"))
-        params = notebook_defaults(SECTION)
-        source = (checkout / "notebooks" / f"{SECTION}.py").read_text()
+        # a reviewed notebook, a parameter edited and saved (the defaults on disk are now the
+        # edit), then Run All: a hand run all the same, so outputs/ does not change
+        browser.js(OPEN % json.dumps(f"notebooks/{EDITED}.ipynb"))
+        source = (checkout / "notebooks" / f"{EDITED}.py").read_text()
         cell = re.search(r'# %% tags=\["parameters"\]\n(.*?)\n\n', source, re.S).group(1)
-        edited = cell.replace(f"n_bootstrap: int = {params['n_bootstrap']}", "n_bootstrap: int = 20")
+        edited = cell.replace('phase: str = "p1"', 'phase: str = "p2a"')
         assert edited != cell
         assert browser.js(EDIT_PARAMETERS_AND_SAVE % json.dumps(edited)) is False
-        assert "n_bootstrap: int = 20" in (checkout / "notebooks" / f"{SECTION}.py").read_text()
+        assert 'phase: str = "p2a"' in (checkout / "notebooks" / f"{EDITED}.py").read_text()
         shown = browser.js(RUN_ALL_AND_SAVE)
-        assert shown["errors"] == [] and "20 bootstrap resamples" in shown["text"], shown
-        assert f"hand run of {SECTION} [p1]: writing to scratch/outputs/, not outputs/" in shown["text"]
-        assert (checkout / "scratch" / "outputs" / "p1" / "tables" / "cbs_fit.csv").is_file()
+        assert shown["errors"] == [] and shown["images"] >= 1, shown
+        assert f"hand run of {EDITED} [p2a]: writing to scratch/outputs/, not outputs/" in shown["text"]
+        assert (checkout / "scratch" / "outputs" / "p2a" / "figures" / "training_curves.png").is_file()
         assert _files(checkout / "outputs") == outputs_before
         # saved with its outputs (the user's work), without the metadata Lab adds (the server's
         # pre-save hook); git sees the edit, and only the edit, not the outputs and counts
-        saved = (checkout / "notebooks" / f"{SECTION}.ipynb").read_text()
+        saved = (checkout / "notebooks" / f"{EDITED}.ipynb").read_text()
         assert '"outputs": [\n    {' in saved and '"language_info"' not in saved
-        diff = _git(checkout, "diff", "--numstat", "--", f"notebooks/{SECTION}.ipynb", f"notebooks/{SECTION}.py")
-        assert sorted(diff.split()) == sorted(["1", "1", f"notebooks/{SECTION}.ipynb",
-                                               "1", "1", f"notebooks/{SECTION}.py"]), diff
+        diff = _git(checkout, "diff", "--numstat", "--", f"notebooks/{EDITED}.ipynb", f"notebooks/{EDITED}.py")
+        assert sorted(diff.split()) == sorted(["1", "1", f"notebooks/{EDITED}.ipynb",
+                                               "1", "1", f"notebooks/{EDITED}.py"]), diff
         # the filter is what nbconvert with the committed options writes, on what Lab saved
         nbconvert = subprocess.run(
             [sys.executable, "-m", "nbconvert", "--clear-output", "--stdin", "--stdout", "--log-level=ERROR",
@@ -450,13 +469,12 @@ def test_jupyterlab_hand_runs_a_clean_tree_and_the_text_editor(chromium_path, tm
 
         # a reviewed notebook opened and left alone: Lab marks it changed (language_info) and
         # autosaves it (the user's interval, 2 s); the file is the committed one, git sees nothing
-        other = "03_training_curves"
-        before = _mtimes(checkout, other)
-        assert browser.js(OPEN % json.dumps(f"notebooks/{other}.ipynb"))["notebook"]
-        _poll(lambda: _mtimes(checkout, other)[".ipynb"] > before[".ipynb"], 30, "Lab's autosave")
+        before = _mtimes(checkout, OTHER)
+        assert browser.js(OPEN % json.dumps(f"notebooks/{OTHER}.ipynb"))["notebook"]
+        _poll(lambda: _mtimes(checkout, OTHER)[".ipynb"] > before[".ipynb"], 30, "Lab's autosave")
         assert browser.js("window.cbsWidget.context.model.metadata.language_info.name") == "python"
         assert _git(checkout, "status", "--porcelain") == \
-            f" M notebooks/{SECTION}.ipynb\n M notebooks/{SECTION}.py\n"
+            f" M notebooks/{EDITED}.ipynb\n M notebooks/{EDITED}.py\n"
 
         # double-clicking cbs_helpers.py in the file browser: the text editor, no kernel
         where = _poll(lambda: browser.js(FILE_ITEM % json.dumps("cbs_helpers.py")), 30,
@@ -464,18 +482,22 @@ def test_jupyterlab_hand_runs_a_clean_tree_and_the_text_editor(chromium_path, tm
         browser.double_click(where["x"], where["y"])
         paths = ["cbs_helpers.py", "cbs_rlvr/fit.py", "tests/test_layout.py", f"notebooks/{SECTION}.py",
                  f"notebooks/{SECTION}.ipynb"]
-        kind = _poll(lambda: (k := browser.js(CURRENT_KIND % json.dumps(paths))) and
-                     k["path"] == "cbs_helpers.py" and k, 30, "cbs_helpers.py to open")
+        seen = []
+        try:
+            kind = _poll(lambda: (k := browser.js(CURRENT_KIND % json.dumps(paths))) and
+                         (seen.append(k) or k["path"] == "cbs_helpers.py") and k, 60, "cbs_helpers.py to open")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; double-clicked at {where}; then the current widget: {seen[-1:]}") from None
         assert kind["editor"] and not kind["kernel"] and kind["dialogs"] == 0, kind
         assert kind["factories"] == {**{p: "Editor" for p in paths[:4]}, paths[4]: "Notebook"}
         root.stop()
 
         # Lab started in notebooks/: the .ipynb opens as a notebook, a save writes both twins
         browser.open_lab(labs[1].wait().url)
-        before = _mtimes(checkout, other)
-        assert browser.js(OPEN % json.dumps(f"{other}.ipynb"))["notebook"]
+        before = _mtimes(checkout, OTHER)
+        assert browser.js(OPEN % json.dumps(f"{OTHER}.ipynb"))["notebook"]
         assert browser.js(SAVE_AND_CLOSE) is False
-        after = _mtimes(checkout, other)
+        after = _mtimes(checkout, OTHER)
         assert all(after[s] > before[s] for s in before), "a save in notebooks/ lost the pairing"
     finally:
         for lab in labs:
@@ -484,11 +506,11 @@ def test_jupyterlab_hand_runs_a_clean_tree_and_the_text_editor(chromium_path, tm
             browser.stop()
 
     # the pairs in step, the build's outputs/ untouched, git sees only the one edit
-    for section in (SECTION, other):
+    for section in (EDITED, OTHER):
         text_nb = jupytext.read(checkout / "notebooks" / f"{section}.py")
         json_nb = nbformat.read(checkout / "notebooks" / f"{section}.ipynb", 4)
         assert [(c.cell_type, c.source) for c in text_nb.cells] == \
             [(c.cell_type, c.source) for c in json_nb.cells]
     assert _files(checkout / "outputs") == outputs_before
     assert _git(checkout, "status", "--porcelain") == \
-        f" M notebooks/{SECTION}.ipynb\n M notebooks/{SECTION}.py\n"
+        f" M notebooks/{EDITED}.ipynb\n M notebooks/{EDITED}.py\n"
