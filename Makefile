@@ -41,8 +41,8 @@ STAMP := $(ENV_DIR)/.cbs-rlvr-installed
 LINT_STAMP := $(ENV_DIR)/.cbs-rlvr-lint-installed
 TEST_STAMP := $(ENV_DIR)/.cbs-rlvr-test-installed
 LAB_STAMP := $(ENV_DIR)/.cbs-rlvr-lab-installed
-# the notebooks' clean filter in this clone's git config (.gitattributes): a notebook opened, run
-# or autosaved in JupyterLab leaves `git status` clean. Cheap and idempotent.
+# the notebooks' clean filter in this clone's git config (.gitattributes): git sees a notebook
+# run and saved in JupyterLab without its outputs and editor metadata. Cheap and idempotent.
 GIT_FILTER := "$(PY)" -m cbs_rlvr.lab install-git-filter
 
 # conda's base environment is conda's own: never install into it
@@ -93,9 +93,10 @@ CLEAN_NOTEBOOK := cbs_rlvr/clean_notebook.py
 .PHONY: help setup report snapshot test lint bench sync-notebooks screenshots demo-data clean lab notebook
 
 help:
-	@echo "First run: make report takes about 3 min (creating .venv and installing what the reports"
-	@echo "need, about 2 min; then the demo); make test about 1 min more to install pytest, ruff and"
-	@echo "JupyterLab, then about 10 min for the suite on 2 cores. Later runs skip the install."
+	@echo "First run: make report takes 3-4 min (creating .venv and installing what the reports"
+	@echo "need, about 2 min; then the demo, under 2 min); make test about 1 min more to install"
+	@echo "pytest, ruff and JupyterLab, then about 10 min for the suite on 2 idle cores (longer on"
+	@echo "a busy machine). Later runs skip the install."
 	@echo "Needs Python >= 3.10 with venv (Debian/Ubuntu: apt install python3-venv), make, git;"
 	@echo "Chromium only for the browser tests."
 	@echo "Targets:"
