@@ -145,7 +145,7 @@ def _terminate(proc: subprocess.Popen) -> None:
 
 class Lab:
     """A JupyterLab server of this environment on `root` with the project's Lab settings and a
-    clean user profile (the user's own setting: autosave every 2 s instead of 120), started by
+    clean user profile (autosave off until `autosave_every` turns it on, as a user may set it), started by
     `make <target>` (its LAB_ARGS) or directly; its kernels import the checkout's code."""
 
     def __init__(self, root: Path, checkout: Path, tmp: Path, make: list[str] | None = None):
@@ -154,9 +154,11 @@ class Lab:
         self.env.update(JUPYTER_CONFIG_DIR=str(tmp / "config"), JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
                         JUPYTER_DATA_DIR=str(tmp / "data"), PYTHONPATH=str(checkout),
                         JUPYTER_CONFIG_PATH=str(checkout / "jupyter-config"))
-        settings = tmp / "settings" / "@jupyterlab" / "docmanager-extension" / "plugin.jupyterlab-settings"
-        settings.parent.mkdir(parents=True, exist_ok=True)
-        settings.write_text(json.dumps({"autosaveInterval": 2}))
+        self.settings = tmp / "settings" / "@jupyterlab" / "docmanager-extension" / "plugin.jupyterlab-settings"
+        self.settings.parent.mkdir(parents=True, exist_ok=True)
+        # no autosave racing the test's own saves (two saves of a paired notebook at once can
+        # raise Lab's "File Changed" dialog)
+        self.settings.write_text(json.dumps({"autosave": False}))
         options = ["--no-browser", f"--port={self.port}", "--ServerApp.port_retries=0",
                    "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={self.token}",
                    "--LabApp.expose_app_in_browser=True", f"--LabApp.user_settings_dir={tmp / 'settings'}",
@@ -171,6 +173,11 @@ class Lab:
                 [sys.executable, "-m", "jupyterlab", "--allow-root", f"--ServerApp.root_dir={root}",
                  *options], cwd=root, env=self.env, **io)
         self.url = f"http://127.0.0.1:{self.port}/lab?token={self.token}"
+
+    def autosave_every(self, seconds: int) -> None:
+        """The user's setting: autosave on, every `seconds` (Lab's default: 120); read when the
+        page loads."""
+        self.settings.write_text(json.dumps({"autosave": True, "autosaveInterval": seconds}))
 
     def wait(self) -> Lab:
         _poll(self._ready, 120, "JupyterLab to answer")
@@ -217,13 +224,20 @@ class Chromium:
         self.next_id = 0
         # headless, the page never has the focus, and Lab's current widget follows the focus
         self.call("Emulation.setFocusEmulationEnabled", enabled=True)
+        self.call("Page.enable")  # for its dialogs (below)
 
     def call(self, method: str, **params):
         self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        waiting = self.next_id
+        self.ws.send(json.dumps({"id": waiting, "method": method, "params": params}))
         while True:
             message = json.loads(self.ws.recv())
-            if message.get("id") == self.next_id:
+            if message.get("method") == "Page.javascriptDialogOpening":
+                # "leave this page?" when a document is unsaved: a person leaving says yes
+                self.next_id += 1
+                self.ws.send(json.dumps({"id": self.next_id, "method": "Page.handleJavaScriptDialog",
+                                         "params": {"accept": True}}))
+            if message.get("id") == waiting:
                 if "error" in message:
                     raise AssertionError(f"{method}: {message['error']}")
                 return message["result"]
@@ -363,6 +377,13 @@ CURRENT_KIND = """(() => {
           factories: Object.fromEntries(%s.map(p => [p, window.jupyterapp.docRegistry.defaultWidgetFactory(p).name]))};
 })()"""
 
+# The current document holds the kernel's language_info and has nothing unsaved (autosaved since).
+AUTOSAVED = """(() => {
+  const model = window.cbsWidget.context.model;
+  const info = model.getMetadata('language_info');
+  return !!(info && info.name === 'python' && !model.dirty);
+})()"""
+
 SAVE_AND_CLOSE = """(async () => {
   const widget = window.cbsWidget;
   await widget.context.save();
@@ -469,10 +490,13 @@ def test_jupyterlab_hand_runs_a_clean_tree_and_the_text_editor(chromium_path, tm
 
         # a reviewed notebook opened and left alone: Lab marks it changed (language_info) and
         # autosaves it (the user's interval, 2 s); the file is the committed one, git sees nothing
+        root.autosave_every(2)
+        browser.open_lab(root.url)
         before = _mtimes(checkout, OTHER)
         assert browser.js(OPEN % json.dumps(f"notebooks/{OTHER}.ipynb"))["notebook"]
-        _poll(lambda: _mtimes(checkout, OTHER)[".ipynb"] > before[".ipynb"], 30, "Lab's autosave")
-        assert browser.js("window.cbsWidget.context.model.metadata.language_info.name") == "python"
+        # the kernel's language_info in the document, and an autosave since: nothing unsaved
+        _poll(lambda: browser.js(AUTOSAVED), 60, "Lab to add language_info and autosave it")
+        assert _mtimes(checkout, OTHER)[".ipynb"] > before[".ipynb"]
         assert _git(checkout, "status", "--porcelain") == \
             f" M notebooks/{EDITED}.ipynb\n M notebooks/{EDITED}.py\n"
 
@@ -490,6 +514,7 @@ def test_jupyterlab_hand_runs_a_clean_tree_and_the_text_editor(chromium_path, tm
             raise AssertionError(f"{exc}; double-clicked at {where}; then the current widget: {seen[-1:]}") from None
         assert kind["editor"] and not kind["kernel"] and kind["dialogs"] == 0, kind
         assert kind["factories"] == {**{p: "Editor" for p in paths[:4]}, paths[4]: "Notebook"}
+        browser.js(SAVE_AND_CLOSE)  # OTHER's notebook
         root.stop()
 
         # Lab started in notebooks/: the .ipynb opens as a notebook, a save writes both twins
