@@ -14,7 +14,11 @@ from cbs_rlvr.params import (
     load_all_phase_params,
     load_phase_params,
 )
-from cbs_rlvr.paths import PROJECT_DIR, display_path, project_paths, section_paths
+from cbs_rlvr.paths import PROJECT_DIR, display_path, project_paths
+# where a run writes (a hand run: scratch/; only the build writes outputs/) and reads
+from cbs_rlvr.handrun import output_file, section_paths
+# a progress bar for long loops: in JupyterLab and terminals, never in the reports
+from cbs_rlvr.progress import progress
 
 # --- The data: the snapshot of the source, and one phase's runs in it ---------------------------
 from cbs_rlvr.snapshot import open_snapshot, read_excluded_runs, read_snapshot

@@ -45,8 +45,9 @@ from .errors import (
     describe_os_error,
     redact_secrets,
 )
+from .handrun import claim_output, release_output
 from .manifest import remove_stale_temps, snapshot_data_dir, verify_snapshot_files
-from .params import SECTIONS, SUMMARY_SECTION, ParamsError, load_phase_params
+from .params import SECTIONS, SUMMARY_SECTION, ParamsError, load_phase_params, params_fingerprint
 from .paths import NOTEBOOKS_DIR, PROJECT_DIR
 
 STATE_FILE = ".build/state.json"
@@ -234,15 +235,6 @@ def index_params(params_dir: Path) -> dict[str, dict | str]:
         except ParamsError as exc:
             found[path.stem] = str(exc)
     return found
-
-
-def params_fingerprint(params_dir: Path) -> str:
-    """sha256 of every params file: which runs each phase selects depends on all of them."""
-    hasher = hashlib.sha256()
-    for path in sorted(params_dir.glob("*.yaml")):
-        hasher.update(path.name.encode() + b"\0")
-        _sha256_file(path, hasher)
-    return "sha256:" + hasher.hexdigest()
 
 
 def update_snapshot(source: str, out: Path, state: dict, params_dir: Path, workers: int = 8,
@@ -453,14 +445,22 @@ def convert_source_notebooks(sections: set[str], dest: Path) -> dict[str, tuple[
         names = set()
         for cell in nb.cells:
             if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
-                for line in cell.source.splitlines():
-                    name = line.split("=", 1)[0].strip()
-                    if "=" in line and name.isidentifier():
-                        names.add(name)
+                names |= parameter_names(cell.source)
         path = dest / f"{section}.ipynb"
         jupytext.write(nb, path, fmt="ipynb")
         converted[section] = (path, names)
     return converted
+
+
+def parameter_names(source: str) -> set[str]:
+    """The names a parameters cell assigns, annotated (`n_bootstrap: int = 1000`) or not."""
+    import ast
+
+    names = set()
+    for node in ast.parse(source).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        names |= {t.id for t in targets if isinstance(t, ast.Name)}
+    return names
 
 
 def run_notebook(job: Job, source_nb: Path, names: set[str], out: Path, params_dir: Path,
@@ -688,6 +688,7 @@ def _report_locked(source: str, out: Path, params_dir: Path, params: dict, param
         from .execute import kernel_environment
 
         kernel_environment(out / ".build" / "kernels")
+        claim_output(out)  # the kernels' proof that they are this build (handrun.py)
     try:
         with ThreadPoolExecutor(max_workers=max(1, int(jobs))) as pool:
             while pending or running or waiting_summary:
@@ -731,9 +732,10 @@ def _report_locked(source: str, out: Path, params_dir: Path, params: dict, param
                         print(message, file=sys.stderr, flush=True)
                     state.pop("index_sha256", None)  # the index is to be rewritten
                     write_state(out, state)  # a build killed later keeps what is done
-    finally:  # the kernels kept warm between notebooks (execute.py)
+    finally:  # the kernels kept warm between notebooks (execute.py), and the build's token
         if "cbs_rlvr.execute" in sys.modules:
             sys.modules["cbs_rlvr.execute"].shutdown_kernels()
+        release_output(out)
     if moved or _snapshot_moved(out, manifest):
         # another writer replaced the snapshot under this build (its lock was defeated): nothing
         # this build made is recorded as current, so the next build redoes it from what is there

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 # ===============================================================================================
@@ -190,3 +191,16 @@ def load_phase_params(params_dir: str | Path, phase: str) -> dict:
 
 
 
+
+
+def params_fingerprint(params_dir: str | Path) -> str:
+    """sha256 of every params file: which runs each phase selects depends on all of them (the
+    build reads the source again when it changes; a hand run reuses the build's snapshot only
+    while it is the same)."""
+    hasher = hashlib.sha256()
+    for path in sorted(Path(params_dir).glob("*.yaml")):
+        hasher.update(path.name.encode() + b"\0")
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                hasher.update(block)
+    return "sha256:" + hasher.hexdigest()

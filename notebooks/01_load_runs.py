@@ -13,13 +13,18 @@
 # `excluded_runs.csv` with its reason. This notebook shows how the phase selects its runs, their
 # batch sizes, learning rates and updates per step, the runs that were stitched together after a
 # restart from a checkpoint, the validation metric the analysis will use, and the runs left out.
+#
+# **Another phase:** its report is in the index beside this one. To explore it in JupyterLab,
+# `make notebook NB=01 PHASE=p2b` opens a working copy for that phase in `scratch/`; or
+# set `phase` below and run: a run that is not `make report`'s writes to `scratch/`, never
+# to `outputs/`.
 
 # %% tags=["parameters"]
-phase = "p1"
-out_dir = None  # None: outputs/ with these defaults, else a folder in scratch/
-params_dir = "params"
-source = "data/demo"
-n_bootstrap = 1000
+phase: str = "p1"  # the phase: params/<phase>.yaml
+out_dir: str = ""  # empty: a hand run, written to scratch/ (only make report writes outputs/)
+params_dir: str = "params"  # the folder of the phases' params files
+source: str = "data/demo"  # wandb:<entity>/<project>, a folder of W&B offline runs, or an export folder
+n_bootstrap: int = 1000  # bootstrap resamples per fit
 
 # %%
 import pandas as pd

@@ -18,14 +18,19 @@
 # predicts, on this sweep, runs it was not fitted to: each phase in turn is left out and predicted
 # from the others. On an iso-batch phase (one B split differently) the notebook also compares the
 # splits directly.
+#
+# **Another phase:** its report is in the index beside this one. To explore it in JupyterLab,
+# `make notebook NB=04 PHASE=p2c` opens a working copy for that phase in `scratch/`; or
+# set `phase` below and run: a run that is not `make report`'s writes to `scratch/`, never
+# to `outputs/`.
 
 # %% tags=["parameters"]
-phase = "p2b"
-out_dir = None  # None: outputs/ with these defaults, else a folder in scratch/
-params_dir = "params"
-source = "data/demo"
-n_bootstrap = 1000
-seed = 0
+phase: str = "p2b"  # the phase: params/<phase>.yaml
+out_dir: str = ""  # empty: a hand run, written to scratch/ (only make report writes outputs/)
+params_dir: str = "params"  # the folder of the phases' params files
+source: str = "data/demo"  # wandb:<entity>/<project>, a folder of W&B offline runs, or an export folder
+n_bootstrap: int = 1000  # bootstrap resamples per fit
+seed: int = 0  # seed of the bootstrap draws
 
 # %%
 

@@ -15,14 +15,19 @@
 # McCandlish et al. do, with numerator and denominator averaged separately), and one computed
 # after the fact from `actor/grad_norm` of runs at different B taken at the same accuracy, since
 # E|G_B|² = |G|² + tr(Σ)/B.
+#
+# **Another phase:** its report is in the index beside this one. To explore it in JupyterLab,
+# `make notebook NB=05 PHASE=p2a` opens a working copy for that phase in `scratch/`; or
+# set `phase` below and run: a run that is not `make report`'s writes to `scratch/`, never
+# to `outputs/`.
 
 # %% tags=["parameters"]
-phase = "p1"
-out_dir = None  # None: outputs/ with these defaults, else a folder in scratch/
-params_dir = "params"
-source = "data/demo"
-n_bootstrap = 1000
-seed = 0
+phase: str = "p1"  # the phase: params/<phase>.yaml
+out_dir: str = ""  # empty: a hand run, written to scratch/ (only make report writes outputs/)
+params_dir: str = "params"  # the folder of the phases' params files
+source: str = "data/demo"  # wandb:<entity>/<project>, a folder of W&B offline runs, or an export folder
+n_bootstrap: int = 1000  # bootstrap resamples per fit
+seed: int = 0  # seed of the bootstrap draws
 
 # %%
 from IPython.display import Markdown, display

@@ -16,13 +16,18 @@
 # a run evaluates and saves, not on its batch size. Recent verl times them outside the step,
 # verl up to 0.5 inside it; which one a run did is read from its data. GPU-hours multiply the time
 # by the GPU count of the run config (`trainer.n_gpus_per_node × trainer.nnodes`) where it is known.
+#
+# **Another phase:** its report is in the index beside this one. To explore it in JupyterLab,
+# `make notebook NB=06 PHASE=p4_math` opens a working copy for that phase in `scratch/`; or
+# set `phase` below and run: a run that is not `make report`'s writes to `scratch/`, never
+# to `outputs/`.
 
 # %% tags=["parameters"]
-phase = "p1"
-out_dir = None  # None: outputs/ with these defaults, else a folder in scratch/
-params_dir = "params"
-source = "data/demo"
-n_bootstrap = 1000
+phase: str = "p1"  # the phase: params/<phase>.yaml
+out_dir: str = ""  # empty: a hand run, written to scratch/ (only make report writes outputs/)
+params_dir: str = "params"  # the folder of the phases' params files
+source: str = "data/demo"  # wandb:<entity>/<project>, a folder of W&B offline runs, or an export folder
+n_bootstrap: int = 1000  # bootstrap resamples per fit
 
 # %%
 import pandas as pd

@@ -12,13 +12,17 @@
 # This notebook collects every phase's McCandlish fit (`outputs/<phase>/tables/cbs_fit.csv`) into
 # one table for the paper (CSV and LaTeX) and one headline figure: B_noise against the target
 # accuracy, per phase.
+#
+# **In JupyterLab:** `make notebook NB=07` opens a working copy in `scratch/`; run by hand, it
+# summarises the fits of your hand runs and, where there are none, those of the last
+# `make report`. Each phase's own reports are in the index.
 
 # %% tags=["parameters"]
-phase = "summary"
-out_dir = None  # None: outputs/ with these defaults, else a folder in scratch/
-params_dir = "params"
-source = "data/demo"
-n_bootstrap = 1000
+phase: str = "summary"  # the cross-phase section (no params file of its own)
+out_dir: str = ""  # empty: a hand run, written to scratch/ (only make report writes outputs/)
+params_dir: str = "params"  # the folder of the phases' params files
+source: str = "data/demo"  # wandb:<entity>/<project>, a folder of W&B offline runs, or an export folder
+n_bootstrap: int = 1000  # bootstrap resamples per fit
 
 # %%
 
@@ -39,7 +43,7 @@ for path in sorted(params_dir.glob("*.yaml")):
     except ch.ParamsError as exc:  # that phase's own notebooks report it; summarise the rest
         skipped.append(f"{path.stem} (params file invalid: {exc})")
         continue
-    fit_csv = out / params["phase"] / "tables" / "cbs_fit.csv"
+    fit_csv = ch.output_file(out, params["phase"], "tables", "cbs_fit.csv")  # a hand run: its own, else the build's
     if params["phase"] not in in_snapshot:
         skipped.append(f"{params['phase']} (no runs yet)")
     elif "02_steps_to_target" not in params["sections"]:

@@ -22,15 +22,20 @@
 # target (params `decision_target`; by default the highest target that at least 4 batch sizes, or
 # two thirds of them, reached). The next runs are ranked by how much they are expected to cut the
 # hours lost to a wrong choice, per GPU-hour.
+#
+# **Another phase:** its report is in the index beside this one. To explore it in JupyterLab,
+# `make notebook NB=08 PHASE=p2b` opens a working copy for that phase in `scratch/`; or
+# set `phase` below and run: a run that is not `make report`'s writes to `scratch/`, never
+# to `outputs/`.
 
 # %% tags=["parameters"]
-phase = "p1"
-out_dir = None  # None: outputs/ with these defaults, else a folder in scratch/
-params_dir = "params"
-source = "data/demo"
-n_bootstrap = 1000
-seed = 0
-n_simulations = 200
+phase: str = "p1"  # the phase: params/<phase>.yaml
+out_dir: str = ""  # empty: a hand run, written to scratch/ (only make report writes outputs/)
+params_dir: str = "params"  # the folder of the phases' params files
+source: str = "data/demo"  # wandb:<entity>/<project>, a folder of W&B offline runs, or an export folder
+n_bootstrap: int = 1000  # bootstrap resamples per fit
+seed: int = 0  # seed of the bootstrap draws
+n_simulations: int = 200  # simulated outcomes of each candidate next run
 
 # %%
 import time

@@ -13,7 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "cbs_rlvr"
 DATA_LAYER = {"errors", "paths", "manifest", "params", "history", "runs", "resume", "select", "snapshot",
               "sources", "sources.wandb_file", "sources.export_dir", "sources.wandb_api",
-              "sources.wandb_graphql"}
+              "sources.wandb_graphql", "handrun"}
+# what every layer may use, importing nothing of the package itself
+SUPPORT = {"progress", "clean_notebook"}
 ANALYSIS = {"measure", "envelope", "noise", "wallclock", "baseline", "figures", "figures_habits", "figures_plan",
             "tables", "words", "fit", "fit._tobit", "fit.forms", "fit.resample", "fit.evalnoise", "fit.phase",
             "fit.result", "fit.table", "fit.crossaxis", "fit.joint", "fit.crosscheck", "fit.curves", "fit.across",
@@ -63,6 +65,8 @@ def test_imports_flow_one_way_without_cycles():
     for name in ANALYSIS & set(graph):
         assert not graph[name] & BUILD, (name, graph[name] & BUILD)
     assert not graph["sources.wandb_file"] & {"snapshot", "select"}
+    for name in SUPPORT:
+        assert graph[name] == set(), (name, graph[name])
     # no cycles: a topological order exists
     remaining = {k: set(v) for k, v in graph.items()}
     while remaining:
@@ -102,3 +106,11 @@ def test_the_build_driver_imports_neither_pandas_nor_the_analysis():
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == []
+
+
+def test_the_readme_layout_lists_every_module():
+    readme = (ROOT / "README.md").read_text()
+    layout = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    missing = [str(path.relative_to(PACKAGE)) for path in sorted(PACKAGE.rglob("*.py"))
+               if path.name not in layout]
+    assert missing == []

@@ -1,8 +1,11 @@
-"""The notebooks: paired and clean in git, one literal parameters cell, and the whole report
-built headless on the demo data through `make report`, asserting on what it wrote."""
+"""The notebooks: paired and clean in git, one literal, typed parameters cell, and the whole
+report built headless on the demo data through `make report` in a fresh checkout, asserting on
+what it wrote; then every committed notebook run by hand through papermill's command line, which
+leaves that build's outputs/ as it was."""
 import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -51,33 +54,71 @@ def test_one_literal_parameters_cell_right_after_the_title(py):
     assert tagged == [1], f"{py.name}: the parameters cell must be the one right after the title"
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
     assert nb.cells[0].source.splitlines()[0].rstrip().endswith("?"), "the title states the question"
+    names = {}
     for node in ast.parse(nb.cells[1].source).body:
-        assert isinstance(node, ast.Assign), f"{py.name}: only assignments in the parameters cell"
-        ast.literal_eval(node.value)  # raises if not a literal
-    names = {t.id for node in ast.parse(nb.cells[1].source).body for t in node.targets}
-    assert {"phase", "out_dir", "params_dir", "n_bootstrap"} <= names
+        # typed, so that `papermill --help-notebook` shows the types
+        assert isinstance(node, ast.AnnAssign), f"{py.name}: only annotated assignments in the parameters cell"
+        names[node.target.id] = ast.unparse(node.annotation)
+        assert type(ast.literal_eval(node.value)).__name__ == names[node.target.id]  # a literal of its type
+    assert {"phase", "out_dir", "params_dir", "n_bootstrap"} <= set(names)
+    # the first cell says how to look at another phase (07: how to open it in Lab)
+    assert f"make notebook NB={py.stem[:2]}" in nb.cells[0].source
     assert nb.cells[-1].cell_type == "code", f"{py.name}: ends with the answer printed from variables"
+
+
+def test_papermill_infers_every_parameter_with_its_type_and_help():
+    from papermill.inspection import inspect_notebook
+
+    for py in NOTEBOOKS:
+        inferred = inspect_notebook(str(py.with_suffix(".ipynb")))
+        cell = jupytext.read(py).cells[1].source
+        assert list(inferred) == [n.target.id for n in ast.parse(cell).body], py.name
+        for name, parameter in inferred.items():
+            assert parameter["inferred_type_name"] in ("str", "int"), (py.name, name, parameter)
+            assert parameter["help"], (py.name, name)
+    help_text = subprocess.run([sys.executable, "-m", "papermill", "--help-notebook",
+                                str(ROOT / "notebooks" / "02_steps_to_target.ipynb")],
+                               capture_output=True, text=True, timeout=300)
+    assert "n_bootstrap: int (default 1000)" in help_text.stdout and "Unknown type" not in help_text.stdout
 
 
 # ---------------------------------------------------------------------------------------------
 # The report, built once for the module
 # ---------------------------------------------------------------------------------------------
 
-def _make(out: Path, *args, env_extra=None):
+# this environment's stamps: make counts it as installed (-o), never reinstalls from a checkout
+STAMPS = [Path(sys.prefix) / f".cbs-rlvr{s}-installed" for s in ("", "-lab", "-lint", "-test")]
+
+
+def _make(out: Path, *args, cwd: Path = ROOT, env_extra=None):
     env = dict(os.environ, VIRTUAL_ENV=sys.prefix, **(env_extra or {}))
     env.pop("CONDA_PREFIX", None)
-    return subprocess.run(["make", "--no-print-directory", "report", f"OUT={out}",
-                           "N_BOOTSTRAP=40", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=1500)
+    return subprocess.run(["make", "--no-print-directory", *[f"-o{s}" for s in STAMPS], "report",
+                           f"OUT={out}", "N_BOOTSTRAP=40", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=1500)
+
+
+def _fresh_checkout(dest: Path) -> Path:
+    """The committed files of the project (what a fresh clone holds), without outputs."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                            cwd=ROOT, capture_output=True, text=True,
+                            check=True).stdout.split("\n")
+    for rel in filter(None, listed):
+        if (ROOT / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, dest / rel)
+    return dest
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    out = tmp_path_factory.mktemp("report") / "out"
+    """`make report` in a fresh checkout, into its own outputs/ (as a user's first build)."""
+    checkout = _fresh_checkout(tmp_path_factory.mktemp("report") / "checkout")
+    out = checkout / "outputs"
     t0 = time.perf_counter()
-    proc = _make(out)
+    proc = _make(out, cwd=checkout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return {"out": out, "proc": proc, "seconds": time.perf_counter() - t0}
+    return {"out": out, "checkout": checkout, "proc": proc, "seconds": time.perf_counter() - t0}
 
 
 def test_report_builds_every_applicable_notebook_and_html(report):
@@ -180,7 +221,7 @@ def test_summary_table_in_csv_and_latex(report):
 def test_noop_rebuild_runs_nothing(report):
     out = report["out"]
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
-    proc = _make(out)
+    proc = _make(out, cwd=report["checkout"])
     assert proc.returncode == 0, proc.stderr
     after = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     assert before == after, "a no-op rebuild rewrote files"
@@ -198,7 +239,7 @@ def test_a_failing_notebook_is_named_and_the_others_still_build(report, tmp_path
         'metric: "val-core/*/reward/mean@*"', 'metric: "val-core/*/no_such_metric/mean@*"')
     (params / "p4_rpp.yaml").write_text(text)
     (params / "p2a.yaml").write_text((params / "p2a.yaml").read_text() + "# edited\n")
-    proc = _make(out, f"PARAMS={params}", "PHASES=p2a p4_rpp")
+    proc = _make(out, f"PARAMS={params}", "PHASES=p2a p4_rpp", cwd=report["checkout"])
     assert proc.returncode != 0, proc.stdout + proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("FAILED: ")]
     assert lines and all("[phase p4_rpp], cell" in ln and "no_such_metric" in ln for ln in lines), \
@@ -229,18 +270,6 @@ def test_reports_stand_alone_offline_in_a_browser(report):
     assert offline_problems(pages) == []
 
 
-def _fresh_checkout(dest: Path) -> Path:
-    """The committed files of the project (what a fresh clone holds), without outputs."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                            cwd=ROOT, capture_output=True, text=True,
-                            check=True).stdout.split("\n")
-    for rel in filter(None, listed):
-        if (ROOT / rel).is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, dest / rel)
-    return dest
-
-
 def _papermill(checkout: Path, cwd: Path, notebook: str, output: Path, *params: str):
     """papermill's own command line on a committed .ipynb, as a user types it."""
     env = dict(os.environ, PYTHONPATH=str(checkout))
@@ -249,42 +278,45 @@ def _papermill(checkout: Path, cwd: Path, notebook: str, output: Path, *params: 
                           text=True, timeout=600)
 
 
-def test_committed_notebooks_run_through_papermill_from_any_folder(tmp_path):
-    """On a fresh checkout (no outputs yet), the committed .ipynb runs through papermill's
-    command line as it is (kernel metadata committed), from the project root and from
-    notebooks/, with its defaults or any subset of parameters; relative defaults resolve
-    against the project, so the outputs land in <checkout>/outputs, not beside the caller. A run
-    with parameters other than the notebook's defaults writes to scratch/, never over the
-    build's outputs/, unless out_dir is given."""
-    checkout = _fresh_checkout(tmp_path / "checkout")
-    # from the project root, all defaults: builds the demo snapshot itself
-    proc = _papermill(checkout, checkout, "notebooks/02_steps_to_target.ipynb", tmp_path / "a.ipynb")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    fit = pd.read_csv(checkout / "outputs" / "p1" / "tables" / "cbs_fit.csv")
-    assert len(fit) == 6 and fit["status"].isin(["ok", "extrapolated"]).all()
-    # another phase and fewer resamples: a hand run, kept out of the build's outputs/
-    before = {p: p.read_bytes() for p in (checkout / "outputs").rglob("*") if p.is_file()}
-    proc = _papermill(checkout, checkout, "notebooks/02_steps_to_target.ipynb", tmp_path / "h.ipynb",
-                      "-p", "phase", "p2b", "-p", "n_bootstrap", "20")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    after = {p: p.read_bytes() for p in (checkout / "outputs").rglob("*") if p.is_file()}
+def test_hand_papermill_runs_after_make_report_leave_outputs_as_they_were(report, tmp_path):
+    """After `make report`, every committed .ipynb run by hand through papermill's command line
+    (kernel metadata committed), from the project root, from notebooks/ or from elsewhere, with
+    other parameters than the build's (the phase its first cell suggests, fewer resamples): each
+    says on papermill's console that it writes to scratch/ and reads the build's snapshot,
+    writes there, and the build's outputs/ stays byte-identical. out_dir names another folder
+    (relative to the project); it cannot name the build's."""
+    checkout, out = report["checkout"], report["out"]
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    folders = [checkout, checkout / "notebooks", tmp_path]
+    for i, py in enumerate(sorted((checkout / "notebooks").glob("[0-9][0-9]_*.py"))):
+        hint = re.search(r"make notebook NB=\d\d(?: PHASE=(\w+))?", jupytext.read(py).cells[0].source)
+        phase = hint.group(1) or "summary"
+        params = ["-p", "n_bootstrap", "30"] + (["-p", "phase", phase] if hint.group(1) else [])
+        cwd = folders[i % 3]
+        notebook = str(py.with_suffix(".ipynb").relative_to(cwd) if py.is_relative_to(cwd) else py.with_suffix(".ipynb"))
+        proc = _papermill(checkout, cwd, notebook, tmp_path / f"{py.stem}.ipynb", *params)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert (f"hand run of {py.stem} [{phase}]: writing to scratch/outputs/, not outputs/ (only make "
+                "report writes there; out_dir names another folder); reading make report's snapshot "
+                "(outputs/data/)") in proc.stderr, proc.stderr[-2000:]
+    after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before
-    scratch_fit = pd.read_csv(checkout / "scratch" / "outputs" / "p2b" / "tables" / "cbs_fit.csv")
-    assert len(scratch_fit) > 0 and scratch_fit["B_noise"].notna().any()
-    printed = "".join("".join(o.get("text", "")) for c in nbformat.read(tmp_path / "h.ipynb", 4).cells
+    scratch = checkout / "scratch" / "outputs"
+    assert (scratch / "data" / "history.parquet").samefile(out / "data" / "history.parquet")
+    assert pd.read_csv(scratch / "p2b" / "tables" / "cbs_fit.csv")["B_noise"].notna().any()
+    printed = "".join("".join(o.get("text", "")) for c in nbformat.read(tmp_path / "07_summary.ipynb", 4).cells
                       for o in c.get("outputs", []))
-    assert "phase='p2b', n_bootstrap=20" in printed and "writes to scratch/outputs/" in printed
-    # from notebooks/, a subset of parameters (only the phase, 04's default)
-    proc = _papermill(checkout, checkout / "notebooks", "04_two_axis.ipynb", tmp_path / "b.ipynb",
-                      "-p", "phase", "p2b")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert (checkout / "outputs" / "p2b" / "tables" / "two_axis_fit.csv").exists()
-    # from elsewhere, with a relative out_dir: relative to the project too
+    assert "5 phase(s) with a fit: p1, p2a, p2b, p4_math, p4_rpp." in printed  # p2b's own, the build's others
+    # out_dir: a folder of the user's, relative to the project; never the build's
     proc = _papermill(checkout, tmp_path, str(checkout / "notebooks" / "03_training_curves.ipynb"),
                       tmp_path / "c.ipynb", "-p", "phase", "p2a", "-p", "out_dir", "other_out")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (checkout / "other_out" / "p2a" / "figures" / "training_curves.png").exists()
-    assert not (tmp_path / "other_out").exists() and not (checkout / "notebooks" / "outputs").exists()
+    assert not (tmp_path / "other_out").exists() and "hand run" not in proc.stderr
+    proc = _papermill(checkout, checkout, "notebooks/03_training_curves.ipynb", tmp_path / "d.ipynb",
+                      "-p", "out_dir", "outputs")
+    assert proc.returncode != 0 and "out_dir outputs is a report build's output directory" in proc.stderr
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
 def test_the_demo_pages_read_on_a_phone_and_a_laptop(report):
