@@ -74,7 +74,7 @@ else:
     if fit_ok.empty:
         display(Markdown("**Insufficient:** no target has a joint fit; the reason is given for "
                          "each target below."))
-    display(ch.dash_missing(ch.with_intervals(
+    display(ch.reader_table(ch.with_intervals(
         fit, {"rho": 2, "B0": 0}, keep=["threshold", "S_min", "r2_log", "n_points", "n_censored",
                                         "status", "reason"]).round({"S_min": 1, "r2_log": 3})
         .set_index("threshold")))
@@ -124,8 +124,8 @@ elif params["axis"] == "iso_batch":
 # %%
 lines = []
 for row in fit_ok.itertuples():
-    lines.append(f"- accuracy ≥ {row.threshold:g}: ρ = {ch.format_ci(row.rho, row.rho_lo, row.rho_hi, 2)}, "
-                 f"B0 = {ch.format_ci(row.B0, row.B0_lo, row.B0_hi)} prompts")
+    lines.append(f"- accuracy ≥ {row.threshold:g}: ρ = {ch.interval(row.rho, row.rho_lo, row.rho_hi, decimals=2)}, "
+                 f"B0 = {ch.interval(row.B0, row.B0_lo, row.B0_hi, decimals=0)} prompts")
 lines += [f"\n{line}" for line in ch.rho_claim(fit)]  # only where the data pin rho down
 if cross is not None and len(fit_ok):
     lines.append("\nThe model predicted the left-out phases within their scatter: splits off the sampled axes "

@@ -77,7 +77,7 @@ if usable:
                                      title=f"{params['title']}: noise scale vs fit")
     ch.save_figure(fig, comparison, figures, "noise_scale_vs_fit")
     display(fig)
-display(ch.dash_missing(ch.with_intervals(
+display(ch.reader_table(ch.with_intervals(
     comparison, {"B_simple": 0, "B_noise": 0},
     keep=["threshold", "B_simple_over_B_noise", "status", "reason"])
     .round({"B_simple_over_B_noise": 2}).set_index("threshold")))
@@ -94,8 +94,8 @@ for row in comparison.itertuples():
         lines.append(f"- accuracy ≥ {row.threshold:g}: post-hoc B_simple {row.status} ({row.reason})")
         continue
     lines.append(f"- accuracy ≥ {row.threshold:g}: B_simple = "
-                 f"{ch.format_ci(row.B_simple, row.B_simple_lo, row.B_simple_hi)} vs fitted "
-                 f"B_noise = {ch.format_ci(row.B_noise, row.B_noise_lo, row.B_noise_hi)}"
+                 f"{ch.interval(row.B_simple, row.B_simple_lo, row.B_simple_hi, decimals=0)} vs fitted "
+                 f"B_noise = {ch.interval(row.B_noise, row.B_noise_lo, row.B_noise_hi, decimals=0)}"
                  + (f" (B_simple / B_noise = {row.B_simple_over_B_noise:.2f})" if row.B_simple_over_B_noise > 0 else ""))
 both = comparison[(comparison["status"] == "ok") & comparison["B_noise_lo"].notna()
                   & comparison["B_simple_lo"].notna()]

@@ -69,7 +69,7 @@ ch.save_table(summary, out / "summary" / "tables", "cbs_summary", latex=True,
 if summary.empty:
     display(Markdown("**Insufficient:** no phase has a McCandlish fit yet."))
 else:
-    display(ch.dash_missing(summary.set_index(["phase", "target accuracy"])))
+    display(ch.reader_table(summary.set_index(["phase", "target accuracy"])))
     display(Markdown("Fit: " + ch.legend_markdown(ch.status_legend(summary["fit"]))))
 
 # %%
