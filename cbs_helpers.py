@@ -9,7 +9,9 @@ pandas and matplotlib: scipy, pyarrow, wandb and yaml are loaded by the function
 # --- Where things are, and a phase's parameters (params/<phase>.yaml) ---------------------------
 from cbs_rlvr.params import SECTIONS, SUMMARY_SECTION, ParamsError, load_all_phase_params, load_phase_params
 from cbs_rlvr.paths import PROJECT_DIR, display_path, project_paths
-# where a run writes (a hand run: scratch/; only the build writes outputs/) and reads
+# a section's one setup call: where it writes (a hand run: scratch/; only the build writes
+# outputs/), its phase's params, the snapshot and the phase's runs
+from cbs_rlvr.section import Section, section, summary_fits
 from cbs_rlvr.build.handrun import output_file, section_paths
 # a progress bar for long loops: in JupyterLab and terminals, never in the reports
 from cbs_rlvr.progress import progress

@@ -32,13 +32,10 @@ from IPython.display import Markdown, display
 
 import cbs_helpers as ch
 
-ch.setup_style()
-out, params_dir, source = ch.section_paths("01_load_runs", out_dir, params_dir, source,
-                                           phase=phase, n_bootstrap=n_bootstrap)
-params = ch.load_phase_params(params_dir, phase)
-runs_all, history_all, manifest = ch.open_snapshot(out, source, params_dir, lazy=True)
+s = ch.section("01_load_runs", phase, out_dir, params_dir, source, columns=[ch.GEN_BATCHES_KEY],
+               n_bootstrap=n_bootstrap)
+out, params, manifest, runs, history, metric = s.out, s.params, s.manifest, s.runs, s.history, s.metric
 excluded = ch.read_excluded_runs(out)
-runs, history, metric = ch.phase_runs(runs_all, history_all, params, columns=[ch.GEN_BATCHES_KEY])
 runs = runs.sort_values(["total_batch", "n_prompts", "replicate"])
 print(f"{params['title']}: {len(runs)} runs in the snapshot of {manifest['source']!r} "
       f"({manifest['n_runs']} runs over all phases, {manifest['n_excluded']} excluded). "

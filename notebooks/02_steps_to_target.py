@@ -45,14 +45,9 @@ from IPython.display import Markdown, display
 
 import cbs_helpers as ch
 
-ch.setup_style()
-out, params_dir, source = ch.section_paths("02_steps_to_target", out_dir, params_dir, source,
-                                           phase=phase, n_bootstrap=n_bootstrap, seed=seed)
-params = ch.load_phase_params(params_dir, phase)
-figures, tables = out / phase / "figures", out / phase / "tables"
-# lazy: the history stays on disk until phase_runs reads this phase's runs from it
-runs_all, history_all, manifest = ch.open_snapshot(out, source, params_dir, lazy=True)
-runs, history, metric = ch.phase_runs(runs_all, history_all, params, columns=[ch.GEN_BATCHES_KEY])
+s = ch.section("02_steps_to_target", phase, out_dir, params_dir, source, columns=[ch.GEN_BATCHES_KEY],
+               n_bootstrap=n_bootstrap, seed=seed)
+params, runs, history, metric, figures, tables = s.params, s.runs, s.history, s.metric, s.figures, s.tables
 print(f"{params['title']}: {len(runs)} runs, metric {metric}, n_val = {params['n_val']}, "
       f"{n_bootstrap} bootstrap resamples")
 

@@ -39,14 +39,10 @@ from IPython.display import Markdown, display
 
 import cbs_helpers as ch
 
-ch.setup_style()
-out, params_dir, source = ch.section_paths("04_two_axis", out_dir, params_dir, source,
-                                           phase=phase, n_bootstrap=n_bootstrap, seed=seed)
-params = ch.load_phase_params(params_dir, phase)
-figures, tables = out / phase / "figures", out / phase / "tables"
-runs_all, history_all, manifest = ch.open_snapshot(out, source, lazy=True)
+s = ch.section("04_two_axis", phase, out_dir, params_dir, source, n_bootstrap=n_bootstrap, seed=seed)
+params, figures, tables = s.params, s.figures, s.tables
 # the phases named in two_axis_phases that have runs and measure this phase's accuracy key
-members, left_out = ch.joint_phase_runs(runs_all, history_all, params, params_dir)
+members, left_out = s.joint()
 frames = [ch.sb_eb_table(m["runs"], m["history"], m["metric"], params["thresholds"]).assign(phase=m["phase"])
           for m in members]
 sb_eb_all = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -97,11 +93,10 @@ if cross is not None and len(fit_ok):
 
 # %%
 iso = pd.DataFrame()
-if params["axis"] == "iso_batch" and not (runs_all["phase"] == phase).any():
+if params["axis"] == "iso_batch" and s.runs.empty:
     display(Markdown(f"**No runs yet** of phase {phase}: no split to compare."))
 elif params["axis"] == "iso_batch":
-    runs, history, metric = ch.phase_runs(runs_all, history_all, params)
-    sb_iso = ch.sb_eb_table(runs, history, metric, params["thresholds"])
+    sb_iso = ch.sb_eb_table(s.runs, s.history, s.metric, params["thresholds"])
     iso = ch.iso_batch_table(sb_iso, cross if len(fit_ok) else None)
     ch.save_table(iso, tables, "iso_batch", latex=True,
                   caption=f"Steps to target by split, {params['title']}", label=f"tab:iso_{phase}")

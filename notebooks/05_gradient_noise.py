@@ -34,13 +34,9 @@ from IPython.display import Markdown, display
 
 import cbs_helpers as ch
 
-ch.setup_style()
-out, params_dir, source = ch.section_paths("05_gradient_noise", out_dir, params_dir, source,
-                                           phase=phase, n_bootstrap=n_bootstrap, seed=seed)
-params = ch.load_phase_params(params_dir, phase)
-figures, tables = out / phase / "figures", out / phase / "tables"
-runs_all, history_all, manifest = ch.open_snapshot(out, source, lazy=True)
-runs, history, metric = ch.phase_runs(runs_all, history_all, params, columns=ch.NOISE_KEYS)
+s = ch.section("05_gradient_noise", phase, out_dir, params_dir, source, columns=ch.NOISE_KEYS,
+               n_bootstrap=n_bootstrap, seed=seed)
+params, runs, history, metric, figures, tables = s.params, s.runs, s.history, s.metric, s.figures, s.tables
 fit = ch.fit_phase(runs, history, metric, params["thresholds"], params["n_val"], n_bootstrap=n_bootstrap, seed=seed)
 sb_eb, cbs_fit = fit.sb_eb, fit.table
 smoothed = ch.smooth_grad_noise(history, runs)

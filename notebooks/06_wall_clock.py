@@ -34,13 +34,9 @@ import pandas as pd
 
 import cbs_helpers as ch
 
-ch.setup_style()
-out, params_dir, source = ch.section_paths("06_wall_clock", out_dir, params_dir, source,
-                                           phase=phase, n_bootstrap=n_bootstrap)
-params = ch.load_phase_params(params_dir, phase)
-figures, tables = out / phase / "figures", out / phase / "tables"
-runs_all, history_all, manifest = ch.open_snapshot(out, source, params_dir, lazy=True)
-runs, history, metric = ch.phase_runs(runs_all, history_all, params, columns=ch.WALL_CLOCK_KEYS)
+s = ch.section("06_wall_clock", phase, out_dir, params_dir, source, columns=ch.WALL_CLOCK_KEYS,
+               n_bootstrap=n_bootstrap)
+params, runs, history, metric, figures, tables = s.params, s.runs, s.history, s.metric, s.figures, s.tables
 
 # %% [markdown]
 # ## Training time to each target, per batch size
