@@ -90,13 +90,13 @@ $(LAB_STAMP): $(STAMP) jupyter-config/labconfig/default_setting_overrides.json j
 # and the pre-commit hook.
 CLEAN_NOTEBOOK := cbs_rlvr/build/clean_notebook.py
 
-.PHONY: help setup report snapshot test lint bench sync-notebooks screenshots demo-data clean lab notebook
+.PHONY: help setup report snapshot test test-quick lint bench sync-notebooks screenshots demo-data clean lab notebook
 
 help:
 	@echo "First run: make report takes 3-4 min (creating .venv and installing what the reports"
 	@echo "need, about 2 min; then the demo, under 2 min); make test about 1 min more to install"
-	@echo "pytest, ruff and JupyterLab, then about 10 min for the suite on 2 idle cores (longer on"
-	@echo "a busy machine). Later runs skip the install."
+	@echo "pytest, ruff and JupyterLab, then about 5 min for the suite on 2 idle cores (longer on"
+	@echo "a busy machine; make test-quick about 1 min). Later runs skip the install."
 	@echo "Needs Python >= 3.10 with venv (Debian/Ubuntu: apt install python3-venv), make, git;"
 	@echo "Chromium only for the browser tests."
 	@echo "Targets:"
@@ -105,6 +105,8 @@ help:
 	@echo "                       and OUT/index.html (a no-op when nothing changed)"
 	@echo "  make snapshot        only read SOURCE into OUT/data/"
 	@echo "  make test            run the test suite (installs the test extra first)"
+	@echo "  make test-quick      the suite without the tests marked slow (builds, trainers,"
+	@echo "                       browsers, hunts): about 1 min, for the edit loop"
 	@echo "  make lint            ruff over the project (installs ruff first)"
 	@echo "  make bench           benchmarks -> benchmarks/results.md"
 	@echo "  make sync-notebooks  re-pair notebooks/*.py with their .ipynb twins, written as"
@@ -144,9 +146,13 @@ snapshot: $(STAMP)
 	  --params-dir "$$CBS_MAKE_PARAMS" $(if $(filter 0 no false,$(WAIT)),--no-wait)
 
 # --- checks --------------------------------------------------------------------------------
-# the suite's files run in parallel, one file per worker (its module fixtures stay shared)
+# the suite's files run in parallel, one file per worker (its module fixtures stay shared);
+# test-quick leaves out the tests marked slow (builds, trainers, browsers, hunts): the edit loop
 test: $(TEST_STAMP)
 	"$(PY)" -m pytest -q -n auto --dist loadfile
+
+test-quick: $(TEST_STAMP)
+	"$(PY)" -m pytest -q -n auto --dist loadfile -m "not slow"
 
 lint: $(LINT_STAMP)
 	"$(PY)" -m ruff check .

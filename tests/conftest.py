@@ -55,3 +55,24 @@ def wandb_endpoint(monkeypatch, wandb_dirs):
     yield start
     for server in servers:
         server.stop()
+
+
+# Module fixtures that build something costly (a whole `make report`, a trained or generated
+# sweep, a corpus of W&B files): every test that uses one is slow, wherever it sits in its file.
+# Measured with `pytest --durations`; `make test-quick` (-m "not slow") leaves them out.
+SLOW_FIXTURES = {
+    "test_notebooks.py": {"report"},            # the demo's make report (about 60 s)
+    "test_generated_sweeps.py": {"hunted"},     # the analysis hunt (about 40 s)
+    "test_fit.py": {"coverage_runs"},           # many-seed coverage sweeps (about 25 s)
+    "test_build.py": {"one_phase"},             # a one-phase build (about 10 s)
+    "test_habits.py": {"sweeps"},               # habit sweeps written by the wandb SDK
+    "test_plan.py": {"one_axis"},               # the one-axis plan sweeps
+    "test_data_layer.py": {"offline_corpus_dir"},  # an offline corpus written by the wandb SDK
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        slow = SLOW_FIXTURES.get(item.path.name, set())
+        if slow & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

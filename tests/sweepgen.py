@@ -403,6 +403,34 @@ def _verl_habits(rng, runs: list[dict], params: dict, features: list[str]) -> No
 # --------------------------------------------------------------------------------------------
 # Turning a sweep into inputs
 # --------------------------------------------------------------------------------------------
+def covering_seeds(n: int, pool: int = 200, min_count: int = 2, prefix: str = "",
+                   habits: bool = True, exclude: tuple[int, ...] | list[int] = ()) -> list[int]:
+    """`n` seeds out of range(pool) (less `exclude`), chosen so that every feature drawn in the pool
+    (those starting with `prefix`) appears in at least `min_count` of them where the pool has that
+    many (greedy, rarest feature first), the rest filled in seed order: a short hunt that still
+    meets every kind of trouble the generator draws. Deterministic."""
+    feats = {seed: {f for f in generate_sweep(seed, habits).features if f.startswith(prefix)}
+             for seed in range(pool) if seed not in set(exclude)}
+    totals: dict[str, int] = {}
+    for fs in feats.values():
+        for f in fs:
+            totals[f] = totals.get(f, 0) + 1
+    chosen: list[int] = []
+    have = dict.fromkeys(totals, 0)
+    while len(chosen) < n:
+        short = {f for f, c in have.items() if c < min(min_count, totals[f])}
+        if not short:
+            break
+        rarest = min(short, key=lambda f: (totals[f], f))
+        seed = max((s for s in feats if s not in chosen and rarest in feats[s]),
+                   key=lambda s: (len(feats[s] & short), -s))
+        chosen.append(seed)
+        for f in feats[seed]:
+            have[f] += 1
+    chosen += [s for s in feats if s not in chosen][: n - len(chosen)]
+    return sorted(chosen)
+
+
 def snapshot_frames(sweep: GeneratedSweep) -> dict:
     """The snapshot tables (runs, history, excluded) of the sweep, through the real data layer."""
     from cbs_rlvr.data.runs import assemble_snapshot_frames, normalise_raw_run
@@ -499,3 +527,9 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+def notebook_hunt_seeds(n: int = 12) -> list[int]:
+    """The sweeps the notebook hunt runs (tests/test_hunt_notebooks.py): every feature of the pool
+    at least twice, every verl habit at least three times; the analysis hunt takes others."""
+    return covering_seeds(n, 200, min_count=2)

@@ -228,6 +228,7 @@ def test_plain_table_equals_log_space_least_squares_with_a_parametric_bootstrap_
     assert 1.6 < ratio < 2.4
 
 
+@pytest.mark.slow
 def test_ci_coverage_on_repeated_plain_sweeps():
     """40 noisy sweeps (sigma 0.08 in log S): the 95% CI covers B_noise in >= 80%."""
     rng = np.random.default_rng(7)
@@ -327,6 +328,7 @@ def test_fit_phase_recovers_b_noise_and_s_min(p1_sweep):
     assert fit["ci_method"].str.startswith("parametric").all()
 
 
+@pytest.mark.slow
 def test_fit_phase_ci_coverage():
     """12 sweeps x 6 thresholds: the 95% interval covers the true B_noise >= 80% (the truth's log
     B_noise is not linear in the target accuracy, as the pooled fit assumes: the demo's model
@@ -410,6 +412,7 @@ def two_axis_sb():
     return sb_eb_table(runs, hist, METRIC, THRESHOLDS)
 
 
+@pytest.mark.slow
 def test_the_cross_axis_fit_recovers_rho_and_b0_and_passes_its_check(two_axis_sb):
     """rho = 0.15 (one rho for every target) within 0.05, its interval holding it; B0 within 40% at
     every target and its interval holding the truth at half of them or more (B0 moves with the exponent, which the

@@ -86,6 +86,7 @@ def test_a_noop_build_runs_nothing_and_rewrites_nothing(one_phase):
     assert before == {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow
 def test_runs_copied_in_with_old_timestamps_are_seen_at_once(one_phase):
     """`cp -p` / `rsync -a` keep file times older than OUT: one build still reflects them."""
     new = _run_dirs("p1")[5:7]
@@ -99,6 +100,7 @@ def test_runs_copied_in_with_old_timestamps_are_seen_at_once(one_phase):
     assert "7 runs" in (one_phase["out"] / "index.html").read_text()
 
 
+@pytest.mark.slow
 def test_a_removed_run_folder_is_seen_at_once(one_phase):
     victim = sorted(one_phase["source"].iterdir())[0]
     shutil.rmtree(victim)
@@ -108,6 +110,7 @@ def test_a_removed_run_folder_is_seen_at_once(one_phase):
     assert len(_runs_table(one_phase["out"], "p1")) == manifest["n_runs"]
 
 
+@pytest.mark.slow
 def test_a_run_changed_in_place_with_its_old_timestamp_is_seen(one_phase):
     """Same file name, same mtime, other content (a re-synced run): the content decides."""
     runs_now = sorted(one_phase["source"].iterdir())
@@ -123,6 +126,7 @@ def test_a_run_changed_in_place_with_its_old_timestamp_is_seen(one_phase):
     assert sorted(after["name"]) != sorted(before["name"]) or not after.equals(before)
 
 
+@pytest.mark.slow
 def test_a_partial_sweep_builds_what_exists_and_says_no_runs_yet(tmp_path):
     """Only p1 runs so far, every phase's params: exit 0, one line per phase without runs,
     'no runs yet' in the index, a summary over the phases that exist."""
@@ -153,6 +157,7 @@ def test_a_partial_sweep_builds_what_exists_and_says_no_runs_yet(tmp_path):
     assert "p1/" not in index and "no phase has a fit yet" in index
 
 
+@pytest.mark.slow
 def test_a_params_error_is_reported_first_naming_the_file_and_the_rest_builds(tmp_path, one_phase):
     params = _params(tmp_path / "params", {"p1": ["01_load_runs"], "p2a": ["01_load_runs"]})
     path = params / "p2a.yaml"
@@ -181,6 +186,7 @@ def test_an_unreadable_source_stops_the_build_in_one_line_and_keeps_the_last_rep
     assert (out / "data" / "manifest.json").read_bytes() == manifest_before
 
 
+@pytest.mark.slow
 def test_a_phase_with_one_or_two_batch_sizes_builds_without_failures(tmp_path):
     source = tmp_path / "source"
     by_batch: dict[int, Path] = {}

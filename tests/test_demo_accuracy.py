@@ -27,6 +27,8 @@ from cbs_rlvr.fit.phase import fit_phase
 from cbs_rlvr.measure.crossings import select_accuracy_metric
 from cbs_rlvr.sources.snapshot import build_snapshot
 
+pytestmark = pytest.mark.slow  # every test here runs a build, a trainer or a browser
+
 DEMO = REPO / "data" / "demo"
 PHASES = ["p1", "p2a", "p2b", "p4_math", "p4_rpp"]
 PREFER = {"p1": "gsm8k", "p2a": "gsm8k", "p2b": "gsm8k", "p4_math": "math", "p4_rpp": "rpp"}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import nbformat
 import pytest
+from testkit import LazyModule
 
 from cbs_rlvr.build import execute
 from cbs_rlvr.paths import NOTEBOOKS_DIR
+
+nbformat = LazyModule("nbformat")
 
 
 def _notebook(path, *sources, parameters="x = 0"):
@@ -31,6 +33,7 @@ def kernels():
     execute.shutdown_kernels()
 
 
+@pytest.mark.slow
 def test_a_kept_kernel_starts_each_notebook_clean(tmp_path, kernels):
     first = _notebook(tmp_path / "a.ipynb",
                       "import os, matplotlib as mpl\nleaked = 1\nmpl.rcParams['lines.linewidth'] = 9\n"
@@ -56,6 +59,7 @@ def test_a_kept_kernel_starts_each_notebook_clean(tmp_path, kernels):
     assert not (tmp_path / ".b.out.partial.ipynb").exists()
 
 
+@pytest.mark.slow
 def test_a_failed_notebook_names_its_cell_and_the_next_one_gets_a_new_kernel(tmp_path, kernels):
     bad = _notebook(tmp_path / "bad.ipynb", "import os; print(os.getpid())",
                     "raise ValueError('phase B has no runs\\nsecond line')")

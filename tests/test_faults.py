@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test here runs a build, a trainer or a browser
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data" / "demo"
 RUNS = json.loads((DEMO / "ground_truth.json").read_text())["runs"]
@@ -102,16 +104,16 @@ def ctx(tmp_path_factory):
 
 
 def test_kill_9_or_ctrl_c_at_seeded_points_then_one_build_is_a_clean_build(ctx):
-    """Ten builds killed with SIGKILL at seeded points (sources alternating, so the snapshot is
+    """Six builds killed with SIGKILL at seeded points (sources alternating, so the snapshot is
     rewritten too), two interrupted with SIGINT; then one `make report` equals a clean build,
     and the one after it has nothing to do."""
     outcomes = []
-    for seed in range(12):
+    for seed in range(8):
         rng = random.Random(seed)
         source = ctx["big"] if seed % 2 else ctx["small"]
         proc = _start(ctx, source)
         time.sleep(rng.uniform(0.0, 1.0) * ctx["seconds"])
-        sig = signal.SIGINT if seed in (4, 9) else signal.SIGKILL
+        sig = signal.SIGINT if seed in (4, 7) else signal.SIGKILL
         if proc.poll() is None:
             os.killpg(proc.pid, sig)
         _, stderr = proc.communicate(timeout=300)

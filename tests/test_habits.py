@@ -265,6 +265,7 @@ def test_lr_policy_names_the_usual_rules():
     assert lr_policy([64], [1e-6])["policy"] == "undetermined"
 
 
+@pytest.mark.slow
 def test_b_noise_recovered_within_10_percent_with_every_habit_present(sweeps, snapshots):
     """Acceptance: over five realisations (30 fits), with the resumed run, the learning-rate
     sweep, varying updates, dynamic sampling and tag selection all present. The same runs
@@ -391,6 +392,7 @@ def _text(html: str) -> str:
     return re.sub(r"\s+", " ", html_lib.unescape(re.sub(r"<[^>]+>", " ", html)))
 
 
+@pytest.mark.slow
 def test_the_report_says_what_was_stitched_which_rate_won_and_the_units(sweeps, tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ, VIRTUAL_ENV=sys.prefix)

@@ -135,6 +135,7 @@ def test_a_hand_run_reads_the_build_snapshot_of_its_source_and_params(project, c
     assert build_data.is_dir()  # nothing of the build's was moved
 
 
+@pytest.mark.slow
 def test_progress_shows_in_an_interactive_kernel_and_nowhere_in_a_report():
     """A real kernel: a request that allows input (JupyterLab's) gets the bar as widgets; the
     same code run as nbclient runs it (papermill, the build) prints only what it prints."""
@@ -198,6 +199,7 @@ def _notebook(**extra) -> dict:
                          "widgets": {"application/vnd.jupyter.widget-state+json": {}}, **extra}}
 
 
+@pytest.mark.slow
 def test_clean_notebook_writes_what_nbconvert_with_the_committed_options_writes(tmp_path):
     """The git filter, make sync-notebooks and the pre-commit hook use clean_notebook.py: the
     same bytes as nbconvert --clear-output with the metadata masks (what they used before), on a

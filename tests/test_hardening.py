@@ -39,6 +39,8 @@ from cbs_rlvr.errors import SnapshotError
 from cbs_rlvr.sources.snapshot import build_snapshot, read_snapshot
 from cbs_rlvr.sources.wandb_file import load_offline_runs
 
+pytestmark = pytest.mark.slow  # every test here runs a build, a trainer or a browser
+
 SENTINEL = "SENTINEL-wandb-key-0123456789abcdef0123456789abcdef"
 N_BOOTSTRAP = 20
 

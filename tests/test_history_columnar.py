@@ -277,6 +277,7 @@ def test_normalise_history_equals_reference(seed):
     _compare(new, _reference_normalise_history(rows, keep=keep))
 
 
+@pytest.mark.slow
 def test_random_logs_exercise_every_rule():
     counts: dict[str, int] = {}
     n_steady = 0  # logs of a row per step in order, with ten steps or more

@@ -39,6 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import client_environ  # noqa: E402
 from wandb_server import API_KEY, ServedRun, WandbServer  # noqa: E402
 
+pytestmark = pytest.mark.slow  # every test here runs a build, a trainer or a browser
+
 VAL = "val-core/openai/gsm8k/reward/mean@1"
 XSS = {  # each, if it ran, would log its marker as a console error (offline_problems reports it)
     "img": "<img src=x onerror=\"console.error('CBS-XSS-img')\">",

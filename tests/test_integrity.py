@@ -99,6 +99,7 @@ def _write_snapshots(out: str, n: int) -> None:
         write_snapshot(snap, out)
 
 
+@pytest.mark.slow
 def test_concurrent_snapshot_writers_never_delete_each_others_temp_files(tmp_path):
     """write_snapshot used to delete every .*.tmp in data/, the other writer's included
     (FileNotFoundError on its rename); now only those of writers that are gone."""
@@ -310,6 +311,7 @@ def test_a_server_echoing_auth_headers_leaks_no_form_of_the_key_and_counts_match
 # --------------------------------------------------------------------------------------------
 # Paths as data; the YAML error in one line
 # --------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_make_passes_paths_with_spaces_quotes_and_dollars_as_data(tmp_path):
     runs = sorted((DEMO / "wandb").iterdir())[:3]
     source = tmp_path / "exp a\"b $HOME 'c'"

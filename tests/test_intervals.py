@@ -89,6 +89,7 @@ def _generated_two_axis_table(seed: int = 119, phase: str = "p2b") -> pd.DataFra
     return pd.concat(parts, ignore_index=True)
 
 
+@pytest.mark.slow
 def test_two_axis_intervals_hold_their_estimates_and_the_plot_draws():
     sb = _generated_two_axis_table()
     res = cross_axis_fit(sb, sorted(sb["threshold"].unique()), n_bootstrap=40, seed=0)

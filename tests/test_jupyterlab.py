@@ -26,9 +26,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-import jupytext
-import nbformat
 import pytest
+from testkit import LazyModule
 
 from cbs_rlvr.build.clean_notebook import clean_notebook_text
 from cbs_rlvr.build.lab import (
@@ -38,6 +37,11 @@ from cbs_rlvr.build.lab import (
     working_copy,
 )
 from cbs_rlvr.report.browser import find_chromium
+
+pytestmark = pytest.mark.slow  # every test here runs a build, a trainer or a browser
+
+jupytext = LazyModule("jupytext")
+nbformat = LazyModule("nbformat")
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "02_steps_to_target"

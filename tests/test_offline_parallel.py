@@ -44,6 +44,7 @@ def _hashes(out: Path) -> dict:
             for name in ("runs.parquet", "history.parquet", "excluded_runs.csv")}
 
 
+@pytest.mark.slow
 def test_parallel_and_serial_decoding_give_the_same_snapshot_bytes(corpus, tmp_path, monkeypatch):
     serial = load_offline_runs(corpus, workers=1)
     parallel = load_offline_runs(corpus, workers=2)
@@ -59,6 +60,7 @@ def test_parallel_and_serial_decoding_give_the_same_snapshot_bytes(corpus, tmp_p
     assert hashes["1"] == hashes["2"] == hashes["3"]
 
 
+@pytest.mark.slow
 def test_parallel_decoding_happens_in_worker_processes(corpus, monkeypatch):
     """With 2 workers no run is normalised in this process (a spy here sees none); with 1 all are."""
     calls = []
@@ -70,6 +72,7 @@ def test_parallel_decoding_happens_in_worker_processes(corpus, monkeypatch):
     assert len(calls) >= n_runs
 
 
+@pytest.mark.slow
 def test_a_process_with_threads_decodes_through_a_fork_server(corpus, monkeypatch):
     """A caller running other threads (a build driver, a progress bar) does not fork itself:
     the workers come from a fork server, with the same frames."""

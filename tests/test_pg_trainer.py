@@ -191,6 +191,7 @@ def test_a_sweep_converts_through_the_real_data_layer(small_sweep):
         assert list(zip(hist["step"], hist[pg.VAL_KEY], strict=True)) == pg.accuracy_series(raw)
 
 
+@pytest.mark.slow
 def test_a_sweep_written_by_the_wandb_sdk_reads_back_the_same(tmp_path, small_sweep):
     """One small sweep through `python tests/pg_trainer.py offline` (the real SDK, offline mode,
     in a subprocess) and back through cbs_rlvr.sources.wandb_file."""

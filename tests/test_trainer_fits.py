@@ -14,6 +14,8 @@ import pandas as pd
 import pytest
 from pg_trainer import load_truth, trainer_sweeps
 
+pytestmark = pytest.mark.slow  # every test here runs a build, a trainer or a browser
+
 CLASSES = (("adam_fixed", "prompts"), ("sgd_tuned", "prompts"), ("adam_fixed", "rollouts"))
 
 

@@ -344,6 +344,7 @@ def test_transient_errors_keep_previous_data_stale_and_others_exclude(wandb_endp
     assert not again["runs"]["flags"].str.contains("stale").any() and len(again["runs"]) == 10
 
 
+@pytest.mark.slow
 def test_default_retries_reach_wandb_core(wandb_endpoint, monkeypatch, tmp_path):
     """With the project's defaults (the user set nothing) wandb-core makes 4 attempts with waits
     of about 1, 2 and 4 s, not its own 21 attempts with waits of 2 to 60 s."""
@@ -362,6 +363,7 @@ def test_default_retries_reach_wandb_core(wandb_endpoint, monkeypatch, tmp_path)
     assert _run(snap, "r0")["flags"] == "stale" and _run(snap, "r1")["flags"] == ""
 
 
+@pytest.mark.slow
 def test_each_run_is_bounded_in_time(wandb_endpoint, monkeypatch, tmp_path):
     server = wandb_endpoint([verl_run(f"r{i}", n_prompts=8 * 2 ** i) for i in range(4)])
     out = tmp_path / "out"
@@ -381,6 +383,7 @@ def test_each_run_is_bounded_in_time(wandb_endpoint, monkeypatch, tmp_path):
 # --------------------------------------------------------------------------------------------
 # Connecting and listing: one clear error each
 # --------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_listing_errors_say_what_is_wrong(wandb_endpoint, monkeypatch):
     server = wandb_endpoint([verl_run("r1")])
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
@@ -428,6 +431,7 @@ def _file_hashes(out: Path) -> dict:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((out / "data").glob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_cli_outage_of_some_runs_then_of_all(wandb_endpoint, wandb_dirs, tmp_path):
     server = wandb_endpoint([verl_run(f"r{i}", n_prompts=8 * 2 ** i) for i in range(5)])
     env = client_environ(os.environ, server, wandb_dirs, CBS_WANDB_RUN_TIMEOUT="6")
@@ -456,6 +460,7 @@ def test_cli_outage_of_some_runs_then_of_all(wandb_endpoint, wandb_dirs, tmp_pat
     assert _file_hashes(out) == before
 
 
+@pytest.mark.slow
 def test_cli_without_an_api_key_says_so(wandb_endpoint, wandb_dirs, tmp_path):
     server = wandb_endpoint([verl_run("r1")])
     home = tmp_path / "home"
@@ -485,6 +490,7 @@ def test_api_key_never_reaches_a_file_or_the_terminal(wandb_endpoint, tmp_path, 
 # --------------------------------------------------------------------------------------------
 # The demo sweep served over the API gives the same snapshot and tables as the offline files
 # --------------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("serves_export", [False, True], ids=["sampled serves live steps", "sampled serves all"])
 def test_demo_sweep_served_by_the_endpoint_gives_the_same_tables(wandb_endpoint, serves_export):
     from cbs_rlvr.fit.phase import fit_phase

@@ -29,3 +29,23 @@ def offline_wandb_env(tmp: Path) -> dict:
     env.update(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_CONFIG_DIR=str(tmp / ".config"),
                WANDB_CACHE_DIR=str(tmp / ".cache"), WANDB_DATA_DIR=str(tmp / ".data"))
     return env
+
+
+def in_two_processes(fn, jobs) -> list:
+    """fn over jobs in two forked worker processes (the machine has two cores), in job order."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("fork")) as pool:
+        return list(pool.map(fn, jobs, chunksize=2))
+
+
+class LazyModule:
+    """A module imported at its first attribute access: heavy imports (nbformat's validator alone
+    takes about 2 s) stay out of the suite's collection, which every worker repeats."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        return getattr(importlib.import_module(self._name), attr)

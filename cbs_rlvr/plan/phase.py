@@ -30,7 +30,9 @@ def plan_phase(phase: str, fits: dict[str, PhaseFit], step_model: dict, step_tim
                title: str = "", gpu_note: str = "", lr_context: str = "", n_outcomes: int = 64,
                seed: int = 0) -> PhasePlan:
     """fits: {phase: PhaseFit}, this phase's first, then the other phases whose axes the plan may
-    recommend on (the params' two_axis_phases); cross: a cross-axis model for the splits off them."""
+    recommend on (the params' two_axis_phases); cross: a cross-axis model for the splits off them.
+    n_outcomes: the simulated outcomes behind each next run's value (0: the decision alone, no
+    next runs)."""
     models = [m for m in (axis_model(p, f) for p, f in fits.items()) if m is not None]
     plan = predict(models, step_model, step_times, thresholds, cross=cross, seed=seed)
     table = recommend(plan)
@@ -38,7 +40,7 @@ def plan_phase(phase: str, fits: dict[str, PhaseFit], step_model: dict, step_tim
     target, rule = decision_target(own.table if own is not None else None, requested_target)
     nxt = pd.DataFrame(columns=NEXT_RUNS_COLUMNS)
     pred = plan.predictions.get(float(target)) if target is not None else None
-    if pred is not None:
+    if pred is not None and n_outcomes > 0:
         nxt = next_runs(pred, fits, step_model, budget_steps=budget_steps, n_outcomes=n_outcomes, seed=seed)
     row = decide(phase, target, table, pred, nxt, own.table if own is not None else None, gpu_note=gpu_note,
                  title=title, target_rule=rule, lr_context=lr_context)

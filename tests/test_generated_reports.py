@@ -1,0 +1,142 @@
+"""The whole `make report` over two generated sweeps (tests/sweepgen.py, with verl's habits), one
+written as real W&B offline runs by the SDK and one as an export directory: the build end to end
+from files, then every page as a reader sees it at phone and laptop width. The hunts
+(test_generated_sweeps.py, test_hunt_notebooks.py) run the same analysis and notebooks in-process
+over many more sweeps."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sweep_analysis import INTERVALS
+from sweepgen import generate_sweep, write_export_dir, write_params
+from testkit import LazyModule, offline_wandb_env
+
+from cbs_rlvr.fit.phase import FIT_STATUSES
+
+pytestmark = pytest.mark.slow  # every test here runs a build, a trainer or a browser
+
+nbformat = LazyModule("nbformat")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# seed -> (how the sweep is written, what it exercises, checked against its features)
+E2E = {
+    0: ("offline", ["prompts:normal", "rollouts:normal", "habit:lr_sweep", "habit:resumed",
+                    "state:running", "acc:no_val", "config:no_gpus", "acc:inf_points"]),
+    424: ("export", ["iso_batch:empty", "iso_batch:normal", "orphan_phase", "no_step_time",
+                     "state:failed", "acc:all_nan"]),
+}
+
+
+def _source(seed: int, kind: str, tmp: Path) -> Path:
+    sweep = generate_sweep(seed)
+    src = tmp / "source"
+    if kind == "export":
+        return write_export_dir(sweep, src)
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "sweepgen.py"), "offline", str(seed),
+                           str(src)], cwd=tmp, env=offline_wandb_env(tmp), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return src
+
+
+def _make_report(src: Path, params: Path, out: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, VIRTUAL_ENV=sys.prefix)
+    env.pop("CONDA_PREFIX", None)
+    return subprocess.run(["make", "--no-print-directory", "report", f"SOURCE={src}", f"OUT={out}",
+                           f"PARAMS={params}", "N_BOOTSTRAP=40"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=1200)
+
+
+def _check_tables(out: Path) -> list[str]:
+    bad = []
+    for name, triples in INTERVALS.items():
+        csv = {"cbs_fit": "cbs_fit", "two_axis_fit": "two_axis_fit", "b_simple": "noise_scale_vs_fit",
+               "plan": "plan", "decision": "decision"}[name]
+        for path in out.glob(f"*/tables/{csv}.csv"):
+            table = pd.read_csv(path)
+            for est, lo, hi in triples:
+                if not {est, lo, hi} <= set(table.columns):
+                    continue
+                v, a, b = (pd.to_numeric(table[c], errors="coerce").to_numpy(dtype=float) for c in (est, lo, hi))
+                both = ~np.isnan(v) & ~np.isnan(a) & ~np.isnan(b)
+                if not ((a[both] <= v[both]) & (v[both] <= b[both])).all():
+                    bad.append(f"{path}: {lo} <= {est} <= {hi} fails")
+            if "status" in table and not set(table["status"].dropna()) <= set(FIT_STATUSES):
+                bad.append(f"{path}: statuses {sorted(set(table['status']))}")
+    return bad
+
+
+def _stderr_outputs(nb_path: Path) -> list[str]:
+    nb = nbformat.read(nb_path, as_version=4)
+    out = []
+    for cell in nb.cells:
+        for o in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if o.get("output_type") == "error" or (o.get("output_type") == "stream" and o.get("name") == "stderr"):
+                out.append(f"{nb_path.name}: {o.get('text', o.get('evalue', ''))[:300]}")
+    return out
+
+
+@pytest.fixture(scope="module", params=list(E2E))
+def built(request, tmp_path_factory) -> dict:
+    """`make report` over the sweep, once for the module's tests."""
+    seed = request.param
+    kind, features = E2E[seed]
+    sweep = generate_sweep(seed)
+    assert set(features) <= set(sweep.features), sweep.describe()
+    tmp = tmp_path_factory.mktemp(f"sweep{seed}")
+    src = _source(seed, kind, tmp)
+    params = write_params(sweep, tmp / "params")
+    out = tmp / "out"
+    return {"seed": seed, "sweep": sweep, "out": out, "proc": _make_report(src, params, out)}
+
+
+def test_make_report_over_a_generated_sweep(built):
+    """Exit 0 with no traceback; every input run analysed or excluded; every written interval
+    holds its estimate; no notebook prints an error or a warning."""
+    sweep, out, proc = built["sweep"], built["out"], built["proc"]
+    log = proc.stdout + proc.stderr
+    assert "Traceback" not in log, log[-3000:]
+    assert proc.returncode == 0, log[-3000:]
+    # every input run accounted for
+    runs = pd.read_parquet(out / "data" / "runs.parquet")
+    excluded = pd.read_csv(out / "data" / "excluded_runs.csv")
+    seen = set(runs["run_id"].astype(str)) | set(excluded["run_id"].dropna().astype(str))
+    seen |= {i for v in runs["segment_run_ids"].dropna().astype(str) for i in v.split(";")}
+    assert {r["run_id"] for r in sweep.runs} <= seen
+    # every interval holds its estimate; statuses documented
+    assert not _check_tables(out)
+    # no report shows a traceback; no notebook prints an error or a warning
+    for html in out.glob("*/*.html"):
+        assert "Traceback" not in html.read_text(), html
+    noisy = [line for nb in out.glob("*/*.ipynb") for line in _stderr_outputs(nb)]
+    assert not noisy, noisy
+    manifest = json.loads((out / "data" / "manifest.json").read_text())
+    assert manifest["n_runs"] == len(runs)
+
+
+def test_every_page_of_a_generated_sweep_reads_on_a_phone_and_a_laptop(built):
+    """Every HTML page as a reader sees it in headless Chromium (browser.reader_problems): no
+    'NaN', no raw column name in the visible text, no page wider than the window at 390 px (a
+    phone) and 1280 px, a title naming the phase and the section. Skipped without Chromium (CI
+    installs it and sets CBS_REQUIRE_CHROMIUM=1, which makes the skip a failure)."""
+    from cbs_rlvr.report.browser import find_chromium, reader_problems
+
+    if find_chromium() is None:
+        if os.environ.get("CBS_REQUIRE_CHROMIUM"):
+            pytest.fail("Chromium is required here (CBS_REQUIRE_CHROMIUM is set) but not found")
+        pytest.skip("Chromium not installed (apt-get install chromium)")
+    assert built["proc"].returncode == 0
+    out = built["out"]
+    pages = [out / "index.html", *sorted(out.glob("*/*.html"))]
+    assert len(pages) > 3
+    problems = reader_problems(pages)
+    assert not problems, "\n".join(problems)
