@@ -17,6 +17,7 @@ from ..errors import (
 from ..params import SECTIONS, SUMMARY_SECTION
 from ..paths import NOTEBOOKS_DIR, PROJECT_DIR
 from ..sources.manifest import remove_stale_temps
+from .nbparams import parameter_names
 from .state import _file_digest, _job_key, _sha256_file
 
 
@@ -184,17 +185,6 @@ def convert_source_notebooks(sections: set[str], dest: Path) -> dict[str, tuple[
         jupytext.write(nb, path, fmt="ipynb")
         converted[section] = (path, names)
     return converted
-
-
-def parameter_names(source: str) -> set[str]:
-    """The names a parameters cell assigns, annotated (`n_bootstrap: int = 1000`) or not."""
-    import ast
-
-    names = set()
-    for node in ast.parse(source).body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
-        names |= {t.id for t in targets if isinstance(t, ast.Name)}
-    return names
 
 
 def run_notebook(job: Job, source_nb: Path, names: set[str], out: Path, params_dir: Path,

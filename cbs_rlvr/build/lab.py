@@ -21,9 +21,7 @@ figures and tables go to scratch/ (handrun.py) and the build's outputs/ never ch
 from __future__ import annotations
 
 import argparse
-import ast
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -40,6 +38,7 @@ from ..paths import (
     project_path,
 )
 from .handrun import SCRATCH_DIR
+from .nbparams import node_names, notebook_defaults, parameter_nodes
 
 #: The Jupyter configuration the project ships (`install_lab_config` merges it into an env).
 LAB_CONFIG_DIR = PROJECT_DIR / "jupyter-config"
@@ -91,39 +90,12 @@ def find_section(nb: str, notebooks_dir: Path = NOTEBOOKS_DIR) -> str:
     return matches[0]
 
 
-def _parameter_nodes(source: str) -> list:
-    """The assignments of a parameters cell (`phase: str = "p1"` or `phase = "p1"`)."""
-    return [node for node in ast.parse(source).body
-            if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None]
-
-
-def _node_names(node) -> list[str]:
-    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-    return [t.id for t in targets if isinstance(t, ast.Name)]
-
-
-def notebook_defaults(section: str, notebooks_dir: str | os.PathLike | None = None) -> dict:
-    """The literals of the `parameters` cell of notebooks/<section>.py, by name (the defaults a
-    run of that notebook starts from)."""
-    text = (Path(notebooks_dir or NOTEBOOKS_DIR) / f"{section}.py").read_text(encoding="utf-8")
-    cell, inside = [], False
-    for line in text.splitlines():
-        if line.startswith("# %%"):
-            if inside:
-                break
-            inside = 'tags=["parameters"]' in line
-        elif inside:
-            cell.append(line)
-    return {name: ast.literal_eval(node.value) for node in _parameter_nodes("\n".join(cell))
-            for name in _node_names(node)}
-
-
 def _set_parameters(source: str, values: dict) -> str:
     """The parameters cell's text with the value of each parameter named in `values` set anew;
     its annotation and comment stay."""
     lines = source.splitlines()
-    for node in reversed(_parameter_nodes(source)):
-        names = [n for n in _node_names(node) if n in values]
+    for node in reversed(parameter_nodes(source)):
+        names = [n for n in node_names(node) if n in values]
         value = node.value
         if not names or value.lineno != value.end_lineno:
             continue
