@@ -43,7 +43,7 @@ TEST_STAMP := $(ENV_DIR)/.cbs-rlvr-test-installed
 LAB_STAMP := $(ENV_DIR)/.cbs-rlvr-lab-installed
 # the notebooks' clean filter in this clone's git config (.gitattributes): git sees a notebook
 # run and saved in JupyterLab without its outputs and editor metadata. Cheap and idempotent.
-GIT_FILTER := "$(PY)" -m cbs_rlvr.lab install-git-filter
+GIT_FILTER := "$(PY)" -m cbs_rlvr.build.lab install-git-filter
 
 # conda's base environment is conda's own: never install into it
 define REFUSE_CONDA_BASE
@@ -81,14 +81,14 @@ $(TEST_STAMP): $(STAMP)
 $(LAB_STAMP): $(STAMP) jupyter-config/labconfig/default_setting_overrides.json jupyter-config/jupyter_server_config.json
 	@echo "installing JupyterLab into $(ENV_DIR) (the first time: about 1 min)"
 	$(PIP) -e '.[lab]'
-	"$(PY)" -m cbs_rlvr.lab install-config
+	"$(PY)" -m cbs_rlvr.build.lab install-config
 	@touch $@
 
 # The committed .ipynb carries its kernelspec and jupytext's header, cells only their tags: no
 # outputs, no language_info (Lab adds it, with the Python version, on opening). One
-# implementation, cbs_rlvr/clean_notebook.py, serves `make sync-notebooks`, the git clean filter
+# implementation, cbs_rlvr/build/clean_notebook.py, serves `make sync-notebooks`, the git clean filter
 # and the pre-commit hook.
-CLEAN_NOTEBOOK := cbs_rlvr/clean_notebook.py
+CLEAN_NOTEBOOK := cbs_rlvr/build/clean_notebook.py
 
 .PHONY: help setup report snapshot test lint bench sync-notebooks screenshots demo-data clean lab notebook
 
@@ -177,7 +177,7 @@ lab: $(LAB_STAMP)
 # Lab opens the copy (default_url), and the address it prints is the copy's, with the token
 notebook: $(LAB_STAMP)
 	@$(GIT_FILTER)
-	@url="$$("$(PY)" -m cbs_rlvr.lab copy --nb "$(NB)" --phase "$(PHASE)" --source "$$CBS_MAKE_SOURCE" \
+	@url="$$("$(PY)" -m cbs_rlvr.build.lab copy --nb "$(NB)" --phase "$(PHASE)" --source "$$CBS_MAKE_SOURCE" \
 	  --params-dir "$$CBS_MAKE_PARAMS" --n-bootstrap "$(N_BOOTSTRAP)")" \
 	  && $(LAB) --LabApp.default_url="$$url"
 

@@ -242,7 +242,7 @@ def bench_report(args, results: dict) -> None:
     t_snapshot, proc = _timed([sys.executable, "-m", "cbs_rlvr", "snapshot", "--source", "data/demo",
                                "--out", str(snap_out)], cwd=REPO)
     _check(proc, "snapshot of the demo")
-    code = ("import sys, time; from pathlib import Path; from cbs_rlvr.report_html import convert_notebook\n"
+    code = ("import sys, time; from pathlib import Path; from cbs_rlvr.report.html import convert_notebook\n"
             "t = time.perf_counter()\n"
             "for nb in sorted(Path(sys.argv[1]).glob('*/[0-9][0-9]_*.ipynb')):\n"
             "    convert_notebook(nb, Path(sys.argv[2]) / (nb.parent.name + nb.stem + '.html'))\n"
@@ -310,7 +310,7 @@ def _children_maxrss_mb() -> float:
 def _snapshot_worker(source: str, out: str, workers: str = "") -> None:
     if workers:
         os.environ["CBS_DECODE_WORKERS"] = workers
-    from cbs_rlvr import snapshot as ch
+    from cbs_rlvr.sources import snapshot as ch
     from cbs_rlvr.sources.wandb_file import decode_workers, find_wandb_files
 
     n_workers = decode_workers(find_wandb_files(source))
@@ -563,7 +563,7 @@ def bench_fetch(args, results: dict) -> None:
         _use_endpoint(url)
         import wandb
 
-        from cbs_rlvr import snapshot as ch
+        from cbs_rlvr.sources import snapshot as ch
 
         wandb.setup()  # start wandb-core once, before anything is timed
 
@@ -648,7 +648,7 @@ def _fetch_memory_worker(url: str, out: str) -> None:
     _use_endpoint(url)
     import wandb
 
-    from cbs_rlvr import snapshot as ch
+    from cbs_rlvr.sources import snapshot as ch
 
     wandb.setup()
     rss_imported = _maxrss_mb()
@@ -776,7 +776,7 @@ def render(results: dict, info: dict, args) -> str:
                   "Pairs (cold build, floor) in seconds, in the order measured: "
                   + ", ".join(f"({c:.1f}, {f:.1f})" for c, f in r["pairs"]) + ".", "",
                   "- the build runs papermill in its own process on kept (warm) kernels, one per job "
-                  "slot, cleared between notebooks (`cbs_rlvr/execute.py`); the floor starts a "
+                  "slot, cleared between notebooks (`cbs_rlvr/build/execute.py`); the floor starts a "
                   "process and a kernel per notebook, as a papermill-per-notebook build would;",
                   f"- sum of notebook durations (papermill: from the notebook's start to its end; "
                   f"warm, this no longer includes a kernel start) {total_cells:.1f} s, "

@@ -22,22 +22,12 @@ _SOURCE_HELP = ("wandb:<entity>/<project>, a directory of W&B offline runs, or a
 
 def _snapshot(args: argparse.Namespace) -> int:
     """One summary line on success; one error line and exit 2 on failure."""
-    from .errors import describe_os_error
-    from .outlock import OutputBusyError, OutputLock, OutputLockError
+    from .build.outlock import under_lock
 
     out = project_path(args.out)
     try:
-        with OutputLock(out, wait=not args.no_wait):
-            return _snapshot_locked(args)  # an interrupt while it builds ends here too, below
-    except OutputBusyError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except OutputLockError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # a full disk, a read-only OUT
-        print(f"error: {describe_os_error(exc)}; the previous snapshot is unchanged", file=sys.stderr)
-        return 2
+        return under_lock(out, not args.no_wait, lambda: _snapshot_locked(args),
+                          "the previous snapshot is unchanged")
     except KeyboardInterrupt:
         print("error: interrupted; the previous snapshot is unchanged", file=sys.stderr)
         return 130
@@ -45,7 +35,7 @@ def _snapshot(args: argparse.Namespace) -> int:
 
 def _snapshot_locked(args: argparse.Namespace) -> int:
     from .errors import DataLayerError, RedactingFormatter, describe_error, redact_secrets
-    from .snapshot import _DATA_LOG, build_snapshot, snapshot_unchanged, write_snapshot
+    from .sources.snapshot import _DATA_LOG, build_snapshot, snapshot_unchanged, write_snapshot
 
     source, out = project_source(args.source), project_path(args.out)
     handler = logging.StreamHandler(sys.stderr)
@@ -83,7 +73,7 @@ def _snapshot_locked(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .build import report
+    from .build.builder import report
 
     phases = args.phases.split() if args.phases and args.phases.strip() else None
     try:
@@ -98,7 +88,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _screenshots(args: argparse.Namespace) -> int:
-    from .browser import find_chromium, screenshot
+    from .report.browser import find_chromium, screenshot
 
     out, dest = project_path(args.out), project_path(args.dest)
     pages = [(out / "index.html", dest / "index.png"),

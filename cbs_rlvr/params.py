@@ -35,7 +35,7 @@ PARAM_SPEC = {  # key: (types, required)
     "metaparameters": ((list,), False),
     "decision_target": ((float, int, type(None)), False),
 }
-#: The criteria `select` accepts (see params/README.md and cbs_rlvr/select.py).
+#: The criteria `select` accepts (see params/README.md and cbs_rlvr/data/select.py).
 SELECT_KEYS = ("tags", "group", "name", "config")
 DEFAULT_METAPARAMETERS = ["actor_rollout_ref.actor.optim.lr"]
 

@@ -32,13 +32,10 @@ from IPython.display import Markdown, display
 
 import cbs_helpers as ch
 
-ch.setup_style()
-out, params_dir, source = ch.section_paths("01_load_runs", out_dir, params_dir, source,
-                                           phase=phase, n_bootstrap=n_bootstrap)
-params = ch.load_phase_params(params_dir, phase)
-runs_all, history_all, manifest = ch.open_snapshot(out, source, params_dir, lazy=True)
+s = ch.section("01_load_runs", phase, out_dir, params_dir, source, columns=[ch.GEN_BATCHES_KEY],
+               n_bootstrap=n_bootstrap)
+out, params, manifest, runs, history, metric = s.out, s.params, s.manifest, s.runs, s.history, s.metric
 excluded = ch.read_excluded_runs(out)
-runs, history, metric = ch.phase_runs(runs_all, history_all, params, columns=[ch.GEN_BATCHES_KEY])
 runs = runs.sort_values(["total_batch", "n_prompts", "replicate"])
 print(f"{params['title']}: {len(runs)} runs in the snapshot of {manifest['source']!r} "
       f"({manifest['n_runs']} runs over all phases, {manifest['n_excluded']} excluded). "
@@ -64,7 +61,7 @@ table = table[["name", "replicate", "n_prompts", "n_rollouts", "total_batch", "l
                "state", "last_step", "n_eval", "n_segments", "tags", "flags"]]
 ch.save_table(table, out / phase / "tables", "runs")
 shown = table.assign(lr=table["lr"].map(lambda v: f"{v:.3g}" if pd.notna(v) else None))
-display(ch.dash_missing(shown.set_index("name")))
+display(ch.reader_table(shown.set_index("name")))
 display(Markdown("Run states:" + ch.legend_markdown(ch.state_legend(runs["state"]))
                  + ("\n\nFlags:" + ch.legend_markdown(ch.flag_legend(runs["flags"]))
                     if runs["flags"].astype(str).str.len().gt(0).any() else "")))
@@ -88,7 +85,7 @@ for row in resumed.itertuples():
 if resumed.empty:
     print("No run of this phase was resumed from a checkpoint: no run of the same name starts after "
           "step 1, so every run here is a whole training run.")
-ch.dash_missing(resumed.set_index("name").round(1)) if len(resumed) else None
+ch.reader_table(resumed.set_index("name").round(1)) if len(resumed) else None
 
 # %% [markdown]
 # ## Learning rates and updates per step at each batch size
@@ -115,7 +112,7 @@ if from_config:
     print(f"{from_config} run(s) have no batch sizes in their name: taken from the config.")
 if mismatch:
     print(f"{mismatch} run(s) have a name whose batch sizes disagree with the config: the config wins.")
-ch.dash_missing(configs.set_index("total_batch"))
+ch.reader_table(configs.set_index("total_batch"))
 
 # %% [markdown]
 # ## Runs left out of the analysis, with their reasons

@@ -45,14 +45,9 @@ from IPython.display import Markdown, display
 
 import cbs_helpers as ch
 
-ch.setup_style()
-out, params_dir, source = ch.section_paths("02_steps_to_target", out_dir, params_dir, source,
-                                           phase=phase, n_bootstrap=n_bootstrap, seed=seed)
-params = ch.load_phase_params(params_dir, phase)
-figures, tables = out / phase / "figures", out / phase / "tables"
-# lazy: the history stays on disk until phase_runs reads this phase's runs from it
-runs_all, history_all, manifest = ch.open_snapshot(out, source, params_dir, lazy=True)
-runs, history, metric = ch.phase_runs(runs_all, history_all, params, columns=[ch.GEN_BATCHES_KEY])
+s = ch.section("02_steps_to_target", phase, out_dir, params_dir, source, columns=[ch.GEN_BATCHES_KEY],
+               n_bootstrap=n_bootstrap, seed=seed)
+params, runs, history, metric, figures, tables = s.params, s.runs, s.history, s.metric, s.figures, s.tables
 print(f"{params['title']}: {len(runs)} runs, metric {metric}, n_val = {params['n_val']}, "
       f"{n_bootstrap} bootstrap resamples")
 
@@ -85,7 +80,7 @@ ch.censored_pivot(envelope, "S_B", digits=1)
 # fewer samples.
 
 # %%
-display(ch.dash_missing(ch.with_intervals(
+display(ch.reader_table(ch.with_intervals(
     cbs_fit.round({"E_min": 0, "B_crit_20pct": 0, "r2_log": 3, "B_noise_mccandlish": 0}),
     {"B_noise": 0, "S_min": 1, "alpha": 2},
     keep=["threshold", "model", "B_noise_mccandlish", "E_min", "B_crit_20pct", "r2_log", "n_points",
@@ -159,8 +154,8 @@ if updates.nunique() > 1:
           "fitted in both units:")
     for s_row, u_row in zip(cbs_fit.itertuples(), cbs_fit_updates.itertuples(), strict=True):
         print(f"  acc ≥ {s_row.threshold:g}: B_noise = "
-              f"{ch.format_ci(s_row.B_noise, s_row.B_noise_lo, s_row.B_noise_hi)} samples per rollout step "
-              f"({s_row.status}); {ch.format_ci(u_row.B_noise, u_row.B_noise_lo, u_row.B_noise_hi)} samples "
+              f"{ch.interval(s_row.B_noise, s_row.B_noise_lo, s_row.B_noise_hi, decimals=0)} samples per rollout step "
+              f"({s_row.status}); {ch.interval(u_row.B_noise, u_row.B_noise_lo, u_row.B_noise_hi, decimals=0)} samples "
               f"per optimizer update ({u_row.status}), S_min = {u_row.S_min:.1f} updates")
 elif len(updates) and updates.iloc[0] == 1:
     print("Every run makes one optimizer update per rollout step (ppo_mini_batch_size = train_batch_size, "
@@ -256,7 +251,7 @@ for row in cbs_fit.itertuples():
     if row.status in ("insufficient", "failed"):
         print(f"acc ≥ {row.threshold:g}: no B_noise, {row.status}: {row.reason}")
         continue
-    ci = ch.format_ci(row.B_noise, row.B_noise_lo, row.B_noise_hi)
+    ci = ch.interval(row.B_noise, row.B_noise_lo, row.B_noise_hi, decimals=0)
     overhead = (f"batch at 20% extra samples = {ch.count(row.B_crit_20pct)}" if row.B_crit_20pct == row.B_crit_20pct
                 else "no samples minimum (no batch at 20% extra samples)")
     form = ("1/B form (McCandlish)" if row.model == "mccandlish"

@@ -29,12 +29,8 @@ from IPython.display import Markdown, display
 
 import cbs_helpers as ch
 
-ch.setup_style()
-out, params_dir, source = ch.section_paths("03_training_curves", out_dir, params_dir, source,
-                                           phase=phase, n_bootstrap=n_bootstrap)
-params = ch.load_phase_params(params_dir, phase)
-runs_all, history_all, manifest = ch.open_snapshot(out, source, lazy=True)
-runs, history, metric = ch.phase_runs(runs_all, history_all, params, columns=[])
+s = ch.section("03_training_curves", phase, out_dir, params_dir, source, n_bootstrap=n_bootstrap)
+out, params, runs, history, metric = s.out, s.params, s.runs, s.history, s.metric
 curves = ch.training_curves_table(runs, history, metric)
 # which learning rate won at each batch size (02's envelope): the winners solid, the others faded
 sb_eb = ch.sb_eb_table(runs, history, metric, params["thresholds"], metaparameters=params["metaparameters"])

@@ -39,14 +39,10 @@ from IPython.display import Markdown, display
 
 import cbs_helpers as ch
 
-ch.setup_style()
-out, params_dir, source = ch.section_paths("04_two_axis", out_dir, params_dir, source,
-                                           phase=phase, n_bootstrap=n_bootstrap, seed=seed)
-params = ch.load_phase_params(params_dir, phase)
-figures, tables = out / phase / "figures", out / phase / "tables"
-runs_all, history_all, manifest = ch.open_snapshot(out, source, lazy=True)
+s = ch.section("04_two_axis", phase, out_dir, params_dir, source, n_bootstrap=n_bootstrap, seed=seed)
+params, figures, tables = s.params, s.figures, s.tables
 # the phases named in two_axis_phases that have runs and measure this phase's accuracy key
-members, left_out = ch.joint_phase_runs(runs_all, history_all, params, params_dir)
+members, left_out = s.joint()
 frames = [ch.sb_eb_table(m["runs"], m["history"], m["metric"], params["thresholds"]).assign(phase=m["phase"])
           for m in members]
 sb_eb_all = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -74,7 +70,7 @@ else:
     if fit_ok.empty:
         display(Markdown("**Insufficient:** no target has a joint fit; the reason is given for "
                          "each target below."))
-    display(ch.dash_missing(ch.with_intervals(
+    display(ch.reader_table(ch.with_intervals(
         fit, {"rho": 2, "B0": 0}, keep=["threshold", "S_min", "r2_log", "n_points", "n_censored",
                                         "status", "reason"]).round({"S_min": 1, "r2_log": 3})
         .set_index("threshold")))
@@ -97,11 +93,10 @@ if cross is not None and len(fit_ok):
 
 # %%
 iso = pd.DataFrame()
-if params["axis"] == "iso_batch" and not (runs_all["phase"] == phase).any():
+if params["axis"] == "iso_batch" and s.runs.empty:
     display(Markdown(f"**No runs yet** of phase {phase}: no split to compare."))
 elif params["axis"] == "iso_batch":
-    runs, history, metric = ch.phase_runs(runs_all, history_all, params)
-    sb_iso = ch.sb_eb_table(runs, history, metric, params["thresholds"])
+    sb_iso = ch.sb_eb_table(s.runs, s.history, s.metric, params["thresholds"])
     iso = ch.iso_batch_table(sb_iso, cross if len(fit_ok) else None)
     ch.save_table(iso, tables, "iso_batch", latex=True,
                   caption=f"Steps to target by split, {params['title']}", label=f"tab:iso_{phase}")
@@ -124,8 +119,8 @@ elif params["axis"] == "iso_batch":
 # %%
 lines = []
 for row in fit_ok.itertuples():
-    lines.append(f"- accuracy ≥ {row.threshold:g}: ρ = {ch.format_ci(row.rho, row.rho_lo, row.rho_hi, 2)}, "
-                 f"B0 = {ch.format_ci(row.B0, row.B0_lo, row.B0_hi)} prompts")
+    lines.append(f"- accuracy ≥ {row.threshold:g}: ρ = {ch.interval(row.rho, row.rho_lo, row.rho_hi, decimals=2)}, "
+                 f"B0 = {ch.interval(row.B0, row.B0_lo, row.B0_hi, decimals=0)} prompts")
 lines += [f"\n{line}" for line in ch.rho_claim(fit)]  # only where the data pin rho down
 if cross is not None and len(fit_ok):
     lines.append("\nThe model predicted the left-out phases within their scatter: splits off the sampled axes "

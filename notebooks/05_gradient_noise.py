@@ -34,13 +34,9 @@ from IPython.display import Markdown, display
 
 import cbs_helpers as ch
 
-ch.setup_style()
-out, params_dir, source = ch.section_paths("05_gradient_noise", out_dir, params_dir, source,
-                                           phase=phase, n_bootstrap=n_bootstrap, seed=seed)
-params = ch.load_phase_params(params_dir, phase)
-figures, tables = out / phase / "figures", out / phase / "tables"
-runs_all, history_all, manifest = ch.open_snapshot(out, source, lazy=True)
-runs, history, metric = ch.phase_runs(runs_all, history_all, params, columns=ch.NOISE_KEYS)
+s = ch.section("05_gradient_noise", phase, out_dir, params_dir, source, columns=ch.NOISE_KEYS,
+               n_bootstrap=n_bootstrap, seed=seed)
+params, runs, history, metric, figures, tables = s.params, s.runs, s.history, s.metric, s.figures, s.tables
 fit = ch.fit_phase(runs, history, metric, params["thresholds"], params["n_val"], n_bootstrap=n_bootstrap, seed=seed)
 sb_eb, cbs_fit = fit.sb_eb, fit.table
 smoothed = ch.smooth_grad_noise(history, runs)
@@ -77,7 +73,7 @@ if usable:
                                      title=f"{params['title']}: noise scale vs fit")
     ch.save_figure(fig, comparison, figures, "noise_scale_vs_fit")
     display(fig)
-display(ch.dash_missing(ch.with_intervals(
+display(ch.reader_table(ch.with_intervals(
     comparison, {"B_simple": 0, "B_noise": 0},
     keep=["threshold", "B_simple_over_B_noise", "status", "reason"])
     .round({"B_simple_over_B_noise": 2}).set_index("threshold")))
@@ -94,8 +90,8 @@ for row in comparison.itertuples():
         lines.append(f"- accuracy ≥ {row.threshold:g}: post-hoc B_simple {row.status} ({row.reason})")
         continue
     lines.append(f"- accuracy ≥ {row.threshold:g}: B_simple = "
-                 f"{ch.format_ci(row.B_simple, row.B_simple_lo, row.B_simple_hi)} vs fitted "
-                 f"B_noise = {ch.format_ci(row.B_noise, row.B_noise_lo, row.B_noise_hi)}"
+                 f"{ch.interval(row.B_simple, row.B_simple_lo, row.B_simple_hi, decimals=0)} vs fitted "
+                 f"B_noise = {ch.interval(row.B_noise, row.B_noise_lo, row.B_noise_hi, decimals=0)}"
                  + (f" (B_simple / B_noise = {row.B_simple_over_B_noise:.2f})" if row.B_simple_over_B_noise > 0 else ""))
 both = comparison[(comparison["status"] == "ok") & comparison["B_noise_lo"].notna()
                   & comparison["B_simple_lo"].notna()]

@@ -34,13 +34,9 @@ import pandas as pd
 
 import cbs_helpers as ch
 
-ch.setup_style()
-out, params_dir, source = ch.section_paths("06_wall_clock", out_dir, params_dir, source,
-                                           phase=phase, n_bootstrap=n_bootstrap)
-params = ch.load_phase_params(params_dir, phase)
-figures, tables = out / phase / "figures", out / phase / "tables"
-runs_all, history_all, manifest = ch.open_snapshot(out, source, params_dir, lazy=True)
-runs, history, metric = ch.phase_runs(runs_all, history_all, params, columns=ch.WALL_CLOCK_KEYS)
+s = ch.section("06_wall_clock", phase, out_dir, params_dir, source, columns=ch.WALL_CLOCK_KEYS,
+               n_bootstrap=n_bootstrap)
+params, runs, history, metric, figures, tables = s.params, s.runs, s.history, s.metric, s.figures, s.tables
 
 # %% [markdown]
 # ## Training time to each target, per batch size
@@ -85,7 +81,7 @@ if len(resumed):
     print(f"{len(resumed)} run(s) were resumed after a crash and lost {resumed['resume_lost_time_s'].sum() / 3600:.2f} h "
           "of steps trained again after their checkpoint; that time is not counted above.")
 print(f"Per run of the best configuration, at acc ≥ {mid:g} (hours; – where not logged):")
-ch.dash_missing(at_mid[["run_name", "total_batch", "time_to_target_h", "testing_h", "checkpoint_h",
+ch.reader_table(at_mid[["run_name", "total_batch", "time_to_target_h", "testing_h", "checkpoint_h",
                         "time_to_target_with_overhead_h", "overhead_in_step_time"]].set_index("run_name").round(3))
 
 # %% [markdown]

@@ -26,32 +26,13 @@ n_bootstrap: int = 1000  # bootstrap resamples per fit
 
 # %%
 
-import pandas as pd
 from IPython.display import Markdown, display
 
 import cbs_helpers as ch
 
-ch.setup_style()
-out, params_dir, source = ch.section_paths("07_summary", out_dir, params_dir, source,
-                                           phase=phase, n_bootstrap=n_bootstrap)
-runs_all, _history, manifest = ch.open_snapshot(out, source, lazy=True)
-in_snapshot = set(runs_all["phase"].dropna().astype(str))
-phases, skipped = {}, []
-for path in sorted(params_dir.glob("*.yaml")):
-    try:
-        params = ch.load_phase_params(params_dir, path.stem)
-    except ch.ParamsError as exc:  # that phase's own notebooks report it; summarise the rest
-        skipped.append(f"{path.stem} (params file invalid: {exc})")
-        continue
-    fit_csv = ch.output_file(out, params["phase"], "tables", "cbs_fit.csv")  # a hand run: its own, else the build's
-    if params["phase"] not in in_snapshot:
-        skipped.append(f"{params['phase']} (no runs yet)")
-    elif "02_steps_to_target" not in params["sections"]:
-        skipped.append(f"{params['phase']} (no McCandlish fit in its sections: axis {params['axis']})")
-    elif not fit_csv.exists():
-        skipped.append(f"{params['phase']} (its fit has not been built: see its 02 report)")
-    else:
-        phases[params["phase"]] = (params, pd.read_csv(fit_csv))
+s = ch.section("07_summary", phase, out_dir, params_dir, source, n_bootstrap=n_bootstrap)
+out = s.out
+phases, skipped = ch.summary_fits(s)  # a hand run: its own fits, else the build's
 print(f"{len(phases)} phase(s) with a fit: {', '.join(phases) or 'none'}."
       + (f" Not in the summary: {'; '.join(skipped)}." if skipped else ""))
 
@@ -69,7 +50,7 @@ ch.save_table(summary, out / "summary" / "tables", "cbs_summary", latex=True,
 if summary.empty:
     display(Markdown("**Insufficient:** no phase has a McCandlish fit yet."))
 else:
-    display(ch.dash_missing(summary.set_index(["phase", "target accuracy"])))
+    display(ch.reader_table(summary.set_index(["phase", "target accuracy"])))
     display(Markdown("Fit: " + ch.legend_markdown(ch.status_legend(summary["fit"]))))
 
 # %%

@@ -45,16 +45,11 @@ from IPython.display import Markdown, display
 
 import cbs_helpers as ch
 
-ch.setup_style()
-out, params_dir, source = ch.section_paths("08_plan", out_dir, params_dir, source,
-                                           phase=phase, n_bootstrap=n_bootstrap, seed=seed, n_simulations=n_simulations)
-params = ch.load_phase_params(params_dir, phase)
-figures, tables = out / phase / "figures", out / phase / "tables"
-runs_all, history_all, manifest = ch.open_snapshot(out, source, params_dir, lazy=True)
+s = ch.section("08_plan", phase, out_dir, params_dir, source, columns=ch.WALL_CLOCK_KEYS,
+               n_bootstrap=n_bootstrap, seed=seed, n_simulations=n_simulations)
+params, runs, history, metric, figures, tables = s.params, s.runs, s.history, s.metric, s.figures, s.tables
 thresholds = params["thresholds"]
-members, left_out = (ch.joint_phase_runs(runs_all, history_all, params, params_dir, columns=ch.WALL_CLOCK_KEYS)
-                     if params["two_axis_phases"] else ([], []))
-runs, history, metric = ch.phase_runs(runs_all, history_all, params, columns=ch.WALL_CLOCK_KEYS)
+members, left_out = s.joint(ch.WALL_CLOCK_KEYS) if params["two_axis_phases"] else ([], [])
 phases = [{"phase": phase, "params": params, "runs": runs, "history": history, "metric": metric}]
 phases += [m for m in members if m["phase"] != phase]
 t0 = time.perf_counter()

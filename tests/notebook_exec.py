@@ -109,9 +109,9 @@ def hunt_sweep(seed: int, n_bootstrap: int = 20, draw: bool = False) -> list[str
     from sweep_analysis import INTERVALS
     from sweepgen import generate_sweep, snapshot_frames, write_params
 
-    from cbs_rlvr.fit import FIT_STATUSES
+    from cbs_rlvr.fit.phase import FIT_STATUSES
     from cbs_rlvr.params import SUMMARY_SECTION
-    from cbs_rlvr.snapshot import write_snapshot
+    from cbs_rlvr.sources.snapshot import write_snapshot
 
     global DRAW
     DRAW = draw

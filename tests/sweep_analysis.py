@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 import cbs_helpers as ch
-from cbs_rlvr.fit import FIT_STATUSES
+from cbs_rlvr.fit.phase import FIT_STATUSES
 
 PACKAGE = Path(ch.__file__).resolve().parent / "cbs_rlvr"
 

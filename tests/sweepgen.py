@@ -405,8 +405,8 @@ def _verl_habits(rng, runs: list[dict], params: dict, features: list[str]) -> No
 # --------------------------------------------------------------------------------------------
 def snapshot_frames(sweep: GeneratedSweep) -> dict:
     """The snapshot tables (runs, history, excluded) of the sweep, through the real data layer."""
-    from cbs_rlvr.runs import assemble_snapshot_frames, normalise_raw_run
-    from cbs_rlvr.select import apply_phase_selection
+    from cbs_rlvr.data.runs import assemble_snapshot_frames, normalise_raw_run
+    from cbs_rlvr.data.select import apply_phase_selection
 
     entries = []
     for r in sweep.runs:

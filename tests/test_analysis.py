@@ -22,19 +22,20 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # until pytest's pythonpath is set in pyproject.toml
     sys.path.insert(0, str(REPO))
 
-from cbs_rlvr.baseline import seed_method_fit  # noqa: E402
-from cbs_rlvr.fit import (  # noqa: E402
-    CBS_FIT_COLUMNS,
-    b_noise_vs_target,
-    cross_axis_fit,
-    fit_mccandlish,
-    fit_phase,
-    iso_batch_table,
-    mccandlish_steps,
-    pareto_table,
+from cbs_rlvr.fit.across import b_noise_vs_target, pareto_table
+from cbs_rlvr.fit.baseline import seed_method_fit
+from cbs_rlvr.fit.crossaxis import cross_axis_fit, iso_batch_table
+from cbs_rlvr.fit.curves import mccandlish_steps
+from cbs_rlvr.fit.evalnoise import _crossing_kernel
+from cbs_rlvr.fit.gradnoise import (
+    _ema,
+    b_simple_posthoc,
+    grad_noise_at_target,
+    smooth_grad_noise,
 )
-from cbs_rlvr.fit.evalnoise import _crossing_kernel  # noqa: E402
-from cbs_rlvr.measure import (  # noqa: E402
+from cbs_rlvr.fit.phase import CBS_FIT_COLUMNS, fit_phase
+from cbs_rlvr.fit.table import fit_mccandlish
+from cbs_rlvr.measure.crossings import (
     SB_EB_COLUMNS,
     crossings,
     eval_series,
@@ -42,8 +43,7 @@ from cbs_rlvr.measure import (  # noqa: E402
     select_accuracy_metric,
     steps_to_target,
 )
-from cbs_rlvr.noise import _ema, b_simple_posthoc, grad_noise_at_target, smooth_grad_noise  # noqa: E402
-from cbs_rlvr.wallclock import fastest_batch, wall_clock_table  # noqa: E402
+from cbs_rlvr.measure.wallclock import fastest_batch, wall_clock_table
 
 METRIC = "val-core/openai/gsm8k/reward/mean@1"
 THRESHOLDS = [0.3, 0.4, 0.5, 0.6, 0.65, 0.7]

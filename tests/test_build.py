@@ -237,14 +237,14 @@ def test_a_noop_build_loads_nothing_heavy(one_phase):
     assert "report: 0 notebook(s) run" in proc.stdout, proc.stdout
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
                 if line.startswith("import time:")}
-    assert "cbs_rlvr.build" in imported  # the measurement works
+    assert "cbs_rlvr.build.builder" in imported  # the measurement works
     heavy = {"pandas", "numpy", "matplotlib", "scipy", "wandb", "papermill", "nbconvert",
-             "jupyter_client", "cbs_rlvr.measure", "cbs_rlvr.fit"}
+             "jupyter_client", "cbs_rlvr.measure.crossings", "cbs_rlvr.fit"}
     assert not heavy & imported, sorted(heavy & imported)
 
 
 def test_index_page_escapes_names_and_errors(tmp_path):
-    from cbs_rlvr.report_html import render_index
+    from cbs_rlvr.report.html import render_index
 
     evil = "<script>alert(1)</script>"
     (tmp_path / "pa").mkdir()
@@ -262,7 +262,7 @@ def test_index_page_escapes_names_and_errors(tmp_path):
 
 
 def test_plan_runs_the_sections_of_phases_with_runs_in_report_order(tmp_path):
-    from cbs_rlvr.build import plan_jobs
+    from cbs_rlvr.build.jobs import plan_jobs
 
     params = {"pa": {"sections": ["02_steps_to_target", "01_load_runs"], "two_axis_phases": []},
               "pb": {"sections": ["01_load_runs"], "two_axis_phases": []}}

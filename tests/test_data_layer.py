@@ -27,31 +27,31 @@ from hardening_corpus import wait_until_stable  # noqa: E402 (tests/ is on sys.p
 from testkit import offline_wandb_env  # noqa: E402
 from wandb_server import verl_run  # noqa: E402
 
-from cbs_rlvr import snapshot as snapshot_module  # noqa: E402
 from cbs_rlvr.__main__ import main  # noqa: E402
-from cbs_rlvr.errors import (  # noqa: E402
-    DataSourceError,
-    SnapshotError,
-    SnapshotMissingError,
-    WandbFileError,
-)
-from cbs_rlvr.history import normalise_history  # noqa: E402
-from cbs_rlvr.runs import (  # noqa: E402
+from cbs_rlvr.data.history import normalise_history
+from cbs_rlvr.data.runs import (
     EXCLUDED_COLUMNS,
     REASON_NO_VALIDATION,
     RUNS_COLUMNS,
     parse_run_name,
     run_metadata,
 )
-from cbs_rlvr.snapshot import (  # noqa: E402
-    SNAPSHOT_FILES,
+from cbs_rlvr.errors import (
+    DataSourceError,
+    SnapshotError,
+    SnapshotMissingError,
+    WandbFileError,
+)
+from cbs_rlvr.sources import snapshot as snapshot_module  # noqa: E402
+from cbs_rlvr.sources.manifest import SNAPSHOT_FILES
+from cbs_rlvr.sources.snapshot import (
     build_snapshot,
     read_excluded_runs,
     read_snapshot,
     snapshot_content_hash,
     write_snapshot,
 )
-from cbs_rlvr.sources.wandb_file import read_wandb_file  # noqa: E402
+from cbs_rlvr.sources.wandb_file import read_wandb_file
 
 VAL = "val-core/openai/gsm8k/reward/mean@1"
 VAL_MATH = "val-core/HuggingFaceH4/MATH-500/reward/mean@1"
@@ -592,7 +592,7 @@ def test_offline_decode_skips_the_keys_nobody_reads():
     offline reader); `_` keys (the step, the time stamps) always are."""
     from wandb.proto import wandb_internal_pb2
 
-    from cbs_rlvr.history import analysis_key_filter
+    from cbs_rlvr.data.history import analysis_key_filter
     from cbs_rlvr.sources.wandb_file import decode_wandb_records
 
     record = wandb_internal_pb2.Record()

@@ -1,4 +1,4 @@
-"""The decision and the words around it (cbs_rlvr/decisions.py, fmt.py, decisions.plan_summary,
+"""The decision and the words around it (cbs_rlvr/contracts.py, words/decision.py, words/numbers.py,
 report_html's index): numbers as a reader reads them, claims counted rather than assumed, and
 the index opening with the same sentences as 08_plan."""
 
@@ -10,20 +10,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cbs_rlvr import fmt
-from cbs_rlvr.decisions import (
-    DECISION_COLUMNS,
+from cbs_rlvr.contracts import DECISION_COLUMNS, read_decisions, write_decisions
+from cbs_rlvr.params import ParamsError, validate_phase_params
+from cbs_rlvr.plan.decide import decide
+from cbs_rlvr.report.html import page_title, render_index
+from cbs_rlvr.words import numbers as fmt
+from cbs_rlvr.words.claims import noise_scale_answer
+from cbs_rlvr.words.decision import (
     decision_sentences,
     gpu_claim,
     plan_summary,
-    read_decisions,
     why_fastest_differs,
-    write_decisions,
 )
-from cbs_rlvr.params import ParamsError, validate_phase_params
-from cbs_rlvr.plan import decide
-from cbs_rlvr.report_html import page_title, render_index
-from cbs_rlvr.tables import noise_scale_answer
 
 
 def test_numbers_read_with_units_separators_and_dashes():

@@ -22,10 +22,10 @@ if str(REPO) not in sys.path:  # until pytest's pythonpath is set in pyproject.t
 
 from testkit import load_make_demo  # noqa: E402 (tests/ is on sys.path)
 
-from cbs_rlvr.baseline import seed_method_fit  # noqa: E402
-from cbs_rlvr.fit import fit_phase  # noqa: E402
-from cbs_rlvr.measure import select_accuracy_metric  # noqa: E402
-from cbs_rlvr.snapshot import build_snapshot  # noqa: E402
+from cbs_rlvr.fit.baseline import seed_method_fit
+from cbs_rlvr.fit.phase import fit_phase
+from cbs_rlvr.measure.crossings import select_accuracy_metric
+from cbs_rlvr.sources.snapshot import build_snapshot
 
 DEMO = REPO / "data" / "demo"
 PHASES = ["p1", "p2a", "p2b", "p4_math", "p4_rpp"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from cbs_rlvr import execute
+from cbs_rlvr.build import execute
 from cbs_rlvr.paths import NOTEBOOKS_DIR
 
 

@@ -130,7 +130,7 @@ def test_kill_9_or_ctrl_c_at_seeded_points_then_one_build_is_a_clean_build(ctx):
 def test_two_builds_on_one_out_run_one_after_the_other(ctx):
     """The second build waits for the first (one line saying so), a third with WAIT=0 exits 1
     at once; OUT ends as the last build made it, whole."""
-    from cbs_rlvr.outlock import OutputBusyError, OutputLock
+    from cbs_rlvr.build.outlock import OutputBusyError, OutputLock
 
     first = _start(ctx, ctx["small"])
     deadline = time.monotonic() + 60

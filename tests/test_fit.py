@@ -13,7 +13,7 @@ from synth import pooled_arrays
 import cbs_helpers as ch
 from cbs_rlvr.fit._tobit import Cells, Layout, Packed, _terms, cell_loglik, newton, start
 from cbs_rlvr.fit.curves import general_samples, overhead_batch, samples_minimum
-from cbs_rlvr.words import shape_sentence, trend_kind, trend_sentence
+from cbs_rlvr.words.sentences import shape_sentence, trend_kind, trend_sentence
 
 
 def _fit(d, n_bootstrap=200, seed=0, forms=None):

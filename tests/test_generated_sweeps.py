@@ -27,7 +27,7 @@ from sweep_analysis import INTERVALS, analyse_sweep
 from sweepgen import generate_sweep, snapshot_frames, write_export_dir, write_params
 from testkit import offline_wandb_env
 
-from cbs_rlvr.fit import FIT_STATUSES
+from cbs_rlvr.fit.phase import FIT_STATUSES
 
 ROOT = Path(__file__).resolve().parents[1]
 N_SWEEPS = 200
@@ -121,7 +121,7 @@ def test_phase_runs_with_only_a_second_task_logged():
     validated on MATH. The run is valid data (it is in the snapshot), yet every notebook of
     the phase stops in its first cell with "no column matching 'val-core/*/reward/mean@*'
     contains 'gsm8k'"; the phase should say it has no run with its metric instead."""
-    from cbs_rlvr.measure import phase_runs
+    from cbs_rlvr.measure.crossings import phase_runs
 
     runs = pd.DataFrame({"run_id": ["a"], "phase": ["p1"]})
     history = pd.DataFrame({"run_id": ["a", "a"], "step": [0, 5],
@@ -135,7 +135,7 @@ def test_phase_runs_with_only_a_second_task_logged():
 def test_fastest_batch_without_gpu_counts():
     """Generated sweep 219 (one run's config lacks trainer.n_gpus_per_node): 06_wall_clock
     stops in its answer cell with "TypeError: boolean value of NA is ambiguous"."""
-    from cbs_rlvr.wallclock import fastest_batch, wall_clock_table
+    from cbs_rlvr.measure.wallclock import fastest_batch, wall_clock_table
 
     metric = "val-core/x/reward/mean@1"
     runs = pd.DataFrame({"run_id": ["a", "b"], "name": ["cbs_p1_np8_nr4", "cbs_p1_np16_nr4"],

@@ -25,25 +25,25 @@ if str(REPO) not in sys.path:  # until pytest's pythonpath is set in pyproject.t
 import habits_sweep as hs  # noqa: E402 (tests/ is on sys.path)
 from testkit import offline_wandb_env  # noqa: E402
 
-from cbs_rlvr.envelope import configuration_table, envelope_winners, lr_policy  # noqa: E402
-from cbs_rlvr.figures_habits import plot_envelope  # noqa: E402
-from cbs_rlvr.fit import fit_phase  # noqa: E402
-from cbs_rlvr.measure import (  # noqa: E402
+from cbs_rlvr.data.runs import assemble_snapshot_frames
+from cbs_rlvr.data.select import select_runs
+from cbs_rlvr.fit.phase import fit_phase
+from cbs_rlvr.measure.crossings import (
     generated_samples_table,
     joint_phase_runs,
     phase_runs,
     sb_eb_table,
 )
-from cbs_rlvr.params import ParamsError, load_phase_params, validate_phase_params  # noqa: E402
-from cbs_rlvr.runs import assemble_snapshot_frames  # noqa: E402
-from cbs_rlvr.select import select_runs  # noqa: E402
-from cbs_rlvr.snapshot import build_snapshot  # noqa: E402
-from cbs_rlvr.wallclock import (  # noqa: E402
+from cbs_rlvr.measure.envelope import configuration_table, envelope_winners, lr_policy
+from cbs_rlvr.measure.wallclock import (
     fastest_batch,
     predict_step_time,
     step_time_model,
     wall_clock_table,
 )
+from cbs_rlvr.params import ParamsError, load_phase_params, validate_phase_params
+from cbs_rlvr.report.figures_habits import plot_envelope
+from cbs_rlvr.sources.snapshot import build_snapshot
 
 SEEDS = (0, 1, 2, 3, 4)  # even seeds: verl >= 0.6 step timer, odd: verl <= 0.5
 METRIC = "val-core/openai/gsm8k/reward/mean@1"
@@ -237,7 +237,7 @@ def test_envelope_rules_for_censored_and_missing_runs():
     assert chosen == [(8, "lr=a"), (16, "lr=a"), (32, "lr=b"), (64, "lr=a"), (128, "lr=b")]
     assert table.loc[(8, "lr=a"), "undetermined"] and not table.loc[(32, "lr=b"), "undetermined"]
     assert table.loc[(128, "lr=a"), "S_B"] == 12.0 and table.loc[(128, "lr=a"), "n_runs"] == 2
-    from cbs_rlvr.envelope import in_envelope
+    from cbs_rlvr.measure.envelope import in_envelope
     assert list(sb.loc[in_envelope(sb), "run_id"]) == ["r0", "r2", "r5", "r6", "r10"]
     # a batch size where nothing reached the target has a bound there, not a winning rate
     sb["lr"] = sb["configuration"].map({"lr=a": 1e-6, "lr=b": 2e-6})
@@ -437,7 +437,7 @@ def test_a_resumed_run_from_the_wandb_api_is_stitched_and_stays_so_incrementally
     run and fetches only what changed."""
     from wandb_server import verl_run
 
-    from cbs_rlvr.snapshot import write_snapshot
+    from cbs_rlvr.sources.snapshot import write_snapshot
 
     crashed = verl_run("a1", n_steps=47, state="crashed", created_at="2026-01-01T00:00:00Z")
     restart = verl_run("b2", n_steps=80, created_at="2026-01-01T05:00:00Z")

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from cbs_rlvr import handrun, paths
-from cbs_rlvr.clean_notebook import clean_notebook_text
-from cbs_rlvr.manifest import SNAPSHOT_FILES
+from cbs_rlvr import paths
+from cbs_rlvr.build import handrun
+from cbs_rlvr.build.clean_notebook import clean_notebook_text
 from cbs_rlvr.params import params_fingerprint
+from cbs_rlvr.sources.manifest import SNAPSHOT_FILES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -216,10 +217,10 @@ def test_clean_notebook_writes_what_nbconvert_with_the_committed_options_writes(
     # a file in place, and stdin -> stdout as git runs it (with `python3`, from the top of the tree)
     path = tmp_path / "n.ipynb"
     path.write_text(text)
-    script = ROOT / "cbs_rlvr" / "clean_notebook.py"
+    script = ROOT / "cbs_rlvr" / "build" / "clean_notebook.py"
     subprocess.run([sys.executable, str(script), str(path)], check=True, timeout=60)
     assert path.read_text() == nbconvert
-    piped = subprocess.run(["python3", "cbs_rlvr/clean_notebook.py"], cwd=ROOT, input=text.encode(),
+    piped = subprocess.run(["python3", "cbs_rlvr/build/clean_notebook.py"], cwd=ROOT, input=text.encode(),
                            capture_output=True, check=True, timeout=60).stdout.decode()
     assert piped == nbconvert
     for committed in sorted((ROOT / "notebooks").glob("*.ipynb")):
@@ -229,13 +230,13 @@ def test_clean_notebook_writes_what_nbconvert_with_the_committed_options_writes(
 def test_sync_notebooks_the_git_filter_and_the_pre_commit_hook_run_the_same_cleaner():
     import yaml
 
-    from cbs_rlvr.lab import GIT_FILTER
+    from cbs_rlvr.build.lab import GIT_FILTER
 
     makefile = (ROOT / "Makefile").read_text()
-    assert "CLEAN_NOTEBOOK := cbs_rlvr/clean_notebook.py" in makefile
+    assert "CLEAN_NOTEBOOK := cbs_rlvr/build/clean_notebook.py" in makefile
     sync = makefile.split("\nsync-notebooks:", 1)[1].split("\n\n", 1)[0]
     assert '"$(PY)" $(CLEAN_NOTEBOOK) notebooks/*.ipynb' in sync
     hooks = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())["repos"]
     entry = next(h["entry"] for r in hooks for h in r["hooks"] if h["id"] == "clear-notebook-outputs")
-    assert entry == "python3 cbs_rlvr/clean_notebook.py"
+    assert entry == "python3 cbs_rlvr/build/clean_notebook.py"
     assert f"notebooks/*.ipynb filter={GIT_FILTER}" in (ROOT / ".gitattributes").read_text()

@@ -34,10 +34,10 @@ from testkit import offline_wandb_env  # noqa: E402
 from wandb_server import ServedRun  # noqa: E402
 
 from cbs_rlvr.__main__ import main  # noqa: E402
-from cbs_rlvr.errors import SnapshotError  # noqa: E402
-from cbs_rlvr.runs import REASON_NO_VALIDATION  # noqa: E402
-from cbs_rlvr.snapshot import build_snapshot, read_snapshot  # noqa: E402
-from cbs_rlvr.sources.wandb_file import load_offline_runs  # noqa: E402
+from cbs_rlvr.data.runs import REASON_NO_VALIDATION
+from cbs_rlvr.errors import SnapshotError
+from cbs_rlvr.sources.snapshot import build_snapshot, read_snapshot
+from cbs_rlvr.sources.wandb_file import load_offline_runs
 
 SENTINEL = "SENTINEL-wandb-key-0123456789abcdef0123456789abcdef"
 N_BOOTSTRAP = 20

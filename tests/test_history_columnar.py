@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # until pytest's pythonpath is set in pyproject.toml
     sys.path.insert(0, str(REPO))
 
-from cbs_rlvr.history import (  # noqa: E402 (the reference's helpers are the module's own)
+from cbs_rlvr.data.history import (  # noqa: E402 (the reference's helpers are the module's own)
     _is_percent_series,
     _metric_value,
     _row_step,

@@ -207,7 +207,7 @@ def test_every_page_loads_in_chromium_and_no_script_runs(hostile):
     every payload is shown as the text it is, none is markup."""
     from html.parser import HTMLParser
 
-    from cbs_rlvr.browser import find_chromium, offline_problems
+    from cbs_rlvr.report.browser import find_chromium, offline_problems
 
     out = hostile["out"]
     pages = [out / "index.html", *sorted(out.glob("*/*.html"))]
@@ -301,7 +301,7 @@ def test_a_server_failing_every_history_request_changes_nothing(hostile, fault):
 
 
 def test_one_run_answering_400_keeps_its_data_flagged_stale(hostile, monkeypatch):
-    from cbs_rlvr.snapshot import build_snapshot, read_snapshot
+    from cbs_rlvr.sources.snapshot import build_snapshot, read_snapshot
 
     server = hostile["server"]
     _use_client_env(monkeypatch, hostile["env"])
@@ -325,7 +325,7 @@ def test_history_the_server_samples_is_fetched_whole_or_flagged(wandb_endpoint):
     whole history in smaller windows; one that samples every window (85% of its rows) leaves
     the run flagged history_incomplete with a warning naming the counts (the issue: 510 of 600
     rows accepted silently)."""
-    from cbs_rlvr.snapshot import build_snapshot
+    from cbs_rlvr.sources.snapshot import build_snapshot
 
     rows = _curve_rows(64, 8, 600)
     runs = [ServedRun(run_id=f"s{i}", name=f"cbs_p1_np{64 * 2 ** i}_nr8", rows=rows,
@@ -394,10 +394,10 @@ def small(tmp_path_factory):
 def test_a_second_writer_stays_out_whatever_is_removed_from_out(small, tmp_path):
     """A build holds OUT; someone deletes OUT/.lock (and every dot-file) meanwhile: a second
     build still finds OUT busy (the lock is OUT's own descriptor, not a file in it)."""
-    from cbs_rlvr.outlock import OutputBusyError, OutputLock
+    from cbs_rlvr.build.outlock import OutputBusyError, OutputLock
 
     out = tmp_path / "out"
-    code = ("import time\nfrom cbs_rlvr.outlock import OutputLock\n"
+    code = ("import time\nfrom cbs_rlvr.build.outlock import OutputLock\n"
             f"with OutputLock({str(out)!r}):\n    print('held', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
@@ -419,8 +419,8 @@ def test_a_snapshot_replaced_under_a_build_is_not_recorded_as_current(small, tmp
     """Should a second writer get in anyway, the first build checks after each notebook that
     the snapshot is still the one it read: it records nothing as current and says so (the
     issue: '6 up to date' over tables of another snapshot)."""
-    from cbs_rlvr import build
-    from cbs_rlvr.snapshot import build_snapshot, write_snapshot
+    from cbs_rlvr.build import builder as build
+    from cbs_rlvr.sources.snapshot import build_snapshot, write_snapshot
 
     out = tmp_path / "out"
     other = build_snapshot(str(_demo_dirs("p1", 1)[0]))
@@ -448,8 +448,9 @@ def test_a_source_changed_during_the_read_is_read_again(small, tmp_path, monkeyp
     the read differs, so the source is read again; the snapshot holds the new run and the next
     build, with nothing changed, is up to date (the issue: 'up to date' on data that no
     longer exist)."""
-    from cbs_rlvr import snapshot
-    from cbs_rlvr.build import source_fingerprint, update_snapshot
+    from cbs_rlvr.build.builder import update_snapshot
+    from cbs_rlvr.build.state import source_fingerprint
+    from cbs_rlvr.sources import snapshot
 
     source = tmp_path / "source"
     shutil.copytree(small["source"], source)
@@ -495,7 +496,7 @@ def test_state_json_of_the_wrong_types_is_one_warning_and_a_rebuild(small, tmp_p
 def test_a_full_disk_is_one_line_and_keeps_the_previous_snapshot(small, tmp_path):
     """The snapshot's writes fail (a file size limit: the kernel refuses the write as a full
     disk would): one line naming the file, exit 2, the previous snapshot untouched."""
-    from cbs_rlvr.snapshot import build_snapshot, write_snapshot
+    from cbs_rlvr.sources.snapshot import build_snapshot, write_snapshot
 
     out = tmp_path / "out"
     write_snapshot(build_snapshot(str(small["source"]), params_dir=small["params"]), out)
@@ -548,8 +549,8 @@ def test_a_percent_run_starting_below_one_percent_is_read_in_percent():
     """Logged in percent: 0.2 .. 0.95 for the first 60 steps, then 1.2 .. 3.0. Read as fractions,
     it crossed 0.7 at step 56.7 (it never reached 0.7%); decided from all its values, the whole
     run is in percent, flagged, censored at 0.7."""
-    from cbs_rlvr.measure import steps_to_target
-    from cbs_rlvr.runs import normalise_raw_run
+    from cbs_rlvr.data.runs import normalise_raw_run
+    from cbs_rlvr.measure.crossings import steps_to_target
 
     values = [*np.linspace(0.2, 0.95, 13), 1.2, 1.5, 1.9, 2.4, 3.0]
     rows = [{"_step": 5 * i, VAL: float(v)} for i, v in enumerate(values)]

@@ -23,13 +23,13 @@ import numpy as np
 import pytest
 import yaml
 
-from cbs_rlvr import build
+from cbs_rlvr.build import jobs as build
+from cbs_rlvr.build.outlock import OutputBusyError, OutputLock
+from cbs_rlvr.data.runs import normalise_raw_run
 from cbs_rlvr.errors import redact_secrets
-from cbs_rlvr.measure import steps_to_target
-from cbs_rlvr.outlock import OutputBusyError, OutputLock
+from cbs_rlvr.measure.crossings import steps_to_target
 from cbs_rlvr.params import ParamsError, load_phase_params
-from cbs_rlvr.runs import normalise_raw_run
-from cbs_rlvr.tables import FLAG_MEANINGS, explain_flags
+from cbs_rlvr.report.tables import FLAG_MEANINGS, explain_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data" / "demo"
@@ -44,7 +44,7 @@ def _env() -> dict:
 
 def _holder(out: Path, seconds: float) -> subprocess.Popen:
     """Another process holding OUT's lock for `seconds` (prints 'held' once it has it)."""
-    code = ("import sys, time\nfrom cbs_rlvr.outlock import OutputLock\n"
+    code = ("import sys, time\nfrom cbs_rlvr.build.outlock import OutputLock\n"
             f"with OutputLock({str(out)!r}):\n    print('held', flush=True); time.sleep({seconds})")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
@@ -92,7 +92,7 @@ def test_a_lock_left_by_a_killed_build_never_blocks(tmp_path):
 
 
 def _write_snapshots(out: str, n: int) -> None:
-    from cbs_rlvr.snapshot import build_snapshot, write_snapshot
+    from cbs_rlvr.sources.snapshot import build_snapshot, write_snapshot
 
     snap = build_snapshot(str(DEMO))
     for _ in range(n):
@@ -102,7 +102,7 @@ def _write_snapshots(out: str, n: int) -> None:
 def test_concurrent_snapshot_writers_never_delete_each_others_temp_files(tmp_path):
     """write_snapshot used to delete every .*.tmp in data/, the other writer's included
     (FileNotFoundError on its rename); now only those of writers that are gone."""
-    from cbs_rlvr.manifest import verify_snapshot_files
+    from cbs_rlvr.sources.manifest import verify_snapshot_files
 
     data = tmp_path / "out" / "data"
     data.mkdir(parents=True)
@@ -124,7 +124,7 @@ def test_concurrent_snapshot_writers_never_delete_each_others_temp_files(tmp_pat
 
 
 def test_a_live_writers_temp_file_is_left_alone(tmp_path):
-    from cbs_rlvr.manifest import remove_stale_temps
+    from cbs_rlvr.sources.manifest import remove_stale_temps
 
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
@@ -285,7 +285,7 @@ def test_a_server_echoing_auth_headers_leaks_no_form_of_the_key_and_counts_match
         wandb_endpoint, tmp_path, caplog):
     from wandb_server import verl_run
 
-    from cbs_rlvr.snapshot import build_snapshot, write_snapshot
+    from cbs_rlvr.sources.snapshot import build_snapshot, write_snapshot
 
     server = wandb_endpoint([verl_run(f"r{i}", n_prompts=8 * 2 ** i) for i in range(4)])
     key = server.api_key

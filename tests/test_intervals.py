@@ -9,8 +9,11 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from cbs_rlvr.figures import _ci_errorbar, plot_b_noise_vs_target, plot_two_axis
-from cbs_rlvr.fit import bootstrap_interval, cross_axis_fit
+from cbs_rlvr.fit.crossaxis import cross_axis_fit
+from cbs_rlvr.fit.interval import bootstrap_interval
+from cbs_rlvr.report.figures import plot_b_noise_vs_target
+from cbs_rlvr.report.figures_axes import plot_two_axis
+from cbs_rlvr.report.style import _ci_errorbar
 
 
 # ------------------------------------------------------------------------------------------
@@ -72,7 +75,7 @@ def _generated_two_axis_table(seed: int = 119, phase: str = "p2b") -> pd.DataFra
     percentile interval of the implied B_noise did not contain its own estimate."""
     from sweepgen import generate_sweep, snapshot_frames
 
-    from cbs_rlvr.measure import phase_runs, sb_eb_table
+    from cbs_rlvr.measure.crossings import phase_runs, sb_eb_table
 
     sweep = generate_sweep(seed, habits=False)
     frames = snapshot_frames(sweep)
@@ -109,8 +112,8 @@ def test_phase_fit_intervals_hold_their_estimates_when_the_bootstrap_is_off_cent
     estimate, and where it had to be extended to it the row says so."""
     from sweepgen import generate_sweep, snapshot_frames
 
-    from cbs_rlvr.fit import fit_phase
-    from cbs_rlvr.measure import phase_runs
+    from cbs_rlvr.fit.phase import fit_phase
+    from cbs_rlvr.measure.crossings import phase_runs
 
     sweep = generate_sweep(seed, habits=False)
     frames = snapshot_frames(sweep)

@@ -30,9 +30,14 @@ import jupytext
 import nbformat
 import pytest
 
-from cbs_rlvr.browser import find_chromium
-from cbs_rlvr.clean_notebook import clean_notebook_text
-from cbs_rlvr.lab import install_lab_config, lab_url_path, notebook_defaults, working_copy
+from cbs_rlvr.build.clean_notebook import clean_notebook_text
+from cbs_rlvr.build.lab import (
+    install_lab_config,
+    lab_url_path,
+    notebook_defaults,
+    working_copy,
+)
+from cbs_rlvr.report.browser import find_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "02_steps_to_target"
@@ -80,7 +85,7 @@ def test_install_lab_config_merges_into_the_environment(tmp_path):
     assert merged["@jupyterlab/docmanager-extension:plugin"]["defaultViewers"] == {
         "markdown": "Markdown Preview", "python": "Editor"}
     assert json.loads(server.read_text()) == {"ServerApp": {"open_browser": False},
-                                              "ContentsManager": {"pre_save_hook": "cbs_rlvr.lab.pre_save_hook"}}
+                                              "ContentsManager": {"pre_save_hook": "cbs_rlvr.build.lab.pre_save_hook"}}
 
 
 # --- in JupyterLab -------------------------------------------------------------------------------
@@ -419,7 +424,7 @@ def test_jupyterlab_hand_runs_a_clean_tree_and_the_text_editor(chromium_path, tm
     setup = _make(checkout, env, "setup", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert setup.wait(120) == 0, setup.stdout.read()
     assert _git(checkout, "config", "filter.cbs-notebook.clean").strip() == \
-        "python3 cbs_rlvr/clean_notebook.py"
+        "python3 cbs_rlvr/build/clean_notebook.py"
     (checkout / "outputs" / "p1" / "tables").mkdir(parents=True)  # as a build leaves outputs/
     (checkout / "outputs" / "p1" / "tables" / "cbs_fit.csv").write_text("threshold,B_noise\n0.5,100\n")
     outputs_before = _files(checkout / "outputs")
@@ -504,7 +509,7 @@ def test_jupyterlab_hand_runs_a_clean_tree_and_the_text_editor(chromium_path, tm
         where = _poll(lambda: browser.js(FILE_ITEM % json.dumps("cbs_helpers.py")), 30,
                       "cbs_helpers.py in the file browser")
         browser.double_click(where["x"], where["y"])
-        paths = ["cbs_helpers.py", "cbs_rlvr/fit.py", "tests/test_layout.py", f"notebooks/{SECTION}.py",
+        paths = ["cbs_helpers.py", "cbs_rlvr/fit/phase.py", "tests/test_layout.py", f"notebooks/{SECTION}.py",
                  f"notebooks/{SECTION}.ipynb"]
         seen = []
         try:

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cbs_rlvr.decisions import decision_sentences
 from cbs_rlvr.params import SECTIONS, SUMMARY_SECTION, load_phase_params
+from cbs_rlvr.words.decision import decision_sentences
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
@@ -259,7 +259,7 @@ def test_reports_stand_alone_offline_in_a_browser(report):
     """Every HTML report and the index, opened in headless Chromium with the network off, make
     no request (everything is embedded) and log nothing to the console. CI installs Chromium
     (.ci/run sets CBS_REQUIRE_CHROMIUM=1); elsewhere the test skips without it."""
-    from cbs_rlvr.browser import find_chromium, offline_problems
+    from cbs_rlvr.report.browser import find_chromium, offline_problems
 
     if find_chromium() is None:
         if os.environ.get("CBS_REQUIRE_CHROMIUM"):
@@ -323,7 +323,7 @@ def test_the_demo_pages_read_on_a_phone_and_a_laptop(report):
     """The index, p1's reports and the summary as a reader sees them (browser.reader_problems):
     no 'NaN', no raw column name, no page wider than a 390 px phone or a 1280 px window, titles
     that name the phase and the section. (Every page of generated sweeps: test_reader_pages.py.)"""
-    from cbs_rlvr.browser import find_chromium, reader_problems
+    from cbs_rlvr.report.browser import find_chromium, reader_problems
 
     if find_chromium() is None:
         if os.environ.get("CBS_REQUIRE_CHROMIUM"):

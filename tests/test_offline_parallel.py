@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from cbs_rlvr.errors import WandbFileError
-from cbs_rlvr.snapshot import build_snapshot, write_snapshot
 from cbs_rlvr.sources import wandb_file
+from cbs_rlvr.sources.snapshot import build_snapshot, write_snapshot
 from cbs_rlvr.sources.wandb_file import decode_workers, find_wandb_files, load_offline_runs
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,10 +7,11 @@ import pytest
 import yaml
 from matplotlib.figure import Figure
 
-from cbs_rlvr.figures import _plain_label, save_figure, set_log2_axis, setup_style
-from cbs_rlvr.measure import phase_runs
+from cbs_rlvr.measure.crossings import phase_runs
 from cbs_rlvr.params import SECTIONS, ParamsError, load_phase_params, validate_phase_params
-from cbs_rlvr.tables import format_ci, to_latex_booktabs
+from cbs_rlvr.report.style import _plain_label, save_figure, set_log2_axis, setup_style
+from cbs_rlvr.report.tables import to_latex_booktabs
+from cbs_rlvr.words.numbers import interval
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = {"phase": "p9", "title": "t", "axis": "prompts", "metric": "val-core/*/reward/mean@*",
@@ -107,10 +108,11 @@ def test_latex_table_is_booktabs_and_escaped():
     assert r"\begin{tabular}{llr}" in tex
 
 
-def test_format_ci():
-    assert format_ci(290.4, 250.2, 330.9) == "290 [250, 331]"
-    assert format_ci(np.nan, 1, 2) == "–"
-    assert format_ci(12.34, np.nan, np.nan, 1) == "12.3"
+def test_interval_to_fixed_decimals():
+    assert interval(290.4, 250.2, 330.9, decimals=0) == "290 [250, 331]"
+    assert interval(np.nan, 1, 2, decimals=0) == "–"
+    assert interval(12.34, np.nan, np.nan, decimals=1) == "12.3"
+    assert interval(0.8312, 0.7, 0.95) == "0.83 [0.70, 0.95]"
 
 
 def test_phase_runs_selects_the_phase_and_its_metric():

@@ -11,7 +11,8 @@ import pytest
 import synth
 
 import cbs_helpers as ch
-from cbs_rlvr.plan import RECOMMENDABLE, decision_target
+from cbs_rlvr.plan.decide import decision_target
+from cbs_rlvr.plan.predict import RECOMMENDABLE
 
 THRESHOLDS = [0.4, 0.5, 0.6]
 K = 150

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from sweep_analysis import tick_labels
 
 import cbs_helpers as ch
-from cbs_rlvr.figures import (
+from cbs_rlvr.report.style import (
     PlainLogFormatter,
     _plain_label,
     readable_log_ticks,

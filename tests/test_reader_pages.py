@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from sweepgen import generate_sweep, write_export_dir, write_params
 
-from cbs_rlvr.browser import find_chromium, reader_problems
+from cbs_rlvr.report.browser import find_chromium, reader_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = (0, 49)  # prompts + rollouts phases with a learning-rate sweep; a prompts phase with one

@@ -10,30 +10,31 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cbs_rlvr.fit import FIT_STATUSES, b_noise_vs_target, pareto_table
-from cbs_rlvr.noise import noise_scale_verdict
-from cbs_rlvr.runs import RUN_STATES, normalise_raw_run
-from cbs_rlvr.tables import (
+from cbs_rlvr.data.runs import RUN_STATES, normalise_raw_run
+from cbs_rlvr.fit.across import b_noise_vs_target, pareto_table
+from cbs_rlvr.fit.phase import FIT_STATUSES
+from cbs_rlvr.report.tables import (
     FLAG_MEANINGS,
     STATE_MEANINGS,
     STATUS_MEANINGS,
-    TRENDS,
-    b_noise_trend,
     cbs_summary_long,
     cbs_summary_table,
     censored_pivot,
-    dash_missing,
     explain_flags,
     flag_legend,
-    format_ci,
     legend_markdown,
-    mark_censored,
     median_with_censoring,
-    rho_claim,
     status_legend,
-    trend_claim,
     with_intervals,
 )
+from cbs_rlvr.words.claims import (
+    TRENDS,
+    b_noise_trend,
+    noise_scale_verdict,
+    rho_claim,
+    trend_claim,
+)
+from cbs_rlvr.words.numbers import interval, mark_censored, reader_table
 
 ROOT = Path(__file__).resolve().parents[1]
 X = [0.3, 0.4, 0.5, 0.6]
@@ -134,15 +135,16 @@ def test_the_steps_table_marks_censored_values_as_lower_bounds():
 
 
 def test_open_interval_ends_are_written_as_such():
-    assert format_ci(290, 250, np.inf) == "290 [250, ∞)"
-    assert format_ci(290, 0.0, 330) == "290 [0, 330]"
-    assert format_ci(pd.NA, 1, 2) == "–"
+    assert interval(290, 250, np.inf, decimals=0) == "290 [250, ∞)"
+    assert interval(290, 0.0, 330, decimals=0) == "290 [0, 330]"
+    assert interval(pd.NA, 1, 2, decimals=0) == "–"
+    assert interval(2013.4, 1800, np.inf, unit="samples") == "2,013 [1,800, ∞) samples"
     table = with_intervals(pd.DataFrame({"threshold": [0.3], "rho": [0.2], "rho_lo": [0.1],
                                          "rho_hi": [0.3], "status": ["ok"]}),
                            {"rho": 2, "B0": 0}, keep=["threshold", "status"])
     assert list(table.columns) == ["threshold", "rho [95% CI]", "B0 [95% CI]", "status"]
     assert table.iloc[0].tolist() == [0.3, "0.20 [0.10, 0.30]", "–", "ok"]
-    shown = dash_missing(pd.DataFrame({"S_min": [1.5, np.nan], "status": ["ok", None], "r2_log": [0.9, 0.8],
+    shown = reader_table(pd.DataFrame({"S_min": [1.5, np.nan], "status": ["ok", None], "r2_log": [0.9, 0.8],
                                        "E_min": [31552.0, 3.36e4]}))
     assert shown.to_dict("list") == {"fewest steps (large B)": ["1.50", "–"], "fit": ["ok", "–"],
                                      "R² of log S": ["0.90", "0.80"], "fewest samples (small B)": ["31,552", "33,600"]}

@@ -25,15 +25,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import client_environ  # noqa: E402
 from wandb_server import VAL, ServedRun, WandbServer, demo_runs, verl_run  # noqa: E402
 
-from cbs_rlvr.errors import (  # noqa: E402
+from cbs_rlvr.errors import (
     DataSourceError,
     SourceUnreachableError,
     WandbCredentialsError,
     WandbNotFoundError,
 )
-from cbs_rlvr.snapshot import build_snapshot, read_snapshot, write_snapshot  # noqa: E402
 from cbs_rlvr.sources import wandb_api  # noqa: E402
-from cbs_rlvr.sources.wandb_api import (  # noqa: E402
+from cbs_rlvr.sources.snapshot import build_snapshot, read_snapshot, write_snapshot
+from cbs_rlvr.sources.wandb_limits import (
     WandbLimits,
     classify_error,
     http_status,
@@ -487,8 +487,8 @@ def test_api_key_never_reaches_a_file_or_the_terminal(wandb_endpoint, tmp_path, 
 # --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("serves_export", [False, True], ids=["sampled serves live steps", "sampled serves all"])
 def test_demo_sweep_served_by_the_endpoint_gives_the_same_tables(wandb_endpoint, serves_export):
-    from cbs_rlvr.fit import fit_phase
-    from cbs_rlvr.measure import phase_runs
+    from cbs_rlvr.fit.phase import fit_phase
+    from cbs_rlvr.measure.crossings import phase_runs
     from cbs_rlvr.params import load_phase_params
 
     offline = build_snapshot(str(REPO / "data" / "demo"))

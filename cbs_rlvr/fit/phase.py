@@ -16,8 +16,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..measure import eval_series, run_meta, sb_eb_from_series
-from ..select import DEFAULT_METAPARAMETERS
+from ..data.select import DEFAULT_METAPARAMETERS
+from ..measure.crossings import eval_series, run_meta, sb_eb_from_series
 from ._tobit import Cells, Layout, predict
 from .curves import overhead_batch, samples_minimum
 from .evalnoise import eval_noise_sd

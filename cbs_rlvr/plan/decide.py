@@ -18,7 +18,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..decisions import DECISION_COLUMNS, DECISION_EXTRA_COLUMNS, decision_summary
+from ..contracts import DECISION_COLUMNS, DECISION_EXTRA_COLUMNS
+from ..words.decision import decision_summary
 from .predict import RECOMMENDABLE, Prediction
 
 #: the margin of a decision: configurations within this share of its expected hours

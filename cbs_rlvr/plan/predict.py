@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ..fit.result import PhaseFit
-from ..wallclock import predict_step_time
+from ..measure.wallclock import predict_step_time
 
 BASES = ("measured", "on_axis", "cross_axis", "untested", "extrapolated")
 #: what a recommendation may rest on

@@ -14,14 +14,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import DataSourceError
-from ..history import analysis_key_filter, history_frame_steps
-from ..runs import (
+from ..data.history import analysis_key_filter, history_frame_steps
+from ..data.runs import (
     assemble_snapshot_frames,
     normalise_raw_run,
     set_nested,
     unwrap_config_value,
 )
+from ..errors import DataSourceError
 
 # --------------------------------------------------------------------------------------------
 # Export directory: runs.csv + history/<run_id>.csv|parquet
@@ -80,7 +80,7 @@ def load_export_dir(directory: str | os.PathLike, key_patterns: Sequence[str] = 
     runs.csv: run_id, name, optional state / start_time (or created_at) / updated_at / tags (a
     JSON list or `;`-separated) / group, and the config as a `config` JSON column and/or dotted
     columns (`data.train_batch_size`). Runs sharing a name whose history starts at a later step
-    are resumed segments and are stitched (see cbs_rlvr/resume.py). Each run's
+    are resumed segments and are stitched (see cbs_rlvr/data/resume.py). Each run's
     history is history/<run_id>.parquet or .csv (parquet preferred when both exist); of it only
     the step and the keys the analysis reads are kept (`history.analysis_key_filter`, plus
     `key_patterns`).

@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..data.history import analysis_key_filter
+from ..data.runs import assemble_snapshot_frames, normalise_raw_run, set_nested
 from ..errors import WandbFileError
-from ..history import analysis_key_filter
-from ..runs import assemble_snapshot_frames, normalise_raw_run, set_nested
 
 _LOG = logging.getLogger("cbs_rlvr.data")
 

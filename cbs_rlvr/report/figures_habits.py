@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .envelope import envelope_winners
-from .figures import (
+from ..measure.envelope import envelope_winners
+from ..words.claims import trend_claim
+from .style import (
     PALETTE,
     _batch_limits,
     _float_columns,
@@ -116,7 +117,7 @@ def plot_envelope(configs: pd.DataFrame, cbs_fit: pd.DataFrame | None = None, th
 def plot_step_time(step_times: pd.DataFrame, model: dict, title: str = "") -> Figure:
     """Mean training step time of each run against B (one colour per n_rollouts when it
     varies) with the fitted step-time model (wallclock.step_time_model) and its R²."""
-    from .wallclock import predict_step_time
+    from ..measure.wallclock import predict_step_time
 
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.subplots()
@@ -255,3 +256,60 @@ def _batch_colorbar(fig: Figure, axes, batch_sizes: list[float], colors: dict) -
     ticks = np.unique(np.linspace(0, n - 1, 6).round().astype(int))
     bar.set_ticks(ticks, labels=[_plain_label(batch_sizes[i]) for i in ticks])
     bar.set_label(f"batch size B ({n:,} batch sizes)")
+
+
+def plot_wall_clock(wall: pd.DataFrame, title: str = "") -> Figure:
+    """Left: hours to each target against B (median over replicates; open triangles: never
+    reached, a lower bound). Right: mean step time against B, titled with the trend it shows."""
+    fig = Figure(figsize=(10.5, 4.4))
+    ax_t, ax_s = fig.subplots(1, 2)
+    wall = _frame(wall, ["run_id", "threshold", "total_batch", "censored", "time_to_target_h",
+                         "mean_step_time_s"])
+    wall = wall.assign(total_batch=_floats(wall["total_batch"]),
+                       time_to_target_h=_floats(wall["time_to_target_h"]),
+                       mean_step_time_s=_floats(wall["mean_step_time_s"]),
+                       censored=wall["censored"].fillna(False).astype(bool))
+    colors = threshold_colors(wall["threshold"].dropna().unique())
+    lo, hi = _batch_limits(wall["total_batch"])
+    timed = wall[np.isfinite(wall["time_to_target_h"]) & (wall["time_to_target_h"] > 0)]
+    n_t = timed["threshold"].nunique()
+    for k, (t, rows) in enumerate(timed.groupby("threshold", sort=True)):
+        agg = rows.groupby(["total_batch", "censored"], as_index=False)["time_to_target_h"].median()
+        ok = agg[~agg["censored"]].sort_values("total_batch")
+        cen = agg[agg["censored"]]
+        ax_t.plot(ok["total_batch"], ok["time_to_target_h"], color=colors[t], marker="o",
+                  label=f"acc ≥ {t:g}")
+        # a run that never reached several targets has one bound for all: spread them sideways
+        shift = 2.0 ** (0.07 * (k - (n_t - 1) / 2))
+        ax_t.scatter(cen["total_batch"] * shift, cen["time_to_target_h"], marker="^", facecolors="none",
+                     edgecolors=colors[t], s=30)
+        if len(ok):
+            best = ok.loc[ok["time_to_target_h"].idxmin()]
+            ax_t.scatter([best["total_batch"]], [best["time_to_target_h"]], marker="*", s=120,
+                         color=colors[t], edgecolors="black", linewidths=0.5, zorder=4)
+    steps = wall.drop_duplicates("run_id")
+    steps = steps[np.isfinite(steps["mean_step_time_s"]) & np.isfinite(steps["total_batch"])]
+    ax_s.scatter(steps["total_batch"], steps["mean_step_time_s"], color=PALETTE[0], s=24)
+    for ax in (ax_t, ax_s):
+        set_log2_axis(ax, "x", lo, hi)
+        ax.set_xlabel("batch size B = prompts × rollouts")
+    if len(timed):
+        set_log_axis(ax_t, "y")
+    else:
+        _no_data(ax_t, "no run logs a step time (perf/time_per_step or timing_s/step)")
+    if not len(steps):
+        _no_data(ax_s, "no step time logged")
+    ax_t.set_ylabel("wall-clock hours to target")
+    ax_t.set_title("time to target (★ fastest)")
+    ax_s.set_ylabel("mean step time (s)")
+    per_b = steps.groupby("total_batch")["mean_step_time_s"].median()
+    ax_s.set_title(trend_claim(per_b.index, per_b.to_numpy(), quantity="step time", along="B")["claim"]
+                   if len(per_b) >= 2 else "step time by batch size", wrap=True)
+    handles, labels = ax_t.get_legend_handles_labels()
+    if handles:
+        handles.append(matplotlib.lines.Line2D([], [], ls="", marker="^", mfc="none", mec="0.3"))
+        labels.append("never reached (lower bound)")
+        ax_t.legend(handles, labels, loc="best", fontsize=7.5)  # beside its own panel's lines
+    if title:
+        fig.suptitle(title)
+    return fig

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .fit.interval import bootstrap_interval
-from .measure import crossings, eval_series, run_meta
+from ..measure.crossings import crossings, eval_series, run_meta
+from .interval import bootstrap_interval
 
 
 # ------------------------------------------------------------------------------------------
@@ -196,58 +196,3 @@ def compare_b_simple(b_simple: pd.DataFrame, cbs_fit: pd.DataFrame) -> pd.DataFr
     out = left.merge(right, on="threshold", how="inner")
     out["B_simple_over_B_noise"] = out["B_simple"] / out["B_noise"]
     return out
-
-
-
-
-
-def _growth(thr: np.ndarray, values: np.ndarray) -> tuple[float, float, float]:
-    """(first target, last target, last / first) over the targets where values are positive."""
-    ok = np.isfinite(values) & (values > 0)
-    if ok.sum() < 2:
-        return np.nan, np.nan, np.nan
-    t, v = thr[ok], values[ok]
-    order = np.argsort(t)
-    t, v = t[order], v[order]
-    return float(t[0]), float(t[-1]), float(v[-1] / v[0])
-
-
-def noise_scale_verdict(comparison: pd.DataFrame, cbs_fit: pd.DataFrame | None = None) -> list[str]:
-    """Does the gradient noise scale predict B_noise? Sentences on the level (tables'
-    noise_scale_answer: 'No: it is about 10x too low', from the intervals), the trend across targets (how much each
-    grows from the easiest to the hardest target both reach) and what B_simple can and cannot say
-    when S(B) is not the 1/B form (from cbs_fit's model/alpha). comparison: compare_b_simple."""
-    from .tables import noise_scale_answer
-
-    c = comparison.reindex(columns=["threshold", "B_simple", "B_noise", "status"])
-    ok = c[(c["status"] == "ok") & np.isfinite(pd.to_numeric(c["B_simple"], errors="coerce"))
-           & np.isfinite(pd.to_numeric(c["B_noise"], errors="coerce"))]
-    if not len(ok):
-        return ["No target has both a post-hoc B_simple and a fitted B_noise: the question cannot be "
-                "answered from these runs."]
-    level = noise_scale_answer(comparison)
-    if not level:  # no target with both intervals: the level from the point estimates
-        med = float((ok["B_simple"].astype(float) / ok["B_noise"].astype(float)).median())
-        size = (f"about {1 / med:.2g}x too low" if med < 1 else f"about {med:.2g}x too high")
-        level = ("Does the noise scale predict B_noise? " + ("Roughly" if 1 / 1.5 <= med <= 1.5 else
-                 f"No: it is {size}") + f" (median ratio B_simple / B_noise {med:.2g}, no intervals).")
-    lines = [level]
-    thr = ok["threshold"].to_numpy(dtype=float)
-    t0, t1, g_s = _growth(thr, ok["B_simple"].to_numpy(dtype=float))
-    _, _, g_n = _growth(thr, ok["B_noise"].to_numpy(dtype=float))
-    if np.isfinite(g_s) and np.isfinite(g_n):
-        same = 0.67 <= g_s / g_n <= 1.5
-        lines.append(f"Trend: from accuracy {t0:g} to {t1:g} B_simple changes {g_s:.1f}x and B_noise "
-                     f"{g_n:.1f}x: " + ("the noise scale follows the trend." if same else
-                                        "the noise scale does not follow the trend."))
-    fit = cbs_fit if cbs_fit is not None else pd.DataFrame()
-    if "model" in fit.columns and (fit["model"] == "general").any():
-        al = pd.to_numeric(fit.loc[fit["model"] == "general", "alpha"], errors="coerce").median()
-        lines.append(f"S(B) here is not the 1/B form (alpha about {al:.2f}). B_simple = tr(Σ)/|G|² is "
-                     "the critical batch of plain SGD with a tuned learning rate; under Adam at a fixed "
-                     "rate it describes the gradient noise, not where extra batch stops paying, so a "
-                     "match in level would be luck and its trend is the better check.")
-    else:
-        lines.append("B_simple = tr(Σ)/|G|² is the critical batch of SGD with a tuned learning rate; "
-                     "with Adam it is a guide to the order of magnitude and the trend, not a prediction.")
-    return lines

@@ -15,7 +15,7 @@ import pandas as pd
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
-from .figures import (
+from .style import (
     PALETTE,
     _batch_limits,
     _plain_label,

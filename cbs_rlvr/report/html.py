@@ -1,7 +1,7 @@
 """What collaborators open: each executed notebook as HTML, and OUT/index.html linking them all.
 
 Both stand alone offline: the notebooks go through nbconvert's lab template with its CDN
-scripts removed (cbs_rlvr/templates/cbs_offline) and code hidden, figures embedded; the index
+scripts removed (cbs_rlvr/report/templates/cbs_offline) and code hidden, figures embedded; the index
 is plain HTML with inline CSS and the headline figure embedded.
 
 Run names, tags, config values and the rest come from whoever logged the runs, so a report is
@@ -22,7 +22,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from .params import SECTIONS, SUMMARY_SECTION
+from ..params import SECTIONS, SUMMARY_SECTION
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -166,7 +166,7 @@ def _entry_item(out: Path, phase: str, section: str, missing: str) -> str:
 def _table_html(path: Path) -> str:
     """A CSV table as an HTML table (escaped; a dash for a missing value), in a box that
     scrolls sideways when the table is wider than the screen."""
-    from .fmt import DASH
+    from ..words.numbers import DASH
 
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
@@ -182,7 +182,8 @@ def _table_html(path: Path) -> str:
 def _decisions_html(out: Path) -> list[str]:
     """The index's opening: per phase, the decision's sentences (decisions.decision_sentences
     over OUT/decisions.csv, the same sentences that open 08_plan)."""
-    from .decisions import decision_sentences, read_decisions
+    from ..contracts import read_decisions
+    from ..words.decision import decision_sentences
 
     rows = read_decisions(out)
     if not rows:
@@ -260,7 +261,7 @@ def render_index(out: Path, params: dict[str, dict | str], with_runs: dict[str, 
 def write_index(out: Path, params: dict[str, dict | str],
                 with_runs: dict[str, int], manifest: dict) -> Path:
     """Write OUT/index.html (atomically)."""
-    from .decisions import write_decisions
+    from ..contracts import write_decisions
 
     created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     write_decisions(out, [p for p in params if not isinstance(params[p], str) and with_runs.get(p)])

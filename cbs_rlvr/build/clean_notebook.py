@@ -3,8 +3,8 @@ metadata. One implementation for the three places that need it: `make sync-noteb
 place), the git clean filter that `make setup` installs (stdin to stdout: a notebook opened,
 run or autosaved in JupyterLab shows no change in `git status`), and the pre-commit hook.
 
-  python3 cbs_rlvr/clean_notebook.py                  stdin -> stdout (the git filter)
-  python3 cbs_rlvr/clean_notebook.py a.ipynb b.ipynb  in place
+  python3 cbs_rlvr/build/clean_notebook.py                  stdin -> stdout (the git filter)
+  python3 cbs_rlvr/build/clean_notebook.py a.ipynb b.ipynb  in place
 
 It does what `jupyter nbconvert --clear-output --ClearMetadataPreprocessor.enabled=True` does
 with the masks below (tests/test_jupyterlab.py compares the two on notebooks Lab saved), with the

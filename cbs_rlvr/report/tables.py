@@ -1,4 +1,6 @@
-"""Result tables for the paper: the cross-phase summary, CI formatting, CSV and LaTeX output."""
+"""Result tables for the paper and the reports: the cross-phase summary, estimates with their
+intervals, censored values marked in pivots, the legends of statuses, states and flags, CSV and
+LaTeX output. The words and number formats come from `cbs_rlvr.words`."""
 
 from __future__ import annotations
 
@@ -6,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from ..words.numbers import header, interval, mark_censored, shape_label
 
 #: Column order of outputs/<phase>/tables/sb_eb.csv: design.md's contract first, extras last.
 SB_EB_CSV_COLUMNS = ["run_name", "n_prompts", "n_rollouts", "total_batch", "threshold", "S_B",
@@ -128,155 +132,6 @@ def flag_legend(flags) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------
-# Claims a heading or title may make: computed from the results, never assumed
-# ---------------------------------------------------------------------------------------------
-def _floats(values) -> np.ndarray:
-    """1-D float array of any sequence; pandas nullable values (pd.NA) and text become NaN."""
-    return pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce").to_numpy(dtype=float)
-
-
-#: What `trend_claim` can conclude.
-TRENDS = ("grows", "falls", "flat", "not monotone", "unclear", "undetermined")
-
-
-def _ordered_points(x, estimate, lo, hi):
-    """The points with an x and an estimate, in order of x, and whether intervals were given."""
-    x, e = _floats(x), _floats(estimate)
-    ci_given = lo is not None and hi is not None
-    lo = np.full(e.shape, np.nan) if lo is None else _floats(lo)
-    hi = np.full(e.shape, np.nan) if hi is None else _floats(hi)
-    keep = np.isfinite(x) & np.isfinite(e)
-    order = np.argsort(x[keep], kind="stable")
-    x, e, lo, hi = (v[keep][order] for v in (x, e, lo, hi))
-    return x, e, lo, hi, ci_given
-
-
-def _too_few_or_flat(x, e, quantity: str, along: str) -> dict:
-    """trend_claim's answer when there is no direction to speak of ({} otherwise)."""
-    if len(x) < 2:
-        return {"claim": f"too few usable points to tell how {quantity} changes with {along}",
-                "evidence": (f"{len(x)} usable point(s); two or more needed" if len(x) == 0 else
-                             f"one usable point: {quantity} = {e[0]:.3g} at {x[0]:g}")}
-    if (np.diff(e) == 0).all():
-        return {"trend": "flat", "claim": f"{quantity} is the same at every point along {along}",
-                "evidence": f"{quantity} = {e[0]:.3g} at all {len(x)} points from {x[0]:g} to {x[-1]:g}"}
-    return {}
-
-
-def trend_claim(x, estimate, lo=None, hi=None, quantity: str = "B_noise",
-                along: str = "the target accuracy") -> dict:
-    """What the data say about how `quantity` changes along `x`, as a claim with its evidence.
-
-    For headings and titles that must not state more than the data show. Points with a
-    missing x or estimate are left out; the rest are taken in order of x.
-    - 'grows' / 'falls': the estimate never moves against that direction from one point to the
-      next, or (with intervals) only within the uncertainty (the two points' 95% intervals
-      overlap) while the ends differ beyond it. With intervals, `significant` is True when the
-      intervals at the two ends do not overlap, else the claim says the change is within the
-      uncertainty; without intervals the claim is about the values.
-    - 'flat': the same value everywhere.
-    - 'not monotone': it moves against the overall direction somewhere, beyond the uncertainty
-      where intervals are given (the evidence names the first such step).
-    - 'unclear': with intervals, it moves both ways, every move within the uncertainty.
-    - 'undetermined': fewer than two usable points.
-    Returns {trend, significant, claim (a sentence for a heading), evidence (numbers),
-    n_points, first, last}.
-    """
-    x, e, lo, hi, ci_given = _ordered_points(x, estimate, lo, hi)
-    out = {"trend": "undetermined", "significant": False, "n_points": int(len(x)),
-           "first": float(e[0]) if len(e) else np.nan, "last": float(e[-1]) if len(e) else np.nan}
-    early = _too_few_or_flat(x, e, quantity, along)
-    if early:
-        out.update(early)
-        return out
-    d = np.diff(e)
-
-    def apart(i: int, j: int) -> bool:
-        """The 95% intervals of points i and j do not overlap (False when unknown)."""
-        if not np.isfinite([lo[i], hi[i], lo[j], hi[j]]).all():
-            return False
-        return bool(lo[j] > hi[i] or hi[j] < lo[i])
-
-    up = e[-1] >= e[0]
-    verb = "grows" if up else "falls"
-    against = np.flatnonzero(d < 0 if up else d > 0)
-    firm = [k for k in against if apart(k, k + 1)] if ci_given else list(against)
-    ratio = e[-1] / e[0] if e[0] > 0 and e[-1] > 0 else np.nan
-    span = f"from {e[0]:.3g} at {x[0]:g} to {e[-1]:.3g} at {x[-1]:g}" + (
-        f" ({ratio:.2g}x)" if np.isfinite(ratio) else "")
-    ends_apart = apart(0, len(e) - 1)
-    ends = ("the 95% intervals at the two ends do not overlap" if ends_apart else
-            "the 95% intervals at the two ends overlap"
-            if np.isfinite([lo[0], hi[0], lo[-1], hi[-1]]).all() else "no intervals to tell it from noise")
-
-    def step(k: int) -> str:
-        return f"from {e[k]:.3g} at {x[k]:g} to {e[k + 1]:.3g} at {x[k + 1]:g}"
-
-    if firm:
-        out["trend"] = "not monotone"
-        out["claim"] = f"{quantity} does not change monotonically with {along}"
-        out["evidence"] = (f"{quantity} goes {span} but {'dips' if up else 'rises'} {step(firm[0])}"
-                           + (", beyond the uncertainty" if ci_given else "")
-                           + f"; it rises at {int((d > 0).sum())} and falls at "
-                             f"{int((d < 0).sum())} of {len(d)} steps")
-        return out
-    if len(against) and not ends_apart:
-        out["trend"] = "unclear"
-        out["claim"] = f"no clear trend of {quantity} with {along}"
-        out["evidence"] = (f"{quantity} goes {span}, rising at {int((d > 0).sum())} and falling at "
-                           f"{int((d < 0).sum())} of {len(d)} steps, every change within the "
-                           f"uncertainty; {ends}")
-        return out
-    out["trend"] = "grows" if up else "falls"
-    out["significant"] = bool(ends_apart)
-    if ends_apart or not ci_given:
-        out["claim"] = f"{quantity} {verb} with {along}" + (" overall" if len(against) else "")
-    else:
-        out["claim"] = f"{quantity} {verb} with {along}, within its uncertainty"
-    how = ("between the two points" if len(x) == 2 else "at every step" if (d != 0).all() and not len(against)
-           else f"never {'falling' if up else 'rising'} from one point to the next" if not len(against)
-           else f"with {_count(len(against), 'dip' if up else 'rise')} within the uncertainty "
-                f"({step(int(against[0]))}{', ...' if len(against) > 1 else ''})")
-    out["evidence"] = f"{quantity} {verb} {span}, {how}" + (f"; {ends}" if ci_given else "")
-    return out
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{'one' if n == 1 else n} {noun}{'' if n == 1 else 's'}"
-
-
-def b_noise_trend(cbs_fit: pd.DataFrame) -> dict:
-    """`trend_claim` of B_noise against the target accuracy over the usable fits (status ok or
-    extrapolated): the heading of a B_noise-vs-target section, computed."""
-    t = cbs_fit.reindex(columns=["threshold", "B_noise", "B_noise_lo", "B_noise_hi", "status"])
-    t = t[t["status"].isin(["ok", "extrapolated"])]
-    return trend_claim(t["threshold"], t["B_noise"], t["B_noise_lo"], t["B_noise_hi"])
-
-
-RHO_PINNED_WIDTH = 0.5  # a rho interval this wide or wider (of the range 0..1) claims nothing
-
-
-def rho_claim(two_axis_fit: pd.DataFrame) -> list[str]:
-    """What the cross-axis fit says of rho (one rho for every target), in sentences, with what a
-    second rollout is worth against a new prompt ((1 - rho) / (1 + rho): two rollouts of one prompt
-    are worth 2 / (1 + rho) independent prompts); nothing where the interval leaves rho open (wider
-    than RHO_PINNED_WIDTH) or the fit is poor. Empty when no target has an `ok` fit."""
-    t = two_axis_fit.reindex(columns=["rho", "rho_lo", "rho_hi", "r2_log", "status"])
-    ok = t[(t["status"] == "ok") & ~(_floats(t["r2_log"]) < 0)]
-    if not len(ok):
-        return []
-    rho, lo, hi = float(ok["rho"].iloc[0]), float(ok["rho_lo"].min()), float(ok["rho_hi"].max())
-    if not (np.isfinite(lo) and np.isfinite(hi)) or hi - lo >= RHO_PINNED_WIDTH:
-        return [f"The fit leaves rho open (rho = {rho:.2f}, 95% interval {lo:.2f} to {hi:.2f}): how a rollout "
-                "compares to a prompt is not pinned down; runs at more rollout counts would pin it."]
-    def worth(r):
-        return (1 - r) / (1 + r)
-    return [f"rho = {rho:.2f} (95% interval {lo:.2f} to {hi:.2f}): the second rollout of a prompt is worth "
-            f"{worth(rho):.2f} of a new prompt ({worth(hi):.2f} to {worth(lo):.2f} within the interval), and each "
-            "further rollout less."]
-
-
-# ---------------------------------------------------------------------------------------------
 # Tables for the paper
 # ---------------------------------------------------------------------------------------------
 
@@ -299,15 +154,6 @@ def cbs_summary_long(fits: dict, params: dict) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True).reindex(columns=SUMMARY_LONG_COLUMNS)
 
 
-def shape_label(model, alpha) -> str:
-    """The chosen form of S(B) in a table cell: '1/B (McCandlish)', 'B^-0.62' or '–'."""
-    if model == "general" and alpha == alpha:
-        return f"B^-{alpha:.2f}"
-    if model == "mccandlish":
-        return "1/B (McCandlish)"
-    return "–"
-
-
 def cbs_summary_table(summary_long: pd.DataFrame) -> pd.DataFrame:
     """The paper's cross-phase table: one row per (phase, target), B_noise with its 95% CI."""
     rows = summary_long.reindex(columns=SUMMARY_LONG_COLUMNS)
@@ -316,51 +162,22 @@ def cbs_summary_table(summary_long: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "phase": rows["phase"], "axis": rows["axis"], "task": rows["task"],
         "target accuracy": num["threshold"].map(lambda t: f"{t:g}"),
-        "B_noise (samples) [95% interval]": [format_ci(b, lo, hi) for b, lo, hi in
+        "B_noise (samples) [95% interval]": [interval(b, lo, hi, decimals=0) for b, lo, hi in
                                              zip(num["B_noise"], num["B_noise_lo"], num["B_noise_hi"], strict=True)],
         "shape of S(B)": [shape_label(m, a) for m, a in zip(rows["model"], pd.to_numeric(rows["alpha"], errors="coerce"),
                                                             strict=True)],
-        "fewest steps S_min": [format_ci(v, None, None) for v in num["S_min"]],
+        "fewest steps S_min": [interval(v, None, None, decimals=0) for v in num["S_min"]],
         # where it exists (alpha >= 1): the batch at which E(B) is 20% above its minimum
-        "batch at 20% extra samples": [format_ci(v, None, None) for v in num["B_crit_20pct"]],
-        "R² of log S": [format_ci(v, None, None, digits=2) for v in num["r2_log"]],
+        "batch at 20% extra samples": [interval(v, None, None, decimals=0) for v in num["B_crit_20pct"]],
+        "R² of log S": [interval(v, None, None, decimals=2) for v in num["r2_log"]],
         "batch sizes (stopped early)": [f"{n} ({c})" for n, c in zip(rows["n_points"], rows["n_censored"], strict=True)],
         "fit": rows["status"],
     })
 
 
-def format_ci(value: float, lo: float, hi: float, digits: int = 0) -> str:
-    """'290 [250, 330]'; an open upper end as '290 [250, ∞)'; an en dash where the value is
-    missing, the bare value where the interval is."""
-    def num(x: float) -> str:
-        return "∞" if np.isposinf(x) else "−∞" if np.isneginf(x) else f"{x:,.{digits}f}"
-
-    if value is None or pd.isna(value) or not np.isfinite(value):
-        return "–"
-    if lo is None or hi is None or pd.isna(lo) or pd.isna(hi):
-        return num(value)
-    close = ")" if np.isposinf(hi) else "]"
-    return f"{num(value)} [{num(lo)}, {num(hi)}{close}"
-
-
-def dash_missing(table: pd.DataFrame) -> pd.DataFrame:
-    """The table for reading: an en dash where a value is missing (not 'NaN'), numbers rounded
-    with thousands separators (fmt.cell), plain names for the columns and the index
-    (fmt.header: 'r2_log' -> 'R² of log S')."""
-    from .fmt import cell, header
-
-    out = table.astype(object).where(table.notna(), "–")
-    for col in table.columns:  # numbers as a reader reads them: 31,552 not 31552.0, no e-notation
-        if pd.api.types.is_numeric_dtype(table[col]) and not pd.api.types.is_bool_dtype(table[col]):
-            out[col] = [cell(str(col), v) for v in table[col]]
-    out = out.rename(columns=header)
-    out.index = out.index.set_names([header(n) for n in out.index.names])
-    return out
-
-
 def with_intervals(table: pd.DataFrame, intervals: dict, keep=()) -> pd.DataFrame:
     """A table for reading: each estimate named in `intervals` (name -> decimals) shown as one
-    column 'name [95% CI]' = 'v [lo, hi]' (format_ci) from its name, name_lo, name_hi columns.
+    column 'name [95% CI]' = 'v [lo, hi]' (words.interval) from its name, name_lo, name_hi columns.
     `keep`: columns shown as they are, the first before the intervals (the row's label, e.g.
     threshold), the rest after. Missing columns are empty, never an error."""
     t = table.reindex(columns=list(dict.fromkeys([*table.columns, *keep, *intervals,
@@ -370,7 +187,7 @@ def with_intervals(table: pd.DataFrame, intervals: dict, keep=()) -> pd.DataFram
         out[col] = t[col]
     for name, digits in intervals.items():
         v, lo, hi = (pd.to_numeric(t[c], errors="coerce") for c in (name, f"{name}_lo", f"{name}_hi"))
-        out[f"{name} [95% CI]"] = [format_ci(a, b, c, digits) for a, b, c in zip(v, lo, hi, strict=True)]
+        out[f"{name} [95% CI]"] = [interval(a, b, c, decimals=digits) for a, b, c in zip(v, lo, hi, strict=True)]
     for col in keep[1:]:
         out[col] = t[col]
     return pd.DataFrame(out, index=t.index)
@@ -379,14 +196,6 @@ def with_intervals(table: pd.DataFrame, intervals: dict, keep=()) -> pd.DataFram
 # ---------------------------------------------------------------------------------------------
 # Censored values: lower bounds must not look like measurements
 # ---------------------------------------------------------------------------------------------
-def mark_censored(value: float, censored: bool, digits: int = 0) -> str:
-    """A measured value as '70', a lower bound (a run that never reached the target: its last
-    evaluated step) as '≥70', a missing one as '–'."""
-    if value is None or pd.isna(value) or not np.isfinite(value):
-        return "–"
-    return f"{'≥' if censored else ''}{value:.{digits}f}"
-
-
 def median_with_censoring(values, censored) -> tuple[float, bool]:
     """Median of replicate values where some are lower bounds, and whether it is one itself.
 
@@ -422,7 +231,6 @@ def censored_pivot(table: pd.DataFrame, value: str = "S_B",
     out = pd.DataFrame(cells, columns=[*index, columns, value])
     if out.empty:
         return pd.DataFrame(index=pd.MultiIndex.from_arrays([[]] * len(index), names=index))
-    from .fmt import header
 
     shown = out.pivot(index=index, columns=columns, values=value).fillna("–")
     shown.index = shown.index.set_names([header(n) for n in shown.index.names])
@@ -488,58 +296,3 @@ def mark_lr_winners(curves: pd.DataFrame, sb_eb: pd.DataFrame, winners: pd.DataF
     return out
 
 
-def lr_sweep_claims(sb_eb: pd.DataFrame, winners: pd.DataFrame) -> list[str]:
-    """Caveats of a learning-rate sweep, computed: batch sizes whose best rate is the highest
-    or lowest tried there (the optimum may lie beyond the grid), and batch sizes that tried
-    one rate only (nothing was tuned there). Empty when no batch size tried two rates."""
-    runs = sb_eb.drop_duplicates("run_id")
-    if "lr" not in runs or not len(winners):
-        return []
-    tried = runs.groupby("total_batch")["lr"].apply(lambda v: sorted(set(pd.to_numeric(v, errors="coerce").dropna())))
-    if not (tried.map(len) > 1).any():
-        return []
-    lines, edge_hi, edge_lo = [], [], []
-    for w in winners.itertuples():
-        rates = tried.get(w.total_batch, [])
-        if len(rates) > 1 and np.isfinite(w.lr_won):
-            if np.isclose(w.lr_won, rates[-1]):
-                edge_hi.append(w.total_batch)
-            elif np.isclose(w.lr_won, rates[0]):
-                edge_lo.append(w.total_batch)
-    one = [int(b) for b, r in tried.items() if len(r) == 1]
-    fmt = lambda bs: ", ".join(f"{int(b):,}" for b in sorted(bs))  # noqa: E731
-    if edge_hi:
-        lines.append(f"At B = {fmt(edge_hi)} the best rate is the highest tried there: a higher one might be "
-                     "faster still, so S(B) there is an upper bound on the tuned S(B).")
-    if edge_lo:
-        lines.append(f"At B = {fmt(edge_lo)} the best rate is the lowest tried there: a lower one might be "
-                     "faster still.")
-    if one:
-        lines.append(f"B = {fmt(one)} tried one rate only: nothing was tuned there.")
-    return lines
-
-
-def noise_scale_answer(comparison: pd.DataFrame) -> str:
-    """05's question answered in words: does the post-hoc noise scale B_simple predict the
-    fitted B_noise? From the targets where both have an interval: 'yes' where the intervals
-    overlap at most targets and the median ratio is within 1.5x, else 'no: about Nx too low
-    (high)', with the evidence. '' when no target has both."""
-    cols = ["status", "B_simple", "B_simple_lo", "B_simple_hi", "B_noise", "B_noise_lo", "B_noise_hi"]
-    if not set(cols) <= set(comparison.columns):
-        return ""
-    c = comparison[(comparison["status"] == "ok")]
-    c = c[np.isfinite(_floats(c["B_noise_lo"])) & np.isfinite(_floats(c["B_simple_lo"]))
-          & (_floats(c["B_noise"]) > 0) & (_floats(c["B_simple"]) > 0)]
-    if not len(c):
-        return ""
-    overlap = int(((c["B_simple_lo"] <= c["B_noise_hi"]) & (c["B_noise_lo"] <= c["B_simple_hi"])).sum())
-    r = float(np.median(_floats(c["B_simple"]) / _floats(c["B_noise"])))
-    evidence = (f"median ratio B_simple / B_noise {r:.2g}; the 95% intervals overlap at {overlap} of "
-                f"{len(c)} target(s)")
-    if overlap * 2 >= len(c) and 1 / 1.5 <= r <= 1.5:
-        return f"Does the noise scale predict B_noise? Yes, within its uncertainty ({evidence})."
-    if r < 1:
-        size = f"about {1 / r:.2g}x too low" if r <= 1 / 1.5 else f"about {100 * (1 - r):.0f}% too low"
-    else:
-        size = f"about {r:.2g}x too high" if r >= 1.5 else f"about {100 * (r - 1):.0f}% too high"
-    return f"Does the noise scale predict B_noise? No: it is {size} ({evidence})."

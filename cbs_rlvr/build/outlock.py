@@ -131,3 +131,27 @@ class OutputLock:
         if self.fd is not None:
             os.close(self.fd)  # releases the lock
             self.fd = None
+
+
+def under_lock(out, wait: bool, work, os_error_tail: str) -> int:
+    """work() run holding OUT's lock, its exit status returned; what goes wrong is one line on
+    stderr and a status: 1 when another writer holds OUT (and wait is False), 2 when the lock
+    cannot be taken or the disk fails (a full disk, a read-only OUT: `os_error_tail` says what is
+    kept)."""
+    import sys
+
+    from ..errors import describe_os_error
+
+    try:
+        with OutputLock(out, wait=wait):
+            return work()
+    except OutputBusyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OutputLockError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {describe_os_error(exc)}; {os_error_tail}", file=sys.stderr)
+        return 2
+

@@ -14,11 +14,16 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from ..data.history import is_accuracy_key
+from ..data.runs import LR_KEY
+from ..data.select import (
+    DEFAULT_METAPARAMETERS,
+    configuration_labels,
+    metaparameter_values,
+    select_runs,
+)
+from ..params import load_phase_params
 from .envelope import in_envelope
-from .history import is_accuracy_key
-from .params import load_phase_params
-from .runs import LR_KEY
-from .select import DEFAULT_METAPARAMETERS, configuration_labels, metaparameter_values, select_runs
 
 SB_EB_COLUMNS = [
     "run_id", "run_name", "replicate", "n_prompts", "n_rollouts", "total_batch", "threshold",

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from .fmt import interval, number, percent
+from .numbers import interval, number, percent
 
 #: the data weigh a form at least this much before the words say it holds
 FIRM = 0.8

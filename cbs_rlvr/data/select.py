@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .params import DEFAULT_METAPARAMETERS as _DEFAULT_METAPARAMETERS
+from ..params import DEFAULT_METAPARAMETERS as _DEFAULT_METAPARAMETERS
 from .runs import LR_KEY, config_lookup, normalise_tags
 
 #: The metaparameters that make runs at one batch size different configurations, by default.

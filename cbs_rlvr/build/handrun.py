@@ -29,9 +29,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from .manifest import SNAPSHOT_FILES
-from .params import params_fingerprint
-from .paths import (
+from ..params import params_fingerprint
+from ..paths import (
     DEFAULT_OUT,
     DEFAULT_PARAMS,
     DEFAULT_SOURCE,
@@ -40,6 +39,7 @@ from .paths import (
     project_paths,
     project_source,
 )
+from ..sources.manifest import SNAPSHOT_FILES
 
 #: Where hand runs write (git-ignored), relative to the project.
 SCRATCH_DIR = "scratch"
@@ -47,7 +47,7 @@ SCRATCH_DIR = "scratch"
 BUILD_TOKEN_ENV = "CBS_BUILD_TOKEN"
 #: The build's token, inside its output directory (exists only while a build runs).
 WRITER_FILE = ".build/writer"
-#: The build's record of what it built from (cbs_rlvr.build.STATE_FILE).
+#: The build's record of what it built from (cbs_rlvr.build.builder.STATE_FILE).
 BUILD_STATE_FILE = ".build/state.json"
 
 

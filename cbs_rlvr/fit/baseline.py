@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .fit import CBS_FIT_COLUMNS, mccandlish_steps
-from .fit.phase import _empty_row
-from .measure import sb_eb_table
+from ..measure.crossings import sb_eb_table
+from .curves import mccandlish_steps
+from .phase import CBS_FIT_COLUMNS, _empty_row
 
 
 # ------------------------------------------------------------------------------------------

@@ -61,29 +61,48 @@ def count(n) -> str:
     return f"{round(float(n)):,}" if _finite(n) else DASH
 
 
-def number(x, unit: str = "", digits: int = 2) -> str:
+def _known(x) -> bool:
+    """A number, finite or infinite (an open end of an interval)."""
+    try:
+        return x is not None and not math.isnan(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def number(x, unit: str = "", digits: int = 2, decimals: int | None = None) -> str:
     """A measured value to `digits` significant digits (at least the integer part), thousands
-    separated, with its unit: 2013.4 -> '2,013'; 0.01234 -> '0.012'; 31552.0 -> '31,552'.
-    A dash when missing."""
-    if not _finite(x):
+    separated, with its unit: 2013.4 -> '2,013'; 0.01234 -> '0.012'; 31552.0 -> '31,552'; or to
+    a fixed number of `decimals` (2013.4 -> '2,013' with 0). ±inf as '∞' / '−∞'. A dash when
+    missing."""
+    if not _known(x):
         return DASH
     x = float(x)
-    if x == 0:
+    if math.isinf(x):
+        text = "∞" if x > 0 else "−∞"
+    elif decimals is not None:
+        text = f"{x:,.{decimals}f}"
+    elif x == 0:
         text = "0"
     elif abs(x) >= 10 ** (digits - 1):
         text = f"{round(x):,}"
     else:
-        decimals = digits - 1 - math.floor(math.log10(abs(x)))
-        text = f"{x:,.{decimals}f}"
+        places = digits - 1 - math.floor(math.log10(abs(x)))
+        text = f"{x:,.{places}f}"
     return f"{text} {unit}".strip() if unit else text
 
 
-def interval(x, lo, hi, unit: str = "", digits: int = 2) -> str:
-    """'2,013 [1,800, 2,300] samples'; without an interval, the value alone."""
+def interval(x, lo, hi, unit: str = "", digits: int = 2, decimals: int | None = None) -> str:
+    """'2,013 [1,800, 2,300] samples'; an open upper end as '290 [250, ∞)'; without an interval,
+    the value alone; a dash when the value is missing or infinite. `digits`/`decimals` as in
+    `number`."""
     if not _finite(x):
         return DASH
-    band = f" [{number(lo, digits=digits)}, {number(hi, digits=digits)}]" if _finite(lo) and _finite(hi) else ""
-    return f"{number(x, digits=digits)}{band}" + (f" {unit}" if unit else "")
+    def num(v):
+        return number(v, digits=digits, decimals=decimals)
+    band = ""
+    if _known(lo) and _known(hi):
+        band = f" [{num(lo)}, {num(hi)}{')' if math.isinf(float(hi)) and float(hi) > 0 else ']'}"
+    return f"{num(x)}{band}" + (f" {unit}" if unit else "")
 
 
 def duration(hours, lo=None, hi=None) -> str:
@@ -140,13 +159,39 @@ def sentence(text: str) -> str:
     return text if text.endswith((".", "!", "?")) else text + "."
 
 
+def mark_censored(value, censored: bool, digits: int = 0) -> str:
+    """A measured value as '70', a lower bound (a run that never reached the target: its last
+    evaluated step) as '≥70', a missing one as a dash."""
+    if not _finite(value):
+        return DASH
+    return f"{'≥' if censored else ''}{float(value):.{digits}f}"
+
+
+def shape_label(model, alpha) -> str:
+    """The chosen form of S(B) in a table cell: '1/B (McCandlish)', 'B^-0.62' or a dash."""
+    if model == "general" and _finite(alpha):
+        return f"B^-{float(alpha):.2f}"
+    if model == "mccandlish":
+        return "1/B (McCandlish)"
+    return DASH
+
+
 def reader_table(table, columns=None, index=None):
-    """A DataFrame as a reader sees it: `columns` (all by default) with every cell through
-    `cell` (a dash for missing, counts with separators) and plain headers; `index` (a column)
-    becomes the index, also with a plain name."""
+    """A DataFrame as a reader sees it: `columns` (all by default), numbers through `cell` (counts
+    with separators, no e-notation), a dash for every missing value, plain headers (`header`:
+    'r2_log' -> 'R² of log S'). `index` (a column) becomes the index; otherwise a table's own
+    index is kept (its names made plain) unless it is the default 0..n-1."""
+    import pandas as pd
+
     t = table[list(columns)] if columns is not None else table
-    t = t.copy()
+    out = t.astype(object).where(t.notna(), DASH)
     for name in t.columns:
-        t[name] = [cell(name, v) for v in t[name]]
-    t = t.rename(columns={c: header(c) for c in t.columns})
-    return t.set_index(header(index)) if index else t.reset_index(drop=True)
+        if pd.api.types.is_numeric_dtype(t[name]) and not pd.api.types.is_bool_dtype(t[name]):
+            out[name] = [cell(str(name), v) for v in t[name]]
+    out = out.rename(columns=header)
+    if index is not None:
+        return out.set_index(header(index))
+    if isinstance(t.index, pd.RangeIndex) and t.index.name is None:
+        return out.reset_index(drop=True)
+    out.index = out.index.set_names([header(n) for n in out.index.names])
+    return out

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import has_unprintable, source_text
+from ..errors import has_unprintable, source_text
 from .history import analysis_key_filter, history_flags, normalise_history, normalise_history_frame
 from .resume import stitch_resumed_runs
 

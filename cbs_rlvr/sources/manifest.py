@@ -13,7 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .errors import SnapshotError, SnapshotMissingError
+from ..errors import SnapshotError, SnapshotMissingError
 
 SNAPSHOT_FILES = ("runs.parquet", "history.parquet", "excluded_runs.csv")
 

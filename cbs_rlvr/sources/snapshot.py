@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import (
+from ..data.select import apply_phase_selection
+from ..errors import (
     DataSourceError,
     SnapshotError,
     SnapshotMissingError,
@@ -30,14 +31,13 @@ from .errors import (
     secrets_in_environment,
     source_text,
 )
+from ..params import load_all_phase_params, selection_of_invalid
+from .export_dir import load_export_dir
 from .manifest import SNAPSHOT_FILES, file_sha256, remove_stale_temps
 from .manifest import snapshot_data_dir as _snapshot_data_dir
 from .manifest import verify_snapshot_files as _verify_snapshot_files
-from .params import load_all_phase_params, selection_of_invalid
-from .select import apply_phase_selection
-from .sources.export_dir import load_export_dir
-from .sources.wandb_api import fetch_wandb_project
-from .sources.wandb_file import find_wandb_files, load_offline_runs
+from .wandb_api import fetch_wandb_project
+from .wandb_file import find_wandb_files, load_offline_runs
 
 _DATA_LOG = logging.getLogger("cbs_rlvr.data")
 
@@ -169,7 +169,7 @@ def build_snapshot(source: str, previous_dir: str | os.PathLike | None = None, a
     offline runs (`.wandb` files). For W&B, `previous_dir` (an earlier snapshot's output dir)
     makes the fetch incremental; a corrupt earlier snapshot is ignored with a warning.
     `fetch_options` go to `fetch_wandb_project` (max_workers, limits, progress, ...).
-    Resumed runs are stitched by every source (cbs_rlvr/resume.py). params_dir: the phases'
+    Resumed runs are stitched by every source (cbs_rlvr/data/resume.py). params_dir: the phases'
     params files; a run that no phase selects (by name, or by its params' `select`) is listed in
     excluded_runs.csv with what would include it. Without params_dir runs are selected by name.
     """
@@ -465,7 +465,7 @@ def open_snapshot(out_dir: str | Path, source: str | None = None, params_dir: st
     the project's params/). lazy=True: the history is a `SnapshotHistory`, from which
     `phase_runs` reads one phase's runs (what the sections do: memory then follows the phase,
     not the sweep)."""
-    from .paths import DEFAULT_PARAMS, project_path
+    from ..paths import DEFAULT_PARAMS, project_path
 
     out_dir = Path(out_dir)
     if source is not None and not (out_dir / "data" / "manifest.json").exists():

@@ -18,9 +18,9 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..data.select import DEFAULT_METAPARAMETERS
+from .crossings import crossings, cumulative_at, eval_series, int_columns, per_step_values, run_meta
 from .envelope import in_envelope
-from .measure import crossings, cumulative_at, eval_series, int_columns, per_step_values, run_meta
-from .select import DEFAULT_METAPARAMETERS
 
 STEP_TIME_KEYS = ("perf/time_per_step", "timing_s/step")
 OVERHEAD_KEYS = {"testing": "timing_s/testing", "save_checkpoint": "timing_s/save_checkpoint"}

@@ -1,14 +1,14 @@
 """JupyterLab on the project: what `make lab`, `make notebook` and `make setup` run.
 
-  python -m cbs_rlvr.lab install-config   merge jupyter-config/ into the active environment (a
+  python -m cbs_rlvr.build.lab install-config   merge jupyter-config/ into the active environment (a
                                           .py opens in the text editor, the notebooks as notebooks;
                                           a section notebook is saved without language_info), for
                                           its Lab wherever it starts
-  python -m cbs_rlvr.lab install-git-filter
+  python -m cbs_rlvr.build.lab install-git-filter
                                           the clean filter of notebooks/*.ipynb (.gitattributes) in
                                           this clone's git config: opening, running or autosaving
                                           a notebook in Lab leaves `git status` clean
-  python -m cbs_rlvr.lab copy --nb 02 --phase p2b [...]
+  python -m cbs_rlvr.build.lab copy --nb 02 --phase p2b [...]
                                           write an untracked working copy of a section notebook
                                           in scratch/, its parameters set; prints the Lab address
                                           of the copy (`/lab/tree/scratch/...`)
@@ -31,8 +31,7 @@ import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
-from .handrun import SCRATCH_DIR
-from .paths import (
+from ..paths import (
     DEFAULT_PARAMS,
     DEFAULT_SOURCE,
     NOTEBOOKS_DIR,
@@ -40,6 +39,7 @@ from .paths import (
     display_path,
     project_path,
 )
+from .handrun import SCRATCH_DIR
 
 #: The Jupyter configuration the project ships (`install_lab_config` merges it into an env).
 LAB_CONFIG_DIR = PROJECT_DIR / "jupyter-config"
@@ -207,7 +207,7 @@ GIT_FILTER = "cbs-notebook"
 
 def install_git_filter(project_dir: Path = PROJECT_DIR) -> str | None:
     """Set filter.cbs-notebook.clean in the git config of the clone holding `project_dir`: git
-    then sees a notebook through cbs_rlvr/clean_notebook.py (what `make sync-notebooks` writes),
+    then sees a notebook through cbs_rlvr/build/clean_notebook.py (what `make sync-notebooks` writes),
     so outputs, execution counts and the metadata Lab adds on opening (language_info) never
     show as changes. git runs it from the top of the work tree, so the path is relative to it
     (the clone may move). The command set, or None outside a git work tree."""
@@ -220,14 +220,14 @@ def install_git_filter(project_dir: Path = PROJECT_DIR) -> str | None:
         return None
     if prefix.returncode != 0:
         return None
-    command = "python3 " + shlex.quote(prefix.stdout.strip() + "cbs_rlvr/clean_notebook.py")
+    command = "python3 " + shlex.quote(prefix.stdout.strip() + "cbs_rlvr/build/clean_notebook.py")
     if git("config", "--local", f"filter.{GIT_FILTER}.clean").stdout.strip() != command:
         git("config", "--local", f"filter.{GIT_FILTER}.clean", command)
     return command
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cbs_rlvr.lab", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m cbs_rlvr.build.lab", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     install = commands.add_parser("install-config", help="the Lab settings, into this environment")

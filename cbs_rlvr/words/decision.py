@@ -1,30 +1,14 @@
-"""The decision a phase's sweep exists for, and its sentences: which batch to train with at the
-phase's decision target, how sure, and the one next run to make.
-
-plan/decide.py builds the row of OUT/decisions.csv (design.md's contract: DECISION_COLUMNS, here so
-that the build reads it without pandas); `decision_sentences` says it in words, from that row alone, so the index (which reads decisions.csv) and 08_plan print the same
-sentences. `gpu_claim` and `why_fastest_differs` are the computed claims around it.
-No pandas at module level: the index imports this module from the build.
+"""The decision's sentences: which batch to train with at the phase's decision target, how sure,
+and the one next run to make, said from decisions.csv's row alone, so that the index (which reads
+decisions.csv) and 08_plan print the same sentences; and the plan's summary around it.
+`gpu_claim` and `why_fastest_differs` are the computed claims around the decision.
 """
 
 from __future__ import annotations
 
-import csv
 import math
-import os
-from pathlib import Path
 
-from .fmt import count, duration, interval, number, percent, sentence
-
-DECISION_COLUMNS = ["phase", "threshold", "objective", "n_prompts", "n_rollouts", "total_batch", "predicted_hours",
-                    "predicted_hours_lo", "predicted_hours_hi", "basis", "model", "next_n_prompts",
-                    "next_n_rollouts", "next_action", "next_predicted_hours"]
-DECISION_EXTRA_COLUMNS = ["summary", "title", "expected_hours", "predicted_gpu_hours", "n_gpus", "predicted_steps",
-                          "B_noise", "B_noise_lo", "B_noise_hi", "alpha", "fit_status", "gpu_note", "regret_now_h",
-                          "p_best", "margin", "margin_batch_lo", "margin_batch_hi", "margin_n", "worth_testing",
-                          "next_to_step", "next_p_reach", "next_reduction_h", "next_reduction_lo_h",
-                          "next_reduction_hi_h", "next_cost", "next_cost_unit", "next_why", "fewest_gpu_hours",
-                          "lr_context", "target_rule"]
+from .numbers import count, duration, interval, number, percent, sentence
 
 BASIS_WORDS = {
     "measured": "it was run, and its runs reached the target",
@@ -264,33 +248,3 @@ def plan_summary(plan, fastest=None, next_table=None, fits=None) -> list[str]:
     return lines
 
 
-def write_decisions(out: Path, phases: list[str]) -> Path | None:
-    """OUT/decisions.csv from each phase's OUT/<phase>/tables/decision.csv (written by 08_plan);
-    None when no phase has one. Atomic."""
-    rows = []
-    for phase in phases:
-        path = Path(out) / phase / "tables" / "decision.csv"
-        if path.is_file():
-            with open(path, newline="", encoding="utf-8") as handle:
-                rows += list(csv.DictReader(handle))
-    target = Path(out) / "decisions.csv"
-    if not rows:
-        if target.exists():
-            target.unlink()
-        return None
-    cols = DECISION_COLUMNS + [c for c in DECISION_EXTRA_COLUMNS if c in rows[0]]
-    tmp = target.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        w = csv.DictWriter(handle, fieldnames=cols, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, target)
-    return target
-
-
-def read_decisions(out: Path) -> list[dict]:
-    path = Path(out) / "decisions.csv"
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))

@@ -22,8 +22,8 @@ import os
 import threading
 from pathlib import Path
 
-from .errors import redact_secrets
-from .paths import NOTEBOOKS_DIR, PROJECT_DIR
+from ..errors import redact_secrets
+from ..paths import NOTEBOOKS_DIR, PROJECT_DIR
 
 ENGINE = "cbs_warm"
 # Run silently before each notebook: what a new kernel would have, except loaded modules.

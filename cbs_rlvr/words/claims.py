@@ -1,0 +1,262 @@
+"""The claims a heading, a title or a sentence may make, computed from the results and never
+assumed: how B_noise changes with the target (`trend_claim`), what the cross-axis fit says of rho,
+the caveats of a learning-rate sweep, and whether the gradient noise scale predicts B_noise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def _floats(values) -> np.ndarray:
+    """1-D float array of any sequence; pandas nullable values (pd.NA) and text become NaN."""
+    return pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce").to_numpy(dtype=float)
+
+
+#: What `trend_claim` can conclude.
+TRENDS = ("grows", "falls", "flat", "not monotone", "unclear", "undetermined")
+
+
+def _ordered_points(x, estimate, lo, hi):
+    """The points with an x and an estimate, in order of x, and whether intervals were given."""
+    x, e = _floats(x), _floats(estimate)
+    ci_given = lo is not None and hi is not None
+    lo = np.full(e.shape, np.nan) if lo is None else _floats(lo)
+    hi = np.full(e.shape, np.nan) if hi is None else _floats(hi)
+    keep = np.isfinite(x) & np.isfinite(e)
+    order = np.argsort(x[keep], kind="stable")
+    x, e, lo, hi = (v[keep][order] for v in (x, e, lo, hi))
+    return x, e, lo, hi, ci_given
+
+
+def _too_few_or_flat(x, e, quantity: str, along: str) -> dict:
+    """trend_claim's answer when there is no direction to speak of ({} otherwise)."""
+    if len(x) < 2:
+        return {"claim": f"too few usable points to tell how {quantity} changes with {along}",
+                "evidence": (f"{len(x)} usable point(s); two or more needed" if len(x) == 0 else
+                             f"one usable point: {quantity} = {e[0]:.3g} at {x[0]:g}")}
+    if (np.diff(e) == 0).all():
+        return {"trend": "flat", "claim": f"{quantity} is the same at every point along {along}",
+                "evidence": f"{quantity} = {e[0]:.3g} at all {len(x)} points from {x[0]:g} to {x[-1]:g}"}
+    return {}
+
+
+def trend_claim(x, estimate, lo=None, hi=None, quantity: str = "B_noise",
+                along: str = "the target accuracy") -> dict:
+    """What the data say about how `quantity` changes along `x`, as a claim with its evidence.
+
+    For headings and titles that must not state more than the data show. Points with a
+    missing x or estimate are left out; the rest are taken in order of x.
+    - 'grows' / 'falls': the estimate never moves against that direction from one point to the
+      next, or (with intervals) only within the uncertainty (the two points' 95% intervals
+      overlap) while the ends differ beyond it. With intervals, `significant` is True when the
+      intervals at the two ends do not overlap, else the claim says the change is within the
+      uncertainty; without intervals the claim is about the values.
+    - 'flat': the same value everywhere.
+    - 'not monotone': it moves against the overall direction somewhere, beyond the uncertainty
+      where intervals are given (the evidence names the first such step).
+    - 'unclear': with intervals, it moves both ways, every move within the uncertainty.
+    - 'undetermined': fewer than two usable points.
+    Returns {trend, significant, claim (a sentence for a heading), evidence (numbers),
+    n_points, first, last}.
+    """
+    x, e, lo, hi, ci_given = _ordered_points(x, estimate, lo, hi)
+    out = {"trend": "undetermined", "significant": False, "n_points": int(len(x)),
+           "first": float(e[0]) if len(e) else np.nan, "last": float(e[-1]) if len(e) else np.nan}
+    early = _too_few_or_flat(x, e, quantity, along)
+    if early:
+        out.update(early)
+        return out
+    d = np.diff(e)
+
+    def apart(i: int, j: int) -> bool:
+        """The 95% intervals of points i and j do not overlap (False when unknown)."""
+        if not np.isfinite([lo[i], hi[i], lo[j], hi[j]]).all():
+            return False
+        return bool(lo[j] > hi[i] or hi[j] < lo[i])
+
+    up = e[-1] >= e[0]
+    verb = "grows" if up else "falls"
+    against = np.flatnonzero(d < 0 if up else d > 0)
+    firm = [k for k in against if apart(k, k + 1)] if ci_given else list(against)
+    ratio = e[-1] / e[0] if e[0] > 0 and e[-1] > 0 else np.nan
+    span = f"from {e[0]:.3g} at {x[0]:g} to {e[-1]:.3g} at {x[-1]:g}" + (
+        f" ({ratio:.2g}x)" if np.isfinite(ratio) else "")
+    ends_apart = apart(0, len(e) - 1)
+    ends = ("the 95% intervals at the two ends do not overlap" if ends_apart else
+            "the 95% intervals at the two ends overlap"
+            if np.isfinite([lo[0], hi[0], lo[-1], hi[-1]]).all() else "no intervals to tell it from noise")
+
+    def step(k: int) -> str:
+        return f"from {e[k]:.3g} at {x[k]:g} to {e[k + 1]:.3g} at {x[k + 1]:g}"
+
+    if firm:
+        out["trend"] = "not monotone"
+        out["claim"] = f"{quantity} does not change monotonically with {along}"
+        out["evidence"] = (f"{quantity} goes {span} but {'dips' if up else 'rises'} {step(firm[0])}"
+                           + (", beyond the uncertainty" if ci_given else "")
+                           + f"; it rises at {int((d > 0).sum())} and falls at "
+                             f"{int((d < 0).sum())} of {len(d)} steps")
+        return out
+    if len(against) and not ends_apart:
+        out["trend"] = "unclear"
+        out["claim"] = f"no clear trend of {quantity} with {along}"
+        out["evidence"] = (f"{quantity} goes {span}, rising at {int((d > 0).sum())} and falling at "
+                           f"{int((d < 0).sum())} of {len(d)} steps, every change within the "
+                           f"uncertainty; {ends}")
+        return out
+    out["trend"] = "grows" if up else "falls"
+    out["significant"] = bool(ends_apart)
+    if ends_apart or not ci_given:
+        out["claim"] = f"{quantity} {verb} with {along}" + (" overall" if len(against) else "")
+    else:
+        out["claim"] = f"{quantity} {verb} with {along}, within its uncertainty"
+    how = ("between the two points" if len(x) == 2 else "at every step" if (d != 0).all() and not len(against)
+           else f"never {'falling' if up else 'rising'} from one point to the next" if not len(against)
+           else f"with {_count(len(against), 'dip' if up else 'rise')} within the uncertainty "
+                f"({step(int(against[0]))}{', ...' if len(against) > 1 else ''})")
+    out["evidence"] = f"{quantity} {verb} {span}, {how}" + (f"; {ends}" if ci_given else "")
+    return out
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{'one' if n == 1 else n} {noun}{'' if n == 1 else 's'}"
+
+
+def b_noise_trend(cbs_fit: pd.DataFrame) -> dict:
+    """`trend_claim` of B_noise against the target accuracy over the usable fits (status ok or
+    extrapolated): the heading of a B_noise-vs-target section, computed."""
+    t = cbs_fit.reindex(columns=["threshold", "B_noise", "B_noise_lo", "B_noise_hi", "status"])
+    t = t[t["status"].isin(["ok", "extrapolated"])]
+    return trend_claim(t["threshold"], t["B_noise"], t["B_noise_lo"], t["B_noise_hi"])
+
+
+RHO_PINNED_WIDTH = 0.5  # a rho interval this wide or wider (of the range 0..1) claims nothing
+
+
+def rho_claim(two_axis_fit: pd.DataFrame) -> list[str]:
+    """What the cross-axis fit says of rho (one rho for every target), in sentences, with what a
+    second rollout is worth against a new prompt ((1 - rho) / (1 + rho): two rollouts of one prompt
+    are worth 2 / (1 + rho) independent prompts); nothing where the interval leaves rho open (wider
+    than RHO_PINNED_WIDTH) or the fit is poor. Empty when no target has an `ok` fit."""
+    t = two_axis_fit.reindex(columns=["rho", "rho_lo", "rho_hi", "r2_log", "status"])
+    ok = t[(t["status"] == "ok") & ~(_floats(t["r2_log"]) < 0)]
+    if not len(ok):
+        return []
+    rho, lo, hi = float(ok["rho"].iloc[0]), float(ok["rho_lo"].min()), float(ok["rho_hi"].max())
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi - lo >= RHO_PINNED_WIDTH:
+        return [f"The fit leaves rho open (rho = {rho:.2f}, 95% interval {lo:.2f} to {hi:.2f}): how a rollout "
+                "compares to a prompt is not pinned down; runs at more rollout counts would pin it."]
+    def worth(r):
+        return (1 - r) / (1 + r)
+    return [f"rho = {rho:.2f} (95% interval {lo:.2f} to {hi:.2f}): the second rollout of a prompt is worth "
+            f"{worth(rho):.2f} of a new prompt ({worth(hi):.2f} to {worth(lo):.2f} within the interval), and each "
+            "further rollout less."]
+
+
+def lr_sweep_claims(sb_eb: pd.DataFrame, winners: pd.DataFrame) -> list[str]:
+    """Caveats of a learning-rate sweep, computed: batch sizes whose best rate is the highest
+    or lowest tried there (the optimum may lie beyond the grid), and batch sizes that tried
+    one rate only (nothing was tuned there). Empty when no batch size tried two rates."""
+    runs = sb_eb.drop_duplicates("run_id")
+    if "lr" not in runs or not len(winners):
+        return []
+    tried = runs.groupby("total_batch")["lr"].apply(lambda v: sorted(set(pd.to_numeric(v, errors="coerce").dropna())))
+    if not (tried.map(len) > 1).any():
+        return []
+    lines, edge_hi, edge_lo = [], [], []
+    for w in winners.itertuples():
+        rates = tried.get(w.total_batch, [])
+        if len(rates) > 1 and np.isfinite(w.lr_won):
+            if np.isclose(w.lr_won, rates[-1]):
+                edge_hi.append(w.total_batch)
+            elif np.isclose(w.lr_won, rates[0]):
+                edge_lo.append(w.total_batch)
+    one = [int(b) for b, r in tried.items() if len(r) == 1]
+    fmt = lambda bs: ", ".join(f"{int(b):,}" for b in sorted(bs))  # noqa: E731
+    if edge_hi:
+        lines.append(f"At B = {fmt(edge_hi)} the best rate is the highest tried there: a higher one might be "
+                     "faster still, so S(B) there is an upper bound on the tuned S(B).")
+    if edge_lo:
+        lines.append(f"At B = {fmt(edge_lo)} the best rate is the lowest tried there: a lower one might be "
+                     "faster still.")
+    if one:
+        lines.append(f"B = {fmt(one)} tried one rate only: nothing was tuned there.")
+    return lines
+
+
+def noise_scale_answer(comparison: pd.DataFrame) -> str:
+    """05's question answered in words: does the post-hoc noise scale B_simple predict the
+    fitted B_noise? From the targets where both have an interval: 'yes' where the intervals
+    overlap at most targets and the median ratio is within 1.5x, else 'no: about Nx too low
+    (high)', with the evidence. '' when no target has both."""
+    cols = ["status", "B_simple", "B_simple_lo", "B_simple_hi", "B_noise", "B_noise_lo", "B_noise_hi"]
+    if not set(cols) <= set(comparison.columns):
+        return ""
+    c = comparison[(comparison["status"] == "ok")]
+    c = c[np.isfinite(_floats(c["B_noise_lo"])) & np.isfinite(_floats(c["B_simple_lo"]))
+          & (_floats(c["B_noise"]) > 0) & (_floats(c["B_simple"]) > 0)]
+    if not len(c):
+        return ""
+    overlap = int(((c["B_simple_lo"] <= c["B_noise_hi"]) & (c["B_noise_lo"] <= c["B_simple_hi"])).sum())
+    r = float(np.median(_floats(c["B_simple"]) / _floats(c["B_noise"])))
+    evidence = (f"median ratio B_simple / B_noise {r:.2g}; the 95% intervals overlap at {overlap} of "
+                f"{len(c)} target(s)")
+    if overlap * 2 >= len(c) and 1 / 1.5 <= r <= 1.5:
+        return f"Does the noise scale predict B_noise? Yes, within its uncertainty ({evidence})."
+    if r < 1:
+        size = f"about {1 / r:.2g}x too low" if r <= 1 / 1.5 else f"about {100 * (1 - r):.0f}% too low"
+    else:
+        size = f"about {r:.2g}x too high" if r >= 1.5 else f"about {100 * (r - 1):.0f}% too high"
+    return f"Does the noise scale predict B_noise? No: it is {size} ({evidence})."
+
+
+def _growth(thr: np.ndarray, values: np.ndarray) -> tuple[float, float, float]:
+    """(first target, last target, last / first) over the targets where values are positive."""
+    ok = np.isfinite(values) & (values > 0)
+    if ok.sum() < 2:
+        return np.nan, np.nan, np.nan
+    t, v = thr[ok], values[ok]
+    order = np.argsort(t)
+    t, v = t[order], v[order]
+    return float(t[0]), float(t[-1]), float(v[-1] / v[0])
+
+
+def noise_scale_verdict(comparison: pd.DataFrame, cbs_fit: pd.DataFrame | None = None) -> list[str]:
+    """Does the gradient noise scale predict B_noise? Sentences on the level (tables'
+    noise_scale_answer: 'No: it is about 10x too low', from the intervals), the trend across targets (how much each
+    grows from the easiest to the hardest target both reach) and what B_simple can and cannot say
+    when S(B) is not the 1/B form (from cbs_fit's model/alpha). comparison: compare_b_simple."""
+    c = comparison.reindex(columns=["threshold", "B_simple", "B_noise", "status"])
+    ok = c[(c["status"] == "ok") & np.isfinite(pd.to_numeric(c["B_simple"], errors="coerce"))
+           & np.isfinite(pd.to_numeric(c["B_noise"], errors="coerce"))]
+    if not len(ok):
+        return ["No target has both a post-hoc B_simple and a fitted B_noise: the question cannot be "
+                "answered from these runs."]
+    level = noise_scale_answer(comparison)
+    if not level:  # no target with both intervals: the level from the point estimates
+        med = float((ok["B_simple"].astype(float) / ok["B_noise"].astype(float)).median())
+        size = (f"about {1 / med:.2g}x too low" if med < 1 else f"about {med:.2g}x too high")
+        level = ("Does the noise scale predict B_noise? " + ("Roughly" if 1 / 1.5 <= med <= 1.5 else
+                 f"No: it is {size}") + f" (median ratio B_simple / B_noise {med:.2g}, no intervals).")
+    lines = [level]
+    thr = ok["threshold"].to_numpy(dtype=float)
+    t0, t1, g_s = _growth(thr, ok["B_simple"].to_numpy(dtype=float))
+    _, _, g_n = _growth(thr, ok["B_noise"].to_numpy(dtype=float))
+    if np.isfinite(g_s) and np.isfinite(g_n):
+        same = 0.67 <= g_s / g_n <= 1.5
+        lines.append(f"Trend: from accuracy {t0:g} to {t1:g} B_simple changes {g_s:.1f}x and B_noise "
+                     f"{g_n:.1f}x: " + ("the noise scale follows the trend." if same else
+                                        "the noise scale does not follow the trend."))
+    fit = cbs_fit if cbs_fit is not None else pd.DataFrame()
+    if "model" in fit.columns and (fit["model"] == "general").any():
+        al = pd.to_numeric(fit.loc[fit["model"] == "general", "alpha"], errors="coerce").median()
+        lines.append(f"S(B) here is not the 1/B form (alpha about {al:.2f}). B_simple = tr(Σ)/|G|² is "
+                     "the critical batch of plain SGD with a tuned learning rate; under Adam at a fixed "
+                     "rate it describes the gradient noise, not where extra batch stops paying, so a "
+                     "match in level would be luck and its trend is the better check.")
+    else:
+        lines.append("B_simple = tr(Σ)/|G|² is the critical batch of SGD with a tuned learning rate; "
+                     "with Adam it is a guide to the order of magnitude and the trend, not a prediction.")
+    return lines
