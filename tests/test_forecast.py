@@ -107,7 +107,7 @@ def test_on_a_finished_sweep_the_progress_model_agrees_with_the_crossing_fit_wit
 
 def test_without_n_val_the_dispersion_is_estimated_and_the_answer_stays():
     sw = _formula_sweep(2)
-    from cbs_rlvr.measure import eval_series, run_meta
+    from cbs_rlvr.measure.crossings import eval_series, run_meta
 
     meta, ser = run_meta(sw["runs"]), eval_series(sw["history"], synth.METRIC)
     series = [ser[r][:2] for r in meta["run_id"]]
@@ -246,7 +246,7 @@ def test_on_a_real_trainer_sweep_the_progress_model_agrees_with_the_crossing_fit
 
 def test_the_levels_crossings_are_the_crossing_fits_own(formula):
     from cbs_rlvr.fit.allevals import smoothed, smoothed_crossings
-    from cbs_rlvr.measure import crossings, eval_series, run_meta
+    from cbs_rlvr.measure.crossings import crossings, eval_series, run_meta
 
     meta, ser = run_meta(formula["runs"]), eval_series(formula["history"], synth.METRIC)
     series = [ser[r][:2] for r in meta["run_id"]]

@@ -404,7 +404,7 @@ def fit_all_evals(runs: pd.DataFrame, history: pd.DataFrame, metric: str, thresh
                   form: str = "auto", n_draws: int = 100, seed: int = 0) -> ProgressFit | None:
     """fit_progress over one phase's runs and history (the frames fit_phase takes); replicates
     share a batch point (n_prompts x n_rollouts and configuration)."""
-    from ..measure import eval_series, run_meta
+    from ..measure.crossings import eval_series, run_meta
 
     meta = run_meta(runs)
     ser = eval_series(history, metric)

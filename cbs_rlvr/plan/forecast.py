@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..data.runs import config_lookup
 from ..fit.allevals import ProgressFit, fit_all_evals
 from ..fit.imputed import N_IMPUTATIONS, fit_with_forecasts
 from ..fit.result import PhaseFit
 from ..fit.runpath import PathNoise, path_noise
-from ..runs import config_lookup
 
 FORECAST_COLUMNS = ["run_name", "n_prompts", "n_rollouts", "threshold", "observed", "step", "step_lo", "step_hi",
                     "p_reach"]
@@ -210,7 +210,7 @@ def frontier_reach(pf: ProgressFit, noise: PathNoise, runs: pd.DataFrame, seed: 
     """run_id -> the chance that a running run reaches, within its budget, the highest accuracy
     any run of the phase has reached (1 where it has): below it, a run can add no crossing of a
     target beyond what the sweep has seen."""
-    from ..measure import crossings
+    from ..measure.crossings import crossings
 
     rng = np.random.default_rng(seed)
     states, budgets = _states(runs), run_budgets(runs)

@@ -27,7 +27,7 @@ import pandas as pd
 
 from ..fit.imputed import fit_with_forecasts
 from ..fit.result import PhaseFit
-from ..fmt import count, duration, interval, percent
+from ..words.numbers import count, duration, interval, percent
 from .decide import decision_target
 from .forecast import PhaseForecast, run_budgets
 from .predict import RECOMMENDABLE, axis_model, predict
@@ -119,7 +119,7 @@ def sweep_progress(runs: pd.DataFrame, step_times: pd.DataFrame, budgets: pd.Ser
 
 
 def _configurations(runs: pd.DataFrame) -> np.ndarray:
-    from ..measure import run_meta
+    from ..measure.crossings import run_meta
 
     return run_meta(runs)["configuration"].astype(str).to_numpy()
 
