@@ -1,9 +1,10 @@
 """Early answers (issue 26): the progress model of every evaluation (fit/allevals.py), the crossing
 forecasts of running runs (plan/forecast.py), the fit with them (fit/imputed.py), the stop list
 (plan/stop.py), against known truth: formula sweeps of tests/synth.py (McCandlish in the effective
-batch, a known S_min and B_noise at every target) cut as they ran, and a real-trainer sweep
-(tests/pg_trainer.py) cut with sweep_at. tests/forecast_acceptance.py measures the issue's numbers
-over every optimiser class."""
+batch, a known S_min and B_noise at every target) cut as they ran. Real-trainer sweeps
+(tests/pg_trainer.py) are left to tests/forecast_acceptance.py (benchmarks/forecast_acceptance.md),
+which measures the issue's numbers over every optimiser class: one costs more than this file's
+time budget."""
 
 from __future__ import annotations
 
@@ -20,16 +21,19 @@ import cbs_helpers as ch
 from cbs_rlvr.fit.allevals import fit_all_evals, fit_progress
 from cbs_rlvr.fit.imputed import fit_with_forecasts
 from cbs_rlvr.plan.forecast import FORECAST_COLUMNS, forecast_phase, run_budgets
-from cbs_rlvr.plan.stop import STOP_COLUMNS, answer, running_sentence, same_answer, stop_runs
+from cbs_rlvr.plan.running import early_answers, is_running
+from cbs_rlvr.plan.stop import STOP_COLUMNS, answer, same_answer
+from cbs_rlvr.words.early import PROGRESS_COLUMNS, running_sentence, targets_sentence
 
 THR = [0.4, 0.5, 0.6]
 K = 200
 
 
-def _formula_sweep(seed: int = 1):
+def _formula_sweep(seed: int = 1, drawn: bool = False):
     """A prompts-axis formula sweep (n_prompts 4-512 x 8 rollouts, 2 seeds) with verl's step budget
-    in the config, and its truth per target: S_min and B_noise of S = S_min (1 + B_noise / B)."""
-    m = synth.model(seed, b00=120.0, a=20.0, b=0.02)
+    in the config, and its truth per target: S_min and B_noise of S = S_min (1 + B_noise / B).
+    drawn: the model's noise scale and step times drawn from the seed (else fixed)."""
+    m = synth.model(seed) if drawn else synth.model(seed, b00=120.0, a=20.0, b=0.02)
     runs, hist = synth.grpo_sweep(m, {"p1": [(2 ** k, 8) for k in range(2, 10)]}, seed, THR, n_seeds=2)
     budget = int(hist["step"].max())
     runs["config"] = json.dumps({"trainer": {"total_training_steps": budget, "n_gpus_per_node": 8, "nnodes": 1}})
@@ -169,9 +173,11 @@ def test_the_fit_with_forecasts_covers_the_full_sweep_and_a_finished_sweep_is_un
 def test_stopping_the_stop_list_keeps_the_decision_and_saves_gpu_hours(formula, running):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        plan = stop_runs(running["fc"], running["fit"], "p1", running["runs"], running["step_model"],
-                         running["step_times"], THR, n_bootstrap=100, n_imputations=2)
-    t = plan.table
+        early = early_answers("p1", running["runs"], running["history"], synth.METRIC, THR, synth.N_VAL,
+                              running["fit"], running["step_model"], running["step_times"], n_bootstrap=100)
+    t, plan = early.stop, early.plan
+    assert list(early.forecast.columns[:len(FORECAST_COLUMNS)]) == FORECAST_COLUMNS
+    assert early.fit is early.forecasts.fit and int(early.fit.table["n_forecast"].sum()) >= 3
     assert list(t.columns[:3]) == STOP_COLUMNS and len(t) >= 1
     assert (t["gpu_hours_saved"] > 0).all() and (t["unit"] == "GPU-hours").all()
     assert set(t["rule"]) <= {"crossed", "frontier", "replicate"}
@@ -185,9 +191,20 @@ def test_stopping_the_stop_list_keeps_the_decision_and_saves_gpu_hours(formula, 
     a_after = answer(after, "p1", sm, st, THR, plan.answer["threshold"])
     a_full = answer(full, "p1", sm, st, THR, plan.answer["threshold"])
     assert a_after["total_batch"] == a_full["total_batch"]
-    sentence = running_sentence(plan)
-    assert sentence.startswith("This sweep is ") and "% done" in sentence and "GPU-hours" in sentence
-    assert "stop runs " in sentence
+    # the index's row: how far the sweep is (10% of its GPU-hours), the answer, the stop list
+    row = early.progress.iloc[0].to_dict()
+    assert list(early.progress.columns) == PROGRESS_COLUMNS and row["unit"] == "GPU-hours"
+    assert 0.05 < row["done"] < 0.2 and row["n_running"] == (running["runs"]["state"] == "running").sum()
+    assert row["total_batch"] == plan.answer["total_batch"] and row["gpu_hours_saved"] == pytest.approx(t["gpu_hours_saved"].sum())
+    assert len(row["stop_runs"].split("; ")) == len(t)
+    sentence = running_sentence(row)
+    assert sentence.startswith("This sweep is ") and "% done" in sentence and "stop run" in sentence
+
+
+def test_a_finished_sweep_has_no_early_answers(formula):
+    assert not is_running(formula["runs"]) and is_running(formula["runs"].assign(state="running"))
+    assert early_answers("p1", formula["runs"], formula["history"], synth.METRIC, THR, synth.N_VAL, formula["fit"],
+                         {}, pd.DataFrame()) is None
 
 
 def test_same_answer_is_relative_to_the_interval_width():
@@ -197,51 +214,53 @@ def test_same_answer_is_relative_to_the_interval_width():
     far = {**a, "B_noise_lo": 200.0 * math.exp(-0.3 * width)}
     assert same_answer(a, near) and not same_answer(a, far)
     assert not same_answer(a, {**a, "total_batch": 256, "n_prompts": 32})
-    assert running_sentence(type("P", (), {"progress": {"n_running": 0}, "answer": {}, "table": pd.DataFrame()})()) == ""
 
 
-@pytest.fixture(scope="module")
-def trainer():
-    """A real-trainer sweep (Adam at one learning rate, prompts axis, 2 seeds, every run finished)
-    and the same sweep at 50% of its GPU-hours (forecast_acceptance.cut_hours, sweep_at)."""
-    import forecast_acceptance as fa
-    import pg_trainer as pg
+def test_the_running_sentence_reads_a_sweep_progress_row():
+    row = {"done": 0.5, "spent": 31.2, "left": 30.8, "unit": "GPU-hours", "n_running": 3, "threshold": 0.6,
+           "n_prompts": 64, "n_rollouts": 8, "total_batch": 512, "predicted_hours": 3.1, "predicted_hours_lo": 2.8,
+           "predicted_hours_hi": 3.5, "B_noise": 420.0, "B_noise_lo": 300.0, "B_noise_hi": 610.0,
+           "stop_runs": "cbs_p1_np4_nr8 (a1); cbs_p1_np8_nr8", "gpu_hours_saved": 12.4}
+    assert list(row) == PROGRESS_COLUMNS
+    assert running_sentence(row) == (
+        "This sweep is 50% done (31 of 62 GPU-hours to the runs' budgets); the answer is already 64 prompts × 8 "
+        "rollouts (B = 512) to reach 0.6, 3.1 h [2.8, 3.5] of training, B_noise 420 [300, 610] samples; stop runs "
+        "cbs_p1_np4_nr8 (a1) and cbs_p1_np8_nr8 to save 12 GPU-hours.")
+    # as the index reads it back from sweep_progress.csv: every value a string
+    as_read = {k: "" if k == "stop_runs" else str(v) for k, v in row.items()} | {"total_batch": "nan", "n_running": "1"}
+    assert running_sentence(as_read).endswith("no target has an answer yet (3 batch sizes must reach one); no run can "
+                                              "stop yet without moving the answer.")
+    assert running_sentence({**row, "n_running": 0}) == "" and running_sentence({}) == ""
 
-    sw = pg.trainer_sweep(5, "adam_fixed", "prompts", n_running=0)
-    return {"full": fa.analyse(sw, K, with_forecasts=False), "cut": fa.analyse(pg.sweep_at(sw, fa.cut_hours(sw, 0.5)), K)}
 
-
-@pytest.mark.slow
-def test_on_a_real_trainer_sweep_forecasts_hold_the_later_crossings(trainer):
-    import forecast_acceptance as fa
-
-    full, cut = trainer["full"], trainer["cut"]
-    assert int((cut["runs"]["state"] == "running").sum()) >= 8
-    rows = pd.DataFrame(fa.forecast_rows(cut["fc"], full["fit"]))
-    later = rows[rows["forecast"] & rows["crossed"]]
-    assert len(later) >= 10
-    assert 0.75 <= later["covered"].mean() <= 1.0, later[["threshold", "step", "lo", "hi", "full_step"]]
-    assert later["log_error"].abs().median() < 0.1
-    # the chance to cross within budget against what happened: no run forecast sure fails, none sure to miss crosses
-    made = rows[rows["forecast"]]
-    assert not ((made["p_reach"] > 0.95) & ~made["crossed"]).any()
-    assert not ((made["p_reach"] < 0.05) & made["crossed"] & (made["full_step"] < 0.95 * cut["fc"].table["budget"].max())).any()
+def _later_crossings(fc, full_fit) -> pd.DataFrame:
+    """Every forecast of a running run that crossed later, with the crossing the full sweep measured."""
+    sb = full_fit.sb_eb.set_index(["run_id", "threshold"])
+    t = fc.table[~fc.table["observed"] & fc.table["step"].notna() & (fc.table["state"] == "running")]
+    full = np.array([sb.at[(r.run_id, r.threshold), "S_B"] for r in t.itertuples()])
+    crossed = ~np.array([bool(sb.at[(r.run_id, r.threshold), "censored"]) for r in t.itertuples()], dtype=bool)
+    return t.assign(full_step=full)[crossed]
 
 
 @pytest.mark.slow
-def test_on_a_real_trainer_sweep_the_progress_model_agrees_with_the_crossing_fit(trainer):
-    full = trainer["full"]
-    fit = full["fit"]
-    pf = fit_all_evals(full["runs"], full["history"], full["metric"], full["params"]["thresholds"],
-                       full["params"]["n_val"], form="mccandlish" if fit.chosen == "mccandlish" else "general",
-                       n_draws=40)
-    crossing = fit.table.set_index("threshold")
-    for p in pf.table.itertuples():
-        c = crossing.loc[p.threshold]
-        if c["status"] in ("ok", "extrapolated") and p.status == "ok":
-            assert c["B_noise_lo"] <= p.B_noise <= c["B_noise_hi"], (p.threshold, p.B_noise, c["B_noise_lo"], c["B_noise_hi"])
-    # the real trainer's evaluations about the shared curve: binomial noise and a little more
-    assert 1.0 <= pf.phi < 2.0
+def test_over_several_formula_sweeps_the_90_percent_intervals_hold_the_later_crossings():
+    """Four sweeps with their noise scale and step times drawn, each cut at 15% of its GPU-hours."""
+    rows = []
+    for seed in (3, 4, 5, 6):
+        sw = _formula_sweep(seed, drawn=True)
+        runs, hist = cut_at(sw, 0.15)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fc = forecast_phase(runs, hist, synth.METRIC, THR, synth.N_VAL, _fit(runs, hist, 100), n_draws=30,
+                                n_bootstrap=100)
+        rows.append(_later_crossings(fc, _fit(sw["runs"], sw["history"], 100)))
+    later = pd.concat(rows)
+    assert len(later) >= 40
+    covered = (later["step_lo"] <= later["full_step"]) & (later["full_step"] <= later["step_hi"])
+    # at least the nominal 90% (these formula sweeps have little path noise: the intervals are wide for them)
+    assert covered.mean() >= 0.85, later[["threshold", "step", "step_lo", "step_hi", "full_step"]]
+    assert np.median(np.abs(np.log(later["full_step"] / later["step"]))) < 0.06
+    assert np.median(later["step_hi"] / later["step_lo"]) < 1.6
 
 
 def test_the_levels_crossings_are_the_crossing_fits_own(formula):
@@ -259,8 +278,6 @@ def test_the_levels_crossings_are_the_crossing_fits_own(formula):
 
 
 def test_the_targets_sentence_says_which_targets_are_answered_and_why_not():
-    from cbs_rlvr.plan.forecast import targets_sentence
-
     fit = pd.DataFrame({"threshold": [0.3, 0.4, 0.5, 0.6], "status": ["ok", "extrapolated", "insufficient",
                                                                        "insufficient"], "n_reached": [8, 6, 2, 0]})
     fc = pd.DataFrame({"threshold": [0.5, 0.5, 0.5, 0.6], "observed": [False] * 4, "state": ["running"] * 4,

@@ -38,6 +38,10 @@ LEVEL = 0.90
 #: predictive samples per curve draw
 N_PER_DRAW = 40
 BUDGET_KEY = "trainer.total_training_steps"
+#: a target is forecast only once this many batch sizes reached it (the crossing fit's own rule): the
+#: curve's noise scale at an accuracy is known only from batch sizes that got there, and a level one
+#: batch size reached is the polynomial's extrapolation (on the real trainer it put crossings at 1e10 steps)
+MIN_SIZES_REACHED = 3
 
 
 @dataclass
@@ -122,6 +126,16 @@ def _observed(fit: PhaseFit | None) -> dict:
     return {(str(r), float(t)): float(s) for r, t, s in zip(hit["run_id"], hit["threshold"], hit["S_B"], strict=True)}
 
 
+def known_targets(fit: PhaseFit | None, thresholds) -> list[float]:
+    """The targets MIN_SIZES_REACHED batch sizes or more reached (all of them without a fit)."""
+    thr = [float(t) for t in np.atleast_1d(thresholds)]
+    if fit is None or "n_reached" not in fit.table:
+        return thr
+    n = dict(zip(fit.table["threshold"].astype(float), pd.to_numeric(fit.table["n_reached"], errors="coerce"),
+                 strict=True))
+    return [t for t in thr if n.get(t, 0) >= MIN_SIZES_REACHED]
+
+
 def _last_step(pf: ProgressFit, r: int) -> float:
     s = pf.data.s[pf.data.run(r)]
     return float(s.max()) if s.size else np.nan
@@ -135,7 +149,7 @@ def _row(pf: ProgressFit, r: int, t: float, state: str, budget: float, cast: dic
         row.update(step=seen, step_lo=seen, step_hi=seen, step_median=seen, p_reach=1.0)
     elif not cast:
         row.update(step=np.nan, step_lo=np.nan, step_hi=np.nan, step_median=np.nan, p_reach=np.nan,
-                   note="no run of the phase has reached this accuracy yet: no forecast")
+                   note=f"fewer than {MIN_SIZES_REACHED} batch sizes have reached this accuracy yet: no forecast")
     else:
         row.update(step=math.exp(cast["median"]), step_lo=math.exp(cast["lo"]), step_hi=math.exp(cast["hi"]),
                    step_median=math.exp(cast["median"]), p_reach=cast["p_reach"])
@@ -154,6 +168,7 @@ def forecast_table(pf: ProgressFit, noise: PathNoise, runs: pd.DataFrame, thresh
     meta = runs.set_index(runs["run_id"].astype(str))
     longest = float(pf.data.s.max(initial=np.nan))
     mu, sd = predictive(pf, noise, thr)
+    known = set(known_targets(fit, thr))
     rows, cells = [], {}
     for r, rid in enumerate(pf.run_id):
         state = states.get(rid, "unknown")
@@ -167,7 +182,7 @@ def forecast_table(pf: ProgressFit, noise: PathNoise, runs: pd.DataFrame, thresh
             if s_seen is not None and state != "running":
                 continue
             cast = None
-            if s_seen is None and np.isfinite(last) and last > 0:
+            if s_seen is None and t in known and np.isfinite(last) and last > 0:
                 cast = _cell(mu[:, r, j], float(sd[r, j]), math.log(last), math.log(stop_at), rng)
             rows.append(_row(pf, r, t, state, budget, cast, s_seen))
             if cast and state == "running":
@@ -203,18 +218,21 @@ def forecast_phase(runs: pd.DataFrame, history: pd.DataFrame, metric: str, thres
     table, cells = forecast_table(pf, noise, runs, thresholds, fit, seed)
     new_fit = fit_with_forecasts(fit, cells, n_bootstrap, n_imputations, seed) if fit is not None else None
     return PhaseForecast(table, new_fit, cells, pf, noise, running, list(pf.notes),
-                         frontier_reach(pf, noise, runs, seed))
+                         frontier_reach(pf, noise, runs, seed, known_targets(fit, thresholds)))
 
 
-def frontier_reach(pf: ProgressFit, noise: PathNoise, runs: pd.DataFrame, seed: int = 0) -> dict:
-    """run_id -> the chance that a running run reaches, within its budget, the highest accuracy
-    any run of the phase has reached (1 where it has): below it, a run can add no crossing of a
-    target beyond what the sweep has seen."""
+def frontier_reach(pf: ProgressFit, noise: PathNoise, runs: pd.DataFrame, seed: int = 0, known=None) -> dict:
+    """run_id -> the chance that a running run reaches, within its budget, the highest target
+    `known` (one MIN_SIZES_REACHED batch sizes reached; default: the highest accuracy any run
+    reached), 1 where it has: below it, a run can add no crossing beyond what the sweep answers.
+    Empty when no target is known (no run is then below the frontier for good)."""
+    if known is not None and not len(known):
+        return {}
     from ..measure.crossings import crossings
 
     rng = np.random.default_rng(seed)
     states, budgets = _states(runs), run_budgets(runs)
-    top = float(pf.levels[-1]) - 1e-9
+    top = float(max(known)) if known is not None else float(pf.levels[-1]) - 1e-9
     mu, sd = predictive(pf, noise, [top])
     longest = float(pf.data.s.max(initial=np.nan))
     out = {}
@@ -234,39 +252,3 @@ def frontier_reach(pf: ProgressFit, noise: PathNoise, runs: pd.DataFrame, seed: 
         out[rid] = cast.get("p_reach", np.nan) if cast else np.nan
     return out
 
-
-def _listing(values) -> str:
-    v = [f"{x:g}" for x in values]
-    return v[0] if len(v) == 1 else ", ".join(v[:-1]) + " and " + v[-1]
-
-
-def targets_sentence(cbs_fit: pd.DataFrame, forecast: pd.DataFrame | None = None) -> str:
-    """Which targets a (running) sweep answers yet and which not, and why: 'Answers at 0.3 and 0.4
-    (3 or more batch sizes reached each); not yet at 0.5 (2 batch sizes reached it; 3 more are
-    forecast to, by step 410) and 0.6 (no run has reached it yet: no forecast).'"""
-    if cbs_fit is None or not len(cbs_fit):
-        return "No target has a fit."
-    usable = cbs_fit["status"].isin(["ok", "extrapolated"])
-    done = cbs_fit.loc[usable, "threshold"].astype(float).tolist()
-    parts = [f"Answers at {_listing(done)} (3 or more batch sizes reached each)" if done
-             else "No target is answered yet (3 batch sizes must reach one)"]
-    later = []
-    for r in cbs_fit[~usable].itertuples():
-        n = int(r.n_reached) if np.isfinite(r.n_reached) else 0
-        why = f"{n} batch size{'s' if n != 1 else ''} reached it" if n else "no run has reached it yet"
-        f = forecast[np.isclose(forecast["threshold"].astype(float), float(r.threshold)) & ~forecast["observed"]
-                     & (forecast["state"] == "running")] if forecast is not None and len(forecast) else None
-        if f is not None and len(f):
-            likely = f[f["p_reach"].astype(float) >= 0.5]
-            sizes = likely.assign(B=likely["n_prompts"].astype(float) * likely["n_rollouts"].astype(float))["B"].nunique()
-            if sizes:
-                why += (f"; {sizes} more batch size{'s are' if sizes != 1 else ' is'} forecast to, by step "
-                        f"{likely['step'].max():,.0f}")
-            elif f["step"].isna().all():
-                why += ": no forecast (beyond the accuracy any run has reached)"
-            else:
-                why += "; no running run is forecast to within its budget"
-        later.append(f"{r.threshold:g} ({why})")
-    if later:
-        parts.append("not yet at " + (later[0] if len(later) == 1 else ", ".join(later[:-1]) + " and " + later[-1]))
-    return "; ".join(parts) + "."

@@ -11,7 +11,7 @@ joins the stop list when, with it and the runs already on the list left as lower
 decision is the same configuration and B_noise and both ends of its interval move by less than
 STOP_TOLERANCE (a quarter) of the width of that interval, in log. Only runs that cannot add a
 crossing beyond what the sweep has seen are tried: those that will not reach, within their budget,
-the highest accuracy any run has reached, and replicates of a configuration whose other run goes
+the highest target 3 batch sizes have reached, and replicates of a configuration whose other run goes
 on and is as far along (a target no run has reached yet has no forecast, so no answer today can
 weigh it). The GPU-hours saved are the steps left to a run's budget times its mean step time
 times its GPU count (hours where the count is unknown).
@@ -27,7 +27,7 @@ import pandas as pd
 
 from ..fit.imputed import fit_with_forecasts
 from ..fit.result import PhaseFit
-from ..words.numbers import count, duration, interval, percent
+from ..words.numbers import count, interval
 from .decide import decision_target
 from .forecast import PhaseForecast, run_budgets
 from .predict import RECOMMENDABLE, axis_model, predict
@@ -159,7 +159,7 @@ def _answer_words(a: dict) -> str:
 
 def _may_try(p: pd.Series, fc: PhaseForecast, prog: pd.DataFrame, stopped: set) -> str:
     """Why a run may be weighed for stopping ('' when it may not): below the sweep's frontier for
-    good (it will not reach, within its budget, the highest accuracy any run reached), or a run of
+    good (it will not reach, within its budget, the highest target 3 batch sizes reached), or a run of
     its configuration that goes on is at least as far along. Else it may still cross a target no
     run has reached, which no answer today can weigh."""
     if fc.frontier.get(p["run_id"], np.nan) < FRONTIER_REACH:
@@ -204,36 +204,10 @@ def stop_runs(fc: PhaseForecast, fit: PhaseFit, phase: str, runs: pd.DataFrame, 
         checks.append({"run_id": p["run_id"], "rule": why, "same": ok, **{f"trial_{k}": v for k, v in trial.items()}})
         if ok:
             stopped.add(p["run_id"])
-            lead = ("it will not reach the highest accuracy any run has reached within its budget" if why == "frontier"
+            lead = ("it will not reach the highest target the sweep answers within its budget" if why == "frontier"
                     else "a run of its configuration that goes on is as far along")
             rows.append(_row(p, f"{lead}, and as a lower bound at step {count(p['last_step'])} it leaves "
                                 f"{_answer_words(ref)} within {tolerance:.0%} of the interval's width", why, unit))
     table = pd.DataFrame(rows, columns=STOP_COLUMNS + STOP_EXTRA_COLUMNS)
     return StopPlan(table.astype({"n_prompts": "Int64", "n_rollouts": "Int64"}), ref, progress_summary(prog), checks)
 
-
-def running_sentence(plan: StopPlan) -> str:
-    """The index's line while runs are running: 'This sweep is 50% done (31 of 62 GPU-hours); the
-    answer is already ... ; stop runs A, B to save H GPU-hours.' Empty when no run is running."""
-    p = plan.progress
-    if not p or not p.get("n_running"):
-        return ""
-    unit = p["unit"]
-    head = (f"This sweep is {percent(p['done'])} done ({count(p['spent'])} of {count(p['spent'] + p['left'])} "
-            f"{unit} to the runs' budgets)")
-    a = plan.answer
-    if a and np.isfinite(a.get("total_batch", np.nan)):
-        what = (f"the answer is already {count(a['n_prompts'])} prompts × {count(a['n_rollouts'])} rollouts "
-                f"(B = {count(a['total_batch'])}) to reach {a['threshold']:g}, "
-                f"{duration(a['predicted_hours'], a['predicted_hours_lo'], a['predicted_hours_hi'])} of training, "
-                f"B_noise {interval(a['B_noise'], a['B_noise_lo'], a['B_noise_hi'], 'samples')}")
-    else:
-        what = "no target has an answer yet (3 batch sizes must reach one)"
-    t = plan.table
-    if len(t):
-        # replicates share a name: the id tells them apart
-        names = ", ".join(f"{n} ({i})" for n, i in zip(t["run_name"].astype(str), t["run_id"].astype(str), strict=True))
-        act = f"stop runs {names} to save {count(t['gpu_hours_saved'].sum())} {unit}"
-    else:
-        act = "no run can stop yet without moving the answer"
-    return f"{head}; {what}; {act}."
