@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -85,7 +86,8 @@ def predictive(pf: ProgressFit, noise: PathNoise, thresholds) -> tuple[np.ndarra
     else:
         mu = (pf.target_log_steps(thr) - pf.u[:, None])[None]
     last = np.log(np.maximum(np.nan_to_num(pf.data.last_steps(), nan=1.0), 1.0))
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a target beyond the curve: all-NaN, no forecast
         h = np.nanmedian(mu, axis=0) - last[:, None]
     sd = np.sqrt(noise.var(np.where(np.isfinite(h), h, 0.0)) + pf.u_var[:, None])
     return mu, sd

@@ -12,10 +12,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..fit.imputed import N_IMPUTATIONS
 from ..fit.result import PhaseFit
 from ..words.early import PROGRESS_COLUMNS
 from .forecast import PhaseForecast, forecast_phase
 from .stop import StopPlan, stop_runs
+
+#: an imputation's share of the bootstrap is at least this many tables (fewer imputations below)
+TABLES_PER_IMPUTATION = 25
 
 
 @dataclass
@@ -57,8 +61,12 @@ def early_answers(phase: str, runs: pd.DataFrame, history: pd.DataFrame, metric:
     params' decision_target."""
     if not is_running(runs):
         return None
-    fc = forecast_phase(runs, history, metric, thresholds, n_val, fit, n_bootstrap=n_bootstrap, seed=seed)
+    # the progress curve's bootstrap refits and the imputations scale with the resampling asked for:
+    # each imputation carries an equal share of the bootstrap, TABLES_PER_IMPUTATION tables or more
+    n_imp = int(np.clip(n_bootstrap // TABLES_PER_IMPUTATION, 2, N_IMPUTATIONS))
+    fc = forecast_phase(runs, history, metric, thresholds, n_val, fit, n_draws=min(100, n_bootstrap),
+                        n_bootstrap=n_bootstrap, n_imputations=n_imp, seed=seed)
     plan = stop_runs(fc, fit, phase, runs, step_model, step_times, thresholds, target=target,
-                     n_bootstrap=n_bootstrap, seed=seed)
+                     n_bootstrap=n_bootstrap, n_imputations=min(n_imp, 4), seed=seed)
     progress = pd.DataFrame([progress_row(plan, runs)], columns=PROGRESS_COLUMNS)
     return EarlyAnswers(fc.table, plan.table, progress, fc.fit if fc.fit is not None else fit, fc, plan)
