@@ -288,3 +288,17 @@ def test_the_targets_sentence_says_which_targets_are_answered_and_why_not():
                     "reached it; 2 more batch sizes are forecast to, by step 410) and 0.6 (no run has reached it yet: "
                     "no forecast (beyond the accuracy any run has reached)).")
     assert targets_sentence(fit.assign(status="ok")) == "Answers at 0.3, 0.4, 0.5 and 0.6 (3 or more batch sizes reached each)."
+
+
+def test_the_index_says_the_running_sentence_only_where_08_wrote_sweep_progress(tmp_path):
+    from cbs_rlvr.report.html import _running_lines
+
+    row = {"done": 0.3, "spent": 30.0, "left": 70.0, "unit": "hours", "n_running": 2, "threshold": 0.5,
+           "n_prompts": 32, "n_rollouts": 8, "total_batch": 256, "predicted_hours": 2.0, "predicted_hours_lo": 1.5,
+           "predicted_hours_hi": 2.5, "B_noise": 200.0, "B_noise_lo": 150.0, "B_noise_hi": 300.0, "stop_runs": "",
+           "gpu_hours_saved": 0.0}
+    assert _running_lines(tmp_path, "p1") == []
+    (tmp_path / "p1" / "tables").mkdir(parents=True)
+    pd.DataFrame([row], columns=PROGRESS_COLUMNS).to_csv(tmp_path / "p1" / "tables" / "sweep_progress.csv", index=False)
+    assert _running_lines(tmp_path, "p1") == [running_sentence(row)]
+    assert _running_lines(tmp_path, "p1")[0].startswith("This sweep is 30% done (30 of 100 hours")
