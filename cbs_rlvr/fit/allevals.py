@@ -104,6 +104,8 @@ class ProgressFit:
         w = np.r_[cv.E[:k], cv.E[k] * frac]
         tau = float(w.sum())
         al = cv.alpha
+        if not (tau > 0 and al > 0):  # a target at the lowest level: no progress to it yet
+            return {"S_min": tau, "B_noise": np.nan, "alpha": al}
         mean_pow = float((w * np.exp(al * cv.logb[:k + 1])).sum()) / tau
         return {"S_min": tau, "B_noise": mean_pow ** (1.0 / al), "alpha": al}
 
@@ -130,7 +132,9 @@ class ProgressFit:
             pos = self._position(float(level))
             if pos is not None:
                 k, frac = pos
-                out[:, j] = np.log(T[:, k] + (T[:, k + 1] - T[:, k]) * frac)
+                steps = T[:, k] + (T[:, k + 1] - T[:, k]) * frac
+                # a target at the lowest level (the runs start there): no steps to forecast
+                out[:, j] = np.log(np.where(steps > 0, steps, np.nan))
         return out
 
     def level_steps(self, B: float, theta=None) -> np.ndarray:
