@@ -87,7 +87,7 @@ if early is not None:
     for name, table in (("forecast", early.forecast), ("stop_runs", early.stop), ("sweep_progress", early.progress)):
         ch.save_table(table, tables, name)
     print(ch.running_sentence(early.progress.iloc[0].to_dict()), ch.targets_sentence(fit.table, early.forecast),
-          sep="\n")
+          *early.forecasts.notes, sep="\n")
 else:
     print("Every run of this phase has finished (or stopped): no forecasts, the fit is the runs' own.")
 

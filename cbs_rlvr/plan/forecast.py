@@ -43,6 +43,10 @@ BUDGET_KEY = "trainer.total_training_steps"
 #: curve's noise scale at an accuracy is known only from batch sizes that got there, and a level one
 #: batch size reached is the polynomial's extrapolation (on the real trainer it put crossings at 1e10 steps)
 MIN_SIZES_REACHED = 3
+#: with n_val known, a progress curve whose evaluations scatter more than this many times the binomial
+#: variance about it does not describe them (the real trainer: 1.0-1.2; benchmarks/run.py's phase at 300
+#: runs x 1,000 evaluations, where the fit lands in a wrong optimum: 22): no forecasts then
+MAX_DISPERSION = 4.0
 
 
 @dataclass
@@ -216,6 +220,10 @@ def forecast_phase(runs: pd.DataFrame, history: pd.DataFrame, metric: str, thres
     if pf is None:
         return PhaseForecast(empty_forecast(), fit, running=running,
                              notes=["no run has evaluations enough for a progress curve: no forecast"])
+    if pd.notna(n_val) and float(n_val or 0) > 0 and pf.phi > MAX_DISPERSION:
+        return PhaseForecast(empty_forecast(), fit, running=running, progress=pf,
+                             notes=[f"the evaluations scatter {pf.phi:.1f} times the binomial variance about the "
+                                    "progress curve: it does not describe them, no forecast"])
     noise = path_noise(pf)
     table, cells = forecast_table(pf, noise, runs, thresholds, fit, seed)
     new_fit = fit_with_forecasts(fit, cells, n_bootstrap, n_imputations, seed) if fit is not None else None
