@@ -160,6 +160,7 @@ lint: $(LINT_STAMP)
 bench: $(TEST_STAMP)
 	"$(PY)" benchmarks/run.py
 	"$(PY)" tests/decision_acceptance.py 0,1,2,3 200 benchmarks/decision_acceptance.md
+	"$(PY)" tests/forecast_acceptance.py 0,1,2,3 400 benchmarks/forecast_acceptance.md
 
 sync-notebooks: $(STAMP)
 	@$(GIT_FILTER)

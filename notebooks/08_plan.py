@@ -39,6 +39,7 @@ n_simulations: int = 200  # simulated outcomes of each candidate next run
 
 # %%
 import time
+from pathlib import Path
 
 import pandas as pd
 from IPython.display import Markdown, display
@@ -68,6 +69,29 @@ measured = pd.concat(walls, ignore_index=True)
 step_times = ch.step_time_table(measured)
 step_model = ch.step_time_model(measured)
 gpu_note = ch.gpu_claim(step_times["n_gpus"])
+
+# %% [markdown]
+# ## While runs are running: forecasts, and the runs that can stop
+# Only while some run of the phase is running: each running run's crossing of each target is
+# forecast from one progress curve fitted to every evaluation of every run (90% intervals), the
+# forecasts enter the fit (and so the decision) as multiple imputations, and a run whose
+# continuation moves neither the decision nor B_noise's interval is listed with what stopping saves.
+
+# %%
+early = ch.early_answers(phase, runs, history, metric, thresholds, params["n_val"], fit, step_model, step_times,
+                         target=params["decision_target"], n_bootstrap=min(n_bootstrap, 400), seed=seed)
+for name in ("forecast", "stop_runs", "sweep_progress"):  # a finished sweep keeps none from its running days
+    (Path(tables) / f"{name}.csv").unlink(missing_ok=True)
+if early is not None:
+    fits[phase] = early.fit  # the decision below carries the forecasts with their uncertainty
+    for name, table in (("forecast", early.forecast), ("stop_runs", early.stop), ("sweep_progress", early.progress)):
+        ch.save_table(table, tables, name)
+    print(ch.running_sentence(early.progress.iloc[0].to_dict()), ch.targets_sentence(fit.table, early.forecast),
+          *early.forecasts.notes, sep="\n")
+else:
+    print("Every run of this phase has finished (or stopped): no forecasts, the fit is the runs' own.")
+
+# %%
 tried = sb_eb.drop_duplicates("run_id")
 lr_tuned = bool((tried.groupby("total_batch")["lr"].nunique() > 1).any())
 lr_context = ch.lr_label(ch.lr_policy(tried["total_batch"], tried["lr"]), tuned=lr_tuned)

@@ -179,6 +179,17 @@ def _table_html(path: Path) -> str:
     return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
+def _running_lines(out: Path, phase: str) -> list[str]:
+    """While runs run: the sentence of OUT/<phase>/tables/sweep_progress.csv (08 writes it then)."""
+    import csv
+
+    from ..words.early import running_sentence
+
+    path = out / phase / "tables" / "sweep_progress.csv"
+    rows = list(csv.DictReader(path.open(encoding="utf-8"))) if path.is_file() else []
+    return [x for x in (running_sentence(r) for r in rows) if x]
+
+
 def _decisions_html(out: Path) -> list[str]:
     """The index's opening: per phase, the decision's sentences (decisions.decision_sentences
     over OUT/decisions.csv, the same sentences that open 08_plan)."""
@@ -196,7 +207,8 @@ def _decisions_html(out: Path) -> list[str]:
                 if (out / row["phase"] / "08_plan.html").is_file() else "")
         parts.append(f"<div class='decision'><p><strong>{e(lines[0])}</strong></p>"
                      + "".join(f"<p>{e(x)}</p>" for x in lines[1:-1])
-                     + (f"<p>{e(lines[-1])}{link}</p>" if len(lines) > 1 else "") + "</div>")
+                     + (f"<p>{e(lines[-1])}{link}</p>" if len(lines) > 1 else "")
+                     + "".join(f"<p><em>{e(x)}</em></p>" for x in _running_lines(out, row["phase"])) + "</div>")
     parts.append("<p class='muted'>B_noise: the batch at which one step is worth half of what an infinitely "
                  "large batch's step would be (S = 2 S_min). Every number here is in "
                  "<a href='decisions.csv'>decisions.csv</a>.</p>")
