@@ -34,7 +34,7 @@ from cbs_rlvr.fit.across import b_noise_vs_target, pareto_table
 from cbs_rlvr.fit.interval import bootstrap_interval
 from cbs_rlvr.fit.table import fit_mccandlish, fit_steps
 from cbs_rlvr.fit.curves import general_samples, general_steps, mccandlish_samples, mccandlish_steps, overhead_batch, samples_minimum
-from cbs_rlvr.words.sentences import b_noise_line, learning_rate_context, lr_label, shape_sentence, trend_kind, trend_sentence, trend_title
+from cbs_rlvr.words.sentences import b_noise_line, learning_rate_context, lr_label, shape_sentence, step_model_sentence, trend_kind, trend_sentence, trend_title
 from cbs_rlvr.fit.baseline import seed_method_fit
 
 # --- Learning-rate (metaparameter) sweeps: the best configuration at each batch size ------------

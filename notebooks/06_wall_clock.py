@@ -92,15 +92,7 @@ ch.reader_table(at_mid[["run_name", "total_batch", "time_to_target_h", "testing_
 # %%
 step_times = ch.step_time_table(wall)
 model = ch.step_time_model(wall)
-if model["status"] == "ok":
-    unit = {"a": "s", "b_B": "s per sample", "b_p": "s per prompt"}
-    terms = ", ".join(f"{k} = {model['coef'][k]:.4g} ± {model['se'][k]:.2g} {unit[k]}" for k in model["terms"])
-    print(f"{model['formula']}: {terms}; R² = {model['r2']:.3f}, "
-          f"residual sd {model['resid_sd_s']:.2f} s ({100 * model['rel_resid_sd']:.1f}% of the mean step), "
-          f"{model['n_runs']} runs, B = {model['B_range'][0]:.0f} to {model['B_range'][1]:.0f}."
-          + (f" Note: {model['reason']}." if model["reason"] else ""))
-else:
-    print(f"Step-time model: insufficient ({model['reason']}).")
+print(ch.step_model_sentence(model))
 ch.save_table(step_times.assign(**{f"model_{k}": v for k, v in model["coef"].items()}), tables, "step_time_model")
 fig = ch.plot_step_time(step_times, model, title=params["title"])
 ch.save_figure(fig, step_times, figures, "step_time")

@@ -113,15 +113,9 @@ print(f"Fits, plan and next runs: {elapsed:.1f} s.")
 # predicts hours only where this model exists.
 
 # %%
-if step_model["status"] == "ok":
-    unit = {"a": "s", "b_B": "s per sample", "b_p": "s per prompt"}
-    print(f"{step_model['formula']}: " + ", ".join(
-        f"{k} = {step_model['coef'][k]:.4g} ± {step_model['se'][k]:.2g} {unit[k]}" for k in step_model["terms"])
-        + f"; R² = {step_model['r2']:.3f} over {step_model['n_runs']} runs, B = {ch.count(step_model['B_range'][0])} "
-        f"to {ch.count(step_model['B_range'][1])}" + (f". Note: {step_model['reason']}." if step_model["reason"] else "."))
-else:
-    print(f"No step-time model ({step_model['reason'] or 'no run logs a step time'}): the plan can rank "
-          "candidates by samples only.")
+print(ch.step_model_sentence(step_model) if step_model["status"] == "ok" else
+      f"No step-time model ({step_model['reason'] or 'no run logs a step time'}): the plan can rank candidates "
+      "by samples only.")
 print(ch.sentence(gpu_note))
 
 # %% [markdown]

@@ -41,11 +41,12 @@ from ..errors import (
     describe_error,
     redact_secrets,
 )
-from ..params import SUMMARY_SECTION, ParamsError, load_phase_params, params_fingerprint
+from ..params import SECTIONS, SUMMARY_SECTION, ParamsError, load_phase_params, params_fingerprint
 from ..sources.manifest import snapshot_data_dir, verify_snapshot_files
 from .handrun import claim_output, release_output
 from .jobs import (
     Job,
+    _job_outputs,
     _report_damage,
     convert_source_notebooks,
     damaged_output,
@@ -398,7 +399,13 @@ def _record(b: _Build, job: Job, ok: bool, seconds: float, message) -> None:
         b.moved = True  # its outputs may be of another snapshot: not recorded
         b.forget(job.name)
     elif ok:
-        convert_notebook(job.target(b.out), job.target(b.out).with_suffix(".html"))
+        target = job.target(b.out)
+        p = b.all_params.get(job.phase)
+        sections = ([x for x in SECTIONS if x in p["sections"]] if isinstance(p, dict)
+                    else [SUMMARY_SECTION] if job.phase == "summary" else None)
+        files = [str(f.relative_to(target.parent)) for f in _job_outputs(job, b.out, message)
+                 if f.is_relative_to(target.parent)]
+        convert_notebook(target, target.with_suffix(".html"), sections, files)
         b.keys[job.name] = job.key
         record_outputs(job, b.out, b.state, message)
         print(f"ok: {job.name} ({seconds:.1f} s)", flush=True)

@@ -120,7 +120,7 @@ def plot_b_noise_vs_target(cbs_fit: pd.DataFrame, compare: pd.DataFrame | None =
         ax.plot(_floats(cmp_ok["threshold"]) + 0.004, _floats(cmp_ok["B_noise"]), marker="s",
                 ls="--", color=PALETTE[3], label=compare_label)
     if len(ok) or len(cmp_ok):
-        set_log2_axis(ax, "y")
+        set_log_axis(ax, "y")  # B_noise: a quantity, decimal ticks (1K, 10K, 1M)
         vals = np.concatenate([_floats(ok["B_noise_lo"]), _floats(ok["B_noise_hi"]), _floats(ok["B_noise"]),
                                _floats(cmp_ok["B_noise"])])
         est = _floats(ok["B_noise"])
@@ -203,7 +203,7 @@ def plot_cross_phase(summary_long: pd.DataFrame, title: str = "") -> Figure:
                      marker=markers[i % len(markers)], color=PALETTE[i % (len(PALETTE) - 1)],
                      label=f"{phase}: {rows['axis'].iloc[0]} axis, {rows['task'].iloc[0]}")
     if len(ok):
-        set_log2_axis(ax, "y")
+        set_log_axis(ax, "y")  # B_noise: a quantity, decimal ticks (1K, 10K, 1M)
         fig.legend(loc="outside right center", fontsize=8)
     else:
         _no_data(ax, "no phase has a target with a usable fit")

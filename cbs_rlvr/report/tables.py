@@ -170,7 +170,7 @@ def cbs_summary_table(summary_long: pd.DataFrame) -> pd.DataFrame:
         # where it exists (alpha >= 1): the batch at which E(B) is 20% above its minimum
         "batch at 20% extra samples": [interval(v, None, None, decimals=0) for v in num["B_crit_20pct"]],
         "R² of log S": [interval(v, None, None, decimals=2) for v in num["r2_log"]],
-        "batch sizes (stopped early)": [f"{n} ({c})" for n, c in zip(rows["n_points"], rows["n_censored"], strict=True)],
+        "runs (stopped early)": [f"{n} ({c})" for n, c in zip(rows["n_points"], rows["n_censored"], strict=True)],
         "fit": rows["status"],
     })
 

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from .numbers import interval, number, percent
+from .numbers import count, interval, number, percent, scientific, small
 
 #: the data weigh a form at least this much before the words say it holds
 FIRM = 0.8
@@ -153,6 +153,47 @@ def lr_label(policy: dict | None, tuned: bool = False) -> str:
     """A short name of the learning-rate context for the answer box: 'fixed learning rate',
     'learning rate ∝ sqrt(B)', 'learning rate tuned per batch', ..."""
     kind = "tuned" if tuned else ((policy or {}).get("policy", "") if isinstance(policy, dict) else "")
-    return {"constant": "one learning rate at every batch size", "sqrt(B)": "learning rate scaled with sqrt(B)",
+    rate = _f((policy or {}).get("lr")) if isinstance(policy, dict) else math.nan
+    if kind == "constant" and math.isfinite(rate):
+        return f"fixed: one learning rate, {scientific(rate, 3)}, at every batch size (not tuned per batch size)"
+    return {"constant": "fixed: one learning rate at every batch size (not tuned per batch size)", "sqrt(B)": "learning rate scaled with sqrt(B)",
             "linear": "learning rate scaled with B", "tuned": "learning rate tuned at each batch size",
             "mixed": "learning rates that change with B without one rule"}.get(kind, "learning rate not logged")
+
+
+_STEP_UNITS = {"a": "s", "b_B": "s per sample", "b_p": "s per prompt"}
+
+
+def step_model_sentence(model: dict) -> str:
+    """The step-time model in one sentence, every coefficient as a reader writes it (never
+    '± 8.9e-05'): 'T_step = a + b_B·B: a = 15 ± 0.13 s, b_B = 0.045 ± 8.9×10⁻⁵ s per sample; R² =
+    1.000, residual sd 0.34 s (0.6% of the mean step), 11 runs, B = 64 to 4,096.'"""
+    if model.get("status") != "ok":
+        return f"No step-time model ({model.get('reason') or 'no run logs a step time'})."
+    terms = ", ".join(f"{k} = {small(model['coef'][k], digits=3)} ± {small(model['se'][k])} {_STEP_UNITS[k]}"
+                      for k in model["terms"])
+    sd = ""
+    if math.isfinite(_f(model.get("resid_sd_s"))):
+        sd = f", residual sd {number(model['resid_sd_s'])} s ({percent(model['rel_resid_sd'], 1)} of the mean step)"
+    lo, hi = model["B_range"]
+    note = f" Note: {model['reason']}." if model.get("reason") else ""
+    return (f"{model['formula']}: {terms}; R² = {_f(model['r2']):.3f}{sd}, {count(model['n_runs'])} runs, "
+            f"B = {count(lo)} to {count(hi)}.{note}")
+
+
+def figure_alt(title: str, panels) -> str:
+    """A figure's alt text, naming what it shows: 'Figure: Phase 1. Left panel: steps to target
+    (log scale) against batch size B (log scale). Right panel: ...'. panels: (title, x label, y
+    label, x on a log scale, y on a log scale) per panel."""
+    def axis(label, log):
+        label = " ".join(str(label or "").split()) or "an unlabelled axis"
+        return f"{label} (log scale)" if log else label
+
+    panels = [p for p in panels if (p[1] or p[2])]
+    names = (["Left panel", "Right panel"] if len(panels) == 2 else
+             [f"Panel {i + 1}" for i in range(len(panels))] if len(panels) > 2 else ["It shows"])
+    parts = [f"Figure: {' '.join(str(title).split())}." if str(title or "").strip() else "Figure."]
+    for name, (t, xl, yl, xlog, ylog) in zip(names, panels, strict=False):
+        head = f"{name}{' (' + ' '.join(str(t).split()) + ')' if str(t or '').strip() else ''}"
+        parts.append(f"{head}: {axis(yl, ylog)} against {axis(xl, xlog)}.")
+    return " ".join(parts)

@@ -1,0 +1,140 @@
+"""The reports read as one story (issue 27): numbers as a reader writes them (no e-notation, counts
+as integers, one unit of time per card, the same share worded the same way), plain names, the answer
+box (the margin first, each objective's batch and how it relates, the learning-rate context, the
+line to paste in a chat, why a phase with runs has no answer), figures that say what they show
+and tick labels in decimal units, and pages that link their neighbours and the files they wrote.
+Pure functions: fast."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from cbs_rlvr.plan.decide import decide
+from cbs_rlvr.report.html import downloads_html, page_nav, render_index
+from cbs_rlvr.report.style import _plain_label, describe_figure, set_log_axis
+from cbs_rlvr.words import numbers as fmt
+from cbs_rlvr.words.decision import decision_sentences
+from cbs_rlvr.words.sentences import figure_alt, lr_label, step_model_sentence
+
+E_NOTATION = re.compile(r"\d[eE][+-]?\d")
+
+
+def test_small_numbers_and_config_values_are_written_without_e_notation():
+    assert fmt.scientific(1e-6) == "1×10⁻⁶" and fmt.scientific(8.9e-5) == "8.9×10⁻⁵"
+    assert fmt.scientific(9.96e-5) == "1×10⁻⁴" and fmt.scientific(np.nan) == "–"
+    assert fmt.small(0.04491) == "0.045" and fmt.small(8.9e-5, "s") == "8.9×10⁻⁵ s"
+    assert fmt.plain_text("lr=1e-06; lr=5e-07") == "learning rate 1×10⁻⁶; learning rate 5×10⁻⁷"
+    assert fmt.plain_text("cbs_p1_np8_nr8") == "cbs_p1_np8_nr8"  # run names are left as they are
+
+
+def test_counts_are_integers_whatever_their_dtype():
+    t = fmt.reader_table(pd.DataFrame({"replicate": [0, 1.0, np.nan], "n_segments": [1.0, 2.0, 1.0],
+                                       "n_eval": [81.0, 65.0, 40.0], "updates": [1.0, 1.0, 2.0],
+                                       "lr": [1e-6, 1e-6, 2e-6], "configurations": ["lr=1e-06", "a", "b"]}))
+    assert list(t.columns) == ["replicate", "segments", "evaluations", "updates", "learning rate", "configurations"]
+    assert t.iloc[1].tolist() == ["1", "2", "65", "1", "1×10⁻⁶", "a"] and t.iloc[2, 0] == "–"
+    assert t.iloc[0, 5] == "learning rate 1×10⁻⁶"
+    assert not E_NOTATION.search(" ".join(t.astype(str).to_numpy().ravel()))
+    for raw in ("B_noise_mccandlish", "time_to_target_with_overhead_h", "overhead_in_step_time", "n_eval"):
+        assert fmt.header(raw) != raw
+    assert fmt.header("n_points") == "runs"  # it counts runs (replicates too), not batch sizes
+
+
+def test_one_share_is_worded_one_way_and_one_card_has_one_unit():
+    assert [fmt.percent(x) for x in (0.253, 0.998, 1.0, 0.002, 0.0)] == ["25%", "over 99%", "100%", "under 1%", "0%"]
+    assert fmt.duration(0.37) == "22 min" and fmt.duration(0.45, unit="h") == "0.45 h"
+    assert fmt.duration(1.2, 1.1, 1.3, unit="min") == "72 min [66, 78]"
+
+
+def test_the_step_time_model_reads_without_e_notation():
+    model = {"status": "ok", "formula": "T_step = a + b_B·B", "terms": ["a", "b_B"],
+             "coef": {"a": 15.13, "b_B": 0.04491}, "se": {"a": 0.13, "b_B": 8.9e-5}, "r2": 0.9996,
+             "resid_sd_s": 0.34, "rel_resid_sd": 0.006, "n_runs": 11, "B_range": (64, 4096), "reason": ""}
+    text = step_model_sentence(model)
+    assert text == ("T_step = a + b_B·B: a = 15.1 ± 0.13 s, b_B = 0.0449 ± 8.9×10⁻⁵ s per sample; R² = 1.000, "
+                    "residual sd 0.34 s (0.6% of the mean step), 11 runs, B = 64 to 4,096.")
+    assert step_model_sentence({"status": "insufficient", "reason": "1 run"}) == "No step-time model (1 run)."
+
+
+def test_the_learning_rate_context_names_fixed_and_its_value():
+    assert lr_label({"policy": "constant", "lr": 1e-6}) == ("fixed: one learning rate, 1×10⁻⁶, at every batch size "
+                                                           "(not tuned per batch size)")
+    assert lr_label({"policy": "sqrt(B)"}) == "learning rate scaled with sqrt(B)"
+    assert lr_label(None, tuned=True) == "learning rate tuned at each batch size"
+
+
+def _plan(fast=(64, 8), cheap=(16, 8)):
+    base = {"threshold": 0.5, "predicted_steps": 100.0, "predicted_hours_lo": 1.8, "predicted_hours_hi": 2.3,
+            "predicted_gpu_hours": 16.0, "n_gpus": 8.0, "basis": "measured", "note": "",
+            "predicted_samples": 25600.0, "expected_hours": 2.0}
+    return pd.DataFrame([
+        dict(base, objective="wall_clock", n_prompts=fast[0], n_rollouts=fast[1], total_batch=fast[0] * fast[1],
+             predicted_hours=2.0),
+        dict(base, objective="samples", n_prompts=cheap[0], n_rollouts=cheap[1], total_batch=cheap[0] * cheap[1],
+             predicted_hours=3.5)])
+
+
+def _fit():
+    return pd.DataFrame([{"threshold": 0.5, "B_noise": 400.0, "B_noise_lo": 350.0, "B_noise_hi": 460.0,
+                          "status": "ok", "model": "mccandlish", "alpha": 0.95}])
+
+
+def test_the_answer_box_says_each_objectives_batch_and_how_it_relates():
+    row = decide("p1", 0.5, _plan(), None, None, _fit(), lr_context=lr_label({"policy": "constant", "lr": 1e-6}))
+    row.update({"margin": 0.1, "margin_batch_lo": 256.0, "margin_batch_hi": 1024.0, "margin_n": 3, "p_best": 0.998})
+    lines = decision_sentences(row)
+    text = " ".join(lines)
+    assert lines[1].startswith("How sure: anything from B = 256 to 1,024 is within 10% of the fastest; "
+                               "it is the fastest in over 99% of the fit's draws")
+    assert "Learning rate: fixed: one learning rate, 1×10⁻⁶, at every batch size" in text
+    assert "Fewest samples (within 10%): 16 prompts × 8 rollouts (B = 128), but about 3.5 h" in text
+    assert "The batch to train with is 1.3 times B_noise" in text
+    assert " min" not in text and not E_NOTATION.search(text)
+    same = decide("p1", 0.5, _plan(cheap=(64, 8)), None, None, _fit())
+    assert "Fewest samples: the same batch" in " ".join(decision_sentences(same))
+    assert row["summary"] == "p1 at accuracy 0.5: train 64 × 8 (B = 512), 2.0 h [1.8, 2.3]; B_noise 400 [350, 460] samples"
+
+
+def test_the_index_shows_the_chat_line_and_why_a_phase_with_runs_has_no_answer(tmp_path):
+    row = decide("p1", 0.5, _plan(), None, None, _fit(), title="Phase 1")
+    pd.DataFrame([row]).to_csv(tmp_path / "decisions.csv", index=False)
+    params = {"p1": {"title": "Phase 1", "sections": ["01_load_runs", "08_plan"]},
+              "p2c": {"title": "Iso-batch", "sections": ["01_load_runs", "04_two_axis"]}}
+    page = render_index(tmp_path, params, {"p1": 5, "p2c": 4}, {"source": "x", "n_runs": 9}, "now")
+    assert "To paste in a chat: <code>p1 at accuracy 0.5: train 64 × 8 (B = 512)" in page
+    assert "p2c · Iso-batch.</strong> No batch to recommend: this phase has no plan section" in page
+
+
+def test_figures_say_what_they_show_and_tick_in_decimal_units():
+    fig = Figure()
+    ax1, ax2 = fig.subplots(1, 2)
+    ax1.plot([64, 4096], [300, 90])
+    ax1.set(xlabel="batch size B", ylabel="steps to target", xscale="log")
+    ax2.plot([0.3, 0.7], [2e5, 2e6])
+    ax2.set(xlabel="target accuracy", ylabel="B_noise (samples)")
+    set_log_axis(ax2, "y")
+    fig.suptitle("Phase 1")
+    assert describe_figure(fig) == ("Figure: Phase 1. Left panel: steps to target against batch size B (log scale). "
+                                    "Right panel: B_noise (samples) (log scale) against target accuracy.")
+    assert figure_alt("", []) == "Figure."
+    labels = [_plain_label(x, binary=True) for x in (16384, 2 ** 19, 2 ** 20, 2 ** 21)]
+    assert labels == ["16K", "512K", "1.05M", "2.1M"] and not any("1024K" in x for x in labels)
+    ticks = [ax2.yaxis.get_major_formatter()(v) for v in ax2.yaxis.get_major_locator()()]
+    assert ticks and all(not re.search(r"\d{4}K", t) for t in ticks)
+
+
+def test_a_section_page_links_its_neighbours_its_phase_and_its_files():
+    nav = page_nav("p1", "02_steps_to_target", ["01_load_runs", "02_steps_to_target", "08_plan"])
+    assert "rel='prev' href='01_load_runs.html'" in nav and "rel='next' href='08_plan.html'" in nav
+    assert "<strong>steps to target</strong>" in nav and "href='../index.html'" in nav
+    first = page_nav("p1", "01_load_runs", ["01_load_runs", "08_plan"])
+    assert "rel='prev'" not in first and "rel='next'" in first
+    files = downloads_html(["figures/sb.png", "figures/sb.pdf", "figures/sb.csv", "tables/cbs_fit.csv",
+                            "tables/cbs_fit.tex", "02_steps_to_target.ipynb"])
+    assert files.index("tables/cbs_fit.csv") < files.index("figures/sb.csv")
+    assert "sb.png" not in files and ".ipynb" not in files and "(4)" in files
+    assert downloads_html([]) == ""
