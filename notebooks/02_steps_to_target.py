@@ -73,7 +73,7 @@ ch.censored_pivot(envelope, "S_B", digits=1)
 # `model` is the form that predicts left-out batch sizes best: `mccandlish` (alpha = 1) or `general`;
 # its weight against the other is in the shape sentences below, and every interval mixes the forms
 # in that proportion. alpha is the bent form's exponent at every target, with its 95% interval;
-# B_noise_mccandlish is what the 1/B form alone would say. A status `extrapolated` means B_noise rests
+# "B_noise if S ∝ 1/B" is what the 1/B form alone would say. A status `extrapolated` means B_noise rests
 # on the fitted form beyond the runs (S_min was not approached, or B_noise lies outside the batch
 # sizes that reached the target). E_min and the 20%-overhead batch (where E = 1.2 E_min, Zhang et al.
 # 2024) exist only where E(B) has a minimum: not when alpha < 1, where smaller batches always need

@@ -9,19 +9,7 @@
 # %% [markdown]
 # # Which batch size should this phase train with, and which run should come next?
 #
-# The answer first (the same sentences open the index page), then how it is reached. The plan
-# predicts, for every candidate (n_prompts, n_rollouts), the rollout steps to each target from the
-# fit of the axis it lies on (this phase's, and where the params name `two_axis_phases`, the other
-# phases' axes too), the step time from the step-time model T_step = a + b_B·B (+ b_p·n_prompts),
-# and from them the training hours (validation and checkpoints come on top), the GPU-hours (where the
-# run configs give GPU counts) and the samples, with 95% bands that carry the fit's bootstrap (the
-# forms mixed), each configuration's own deviation from the curve, and the step time's uncertainty.
-# A recommendation rests only on what the data support: a configuration that was run, one on a
-# sampled axis between runs that reached the target, or a split off the axes priced by a cross-axis
-# model that predicted runs it was not fitted to (04). The decision is made at the phase's decision
-# target (params `decision_target`; by default the highest target that at least 4 batch sizes, or
-# two thirds of them, reached). The next runs are ranked by how much they are expected to cut the
-# hours lost to a wrong choice, per GPU-hour.
+# The answer first, boxed as on the index page (the same sentences); how it is reached follows it.
 #
 # **Another phase:** its report is in the index beside this one. To explore it in JupyterLab,
 # `make notebook NB=08 PHASE=p2b` opens a working copy for that phase in `scratch/`; or
@@ -86,9 +74,25 @@ _ = ch.save_table(pd.DataFrame([decision], columns=ch.DECISION_COLUMNS + [c for 
 # ## The decision
 
 # %%
-display(Markdown("\n\n".join(ch.decision_sentences(decision))))
+answer = ch.decision_sentences(decision)
+display(Markdown("\n>\n".join(f"> {'**' + x + '**' if i == 0 else x}" for i, x in enumerate(answer))
+                 + f"\n>\n> To paste in a chat: `{decision['summary']}`"))
 
 # %% [markdown]
+# ## How the plan is made
+# The plan predicts, for every candidate (n_prompts, n_rollouts), the rollout steps to each target from the
+# fit of the axis it lies on (this phase's, and where the params name `two_axis_phases`, the other
+# phases' axes too), the step time from the step-time model T_step = a + b_B·B (+ b_p·n_prompts),
+# and from them the training hours (validation and checkpoints come on top), the GPU-hours (where the
+# run configs give GPU counts) and the samples, with 95% bands that carry the fit's bootstrap (the
+# forms mixed), each configuration's own deviation from the curve, and the step time's uncertainty.
+# A recommendation rests only on what the data support: a configuration that was run, one on a
+# sampled axis between runs that reached the target, or a split off the axes priced by a cross-axis
+# model that predicted runs it was not fitted to (04). The decision is made at the phase's decision
+# target (params `decision_target`; by default the highest target that at least 4 batch sizes, or
+# two thirds of them, reached). The next runs are ranked by how much they are expected to cut the
+# hours lost to a wrong choice, per GPU-hour.
+#
 # ## What prices each candidate
 # A configuration on a sampled axis is priced by that axis's own fit (its form, its alpha); a split off
 # every sampled axis only by the cross-axis model of 04, and it is recommended only if that model

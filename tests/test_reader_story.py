@@ -138,3 +138,36 @@ def test_a_section_page_links_its_neighbours_its_phase_and_its_files():
     assert files.index("tables/cbs_fit.csv") < files.index("figures/sb.csv")
     assert "sb.png" not in files and ".ipynb" not in files and "(4)" in files
     assert downloads_html([]) == ""
+
+
+def _shape_rows():
+    """cbs_fit rows where words and table could disagree: alpha near 1, interval ends that round
+    to 1.00, both forms chosen, the held-out weight on either side."""
+    rows = []
+    for model in ("mccandlish", "general"):
+        for alpha, lo, hi in ((0.88, 0.81, 0.96), (0.88, 0.81, 0.996), (0.97, 0.9, 1.004), (1.02, 1.004, 1.1),
+                              (1.02, 0.995, 1.1), (0.6, 0.5, 0.7), (1.4, 1.2, 1.6), (0.999, 0.95, 1.05)):
+            for w in (0.3, 0.7):
+                rows.append({"threshold": 0.5, "model": model, "alpha": alpha, "alpha_lo": lo, "alpha_hi": hi,
+                             "weight_general": w, "B_noise": 500.0, "B_noise_mccandlish": 450.0})
+    return pd.DataFrame(rows)
+
+
+def test_the_shape_sentence_says_what_the_alpha_column_beside_it_shows():
+    from cbs_rlvr.report.tables import with_intervals
+    from cbs_rlvr.words.sentences import shape_sentence
+
+    rows = _shape_rows()
+    table = with_intervals(rows, {"alpha": 2})
+    for (_, row), cell in zip(rows.iterrows(), table["alpha [95% CI]"], strict=True):
+        text = shape_sentence(row)
+        a, lo, hi = re.fullmatch(r"([\d.]+) \[([\d.]+), ([\d.]+)\]", cell).groups()
+        shown_holds_one = float(lo) <= 1 <= float(hi)
+        assert f"{a}" in text and f"{lo}-{hi}" in text, (cell, text)  # the same numbers as the table
+        says_one_fits = "consistent with 1" in text or "not ruled out" in text
+        says_one_out = "excludes 1" in text
+        assert says_one_fits == (shown_holds_one and not says_one_out), (cell, text)
+        if row["model"] == "mccandlish" and not shown_holds_one:
+            assert says_one_out, (cell, text)
+        assert f"{round(100 * row['weight_general'])}%" in text
+        assert not E_NOTATION.search(text)

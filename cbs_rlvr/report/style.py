@@ -75,7 +75,8 @@ def _register_figure_display() -> None:
 
     def to_png_with_alt(fig: Figure):
         # the image's alt text rides in the output's metadata to the report's <img alt>
-        return to_png(fig), {"alt": describe_figure(fig)}
+        w, h = fig.get_size_inches()
+        return to_png(fig), {"alt": describe_figure(fig), "wide": bool(w / max(h, 1e-9) > 1.8)}
 
     shell.display_formatter.formatters["image/png"].for_type(Figure, to_png_with_alt)
 

@@ -259,10 +259,27 @@ def reader_table(table, columns=None, index=None):
             out[name] = [cell(str(name), v) for v in t[name]]
         elif name in _CONFIG_TEXT_COLUMNS:
             out[name] = [plain_text(v) if isinstance(v, str) else v for v in out[name]]
+        elif not pd.api.types.is_bool_dtype(t[name]):  # mixed columns: their numbers as numbers
+            out[name] = [cell(str(name), v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+                         for v in out[name]]
     out = out.rename(columns=header)
     if index is not None:
         return out.set_index(header(index))
     if isinstance(t.index, pd.RangeIndex) and t.index.name is None:
         return out.reset_index(drop=True)
-    out.index = out.index.set_names([header(n) for n in out.index.names])
+    out.index = _reader_index(out.index)
     return out
+
+
+def _reader_index(index):
+    """A table's own index as a reader sees it: plain names, counts and numbers through `cell`."""
+    import pandas as pd
+
+    def level(values, name):
+        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            return pd.Index([cell(str(name), v) for v in values], name=header(name))
+        return pd.Index(values, name=header(name))
+
+    if isinstance(index, pd.MultiIndex):
+        return pd.MultiIndex.from_arrays([level(index.get_level_values(i), n) for i, n in enumerate(index.names)])
+    return level(index, index.name)

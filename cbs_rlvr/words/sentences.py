@@ -44,7 +44,9 @@ def shape_sentence(row) -> str:
               if np.isfinite(w_gen) else "")
     if not np.isfinite(alpha):
         return f"S(B) is fitted with the 1/B form (McCandlish): too few batch sizes to fit a bend{weight}."
-    holds_one = np.isfinite(lo) and lo <= 1.0 <= hi
+    # whether the interval holds 1 is read from the interval as the table beside prints it (two
+    # decimals): a table showing [0.81, 1.00] and words saying '1 is excluded' would contradict
+    holds_one = np.isfinite(lo) and round(lo, 2) <= 1.0 <= round(hi, 2)
     if model == "general":
         faster = "more slowly than 1/B" if alpha < 1 else "faster than 1/B"
         text = f"S falls like B^-{alpha:.2f}{ci} at small B, {faster}{weight}"
