@@ -81,8 +81,9 @@ if len(resumed):
     print(f"{len(resumed)} run(s) were resumed after a crash and lost {resumed['resume_lost_time_s'].sum() / 3600:.2f} h "
           "of steps trained again after their checkpoint; that time is not counted above.")
 print(f"Per run of the best configuration, at acc ≥ {mid:g} (hours; – where not logged):")
-ch.reader_table(at_mid[["run_name", "total_batch", "time_to_target_h", "testing_h", "checkpoint_h",
-                        "time_to_target_with_overhead_h", "overhead_in_step_time"]].set_index("run_name").round(3))
+ch.reader_table(ch.with_censored_marks(at_mid, ["time_to_target_h", "time_to_target_with_overhead_h"])[[
+    "run_name", "total_batch", "time_to_target_h", "testing_h", "checkpoint_h", "time_to_target_with_overhead_h",
+    "overhead_in_step_time"]].set_index("run_name").round(3))
 
 # %% [markdown]
 # ## Step time against the batch

@@ -171,3 +171,41 @@ def test_the_shape_sentence_says_what_the_alpha_column_beside_it_shows():
             assert says_one_out, (cell, text)
         assert f"{round(100 * row['weight_general'])}%" in text
         assert not E_NOTATION.search(text)
+
+
+def test_a_run_that_never_reached_the_target_shows_a_lower_bound_in_every_table():
+    from cbs_rlvr.report.tables import with_censored_marks
+
+    t = pd.DataFrame({"run_name": ["a", "b"], "time_to_target_h": [3.4512, 1.2], "censored": [True, False]})
+    shown = fmt.reader_table(with_censored_marks(t, ["time_to_target_h"]))
+    assert shown["hours to target"].tolist() == ["≥3.45", "1.20"]
+    assert fmt.cell("B_simple_over_B_noise", 0.09) == "0.090" and fmt.cell("error_ratio", 0.5) == "0.50"
+
+
+def _comparison(ratio: float, growth_s: float = 1.0, growth_n: float = 1.0):
+    B_noise = np.array([400.0, 400.0 * growth_n ** 0.5, 400.0 * growth_n])
+    B_simple = ratio * B_noise[0] * np.array([1.0, growth_s ** 0.5, growth_s])
+    return pd.DataFrame({"threshold": [0.3, 0.5, 0.7], "B_simple": B_simple, "B_simple_lo": 0.9 * B_simple,
+                         "B_simple_hi": 1.1 * B_simple, "B_noise": B_noise, "B_noise_lo": 0.9 * B_noise,
+                         "B_noise_hi": 1.1 * B_noise, "B_simple_over_B_noise": B_simple / B_noise,
+                         "status": "ok", "reason": ""})
+
+
+def test_the_gradient_noise_answer_says_what_b_simple_can_tell_and_names_the_first_suspect():
+    from cbs_rlvr.words.claims import logged_noise_claim, noise_scale_lines
+
+    fit = pd.DataFrame({"threshold": [0.3, 0.5, 0.7], "B_noise": [400.0, 400.0, 400.0], "model": "mccandlish"})
+    far = " ".join(noise_scale_lines(_comparison(1 / 9), pd.DataFrame(), fit, logged=False))
+    assert "about 9x too low" in far and "correlated rollouts" in far and "n rollouts of one prompt" in far
+    assert "there is no trend to compare" in far and "follows the trend" not in far  # a flat pair is no trend
+    assert "misses even the order of magnitude" not in far  # 9x is still within one order of magnitude
+    assert "misses even the order of magnitude" in " ".join(noise_scale_lines(_comparison(0.05), pd.DataFrame(),
+                                                                                   fit, logged=False))
+    close = " ".join(noise_scale_lines(_comparison(1.05, 3.0, 3.0), pd.DataFrame(), fit, logged=False))
+    assert "Yes, within its uncertainty" in close and "correlated rollouts" not in close
+    assert "the noise scale follows the trend" in close
+    assert close.count("median ratio") == 1  # one median ratio per estimate, named
+    at = pd.DataFrame({"threshold": [0.3, 0.5, 0.7], "B_simple_ema": [430.0, 380.0, 400.0]})
+    assert "it agrees with it within 15%" in logged_noise_claim(at, fit)
+    assert "it overestimates it" in logged_noise_claim(at.assign(B_simple_ema=[600.0] * 3), fit)
+    assert logged_noise_claim(pd.DataFrame(), fit, logged=False) == ""

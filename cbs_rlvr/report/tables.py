@@ -196,6 +196,17 @@ def with_intervals(table: pd.DataFrame, intervals: dict, keep=()) -> pd.DataFram
 # ---------------------------------------------------------------------------------------------
 # Censored values: lower bounds must not look like measurements
 # ---------------------------------------------------------------------------------------------
+def with_censored_marks(table: pd.DataFrame, columns, digits: int = 2, by: str = "censored") -> pd.DataFrame:
+    """A per-run table with `columns` as text, a lower bound marked '≥' where the run never reached
+    the target (`by`): the same value as in the pivot above it ('≥3.45'), never a bare 3.45."""
+    out = table.copy()
+    cens = out[by].astype(bool) if by in out else pd.Series(False, index=out.index)
+    for col in columns:
+        if col in out:
+            out[col] = [mark_censored(v, c, digits) for v, c in zip(out[col], cens, strict=True)]
+    return out
+
+
 def median_with_censoring(values, censored) -> tuple[float, bool]:
     """Median of replicate values where some are lower bounds, and whether it is one itself.
 
