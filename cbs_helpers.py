@@ -61,7 +61,7 @@ from cbs_rlvr.report.figures_habits import plot_envelope, plot_generated_samples
 from cbs_rlvr.report.tables import SB_EB_CSV_COLUMNS, cbs_summary_long, cbs_summary_table, save_table, to_latex_booktabs
 
 # --- Report text: claims computed from the results, censored values marked, statuses explained --
-from cbs_rlvr.words.claims import TRENDS, b_noise_trend, rho_claim, trend_claim, lr_sweep_claims, noise_scale_answer, noise_scale_verdict, noise_scale_lines, logged_noise_claim
+from cbs_rlvr.words.claims import TRENDS, b_noise_trend, rho_claim, trend_claim, lr_sweep_claims, noise_scale_answer, noise_scale_verdict, noise_scale_lines, logged_noise_claim, cross_phase_findings
 from cbs_rlvr.words.numbers import mark_censored, shape_label
 from cbs_rlvr.report.tables import FLAG_MEANINGS, STATE_MEANINGS, STATUS_MEANINGS, censored_pivot, explain_flags, explain_status, flag_legend, legend_markdown, mark_lr_winners, with_censored_marks, median_with_censoring, state_legend, status_legend, with_intervals
 

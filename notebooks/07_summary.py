@@ -26,6 +26,7 @@ n_bootstrap: int = 1000  # bootstrap resamples per fit
 
 # %%
 
+import pandas as pd
 from IPython.display import Markdown, display
 
 import cbs_helpers as ch
@@ -63,16 +64,13 @@ if len(usable):
 
 # %% [markdown]
 # ## Answer
+# Per phase, how B_noise moves with the target; and where a phase fitted prompts against rollouts (04),
+# what a second rollout of a prompt is worth against a new prompt. The index opens its cross-phase part
+# with these lines (`findings.csv`).
 
 # %%
-lines = []
-for p, rows in summary_long.groupby("phase", sort=False):
-    trend = ch.b_noise_trend(rows)
-    head = f"- {p} ({rows['axis'].iloc[0]} axis, `{rows['task'].iloc[0]}`): "
-    if trend["n_points"] == 0:
-        lines.append(head + "no target has a usable fit (see the status and reason in its "
-                            "cbs_fit.csv).")
-    else:
-        lines.append(head + f"{trend['claim']}: {trend['evidence']}.")
-display(Markdown("\n".join(lines) or "No phase has a McCandlish fit yet, so there is nothing to "
-                                      "summarise."))
+two_axis = {p: pd.read_csv(f) for p in phases if (f := out / p / "tables" / "two_axis_fit.csv").is_file()}
+findings = ch.cross_phase_findings(summary_long, two_axis)
+ch.save_table(findings, out / "summary" / "tables", "findings")
+display(Markdown("\n".join(f"- {r.phase} · {r.topic}: {r.finding}" for r in findings.itertuples())
+                 or "No phase has a McCandlish fit yet, so there is nothing to summarise."))

@@ -209,3 +209,21 @@ def test_the_gradient_noise_answer_says_what_b_simple_can_tell_and_names_the_fir
     assert "it agrees with it within 15%" in logged_noise_claim(at, fit)
     assert "it overestimates it" in logged_noise_claim(at.assign(B_simple_ema=[600.0] * 3), fit)
     assert logged_noise_claim(pd.DataFrame(), fit, logged=False) == ""
+
+
+def test_the_cross_phase_findings_reach_the_index(tmp_path):
+    from cbs_rlvr.words.claims import cross_phase_findings
+
+    long = pd.DataFrame({"phase": ["p1"] * 3, "axis": "prompts", "task": "gsm8k", "threshold": [0.3, 0.5, 0.7],
+                         "B_noise": [200.0, 400.0, 800.0], "B_noise_lo": [180.0, 360.0, 720.0],
+                         "B_noise_hi": [220.0, 440.0, 880.0], "status": "ok"})
+    two = pd.DataFrame({"threshold": [0.5], "rho": [0.09], "rho_lo": [0.05], "rho_hi": [0.13], "r2_log": [0.98],
+                        "status": ["ok"]})
+    found = cross_phase_findings(long, {"p2b": two})
+    assert found["topic"].tolist() == ["B_noise against the target (prompts axis, gsm8k)", "prompts against rollouts"]
+    assert "the second rollout of a prompt is worth 0.83 of a new prompt" in found["finding"].iloc[1]
+    (tmp_path / "summary" / "tables").mkdir(parents=True)
+    found.to_csv(tmp_path / "summary" / "tables" / "findings.csv", index=False)
+    page = render_index(tmp_path, {}, {}, {"source": "x", "n_runs": 0}, "now")
+    assert page.index("<h2>Across phases</h2>") < page.index("prompts against rollouts")
+    assert page.index("prompts against rollouts") < page.index("B_noise against the target (prompts axis")

@@ -264,6 +264,26 @@ def _decisions_html(out: Path, params: dict | None = None, with_runs: dict | Non
     return parts
 
 
+def _findings_html(out: Path) -> list[str]:
+    """The index's cross-phase lines (07's findings.csv: what a rollout is worth against a prompt
+    first, then how B_noise moves with the target per phase), linked to 07."""
+    path = out / "summary" / "tables" / "findings.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return []
+    e = html.escape
+    rows.sort(key=lambda r: r.get("topic") != "prompts against rollouts")
+    link = (" <a href='summary/07_summary.html'>details</a>"
+            if (out / "summary" / "07_summary.html").is_file() else "")
+    return (["<h2>Across phases</h2><ul>"]
+            + [f"<li>{e(r.get('phase', ''))} · {e(r.get('topic', ''))}: {e(r.get('finding', ''))}</li>" for r in rows]
+            + [f"</ul><p class='muted'>Every line here is in <a href='summary/tables/findings.csv'>findings.csv</a>."
+               f"{link}</p>"])
+
+
 def render_index(out: Path, params: dict[str, dict | str], with_runs: dict[str, int],
                  manifest: dict, created: str) -> str:
     """The index page: the decision per phase first (OUT/decisions.csv), then the B_noise
@@ -292,6 +312,7 @@ def render_index(out: Path, params: dict[str, dict | str], with_runs: dict[str, 
         "left out with their reasons in <a href='data/excluded_runs.csv'>excluded_runs.csv</a> "
         f"&middot; built {e(created)}</p>"]
     parts += _decisions_html(out, params, with_runs)
+    parts += _findings_html(out)
     summary_csv = out / "summary" / "tables" / "cbs_summary.csv"
     if summary_csv.is_file():
         parts += ["<h2>B_noise across phases</h2>", _table_html(summary_csv), "<dl>"]

@@ -326,3 +326,20 @@ def noise_scale_lines(comparison: pd.DataFrame, at_target: pd.DataFrame, cbs_fit
                      + (f" (B_simple / B_noise = {ratio:.2f})" if np.isfinite(ratio) and ratio > 0 else ""))
     claim = logged_noise_claim(at_target, cbs_fit, logged)
     return lines + (["", claim] if claim else [])
+
+
+def cross_phase_findings(summary_long: pd.DataFrame, two_axis: dict | None = None) -> pd.DataFrame:
+    """07's findings, one row each (phase, topic, finding), for the page and the index: how B_noise
+    moves with the target in each phase (b_noise_trend), and what a rollout is worth against a
+    prompt where a phase has a cross-axis fit (rho_claim over its two_axis_fit table)."""
+    rows = []
+    for p, part in summary_long.groupby("phase", sort=False):
+        trend = b_noise_trend(part)
+        where = f"{part['axis'].iloc[0]} axis, {part['task'].iloc[0]}"
+        text = (f"{trend['claim']}: {trend['evidence']}" if trend["n_points"] else
+                "no target has a usable fit (see the status and reason in its cbs_fit.csv)")
+        rows.append({"phase": p, "topic": f"B_noise against the target ({where})", "finding": text})
+    for p, table in (two_axis or {}).items():
+        for line in rho_claim(table):
+            rows.append({"phase": p, "topic": "prompts against rollouts", "finding": line})
+    return pd.DataFrame(rows, columns=["phase", "topic", "finding"])
