@@ -92,7 +92,7 @@ def test_the_answer_box_says_each_objectives_batch_and_how_it_relates():
                                "it is the fastest in over 99% of the fit's draws")
     assert "Learning rate: fixed: one learning rate, 1×10⁻⁶, at every batch size" in text
     assert "Fewest samples (within 10%): 16 prompts × 8 rollouts (B = 128), but about 3.5 h" in text
-    assert "The batch to train with is 1.3 times B_noise" in text
+    assert "; the batch to train with is 1.3 times B_noise: " in text
     assert " min" not in text and not E_NOTATION.search(text)
     same = decide("p1", 0.5, _plan(cheap=(64, 8)), None, None, _fit())
     assert "Fewest samples: the same batch" in " ".join(decision_sentences(same))

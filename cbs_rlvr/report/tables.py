@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..words.numbers import header, interval, mark_censored, shape_label
+from ..words.numbers import header, interval, mark_censored, reader_index, shape_label
 
 #: Column order of outputs/<phase>/tables/sb_eb.csv: design.md's contract first, extras last.
 SB_EB_CSV_COLUMNS = ["run_name", "n_prompts", "n_rollouts", "total_batch", "threshold", "S_B",
@@ -244,7 +244,7 @@ def censored_pivot(table: pd.DataFrame, value: str = "S_B",
         return pd.DataFrame(index=pd.MultiIndex.from_arrays([[]] * len(index), names=index))
 
     shown = out.pivot(index=index, columns=columns, values=value).fillna("–")
-    shown.index = shown.index.set_names([header(n) for n in shown.index.names])
+    shown.index = reader_index(shown.index)
     shown.columns.name = header(columns)
     return shown
 

@@ -80,7 +80,7 @@ def _model_words(row: dict) -> str:
 
 def _objectives(row: dict, unit: str) -> list[str]:
     """How the other objectives' batches relate to the one to train with, one sentence each:
-    fewest samples, fewest GPU-hours, and B_noise (a property of the task, not a batch to train with)."""
+    fewest samples, fewest GPU-hours (B_noise: `_b_noise_line`)."""
     lines, B = [], _f(row.get("total_batch"))
     fs = row.get("fewest_samples_batch")
     if isinstance(fs, str) and "x" in fs:
@@ -94,12 +94,21 @@ def _objectives(row: dict, unit: str) -> list[str]:
                          "samples per step and needs more steps.")
     if isinstance(row.get("fewest_gpu_hours"), str) and row["fewest_gpu_hours"]:
         lines.append(f"Fewest GPU-hours: {row['fewest_gpu_hours']}.")
+    return lines
+
+
+def _b_noise_line(row: dict, goal: str) -> str:
+    """B_noise, what it means, and how the batch to train with relates to it, in one sentence."""
+    bn = interval(row.get("B_noise"), row.get("B_noise_lo"), row.get("B_noise_hi"), "samples")
+    text = (f"B_noise = {bn} (95% interval) at {goal}, the batch at which a step is worth half of what an "
+            "infinitely large one would be (S = 2 S_min)")
+    B = _f(row.get("total_batch"))
     if _ok(row.get("B_noise")) and _ok(B) and _f(row["B_noise"]) > 0:
         ratio = B / _f(row["B_noise"])
-        rel = (f"{number(ratio)} times B_noise" if abs(ratio - 1) >= 0.05 else "about B_noise")
-        lines.append(f"The batch to train with is {rel}: B_noise says where samples start to buy less progress per "
-                     "step, the batch to train with also weighs the time a step takes.")
-    return lines
+        rel = f"{number(ratio)} times B_noise" if abs(ratio - 1) >= 0.05 else "about B_noise"
+        text += (f"; the batch to train with is {rel}: B_noise says where more samples per step start to buy less "
+                 "progress, the choice also weighs the time a step takes")
+    return text + "."
 
 
 def _how_sure(row: dict) -> str:
@@ -175,9 +184,7 @@ def decision_sentences(row: dict) -> list[str]:
         if isinstance(row.get("lr_context"), str) and row["lr_context"]:
             lines.append(sentence(f"Learning rate: {row['lr_context']}"))
         lines += _objectives(row, unit)
-        bn = interval(row.get("B_noise"), row.get("B_noise_lo"), row.get("B_noise_hi"), "samples")
-        lines.append(f"B_noise = {bn} (95% interval) at {goal}: the batch at which a step is worth half of what an "
-                     "infinitely large one would be (S = 2 S_min).")
+        lines.append(_b_noise_line(row, goal))
     else:
         status = row.get("fit_status")
         lines.append(f"{name}. No batch to recommend at {goal}: the fit there is "

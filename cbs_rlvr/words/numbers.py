@@ -55,7 +55,7 @@ COUNT_COLUMNS = frozenset({"n_points", "n_censored", "n_prompts", "n_rollouts", 
                            "n_updates", "predicted_steps", "S_B", "E_B", "predicted_samples", "steps"})
 
 #: Columns whose text holds config values written as Python writes them ('lr=1e-06').
-_CONFIG_TEXT_COLUMNS = frozenset({"configuration", "configurations", "lr_label"})
+_CONFIG_TEXT_COLUMNS = frozenset({"configuration", "configurations", "lr_label", "lr", "lr_won"})
 
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 _E_NUMBER = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)[eE]([+-]?\d+)(?![\w.])")
@@ -258,7 +258,8 @@ def reader_table(table, columns=None, index=None):
     out = t.astype(object).where(t.notna(), DASH)
     for name in t.columns:
         if pd.api.types.is_numeric_dtype(t[name]) and not pd.api.types.is_bool_dtype(t[name]):
-            out[name] = [cell(str(name), v) for v in t[name]]
+            integers = pd.api.types.is_integer_dtype(t[name]) and str(name) not in ("threshold",)
+            out[name] = [count(v) if integers else cell(str(name), v) for v in t[name]]
         elif name in _CONFIG_TEXT_COLUMNS:
             out[name] = [plain_text(v) if isinstance(v, str) else v for v in out[name]]
         elif not pd.api.types.is_bool_dtype(t[name]):  # mixed columns: their numbers as numbers
@@ -269,11 +270,11 @@ def reader_table(table, columns=None, index=None):
         return out.set_index(header(index))
     if isinstance(t.index, pd.RangeIndex) and t.index.name is None:
         return out.reset_index(drop=True)
-    out.index = _reader_index(out.index)
+    out.index = reader_index(out.index)
     return out
 
 
-def _reader_index(index):
+def reader_index(index):
     """A table's own index as a reader sees it: plain names, counts and numbers through `cell`."""
     import pandas as pd
 
