@@ -227,3 +227,10 @@ def test_the_cross_phase_findings_reach_the_index(tmp_path):
     page = render_index(tmp_path, {}, {}, {"source": "x", "n_runs": 0}, "now")
     assert page.index("<h2>Across phases</h2>") < page.index("prompts against rollouts")
     assert page.index("prompts against rollouts") < page.index("B_noise against the target (prompts axis")
+
+
+def test_lower_bounds_of_several_targets_at_one_point_are_drawn_side_by_side():
+    from cbs_rlvr.report.style import fan_out
+
+    xs = [float(fan_out([1024.0], k, 3)[0]) for k in range(3)]
+    assert xs[0] < xs[1] == 1024.0 < xs[2] and xs[2] / xs[0] < 1.25  # apart, and still at their batch size

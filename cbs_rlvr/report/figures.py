@@ -27,6 +27,7 @@ from .style import (
     _no_data,
     _positive,
     _usable_fits,
+    fan_out,
     label_axes,
     set_log2_axis,
     set_log_axis,
@@ -48,12 +49,12 @@ def plot_sb_eb(sb_eb: pd.DataFrame, cbs_fit: pd.DataFrame, title: str = "",
     colors = threshold_colors(sb["threshold"].dropna().unique())
     lo, hi = _batch_limits(sb[batch_col])
     grid = np.geomspace(lo, hi, 200)
-    for t, rows in sb.groupby("threshold"):
+    for k, (t, rows) in enumerate(sb.groupby("threshold")):
         c = colors[t]
         cen = rows["censored"].fillna(False).astype(bool)
         for ax, col in ((ax_s, "S_B"), (ax_e, "E_B")):
             ax.scatter(_floats(rows.loc[~cen, batch_col]), _floats(rows.loc[~cen, col]), color=c, s=22, zorder=3)
-            ax.scatter(_floats(rows.loc[cen, batch_col]), _floats(rows.loc[cen, col]), marker="^",
+            ax.scatter(fan_out(_floats(rows.loc[cen, batch_col]), k, len(colors)), _floats(rows.loc[cen, col]), marker="^",
                        facecolors="none", edgecolors=c, s=30, zorder=3)
         label = f"acc ≥ {t:g}"
         if t in fits.index:

@@ -92,6 +92,13 @@ def describe_figure(fig: Figure) -> str:
     return figure_alt(title, panels)
 
 
+def fan_out(x, k: int, n: int, step: float = 0.07):
+    """x (on a log axis) moved by a small factor for the k-th of n series, so that markers of a
+    run that never reached several targets (one lower bound per target, all at its last step) sit
+    side by side instead of on top of each other: x · 2^(step · (k - (n - 1) / 2))."""
+    return np.asarray(x, dtype=float) * 2.0 ** (step * (k - (n - 1) / 2))
+
+
 def threshold_colors(thresholds) -> dict:
     """A fixed colour per accuracy threshold, the same in every figure of a phase."""
     return {t: PALETTE[i % (len(PALETTE) - 1)] for i, t in enumerate(sorted(thresholds))}
