@@ -11,7 +11,7 @@ from cbs_rlvr.params import SECTIONS, SUMMARY_SECTION, ParamsError, load_all_pha
 from cbs_rlvr.paths import PROJECT_DIR, display_path, project_paths
 # a section's one setup call: where it writes (a hand run: scratch/; only the build writes
 # outputs/), its phase's params, the snapshot and the phase's runs
-from cbs_rlvr.section import Section, section, summary_fits
+from cbs_rlvr.section import Section, fit_axes, section, summary_fits
 from cbs_rlvr.build.handrun import output_file, section_paths
 # a progress bar for long loops: in JupyterLab and terminals, never in the reports
 from cbs_rlvr.progress import progress
@@ -38,7 +38,7 @@ from cbs_rlvr.words.sentences import b_noise_line, learning_rate_context, lr_lab
 from cbs_rlvr.fit.baseline import seed_method_fit
 
 # --- Learning-rate (metaparameter) sweeps: the best configuration at each batch size ------------
-from cbs_rlvr.measure.envelope import configuration_table, envelope_winners, lr_policy
+from cbs_rlvr.measure.envelope import configuration_table, envelope_winners, lr_policy, sweep_lr_policy
 
 # --- Prompts vs rollouts: the cross-axis model, its check, the iso-batch comparison --------------
 from cbs_rlvr.fit.crosscheck import CHECK_COLUMNS

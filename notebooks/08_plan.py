@@ -35,40 +35,26 @@ import cbs_helpers as ch
 
 s = ch.section("08_plan", phase, out_dir, params_dir, source, columns=ch.WALL_CLOCK_KEYS,
                n_bootstrap=n_bootstrap, seed=seed, n_simulations=n_simulations)
-params, runs, history, metric, figures, tables = s.params, s.runs, s.history, s.metric, s.figures, s.tables
-thresholds = params["thresholds"]
-members, left_out = s.joint(ch.WALL_CLOCK_KEYS) if params["two_axis_phases"] else ([], [])
-phases = [{"phase": phase, "params": params, "runs": runs, "history": history, "metric": metric}]
-phases += [m for m in members if m["phase"] != phase]
+params, tables, figures, thresholds = s.params, s.tables, s.figures, s.params["thresholds"]
+axes, left_out = s.axes(ch.WALL_CLOCK_KEYS)  # this phase's axis, and those its params pool
 t0 = time.perf_counter()
-fits, walls, sbs = {}, [], []
-for m in phases:  # each axis's own fit prices the configurations on it
-    fits[m["phase"]] = ch.fit_phase(m["runs"], m["history"], m["metric"], thresholds, m["params"]["n_val"],
-                                    n_bootstrap=n_bootstrap, seed=seed, metaparameters=m["params"]["metaparameters"])
-    sbs.append(fits[m["phase"]].sb_eb.assign(phase=m["phase"]))
-    walls.append(ch.wall_clock_table(m["runs"], m["history"], m["metric"], thresholds,
-                                     metaparameters=m["params"]["metaparameters"]).assign(phase=m["phase"]))
-fit = fits[phase]
-sb_eb, cbs_fit = fit.sb_eb, fit.table
-cross = (ch.cross_axis_fit(pd.concat(sbs, ignore_index=True), thresholds, n_bootstrap=n_bootstrap, seed=seed)
-         if len(phases) > 1 else None)
-measured = pd.concat(walls, ignore_index=True)
-step_times = ch.step_time_table(measured)
-step_model = ch.step_time_model(measured)
+fits, sb_all, measured = ch.fit_axes(axes, thresholds, n_bootstrap=n_bootstrap, seed=seed)
+cross = ch.cross_axis_fit(sb_all, thresholds, n_bootstrap=n_bootstrap, seed=seed) if len(axes) > 1 else None
+
+# %%
+step_times, step_model = ch.step_time_table(measured), ch.step_time_model(measured)
 gpu_note = ch.gpu_claim(step_times["n_gpus"])
-tried = sb_eb.drop_duplicates("run_id")
-lr_tuned = bool((tried.groupby("total_batch")["lr"].nunique() > 1).any())
-lr_context = ch.lr_label(ch.lr_policy(tried["total_batch"], tried["lr"]), tuned=lr_tuned)
+cbs_fit = fits[phase].table
+lr_context = ch.lr_label(*ch.sweep_lr_policy(fits[phase].sb_eb))
 pp = ch.plan_phase(phase, fits, step_model, step_times, thresholds, requested_target=params["decision_target"],
                    cross=cross, title=params["title"], gpu_note=gpu_note, lr_context=lr_context,
                    n_outcomes=n_simulations // 4 if n_simulations >= 16 else 16, seed=seed)
 elapsed = time.perf_counter() - t0
 predictions, plan, next_table, decision, target = pp.plan.candidates, pp.table, pp.next_runs, pp.decision, pp.target
-ch.save_table(predictions, tables, "plan_candidates")
-ch.save_table(plan, tables, "plan")
-ch.save_table(next_table, tables, "next_runs")
-_ = ch.save_table(pd.DataFrame([decision], columns=ch.DECISION_COLUMNS + [c for c in decision if c not in
-                                                                       ch.DECISION_COLUMNS]), tables, "decision")
+for name, table in (("plan_candidates", predictions), ("plan", plan), ("next_runs", next_table),
+                    ("decision", pd.DataFrame([decision], columns=ch.DECISION_COLUMNS
+                                              + [c for c in decision if c not in ch.DECISION_COLUMNS]))):
+    ch.save_table(table, tables, name)
 
 # %% [markdown]
 # ## The decision

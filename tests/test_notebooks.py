@@ -321,8 +321,10 @@ def test_hand_papermill_runs_after_make_report_leave_outputs_as_they_were(report
 
 def test_the_demo_pages_read_on_a_phone_and_a_laptop(report):
     """The index, p1's reports and the summary as a reader sees them (browser.reader_problems):
-    no 'NaN', no raw column name, no page wider than a 390 px phone or a 1280 px window, titles
-    that name the phase and the section. (Every page of generated sweeps: test_reader_pages.py.)"""
+    no 'NaN', no raw column name, no e-notation, counts as integers, alt text on every image,
+    previous/next links on section pages, no link to a missing file, no page wider than a 390 px
+    phone or a 1280 px window, titles that name the phase and the section. (Every page of
+    generated sweeps: test_reader_pages.py.)"""
     from cbs_rlvr.report.browser import find_chromium, reader_problems
 
     if find_chromium() is None:

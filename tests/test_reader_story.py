@@ -234,3 +234,16 @@ def test_lower_bounds_of_several_targets_at_one_point_are_drawn_side_by_side():
 
     xs = [float(fan_out([1024.0], k, 3)[0]) for k in range(3)]
     assert xs[0] < xs[1] == 1024.0 < xs[2] and xs[2] / xs[0] < 1.25  # apart, and still at their batch size
+
+
+def test_the_learning_rate_context_of_a_sweep_comes_from_its_runs_configs():
+    from cbs_rlvr.measure.envelope import sweep_lr_policy
+
+    sb = pd.DataFrame({"run_id": ["a", "a", "b", "c", "d"], "total_batch": [64, 64, 128, 256, 256],
+                       "lr": [1e-6, 1e-6, 1e-6, 1e-6, 2e-6]})
+    policy, tuned = sweep_lr_policy(sb)
+    assert tuned and lr_label(policy, tuned) == "learning rate tuned at each batch size"
+    policy, tuned = sweep_lr_policy(sb[sb["run_id"] != "d"])
+    assert not tuned and lr_label(policy, tuned).startswith("fixed: one learning rate, 1×10⁻⁶")
+    assert "1e-06" not in policy["describe"]
+    assert sweep_lr_policy(sb.iloc[:0])[1] is False

@@ -141,3 +141,13 @@ def lr_policy(batch_sizes, lrs, tol: float = 0.2) -> dict:
                        "linear": f"the learning rate grows in proportion to B ({fit})",
                        "mixed": f"no single power law ({fit})"}[policy]
     return out
+
+
+def sweep_lr_policy(sb_eb: pd.DataFrame) -> tuple[dict, bool]:
+    """A sweep's learning-rate context from its S(B) table: (lr_policy over one row per run, whether
+    several rates were tried at one batch size, i.e. tuned)."""
+    tried = sb_eb.drop_duplicates("run_id") if "run_id" in sb_eb else sb_eb
+    if not len(tried) or "lr" not in tried:
+        return lr_policy([], []), False
+    tuned = bool((tried.groupby("total_batch")["lr"].nunique() > 1).any())
+    return lr_policy(tried["total_batch"], tried["lr"]), tuned

@@ -104,11 +104,12 @@ _E_NOTATION = r"(?<![\w.])\d+(\.\d+)?[eE][+-]?\d+(?![\w.])"
 _PROBE = """<script>(function(){var t=document.body?document.body.innerText:"";var p=document.createElement("pre");
 var imgs=[].map.call(document.querySelectorAll("img"),function(i){return i.getAttribute("alt")||"";});
 var rels=[].map.call(document.querySelectorAll("a[rel]"),function(a){return a.getAttribute("rel");});
+var hrefs=[].map.call(document.querySelectorAll("a[href]"),function(a){return a.getAttribute("href");});
 var tables=[].map.call(document.querySelectorAll("table"),function(tb){var h=[].map.call(tb.querySelectorAll("thead th"),
 function(c){return c.innerText.trim();});var r=[].map.call(tb.querySelectorAll("tbody tr"),function(tr){
 return [].map.call(tr.children,function(c){return c.innerText.trim();});});return {head:h,rows:r};});
 p.id="cbs-probe";p.textContent=JSON.stringify({title:document.title,scroll:document.documentElement.scrollWidth,
-inner:window.innerWidth,text:t,imgs:imgs,rels:rels,tables:tables});document.documentElement.appendChild(p);})();</script>"""
+inner:window.innerWidth,text:t,imgs:imgs,rels:rels,hrefs:hrefs,tables:tables});document.documentElement.appendChild(p);})();</script>"""
 
 
 def _probe(page: Path, width: int, browser: str, timeout: float) -> dict:
@@ -168,6 +169,9 @@ def _text_problems(page: Path, got: dict, nav: bool) -> list[str]:
         problems.append(f"{page}: {len(no_alt)} image(s) without alt text saying what they show")
     if nav and not {"prev", "next"} & set(got.get("rels", [])):
         problems.append(f"{page}: no previous/next link")
+    broken = [h for h in got.get("hrefs", []) if not re.match(r"[a-z]+:|#", h) and not (page.parent / h).exists()]
+    if broken:
+        problems.append(f"{page}: links to files that are not there: {', '.join(broken[:5])}")
     counts = _count_cells(got.get("tables", []))
     if counts:
         problems.append(f"{page}: counts not shown as integers: {', '.join(counts[:5])}")
@@ -178,7 +182,7 @@ def reader_problems(pages: list[Path], widths=(390, 1280), browser: str | None =
                     timeout: float = 120) -> list[str]:
     """What a reader would trip over, per page, as headless Chromium lays it out: 'NaN', a raw
     column name or e-notation in the visible text, an image without alt text, a count shown as
-    '1.00', a section page without a previous/next link, a page wider than the window
+    '1.00', a link to a file that is not there, a section page without a previous/next link, a page wider than the window
     (scrollWidth > innerWidth) at each width, a title that does not name the phase and the
     section ('p1 · ... · cbs-rlvr')."""
     browser = browser or find_chromium()
