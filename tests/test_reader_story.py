@@ -247,3 +247,11 @@ def test_the_learning_rate_context_of_a_sweep_comes_from_its_runs_configs():
     assert not tuned and lr_label(policy, tuned).startswith("fixed: one learning rate, 1×10⁻⁶")
     assert "1e-06" not in policy["describe"]
     assert sweep_lr_policy(sb.iloc[:0])[1] is False
+
+
+def test_a_missing_alpha_is_explained_by_what_the_table_shows():
+    from cbs_rlvr.words.sentences import shape_sentence
+
+    lost = {"model": "mccandlish", "alpha": np.nan, "alpha_lo": np.nan, "alpha_hi": np.nan, "weight_general": 0.0}
+    assert "gives the bent form no weight (0%)" in shape_sentence(lost).replace("give ", "gives ")
+    assert "too few batch sizes" in shape_sentence(dict(lost, weight_general=np.nan))

@@ -43,6 +43,9 @@ def shape_sentence(row) -> str:
     weight = (f"; held-out batch sizes weigh the bent form {percent(w_gen)} against the 1/B form"
               if np.isfinite(w_gen) else "")
     if not np.isfinite(alpha):
+        if np.isfinite(w_gen) and round(100 * w_gen) == 0:  # the bent form lost outright: never drawn
+            return ("S(B) follows the 1/B form (McCandlish): held-out batch sizes give the bent form no weight "
+                    "(0%), so it gets no bootstrap and no alpha is reported.")
         return f"S(B) is fitted with the 1/B form (McCandlish): too few batch sizes to fit a bend{weight}."
     # whether the interval holds 1 is read from the interval as the table beside prints it (two
     # decimals): a table showing [0.81, 1.00] and words saying '1 is excluded' would contradict
