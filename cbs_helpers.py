@@ -34,7 +34,7 @@ from cbs_rlvr.fit.across import b_noise_vs_target, pareto_table
 from cbs_rlvr.fit.interval import bootstrap_interval
 from cbs_rlvr.fit.table import fit_mccandlish, fit_steps
 from cbs_rlvr.fit.curves import general_samples, general_steps, mccandlish_samples, mccandlish_steps, overhead_batch, samples_minimum
-from cbs_rlvr.words.sentences import b_noise_line, learning_rate_context, lr_label, shape_sentence, step_model_sentence, trend_kind, trend_sentence, trend_title
+from cbs_rlvr.words.sentences import b_noise_line, learning_rate_context, lr_label, shape_sentence, step_model_sentence, sweep_facts, updates_lines, generated_samples_line, fit_answer_lines, curves_answer, overhead_lines, fastest_run_lines, trend_kind, trend_sentence, trend_title
 from cbs_rlvr.fit.baseline import seed_method_fit
 
 # --- Learning-rate (metaparameter) sweeps: the best configuration at each batch size ------------
@@ -61,7 +61,7 @@ from cbs_rlvr.report.figures_habits import plot_envelope, plot_generated_samples
 from cbs_rlvr.report.tables import SB_EB_CSV_COLUMNS, cbs_summary_long, cbs_summary_table, save_table, to_latex_booktabs
 
 # --- Report text: claims computed from the results, censored values marked, statuses explained --
-from cbs_rlvr.words.claims import TRENDS, b_noise_trend, rho_claim, trend_claim, lr_sweep_claims, noise_scale_answer, noise_scale_verdict, noise_scale_lines, logged_noise_claim, cross_phase_findings
+from cbs_rlvr.words.claims import TRENDS, b_noise_trend, rho_claim, trend_claim, lr_sweep_claims, noise_scale_answer, noise_scale_verdict, noise_scale_lines, logged_noise_claim, cross_phase_findings, envelope_lines, two_axis_answer
 from cbs_rlvr.words.numbers import mark_censored, shape_label
 from cbs_rlvr.report.tables import FLAG_MEANINGS, STATE_MEANINGS, STATUS_MEANINGS, censored_pivot, explain_flags, explain_status, flag_legend, legend_markdown, mark_lr_winners, with_censored_marks, median_with_censoring, state_legend, status_legend, with_intervals
 

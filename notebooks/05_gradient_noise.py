@@ -68,6 +68,8 @@ usable = (comparison["status"] == "ok").any() or comparison["B_noise"].notna().a
 if not (b_simple["status"] == "ok").any():
     reasons = "; ".join(sorted(set(b_simple["reason"].astype(str)) - {""}))
     display(Markdown(f"**Insufficient** for a post-hoc B_simple at any target: {reasons}."))
+
+# %%
 if usable:
     fig = ch.plot_noise_scale_vs_fit(comparison, at_target,
                                      title=f"{params['title']}: noise scale vs fit")

@@ -124,6 +124,8 @@ elif shown == "predicted_steps":
     print("No step-time model, so no hours; predicted rollout steps to each target:")
 else:
     print("No target has a usable fit (table above): nothing to predict; plan.csv is written with its header only.")
+
+# %%
 if shown:
     table = predictions.pivot_table(index=["total_batch", "n_prompts", "n_rollouts"], columns="threshold",
                                     values=shown, aggfunc="first").reset_index()

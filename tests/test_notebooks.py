@@ -47,6 +47,21 @@ def test_py_and_ipynb_twins_agree_and_ipynb_has_no_outputs(py):
             assert cell.get("execution_count") is None, f"{ipynb.name} carries execution counts"
 
 
+#: A notebook narrates and calls: a code cell of more than this many lines (blank lines and comments
+#: aside) holds logic that belongs in a tested function of cbs_rlvr/ (issue 29).
+MAX_CELL_LINES = 15
+
+
+@pytest.mark.parametrize("py", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_code_cell_is_longer_than_fifteen_lines(py):
+    for i, cell in enumerate(jupytext.read(py).cells):
+        if cell.cell_type != "code":
+            continue
+        lines = [x for x in cell.source.splitlines() if x.strip() and not x.strip().startswith("#")]
+        assert len(lines) <= MAX_CELL_LINES, (f"{py.name}, cell {i}: {len(lines)} lines of code (at most "
+                                              f"{MAX_CELL_LINES}): move the logic into a tested function")
+
+
 @pytest.mark.parametrize("py", NOTEBOOKS, ids=lambda p: p.stem)
 def test_one_literal_parameters_cell_right_after_the_title(py):
     nb = jupytext.read(py)

@@ -255,3 +255,57 @@ def test_a_missing_alpha_is_explained_by_what_the_table_shows():
     lost = {"model": "mccandlish", "alpha": np.nan, "alpha_lo": np.nan, "alpha_hi": np.nan, "weight_general": 0.0}
     assert "gives the bent form no weight (0%)" in shape_sentence(lost).replace("give ", "gives ")
     assert "too few batch sizes" in shape_sentence(dict(lost, weight_general=np.nan))
+
+
+def test_the_notebooks_sentences_moved_into_words_read_as_before():
+    from cbs_rlvr.words.claims import envelope_lines, two_axis_answer
+    from cbs_rlvr.words.sentences import (
+        curves_answer,
+        fastest_run_lines,
+        fit_answer_lines,
+        generated_samples_line,
+        overhead_lines,
+        sweep_facts,
+        updates_lines,
+    )
+
+    configs = pd.DataFrame({"total_batch": [64, 2048], "n_configs": [1, 2]})
+    facts = sweep_facts(configs, [1, 1, np.nan], dynamic=False, from_config=2, mismatch=0)
+    assert facts[0] == "1 of 2 batch sizes have several configurations (B = 2,048)."
+    assert facts[1] == "Optimizer updates per rollout step: 1 for every run; unknown for 1 run(s)."
+    assert len(facts) == 4 and "taken from the config" in facts[3]
+    assert updates_lines([2, 2], pd.DataFrame())[0].startswith("Every run makes 2 optimizer updates")
+    assert "unknown" in updates_lines([], pd.DataFrame())[0]
+    assert generated_samples_line(pd.DataFrame()).startswith("No run logs train/num_gen_batches")
+    fit = pd.DataFrame([{"threshold": 0.5, "status": "ok", "reason": "", "B_noise": 1759.4, "B_noise_lo": 1456.0,
+                         "B_noise_hi": 2321.0, "B_crit_20pct": np.nan, "model": "general", "alpha": 0.62,
+                         "S_min": 12.34, "r2_log": 0.98, "n_points": 11.0, "n_censored": 1.0},
+                        {"threshold": 0.7, "status": "insufficient", "reason": "2 batch sizes reach it"}])
+    answer = fit_answer_lines(fit, 0)
+    assert answer[1] == ("acc ≥ 0.5: B_noise = 1,759 [1,456, 2,321] samples/step, S ∝ B^-0.62 at small B (general "
+                         "form), S_min = 12 steps, no samples minimum (no batch at 20% extra samples), R²(log) = "
+                         "0.980, 11 runs (1 stopped before the target), status ok")
+    assert answer[2] == "acc ≥ 0.7: no B_noise, insufficient: 2 batch sizes reach it"
+    final = pd.DataFrame({"accuracy": [0.61, 0.74], "total_batch": [64, 512], "n_prompts": [8, 64],
+                          "n_rollouts": [8, 8], "step": [400.0, 1200.0], "winner": [True, True]})
+    assert curves_answer(final, [0.5, 0.7]).endswith("(best: B = 512, 64×8, at step 1,200); 1 of 2 runs end "
+                                                     "above the highest target 0.7.")
+    two = pd.DataFrame({"threshold": [0.5], "rho": [0.09], "rho_lo": [0.05], "rho_hi": [0.13], "B0": [120.0],
+                        "B0_lo": [100.0], "B0_hi": [140.0], "r2_log": [0.98], "status": ["ok"], "reason": [""]})
+    text = "\n".join(two_axis_answer(two, pd.DataFrame(), validated=False, check_reason="one phase"))
+    assert "ρ = 0.09 [0.05, 0.13], B0 = 120 [100, 140] prompts" in text and "not checked on this sweep (one phase)" in text
+    per_run = pd.DataFrame({"time_key": ["perf/time_per_step", None], "overhead_in_step_time": ["none", "none"]})
+    at_mid = pd.DataFrame({"time_to_target_with_overhead_h": [1.2], "time_to_target_h": [1.0]})
+    lines = overhead_lines(per_run, {"validation": True, "checkpoint": False}, at_mid, 0.6, True)
+    assert lines[:2] == ["validation time: logged", "checkpoint time: not logged"]
+    assert "1 run(s) log no step time at all." in lines and lines[-1].endswith("add 20% to 20% to the training time of the runs.")
+    fastest = pd.DataFrame([{"threshold": 0.6, "n_configs": 1, "undetermined": False, "gpu_hours": np.nan,
+                             "n_prompts": 64, "n_rollouts": 8, "total_batch": 512, "time_to_target_h": 1.04, "S_B": 99.4}])
+    assert fastest_run_lines(fastest, pd.DataFrame(), False) == [
+        "acc ≥ 0.6: fastest run made is B = 512 (64×8): 1.04 h of training, 99 steps."]
+    winners = pd.DataFrame({"n_configs": [2], "undetermined": [True], "total_batch": [2048], "n_prompts": [256],
+                            "n_rollouts": [8], "tried": ["2 rates"], "won_by_target": ["lr 1×10⁻⁶"]})
+    env = envelope_lines(winners, {"describe": "constant"}, one_rate=False)
+    assert env[0].startswith("B = 2,048 (256×8): tried 2 rates") and "not certain" in env[0]
+    for line in facts + answer + lines + env:
+        assert not E_NOTATION.search(line)

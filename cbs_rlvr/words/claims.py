@@ -343,3 +343,51 @@ def cross_phase_findings(summary_long: pd.DataFrame, two_axis: dict | None = Non
         for line in rho_claim(table):
             rows.append({"phase": p, "topic": "prompts against rollouts", "finding": line})
     return pd.DataFrame(rows, columns=["phase", "topic", "finding"])
+
+
+def envelope_lines(winners: pd.DataFrame, policy: dict, one_rate: bool) -> list[str]:
+    """02's lines on the learning rates of a sweep: with one rate per batch size, nothing to choose
+    and the sweep's policy; otherwise each swept batch size (what was tried, which won at each
+    target, whether the choice is certain) and the winners' policy (envelope.lr_policy's dict)."""
+    from .numbers import count
+
+    if one_rate:
+        return [f"One learning rate per batch size: nothing to choose. The sweep's learning-rate policy: "
+                f"{policy['describe']}."]
+    lines = []
+    for row in winners[winners["n_configs"] > 1].itertuples():
+        caveat = (" (a configuration that never reached a target had stopped earlier, so the choice "
+                  "is not certain there)" if row.undetermined else "")
+        lines.append(f"B = {count(row.total_batch)} ({row.n_prompts}×{row.n_rollouts}): tried {row.tried}; best: "
+                     f"{row.won_by_target}{caveat}")
+    return lines + [f"\nThe learning-rate policy of the winners: {policy['describe']}."]
+
+
+def two_axis_answer(fit: pd.DataFrame, iso: pd.DataFrame, validated: bool | None = None,
+                    check_reason: str = "") -> list[str]:
+    """04's answer as Markdown lines: rho and B0 per target with a fit, what rho means (rho_claim,
+    only where the data pin it down), whether the cross-axis model may price splits (`validated`,
+    None without a model), why there is no fit, and the fastest split at each target (iso_batch_table)."""
+    from .numbers import interval
+
+    ok = fit[fit["status"] == "ok"] if len(fit) else fit
+    lines = [f"- accuracy ≥ {r.threshold:g}: ρ = {interval(r.rho, r.rho_lo, r.rho_hi, decimals=2)}, "
+             f"B0 = {interval(r.B0, r.B0_lo, r.B0_hi, decimals=0)} prompts" for r in ok.itertuples()]
+    lines += [f"\n{line}" for line in rho_claim(fit)] if len(fit) else []
+    if validated is not None and len(ok):
+        lines.append("\nThe model predicted the left-out phases within their scatter: splits off the sampled axes "
+                     "may be priced by it." if validated else
+                     f"\nThe model is not checked on this sweep ({check_reason}): 08 recommends no split off the "
+                     "sampled axes.")
+    if len(ok) == 0 and len(fit):
+        reasons = "; ".join(sorted(set(fit["reason"].astype(str)) - {""}))
+        lines.append(f"No target has a joint fit ({reasons or 'see the table above'}).")
+    elif len(fit) == 0:
+        lines.append("No joint fit: the joint phases have no runs yet.")
+    if len(iso) and iso["S_B"].notna().any():
+        reached = iso[~iso["censored"].astype(bool) & iso["S_B"].notna()]
+        for t, rows in reached.groupby("threshold"):
+            best = rows.loc[rows["S_B"].idxmin()]
+            lines.append(f"- accuracy ≥ {t:g}: fewest steps with {int(best.n_prompts)} prompts × "
+                         f"{int(best.n_rollouts)} rollouts ({best.S_B:.0f} steps, of {len(rows)} split(s) that reach it)")
+    return lines
