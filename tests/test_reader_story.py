@@ -179,7 +179,8 @@ def test_a_run_that_never_reached_the_target_shows_a_lower_bound_in_every_table(
     t = pd.DataFrame({"run_name": ["a", "b"], "time_to_target_h": [3.4512, 1.2], "censored": [True, False]})
     shown = fmt.reader_table(with_censored_marks(t, ["time_to_target_h"]))
     assert shown["hours to target"].tolist() == ["≥3.45", "1.20"]
-    assert fmt.cell("B_simple_over_B_noise", 0.09) == "0.090" and fmt.cell("error_ratio", 0.5) == "0.50"
+    assert fmt.cell("B_simple_over_B_noise", 0.09) == "0.09" and fmt.cell("error_ratio", 0.5) == "0.50"
+    assert fmt.cell("B_simple_over_B_noise", 1.2641) == "1.26"  # as 05's lines say it ('B_simple / B_noise = 1.26')
 
 
 def _comparison(ratio: float, growth_s: float = 1.0, growth_n: float = 1.0):

@@ -316,8 +316,8 @@ def _what_to_keep(b: _Build, params: dict) -> list[str]:
             # an invalid params file (said above): its phase's reports stay until it is fixed
             keep[phase] = {f.name.split(".", 1)[0] for f in (b.out / phase).glob("[0-9][0-9]_*")}
     if fitted or any("02_steps_to_target" in s for s in keep.values()):
-        b.summary = Job("summary", SUMMARY_SECTION,
-                        needs={j.name for j in b.planned if j.section == "02_steps_to_target"})
+        b.summary = Job("summary", SUMMARY_SECTION,  # it reads the fits (02) and the cross-axis fits (04)
+                        needs={j.name for j in b.planned if j.section in _SUMMARY_READS})
         keep["summary"] = {SUMMARY_SECTION}
     b.keep = keep
     removed = remove_leftovers(b.out, keep)
@@ -338,8 +338,12 @@ def _what_to_keep(b: _Build, params: dict) -> list[str]:
         if any(b.keys.get(j.name) == j.key and damaged_output(j, b.out, b.state) for j in extra):
             b.planned.extend(extra)
             if b.summary is not None:
-                b.summary.needs |= {j.name for j in extra if j.section == "02_steps_to_target"}
+                b.summary.needs |= {j.name for j in extra if j.section in _SUMMARY_READS}
     return removed
+
+
+#: The sections whose tables the summary (07) reads: it runs after them, and its key holds their tables.
+_SUMMARY_READS = ("02_steps_to_target", "04_two_axis")
 
 
 def _run_jobs(b: _Build, jobs: int) -> None:

@@ -214,8 +214,8 @@ def cell(name: str, value) -> str:
         return percent(value)
     if is_count_column(name):
         return count(value)
-    if "ratio" in name or "_over_" in name:  # a ratio to two digits: 0.090, never 0.0900
-        return number(value, digits=2)
+    if "ratio" in name or "_over_" in name:  # a ratio to two decimals, as the sentences beside it say it
+        return number(value, decimals=2)
     if 0 < abs(float(value)) < 1e-3:  # learning rates and the like: 5×10⁻⁷, never 5e-07
         return scientific(value)
     return number(value, digits=3 if abs(float(value)) < 10 else 2)
