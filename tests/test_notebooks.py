@@ -319,9 +319,11 @@ def test_hand_papermill_runs_after_make_report_leave_outputs_as_they_were(report
     scratch = checkout / "scratch" / "outputs"
     assert (scratch / "data" / "history.parquet").samefile(out / "data" / "history.parquet")
     assert pd.read_csv(scratch / "p2b" / "tables" / "cbs_fit.csv")["B_noise"].notna().any()
-    printed = "".join("".join(o.get("text", "")) for c in nbformat.read(tmp_path / "07_summary.ipynb", 4).cells
-                      for o in c.get("outputs", []))
-    assert "5 phase(s) with a fit: p1, p2a, p2b, p4_math, p4_rpp." in printed  # p2b's own, the build's others
+    printed = "".join("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/markdown", ""))
+                      for c in nbformat.read(tmp_path / "07_summary.ipynb", 4).cells for o in c.get("outputs", []))
+    # p2b's own, the build's others, each linked to its cbs_fit.csv
+    assert "5 phase(s) with a fit: " + ", ".join(f"[{p}](../{p}/tables/cbs_fit.csv)" for p in
+                                                 ("p1", "p2a", "p2b", "p4_math", "p4_rpp")) + "." in printed
     # out_dir: a folder of the user's, relative to the project; never the build's
     proc = _papermill(checkout, tmp_path, str(checkout / "notebooks" / "03_training_curves.ipynb"),
                       tmp_path / "c.ipynb", "-p", "phase", "p2a", "-p", "out_dir", "other_out")

@@ -305,8 +305,9 @@ def test_the_notebooks_sentences_moved_into_words_read_as_before():
     assert fastest_run_lines(fastest, pd.DataFrame(), False) == [
         "acc ≥ 0.6: fastest run made is B = 512 (64×8): 1.04 h of training, 99 steps."]
     winners = pd.DataFrame({"n_configs": [2], "undetermined": [True], "total_batch": [2048], "n_prompts": [256],
-                            "n_rollouts": [8], "tried": ["2 rates"], "won_by_target": ["lr 1×10⁻⁶"]})
+                            "n_rollouts": [8], "tried": ["lr=2.5e-07, lr=5e-07"], "won_by_target": ["0.5: lr=5e-07"]})
     env = envelope_lines(winners, {"describe": "constant"}, one_rate=False)
-    assert env[0].startswith("B = 2,048 (256×8): tried 2 rates") and "not certain" in env[0]
+    assert env[0].startswith("B = 2,048 (256×8): tried learning rate 2.5×10⁻⁷, learning rate 5×10⁻⁷; best: 0.5: "
+                             "learning rate 5×10⁻⁷") and "not certain" in env[0]
     for line in facts + answer + lines + env:
         assert not E_NOTATION.search(line)

@@ -349,7 +349,7 @@ def envelope_lines(winners: pd.DataFrame, policy: dict, one_rate: bool) -> list[
     """02's lines on the learning rates of a sweep: with one rate per batch size, nothing to choose
     and the sweep's policy; otherwise each swept batch size (what was tried, which won at each
     target, whether the choice is certain) and the winners' policy (envelope.lr_policy's dict)."""
-    from .numbers import count
+    from .numbers import count, plain_text
 
     if one_rate:
         return [f"One learning rate per batch size: nothing to choose. The sweep's learning-rate policy: "
@@ -358,8 +358,8 @@ def envelope_lines(winners: pd.DataFrame, policy: dict, one_rate: bool) -> list[
     for row in winners[winners["n_configs"] > 1].itertuples():
         caveat = (" (a configuration that never reached a target had stopped earlier, so the choice "
                   "is not certain there)" if row.undetermined else "")
-        lines.append(f"B = {count(row.total_batch)} ({row.n_prompts}×{row.n_rollouts}): tried {row.tried}; best: "
-                     f"{row.won_by_target}{caveat}")
+        lines.append(f"B = {count(row.total_batch)} ({row.n_prompts}×{row.n_rollouts}): tried {plain_text(row.tried)}; "
+                     f"best: {plain_text(row.won_by_target)}{caveat}")
     return lines + [f"\nThe learning-rate policy of the winners: {policy['describe']}."]
 
 

@@ -55,7 +55,8 @@ COUNT_COLUMNS = frozenset({"n_points", "n_censored", "n_prompts", "n_rollouts", 
                            "n_updates", "predicted_steps", "S_B", "E_B", "predicted_samples", "steps"})
 
 #: Columns whose text holds config values written as Python writes them ('lr=1e-06').
-_CONFIG_TEXT_COLUMNS = frozenset({"configuration", "configurations", "lr_label", "lr", "lr_won"})
+_CONFIG_TEXT_COLUMNS = frozenset({"configuration", "configurations", "lr_label", "lr", "lr_won", "tried",
+                                  "won_by_target"})
 
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 _E_NUMBER = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)[eE]([+-]?\d+)(?![\w.])")
