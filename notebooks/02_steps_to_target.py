@@ -168,7 +168,7 @@ seed_fit = ch.seed_method_fit(runs, history, metric, params["thresholds"])
 comparison = cbs_fit[["threshold", "B_noise", "B_noise_lo", "B_noise_hi", "status"]].merge(
     seed_fit[["threshold", "B_noise"]].rename(columns={"B_noise": "B_noise_seed_method"}),
     on="threshold", how="left")
-ch.save_table(comparison, tables, "b_noise_vs_target")
+_ = ch.save_table(comparison, tables, "b_noise_vs_target")  # its paths are not for the reader
 
 # %%
 if len(good):
