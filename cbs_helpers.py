@@ -11,7 +11,7 @@ from cbs_rlvr.params import SECTIONS, SUMMARY_SECTION, ParamsError, load_all_pha
 from cbs_rlvr.paths import PROJECT_DIR, display_path, project_paths
 # a section's one setup call: where it writes (a hand run: scratch/; only the build writes
 # outputs/), its phase's params, the snapshot and the phase's runs
-from cbs_rlvr.section import Section, section, summary_fits
+from cbs_rlvr.section import Section, fit_axes, section, summary_fits
 from cbs_rlvr.build.handrun import output_file, section_paths
 # a progress bar for long loops: in JupyterLab and terminals, never in the reports
 from cbs_rlvr.progress import progress
@@ -34,11 +34,11 @@ from cbs_rlvr.fit.across import b_noise_vs_target, pareto_table
 from cbs_rlvr.fit.interval import bootstrap_interval
 from cbs_rlvr.fit.table import fit_mccandlish, fit_steps
 from cbs_rlvr.fit.curves import general_samples, general_steps, mccandlish_samples, mccandlish_steps, overhead_batch, samples_minimum
-from cbs_rlvr.words.sentences import b_noise_line, learning_rate_context, lr_label, shape_sentence, trend_kind, trend_sentence, trend_title
+from cbs_rlvr.words.sentences import b_noise_line, learning_rate_context, lr_label, shape_sentence, step_model_sentence, sweep_facts, updates_lines, generated_samples_line, fit_answer_lines, curves_answer, overhead_lines, fastest_run_lines, trend_kind, trend_sentence, trend_title
 from cbs_rlvr.fit.baseline import seed_method_fit
 
 # --- Learning-rate (metaparameter) sweeps: the best configuration at each batch size ------------
-from cbs_rlvr.measure.envelope import configuration_table, envelope_winners, lr_policy
+from cbs_rlvr.measure.envelope import configuration_table, envelope_winners, lr_policy, sweep_lr_policy
 
 # --- Prompts vs rollouts: the cross-axis model, its check, the iso-batch comparison --------------
 from cbs_rlvr.fit.crosscheck import CHECK_COLUMNS
@@ -61,9 +61,9 @@ from cbs_rlvr.report.figures_habits import plot_envelope, plot_generated_samples
 from cbs_rlvr.report.tables import SB_EB_CSV_COLUMNS, cbs_summary_long, cbs_summary_table, save_table, to_latex_booktabs
 
 # --- Report text: claims computed from the results, censored values marked, statuses explained --
-from cbs_rlvr.words.claims import TRENDS, b_noise_trend, rho_claim, trend_claim, lr_sweep_claims, noise_scale_answer, noise_scale_verdict
+from cbs_rlvr.words.claims import TRENDS, b_noise_trend, rho_claim, trend_claim, lr_sweep_claims, noise_scale_answer, noise_scale_verdict, noise_scale_lines, logged_noise_claim, cross_phase_findings, envelope_lines, two_axis_answer
 from cbs_rlvr.words.numbers import mark_censored, shape_label
-from cbs_rlvr.report.tables import FLAG_MEANINGS, STATE_MEANINGS, STATUS_MEANINGS, censored_pivot, explain_flags, explain_status, flag_legend, legend_markdown, mark_lr_winners, median_with_censoring, state_legend, status_legend, with_intervals
+from cbs_rlvr.report.tables import FLAG_MEANINGS, STATE_MEANINGS, STATUS_MEANINGS, censored_pivot, explain_flags, explain_status, flag_legend, legend_markdown, mark_lr_winners, with_censored_marks, median_with_censoring, state_legend, status_legend, with_intervals
 
 # --- The plan: every candidate's hours with its basis, the decision, the next runs by decision value -
 

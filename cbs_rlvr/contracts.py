@@ -17,7 +17,7 @@ DECISION_COLUMNS = ["phase", "threshold", "objective", "n_prompts", "n_rollouts"
 DECISION_EXTRA_COLUMNS = ["summary", "title", "expected_hours", "predicted_gpu_hours", "n_gpus", "predicted_steps",
                           "B_noise", "B_noise_lo", "B_noise_hi", "alpha", "fit_status", "gpu_note", "regret_now_h",
                           "p_best", "margin", "margin_batch_lo", "margin_batch_hi", "margin_n", "worth_testing",
-                          "next_to_step", "next_p_reach", "next_reduction_h", "next_reduction_lo_h",
+                          "next_to_step", "next_p_reach", "fewest_samples_batch", "fewest_samples_hours", "next_reduction_h", "next_reduction_lo_h",
                           "next_reduction_hi_h", "next_cost", "next_cost_unit", "next_why", "fewest_gpu_hours",
                           "lr_context", "target_rule"]
 

@@ -54,6 +54,14 @@ class Section:
         return joint_phase_runs(self.runs_all, self.history_all, self.params, self.params_dir,
                                 columns=list(columns))
 
+    def axes(self, columns: Iterable[str] = ()) -> tuple[list[dict], list[str]]:
+        """The sampled axes a plan prices: this phase first, then the phases its params pool
+        (`two_axis_phases`), each {phase, params, runs, history, metric}; and those left out."""
+        members, left_out = self.joint(columns) if self.params.get("two_axis_phases") else ([], [])
+        own = {"phase": self.phase, "params": self.params, "runs": self.runs, "history": self.history,
+               "metric": self.metric}
+        return [own] + [m for m in members if m["phase"] != self.phase], left_out
+
 
 def section(name: str, phase: str, out_dir: str = "", params_dir: str = "params", source: str = "data/demo",
             *, columns: Iterable[str] = (), **parameters) -> Section:
@@ -70,6 +78,24 @@ def section(name: str, phase: str, out_dir: str = "", params_dir: str = "params"
     if params:
         s.runs, s.history, s.metric = phase_runs(runs_all, history_all, params, columns=list(columns))
     return s
+
+
+def fit_axes(axes: list[dict], thresholds, n_bootstrap: int, seed: int) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """Each axis's own fit (it prices the configurations on it), their S(B) tables pooled (for the
+    cross-axis model) and their wall-clock tables pooled (for the step-time model), each row with
+    its phase: ({phase: PhaseFit}, sb_eb, wall_clock)."""
+    from .fit.phase import fit_phase
+    from .measure.wallclock import wall_clock_table
+
+    fits, sbs, walls = {}, [], []
+    for m in axes:
+        meta = m["params"]["metaparameters"]
+        fits[m["phase"]] = fit_phase(m["runs"], m["history"], m["metric"], thresholds, m["params"]["n_val"],
+                                     n_bootstrap=n_bootstrap, seed=seed, metaparameters=meta)
+        sbs.append(fits[m["phase"]].sb_eb.assign(phase=m["phase"]))
+        walls.append(wall_clock_table(m["runs"], m["history"], m["metric"], thresholds,
+                                      metaparameters=meta).assign(phase=m["phase"]))
+    return fits, pd.concat(sbs, ignore_index=True), pd.concat(walls, ignore_index=True)
 
 
 def summary_fits(s: Section) -> tuple[dict[str, tuple[dict, pd.DataFrame]], list[str]]:

@@ -96,22 +96,10 @@ ch.reader_table(resumed.set_index("name").round(1)) if len(resumed) else None
 # %%
 configs = ch.configuration_counts(runs, params["metaparameters"])
 swept = configs[configs["n_configs"] > 1]
-updates = runs["updates_per_step"].dropna().astype(int)
 dynamic = "train/num_gen_batches" in history.columns and history["train/num_gen_batches"].notna().any()
 from_config = runs["name"].map(lambda n: ch.parse_run_name(n)["n_prompts"] is None).sum()
 mismatch = runs["flags"].astype(str).str.contains("config_name_mismatch").sum()
-print(f"{len(swept)} of {len(configs)} batch sizes have several configurations"
-      + (f" (B = {', '.join(str(int(b)) for b in swept['total_batch'])})." if len(swept) else "."))
-print("Optimizer updates per rollout step: "
-      + (f"{updates.min()} to {updates.max()}" if updates.nunique() > 1 else
-         f"{updates.iloc[0]} for every run" if len(updates) else "unknown (no ppo_mini_batch_size in the configs)")
-      + (f"; unknown for {runs['updates_per_step'].isna().sum()} run(s)." if 0 < len(updates) < len(runs) else "."))
-print("Dynamic sampling (train/num_gen_batches) is logged: samples generated and trained differ."
-      if dynamic else "No dynamic sampling logged: every generated sample is trained on.")
-if from_config:
-    print(f"{from_config} run(s) have no batch sizes in their name: taken from the config.")
-if mismatch:
-    print(f"{mismatch} run(s) have a name whose batch sizes disagree with the config: the config wins.")
+print("\n".join(ch.sweep_facts(configs, runs["updates_per_step"], dynamic, from_config, mismatch)))
 ch.reader_table(configs.set_index("total_batch"))
 
 # %% [markdown]
@@ -139,7 +127,7 @@ n_rep = int((runs["replicate"] > 0).sum())
 not_finished = runs[runs["state"] != "finished"]
 flagged = runs[runs["flags"].astype(str) != ""]
 print(f"Phase {phase}: {len(runs)} runs enter the analysis at {len(batch_sizes)} batch size(s) "
-      f"(B = {batch_sizes[0]} to {batch_sizes[-1]}), {n_rep} of them extra replicates, "
+      f"(B = {ch.count(batch_sizes[0])} to {ch.count(batch_sizes[-1])}), {n_rep} of them extra replicates, "
       f"{len(resumed)} stitched from runs resumed after a crash, {len(swept)} batch size(s) with "
       f"several learning rates; {len(not_finished)} did not finish "
       f"({', '.join(sorted(not_finished['state'].unique())) or 'none'}); {len(flagged)} carry flags; "

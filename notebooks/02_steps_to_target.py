@@ -73,7 +73,7 @@ ch.censored_pivot(envelope, "S_B", digits=1)
 # `model` is the form that predicts left-out batch sizes best: `mccandlish` (alpha = 1) or `general`;
 # its weight against the other is in the shape sentences below, and every interval mixes the forms
 # in that proportion. alpha is the bent form's exponent at every target, with its 95% interval;
-# B_noise_mccandlish is what the 1/B form alone would say. A status `extrapolated` means B_noise rests
+# "B_noise if S ∝ 1/B" is what the 1/B form alone would say. A status `extrapolated` means B_noise rests
 # on the fitted form beyond the runs (S_min was not approached, or B_noise lies outside the batch
 # sizes that reached the target). E_min and the 20%-overhead batch (where E = 1.2 E_min, Zhang et al.
 # 2024) exist only where E(B) has a minimum: not when alpha < 1, where smaller batches always need
@@ -113,23 +113,12 @@ configs = ch.configuration_table(sb_eb)
 winners = ch.envelope_winners(configs)
 ch.save_table(configs, tables, "envelope")
 ch.save_table(winners, tables, "envelope_winners")
-swept = winners[winners["n_configs"] > 1]
-per_b = sb_eb.drop_duplicates("run_id").groupby("total_batch")["lr"].nunique()
-if (per_b <= 1).all():
-    tried = sb_eb.drop_duplicates("run_id")
-    policy = ch.lr_policy(tried["total_batch"], tried["lr"])
-    print(f"One learning rate per batch size: nothing to choose. The sweep's learning-rate policy: "
-          f"{policy['describe']}.")
-else:
-    policy = ch.lr_policy(winners["total_batch"], winners["lr_won"])
-    for row in swept.itertuples():
-        caveat = (" (a configuration that never reached a target had stopped earlier, so the choice "
-                  "is not certain there)" if row.undetermined else "")
-        print(f"B = {ch.count(row.total_batch)} ({row.n_prompts}×{row.n_rollouts}): tried {row.tried}; best: "
-              f"{row.won_by_target}{caveat}")
-    print(f"\nThe learning-rate policy of the winners: {policy['describe']}.")
-    for line in ch.lr_sweep_claims(sb_eb, winners):
-        print(line)
+tried, swept = sb_eb.drop_duplicates("run_id"), winners[winners["n_configs"] > 1]
+one_rate = bool((tried.groupby("total_batch")["lr"].nunique() <= 1).all())
+policy = (ch.lr_policy(tried["total_batch"], tried["lr"]) if one_rate
+          else ch.lr_policy(winners["total_batch"], winners["lr_won"]))
+print("\n".join(ch.envelope_lines(winners, policy, one_rate) + ([] if one_rate else ch.lr_sweep_claims(sb_eb, winners))))
+if not one_rate:
     fig = ch.plot_envelope(configs, cbs_fit, title=f"{params['title']}: the best learning rate at each B")
     ch.save_figure(fig, configs, figures, "envelope")
     display(fig)  # noqa: F821 (IPython)
@@ -142,30 +131,14 @@ else:
 # update, B / updates.
 
 # %%
-per_run = sb_eb.drop_duplicates("run_id")
-updates = per_run["updates_per_step"].dropna().astype(int)
+updates = sb_eb.drop_duplicates("run_id")["updates_per_step"].dropna().astype(int)
 cbs_fit_updates = None
 if updates.nunique() > 1:
     cbs_fit_updates = ch.fit_phase(runs, history, metric, params["thresholds"], params["n_val"],
                                    n_bootstrap=n_bootstrap, seed=seed, units="updates",
                                    metaparameters=params["metaparameters"]).table
     ch.save_table(cbs_fit_updates[ch.CBS_FIT_COLUMNS + ["units"]], tables, "cbs_fit_updates")
-    print(f"Updates per rollout step vary within this phase ({updates.min()} to {updates.max()}), so S is "
-          "fitted in both units:")
-    for s_row, u_row in zip(cbs_fit.itertuples(), cbs_fit_updates.itertuples(), strict=True):
-        print(f"  acc ≥ {s_row.threshold:g}: B_noise = "
-              f"{ch.interval(s_row.B_noise, s_row.B_noise_lo, s_row.B_noise_hi, decimals=0)} samples per rollout step "
-              f"({s_row.status}); {ch.interval(u_row.B_noise, u_row.B_noise_lo, u_row.B_noise_hi, decimals=0)} samples "
-              f"per optimizer update ({u_row.status}), S_min = {u_row.S_min:.1f} updates")
-elif len(updates) and updates.iloc[0] == 1:
-    print("Every run makes one optimizer update per rollout step (ppo_mini_batch_size = train_batch_size, "
-          "ppo_epochs = 1): S in optimizer updates equals S in rollout steps.")
-elif len(updates):
-    print(f"Every run makes {updates.iloc[0]} optimizer updates per rollout step: S in updates is "
-          f"{updates.iloc[0]} × S, and B_noise per update is B_noise / {updates.iloc[0]}.")
-else:
-    print("The run configs do not give ppo_mini_batch_size: updates per step unknown, S is in rollout "
-          "steps only.")
+print("\n".join(ch.updates_lines(updates, cbs_fit, cbs_fit_updates)))
 envelope.pivot_table(index=["total_batch", "updates_per_step"], columns="threshold", values="S_updates",
                      aggfunc="median").round(1) if updates.nunique() > 1 else None
 
@@ -177,23 +150,13 @@ envelope.pivot_table(index=["total_batch", "updates_per_step"], columns="thresho
 
 # %%
 generated = ch.generated_samples_table(runs, history, sb_eb)
+print(ch.generated_samples_line(generated))
 if len(generated):
     ch.save_table(generated, tables, "generated_samples")
-    env_gen = generated[generated["in_envelope"] & ~generated["censored"]]
-    ratio = env_gen.groupby("total_batch")["generated_per_trained"].median().dropna()
-    if len(ratio):
-        print(f"{generated['run_id'].nunique()} run(s) log dynamic sampling. Up to each target they generated "
-              f"{ratio.min():.2f} (B = {int(ratio.idxmin())}) to {ratio.max():.2f} (B = {int(ratio.idxmax())}) "
-              "times the samples they trained on (median over targets at each batch size).")
-    else:
-        print(f"{generated['run_id'].nunique()} run(s) log dynamic sampling, but none of them reached a "
-              "target: no ratio of generated to trained samples to report yet.")
-    if len(ratio):
-        fig = ch.plot_generated_samples(generated, title=params["title"])
-        ch.save_figure(fig, generated, figures, "generated_samples")
-        display(fig)  # noqa: F821 (IPython)
-else:
-    print("No run logs train/num_gen_batches: every generated sample is trained on, E(B) = B·S(B).")
+if len(generated) and (generated["in_envelope"] & ~generated["censored"]).any():
+    fig = ch.plot_generated_samples(generated, title=params["title"])
+    ch.save_figure(fig, generated, figures, "generated_samples")
+    display(fig)  # noqa: F821 (IPython)
 
 # %%
 good = cbs_fit[cbs_fit["status"].isin(["ok", "extrapolated"])]
@@ -205,7 +168,9 @@ seed_fit = ch.seed_method_fit(runs, history, metric, params["thresholds"])
 comparison = cbs_fit[["threshold", "B_noise", "B_noise_lo", "B_noise_hi", "status"]].merge(
     seed_fit[["threshold", "B_noise"]].rename(columns={"B_noise": "B_noise_seed_method"}),
     on="threshold", how="left")
-ch.save_table(comparison, tables, "b_noise_vs_target")
+_ = ch.save_table(comparison, tables, "b_noise_vs_target")  # its paths are not for the reader
+
+# %%
 if len(good):
     fig = ch.plot_b_noise_vs_target(cbs_fit, compare=seed_fit, compare_label="first crossing, linear fit",
                                     trend=trend)
@@ -244,20 +209,6 @@ else:
 # ## Answer
 
 # %%
-print("S in rollout steps; B_noise in samples per rollout step (B = n_prompts × n_rollouts); "
-      + (f"{len(swept)} batch size(s) with several configurations, the best one used at each."
-         if len(swept) else "one configuration (learning rate) per batch size."))
-for row in cbs_fit.itertuples():
-    if row.status in ("insufficient", "failed"):
-        print(f"acc ≥ {row.threshold:g}: no B_noise, {row.status}: {row.reason}")
-        continue
-    ci = ch.interval(row.B_noise, row.B_noise_lo, row.B_noise_hi, decimals=0)
-    overhead = (f"batch at 20% extra samples = {ch.count(row.B_crit_20pct)}" if row.B_crit_20pct == row.B_crit_20pct
-                else "no samples minimum (no batch at 20% extra samples)")
-    form = ("1/B form (McCandlish)" if row.model == "mccandlish"
-            else f"S ∝ B^-{row.alpha:.2f} at small B (general form)")
-    print(f"acc ≥ {row.threshold:g}: B_noise = {ci} samples/step, {form}, S_min = {row.S_min:.1f} steps, "
-          f"{overhead}, R²(log) = {row.r2_log:.3f}, "
-          f"{row.n_points} points ({row.n_censored} censored), status {row.status}")
+print("\n".join(ch.fit_answer_lines(cbs_fit, len(swept))))
 if len(good) >= 2:
     print("\n" + ch.trend_sentence(trend))

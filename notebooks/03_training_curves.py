@@ -54,15 +54,6 @@ final = curves.sort_values("step").groupby("run_id").tail(1)
 if final.empty:
     display(Markdown(f"No run of phase {phase} logged a finite value of `{metric}`."))
 else:
-    best = final.loc[final["accuracy"].idxmax()]
-    top = max(params["thresholds"])
-    won = final[final["winner"]]  # with a learning-rate sweep, the best rate's runs only
-    reached_top = won[won["accuracy"] >= top]
-    sweep = len(won) < len(final)
-    lines = [f"Final validation accuracy ranges from {final['accuracy'].min():.3f} to "
-             f"{final['accuracy'].max():.3f} (best: B = {ch.count(best['total_batch'])}, "
-             f"{best['n_prompts']:g}×{best['n_rollouts']:g}, at step {ch.count(best['step'])}); "
-             f"{len(reached_top)} of {len(won)} runs" + (" of the best rate at each batch size" if sweep else "")
-             + f" end above the highest target {top:g}."]
+    lines = [ch.curves_answer(final, params["thresholds"])]
     lines += ch.lr_sweep_claims(sb_eb, winners)
     display(Markdown("\n\n".join(lines)))

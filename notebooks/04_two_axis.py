@@ -62,6 +62,8 @@ ch.save_table(fit, tables, "two_axis_fit", latex=True,
               label=f"tab:two_axis_{phase}")
 if cross is not None:
     ch.save_table(cross.check, tables, "cross_axis_check")
+
+# %%
 fit_ok = fit[fit["status"] == "ok"]
 if fit.empty:
     display(Markdown("**Insufficient:** none of the joint phases has runs yet, so there is "
@@ -92,7 +94,7 @@ if cross is not None and len(fit_ok):
                                           "critical", "rms_log_error", "passed", "reason"], index="left_out"))
 
 # %%
-iso = pd.DataFrame()
+iso, n_splits = pd.DataFrame(), 0
 if params["axis"] == "iso_batch" and s.runs.empty:
     display(Markdown(f"**No runs yet** of phase {phase}: no split to compare."))
 elif params["axis"] == "iso_batch":
@@ -101,42 +103,25 @@ elif params["axis"] == "iso_batch":
     ch.save_table(iso, tables, "iso_batch", latex=True,
                   caption=f"Steps to target by split, {params['title']}", label=f"tab:iso_{phase}")
     n_splits = len(iso[["n_prompts", "n_rollouts"]].drop_duplicates())
+
+# %%
+if params["axis"] == "iso_batch" and not s.runs.empty:
     display(Markdown("## At a fixed batch, which split into prompts × rollouts is fastest?\n"
                      + ("" if n_splits >= 2 else
                         f"**Insufficient:** {n_splits} split(s) in this phase, two or more are "
                         "needed to compare.")))
-    if n_splits:
-        fig = ch.plot_iso_batch(iso, title=params["title"])
-        ch.save_figure(fig, iso, figures, "iso_batch")
-        display(fig)
-        display(ch.censored_pivot(sb_iso, "S_B", index=["n_prompts", "n_rollouts"]))
-        display(Markdown("Steps to each target, median over replicates; ≥N: the run stopped at "
-                         "step N before reaching the target (a lower bound)."))
+if params["axis"] == "iso_batch" and not s.runs.empty and n_splits:
+    fig = ch.plot_iso_batch(iso, title=params["title"])
+    ch.save_figure(fig, iso, figures, "iso_batch")
+    display(fig)
+    display(ch.censored_pivot(sb_iso, "S_B", index=["n_prompts", "n_rollouts"]))
+    display(Markdown("Steps to each target, median over replicates; ≥N: the run stopped at "
+                     "step N before reaching the target (a lower bound)."))
 
 # %% [markdown]
 # ## Answer
 
 # %%
-lines = []
-for row in fit_ok.itertuples():
-    lines.append(f"- accuracy ≥ {row.threshold:g}: ρ = {ch.interval(row.rho, row.rho_lo, row.rho_hi, decimals=2)}, "
-                 f"B0 = {ch.interval(row.B0, row.B0_lo, row.B0_hi, decimals=0)} prompts")
-lines += [f"\n{line}" for line in ch.rho_claim(fit)]  # only where the data pin rho down
-if cross is not None and len(fit_ok):
-    lines.append("\nThe model predicted the left-out phases within their scatter: splits off the sampled axes "
-                  "may be priced by it." if cross.validated else
-                  f"\nThe model is not checked on this sweep ({cross.reason}): 08 recommends no split off the "
-                  "sampled axes.")
-if len(fit_ok) == 0 and len(fit):
-    reasons = "; ".join(sorted(set(fit["reason"].astype(str)) - {""}))
-    lines.append(f"No target has a joint fit ({reasons or 'see the table above'}).")
-elif len(fit) == 0:
-    lines.append("No joint fit: the joint phases have no runs yet.")
-if len(iso) and iso["S_B"].notna().any():
-    reached = iso[~iso["censored"] & iso["S_B"].notna()]
-    for t, rows in reached.groupby("threshold"):
-        best = rows.loc[rows["S_B"].idxmin()]
-        lines.append(f"- accuracy ≥ {t:g}: fewest steps with {best.n_prompts} prompts × "
-                     f"{best.n_rollouts} rollouts ({best.S_B:.0f} steps, of {len(rows)} split(s) "
-                     "that reach it)")
+lines = ch.two_axis_answer(fit, iso, cross.validated if cross is not None else None,
+                           cross.reason if cross is not None else "")
 display(Markdown("\n".join(lines)))

@@ -68,6 +68,8 @@ usable = (comparison["status"] == "ok").any() or comparison["B_noise"].notna().a
 if not (b_simple["status"] == "ok").any():
     reasons = "; ".join(sorted(set(b_simple["reason"].astype(str)) - {""}))
     display(Markdown(f"**Insufficient** for a post-hoc B_simple at any target: {reasons}."))
+
+# %%
 if usable:
     fig = ch.plot_noise_scale_vs_fit(comparison, at_target,
                                      title=f"{params['title']}: noise scale vs fit")
@@ -84,34 +86,4 @@ display(Markdown("Status of the post-hoc B_simple: "
 # ## Answer
 
 # %%
-lines = ch.noise_scale_verdict(comparison, cbs_fit) + [""]
-for row in comparison.itertuples():
-    if row.status != "ok":
-        lines.append(f"- accuracy ≥ {row.threshold:g}: post-hoc B_simple {row.status} ({row.reason})")
-        continue
-    lines.append(f"- accuracy ≥ {row.threshold:g}: B_simple = "
-                 f"{ch.interval(row.B_simple, row.B_simple_lo, row.B_simple_hi, decimals=0)} vs fitted "
-                 f"B_noise = {ch.interval(row.B_noise, row.B_noise_lo, row.B_noise_hi, decimals=0)}"
-                 + (f" (B_simple / B_noise = {row.B_simple_over_B_noise:.2f})" if row.B_simple_over_B_noise > 0 else ""))
-both = comparison[(comparison["status"] == "ok") & comparison["B_noise_lo"].notna()
-                  & comparison["B_simple_lo"].notna()]
-if len(both):
-    overlap = ((both["B_simple_lo"] <= both["B_noise_hi"]) & (both["B_noise_lo"] <= both["B_simple_hi"]))
-    lines.append(f"\nThe post-hoc B_simple and the fitted B_noise have overlapping 95% intervals at "
-                 f"{int(overlap.sum())} of {len(both)} target(s); median ratio "
-                 f"{both['B_simple_over_B_noise'].median():.2f}.")
-ratio = (at_target.groupby("threshold")["B_simple_ema"].median()
-         / cbs_fit.set_index("threshold")["B_noise"]).dropna() if len(at_target) else []
-if len(ratio):
-    verdict = ("agrees with it within 15%" if 0.85 <= ratio.median() <= 1.15 else
-               "overestimates it" if ratio.median() > 1 else "underestimates it")
-    lines.append(f"\nLogged B_simple at the crossing / fitted B_noise: median ratio "
-                 f"{ratio.median():.2f} over {len(ratio)} target(s) (range {ratio.min():.2f} to "
-                 f"{ratio.max():.2f}): the logged noise scale {verdict}. B_simple is measured at "
-                 "the target while S(B) integrates the noise scale over the whole run, so a noise "
-                 "scale that grows during training makes B_simple at the target larger than the "
-                 "fitted B_noise.")
-elif logged:
-    lines.append("\nThe logged noise scale cannot be compared: no target has both a fitted "
-                 "B_noise and runs that reach it.")
-display(Markdown("\n".join(lines) or "No target to report."))
+display(Markdown("\n".join(ch.noise_scale_lines(comparison, at_target, cbs_fit, logged)) or "No target to report."))

@@ -30,7 +30,6 @@ source: str = "data/demo"  # wandb:<entity>/<project>, a folder of W&B offline r
 n_bootstrap: int = 1000  # bootstrap resamples per fit
 
 # %%
-import pandas as pd
 
 import cbs_helpers as ch
 
@@ -54,35 +53,17 @@ ch.censored_pivot(best, "time_to_target_h", digits=2)
 # ## Validation and checkpoint time, counted apart
 
 # %%
-per_run = wall.drop_duplicates("run_id")
-logged = {"validation": history.get("timing_s/testing"), "checkpoint": history.get("timing_s/save_checkpoint")}
-for what, values in logged.items():
-    print(f"{what} time: " + ("logged" if values is not None and values.notna().any() else "not logged"))
-inside = per_run.loc[per_run["time_key"].notna(), "overhead_in_step_time"].value_counts()
-for how, n in inside.items():
-    if how == "not logged":
-        print(f"{n} run(s) log no validation or checkpoint time: their step time is taken as it is.")
-    elif how == "none":
-        print(f"{n} run(s): the logged step time contains neither (as verl >= 0.6 times it).")
-    else:
-        print(f"{n} run(s): the logged step time contains {how.replace('+', ' and ')} (subtracted from the "
-              "training time; verl <= 0.5 timed both inside the step, the DAPO recipe the checkpoint).")
-if per_run["time_key"].isna().any():
-    print(f"{per_run['time_key'].isna().sum()} run(s) log no step time at all.")
+logged = {what: key in history.columns and history[key].notna().any()
+          for what, key in (("validation", "timing_s/testing"), ("checkpoint", "timing_s/save_checkpoint"))}
 mid = params["thresholds"][len(params["thresholds"]) // 2]
 at_mid = best[best["threshold"] == mid]
-overhead = (at_mid["time_to_target_with_overhead_h"] / at_mid["time_to_target_h"] - 1).dropna()
 any_overhead = bool((wall[["testing_h", "checkpoint_h"]].fillna(0) > 0).any().any())
-if any_overhead and len(overhead):
-    print(f"At acc ≥ {mid:g}, validation and checkpoints add {100 * overhead.min():.0f}% to "
-          f"{100 * overhead.max():.0f}% to the training time of the runs.")
-resumed = ch.resumed_runs(runs)
-if len(resumed):
-    print(f"{len(resumed)} run(s) were resumed after a crash and lost {resumed['resume_lost_time_s'].sum() / 3600:.2f} h "
-          "of steps trained again after their checkpoint; that time is not counted above.")
+print("\n".join(ch.overhead_lines(wall.drop_duplicates("run_id"), logged, at_mid, mid, any_overhead,
+                                 ch.resumed_runs(runs))))
 print(f"Per run of the best configuration, at acc ≥ {mid:g} (hours; – where not logged):")
-ch.reader_table(at_mid[["run_name", "total_batch", "time_to_target_h", "testing_h", "checkpoint_h",
-                        "time_to_target_with_overhead_h", "overhead_in_step_time"]].set_index("run_name").round(3))
+ch.reader_table(ch.with_censored_marks(at_mid, ["time_to_target_h", "time_to_target_with_overhead_h"])[[
+    "run_name", "total_batch", "time_to_target_h", "testing_h", "checkpoint_h", "time_to_target_with_overhead_h",
+    "overhead_in_step_time"]].set_index("run_name").round(3))
 
 # %% [markdown]
 # ## Step time against the batch
@@ -92,15 +73,7 @@ ch.reader_table(at_mid[["run_name", "total_batch", "time_to_target_h", "testing_
 # %%
 step_times = ch.step_time_table(wall)
 model = ch.step_time_model(wall)
-if model["status"] == "ok":
-    unit = {"a": "s", "b_B": "s per sample", "b_p": "s per prompt"}
-    terms = ", ".join(f"{k} = {model['coef'][k]:.4g} ± {model['se'][k]:.2g} {unit[k]}" for k in model["terms"])
-    print(f"{model['formula']}: {terms}; R² = {model['r2']:.3f}, "
-          f"residual sd {model['resid_sd_s']:.2f} s ({100 * model['rel_resid_sd']:.1f}% of the mean step), "
-          f"{model['n_runs']} runs, B = {model['B_range'][0]:.0f} to {model['B_range'][1]:.0f}."
-          + (f" Note: {model['reason']}." if model["reason"] else ""))
-else:
-    print(f"Step-time model: insufficient ({model['reason']}).")
+print(ch.step_model_sentence(model))
 ch.save_table(step_times.assign(**{f"model_{k}": v for k, v in model["coef"].items()}), tables, "step_time_model")
 fig = ch.plot_step_time(step_times, model, title=params["title"])
 ch.save_figure(fig, step_times, figures, "step_time")
@@ -129,18 +102,6 @@ with_overhead = ch.fastest_batch(best, by="time_to_target_with_overhead_h").set_
 ch.save_table(fastest, tables, "wall_clock_fastest", latex=True,
               caption=f"Fastest batch size to each target, {params['title']}",
               label=f"tab:wall_{phase}")
-for row in fastest.itertuples():
-    if row.n_configs == 0:
-        print(f"acc ≥ {row.threshold:g}: no run reached it")
-        continue
-    caveat = (" (a run stopped before the target at less time, so this is not certain)"
-              if row.undetermined else "")
-    gpu = f", {row.gpu_hours:.1f} GPU-hours" if pd.notna(row.gpu_hours) else ""
-    alt = with_overhead.loc[row.threshold]
-    same = (alt["n_prompts"], alt["n_rollouts"]) == (row.n_prompts, row.n_rollouts)
-    print(f"acc ≥ {row.threshold:g}: fastest run made is B = {ch.count(row.total_batch)} "
-          f"({int(row.n_prompts)}×{int(row.n_rollouts)}): {row.time_to_target_h:.2f} h of training{gpu}, "
-          f"{row.S_B:.0f} steps{caveat}"
-          + (("; counting validation and checkpoints, " + ("the same batch size" if same else
-              f"B = {int(alt['total_batch'])} instead") + f" takes {alt['value']:.2f} h.") if any_overhead else "."))
+print("\n".join(ch.fastest_run_lines(fastest, with_overhead, any_overhead)))
+per_run = wall.drop_duplicates("run_id")
 print(ch.sentence(ch.gpu_claim(per_run["n_gpus"] if "n_gpus" in per_run else [])))

@@ -9,9 +9,11 @@
 # %% [markdown]
 # # Does the critical batch size hold across phases, axes and tasks?
 #
-# This notebook collects every phase's McCandlish fit (`outputs/<phase>/tables/cbs_fit.csv`) into
-# one table for the paper (CSV and LaTeX) and one headline figure: B_noise against the target
-# accuracy, per phase.
+# The page across phases: every phase's fit of S(B) (each phase's `tables/cbs_fit.csv`, linked
+# below) in one table for the paper (CSV and LaTeX) and one headline figure, B_noise against the
+# target accuracy per phase; then the answer: how B_noise moves with the target in each phase and,
+# where a phase fitted prompts against rollouts (04), what a second rollout is worth against a new
+# prompt. The index shows the same lines.
 #
 # **In JupyterLab:** `make notebook NB=07` opens a working copy in `scratch/`; run by hand, it
 # summarises the fits of your hand runs and, where there are none, those of the last
@@ -26,6 +28,7 @@ n_bootstrap: int = 1000  # bootstrap resamples per fit
 
 # %%
 
+import pandas as pd
 from IPython.display import Markdown, display
 
 import cbs_helpers as ch
@@ -33,8 +36,9 @@ import cbs_helpers as ch
 s = ch.section("07_summary", phase, out_dir, params_dir, source, n_bootstrap=n_bootstrap)
 out = s.out
 phases, skipped = ch.summary_fits(s)  # a hand run: its own fits, else the build's
-print(f"{len(phases)} phase(s) with a fit: {', '.join(phases) or 'none'}."
-      + (f" Not in the summary: {'; '.join(skipped)}." if skipped else ""))
+display(Markdown(f"{len(phases)} phase(s) with a fit: "
+                 + (", ".join(f"[{p}](../{p}/tables/cbs_fit.csv)" for p in phases) or "none") + "."
+                 + (f" Not in the summary: {'; '.join(skipped)}." if skipped else "")))
 
 # %% [markdown]
 # ## B_noise per phase and target accuracy
@@ -63,16 +67,13 @@ if len(usable):
 
 # %% [markdown]
 # ## Answer
+# Per phase, how B_noise moves with the target; and where a phase fitted prompts against rollouts (04),
+# what a second rollout of a prompt is worth against a new prompt. The index opens its cross-phase part
+# with these lines (`findings.csv`).
 
 # %%
-lines = []
-for p, rows in summary_long.groupby("phase", sort=False):
-    trend = ch.b_noise_trend(rows)
-    head = f"- {p} ({rows['axis'].iloc[0]} axis, `{rows['task'].iloc[0]}`): "
-    if trend["n_points"] == 0:
-        lines.append(head + "no target has a usable fit (see the status and reason in its "
-                            "cbs_fit.csv).")
-    else:
-        lines.append(head + f"{trend['claim']}: {trend['evidence']}.")
-display(Markdown("\n".join(lines) or "No phase has a McCandlish fit yet, so there is nothing to "
-                                      "summarise."))
+two_axis = {p: pd.read_csv(f) for p in phases if (f := out / p / "tables" / "two_axis_fit.csv").is_file()}
+findings = ch.cross_phase_findings(summary_long, two_axis)
+ch.save_table(findings, out / "summary" / "tables", "findings")
+display(Markdown("\n".join(f"- {r.phase} · {r.topic}: {r.finding}" for r in findings.itertuples())
+                 or "No phase has a McCandlish fit yet, so there is nothing to summarise."))

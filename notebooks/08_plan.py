@@ -9,19 +9,7 @@
 # %% [markdown]
 # # Which batch size should this phase train with, and which run should come next?
 #
-# The answer first (the same sentences open the index page), then how it is reached. The plan
-# predicts, for every candidate (n_prompts, n_rollouts), the rollout steps to each target from the
-# fit of the axis it lies on (this phase's, and where the params name `two_axis_phases`, the other
-# phases' axes too), the step time from the step-time model T_step = a + b_B·B (+ b_p·n_prompts),
-# and from them the training hours (validation and checkpoints come on top), the GPU-hours (where the
-# run configs give GPU counts) and the samples, with 95% bands that carry the fit's bootstrap (the
-# forms mixed), each configuration's own deviation from the curve, and the step time's uncertainty.
-# A recommendation rests only on what the data support: a configuration that was run, one on a
-# sampled axis between runs that reached the target, or a split off the axes priced by a cross-axis
-# model that predicted runs it was not fitted to (04). The decision is made at the phase's decision
-# target (params `decision_target`; by default the highest target that at least 4 batch sizes, or
-# two thirds of them, reached). The next runs are ranked by how much they are expected to cut the
-# hours lost to a wrong choice, per GPU-hour.
+# The answer first, boxed as on the index page (the same sentences); how it is reached follows it.
 #
 # **Another phase:** its report is in the index beside this one. To explore it in JupyterLab,
 # `make notebook NB=08 PHASE=p2b` opens a working copy for that phase in `scratch/`; or
@@ -48,27 +36,17 @@ import cbs_helpers as ch
 
 s = ch.section("08_plan", phase, out_dir, params_dir, source, columns=ch.WALL_CLOCK_KEYS,
                n_bootstrap=n_bootstrap, seed=seed, n_simulations=n_simulations)
-params, runs, history, metric, figures, tables = s.params, s.runs, s.history, s.metric, s.figures, s.tables
-thresholds = params["thresholds"]
-members, left_out = s.joint(ch.WALL_CLOCK_KEYS) if params["two_axis_phases"] else ([], [])
-phases = [{"phase": phase, "params": params, "runs": runs, "history": history, "metric": metric}]
-phases += [m for m in members if m["phase"] != phase]
+params, tables, figures, thresholds = s.params, s.tables, s.figures, s.params["thresholds"]
+axes, left_out = s.axes(ch.WALL_CLOCK_KEYS)  # this phase's axis, and those its params pool
 t0 = time.perf_counter()
-fits, walls, sbs = {}, [], []
-for m in phases:  # each axis's own fit prices the configurations on it
-    fits[m["phase"]] = ch.fit_phase(m["runs"], m["history"], m["metric"], thresholds, m["params"]["n_val"],
-                                    n_bootstrap=n_bootstrap, seed=seed, metaparameters=m["params"]["metaparameters"])
-    sbs.append(fits[m["phase"]].sb_eb.assign(phase=m["phase"]))
-    walls.append(ch.wall_clock_table(m["runs"], m["history"], m["metric"], thresholds,
-                                     metaparameters=m["params"]["metaparameters"]).assign(phase=m["phase"]))
-fit = fits[phase]
-sb_eb, cbs_fit = fit.sb_eb, fit.table
-cross = (ch.cross_axis_fit(pd.concat(sbs, ignore_index=True), thresholds, n_bootstrap=n_bootstrap, seed=seed)
-         if len(phases) > 1 else None)
-measured = pd.concat(walls, ignore_index=True)
-step_times = ch.step_time_table(measured)
-step_model = ch.step_time_model(measured)
+fits, sb_all, measured = ch.fit_axes(axes, thresholds, n_bootstrap=n_bootstrap, seed=seed)
+cross = ch.cross_axis_fit(sb_all, thresholds, n_bootstrap=n_bootstrap, seed=seed) if len(axes) > 1 else None
+
+# %%
+step_times, step_model = ch.step_time_table(measured), ch.step_time_model(measured)
 gpu_note = ch.gpu_claim(step_times["n_gpus"])
+cbs_fit = fits[phase].table  # the runs' own crossings (the forecasts below may add to the plan's fit)
+lr_context = ch.lr_label(*ch.sweep_lr_policy(fits[phase].sb_eb))
 
 # %% [markdown]
 # ## While runs are running: forecasts, and the runs that can stop
@@ -78,41 +56,53 @@ gpu_note = ch.gpu_claim(step_times["n_gpus"])
 # continuation moves neither the decision nor B_noise's interval is listed with what stopping saves.
 
 # %%
-early = ch.early_answers(phase, runs, history, metric, thresholds, params["n_val"], fit, step_model, step_times,
-                         target=params["decision_target"], n_bootstrap=min(n_bootstrap, 400), seed=seed)
+early = ch.early_answers(phase, s.runs, s.history, s.metric, thresholds, params["n_val"], fits[phase], step_model,
+                         step_times, target=params["decision_target"], n_bootstrap=min(n_bootstrap, 400), seed=seed)
 for name in ("forecast", "stop_runs", "sweep_progress"):  # a finished sweep keeps none from its running days
     (Path(tables) / f"{name}.csv").unlink(missing_ok=True)
 if early is not None:
     fits[phase] = early.fit  # the decision below carries the forecasts with their uncertainty
     for name, table in (("forecast", early.forecast), ("stop_runs", early.stop), ("sweep_progress", early.progress)):
         ch.save_table(table, tables, name)
-    print(ch.running_sentence(early.progress.iloc[0].to_dict()), ch.targets_sentence(fit.table, early.forecast),
+    print(ch.running_sentence(early.progress.iloc[0].to_dict()), ch.targets_sentence(cbs_fit, early.forecast),
           *early.forecasts.notes, sep="\n")
 else:
     print("Every run of this phase has finished (or stopped): no forecasts, the fit is the runs' own.")
 
 # %%
-tried = sb_eb.drop_duplicates("run_id")
-lr_tuned = bool((tried.groupby("total_batch")["lr"].nunique() > 1).any())
-lr_context = ch.lr_label(ch.lr_policy(tried["total_batch"], tried["lr"]), tuned=lr_tuned)
 pp = ch.plan_phase(phase, fits, step_model, step_times, thresholds, requested_target=params["decision_target"],
                    cross=cross, title=params["title"], gpu_note=gpu_note, lr_context=lr_context,
                    n_outcomes=n_simulations // 4 if n_simulations >= 16 else 16, seed=seed)
 elapsed = time.perf_counter() - t0
 predictions, plan, next_table, decision, target = pp.plan.candidates, pp.table, pp.next_runs, pp.decision, pp.target
-ch.save_table(predictions, tables, "plan_candidates")
-ch.save_table(plan, tables, "plan")
-ch.save_table(next_table, tables, "next_runs")
-_ = ch.save_table(pd.DataFrame([decision], columns=ch.DECISION_COLUMNS + [c for c in decision if c not in
-                                                                       ch.DECISION_COLUMNS]), tables, "decision")
+for name, table in (("plan_candidates", predictions), ("plan", plan), ("next_runs", next_table),
+                    ("decision", pd.DataFrame([decision], columns=ch.DECISION_COLUMNS
+                                              + [c for c in decision if c not in ch.DECISION_COLUMNS]))):
+    ch.save_table(table, tables, name)
 
 # %% [markdown]
 # ## The decision
 
 # %%
-display(Markdown("\n\n".join(ch.decision_sentences(decision))))
+answer = ch.decision_sentences(decision)
+display(Markdown("\n>\n".join(f"> {'**' + x + '**' if i == 0 else x}" for i, x in enumerate(answer))
+                 + f"\n>\n> To paste in a chat: `{decision['summary']}`"))
 
 # %% [markdown]
+# ## How the plan is made
+# The plan predicts, for every candidate (n_prompts, n_rollouts), the rollout steps to each target from the
+# fit of the axis it lies on (this phase's, and where the params name `two_axis_phases`, the other
+# phases' axes too), the step time from the step-time model T_step = a + b_B·B (+ b_p·n_prompts),
+# and from them the training hours (validation and checkpoints come on top), the GPU-hours (where the
+# run configs give GPU counts) and the samples, with 95% bands that carry the fit's bootstrap (the
+# forms mixed), each configuration's own deviation from the curve, and the step time's uncertainty.
+# A recommendation rests only on what the data support: a configuration that was run, one on a
+# sampled axis between runs that reached the target, or a split off the axes priced by a cross-axis
+# model that predicted runs it was not fitted to (04). The decision is made at the phase's decision
+# target (params `decision_target`; by default the highest target that at least 4 batch sizes, or
+# two thirds of them, reached). The next runs are ranked by how much they are expected to cut the
+# hours lost to a wrong choice, per GPU-hour.
+#
 # ## What prices each candidate
 # A configuration on a sampled axis is priced by that axis's own fit (its form, its alpha); a split off
 # every sampled axis only by the cross-axis model of 04, and it is recommended only if that model
@@ -137,15 +127,9 @@ print(f"Fits, plan and next runs: {elapsed:.1f} s.")
 # predicts hours only where this model exists.
 
 # %%
-if step_model["status"] == "ok":
-    unit = {"a": "s", "b_B": "s per sample", "b_p": "s per prompt"}
-    print(f"{step_model['formula']}: " + ", ".join(
-        f"{k} = {step_model['coef'][k]:.4g} ± {step_model['se'][k]:.2g} {unit[k]}" for k in step_model["terms"])
-        + f"; R² = {step_model['r2']:.3f} over {step_model['n_runs']} runs, B = {ch.count(step_model['B_range'][0])} "
-        f"to {ch.count(step_model['B_range'][1])}" + (f". Note: {step_model['reason']}." if step_model["reason"] else "."))
-else:
-    print(f"No step-time model ({step_model['reason'] or 'no run logs a step time'}): the plan can rank "
-          "candidates by samples only.")
+print(ch.step_model_sentence(step_model) if step_model["status"] == "ok" else
+      f"No step-time model ({step_model['reason'] or 'no run logs a step time'}): the plan can rank candidates "
+      "by samples only.")
 print(ch.sentence(gpu_note))
 
 # %% [markdown]
@@ -164,6 +148,8 @@ elif shown == "predicted_steps":
     print("No step-time model, so no hours; predicted rollout steps to each target:")
 else:
     print("No target has a usable fit (table above): nothing to predict; plan.csv is written with its header only.")
+
+# %%
 if shown:
     table = predictions.pivot_table(index=["total_batch", "n_prompts", "n_rollouts"], columns="threshold",
                                     values=shown, aggfunc="first").reset_index()

@@ -38,7 +38,7 @@ def test_numbers_read_with_units_separators_and_dashes():
     assert t.iloc[0].tolist() == ["0.99", "2,048", "0.0412"] and t.iloc[1, 0] == "–"
     assert "e+" not in " ".join(t.astype(str).to_numpy().ravel())
     assert fmt.cell("n_gpus", pd.NA) == "–" and fmt.cell("x", None) == "–" and fmt.cell("x", pd.NaT) == "–"
-    assert fmt.cell("lr", 5e-7) == "5e-07" and fmt.cell("n_points", 12.0) == "12" and fmt.cell("x", "nan") == "–"
+    assert fmt.cell("lr", 5e-7) == "5×10⁻⁷" and fmt.cell("n_points", 12.0) == "12" and fmt.cell("x", "nan") == "–"
 
 
 def test_gpu_counts_are_counted_not_assumed():
@@ -101,8 +101,11 @@ def test_the_decision_in_words_from_its_row_as_read_back_from_the_csv(tmp_path):
                                "16 GPU-hours on 8 GPUs.")
     assert "B_noise = 2,013 [1,800, 2,300] samples" in text and "S = 2 S_min" in text
     assert "Next run: extend cbs_p1_np8_nr8 to step 1,300: about 17 GPU-hours, 70% chance" in text
-    assert "cut the hours lost to a wrong choice by 15 min [6.0 min, 24 min] (80% band)" in text
-    assert "How sure: it was run, and its runs reached the target" in text
+    # one unit of time per card: the headline's hours, so the next run's gain in hours too
+    assert "cut the time lost to a wrong choice by 0.25 h [0.10, 0.40] (80% band)" in text
+    assert " min" not in text
+    assert "How sure: " in text and "it was run, and its runs reached the target" in text
+    assert lines.index(next(x for x in lines if x.startswith("How sure"))) == 1  # the margin right after the answer
     assert "GPU counts unknown for 3 of 4 runs" in text
     assert "nan" not in text.lower()
     assert row["summary"] == "p1 at accuracy 0.5: train 64 × 8 (B = 512), 2.0 h [1.8, 2.3]; B_noise 2,013 [1,800, 2,300] samples"
@@ -169,5 +172,5 @@ def test_where_gpu_counts_differ_the_decision_names_the_batch_with_the_fewest_gp
     plan.loc[plan["objective"] == "gpu_hours", ["n_prompts", "total_batch", "predicted_gpu_hours",
                                                 "predicted_hours"]] = [16, 128, 9.5, 2.4]
     text = " ".join(decision_sentences(decide("p1", 0.5, plan, None, None, _fit_row())))
-    assert "Fewest GPU-hours instead: 16 prompts × 8 rollouts (B = 128), 9.5 GPU-hours." in text
+    assert "Fewest GPU-hours: 16 prompts × 8 rollouts (B = 128), 9.5 GPU-hours." in text
     assert "Fewest GPU-hours" not in " ".join(decision_sentences(decide("p1", 0.5, _plan(64), None, None, _fit_row())))

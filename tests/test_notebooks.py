@@ -51,6 +51,21 @@ def test_py_and_ipynb_twins_agree_and_ipynb_has_no_outputs(py):
             assert cell.get("execution_count") is None, f"{ipynb.name} carries execution counts"
 
 
+#: A notebook narrates and calls: a code cell of more than this many lines (blank lines and comments
+#: aside) holds logic that belongs in a tested function of cbs_rlvr/ (issue 29).
+MAX_CELL_LINES = 15
+
+
+@pytest.mark.parametrize("py", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_code_cell_is_longer_than_fifteen_lines(py):
+    for i, cell in enumerate(jupytext.read(py).cells):
+        if cell.cell_type != "code":
+            continue
+        lines = [x for x in cell.source.splitlines() if x.strip() and not x.strip().startswith("#")]
+        assert len(lines) <= MAX_CELL_LINES, (f"{py.name}, cell {i}: {len(lines)} lines of code (at most "
+                                              f"{MAX_CELL_LINES}): move the logic into a tested function")
+
+
 @pytest.mark.parametrize("py", NOTEBOOKS, ids=lambda p: p.stem)
 def test_one_literal_parameters_cell_right_after_the_title(py):
     nb = jupytext.read(py)
@@ -312,9 +327,11 @@ def test_hand_papermill_runs_after_make_report_leave_outputs_as_they_were(report
     scratch = checkout / "scratch" / "outputs"
     assert (scratch / "data" / "history.parquet").samefile(out / "data" / "history.parquet")
     assert pd.read_csv(scratch / "p2b" / "tables" / "cbs_fit.csv")["B_noise"].notna().any()
-    printed = "".join("".join(o.get("text", "")) for c in nbformat.read(tmp_path / "07_summary.ipynb", 4).cells
-                      for o in c.get("outputs", []))
-    assert "5 phase(s) with a fit: p1, p2a, p2b, p4_math, p4_rpp." in printed  # p2b's own, the build's others
+    printed = "".join("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/markdown", ""))
+                      for c in nbformat.read(tmp_path / "07_summary.ipynb", 4).cells for o in c.get("outputs", []))
+    # p2b's own, the build's others, each linked to its cbs_fit.csv
+    assert "5 phase(s) with a fit: " + ", ".join(f"[{p}](../{p}/tables/cbs_fit.csv)" for p in
+                                                 ("p1", "p2a", "p2b", "p4_math", "p4_rpp")) + "." in printed
     # out_dir: a folder of the user's, relative to the project; never the build's
     proc = _papermill(checkout, tmp_path, str(checkout / "notebooks" / "03_training_curves.ipynb"),
                       tmp_path / "c.ipynb", "-p", "phase", "p2a", "-p", "out_dir", "other_out")
@@ -330,8 +347,10 @@ def test_hand_papermill_runs_after_make_report_leave_outputs_as_they_were(report
 @pytest.mark.slow
 def test_the_demo_pages_read_on_a_phone_and_a_laptop(report):
     """The index, p1's reports and the summary as a reader sees them (browser.reader_problems):
-    no 'NaN', no raw column name, no page wider than a 390 px phone or a 1280 px window, titles
-    that name the phase and the section. (Every page of generated sweeps: test_generated_reports.py.)"""
+    no 'NaN', no raw column name, no e-notation, counts as integers, alt text on every image,
+    previous/next links on section pages, no link to a missing file, no page wider than a 390 px
+    phone or a 1280 px window, titles that name the phase and the section. (Every page of
+    generated sweeps: test_generated_reports.py.)"""
     from cbs_rlvr.report.browser import find_chromium, reader_problems
 
     if find_chromium() is None:

@@ -126,9 +126,9 @@ def test_the_steps_table_marks_censored_values_as_lower_bounds():
                        "censored": [True, False, False, True, False]})
     table = censored_pivot(sb)
     assert list(table.index.names) == ["batch B", "prompts", "rollouts"] and table.columns.name == "target accuracy"
-    assert table.loc[(64, 8, 8), 0.3] == "≥75"
-    assert table.loc[(128, 16, 8)].tolist() == ["40", "≥90"]
-    assert table.loc[(256, 32, 8)].tolist() == ["–", "–"]
+    assert table.loc[("64", "8", "8"), 0.3] == "≥75"  # the index as a reader reads it: counts
+    assert table.loc[("128", "16", "8")].tolist() == ["40", "≥90"]
+    assert table.loc[("256", "32", "8")].tolist() == ["–", "–"]
     assert censored_pivot(sb.iloc[:0]).empty
     assert [mark_censored(v, c) for v, c in ((70.4, True), (70.4, False), (np.nan, True))] == \
         ["≥70", "70", "–"]

@@ -41,11 +41,12 @@ from ..errors import (
     describe_error,
     redact_secrets,
 )
-from ..params import SUMMARY_SECTION, ParamsError, load_phase_params, params_fingerprint
+from ..params import SECTIONS, SUMMARY_SECTION, ParamsError, load_phase_params, params_fingerprint
 from ..sources.manifest import snapshot_data_dir, verify_snapshot_files
 from .handrun import claim_output, release_output
 from .jobs import (
     Job,
+    _job_outputs,
     _report_damage,
     convert_source_notebooks,
     damaged_output,
@@ -315,8 +316,8 @@ def _what_to_keep(b: _Build, params: dict) -> list[str]:
             # an invalid params file (said above): its phase's reports stay until it is fixed
             keep[phase] = {f.name.split(".", 1)[0] for f in (b.out / phase).glob("[0-9][0-9]_*")}
     if fitted or any("02_steps_to_target" in s for s in keep.values()):
-        b.summary = Job("summary", SUMMARY_SECTION,
-                        needs={j.name for j in b.planned if j.section == "02_steps_to_target"})
+        b.summary = Job("summary", SUMMARY_SECTION,  # it reads the fits (02) and the cross-axis fits (04)
+                        needs={j.name for j in b.planned if j.section in _SUMMARY_READS})
         keep["summary"] = {SUMMARY_SECTION}
     b.keep = keep
     removed = remove_leftovers(b.out, keep)
@@ -337,8 +338,12 @@ def _what_to_keep(b: _Build, params: dict) -> list[str]:
         if any(b.keys.get(j.name) == j.key and damaged_output(j, b.out, b.state) for j in extra):
             b.planned.extend(extra)
             if b.summary is not None:
-                b.summary.needs |= {j.name for j in extra if j.section == "02_steps_to_target"}
+                b.summary.needs |= {j.name for j in extra if j.section in _SUMMARY_READS}
     return removed
+
+
+#: The sections whose tables the summary (07) reads: it runs after them, and its key holds their tables.
+_SUMMARY_READS = ("02_steps_to_target", "04_two_axis")
 
 
 def _run_jobs(b: _Build, jobs: int) -> None:
@@ -398,7 +403,13 @@ def _record(b: _Build, job: Job, ok: bool, seconds: float, message) -> None:
         b.moved = True  # its outputs may be of another snapshot: not recorded
         b.forget(job.name)
     elif ok:
-        convert_notebook(job.target(b.out), job.target(b.out).with_suffix(".html"))
+        target = job.target(b.out)
+        p = b.all_params.get(job.phase)
+        sections = ([x for x in SECTIONS if x in p["sections"]] if isinstance(p, dict)
+                    else [SUMMARY_SECTION] if job.phase == "summary" else None)
+        files = [str(f.relative_to(target.parent)) for f in _job_outputs(job, b.out, message)
+                 if f.is_relative_to(target.parent)]
+        convert_notebook(target, target.with_suffix(".html"), sections, files)
         b.keys[job.name] = job.key
         record_outputs(job, b.out, b.state, message)
         print(f"ok: {job.name} ({seconds:.1f} s)", flush=True)

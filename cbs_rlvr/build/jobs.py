@@ -63,8 +63,11 @@ def plan_jobs(params: dict[str, dict], phases_with_runs: dict[str, int], params_
 
 def summary_key(out: Path, phases: list[str], params_dir: Path, content_hash: str, code: str,
                 n_bootstrap: int) -> str:
-    """The summary's key: its notebook, every phase's params and fitted table, the code."""
+    """The summary's key: its notebook, every phase's params, fitted tables (cbs_fit, and two_axis_fit
+    where 04 wrote one: 07 states what a rollout is worth), the code."""
     fits = {p: _file_digest(out / p / "tables" / "cbs_fit.csv") for p in sorted(phases)}
+    fits.update({f"{p}/two_axis": _file_digest(out / p / "tables" / "two_axis_fit.csv") for p in sorted(phases)
+                 if (out / p / "tables" / "two_axis_fit.csv").is_file()})
     params_digest = {p.stem: _file_digest(p) for p in sorted(params_dir.glob("*.yaml"))}
     return _job_key(_file_digest(NOTEBOOKS_DIR / f"{SUMMARY_SECTION}.py"), params_digest, fits,
                     content_hash, code, int(n_bootstrap))

@@ -15,6 +15,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..words.numbers import scientific
+
 _POINT = ["threshold", "n_prompts", "n_rollouts"]
 
 
@@ -119,8 +121,8 @@ def lr_policy(batch_sizes, lrs, tol: float = 0.2) -> dict:
         out["describe"] = "too few batch sizes with a known learning rate to tell a policy"
         return out
     if np.allclose(lr, lr[0], rtol=1e-9):
-        out.update(policy="constant", slope=0.0,
-                   describe=f"constant, lr = {lr[0]:.3g} at every batch size")
+        out.update(policy="constant", slope=0.0, lr=float(lr[0]),
+                   describe=f"constant, learning rate {scientific(lr[0], 3)} at every batch size")
         return out
     slope, intercept = np.polyfit(np.log(B), np.log(lr), 1)
     resid = np.log(lr) - (intercept + slope * np.log(B))
@@ -132,10 +134,20 @@ def lr_policy(batch_sizes, lrs, tol: float = 0.2) -> dict:
                 policy = name
                 break
     out["policy"] = policy
-    rates = ", ".join(f"{v:.3g}" for v in sorted(set(lr)))
-    fit = f"log lr against log B: slope {slope:.2f} over {n} batch sizes; rates {rates}"
+    rates = ", ".join(scientific(v, 3) for v in sorted(set(lr)))
+    fit = f"log learning rate against log B: slope {slope:.2f} over {n} batch sizes; rates {rates}"
     out["describe"] = {"constant": f"constant within noise ({fit})",
-                       "sqrt(B)": f"lr grows like sqrt(B) ({fit})",
-                       "linear": f"lr grows in proportion to B ({fit})",
+                       "sqrt(B)": f"the learning rate grows like sqrt(B) ({fit})",
+                       "linear": f"the learning rate grows in proportion to B ({fit})",
                        "mixed": f"no single power law ({fit})"}[policy]
     return out
+
+
+def sweep_lr_policy(sb_eb: pd.DataFrame) -> tuple[dict, bool]:
+    """A sweep's learning-rate context from its S(B) table: (lr_policy over one row per run, whether
+    several rates were tried at one batch size, i.e. tuned)."""
+    tried = sb_eb.drop_duplicates("run_id") if "run_id" in sb_eb else sb_eb
+    if not len(tried) or "lr" not in tried:
+        return lr_policy([], []), False
+    tuned = bool((tried.groupby("total_batch")["lr"].nunique() > 1).any())
+    return lr_policy(tried["total_batch"], tried["lr"]), tuned

@@ -134,6 +134,10 @@ def decide(phase: str, target: float | None, plan_table: pd.DataFrame, pred: Pre
         if (int(g["n_prompts"]), int(g["n_rollouts"])) != (int(r["n_prompts"]), int(r["n_rollouts"])):
             row["fewest_gpu_hours"] = (f"{int(g['n_prompts']):,} prompts × {int(g['n_rollouts']):,} rollouts "
                                        f"(B = {int(g['total_batch']):,}), {float(g['predicted_gpu_hours']):,.3g} GPU-hours")
+    if "samples" in by.index:  # the other objective, said beside the decision (words.decision)
+        sm = by.loc["samples"]
+        row["fewest_samples_batch"] = f"{int(sm['n_prompts'])}x{int(sm['n_rollouts'])}"
+        row["fewest_samples_hours"] = float(sm["predicted_hours"])
     if pred is not None and len(pred.table):
         tab = pred.table
         hit = np.flatnonzero((tab["n_prompts"] == int(r["n_prompts"])) & (tab["n_rollouts"] == int(r["n_rollouts"])))

@@ -94,10 +94,22 @@ def offline_problems(pages: list[Path], browser: str | None = None,
 RAW_COLUMN_NAMES = ("r2_log", "noise_sd_log", "B_simple_over_B_noise", "B_crit_20pct", "predicted_hours",
                     "predicted_steps", "predicted_gpu_hours", "total_batch",
                     "expected_reduction_h", "time_to_target_h", "n_censored", "n_points", "sigma_log",
-                    "S_min_lo", "S_min_hi", "B_noise_lo", "B_noise_hi")
+                    "S_min_lo", "S_min_hi", "B_noise_lo", "B_noise_hi", "B_noise_mccandlish",
+                    "time_to_target_with_overhead_h", "overhead_in_step_time", "n_eval", "n_segments")
+#: Table headers whose cells are counts: a reader sees integers ('12', '1,024', '≥70'), never '1.00'.
+COUNT_HEADERS = ("runs", "replicate", "replicates", "segments", "evaluations", "prompts", "rollouts", "batch B",
+                 "configurations", "last step", "GPUs", "rank", "to step", "updates")
+_INTEGER = r"[≥≤]?\d{1,3}(,\d{3})*|–"
+_E_NOTATION = r"(?<![\w.])\d+(\.\d+)?[eE][+-]?\d+(?![\w.])"
 _PROBE = """<script>(function(){var t=document.body?document.body.innerText:"";var p=document.createElement("pre");
+var imgs=[].map.call(document.querySelectorAll("img"),function(i){return i.getAttribute("alt")||"";});
+var rels=[].map.call(document.querySelectorAll("a[rel]"),function(a){return a.getAttribute("rel");});
+var hrefs=[].map.call(document.querySelectorAll("a[href]"),function(a){return a.getAttribute("href");});
+var tables=[].map.call(document.querySelectorAll("table"),function(tb){var h=[].map.call(tb.querySelectorAll("thead th"),
+function(c){return c.innerText.trim();});var r=[].map.call(tb.querySelectorAll("tbody tr"),function(tr){
+return [].map.call(tr.children,function(c){return c.innerText.trim();});});return {head:h,rows:r};});
 p.id="cbs-probe";p.textContent=JSON.stringify({title:document.title,scroll:document.documentElement.scrollWidth,
-inner:window.innerWidth,text:t});document.documentElement.appendChild(p);})();</script>"""
+inner:window.innerWidth,text:t,imgs:imgs,rels:rels,hrefs:hrefs,tables:tables});document.documentElement.appendChild(p);})();</script>"""
 
 
 def _probe(page: Path, width: int, browser: str, timeout: float) -> dict:
@@ -120,13 +132,59 @@ def _probe(page: Path, width: int, browser: str, timeout: float) -> dict:
     return json.loads(html.unescape(body))
 
 
-def reader_problems(pages: list[Path], widths=(390, 1280), browser: str | None = None,
-                    timeout: float = 120) -> list[str]:
-    """What a reader would trip over, per page, as headless Chromium lays it out: 'NaN' or a raw
-    column name in the visible text, a page wider than the window (scrollWidth > innerWidth) at
-    each width, a title that does not name the phase and the section ('p1 · ... · cbs-rlvr')."""
+def _count_cells(tables: list[dict]) -> list[str]:
+    """Cells under a count header that are not integers (a table's header row is its last header
+    row: pandas writes the index name in a second one)."""
     import re
 
+    bad = []
+    for t in tables:
+        head, rows = t.get("head", []), t.get("rows", [])
+        for row in rows:
+            offset = len(head) - len(row)  # an index header pandas puts in a row of its own
+            for j, name in enumerate(head):
+                k = j - offset if offset > 0 else j
+                if name in COUNT_HEADERS and 0 <= k < len(row) and not re.fullmatch(_INTEGER, row[k]):
+                    bad.append(f"{name} = {row[k]!r}")
+    return bad
+
+
+def _text_problems(page: Path, got: dict, nav: bool) -> list[str]:
+    """What the visible text, the images, the links and the tables of one laid-out page get wrong."""
+    import re
+
+    problems = []
+    if re.search(r"\bNaN\b", got["text"]):
+        problems.append(f"{page}: 'NaN' in the visible text")
+    raw = [c for c in RAW_COLUMN_NAMES if re.search(rf"(?<![\w/]){re.escape(c)}(?!\w)", got["text"])]
+    if raw:
+        problems.append(f"{page}: raw column name(s) in the visible text: {', '.join(raw)}")
+    e_numbers = sorted({m.group(0) for m in re.finditer(_E_NOTATION, got["text"])})
+    if e_numbers:
+        problems.append(f"{page}: e-notation in the visible text: {', '.join(e_numbers[:5])}")
+    if not re.fullmatch(r".+ · .+ · cbs-rlvr", got["title"]):
+        problems.append(f"{page}: title {got['title']!r} does not name the phase and the section")
+    no_alt = [a for a in got.get("imgs", []) if len(a.split()) < 3]
+    if no_alt:
+        problems.append(f"{page}: {len(no_alt)} image(s) without alt text saying what they show")
+    if nav and not {"prev", "next"} & set(got.get("rels", [])):
+        problems.append(f"{page}: no previous/next link")
+    broken = [h for h in got.get("hrefs", []) if not re.match(r"[a-z]+:|#", h) and not (page.parent / h).exists()]
+    if broken:
+        problems.append(f"{page}: links to files that are not there: {', '.join(broken[:5])}")
+    counts = _count_cells(got.get("tables", []))
+    if counts:
+        problems.append(f"{page}: counts not shown as integers: {', '.join(counts[:5])}")
+    return problems
+
+
+def reader_problems(pages: list[Path], widths=(390, 1280), browser: str | None = None,
+                    timeout: float = 120) -> list[str]:
+    """What a reader would trip over, per page, as headless Chromium lays it out: 'NaN', a raw
+    column name or e-notation in the visible text, an image without alt text, a count shown as
+    '1.00', a link to a file that is not there, a section page without a previous/next link, a page wider than the window
+    (scrollWidth > innerWidth) at each width, a title that does not name the phase and the
+    section ('p1 · ... · cbs-rlvr')."""
     browser = browser or find_chromium()
     if browser is None:
         raise RuntimeError("Chromium not found: install it (apt-get install chromium)")
@@ -139,13 +197,7 @@ def reader_problems(pages: list[Path], widths=(390, 1280), browser: str | None =
                 continue
             if got["scroll"] > got["inner"]:
                 problems.append(f"{page}: {got['scroll']} px wide in a {got['inner']} px window")
-            if k:
-                continue
-            if re.search(r"\bNaN\b", got["text"]):
-                problems.append(f"{page}: 'NaN' in the visible text")
-            raw = [c for c in RAW_COLUMN_NAMES if re.search(rf"(?<![\w/]){re.escape(c)}(?!\w)", got["text"])]
-            if raw:
-                problems.append(f"{page}: raw column name(s) in the visible text: {', '.join(raw)}")
-            if not re.fullmatch(r".+ · .+ · cbs-rlvr", got["title"]):
-                problems.append(f"{page}: title {got['title']!r} does not name the phase and the section")
+            if not k:
+                nav = page.name != "index.html" and page.parent.name != "summary"
+                problems += _text_problems(page, got, nav)
     return problems

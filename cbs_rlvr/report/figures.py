@@ -27,6 +27,7 @@ from .style import (
     _no_data,
     _positive,
     _usable_fits,
+    fan_out,
     label_axes,
     set_log2_axis,
     set_log_axis,
@@ -48,12 +49,12 @@ def plot_sb_eb(sb_eb: pd.DataFrame, cbs_fit: pd.DataFrame, title: str = "",
     colors = threshold_colors(sb["threshold"].dropna().unique())
     lo, hi = _batch_limits(sb[batch_col])
     grid = np.geomspace(lo, hi, 200)
-    for t, rows in sb.groupby("threshold"):
+    for k, (t, rows) in enumerate(sb.groupby("threshold")):
         c = colors[t]
         cen = rows["censored"].fillna(False).astype(bool)
         for ax, col in ((ax_s, "S_B"), (ax_e, "E_B")):
             ax.scatter(_floats(rows.loc[~cen, batch_col]), _floats(rows.loc[~cen, col]), color=c, s=22, zorder=3)
-            ax.scatter(_floats(rows.loc[cen, batch_col]), _floats(rows.loc[cen, col]), marker="^",
+            ax.scatter(fan_out(_floats(rows.loc[cen, batch_col]), k, len(colors)), _floats(rows.loc[cen, col]), marker="^",
                        facecolors="none", edgecolors=c, s=30, zorder=3)
         label = f"acc ≥ {t:g}"
         if t in fits.index:
@@ -120,7 +121,7 @@ def plot_b_noise_vs_target(cbs_fit: pd.DataFrame, compare: pd.DataFrame | None =
         ax.plot(_floats(cmp_ok["threshold"]) + 0.004, _floats(cmp_ok["B_noise"]), marker="s",
                 ls="--", color=PALETTE[3], label=compare_label)
     if len(ok) or len(cmp_ok):
-        set_log2_axis(ax, "y")
+        set_log_axis(ax, "y")  # B_noise: a quantity, decimal ticks (1K, 10K, 1M)
         vals = np.concatenate([_floats(ok["B_noise_lo"]), _floats(ok["B_noise_hi"]), _floats(ok["B_noise"]),
                                _floats(cmp_ok["B_noise"])])
         est = _floats(ok["B_noise"])
@@ -203,7 +204,7 @@ def plot_cross_phase(summary_long: pd.DataFrame, title: str = "") -> Figure:
                      marker=markers[i % len(markers)], color=PALETTE[i % (len(PALETTE) - 1)],
                      label=f"{phase}: {rows['axis'].iloc[0]} axis, {rows['task'].iloc[0]}")
     if len(ok):
-        set_log2_axis(ax, "y")
+        set_log_axis(ax, "y")  # B_noise: a quantity, decimal ticks (1K, 10K, 1M)
         fig.legend(loc="outside right center", fontsize=8)
     else:
         _no_data(ax, "no phase has a target with a usable fit")

@@ -181,7 +181,7 @@ def plot_grad_noise(smoothed: pd.DataFrame, cbs_fit: pd.DataFrame | None = None,
         ax.axhspan(bn.min(), bn.max(), color="0.5", alpha=0.15, lw=0,
                    label="fitted B_noise (range over targets)")
     if _positive(smoothed["B_simple_ema"]) or len(bn):
-        set_log2_axis(ax, "y")
+        set_log_axis(ax, "y")  # B_noise: a quantity, decimal ticks (1K, 10K, 1M)
     if not _positive(smoothed["B_simple_ema"]) and not len(bn):
         _no_data(ax, "no positive smoothed noise scale logged")
     ax.set_xlabel("rollout step (training/global_step)")
@@ -224,7 +224,7 @@ def plot_noise_scale_vs_fit(comparison: pd.DataFrame, at_target: pd.DataFrame | 
                      marker="D", color=PALETTE[2], label="logged B_simple at the crossing (median, 10-90%)")
     if ax.has_data() and any(_positive(v) for v in (fitted["B_noise"], ok["B_simple"],
                                                     at["B_simple_ema"])):
-        set_log2_axis(ax, "y")
+        set_log_axis(ax, "y")  # B_noise: a quantity, decimal ticks (1K, 10K, 1M)
         fig.legend(loc="outside lower center", fontsize=8, ncol=2)  # never over the points
         _accuracy_xlim(ax, _floats(c["threshold"]))
     else:

@@ -121,16 +121,57 @@ def page_title(phase: str, section: str) -> str:
     return f"{phase} · {SHORT_TITLES.get(section, section.replace('_', ' '))} · cbs-rlvr"
 
 
-def convert_notebook(executed: Path, target: Path) -> Path:
+def page_nav(phase: str, section: str, sections: list[str] | None = None) -> str:
+    """The navigation of a section page, as HTML: back to the index, the previous and next
+    section of the phase, and every section of the phase (this one unlinked)."""
+    e = html.escape
+    links = ["<a href='../index.html'>&larr; all reports</a>"]
+    sections = [s for s in (sections or []) if s in SECTIONS or s == SUMMARY_SECTION]
+    if section in sections:
+        i = sections.index(section)
+        if i > 0:
+            links.append(f"<a rel='prev' href='{e(sections[i - 1])}.html'>&lsaquo; previous: "
+                         f"{e(SHORT_TITLES.get(sections[i - 1], sections[i - 1]))}</a>")
+        if i + 1 < len(sections):
+            links.append(f"<a rel='next' href='{e(sections[i + 1])}.html'>next: "
+                         f"{e(SHORT_TITLES.get(sections[i + 1], sections[i + 1]))} &rsaquo;</a>")
+    items = [f"<strong>{e(SHORT_TITLES.get(s, s))}</strong>" if s == section else
+             f"<a href='{e(s)}.html'>{e(SHORT_TITLES.get(s, s))}</a>" for s in sections]
+    phase_line = (f"<div class='cbs-sections'>{e(phase)}: {' · '.join(items)}</div>" if len(items) > 1 else "")
+    return "<div class='cbs-pn'>" + " ".join(f"<span>{x}</span>" for x in links) + "</div>" + phase_line
+
+
+#: The files a reader downloads from a page: the tables and the paper's figures.
+DOWNLOAD_SUFFIXES = (".csv", ".tex", ".pdf")
+
+
+def downloads_html(files: list[str] | None) -> str:
+    """'Files this page wrote': links (relative to the page) to each CSV, TeX and PDF, tables
+    first, then figures (PDF, with each figure's plotted data as CSV)."""
+    e = html.escape
+    files = sorted({f for f in (files or []) if f.endswith(DOWNLOAD_SUFFIXES)},
+                   key=lambda f: (not f.startswith("tables/"), f))
+    if not files:
+        return ""
+    links = " · ".join(f"<a href='{e(f)}'>{e(f)}</a>" for f in files)
+    return f"<details class='cbs-files'><summary>Files this page wrote ({len(files)})</summary><p>{links}</p></details>"
+
+
+def convert_notebook(executed: Path, target: Path, sections: list[str] | None = None,
+                     files: list[str] | None = None) -> Path:
     """One executed notebook -> its HTML report (code hidden, figures embedded, no scripts, every
-    output through `safe_outputs`), titled by its phase (the folder it is written to) and section."""
+    output through `safe_outputs`), titled by its phase (the folder it is written to) and section,
+    with its navigation (`page_nav` over the phase's `sections`) and the files it wrote (`files`,
+    relative to the page's folder)."""
     import nbformat
 
     nb = nbformat.read(executed, as_version=4)
     safe_outputs(nb)
-    title = page_title(Path(target).parent.name, Path(executed).stem.removesuffix(".failed"))
-    body, _ = _exporter().from_notebook_node(nb, resources={"metadata": {"name": title},
-                                                            "csp": CONTENT_SECURITY_POLICY})
+    phase, section = Path(target).parent.name, Path(executed).stem.removesuffix(".failed")
+    title = page_title(phase, section)
+    resources = {"metadata": {"name": title}, "csp": CONTENT_SECURITY_POLICY,
+                 "cbs_nav": page_nav(phase, section, sections), "cbs_files": downloads_html(files)}
+    body, _ = _exporter().from_notebook_node(nb, resources=resources)
     tmp = target.with_suffix(".html.tmp")
     tmp.write_text(body, encoding="utf-8")
     os.replace(tmp, target)
@@ -190,29 +231,69 @@ def _running_lines(out: Path, phase: str) -> list[str]:
     return [x for x in (running_sentence(r) for r in rows) if x]
 
 
-def _decisions_html(out: Path) -> list[str]:
+def _no_answer(out: Path, phase: str, p: dict) -> str:
+    """Why a phase with runs has no row in decisions.csv, in one sentence."""
+    if "08_plan" not in p.get("sections", ()):
+        kept = ", ".join(SHORT_TITLES.get(x, x) for x in SECTIONS if x in p.get("sections", ()))
+        return (f"no batch to recommend: this phase has no plan section (its question is answered by its "
+                f"sections: {kept})")
+    if (out / phase / "08_plan.error.txt").is_file():
+        return "no batch to recommend: its plan notebook failed (see its report below)"
+    return "no batch to recommend yet: its plan is not built in this output directory"
+
+
+def _decisions_html(out: Path, params: dict | None = None, with_runs: dict | None = None) -> list[str]:
     """The index's opening: per phase, the decision's sentences (decisions.decision_sentences
-    over OUT/decisions.csv, the same sentences that open 08_plan)."""
+    over OUT/decisions.csv, the same sentences that open 08_plan), the line to paste in a chat
+    (decisions.csv's `summary`); and for each phase with runs but no decision, why."""
     from ..contracts import read_decisions
     from ..words.decision import decision_sentences
 
     rows = read_decisions(out)
-    if not rows:
-        return []
     e = html.escape
+    decided = {row["phase"] for row in rows}
+    missing = [(ph, p) for ph, p in (params or {}).items()
+               if isinstance(p, dict) and (with_runs or {}).get(ph) and ph not in decided]
+    if not rows and not missing:
+        return []
     parts = ["<h2>The answer</h2>"]
     for row in rows:
         lines = decision_sentences(row)
         link = (f" <a href='{e(row['phase'])}/08_plan.html'>details</a>"
                 if (out / row["phase"] / "08_plan.html").is_file() else "")
+        chat = (f"<p class='chat'>To paste in a chat: <code>{e(row['summary'])}</code></p>"
+                if row.get("summary") else "")
         parts.append(f"<div class='decision'><p><strong>{e(lines[0])}</strong></p>"
                      + "".join(f"<p>{e(x)}</p>" for x in lines[1:-1])
-                     + (f"<p>{e(lines[-1])}{link}</p>" if len(lines) > 1 else "")
+                     + (f"<p>{e(lines[-1])}{link}</p>" if len(lines) > 1 else "") + chat
                      + "".join(f"<p><em>{e(x)}</em></p>" for x in _running_lines(out, row["phase"])) + "</div>")
+    for phase, p in missing:
+        parts.append(f"<div class='decision nodecision'><p><strong>{e(phase)} · {e(p.get('title', ''))}.</strong> "
+                     f"{e(_no_answer(out, phase, p)[0].upper() + _no_answer(out, phase, p)[1:])}.</p></div>")
     parts.append("<p class='muted'>B_noise: the batch at which one step is worth half of what an infinitely "
                  "large batch's step would be (S = 2 S_min). Every number here is in "
                  "<a href='decisions.csv'>decisions.csv</a>.</p>")
     return parts
+
+
+def _findings_html(out: Path) -> list[str]:
+    """The index's cross-phase lines (07's findings.csv: what a rollout is worth against a prompt
+    first, then how B_noise moves with the target per phase), linked to 07."""
+    path = out / "summary" / "tables" / "findings.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return []
+    e = html.escape
+    rows.sort(key=lambda r: r.get("topic") != "prompts against rollouts")
+    link = (" <a href='summary/07_summary.html'>details</a>"
+            if (out / "summary" / "07_summary.html").is_file() else "")
+    return (["<h2>Across phases</h2><ul>"]
+            + [f"<li>{e(r.get('phase', ''))} · {e(r.get('topic', ''))}: {e(r.get('finding', ''))}</li>" for r in rows]
+            + [f"</ul><p class='muted'>Every line here is in <a href='summary/tables/findings.csv'>findings.csv</a>."
+               f"{link}</p>"])
 
 
 def render_index(out: Path, params: dict[str, dict | str], with_runs: dict[str, int],
@@ -233,7 +314,8 @@ def render_index(out: Path, params: dict[str, dict | str], with_runs: dict[str, 
         "img{max-width:100%;height:auto}h2{margin-top:1.6em}ul{padding-left:1.2em}li{margin:2px 0}"
         "dl{font-size:13px;color:#444}dt{font-weight:600;float:left;margin-right:.5em}"
         ".decision{border-left:4px solid #0b5cad;padding:.2em .8em;margin:1em 0;background:#f5f8fc}"
-        ".decision p{margin:.4em 0}a{color:#0b5cad}"
+        ".decision p{margin:.4em 0}a{color:#0b5cad}.nodecision{border-left-color:#999;background:#f6f6f6}"
+        ".chat{font-size:13px;color:#444}.chat code{white-space:normal;overflow-wrap:anywhere}"
         "@media (max-width:600px){body{margin:1em auto;padding:0 .6em}table{font-size:12px}"
         "th,td{padding:3px 6px}}</style>",
         "</head><body>", "<h1>Critical batch size in RLVR</h1>",
@@ -241,7 +323,8 @@ def render_index(out: Path, params: dict[str, dict | str], with_runs: dict[str, 
         f"{int(manifest.get('n_runs', 0))} runs analysed, {int(manifest.get('n_excluded', 0))} "
         "left out with their reasons in <a href='data/excluded_runs.csv'>excluded_runs.csv</a> "
         f"&middot; built {e(created)}</p>"]
-    parts += _decisions_html(out)
+    parts += _decisions_html(out, params, with_runs)
+    parts += _findings_html(out)
     summary_csv = out / "summary" / "tables" / "cbs_summary.csv"
     if summary_csv.is_file():
         parts += ["<h2>B_noise across phases</h2>", _table_html(summary_csv), "<dl>"]

@@ -73,7 +73,30 @@ def _register_figure_display() -> None:
         fig.savefig(buf, format="png", dpi=110)
         return buf.getvalue()
 
-    shell.display_formatter.formatters["image/png"].for_type(Figure, to_png)
+    def to_png_with_alt(fig: Figure):
+        # the image's alt text rides in the output's metadata to the report's <img alt>
+        w, h = fig.get_size_inches()
+        return to_png(fig), {"alt": describe_figure(fig), "wide": bool(w / max(h, 1e-9) > 1.8)}
+
+    shell.display_formatter.formatters["image/png"].for_type(Figure, to_png_with_alt)
+
+
+def describe_figure(fig: Figure) -> str:
+    """The alt text of a figure (words.sentences.figure_alt) from its title and each panel's
+    title, axis labels and scales: what each panel plots against what."""
+    from ..words.sentences import figure_alt
+
+    title = fig._suptitle.get_text() if getattr(fig, "_suptitle", None) is not None else ""
+    panels = [(ax.get_title(), ax.get_xlabel(), ax.get_ylabel(), ax.get_xscale() == "log", ax.get_yscale() == "log")
+              for ax in fig.axes if ax.get_visible() and ax.axison]
+    return figure_alt(title, panels)
+
+
+def fan_out(x, k: int, n: int, step: float = 0.07):
+    """x (on a log axis) moved by a small factor for the k-th of n series, so that markers of a
+    run that never reached several targets (one lower bound per target, all at its last step) sit
+    side by side instead of on top of each other: x · 2^(step · (k - (n - 1) / 2))."""
+    return np.asarray(x, dtype=float) * 2.0 ** (step * (k - (n - 1) / 2))
 
 
 def threshold_colors(thresholds) -> dict:
@@ -91,11 +114,12 @@ def batch_colors(batch_sizes) -> dict:
 
 def _plain_label(x: float, _pos=None, digits: int = 3, binary: bool = False) -> str:
     """A tick value as a short plain number: 0.05, 3, 96, 4096, 15K, 1.2M (K, M, G from 10^4
-    up). binary=True (batch sizes) writes 16384 as 16K (x 1024) where it divides exactly.
+    up). binary=True (batch sizes) writes 16384 as 16K (x 1024) where it divides exactly, below
+    2^20 only: 2^20 is '1.05M', never '1024K' (a reader reads K and M as powers of ten).
     `digits` significant digits at least (more for integers below 10^4)."""
     if not np.isfinite(x) or x <= 0:
         return ""
-    if binary and x >= 8192 and float(x).is_integer() and int(x) % 1024 == 0:
+    if binary and 8192 <= x < 2 ** 20 and float(x).is_integer() and int(x) % 1024 == 0:
         return f"{int(x) // 1024}K"
     for suffix, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if x >= (10 * scale if suffix == "K" else scale):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..words.numbers import header, interval, mark_censored, shape_label
+from ..words.numbers import header, interval, mark_censored, reader_index, shape_label
 
 #: Column order of outputs/<phase>/tables/sb_eb.csv: design.md's contract first, extras last.
 SB_EB_CSV_COLUMNS = ["run_name", "n_prompts", "n_rollouts", "total_batch", "threshold", "S_B",
@@ -170,7 +170,7 @@ def cbs_summary_table(summary_long: pd.DataFrame) -> pd.DataFrame:
         # where it exists (alpha >= 1): the batch at which E(B) is 20% above its minimum
         "batch at 20% extra samples": [interval(v, None, None, decimals=0) for v in num["B_crit_20pct"]],
         "R² of log S": [interval(v, None, None, decimals=2) for v in num["r2_log"]],
-        "batch sizes (stopped early)": [f"{n} ({c})" for n, c in zip(rows["n_points"], rows["n_censored"], strict=True)],
+        "runs (stopped early)": [f"{n} ({c})" for n, c in zip(rows["n_points"], rows["n_censored"], strict=True)],
         "fit": rows["status"],
     })
 
@@ -196,6 +196,17 @@ def with_intervals(table: pd.DataFrame, intervals: dict, keep=()) -> pd.DataFram
 # ---------------------------------------------------------------------------------------------
 # Censored values: lower bounds must not look like measurements
 # ---------------------------------------------------------------------------------------------
+def with_censored_marks(table: pd.DataFrame, columns, digits: int = 2, by: str = "censored") -> pd.DataFrame:
+    """A per-run table with `columns` as text, a lower bound marked '≥' where the run never reached
+    the target (`by`): the same value as in the pivot above it ('≥3.45'), never a bare 3.45."""
+    out = table.copy()
+    cens = out[by].astype(bool) if by in out else pd.Series(False, index=out.index)
+    for col in columns:
+        if col in out:
+            out[col] = [mark_censored(v, c, digits) for v, c in zip(out[col], cens, strict=True)]
+    return out
+
+
 def median_with_censoring(values, censored) -> tuple[float, bool]:
     """Median of replicate values where some are lower bounds, and whether it is one itself.
 
@@ -233,7 +244,7 @@ def censored_pivot(table: pd.DataFrame, value: str = "S_B",
         return pd.DataFrame(index=pd.MultiIndex.from_arrays([[]] * len(index), names=index))
 
     shown = out.pivot(index=index, columns=columns, values=value).fillna("–")
-    shown.index = shown.index.set_names([header(n) for n in shown.index.names])
+    shown.index = reader_index(shown.index)
     shown.columns.name = header(columns)
     return shown
 

@@ -245,10 +245,9 @@ def noise_scale_verdict(comparison: pd.DataFrame, cbs_fit: pd.DataFrame | None =
     t0, t1, g_s = _growth(thr, ok["B_simple"].to_numpy(dtype=float))
     _, _, g_n = _growth(thr, ok["B_noise"].to_numpy(dtype=float))
     if np.isfinite(g_s) and np.isfinite(g_n):
-        same = 0.67 <= g_s / g_n <= 1.5
-        lines.append(f"Trend: from accuracy {t0:g} to {t1:g} B_simple changes {g_s:.1f}x and B_noise "
-                     f"{g_n:.1f}x: " + ("the noise scale follows the trend." if same else
-                                        "the noise scale does not follow the trend."))
+        lines.append(_trend_words(t0, t1, g_s, g_n))
+    med = float((ok["B_simple"].astype(float) / ok["B_noise"].astype(float)).median())
+    off = not (1 / 1.5 <= med <= 1.5)
     fit = cbs_fit if cbs_fit is not None else pd.DataFrame()
     if "model" in fit.columns and (fit["model"] == "general").any():
         al = pd.to_numeric(fit.loc[fit["model"] == "general", "alpha"], errors="coerce").median()
@@ -257,6 +256,138 @@ def noise_scale_verdict(comparison: pd.DataFrame, cbs_fit: pd.DataFrame | None =
                      "rate it describes the gradient noise, not where extra batch stops paying, so a "
                      "match in level would be luck and its trend is the better check.")
     else:
-        lines.append("B_simple = tr(Σ)/|G|² is the critical batch of SGD with a tuned learning rate; "
-                     "with Adam it is a guide to the order of magnitude and the trend, not a prediction.")
+        lines.append("What B_simple can tell: B_simple = tr(Σ)/|G|² is the critical batch of SGD with a tuned "
+                     "learning rate; under Adam and GRPO's normalised advantages it can at best place B_noise's "
+                     "order of magnitude and follow its trend" + (", and here it misses even the order of "
+                                                                  "magnitude." if med < 0.1 or med > 10 else "."))
+    if off:
+        lines.append(CORRELATED_ROLLOUTS)
+    return lines
+
+
+#: Why B_simple can be off by a constant factor: the first suspect, named.
+CORRELATED_ROLLOUTS = ("First suspect for a constant factor: correlated rollouts. The n rollouts of one prompt share "
+                       "it (and GRPO's advantage is computed within the group), so B = prompts × rollouts samples "
+                       "are not B independent draws and tr(Σ)/B counts noise that is not there; compare B_simple "
+                       "with B_noise along the prompt axis, or count prompts rather than samples.")
+
+
+def _trend_words(t0: float, t1: float, g_s: float, g_n: float) -> str:
+    """How B_simple and B_noise change from the easiest to the hardest target: a pair that barely
+    moves is no trend to follow (never 'changes 1.0x ... follows the trend')."""
+    head = f"Trend: from accuracy {t0:g} to {t1:g} B_simple changes {g_s:.1f}x and B_noise {g_n:.1f}x"
+    if 1 / 1.25 <= g_s <= 1.25 and 1 / 1.25 <= g_n <= 1.25:
+        return head + ": neither moves by more than a quarter, so there is no trend to compare."
+    same = 0.67 <= g_s / g_n <= 1.5
+    return head + (": the noise scale follows the trend." if same else ": the noise scale does not follow the trend.")
+
+
+#: The logged B_simple agrees with the fitted B_noise when their median ratio lies in this band.
+AGREEMENT_BAND = (0.85, 1.15)
+
+
+def logged_noise_claim(at_target: pd.DataFrame, cbs_fit: pd.DataFrame, logged: bool = True) -> str:
+    """The logged noise scale (grad_noise/*, smoothed) at each run's crossing against the fitted
+    B_noise, in one sentence: the median ratio over the targets, its range and a verdict (agrees
+    within AGREEMENT_BAND, over- or underestimates); '' when nothing was logged."""
+    ratio = pd.Series(dtype=float)
+    if len(at_target) and len(cbs_fit):
+        ratio = (at_target.groupby("threshold")["B_simple_ema"].median()
+                 / cbs_fit.set_index("threshold")["B_noise"]).dropna()
+    if not len(ratio):
+        return ("The logged noise scale cannot be compared: no target has both a fitted B_noise and runs that "
+                "reach it." if logged else "")
+    med = float(ratio.median())
+    lo, hi = AGREEMENT_BAND
+    verdict = (f"agrees with it within {round(100 * (hi - 1))}%" if lo <= med <= hi else
+               "overestimates it" if med > 1 else "underestimates it")
+    return (f"The logged noise scale at the crossing against the fitted B_noise: median ratio {med:.2f} over "
+            f"{len(ratio)} target(s) (range {ratio.min():.2f} to {ratio.max():.2f}): it {verdict}. B_simple is "
+            "measured at the target while S(B) integrates the noise scale over the whole run, so a noise scale "
+            "that grows during training makes B_simple at the target larger than the fitted B_noise.")
+
+
+def noise_scale_lines(comparison: pd.DataFrame, at_target: pd.DataFrame, cbs_fit: pd.DataFrame,
+                      logged: bool) -> list[str]:
+    """05's answer as Markdown lines: the verdict (noise_scale_verdict), one line per target with the
+    same numbers as the table above it, then the logged noise scale (logged_noise_claim). One median
+    ratio for the post-hoc estimate (the verdict's), one for the logged one, each named."""
+    from .numbers import interval
+
+    lines = noise_scale_verdict(comparison, cbs_fit) + [""]
+    for row in comparison.itertuples():
+        if row.status != "ok":
+            lines.append(f"- accuracy ≥ {row.threshold:g}: post-hoc B_simple {row.status} ({row.reason})")
+            continue
+        ratio = getattr(row, "B_simple_over_B_noise", np.nan)
+        lines.append(f"- accuracy ≥ {row.threshold:g}: B_simple = "
+                     f"{interval(row.B_simple, row.B_simple_lo, row.B_simple_hi, decimals=0)} vs fitted "
+                     f"B_noise = {interval(row.B_noise, row.B_noise_lo, row.B_noise_hi, decimals=0)}"
+                     + (f" (B_simple / B_noise = {ratio:.2f})" if np.isfinite(ratio) and ratio > 0 else ""))
+    claim = logged_noise_claim(at_target, cbs_fit, logged)
+    return lines + (["", claim] if claim else [])
+
+
+def cross_phase_findings(summary_long: pd.DataFrame, two_axis: dict | None = None) -> pd.DataFrame:
+    """07's findings, one row each (phase, topic, finding), for the page and the index: how B_noise
+    moves with the target in each phase (b_noise_trend), and what a rollout is worth against a
+    prompt where a phase has a cross-axis fit (rho_claim over its two_axis_fit table)."""
+    rows = []
+    for p, part in summary_long.groupby("phase", sort=False):
+        trend = b_noise_trend(part)
+        where = f"{part['axis'].iloc[0]} axis, {part['task'].iloc[0]}"
+        text = (f"{trend['claim']}: {trend['evidence']}" if trend["n_points"] else
+                "no target has a usable fit (see the status and reason in its cbs_fit.csv)")
+        rows.append({"phase": p, "topic": f"B_noise against the target ({where})", "finding": text})
+    for p, table in (two_axis or {}).items():
+        for line in rho_claim(table):
+            rows.append({"phase": p, "topic": "prompts against rollouts", "finding": line})
+    return pd.DataFrame(rows, columns=["phase", "topic", "finding"])
+
+
+def envelope_lines(winners: pd.DataFrame, policy: dict, one_rate: bool) -> list[str]:
+    """02's lines on the learning rates of a sweep: with one rate per batch size, nothing to choose
+    and the sweep's policy; otherwise each swept batch size (what was tried, which won at each
+    target, whether the choice is certain) and the winners' policy (envelope.lr_policy's dict)."""
+    from .numbers import count, plain_text
+
+    if one_rate:
+        return [f"One learning rate per batch size: nothing to choose. The sweep's learning-rate policy: "
+                f"{policy['describe']}."]
+    lines = []
+    for row in winners[winners["n_configs"] > 1].itertuples():
+        caveat = (" (a configuration that never reached a target had stopped earlier, so the choice "
+                  "is not certain there)" if row.undetermined else "")
+        lines.append(f"B = {count(row.total_batch)} ({row.n_prompts}×{row.n_rollouts}): tried {plain_text(row.tried)}; "
+                     f"best: {plain_text(row.won_by_target)}{caveat}")
+    return lines + [f"\nThe learning-rate policy of the winners: {policy['describe']}."]
+
+
+def two_axis_answer(fit: pd.DataFrame, iso: pd.DataFrame, validated: bool | None = None,
+                    check_reason: str = "") -> list[str]:
+    """04's answer as Markdown lines: rho and B0 per target with a fit, what rho means (rho_claim,
+    only where the data pin it down), whether the cross-axis model may price splits (`validated`,
+    None without a model), why there is no fit, and the fastest split at each target (iso_batch_table)."""
+    from .numbers import interval
+
+    ok = fit[fit["status"] == "ok"] if len(fit) else fit
+    lines = [f"- accuracy ≥ {r.threshold:g}: ρ = {interval(r.rho, r.rho_lo, r.rho_hi, decimals=2)}, "
+             f"B0 = {interval(r.B0, r.B0_lo, r.B0_hi, decimals=0)} prompts" for r in ok.itertuples()]
+    lines += [f"\n{line}" for line in rho_claim(fit)] if len(fit) else []
+    if validated is not None and len(ok):
+        lines.append("\nThe model predicted the left-out phases within their scatter: splits off the sampled axes "
+                     "may be priced by it." if validated else
+                     f"\nThe model is not checked on this sweep ({check_reason}): 08 recommends no split off the "
+                     "sampled axes.")
+    if len(ok) == 0 and len(fit):
+        reasons = "; ".join(sorted(set(fit["reason"].astype(str)) - {""}))
+        lines.append(f"No target has a joint fit ({reasons or 'see the table above'}).")
+    elif len(fit) == 0:
+        lines.append("No joint fit: the joint phases have no runs yet.")
+    if len(iso) and iso["S_B"].notna().any():
+        reached = iso[~iso["censored"].astype(bool) & iso["S_B"].notna()]
+        for t, rows in reached.groupby("threshold"):
+            best = rows.loc[rows["S_B"].idxmin()]
+            lines.append(f"- accuracy ≥ {t:g}: fewest steps with {int(best.n_prompts)} prompts × "
+                         f"{int(best.n_rollouts)} rollouts ({best.S_B:.0f} steps, of {len(rows)} split(s) that reach it)")
     return lines

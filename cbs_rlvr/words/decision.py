@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from .numbers import count, duration, interval, number, percent, sentence
+from .numbers import count, duration, duration_unit, interval, number, percent, sentence
 
 BASIS_WORDS = {
     "measured": "it was run, and its runs reached the target",
@@ -78,16 +78,95 @@ def _model_words(row: dict) -> str:
     return "the fitted S(B) follows McCandlish's 1/B form"
 
 
+def _objectives(row: dict, unit: str) -> list[str]:
+    """How the other objectives' batches relate to the one to train with, one sentence each:
+    fewest samples, fewest GPU-hours (B_noise: `_b_noise_line`)."""
+    lines, B = [], _f(row.get("total_batch"))
+    fs = row.get("fewest_samples_batch")
+    if isinstance(fs, str) and "x" in fs:
+        p_, r_ = (_f(v) for v in fs.split("x"))
+        if p_ * r_ == B and (p_, r_) == (_f(row.get("n_prompts")), _f(row.get("n_rollouts"))):
+            lines.append("Fewest samples: the same batch (within 10% of the fewest).")
+        else:
+            hours = _f(row.get("fewest_samples_hours"))
+            took = f", but about {duration(hours, unit=unit)}" if math.isfinite(hours) else ""
+            lines.append(f"Fewest samples (within 10%): {_split(p_, r_, p_ * r_)}{took}: a smaller batch wastes fewer "
+                         "samples per step and needs more steps.")
+    if isinstance(row.get("fewest_gpu_hours"), str) and row["fewest_gpu_hours"]:
+        lines.append(f"Fewest GPU-hours: {row['fewest_gpu_hours']}.")
+    return lines
+
+
+def _b_noise_line(row: dict, goal: str) -> str:
+    """B_noise, what it means, and how the batch to train with relates to it, in one sentence."""
+    bn = interval(row.get("B_noise"), row.get("B_noise_lo"), row.get("B_noise_hi"), "samples")
+    text = (f"B_noise = {bn} (95% interval) at {goal}, the batch at which a step is worth half of what an "
+            "infinitely large one would be (S = 2 S_min)")
+    B = _f(row.get("total_batch"))
+    if _ok(row.get("B_noise")) and _ok(B) and _f(row["B_noise"]) > 0:
+        ratio = B / _f(row["B_noise"])
+        rel = f"{number(ratio)} times B_noise" if abs(ratio - 1) >= 0.05 else "about B_noise"
+        text += (f"; the batch to train with is {rel}: B_noise says where more samples per step start to buy less "
+                 "progress, the choice also weighs the time a step takes")
+    return text + "."
+
+
+def _how_sure(row: dict) -> str:
+    """The margin first (anything within 10% of the fastest, from plan.csv's band), then the share of
+    the fit's draws where the choice is the fastest, then what it rests on."""
+    how = []
+    if _ok(row.get("margin_batch_lo")) and _ok(row.get("margin_n")):
+        lo, hi = _f(row["margin_batch_lo"]), _f(row["margin_batch_hi"])
+        span = f"B = {count(lo)}" if lo == hi else f"anything from B = {count(lo)} to {count(hi)}"
+        how.append(f"{span} is within {percent(row.get('margin'))} of the fastest" if lo != hi else
+                   f"no other batch is within {percent(row.get('margin'))} of the fastest")
+    if _ok(row.get("p_best")):
+        how.append(f"it is the fastest in {percent(row['p_best'])} of the fit's draws")
+    how.append(BASIS_WORDS.get(str(row.get("basis")), str(row.get("basis"))))
+    return "How sure: " + "; ".join(how) + f"; {_model_words(row)}."
+
+
+def _next_run(row: dict, t: float, unit: str) -> str:
+    act = row.get("next_action")
+    act = act if isinstance(act, str) else ""  # NaN when read back by pandas
+    if not act:
+        regret = _f(row.get("regret_now_h"))
+        return "Next run: none is worth its cost: " + (
+            f"the decision is expected to lose {duration(regret, unit=unit)} against the truly fastest choice, and no "
+            "run is expected to cut that by 1% of its hours." if math.isfinite(regret) else
+            "no run is expected to change the decision.")
+    cost = (f"{number(row['next_cost'])} {row['next_cost_unit']}" if _ok(row.get("next_cost")) else "cost unknown")
+    p = _f(row.get("next_p_reach"))
+    chance = ("" if not math.isfinite(p) else f"{percent(p)} chance to reach {t:g}")
+    if act.startswith("extend "):
+        first = f"Next run: extend {act.removeprefix('extend ')} to step {count(row.get('next_to_step'))}"
+    else:
+        B = _f(row["next_n_prompts"]) * _f(row["next_n_rollouts"])
+        first = (f"Next run: a new run with {count(row['next_n_prompts'])} prompts × "
+                 f"{count(row['next_n_rollouts'])} rollouts, B = {count(B)}")
+    why = row.get("next_why") if isinstance(row.get("next_why"), str) else ""
+    parts = [x for x in (f"about {cost}", chance) if x]
+    gain = duration(row.get("next_reduction_h"), unit=unit)
+    band = (f" [{number(_f(row['next_reduction_lo_h']) * (1 if unit == 'h' else 60))}, "
+            f"{number(_f(row['next_reduction_hi_h']) * (1 if unit == 'h' else 60))}] (80% band)"
+            if _ok(row.get("next_reduction_lo_h")) and _ok(row.get("next_reduction_hi_h")) else "")
+    reason = ("it tests the split that could prove the recommendation wrong" if why == "worth testing" else
+              f"expected to cut the time lost to a wrong choice by {gain}{band}")
+    return f"{first}: {', '.join(parts)}; {reason}."
+
+
 def decision_sentences(row: dict) -> list[str]:
     """The decision in words, from one row of decisions.csv (values may be strings, as read back from
-    the CSV): the configuration and its hours, how sure (what it rests on, the share of draws where
-    it is the fastest, the range within 10% of its hours), B_noise, a split worth testing, and the
-    next run. Every number from the row; missing parts are said, not printed as NaN."""
+    the CSV), the answer first: the configuration and its time; how sure (the margin: the batch sizes
+    within 10% of the fastest; the share of draws where it is the fastest; what it rests on); how the
+    other objectives' batches relate to it, one sentence each; the learning-rate context; B_noise; a
+    split worth testing; the next run. One unit of time per card. Every number from the row; missing
+    parts are said, not printed as NaN."""
     phase, t = row.get("phase", ""), _f(row.get("threshold"))
     name = f"{phase} · {row['title']}" if isinstance(row.get("title"), str) and row["title"] else f"{phase}"
     if not _ok(t):
         return [f"{name}. No decision yet: no target has a fit (3 batch sizes must reach a target)."]
-    lines = []
+    lines, unit = [], duration_unit(row.get("predicted_hours"))
     goal = f"accuracy {t:g}"
     if _ok(row.get("total_batch")):
         what = _split(row["n_prompts"], row["n_rollouts"], row["total_batch"])
@@ -96,25 +175,16 @@ def decision_sentences(row: dict) -> list[str]:
             if _ok(row.get("predicted_gpu_hours")) and _ok(row.get("n_gpus")):
                 gpu = f", {number(row['predicted_gpu_hours'])} GPU-hours on {count(row['n_gpus'])} GPUs"
             lines.append(f"{name}. To reach {goal} in the least training time, train with {what}: about "
-                         f"{duration(row['predicted_hours'], row.get('predicted_hours_lo'), row.get('predicted_hours_hi'))}"
+                         f"{duration(row['predicted_hours'], row.get('predicted_hours_lo'), row.get('predicted_hours_hi'), unit)}"
                          f" (95% band){gpu}.")
         else:
             lines.append(f"{name}. To reach {goal} with the fewest samples without giving up speed, train with "
                          f"{what} (no step times were logged, so no hours).")
-        if isinstance(row.get("fewest_gpu_hours"), str) and row["fewest_gpu_hours"]:
-            lines.append(f"Fewest GPU-hours instead: {row['fewest_gpu_hours']}.")
-        how = [BASIS_WORDS.get(str(row.get("basis")), str(row.get("basis")))]
-        if _ok(row.get("p_best")):
-            how.append(f"it is the fastest in {percent(row['p_best'])} of the fit's draws")
-        if _ok(row.get("margin_batch_lo")) and _ok(row.get("margin_n")) and _f(row["margin_n"]) > 1:
-            how.append(f"anything from B = {count(row['margin_batch_lo'])} to {count(row['margin_batch_hi'])} is "
-                       f"within {percent(row.get('margin'))} of its hours")
-        lines.append("How sure: " + "; ".join(how) + f"; {_model_words(row)}.")
+        lines.append(_how_sure(row))
         if isinstance(row.get("lr_context"), str) and row["lr_context"]:
             lines.append(sentence(f"Learning rate: {row['lr_context']}"))
-        bn = interval(row.get("B_noise"), row.get("B_noise_lo"), row.get("B_noise_hi"), "samples")
-        lines.append(f"B_noise = {bn} (95% interval) at {goal}: the batch at which a step is worth half of what an "
-                     "infinitely large one would be (S = 2 S_min).")
+        lines += _objectives(row, unit)
+        lines.append(_b_noise_line(row, goal))
     else:
         status = row.get("fit_status")
         lines.append(f"{name}. No batch to recommend at {goal}: the fit there is "
@@ -124,32 +194,8 @@ def decision_sentences(row: dict) -> list[str]:
         p_, r_ = test.split("x")
         lines.append(f"Worth testing: {count(p_)} prompts × {count(r_)} rollouts could be faster, but no run "
                      "checks the model that prices it; it is not recommended until a run does.")
-    act = row.get("next_action")
-    act = act if isinstance(act, str) else ""  # NaN when read back by pandas
-    if act:
-        cost = (f"{number(row['next_cost'])} {row['next_cost_unit']}" if _ok(row.get("next_cost")) else "cost unknown")
-        p = _f(row.get("next_p_reach"))
-        chance = ("" if not math.isfinite(p) else f"{percent(p)} chance to reach {t:g}")
-        if act.startswith("extend "):
-            first = f"Next run: extend {act.removeprefix('extend ')} to step {count(row.get('next_to_step'))}"
-        else:
-            B = _f(row["next_n_prompts"]) * _f(row["next_n_rollouts"])
-            first = (f"Next run: a new run with {count(row['next_n_prompts'])} prompts × "
-                     f"{count(row['next_n_rollouts'])} rollouts, B = {count(B)}")
-        why = row.get("next_why") if isinstance(row.get("next_why"), str) else ""
-        parts = [x for x in (f"about {cost}", chance) if x]
-        gain = duration(row.get("next_reduction_h"))
-        band = (f" [{duration(row.get('next_reduction_lo_h'))}, {duration(row.get('next_reduction_hi_h'))}] (80% band)"
-                if _ok(row.get("next_reduction_lo_h")) else "")
-        reason = ("it tests the split that could prove the recommendation wrong" if why == "worth testing" else
-                  f"expected to cut the hours lost to a wrong choice by {gain}{band}")
-        lines.append(f"{first}: {', '.join(parts)}; {reason}.")
-    elif _ok(row.get("total_batch")):
-        regret = _f(row.get("regret_now_h"))
-        lines.append("Next run: none is worth its cost: " + (
-            f"the decision is expected to lose {duration(regret)} against the truly fastest choice, and no run is "
-            "expected to cut that by 1% of its hours." if math.isfinite(regret) else
-            "no run is expected to change the decision."))
+    if _ok(row.get("total_batch")) or (isinstance(row.get("next_action"), str) and row["next_action"]):
+        lines.append(_next_run(row, t, unit))
     if isinstance(row.get("gpu_note"), str) and row["gpu_note"]:
         lines.append(sentence(row["gpu_note"]))
     return lines

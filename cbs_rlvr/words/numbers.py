@@ -8,6 +8,7 @@ them from the build).
 from __future__ import annotations
 
 import math
+import re
 
 DASH = "–"
 
@@ -18,7 +19,7 @@ HEADERS = {
     "B_noise_ci": "B_noise (samples) [95% interval]", "status": "fit", "model": "model",
     "alpha": "alpha (S ∝ B^-alpha at small B)", "S_min": "fewest steps (large B)",
     "E_min": "fewest samples (small B)", "B_crit_20pct": "batch at 20% extra samples",
-    "r2_log": "R² of log S", "n_points": "batch sizes", "n_censored": "stopped before the target",
+    "r2_log": "R² of log S", "n_points": "runs", "n_censored": "stopped before the target",
     "n_prompts": "prompts", "n_rollouts": "rollouts", "total_batch": "batch B",
     "predicted_steps": "steps", "predicted_hours": "hours", "predicted_gpu_hours": "GPU-hours",
     "predicted_hours_lo": "hours low", "predicted_hours_hi": "hours high", "basis": "basis",
@@ -40,7 +41,25 @@ HEADERS = {
     "n_cells": "predictions", "error_ratio": "errors / scatter (mean square)",
     "critical": "allowed (99%)", "rms_log_error": "rms error of log S", "passed": "passed",
     "weight_general": "weight of the bent form", "weight_mccandlish": "weight of the 1/B form",
+    "n_eval": "evaluations", "n_segments": "segments", "B_noise_mccandlish": "B_noise if S ∝ 1/B",
+    "time_to_target_with_overhead_h": "hours with validation and checkpoints",
+    "overhead_in_step_time": "validation inside the step time", "configuration": "configuration",
+    "configurations": "configurations", "n_runs_total": "runs",
 }
+
+#: Columns that count things: shown as integers, whatever their dtype (a column with a missing
+#: value is float in pandas: '1.00' runs is not a count a reader believes).
+COUNT_COLUMNS = frozenset({"n_points", "n_censored", "n_prompts", "n_rollouts", "total_batch", "rank", "n_gpus",
+                           "to_step", "replicate", "last_step", "step", "n_eval", "n_segments", "n_configs",
+                           "n_runs", "n_replicates", "n_gpus_per_node", "n_cells", "n_off_lines", "updates",
+                           "n_updates", "predicted_steps", "S_B", "E_B", "predicted_samples", "steps"})
+
+#: Columns whose text holds config values written as Python writes them ('lr=1e-06').
+_CONFIG_TEXT_COLUMNS = frozenset({"configuration", "configurations", "lr_label", "lr", "lr_won", "tried",
+                                  "won_by_target"})
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+_E_NUMBER = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)[eE]([+-]?\d+)(?![\w.])")
 
 
 def header(name) -> str:
@@ -54,6 +73,41 @@ def _finite(x) -> bool:
         return x is not None and math.isfinite(float(x))
     except (TypeError, ValueError):
         return False
+
+
+def is_count_column(name) -> bool:
+    """A column of counts: listed in COUNT_COLUMNS, or named n_<something>."""
+    return isinstance(name, str) and (name in COUNT_COLUMNS or name.startswith("n_"))
+
+
+def scientific(x, digits: int = 2) -> str:
+    """A very small or very large number as a reader writes it, never in e-notation:
+    1e-06 -> '1×10⁻⁶', 8.9e-05 -> '8.9×10⁻⁵'; a dash when missing."""
+    if not _finite(x):
+        return DASH
+    x = float(x)
+    if x == 0:
+        return "0"
+    exp = math.floor(math.log10(abs(x)))
+    mant = round(x / 10 ** exp, digits - 1)
+    if abs(mant) >= 10:
+        mant, exp = mant / 10, exp + 1
+    m = f"{mant:.{digits - 1}f}".rstrip("0").rstrip(".")
+    return f"{m}×10{str(exp).translate(_SUPERSCRIPT)}"
+
+
+def small(x, unit: str = "", digits: int = 2) -> str:
+    """`number`, except that values below 0.001 (learning rates, per-sample costs) are written
+    as '8.9×10⁻⁵' rather than in e-notation or as a row of zeros."""
+    if _finite(x) and 0 < abs(float(x)) < 1e-3:
+        return f"{scientific(x, digits)} {unit}".strip() if unit else scientific(x, digits)
+    return number(x, unit, digits=digits)
+
+
+def plain_text(text: str) -> str:
+    """Config values inside a text ('lr=1e-06') as a reader writes them ('learning rate 1×10⁻⁶')."""
+    text = _E_NUMBER.sub(lambda m: scientific(float(m.group(0)), 2), str(text))
+    return re.sub(r"\blr=", "learning rate ", text)
 
 
 def count(n) -> str:
@@ -105,19 +159,35 @@ def interval(x, lo, hi, unit: str = "", digits: int = 2, decimals: int | None = 
     return f"{num(x)}{band}" + (f" {unit}" if unit else "")
 
 
-def duration(hours, lo=None, hi=None) -> str:
-    """'3.1 h [2.8, 3.5]', or in minutes below an hour ('32 min [30, 35]')."""
+def duration_unit(hours) -> str:
+    """The unit a duration is said in: 'h' from an hour up, 'min' below (one unit per card: the
+    card's headline decides, and every duration in it follows)."""
+    return "h" if _finite(hours) and float(hours) >= 1 else "min"
+
+
+def duration(hours, lo=None, hi=None, unit: str | None = None) -> str:
+    """'3.1 h [2.8, 3.5]', or in minutes below an hour ('32 min [30, 35]'); `unit` ('h' or 'min')
+    fixes the unit, so that one card says every time in one unit."""
     if not _finite(hours):
         return DASH
-    scale, unit = (1.0, "h") if float(hours) >= 1 else (60.0, "min")
+    unit = unit or duration_unit(hours)
+    scale = 1.0 if unit == "h" else 60.0
     band = (f" [{number(float(lo) * scale)}, {number(float(hi) * scale)}]"
             if _finite(lo) and _finite(hi) else "")
     return f"{number(float(hours) * scale)} {unit}{band}"
 
 
 def percent(x, digits: int = 0) -> str:
-    """0.253 -> '25%'."""
-    return f"{100 * float(x):.{digits}f}%" if _finite(x) else DASH
+    """0.253 -> '25%'; a share that rounds to 100% or 0% without being it says so: 0.998 ->
+    'over 99%', 0.002 -> 'under 1%' (every page words the same share the same way)."""
+    if not _finite(x):
+        return DASH
+    v, top = 100 * float(x), 100 - 10 ** -digits
+    if top < round(v, digits) < 100 or (v < 100 and round(v, digits) >= 100):
+        return f"over {top:.{digits}f}%"
+    if 0 < v and round(v, digits) <= 0:
+        return f"under {10 ** -digits:.{digits}f}%"
+    return f"{v:.{digits}f}%"
 
 
 def _missing(value) -> bool:
@@ -138,15 +208,17 @@ def cell(name: str, value) -> str:
         try:
             value = float(value)
         except ValueError:
-            return value
+            return plain_text(value) if name in _CONFIG_TEXT_COLUMNS else value
     if name in ("threshold", "rho", "alpha", "r2_log", "alpha_lo", "alpha_hi"):
         return f"{float(value):g}" if name == "threshold" else number(value, digits=2)
-    if 0 < abs(float(value)) < 1e-3:  # learning rates and the like: 5e-07, as they are written
-        return f"{float(value):.2g}"
     if name in ("p_reach", "p_best", "weight_general", "weight_mccandlish"):
         return percent(value)
-    if name in ("n_points", "n_censored", "n_prompts", "n_rollouts", "total_batch", "rank", "n_gpus", "to_step"):
+    if is_count_column(name):
         return count(value)
+    if "ratio" in name or "_over_" in name:  # a ratio to two decimals, as the sentences beside it say it
+        return number(value, decimals=2)
+    if 0 < abs(float(value)) < 1e-3:  # learning rates and the like: 5×10⁻⁷, never 5e-07
+        return scientific(value)
     return number(value, digits=3 if abs(float(value)) < 10 else 2)
 
 
@@ -187,11 +259,31 @@ def reader_table(table, columns=None, index=None):
     out = t.astype(object).where(t.notna(), DASH)
     for name in t.columns:
         if pd.api.types.is_numeric_dtype(t[name]) and not pd.api.types.is_bool_dtype(t[name]):
-            out[name] = [cell(str(name), v) for v in t[name]]
+            integers = pd.api.types.is_integer_dtype(t[name]) and str(name) not in ("threshold",)
+            out[name] = [count(v) if integers else cell(str(name), v) for v in t[name]]
+        elif name in _CONFIG_TEXT_COLUMNS:
+            out[name] = [plain_text(v) if isinstance(v, str) else v for v in out[name]]
+        elif not pd.api.types.is_bool_dtype(t[name]):  # mixed columns: their numbers as numbers
+            out[name] = [cell(str(name), v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+                         for v in out[name]]
     out = out.rename(columns=header)
     if index is not None:
         return out.set_index(header(index))
     if isinstance(t.index, pd.RangeIndex) and t.index.name is None:
         return out.reset_index(drop=True)
-    out.index = out.index.set_names([header(n) for n in out.index.names])
+    out.index = reader_index(out.index)
     return out
+
+
+def reader_index(index):
+    """A table's own index as a reader sees it: plain names, counts and numbers through `cell`."""
+    import pandas as pd
+
+    def level(values, name):
+        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            return pd.Index([cell(str(name), v) for v in values], name=header(name))
+        return pd.Index(values, name=header(name))
+
+    if isinstance(index, pd.MultiIndex):
+        return pd.MultiIndex.from_arrays([level(index.get_level_values(i), n) for i, n in enumerate(index.names)])
+    return level(index, index.name)
