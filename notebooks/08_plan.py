@@ -48,14 +48,8 @@ gpu_note = ch.gpu_claim(step_times["n_gpus"])
 cbs_fit = fits[phase].table  # the runs' own crossings (the forecasts below may add to the plan's fit)
 lr_context = ch.lr_label(*ch.sweep_lr_policy(fits[phase].sb_eb))
 
-# %% [markdown]
-# ## While runs are running: forecasts, and the runs that can stop
-# Only while some run of the phase is running: each running run's crossing of each target is
-# forecast from one progress curve fitted to every evaluation of every run (90% intervals), the
-# forecasts enter the fit (and so the decision) as multiple imputations, and a run whose
-# continuation moves neither the decision nor B_noise's interval is listed with what stopping saves.
-
 # %%
+# while runs are running: forecasts enter the fit the plan decides on (said after the decision)
 early = ch.early_answers(phase, s.runs, s.history, s.metric, thresholds, params["n_val"], fits[phase], step_model,
                          step_times, target=params["decision_target"], n_bootstrap=min(n_bootstrap, 400), seed=seed)
 for name in ("forecast", "stop_runs", "sweep_progress"):  # a finished sweep keeps none from its running days
@@ -64,10 +58,10 @@ if early is not None:
     fits[phase] = early.fit  # the decision below carries the forecasts with their uncertainty
     for name, table in (("forecast", early.forecast), ("stop_runs", early.stop), ("sweep_progress", early.progress)):
         ch.save_table(table, tables, name)
-    print(ch.running_sentence(early.progress.iloc[0].to_dict()), ch.targets_sentence(cbs_fit, early.forecast),
-          *early.forecasts.notes, sep="\n")
+    early_lines = [ch.running_sentence(early.progress.iloc[0].to_dict()),
+                   ch.targets_sentence(cbs_fit, early.forecast), *early.forecasts.notes]
 else:
-    print("Every run of this phase has finished (or stopped): no forecasts, the fit is the runs' own.")
+    early_lines = ["Every run of this phase has finished (or stopped): no forecasts, the fit is the runs' own."]
 
 # %%
 pp = ch.plan_phase(phase, fits, step_model, step_times, thresholds, requested_target=params["decision_target"],
@@ -87,6 +81,16 @@ for name, table in (("plan_candidates", predictions), ("plan", plan), ("next_run
 answer = ch.decision_sentences(decision)
 display(Markdown("\n>\n".join(f"> {'**' + x + '**' if i == 0 else x}" for i, x in enumerate(answer))
                  + f"\n>\n> To paste in a chat: `{decision['summary']}`"))
+
+# %% [markdown]
+# ## While runs are running: forecasts, and the runs that can stop
+# Only while some run of the phase is running: each running run's crossing of each target is
+# forecast from one progress curve fitted to every evaluation of every run (90% intervals), the
+# forecasts enter the fit (and so the decision) as multiple imputations, and a run whose
+# continuation moves neither the decision nor B_noise's interval is listed with what stopping saves.
+
+# %%
+print(*early_lines, sep="\n")
 
 # %% [markdown]
 # ## How the plan is made
