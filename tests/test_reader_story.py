@@ -311,3 +311,11 @@ def test_the_notebooks_sentences_moved_into_words_read_as_before():
                              "learning rate 5×10⁻⁷") and "not certain" in env[0]
     for line in facts + answer + lines + env:
         assert not E_NOTATION.search(line)
+
+
+def test_an_index_without_decisions_links_no_decisions_csv(tmp_path):
+    """Generated sweep 424 (a plan-less phase with runs, no decisions.csv written): the index said
+    "Every number here is in decisions.csv" and linked a file that is not there."""
+    params = {"p2c": {"title": "Iso-batch", "sections": ["01_load_runs", "04_two_axis"]}}
+    page = render_index(tmp_path, params, {"p2c": 4}, {"source": "x", "n_runs": 4}, "now")
+    assert "No batch to recommend" in page and "decisions.csv" not in page

@@ -270,9 +270,10 @@ def _decisions_html(out: Path, params: dict | None = None, with_runs: dict | Non
     for phase, p in missing:
         parts.append(f"<div class='decision nodecision'><p><strong>{e(phase)} · {e(p.get('title', ''))}.</strong> "
                      f"{e(_no_answer(out, phase, p)[0].upper() + _no_answer(out, phase, p)[1:])}.</p></div>")
+    where = (" Every number here is in <a href='decisions.csv'>decisions.csv</a>."
+             if rows and (out / "decisions.csv").is_file() else "")
     parts.append("<p class='muted'>B_noise: the batch at which one step is worth half of what an infinitely "
-                 "large batch's step would be (S = 2 S_min). Every number here is in "
-                 "<a href='decisions.csv'>decisions.csv</a>.</p>")
+                 f"large batch's step would be (S = 2 S_min).{where}</p>")
     return parts
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+from .numbers import as_float as _f
 from .numbers import count, duration, duration_unit, interval, number, percent, sentence
 
 BASIS_WORDS = {
@@ -17,14 +18,6 @@ BASIS_WORDS = {
                   "within their scatter",
     "extrapolated": "extrapolated: beyond the batch sizes that reached the target, or from a fit that is not 'ok'",
 }
-
-
-def _f(x) -> float:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return math.nan
-    return v
 
 
 def _ok(x) -> bool:

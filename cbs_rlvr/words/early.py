@@ -8,19 +8,13 @@ from __future__ import annotations
 
 import math
 
+from .numbers import as_float as _f
 from .numbers import count, duration, interval, percent
 
 #: sweep_progress.csv: how far a running sweep is, the answer if every run goes on, the stop list
 PROGRESS_COLUMNS = ["done", "spent", "left", "unit", "n_running", "threshold", "n_prompts", "n_rollouts",
                     "total_batch", "predicted_hours", "predicted_hours_lo", "predicted_hours_hi", "B_noise",
                     "B_noise_lo", "B_noise_hi", "stop_runs", "gpu_hours_saved"]
-
-
-def _f(x) -> float:
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def _listing(values) -> str:

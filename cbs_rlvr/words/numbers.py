@@ -62,6 +62,14 @@ _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 _E_NUMBER = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)[eE]([+-]?\d+)(?![\w.])")
 
 
+def as_float(x) -> float:
+    """x as a float; NaN where it is none (None, a string that is not a number)."""
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def header(name) -> str:
     """The reader's name of a column (the name itself when it has none: B_noise and S_min are
     the quantities' own names)."""

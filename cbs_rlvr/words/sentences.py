@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from .numbers import as_float as _f
 from .numbers import count, interval, number, percent, scientific, small
 
 #: the data weigh a form at least this much before the words say it holds
@@ -20,13 +21,6 @@ def _get(row, key, default=np.nan):
     if isinstance(row, dict):
         return row.get(key, default)
     return getattr(row, key, default)
-
-
-def _f(x) -> float:
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def shape_sentence(row) -> str:
