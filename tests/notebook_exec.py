@@ -106,10 +106,9 @@ def hunt_sweep(seed: int, n_bootstrap: int = 20, draw: bool = False) -> list[str
     import tempfile
 
     import pandas as pd
-    from sweep_analysis import INTERVALS
+    from sweep_analysis import written_table_problems
     from sweepgen import generate_sweep, snapshot_frames, write_params
 
-    from cbs_rlvr.fit.phase import FIT_STATUSES
     from cbs_rlvr.params import SUMMARY_SECTION
     from cbs_rlvr.sources.snapshot import write_snapshot
 
@@ -140,20 +139,7 @@ def hunt_sweep(seed: int, n_bootstrap: int = 20, draw: bool = False) -> list[str
         got = run_notebook(SUMMARY_SECTION, {"phase": "summary", "out_dir": str(out),
                                              "params_dir": str(params_dir), "source": "-"})
         lines += [f"seed {seed}: {p.line()}" for p in got]
-        csv_of = {"cbs_fit": "cbs_fit", "two_axis_fit": "two_axis_fit", "b_simple": "noise_scale_vs_fit",
-                  "plan": "plan", "decision": "decision"}
-        for name, triples in INTERVALS.items():
-            for path in out.glob(f"*/tables/{csv_of[name]}.csv"):
-                table = pd.read_csv(path)
-                for est, lo, hi in triples:
-                    if not {est, lo, hi} <= set(table.columns):
-                        continue
-                    v, a, b = (pd.to_numeric(table[c], errors="coerce") for c in (est, lo, hi))
-                    bad = v.notna() & a.notna() & b.notna() & ~((a <= v) & (v <= b))
-                    if bad.any():
-                        lines.append(f"seed {seed}: {path.parent.parent.name}/{path.name}: {lo} <= {est} <= {hi} fails")
-                if "status" in table.columns and not set(table["status"].dropna()) <= set(FIT_STATUSES):
-                    lines.append(f"seed {seed}: {path.name}: statuses {sorted(set(table['status'].dropna()))}")
+        lines += [f"seed {seed}: {p}" for p in written_table_problems(out)]
         for path in out.glob("*/tables/plan.csv"):
             plan = pd.read_csv(path)
             for est, lo, hi in (("predicted_hours", "predicted_hours_lo", "predicted_hours_hi"),):

@@ -33,6 +33,27 @@ INTERVALS = {
     "decision": [("predicted_hours", "predicted_hours_lo", "predicted_hours_hi"), ("B_noise", "B_noise_lo", "B_noise_hi")],
 }
 STATUS_TABLES = ("cbs_fit", "two_axis_fit", "b_simple", "seed_fit")
+# the CSV (OUT/<phase>/tables/<name>.csv) each of INTERVALS' tables is written to
+INTERVAL_CSVS = {"cbs_fit": "cbs_fit", "two_axis_fit": "two_axis_fit", "b_simple": "noise_scale_vs_fit",
+                 "plan": "plan", "decision": "decision"}
+
+
+def written_table_problems(out: Path) -> list[str]:
+    """The tables a build wrote under `out`: every interval of INTERVALS holding its estimate
+    where the three are numbers, and statuses from the documented set. One line per problem."""
+    lines = []
+    for name, triples in INTERVALS.items():
+        for path in sorted(out.glob(f"*/tables/{INTERVAL_CSVS[name]}.csv")):
+            table, where = pd.read_csv(path), f"{path.parent.parent.name}/{path.name}"
+            for est, lo, hi in triples:
+                if not {est, lo, hi} <= set(table.columns):
+                    continue
+                v, a, b = (pd.to_numeric(table[c], errors="coerce") for c in (est, lo, hi))
+                if (v.notna() & a.notna() & b.notna() & ~((a <= v) & (v <= b))).any():
+                    lines.append(f"{where}: {lo} <= {est} <= {hi} fails")
+            if "status" in table.columns and not set(table["status"].dropna()) <= set(FIT_STATUSES):
+                lines.append(f"{where}: statuses {sorted(set(table['status'].dropna()))}")
+    return lines
 
 
 @dataclass

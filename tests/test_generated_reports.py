@@ -12,14 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
-from sweep_analysis import INTERVALS
+from sweep_analysis import written_table_problems
 from sweepgen import generate_sweep, write_export_dir, write_params
 from testkit import LazyModule, offline_wandb_env
-
-from cbs_rlvr.fit.phase import FIT_STATUSES
 
 pytestmark = pytest.mark.slow  # every test here runs a build, a trainer or a browser
 
@@ -54,25 +51,6 @@ def _make_report(src: Path, params: Path, out: Path) -> subprocess.CompletedProc
     return subprocess.run(["make", "--no-print-directory", "report", f"SOURCE={src}", f"OUT={out}",
                            f"PARAMS={params}", "N_BOOTSTRAP=40"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=1200)
-
-
-def _check_tables(out: Path) -> list[str]:
-    bad = []
-    for name, triples in INTERVALS.items():
-        csv = {"cbs_fit": "cbs_fit", "two_axis_fit": "two_axis_fit", "b_simple": "noise_scale_vs_fit",
-               "plan": "plan", "decision": "decision"}[name]
-        for path in out.glob(f"*/tables/{csv}.csv"):
-            table = pd.read_csv(path)
-            for est, lo, hi in triples:
-                if not {est, lo, hi} <= set(table.columns):
-                    continue
-                v, a, b = (pd.to_numeric(table[c], errors="coerce").to_numpy(dtype=float) for c in (est, lo, hi))
-                both = ~np.isnan(v) & ~np.isnan(a) & ~np.isnan(b)
-                if not ((a[both] <= v[both]) & (v[both] <= b[both])).all():
-                    bad.append(f"{path}: {lo} <= {est} <= {hi} fails")
-            if "status" in table and not set(table["status"].dropna()) <= set(FIT_STATUSES):
-                bad.append(f"{path}: statuses {sorted(set(table['status']))}")
-    return bad
 
 
 def _stderr_outputs(nb_path: Path) -> list[str]:
@@ -113,7 +91,7 @@ def test_make_report_over_a_generated_sweep(built):
     seen |= {i for v in runs["segment_run_ids"].dropna().astype(str) for i in v.split(";")}
     assert {r["run_id"] for r in sweep.runs} <= seen
     # every interval holds its estimate; statuses documented
-    assert not _check_tables(out)
+    assert not written_table_problems(out)
     # no report shows a traceback; no notebook prints an error or a warning
     for html in out.glob("*/*.html"):
         assert "Traceback" not in html.read_text(), html

@@ -248,6 +248,7 @@ def _decisions_html(out: Path, params: dict | None = None, with_runs: dict | Non
     (decisions.csv's `summary`); and for each phase with runs but no decision, why."""
     from ..contracts import read_decisions
     from ..words.decision import decision_sentences
+    from ..words.numbers import sentence
 
     rows = read_decisions(out)
     e = html.escape
@@ -269,7 +270,7 @@ def _decisions_html(out: Path, params: dict | None = None, with_runs: dict | Non
                      + "".join(f"<p><em>{e(x)}</em></p>" for x in _running_lines(out, row["phase"])) + "</div>")
     for phase, p in missing:
         parts.append(f"<div class='decision nodecision'><p><strong>{e(phase)} · {e(p.get('title', ''))}.</strong> "
-                     f"{e(_no_answer(out, phase, p)[0].upper() + _no_answer(out, phase, p)[1:])}.</p></div>")
+                     f"{e(sentence(_no_answer(out, phase, p)))}</p></div>")
     where = (" Every number here is in <a href='decisions.csv'>decisions.csv</a>."
              if rows and (out / "decisions.csv").is_file() else "")
     parts.append("<p class='muted'>B_noise: the batch at which one step is worth half of what an infinitely "
