@@ -705,11 +705,11 @@ def _watch_peaks(cmd: list[str], env: dict) -> dict:
 
 def bench_scale(args, results: dict) -> None:
     """`make report PHASES=p1` on export sweeps of 200, 1,000 and 2,000 verl-style runs x 2,000
-    steps (benchmarks/scale_sweep.py: 40 keys a step), and on one run of 10^6 history rows;
+    steps (tests/sweeps/scale.py: 40 keys a step), and on one run of 10^6 history rows;
     each into an empty OUT (snapshot + notebooks + HTML)."""
-    spec = importlib.util.spec_from_file_location("scale_sweep", REPO / "benchmarks" / "scale_sweep.py")
-    scale = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(scale)
+    sys.path.insert(0, str(REPO / "tests"))
+    from sweeps import scale  # the one package of generated sweeps (tests/sweeps)
+
     sizes = [int(n) for n in (args.scale_runs or ((200, 1000, 2000) if not args.quick else (40, 200)))]
     cases = [(f"{n} runs x 2,000 steps", n, 2000, 0) for n in sizes]
     cases.append(("1 run x 10^6 history rows", 1, 0, 10**6 if not args.quick else 10**5))

@@ -1,4 +1,4 @@
-"""Issue 24's acceptance on sweeps of the real policy-gradient trainer (tests/pg_trainer.py): the
+"""Issue 24's acceptance on sweeps of the real policy-gradient trainer (tests/sweeps/trainer.py): the
 decision (decisions.csv's row) against the trainer's many-seed truth, the bands and intervals
 against it, and the closed loop of the first suggested run.
 
@@ -33,8 +33,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import pg_trainer as pg  # noqa: E402
-import sweepgen  # noqa: E402
+from sweeps import form  # noqa: E402
+from sweeps import trainer as pg  # noqa: E402
 
 import cbs_helpers as ch  # noqa: E402
 
@@ -69,7 +69,7 @@ def pooled_truth(entry: dict, batches, thresholds, forms=None) -> dict:
 
 
 def _frames(sw):
-    frames = sweepgen.snapshot_frames(sw)
+    frames = form.snapshot_frames(sw)
     params = sw.params[sw.phase]
     runs, history, metric = ch.phase_runs(frames["runs"], frames["history"], params)
     return runs, history, metric, params
@@ -241,12 +241,12 @@ def closed_loop(sw, entry, pp, fit, n_bootstrap: int, lost_before: float) -> dic
 
 
 # ------------------------------------------------------------------------------------------
-# Studies across axes: prompts against rollouts (pg_trainer.joint_trainer_sweep)
+# Studies across axes: prompts against rollouts (sweeps.trainer.joint_trainer_sweep)
 # ------------------------------------------------------------------------------------------
 def analyse_joint(sw, n_bootstrap: int, phase: str = "p2b", seed: int = 0, target: float | None = None) -> dict:
     """A phase-2 study as 08_plan analyses `phase`: every member phase's own fit (the axes it may
     recommend on), the cross-axis model over them and the iso-batch phase, the plan."""
-    frames = sweepgen.snapshot_frames(sw)
+    frames = form.snapshot_frames(sw)
     params = sw.params[phase]
     members = list(dict.fromkeys([phase, *(params.get("two_axis_phases") or [phase])]))
     extra = [p for p in sw.params if p not in members]

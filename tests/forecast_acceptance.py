@@ -1,6 +1,6 @@
-"""Issue 26's acceptance on sweeps of the real policy-gradient trainer (tests/pg_trainer.py), cut as
+"""Issue 26's acceptance on sweeps of the real policy-gradient trainer (tests/sweeps/trainer.py), cut as
 they ran: every run started together, the sweep cut at the wall-clock time when 30%, 50% and 70%
-of its GPU-hours were spent (pg_trainer.sweep_at), every optimiser class and both axes.
+of its GPU-hours were spent (sweeps.trainer.sweep_at), every optimiser class and both axes.
 
 Per sweep and cut:
 - the decision (the phase's decision target, the plan on the fit with the running runs'
@@ -37,7 +37,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import decision_acceptance as da  # noqa: E402
-import pg_trainer as pg  # noqa: E402
+from sweeps import trainer as pg  # noqa: E402
 
 import cbs_helpers as ch  # noqa: E402
 from cbs_rlvr.plan.forecast import forecast_phase  # noqa: E402

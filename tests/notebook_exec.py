@@ -100,14 +100,15 @@ def run_notebook(section: str, parameters: dict, full_figures: bool = False) -> 
 
 
 def hunt_sweep(seed: int, n_bootstrap: int = 20, draw: bool = False) -> list[str]:
-    """Every section notebook of every phase of generated sweep `seed` (tests/sweepgen.py, with
+    """Every section notebook of every phase of generated sweep `seed` (tests/sweeps/generated.py, with
     verl's habits), run on its snapshot as `make report` would; then the invariants on what
     they wrote. Returns the problems as lines (empty: the sweep reports cleanly)."""
     import tempfile
 
     import pandas as pd
     from sweep_analysis import written_table_problems
-    from sweepgen import generate_sweep, snapshot_frames, write_params
+    from sweeps.form import snapshot_frames, write_params
+    from sweeps.generated import generate_sweep
 
     from cbs_rlvr.params import SUMMARY_SECTION
     from cbs_rlvr.sources.snapshot import write_snapshot

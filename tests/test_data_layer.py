@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # until pytest's pythonpath is set in pyproject.toml
     sys.path.insert(0, str(REPO))
 
-from hardening_corpus import wait_until_stable  # noqa: E402 (tests/ is on sys.path)
+from sweeps.hardening import wait_until_stable  # noqa: E402 (tests/ is on sys.path)
 from testkit import offline_wandb_env  # noqa: E402
 from wandb_server import verl_run  # noqa: E402
 

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from synth import pooled_arrays
+from sweeps.formula import pooled_arrays
 
 import cbs_helpers as ch
 from cbs_rlvr.fit._tobit import Cells, Layout, Packed, _terms, cell_loglik, newton, start

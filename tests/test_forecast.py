@@ -1,8 +1,8 @@
 """Early answers (issue 26): the progress model of every evaluation (fit/allevals.py), the crossing
 forecasts of running runs (plan/forecast.py), the fit with them (fit/imputed.py), the stop list
-(plan/stop.py), against known truth: formula sweeps of tests/synth.py (McCandlish in the effective
+(plan/stop.py), against known truth: formula sweeps of tests/sweeps/formula.py (McCandlish in the effective
 batch, a known S_min and B_noise at every target) cut as they ran. Real-trainer sweeps
-(tests/pg_trainer.py) are left to tests/forecast_acceptance.py (benchmarks/forecast_acceptance.md),
+(tests/sweeps/trainer.py) are left to tests/forecast_acceptance.py (benchmarks/forecast_acceptance.md),
 which measures the issue's numbers over every optimiser class: one costs more than this file's
 time budget."""
 
@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-import synth
+from sweeps import formula as synth
 
 import cbs_helpers as ch
 from cbs_rlvr.fit.allevals import fit_all_evals, fit_progress

@@ -1,4 +1,4 @@
-"""The whole `make report` over two generated sweeps (tests/sweepgen.py, with verl's habits), one
+"""The whole `make report` over two generated sweeps (tests/sweeps/generated.py, with verl's habits), one
 written as real W&B offline runs by the SDK and one as an export directory: the build end to end
 from files, then every page as a reader sees it at phone and laptop width. The hunts
 (test_generated_sweeps.py, test_hunt_notebooks.py) run the same analysis and notebooks in-process
@@ -15,8 +15,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from sweep_analysis import written_table_problems
-from sweepgen import generate_sweep, write_export_dir, write_params
-from testkit import LazyModule, offline_wandb_env
+from sweeps.form import write_export_dir, write_params
+from sweeps.generated import generate_sweep
+from testkit import SWEEPS_CLI, LazyModule, offline_wandb_env
 
 pytestmark = pytest.mark.slow  # every test here runs a build, a trainer or a browser
 
@@ -38,7 +39,7 @@ def _source(seed: int, kind: str, tmp: Path) -> Path:
     src = tmp / "source"
     if kind == "export":
         return write_export_dir(sweep, src)
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "sweepgen.py"), "offline", str(seed),
+    proc = subprocess.run([sys.executable, SWEEPS_CLI, "generated", "offline", str(seed),
                            str(src)], cwd=tmp, env=offline_wandb_env(tmp), capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

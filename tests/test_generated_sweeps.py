@@ -1,7 +1,7 @@
 """Hunting crash classes with generated sweeps (issue 9): the analysis over generated sweeps in
 memory, the modules the notebooks call step by step (tests/sweep_analysis.py), with every figure
 drawn on some. The sweeps are chosen out of 200 so that every kind of trouble the generator draws
-is met (`sweepgen.covering_seeds`), and none is one the notebook hunt (test_hunt_notebooks.py)
+is met (`sweeps.generated.covering_seeds`), and none is one the notebook hunt (test_hunt_notebooks.py)
 already runs; CBS_HUNT_SWEEPS=200 hunts over all of them.
 
 The invariants: no exception, no warning from the project's code, every interval holding its
@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from sweep_analysis import analyse_sweep
-from sweepgen import covering_seeds, generate_sweep, notebook_hunt_seeds, snapshot_frames
+from sweeps.form import snapshot_frames
+from sweeps.generated import covering_seeds, generate_sweep, notebook_hunt_seeds
 from testkit import in_two_processes
 
 from cbs_rlvr.fit.phase import FIT_STATUSES

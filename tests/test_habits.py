@@ -1,5 +1,5 @@
 """verl's habits (issue 10), on sweeps written as real W&B offline runs by the wandb SDK
-(tests/habits_sweep.py, the demo's model with a known B_noise): resumed runs stitched once,
+(tests/sweeps/habits.py, the demo's model with a known B_noise): resumed runs stitched once,
 learning-rate envelopes, updates per step, dynamic sampling, validation/checkpoint time,
 phases selected by tag; and the report of such a sweep, read as a collaborator would."""
 
@@ -22,8 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # until pytest's pythonpath is set in pyproject.toml
     sys.path.insert(0, str(REPO))
 
-import habits_sweep as hs  # noqa: E402 (tests/ is on sys.path)
-from testkit import offline_wandb_env  # noqa: E402
+from sweeps import habits as hs  # noqa: E402 (tests/ is on sys.path)
+from testkit import SWEEPS_CLI, offline_wandb_env  # noqa: E402
 
 from cbs_rlvr.data.runs import assemble_snapshot_frames
 from cbs_rlvr.data.select import select_runs
@@ -53,7 +53,7 @@ METRIC = "val-core/openai/gsm8k/reward/mean@1"
 def sweeps(tmp_path_factory) -> Path:
     """OUT/seed<k>/ (offline runs + truth.json) for every seed, OUT/params/, written by the SDK."""
     out = tmp_path_factory.mktemp("habits")
-    proc = subprocess.run([sys.executable, str(Path(hs.__file__)), str(out), "--seeds", *map(str, SEEDS)],
+    proc = subprocess.run([sys.executable, SWEEPS_CLI, "habits", str(out), "--seeds", *map(str, SEEDS)],
                           cwd=out, env=offline_wandb_env(out), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out

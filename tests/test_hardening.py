@@ -1,6 +1,6 @@
 """Hardening: a corpus of bad inputs never breaks the report, and no input run is lost silently.
 
-The corpus (tests/hardening_corpus.py) holds real W&B offline runs written by the wandb SDK with
+The corpus (tests/sweeps/hardening.py) holds real W&B offline runs written by the wandb SDK with
 every fault of the data-layer issue, files damaged on purpose, stray files, and 1,000 cloned runs
 of which one is broken. The FULL `make report` runs over it (in a copy of the project whose
 params/ holds the corpus' phases) with a fake HOME and a sentinel WANDB_API_KEY; each case then
@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import hardening_corpus as hc  # noqa: E402
-from testkit import offline_wandb_env  # noqa: E402
+from sweeps import hardening as hc  # noqa: E402
+from testkit import SWEEPS_CLI, offline_wandb_env  # noqa: E402
 from wandb_server import ServedRun  # noqa: E402
 
 from cbs_rlvr.__main__ import main  # noqa: E402
@@ -55,11 +55,10 @@ def corpus(tmp_path_factory) -> dict:
     root = home / "runs" / "corpus"
     root.mkdir(parents=True)
     env = offline_wandb_env(base)
-    script = Path(hc.__file__)
-    sdk = subprocess.run([sys.executable, str(script), "sdk", str(root)], cwd=base, env=env,
+    sdk = subprocess.run([sys.executable, SWEEPS_CLI, "hardening", "sdk", str(root)], cwd=base, env=env,
                          capture_output=True, text=True, timeout=300)
     assert sdk.returncode == 0, sdk.stderr[-3000:]
-    crash = subprocess.run([sys.executable, str(script), "crash", str(root)], cwd=base, env=env,
+    crash = subprocess.run([sys.executable, SWEEPS_CLI, "hardening", "crash", str(root)], cwd=base, env=env,
                            capture_output=True, text=True, timeout=300)
     assert crash.returncode == 1, crash.stderr[-3000:]
     hc.wait_until_stable(hc.run_file(root, "crash1"))  # wandb-core may outlive its parent

@@ -1,7 +1,7 @@
 """Every section notebook over generated sweeps with verl's habits (issue 9's hunt, through the
 real notebooks): the cells run in-process as `make report` runs them (tests/notebook_exec.py), on
 sweeps chosen out of the generator's 200 so that every kind of trouble is met twice and every
-habit three times (`sweepgen.notebook_hunt_seeds`; CBS_HUNT_SWEEPS=200 runs all of them)."""
+habit three times (`sweeps.generated.notebook_hunt_seeds`; CBS_HUNT_SWEEPS=200 runs all of them)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 from collections import Counter
 
 import pytest
-from sweepgen import generate_sweep, notebook_hunt_seeds
+from sweeps.generated import generate_sweep, notebook_hunt_seeds
 from testkit import in_two_processes
 
 pytestmark = pytest.mark.slow  # every test here runs a build, a trainer or a browser

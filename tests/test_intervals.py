@@ -69,11 +69,12 @@ def test_no_estimate_or_no_draws_give_no_interval_and_no_note():
 # The fits use it: an off-centre bootstrap on real (mis-specified) data
 # ------------------------------------------------------------------------------------------
 def _generated_two_axis_table(seed: int = 119, phase: str = "p2b") -> pd.DataFrame:
-    """The joint S(B) table of a generated sweep (tests/sweepgen.py, seed 119: a rollout-axis
+    """The joint S(B) table of a generated sweep (tests/sweeps/generated.py, seed 119: a rollout-axis
     phase fitted with prompt-axis phases, few runs, partly censored), of the kind on which the
     two-axis notebook crashed with "'yerr' must not contain negative values": a bootstrap
     percentile interval of the implied B_noise did not contain its own estimate."""
-    from sweepgen import generate_sweep, snapshot_frames
+    from sweeps.form import snapshot_frames
+    from sweeps.generated import generate_sweep
 
     from cbs_rlvr.measure.crossings import phase_runs, sb_eb_table
 
@@ -108,10 +109,11 @@ def test_two_axis_intervals_hold_their_estimates_and_the_plot_draws():
 
 @pytest.mark.parametrize("seed, phase", [(194, "q"), (308, "x_y_z")])
 def test_phase_fit_intervals_hold_their_estimates_when_the_bootstrap_is_off_centre(seed, phase):
-    """Generated sweeps (tests/sweepgen.py) whose bootstrap lay (almost) entirely on one side of the
+    """Generated sweeps (tests/sweeps/generated.py) whose bootstrap lay (almost) entirely on one side of the
     estimate at a target (few runs, one already above it at step 0): the interval holds its
     estimate, and where it had to be extended to it the row says so."""
-    from sweepgen import generate_sweep, snapshot_frames
+    from sweeps.form import snapshot_frames
+    from sweeps.generated import generate_sweep
 
     from cbs_rlvr.fit.phase import fit_phase
     from cbs_rlvr.measure.crossings import phase_runs

@@ -1,4 +1,4 @@
-"""The real policy-gradient trainer of the tests (tests/pg_trainer.py, issues 16 and 24): it
+"""The real policy-gradient trainer of the tests (tests/sweeps/trainer.py, issues 16 and 24): it
 learns, its GRPO advantages and gradient statistics are right, its sweeps (one axis, a multi-phase
 study, a sweep cut while it runs) go through the real data layer and the real wandb SDK, and its
 committed many-seed truth is current and shows what issues 16 and 24 describe (S(B) bends like
@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pg_trainer as pg
 import pytest
-from testkit import offline_wandb_env
+from sweeps import trainer as pg
+from testkit import SWEEPS_CLI, offline_wandb_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"sizes": [[4, 8], [64, 8]], "n_seeds": 1, "budget": 40, "n_running": 1, "test_freq": 5}
@@ -177,7 +177,7 @@ def test_sweep_runs_carry_verls_keys_names_and_config(small_sweep):
 
 
 def test_a_sweep_converts_through_the_real_data_layer(small_sweep):
-    from sweepgen import snapshot_frames
+    from sweeps.form import snapshot_frames
 
     frames = snapshot_frames(small_sweep)
     runs = frames["runs"].set_index("run_id")
@@ -193,12 +193,12 @@ def test_a_sweep_converts_through_the_real_data_layer(small_sweep):
 
 @pytest.mark.slow
 def test_a_sweep_written_by_the_wandb_sdk_reads_back_the_same(tmp_path, small_sweep):
-    """One small sweep through `python tests/pg_trainer.py offline` (the real SDK, offline mode,
+    """One small sweep through `python tests/sweeps trainer offline` (the real SDK, offline mode,
     in a subprocess) and back through cbs_rlvr.sources.wandb_file."""
     from cbs_rlvr.sources.wandb_file import find_wandb_files, read_wandb_file
 
     env = {**offline_wandb_env(tmp_path), "PG_SWEEP_ARGS": json.dumps(SMALL)}
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "pg_trainer.py"), "offline", "adam_fixed",
+    proc = subprocess.run([sys.executable, SWEEPS_CLI, "trainer", "offline", "adam_fixed",
                            "prompts", "3", str(tmp_path / "src")], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -222,7 +222,7 @@ def test_a_study_shares_its_crossing_runs_between_phases_as_a_user_would():
     """A phase-2 study (p1, p2a at 4 rollouts, p2b, p2c at one batch): the run at a pair two phases
     cross is trained once, named for its first phase, tagged with each; every phase selects its
     runs by tag, so the snapshot puts the run in both phases and each phase sees exactly its grid."""
-    from sweepgen import snapshot_frames
+    from sweeps.form import snapshot_frames
 
     import cbs_helpers as ch
     from cbs_rlvr.params import validate_phase_params
@@ -276,7 +276,7 @@ def test_a_default_study_runs_only_pairs_the_truth_holds():
 def test_a_sweep_cut_at_a_wall_clock_time_keeps_what_each_run_had_logged(small_sweep):
     """All runs started together; at `hours` each run keeps the rows its own step times had
     reached, and a run cut before its end is running."""
-    from sweepgen import snapshot_frames
+    from sweeps.form import snapshot_frames
 
     totals = [pg.elapsed_hours(r) for r in small_sweep.runs]
     t = 0.5 * min(totals)
@@ -301,8 +301,8 @@ def test_a_sweep_cut_at_a_wall_clock_time_keeps_what_each_run_had_logged(small_s
 # ------------------------------------------------------------------------------------------
 def test_the_truth_is_current_complete_and_small(truth):
     assert truth["code_version"] == pg.code_version(), (
-        "tests/pg_trainer.py's learner changed since pg_truth.json was computed: run "
-        "`python tests/pg_trainer.py truth` and commit the JSON")
+        "tests/sweeps/trainer.py's learner changed since pg_truth.json was computed: run "
+        "`python tests/sweeps trainer truth` and commit the JSON")
     assert pg.TRUTH_PATH.stat().st_size < 400_000
     assert truth["targets"] == list(pg.TARGETS) and truth["n_seeds"] >= 8
     assert truth["step_time"]["a"] == pg.STEP_TIME_A and truth["step_time"]["b"] == pg.STEP_TIME_B

@@ -1,5 +1,5 @@
 """The plan and the decision (cbs_rlvr/plan/): on synthetic GRPO sweeps with a known truth
-(tests/synth.py), the decision is near the true optimum and its hours band covers the true hours;
+(tests/sweeps/formula.py), the decision is near the true optimum and its hours band covers the true hours;
 a configuration is recommended only on what the data support (never a split nobody ran from a model
 nobody checked); the next runs are worth what they promise, closed loop."""
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import synth
+from sweeps import formula as synth
 
 import cbs_helpers as ch
 from cbs_rlvr.plan.decide import decision_target

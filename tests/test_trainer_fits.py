@@ -1,5 +1,5 @@
 """The fit and the decision on a real learner: sweeps of the policy-gradient trainer
-(tests/pg_trainer.py), analysed as a user's sweep would be, against the trainer's many-seed truth
+(tests/sweeps/trainer.py), analysed as a user's sweep would be, against the trainer's many-seed truth
 (tests/pg_truth.json), through tests/decision_acceptance.py.
 
 Three classes are drawn here (one seed each: about a minute of training on 2 cores); the acceptance
@@ -12,7 +12,7 @@ import decision_acceptance as da
 import numpy as np
 import pandas as pd
 import pytest
-from pg_trainer import load_truth, trainer_sweeps
+from sweeps.trainer import load_truth, trainer_sweeps
 
 pytestmark = pytest.mark.slow  # every test here runs a build, a trainer or a browser
 
@@ -22,7 +22,8 @@ CLASSES = (("adam_fixed", "prompts"), ("sgd_tuned", "prompts"), ("adam_fixed", "
 @pytest.fixture(scope="module")
 def results() -> dict:
     truth = load_truth()
-    sweeps = trainer_sweeps([0], classes=CLASSES, processes=2, truth=truth)
+    # no gradient statistics: nothing here reads them, and they are four fifths of the training
+    sweeps = trainer_sweeps([0], classes=CLASSES, processes=2, truth=truth, grad_noise=False)
     parts = [da.evaluate(sw, truth, n_bootstrap=200, loop=False) for sw in sweeps]
     return {"targets": pd.DataFrame([r for p in parts for r in p["targets"]]),
             "decisions": pd.DataFrame([p["decision"] for p in parts if p["decision"]])}

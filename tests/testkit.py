@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 MAKE_DEMO = Path(__file__).resolve().parents[1] / "data" / "demo" / "make_demo.py"
+# the generators' command line: [sys.executable, SWEEPS_CLI, KIND, ...] (tests/sweeps/__main__.py)
+SWEEPS_CLI = str(Path(__file__).resolve().parent / "sweeps")
 
 
 def load_make_demo(name: str):

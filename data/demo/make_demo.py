@@ -629,7 +629,8 @@ def write_runs(sims: list[SimulatedRun], dest: Path) -> list[Path]:
             with _fixed_start_time(spec.start_time):
                 run = wandb.init(mode="offline", dir=tmp, project=PROJECT, name=spec.name,
                                  id=spec.run_id, config=sim.config, settings=wandb_settings(),
-                                 tags=list(getattr(spec, "tags", ()) or ()) or None)
+                                 tags=list(getattr(spec, "tags", ()) or ()) or None,
+                                 group=getattr(spec, "group", None))
             for step, metrics in sim.rows:
                 run.log(metrics, step=step)  # one call per step, as verl does
             # what the client would have derived: the last value of every key

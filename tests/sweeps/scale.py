@@ -1,6 +1,6 @@
 """A large verl-style sweep as an export directory, for `make report` at scale (issue 20).
 
-    python benchmarks/scale_sweep.py DEST --runs 2000 --steps 2000 [--keys 40] [--one-run-rows N]
+    python tests/sweeps scale DEST --runs 2000 --steps 2000 [--keys 40] [--one-run-rows N]
 
 DEST/runs.csv and DEST/history/<run_id>.parquet: p1-style runs (n_rollouts 8, n_prompts on a
 log grid, two or more seeds each), each logging `--keys` training keys at every step as verl does
@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
 N_VAL = 1319
 VAL = "val-core/openai/gsm8k/reward/mean@1"
 _USED = ["actor/grad_norm", "actor/entropy", "critic/score/mean", "perf/time_per_step",
@@ -40,9 +38,9 @@ _UNUSED = ["actor/pg_loss", "actor/pg_clipfrac", "actor/ppo_kl", "actor/lr", "ac
 
 
 def _model():
-    sys.path.insert(0, str(ROOT / "data" / "demo"))
-    import make_demo  # noqa: PLC0415 -- the demo's own simulation model
-    return make_demo
+    from testkit import load_make_demo
+
+    return load_make_demo("make_demo_for_scale")  # the demo's own simulation model
 
 
 def _history(md, n_prompts: int, n_steps: int, n_keys: int, rng) -> pd.DataFrame:
@@ -99,6 +97,3 @@ def main(argv=None) -> int:
     write_sweep(args.dest, args.runs, args.steps, args.keys, args.one_run_rows)
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,8 +1,8 @@
 """The bad-input corpus of tests/test_hardening.py: real W&B offline runs, damaged on purpose.
 
-`python tests/hardening_corpus.py sdk <root>` writes the runs with the wandb SDK (offline mode;
+`python tests/sweeps hardening sdk <root>` writes the runs with the wandb SDK (offline mode;
 call it in a subprocess with a clean WANDB_* environment, see test_hardening.py);
-`python tests/hardening_corpus.py crash <root>` writes one run whose process dies before
+`python tests/sweeps hardening crash <root>` writes one run whose process dies before
 `finish`. The rest (damaged copies, clones, stray files, params) is done by functions here.
 """
 
@@ -13,7 +13,6 @@ import math
 import os
 import random
 import struct
-import sys
 import time
 import zlib
 from pathlib import Path
@@ -360,5 +359,10 @@ def write_crashed_run(root: Path) -> None:
     os._exit(1)
 
 
-if __name__ == "__main__":
-    {"sdk": write_sdk_runs, "crash": write_crashed_run}[sys.argv[1]](Path(sys.argv[2]))
+def main(argv: list[str]) -> int:
+    """`sdk ROOT` or `crash ROOT` (python tests/sweeps hardening ...)."""
+    if len(argv) != 2 or argv[0] not in ("sdk", "crash"):
+        print(__doc__)
+        return 2
+    {"sdk": write_sdk_runs, "crash": write_crashed_run}[argv[0]](Path(argv[1]))
+    return 0

@@ -1,6 +1,6 @@
 """A CBS sweep with verl's habits, written as real W&B offline runs by the wandb SDK.
 
-    python tests/habits_sweep.py OUT [--seeds 0 1 2] [--step-timer v0.6|v0.5] [--export]
+    python tests/sweeps habits OUT [--seeds 0 1 2] [--step-timer v0.6|v0.5] [--export]
 
 writes OUT/seed<k>/wandb/offline-run-*/run-*.wandb (or, with --export, an export directory
 OUT/seed<k>/export/{runs.csv,history/}), OUT/seed<k>/truth.json and OUT/params/{h1,h2}.yaml.
@@ -29,16 +29,15 @@ import argparse
 import hashlib
 import json
 import math
-import shutil
-import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import testkit
 
-REPO = Path(__file__).resolve().parents[1]
+from sweeps import form
+
+REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "data" / "demo"
 
 N_ROLLOUTS = 8
@@ -75,12 +74,7 @@ def _digest(text: str) -> bytes:
     return hashlib.sha256(text.encode()).digest()
 
 
-def _run_id(text: str) -> str:
-    n, out = int.from_bytes(_digest(text)[:8], "big"), ""
-    for _ in range(8):
-        n, d = divmod(n, 36)
-        out += "0123456789abcdefghijklmnopqrstuvwxyz"[d]
-    return out
+_run_id = form.run_id
 
 
 def good_lr(B: int) -> float:
@@ -217,44 +211,29 @@ def params_files(dest: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------
-# Writers: the wandb SDK (offline) and an export directory
+# Writers: the runs in the one form of sweeps/form.py, written by its writers
 # ------------------------------------------------------------------------------------------
-def write_offline(md, runs: list[HabitRun], dest: Path) -> None:
-    """Log the runs with the wandb SDK in offline mode, one wandb.log per step as verl does."""
-    import wandb
+@dataclass
+class HabitSweep:
+    """habit_sweep's runs in the form sweeps/form.py writes (raw runs; no params: see params_files)."""
+    runs: list[dict]
+    params: dict = field(default_factory=dict)
 
-    with tempfile.TemporaryDirectory(prefix="cbs_habits_") as tmp, md._clean_wandb_env():
-        for run in runs:
-            with md._fixed_start_time(run.start_time):
-                handle = wandb.init(mode="offline", dir=tmp, project="habits", name=run.name, id=run.run_id,
-                                    config=run.config, tags=run.tags or None, group=run.group,
-                                    settings=md.wandb_settings())
-            for step, metrics in run.rows:
-                handle.log(metrics, step=step)
-            handle.finish(exit_code=run.exit_code)
-        wandb.teardown()
-        for run in runs:
-            produced = list(Path(tmp).glob(f"wandb/offline-run-*-{run.run_id}/run-{run.run_id}.wandb"))
-            if len(produced) != 1:
-                raise RuntimeError(f"expected one .wandb file for {run.run_id}, found {produced}")
-            target = dest / "wandb" / f"offline-run-{int(run.start_time)}-{run.run_id}"
-            target.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(produced[0], target / produced[0].name)
+
+def as_sweep(runs: list[HabitRun]) -> HabitSweep:
+    return HabitSweep([{"run_id": r.run_id, "name": r.name, "config": r.config, "start_time": r.start_time,
+                        "state": "finished" if r.exit_code == 0 else "failed", "tags": r.tags,
+                        "group": r.group, "rows": [{"_step": s, **m} for s, m in r.rows]} for r in runs])
+
+
+def write_offline(runs: list[HabitRun], dest: Path) -> None:
+    """Log the runs with the wandb SDK in offline mode, one wandb.log per step as verl does."""
+    form.write_offline_runs(as_sweep(runs), dest)
 
 
 def write_export(runs: list[HabitRun], dest: Path) -> None:
     """The same runs as an export directory (runs.csv + history/<run_id>.csv)."""
-    import pandas as pd
-
-    (dest / "history").mkdir(parents=True, exist_ok=True)
-    table = []
-    for run in runs:
-        table.append({"run_id": run.run_id, "name": run.name, "state": "finished" if run.exit_code == 0 else "failed",
-                      "config": json.dumps(run.config), "start_time": run.start_time,
-                      "tags": json.dumps(run.tags), "group": run.group or ""})
-        frame = pd.DataFrame([{"_step": s, **m} for s, m in run.rows])
-        frame.to_csv(dest / "history" / f"{run.run_id}.csv", index=False)
-    pd.DataFrame(table).to_csv(dest / "runs.csv", index=False)
+    form.write_export_dir(as_sweep(runs), dest)
 
 
 def main(argv=None) -> int:
@@ -275,10 +254,7 @@ def main(argv=None) -> int:
         if args.export:
             write_export(runs, dest / "export")
         else:
-            write_offline(md, runs, dest)
+            write_offline(runs, dest)
         (dest / "truth.json").write_text(json.dumps(truth, indent=1) + "\n")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,35 +10,28 @@ they were): learning-rate sweeps at the large batch sizes, a run crashed and res
 run of the same name, updates per step varying with the batch, dynamic sampling, validation and
 checkpoint timers, free-form names selected by W&B tags.
 
-A sweep is a list of raw runs in the data layer's source-independent form (`run_id`, `name`,
-`config`, `state`, `rows` in log order), plus one params dict per phase. From it:
-- `snapshot_frames(sweep)`: the snapshot tables in memory (through the real `normalise_raw_run`
-  and `assemble_snapshot_frames`), for the fast in-suite analysis;
-- `write_export_dir(sweep, dest)`: an export directory (runs.csv + history/<id>.csv);
-- `write_offline_runs(sweep, dest)`: real W&B offline runs, with data/demo/make_demo.py's SDK
-  writer (slow: about a second per run; call in a subprocess with a clean WANDB_* environment);
-- `write_params(sweep, dest)`: params/<phase>.yaml files.
+A sweep is in the one form of sweeps/form.py (raw runs plus one params dict per phase), which
+turns it into snapshot tables, an export directory, W&B offline runs or params files.
 
 The accuracy model is the demo's (data/demo/README.md): McCandlish steps to target with a
 per-run speed, Binomial eval noise.
 
-    python tests/sweepgen.py describe SEED        # what a seed draws
-    python tests/sweepgen.py offline SEED DEST    # write the sweep as W&B offline runs
+    python tests/sweeps generated describe SEED        # what a seed draws
+    python tests/sweeps generated offline SEED DEST    # write the sweep as W&B offline runs
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from testkit import load_make_demo
 
-ROOT = Path(__file__).resolve().parents[1]
+from sweeps import form
+
 VAL_KEY = "val-core/{source}/reward/mean@1"
 SOURCES = ("openai/gsm8k", "HuggingFaceH4/MATH-500", "rpp")
 STATES = ("finished", "failed", "crashed", "running", "killed")
@@ -217,10 +210,7 @@ def _run(rng, phase: str, n_p: int, n_r: int, task: dict, source: str, n_val: in
     elif name_mode == "unparseable":
         name = f"cbs-{phase}-{B}"
     features.append(f"name:{name_mode}")
-    digest = int.from_bytes(hashlib.sha256(f"{phase}/{n_p}/{n_r}/{seed_index}/{start}".encode())
-                            .digest()[:8], "big") % (36**8)
-    chars = "0123456789abcdefghijklmnopqrstuvwxyz"
-    run_id = "".join(chars[(digest // 36**i) % 36] for i in range(8))
+    run_id = form.run_id(f"{phase}/{n_p}/{n_r}/{seed_index}/{start}")
     return {"run_id": run_id, "name": name, "config": _config(rng, n_p, n_r, name, features),
             "state": state, "rows": rows, "start_time": start, "phase": phase,
             "n_prompts": n_p, "n_rollouts": n_r}
@@ -431,85 +421,10 @@ def covering_seeds(n: int, pool: int = 200, min_count: int = 2, prefix: str = ""
     return sorted(chosen)
 
 
-def snapshot_frames(sweep: GeneratedSweep) -> dict:
-    """The snapshot tables (runs, history, excluded) of the sweep, through the real data layer."""
-    from cbs_rlvr.data.runs import assemble_snapshot_frames, normalise_raw_run
-    from cbs_rlvr.data.select import apply_phase_selection
-
-    entries = []
-    for r in sweep.runs:
-        raw = {"source": f"generated:{r['run_id']}", "tags": r.get("tags") or [],
-               **{k: r[k] for k in ("run_id", "name", "config", "state", "rows", "start_time")}}
-        entries.append(normalise_raw_run(raw))
-    # as build_snapshot does with the params: runs no phase selects go to excluded_runs
-    return apply_phase_selection(assemble_snapshot_frames(entries), sweep.params)
-
-
-def write_params(sweep: GeneratedSweep, dest: Path) -> Path:
-    import yaml
-
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    for phase, p in sweep.params.items():
-        body = {k: v for k, v in p.items() if not (k == "prefer_source" and v is None)}
-        (dest / f"{phase}.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
-    return dest
-
-
-def write_export_dir(sweep: GeneratedSweep, dest: Path) -> Path:
-    """runs.csv (config as a JSON column) + history/<run_id>.csv, as the README describes."""
-    import csv
-
-    import pandas as pd
-
-    dest = Path(dest)
-    (dest / "history").mkdir(parents=True, exist_ok=True)
-    with (dest / "runs.csv").open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["run_id", "name", "state", "config", "start_time", "tags"])
-        for r in sweep.runs:
-            writer.writerow([r["run_id"], r["name"], r["state"], json.dumps(r["config"]), r["start_time"],
-                             json.dumps(r.get("tags") or [])])
-    for r in sweep.runs:
-        frame = pd.DataFrame([{("step" if k == "_step" else k): ("NaN" if v is None else v)
-                               for k, v in row.items()} for row in r["rows"]])
-        frame.to_csv(dest / "history" / f"{r['run_id']}.csv", index=False)
-    return dest
-
-
-@dataclass(frozen=True)
-class _Spec:
-    """What make_demo.write_runs reads of a run spec."""
-    name: str
-    run_id: str
-    start_time: float
-    fails: bool
-    dir_name: str
-    tags: tuple = ()
-
-
-@dataclass
-class _Sim:
-    spec: _Spec
-    rows: list
-    config: dict
-
-
-def write_offline_runs(sweep: GeneratedSweep, dest: Path) -> list[Path]:
-    """Real W&B offline runs (make_demo's SDK writer). Runs the SDK in this process: call it in
-    a subprocess (`python tests/sweepgen.py offline SEED DEST`). A run whose state is not
-    finished exits with code 1 (the reader then calls it failed)."""
-    from datetime import datetime, timezone
-
-    sims = []
-    for r in sweep.runs:
-        ts = datetime.fromtimestamp(r["start_time"], tz=timezone.utc).strftime("%Y%m%d_%H%M%S")
-        spec = _Spec(r["name"], r["run_id"], r["start_time"], r["state"] != "finished",
-                     f"offline-run-{ts}-{r['run_id']}", tuple(r.get("tags") or ()))
-        rows = [(int(row["_step"]), {k: (math.nan if v is None else v) for k, v in row.items()
-                                     if k != "_step"}) for row in r["rows"]]
-        sims.append(_Sim(spec, rows, r["config"]))
-    return _DEMO.write_runs(sims, Path(dest))
+def notebook_hunt_seeds(n: int = 12) -> list[int]:
+    """The sweeps the notebook hunt runs (tests/test_hunt_notebooks.py): every feature of the pool
+    at least twice, every verl habit at least three times; the analysis hunt takes others."""
+    return covering_seeds(n, 200, min_count=2)
 
 
 def main(argv: list[str]) -> int:
@@ -518,18 +433,9 @@ def main(argv: list[str]) -> int:
         return 0
     if len(argv) == 3 and argv[0] == "offline":
         sweep = generate_sweep(int(argv[1]))
-        paths = write_offline_runs(sweep, Path(argv[2]))
+        paths = form.write_offline_runs(sweep, Path(argv[2]))
         print(f"{len(paths)} offline runs written")
         return 0
     print(__doc__)
     return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
-
-
-def notebook_hunt_seeds(n: int = 12) -> list[int]:
-    """The sweeps the notebook hunt runs (tests/test_hunt_notebooks.py): every feature of the pool
-    at least twice, every verl habit at least three times; the analysis hunt takes others."""
-    return covering_seeds(n, 200, min_count=2)

@@ -18,7 +18,7 @@ for a group whose rewards are all equal, gradient = mean over samples of A * gra
 - adam_sqrt: Adam, lr = LR_ADAM * sqrt(B / B_REF), up to LR_MAX_ADAM (reached at B = 1024);
 - sgd_tuned: plain SGD with the lr tuned per B: for each (n_prompts, n_rollouts) of the truth
   grid, the rate of SGD_LR_GRID (1 to 64, factor 2 apart) with the smallest mean log S at
-  TUNE_TARGET over N_TUNE_SEEDS seeds, chosen by `python tests/pg_trainer.py truth` and stored
+  TUNE_TARGET over N_TUNE_SEEDS seeds, chosen by `python tests/sweeps trainer truth` and stored
   in pg_truth.json (sweeps read it there);
 - sgd_momentum: heavy-ball SGD (buf = MOMENTUM buf + g, w += lr buf; MOMENTUM 0.9) at one high
   rate LR_MOMENTUM for every batch size (an effective rate lr / (1 - MOMENTUM) = 30, 4x what
@@ -63,8 +63,8 @@ fails when it no longer matches the JSON's.
 Public API:
 - trainer_sweep(seed, setting, axis, n_seeds=2, sizes=None, test_freq=None, n_val=N_VAL,
   budget=None, n_running=None, truth=None) -> PGSweep (runs, params, features, setting, axis,
-  phase, budget; the form of sweepgen.GeneratedSweep, so sweepgen.snapshot_frames and
-  sweepgen.write_offline_runs take it);
+  phase, budget; the form of sweeps/form.py, so form.snapshot_frames and
+  form.write_offline_runs take it);
 - joint_trainer_sweep(seed, setting, phases=("p1", "p2a", "p2b", "p2c"), n_seeds=2, sizes=None,
   p2a_rollouts=4, p2c_batch=512, share_runs=True, test_freq=None, n_val=N_VAL, budget=None,
   n_running=None, truth=None) -> JointPGSweep (runs, params per phase, features, setting, phases:
@@ -85,12 +85,12 @@ Public API:
   n_rollouts, steps); b_noise_trend(points); step_time(B); grid(axis, "sweep" | "truth");
   split_grid(); learning_rate(setting, B); sgd_lr(n_prompts, n_rollouts).
 
-    python tests/pg_trainer.py truth        # recompute tests/pg_truth.json (13 CPU-minutes: 2 processes,
+    python tests/sweeps trainer truth        # recompute tests/pg_truth.json (13 CPU-minutes: 2 processes,
                                             # about 7 min on 2 free cores, 23 min on a shared machine)
-    python tests/pg_trainer.py summary      # alpha, B_noise and its rise per class; the splits of B = 512
-    python tests/pg_trainer.py splits SETTING TARGET [S|hours]   # the truth's n_rollouts x batch table
-    python tests/pg_trainer.py describe SETTING AXIS SEED
-    python tests/pg_trainer.py offline SETTING AXIS|study SEED DEST   # a sweep as W&B offline runs
+    python tests/sweeps trainer summary      # alpha, B_noise and its rise per class; the splits of B = 512
+    python tests/sweeps trainer splits SETTING TARGET [S|hours]   # the truth's n_rollouts x batch table
+    python tests/sweeps trainer describe SETTING AXIS SEED
+    python tests/sweeps trainer offline SETTING AXIS|study SEED DEST   # a sweep as W&B offline runs
                                             # (PG_SWEEP_ARGS: the sweep function's keywords as JSON)
 """
 
@@ -410,7 +410,7 @@ def code_version() -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# The many-seed truth (python tests/pg_trainer.py truth -> pg_truth.json)
+# The many-seed truth (python tests/sweeps trainer truth -> pg_truth.json)
 # --------------------------------------------------------------------------------------------
 _TASK: Task | None = None
 
@@ -718,7 +718,7 @@ def true_hours(setting: str, n_prompts: float, n_rollouts: int, target: float, t
 
 
 # --------------------------------------------------------------------------------------------
-# Sweeps as a user runs them (the form tests/sweepgen.py draws)
+# Sweeps as a user runs them (the form of sweeps/form.py)
 # --------------------------------------------------------------------------------------------
 SECTIONS = {"prompts": ["01_load_runs", "02_steps_to_target", "03_training_curves", "05_gradient_noise",
                         "06_wall_clock", "08_plan"],
@@ -734,7 +734,7 @@ GRAD_NOISE_EVERY = 20  # steps between logged gradient statistics (a multiple of
 
 @dataclass
 class PGSweep:
-    """A sweep of the real trainer, in sweepgen.GeneratedSweep's form (seed, runs, params,
+    """A sweep of the real trainer, in the form of sweeps/form.py (seed, runs, params,
     features, describe), plus what drew it: setting, axis, phase, budget (steps per run)."""
     seed: int
     runs: list[dict]
@@ -754,9 +754,9 @@ class PGSweep:
 
 
 def _run_id(text: str) -> str:
-    digest = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
-    chars = "0123456789abcdefghijklmnopqrstuvwxyz"
-    return "".join(chars[(digest // 36 ** i) % 36] for i in range(8))
+    from sweeps.form import run_id
+
+    return run_id(text)
 
 
 def sgd_lr(n_prompts: int, n_rollouts: int, truth: dict | None = None) -> float:
@@ -778,11 +778,13 @@ def _budget(rng, setting: str, pairs: list[tuple[int, int]], truth: dict | None)
 
 
 def _train_run(setting: str, phase: str, n_p: int, n_r: int, run_seed: int, budget: int, last: int,
-               lr: float, test_freq: int, n_val: int, start: float, run_id: str, tags: list[str]) -> dict:
+               lr: float, test_freq: int, n_val: int, start: float, run_id: str, tags: list[str],
+               grad_noise: bool = True) -> dict:
     """One run as verl logs it: trained for `last` of its `budget` steps (state running when
-    last < budget), named cbs_<phase>_np<N>_nr<M>."""
+    last < budget), named cbs_<phase>_np<N>_nr<M>; the gradient statistics every GRAD_NOISE_EVERY
+    steps, or (grad_noise False) only at step 0: four fifths of the training time go to them."""
     trace = train(task(), n_p, n_r, setting, run_seed, last, lr=lr, log=True, test_freq=test_freq,
-                  n_val=n_val, grad_noise_every=GRAD_NOISE_EVERY)
+                  n_val=n_val, grad_noise_every=GRAD_NOISE_EVERY if grad_noise else 10**9)
     name = f"cbs_{phase}_np{n_p}_nr{n_r}"
     config = {"data": {"train_batch_size": n_p},
               "actor_rollout_ref": {"rollout": {"n": n_r}, "actor": {"optim": {"lr": lr}}},
@@ -802,21 +804,23 @@ def _lr(setting: str, n_p: int, n_r: int, truth: dict | None) -> float:
 def trainer_sweep(seed: int, setting: str, axis: str, n_seeds: int = 2,
                   sizes: list[tuple[int, int]] | None = None, test_freq: int | None = None, n_val: int = N_VAL,
                   budget: int | None = None, n_running: int | None = None,
-                  truth: dict | None = None) -> PGSweep:
+                  truth: dict | None = None, grad_noise: bool = True) -> PGSweep:
     """A sweep of the real trainer as a user runs it: every (n_prompts, n_rollouts) of `sizes`
     (default: the axis' sweep grid) x n_seeds seeds, each run trained for the same `budget`
     steps (default: drawn, see _budget; runs slower than it are right-censored at the top
     targets), `n_running` runs (default 1 or 2) still running (cut at 30-90% of the budget).
     Runs are logged with verl's keys, names and config, evaluated every test_freq steps (default
     DEFAULT_TEST_FREQ[setting]); seeds are disjoint from the truth's.
-    sgd_tuned takes each batch's tuned rate from pg_truth.json (`truth` to pass it loaded)."""
+    sgd_tuned takes each batch's tuned rate from pg_truth.json (`truth` to pass it loaded).
+    grad_noise False: no gradient statistics after step 0 (5x faster; the other logged draws
+    then differ, the training does not)."""
     if setting not in SETTINGS or axis not in AXES:
         raise ValueError(f"setting must be one of {SETTINGS} and axis one of {tuple(AXES)}")
     rng = np.random.default_rng([7, seed, SETTINGS.index(setting), list(AXES).index(axis)])
     if truth is None and TRUTH_PATH.exists():
         truth = load_truth()
     if setting == "sgd_tuned" and truth is None:
-        raise FileNotFoundError(f"{TRUTH_PATH.name} is missing: run python tests/pg_trainer.py truth")
+        raise FileNotFoundError(f"{TRUTH_PATH.name} is missing: run python tests/sweeps trainer truth")
     phase = AXES[axis]["phase"]
     test_freq = int(test_freq or DEFAULT_TEST_FREQ[setting])
     pairs = [tuple(p) for p in (sizes or grid(axis))]
@@ -834,7 +838,7 @@ def trainer_sweep(seed: int, setting: str, axis: str, n_seeds: int = 2,
             start += 3600
             runs.append(_train_run(setting, phase, n_p, n_r, 10_000 + 100 * seed + k,  # truth seeds < 200
                                    budget, last, lr, test_freq, n_val, start,
-                                   _run_id(f"pg/{setting}/{axis}/{seed}/{n_p}/{n_r}/{k}"), []))
+                                   _run_id(f"pg/{setting}/{axis}/{seed}/{n_p}/{n_r}/{k}"), [], grad_noise))
             if index in running:
                 features.append("state:running")
     params = {phase: {"phase": phase, "title": f"Policy-gradient trainer, {setting}, {axis} axis",
@@ -872,7 +876,7 @@ def phase_pairs(phase: str, p2a_rollouts: int = 4, p2c_batch: int = 512) -> tupl
 
 @dataclass
 class JointPGSweep:
-    """A phase-2 study of the real trainer in sweepgen.GeneratedSweep's form (seed, runs, params,
+    """A phase-2 study of the real trainer in the form of sweeps/form.py (seed, runs, params,
     features, describe): runs of several phases of one setting. phases: phase -> {axis, pairs,
     fixed, budget}; shared: a crossing configuration's runs belong to every phase whose grid holds
     it (W&B tags, each phase's params select by tag), else each phase ran its own."""
@@ -914,7 +918,7 @@ def joint_trainer_sweep(seed: int, setting: str, phases=JOINT_PHASES, n_seeds: i
     rng = np.random.default_rng([8, seed, SETTINGS.index(setting)])
     truth = truth if truth is not None else (load_truth() if TRUTH_PATH.exists() else None)
     if setting == "sgd_tuned" and truth is None:
-        raise FileNotFoundError(f"{TRUTH_PATH.name} is missing: run python tests/pg_trainer.py truth")
+        raise FileNotFoundError(f"{TRUTH_PATH.name} is missing: run python tests/sweeps trainer truth")
     test_freq = int(test_freq or DEFAULT_TEST_FREQ[setting])
     specs: dict[str, dict] = {}
     for ph in phases:
@@ -968,7 +972,7 @@ def sweep_at(sweep, hours: float):
     """The sweep as it stood `hours` after every run started together: each run keeps the rows
     it had logged by then (its progress is its own logged step times, `timing_s/step`, summed:
     the step-time model with the run's speed), and a run cut before its last logged step is
-    `running`. Works on any sweep of this module or of sweepgen (a dataclass with `runs`)."""
+    `running`. Works on any sweep of this module or of sweeps.generated (a dataclass with `runs`)."""
     from dataclasses import replace
 
     limit = float(hours) * 3600
@@ -1022,7 +1026,7 @@ def accuracy_series(run: dict) -> list[tuple[int, float]]:
 
 
 # --------------------------------------------------------------------------------------------
-# What the truth says, in numbers (python tests/pg_trainer.py summary | splits SETTING TARGET)
+# What the truth says, in numbers (python tests/sweeps trainer summary | splits SETTING TARGET)
 # --------------------------------------------------------------------------------------------
 def summary_text(truth: dict | None = None) -> str:
     """Per setting and axis: alpha and B_noise per target, B_noise's rise with its seed interval;
@@ -1078,7 +1082,7 @@ def main(argv: list[str]) -> int:
         print(trainer_sweep(int(argv[3]), argv[1], argv[2]).describe())
         return 0
     if len(argv) == 5 and argv[0] == "offline":
-        from sweepgen import write_offline_runs  # the demo's real SDK writer
+        from sweeps.form import write_offline_runs  # the demo's real SDK writer
 
         kwargs = json.loads(os.environ.get("PG_SWEEP_ARGS", "{}"))
         sweep = (joint_trainer_sweep(int(argv[3]), argv[1], **kwargs) if argv[2] == "study"
@@ -1086,9 +1090,6 @@ def main(argv: list[str]) -> int:
         paths = write_offline_runs(sweep, Path(argv[4]))
         print(f"{len(paths)} offline runs written")
         return 0
-    print(__doc__)
+    print(__doc__, file=sys.stderr)
     return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
