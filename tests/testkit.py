@@ -50,4 +50,8 @@ class LazyModule:
         self._name = name
 
     def __getattr__(self, attr: str):
+        # pytest's collection looks every module attribute over for its own markers (dunder and
+        # underscore names): answering those without the import keeps the import out of collection
+        if attr.startswith("_"):
+            raise AttributeError(attr)
         return getattr(importlib.import_module(self._name), attr)
