@@ -99,6 +99,13 @@ RAW_COLUMN_NAMES = ("r2_log", "noise_sd_log", "B_simple_over_B_noise", "B_crit_2
 #: Table headers whose cells are counts: a reader sees integers ('12', '1,024', '≥70'), never '1.00'.
 COUNT_HEADERS = ("runs", "replicate", "replicates", "segments", "evaluations", "prompts", "rollouts", "batch B",
                  "configurations", "last step", "GPUs", "rank", "to step", "updates")
+#: verl config keys: prose says where a number comes from in plain words ('the GPUs per node times
+#: the nodes of the run's config'); a key may follow only in a details section a reader opens, or in
+#: a table (an excluded run's reason names the key to log).
+CONFIG_KEYS = ("data.train_batch_size", "actor_rollout_ref", "rollout.n", "train_batch_size", "ppo_mini_batch_size",
+               "ppo_epochs", "n_gpus_per_node", "trainer.nnodes", "total_training_steps", "test_freq")
+#: A time in hours under a tenth of an hour ('0.0016 h'): said in minutes or seconds instead.
+_SHORT_HOURS = r"(?<![\d.,])0\.0\d*\s?(h|hours?)(?![\w-])"
 _INTEGER = r"[≥≤]?\d{1,3}(,\d{3})*|–"
 _E_NOTATION = r"(?<![\w.])\d+(\.\d+)?[eE][+-]?\d+(?![\w.])"
 _PROBE = """<script>(function(){var t=document.body?document.body.innerText:"";var p=document.createElement("pre");
@@ -108,8 +115,10 @@ var hrefs=[].map.call(document.querySelectorAll("a[href]"),function(a){return a.
 var tables=[].map.call(document.querySelectorAll("table"),function(tb){var h=[].map.call(tb.querySelectorAll("thead th"),
 function(c){return c.innerText.trim();});var r=[].map.call(tb.querySelectorAll("tbody tr"),function(tr){
 return [].map.call(tr.children,function(c){return c.innerText.trim();});});return {head:h,rows:r};});
+var hidden=[].map.call(document.querySelectorAll("table"),function(tb){var d=tb.style.display;tb.style.display="none";return d;});
+var prose=document.body?document.body.innerText:"";[].forEach.call(document.querySelectorAll("table"),function(tb,i){tb.style.display=hidden[i];});
 p.id="cbs-probe";p.textContent=JSON.stringify({title:document.title,scroll:document.documentElement.scrollWidth,
-inner:window.innerWidth,text:t,imgs:imgs,rels:rels,hrefs:hrefs,tables:tables});document.documentElement.appendChild(p);})();</script>"""
+inner:window.innerWidth,text:t,prose:prose,imgs:imgs,rels:rels,hrefs:hrefs,tables:tables});document.documentElement.appendChild(p);})();</script>"""
 
 
 def _probe(page: Path, width: int, browser: str, timeout: float) -> dict:
@@ -162,6 +171,12 @@ def _text_problems(page: Path, got: dict, nav: bool) -> list[str]:
     e_numbers = sorted({m.group(0) for m in re.finditer(_E_NOTATION, got["text"])})
     if e_numbers:
         problems.append(f"{page}: e-notation in the visible text: {', '.join(e_numbers[:5])}")
+    keys = [k for k in CONFIG_KEYS if re.search(rf"(?<!\w){re.escape(k)}(?!\w)", got.get("prose", ""))]
+    if keys:
+        problems.append(f"{page}: config key(s) in the prose: {', '.join(keys)}")
+    short = sorted({m.group(0) for m in re.finditer(_SHORT_HOURS, got["text"])})
+    if short:
+        problems.append(f"{page}: a short time in hours (say it in minutes or seconds): {', '.join(short[:5])}")
     if not re.fullmatch(r".+ · .+ · cbs-rlvr", got["title"]):
         problems.append(f"{page}: title {got['title']!r} does not name the phase and the section")
     no_alt = [a for a in got.get("imgs", []) if len(a.split()) < 3]
@@ -181,7 +196,8 @@ def _text_problems(page: Path, got: dict, nav: bool) -> list[str]:
 def reader_problems(pages: list[Path], widths=(390, 1280), browser: str | None = None,
                     timeout: float = 120) -> list[str]:
     """What a reader would trip over, per page, as headless Chromium lays it out: 'NaN', a raw
-    column name or e-notation in the visible text, an image without alt text, a count shown as
+    column name or e-notation in the visible text, a verl config key in the prose (tables and closed
+    details sections aside), a time under 0.1 h said in hours, an image without alt text, a count shown as
     '1.00', a link to a file that is not there, a section page without a previous/next link, a page wider than the window
     (scrollWidth > innerWidth) at each width, a title that does not name the phase and the
     section ('p1 · ... · cbs-rlvr')."""
