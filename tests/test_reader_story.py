@@ -149,6 +149,23 @@ def test_figures_say_what_they_show_and_tick_in_decimal_units():
     assert ticks and all(not re.search(r"\d{4}K", t) for t in ticks)
 
 
+def test_the_headline_figure_keeps_its_title_whole_beside_a_long_task_name():
+    """A real sweep's task is its whole metric name: a legend of such names beside the axes squeezed
+    them until the title ran off the figure's left edge ('oise (the batch ...' on the index)."""
+    import matplotlib
+
+    from cbs_rlvr.report.figures import plot_cross_phase
+
+    rows = pd.DataFrame([{"phase": "p2b", "axis": "rollouts", "task": "val-core/openai/gsm8k/reward/mean@1",
+                          "threshold": t, "B_noise": b, "B_noise_lo": 0.8 * b, "B_noise_hi": 1.2 * b, "status": "ok"}
+                         for t, b in ((0.3, 35.0), (0.4, 34.0), (0.5, 31.0))])
+    with matplotlib.rc_context({"figure.constrained_layout.use": True}):
+        fig = plot_cross_phase(rows)
+        fig.draw_without_rendering()
+        title = fig.axes[0].title.get_window_extent()
+    assert 0 <= title.x0 and title.x1 <= fig.bbox.width, (title, fig.bbox)
+
+
 def test_a_section_page_links_its_neighbours_its_phase_and_its_files():
     nav = page_nav("p1", "02_steps_to_target", ["01_load_runs", "02_steps_to_target", "08_plan"])
     assert "rel='prev' href='01_load_runs.html'" in nav and "rel='next' href='08_plan.html'" in nav
