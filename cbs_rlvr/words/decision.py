@@ -34,13 +34,13 @@ def gpu_claim(n_gpus) -> str:
         return "no runs: no GPU count"
     if not known:
         return "no run config gives a GPU count (GPUs per node times nodes): hours only, no GPU-hours"
+    which = ", ".join(str(k) for k in known[:-1]) + (" or " if len(known) > 1 else "") + str(known[-1])
     if unknown:
         return (f"GPU counts unknown for {unknown} of {len(values)} runs (their configs give no GPUs per node and"
-                f" nodes); the others used {' or '.join(str(k) for k in known)} GPUs; GPU-hours only "
-                "where the count is known")
+                f" nodes); the others used {which} GPUs; GPU-hours only where the count is known")
     if len(known) == 1:
         return f"every run used {known[0]} GPUs"
-    return f"the runs used {', '.join(str(k) for k in known[:-1])} or {known[-1]} GPUs"
+    return f"the runs used {which} GPUs"
 
 
 def _split(n_p, n_r, B) -> str:
