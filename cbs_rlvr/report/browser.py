@@ -117,28 +117,46 @@ function(c){return c.innerText.trim();});var r=[].map.call(tb.querySelectorAll("
 return [].map.call(tr.children,function(c){return c.innerText.trim();});});return {head:h,rows:r};});
 var hidden=[].map.call(document.querySelectorAll("table"),function(tb){var d=tb.style.display;tb.style.display="none";return d;});
 var prose=document.body?document.body.innerText:"";[].forEach.call(document.querySelectorAll("table"),function(tb,i){tb.style.display=hidden[i];});
-p.id="cbs-probe";p.textContent=JSON.stringify({title:document.title,scroll:document.documentElement.scrollWidth,
-inner:window.innerWidth,text:t,prose:prose,imgs:imgs,rels:rels,hrefs:hrefs,tables:tables});document.documentElement.appendChild(p);})();</script>"""
+p.textContent=JSON.stringify({id:CBS_ID,got:{title:document.title,scroll:document.documentElement.scrollWidth,
+inner:window.innerWidth,text:t,prose:prose,imgs:imgs,rels:rels,hrefs:hrefs,tables:tables}});parent.postMessage(p.textContent,"*");})();</script>"""
+#: The page that holds the probed pages, each in a frame as wide as the window it stands for: each
+#: probe posts what it saw, and the harness writes it into its own DOM, which Chromium dumps.
+_HARNESS = ("<!DOCTYPE html><html><body style='margin:0'><script>window.addEventListener('message',function(e){"
+            "var p=document.createElement('pre');p.className='cbs-probe';p.textContent=e.data;"
+            "document.body.appendChild(p);});</script>{frames}</body></html>")
+#: Frames per Chromium: a report embeds its figures, so a few dozen at once is memory enough.
+_FRAMES_PER_BROWSER = 16
 
 
-def _probe(page: Path, width: int, browser: str, timeout: float) -> dict:
-    """Load a copy of `page` at a window `width` px wide with a probe script appended; the
-    probe reports the title, the page's scrollWidth and innerWidth and its visible text."""
+def _probe(items: list[tuple[Path, int]], browser: str, timeout: float) -> list[dict]:
+    """Load a copy of each page with a probe script appended, in a frame `width` px wide (a true
+    phone width: a headless window is never narrower than 500 px), several frames per Chromium
+    (one Chromium a page cost a second or two each); each probe reports the page's title, its
+    scrollWidth and innerWidth, its visible text and prose, its images' alt texts, links and
+    tables. One dict per (page, width), empty where the page gave no layout."""
     import re
 
-    with tempfile.TemporaryDirectory(prefix="cbs-probe-") as tmp:
-        copy = Path(tmp) / page.name
-        # the probe is a script: the copy drops the page's policy that no script runs
-        text = re.sub(r"<meta[^>]*Content-Security-Policy[^>]*>", "", page.read_text(encoding="utf-8"))
-        cut = text.rfind("</body>")
-        copy.write_text(text[:cut] + _PROBE + text[cut:] if cut >= 0 else text + _PROBE, encoding="utf-8")
-        proc = _run(browser, [f"--window-size={width},900", "--virtual-time-budget=3000", "--dump-dom"],
-                    copy.as_uri(), timeout)
-    start = proc.stdout.rfind('<pre id="cbs-probe">')
-    if start < 0:
-        return {}
-    body = proc.stdout[start + len('<pre id="cbs-probe">'):proc.stdout.find("</pre>", start)]
-    return json.loads(html.unescape(body))
+    got: dict[int, dict] = {}
+    for first in range(0, len(items), _FRAMES_PER_BROWSER):
+        with tempfile.TemporaryDirectory(prefix="cbs-probe-") as tmp:
+            frames = []
+            for i, (page, width) in enumerate(items[first:first + _FRAMES_PER_BROWSER], start=first):
+                # the probe is a script: the copy drops the page's policy that no script runs
+                text = re.sub(r"<meta[^>]*Content-Security-Policy[^>]*>", "", page.read_text(encoding="utf-8"))
+                probe = _PROBE.replace("CBS_ID", str(i))
+                cut = text.rfind("</body>")
+                copy = Path(tmp) / f"{i}-{page.name}"
+                copy.write_text(text[:cut] + probe + text[cut:] if cut >= 0 else text + probe, encoding="utf-8")
+                frames.append(f"<iframe src='{html.escape(copy.as_uri())}' width='{int(width)}' height='900' "
+                              "style='border:0;display:block'></iframe>")
+            harness = Path(tmp) / "harness.html"
+            harness.write_text(_HARNESS.replace("{frames}", "".join(frames)), encoding="utf-8")
+            proc = _run(browser, ["--window-size=1400,900", "--virtual-time-budget=5000", "--dump-dom"],
+                        harness.as_uri(), timeout)
+        for body in re.findall(r'<pre class="cbs-probe">(.*?)</pre>', proc.stdout, re.S):
+            report = json.loads(html.unescape(body))
+            got[int(report["id"])] = report["got"]
+    return [got.get(i, {}) for i in range(len(items))]
 
 
 def _count_cells(tables: list[dict]) -> list[str]:
@@ -205,9 +223,11 @@ def reader_problems(pages: list[Path], widths=(390, 1280), browser: str | None =
     if browser is None:
         raise RuntimeError("Chromium not found: install it (apt-get install chromium)")
     problems = []
+    items = [(page, width) for page in pages for width in widths]
+    seen = iter(_probe(items, browser, timeout))
     for page in pages:
         for k, width in enumerate(widths):
-            got = _probe(page, width, browser, timeout)
+            got = next(seen)
             if not got:
                 problems.append(f"{page}: Chromium gave no layout at {width} px")
                 continue
