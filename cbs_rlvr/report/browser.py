@@ -237,3 +237,46 @@ def reader_problems(pages: list[Path], widths=(390, 1280), browser: str | None =
                 nav = page.name != "index.html" and page.parent.name != "summary"
                 problems += _text_problems(page, got, nav)
     return problems
+
+
+def screenshot_record(out: Path, section: str) -> dict:
+    """What the README's screenshots of OUT show, to hold a later build against (written beside
+    them as screenshots.json by `python -m cbs_rlvr screenshots`): the snapshot's content hash and
+    source, each phase's line to paste in a chat (decisions.csv's `summary`, as the index shows it)
+    and B_noise at each target of the report's phase as its table prints it (its cbs_fit.csv)."""
+    import csv
+
+    from ..words.numbers import number
+
+    out = Path(out)
+    manifest = json.loads((out / "data" / "manifest.json").read_text(encoding="utf-8"))
+    record = {"section": section, "source": manifest.get("source"), "data": manifest.get("content_hash"),
+              "answers": {}, "b_noise": {}}
+    if (out / "decisions.csv").is_file():
+        with open(out / "decisions.csv", newline="", encoding="utf-8") as handle:
+            record["answers"] = {r["phase"]: r.get("summary", "") for r in csv.DictReader(handle)}
+    fit = out / section.split("/", 1)[0] / "tables" / "cbs_fit.csv"
+    if fit.is_file():
+        with open(fit, newline="", encoding="utf-8") as handle:
+            record["b_noise"] = {f"{float(r['threshold']):g}": number(r["B_noise"]) for r in csv.DictReader(handle)}
+    return record
+
+
+def screenshot_differences(shown: dict, fresh: dict) -> list[str]:
+    """What a fresh build (`fresh`, a screenshot_record) shows otherwise than the screenshots
+    (`shown`, their record): another data set, another answer or B_noise of a phase. Intervals aside:
+    they move with the number of bootstrap resamples (the suite's builds draw fewer)."""
+    import re
+
+    def points(line: str) -> str:
+        return re.sub(r" \[[^\]]*[\])]", "", str(line))
+
+    diffs = [f"{k}: {shown.get(k)} shown, {fresh.get(k)} built" for k in ("data", "section")
+             if shown.get(k) != fresh.get(k)]
+    for phase in sorted(set(shown.get("answers", {})) | set(fresh.get("answers", {}))):
+        a, b = (points(d.get("answers", {}).get(phase, "(none)")) for d in (shown, fresh))
+        if a != b:
+            diffs.append(f"{phase}: {a!r} shown, {b!r} built")
+    if shown.get("b_noise") != fresh.get("b_noise"):
+        diffs.append(f"B_noise by target: {shown.get('b_noise')} shown, {fresh.get('b_noise')} built")
+    return diffs
