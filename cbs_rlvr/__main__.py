@@ -88,7 +88,10 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _screenshots(args: argparse.Namespace) -> int:
-    from .report.browser import find_chromium, screenshot
+    import json
+
+    from .report.browser import find_chromium, screenshot, screenshot_record
+    from .sources.manifest import file_sha256
 
     out, dest = project_path(args.out), project_path(args.dest)
     pages = [(out / "index.html", dest / "index.png"),
@@ -103,6 +106,11 @@ def _screenshots(args: argparse.Namespace) -> int:
     for page, png in pages:
         screenshot(page, png, height=args.height)
         print(f"screenshot: {png}")
+    # what the pictures show, for the suite to hold a fresh demo build against (stale pictures fail)
+    record = {**screenshot_record(out, args.section),
+              "files": {png.name: file_sha256(png) for _, png in pages}}
+    (dest / "screenshots.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"what they show: {dest / 'screenshots.json'}")
     return 0
 
 
@@ -162,7 +170,9 @@ def parser() -> argparse.ArgumentParser:
     shots = commands.add_parser(
         "screenshots", help="screenshots of OUT's index and one report (headless Chromium)",
         description="Render OUT/index.html and one section report with headless Chromium, "
-                    "network off, to PNG files in DEST (the README shows them).")
+                    "network off, to PNG files in DEST (the README shows them), and what they show "
+                    "(each phase's answer, B_noise by target, the data's fingerprint) to "
+                    "DEST/screenshots.json, which the suite compares with a fresh demo build.")
     shots.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default: {DEFAULT_OUT})")
     shots.add_argument("--dest", default="docs", help="where the PNG files go (default: docs)")
     shots.add_argument("--section", default="p1/02_steps_to_target.html",

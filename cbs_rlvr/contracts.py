@@ -2,12 +2,14 @@
 pandas, so that the build (which writes the index from them) imports nothing of the analysis.
 
 decisions.csv: one row per phase, the decision its sweep exists for (written by 08_plan through
-plan/decide.py, gathered by the build, read by the index).
+plan/decide.py, gathered by the build, read by the index). OUT/.build/answer.json: what the last
+index showed (its decisions and each phase's runs), for the next one to say what changed.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 from pathlib import Path
 
@@ -52,3 +54,41 @@ def read_decisions(out: Path) -> list[dict]:
         return []
     with open(path, newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
+
+
+#: What the last index showed, kept for the next build to say what changed (the build's own folder).
+ANSWER_RECORD = Path(".build") / "answer.json"
+
+
+def phase_run_names(out: Path, phases: list[str]) -> dict[str, list[str] | None]:
+    """phase -> the names of its runs (OUT/<phase>/tables/runs.csv, written by 01_load_runs; a name
+    once per run, replicates repeated), None where the table is missing."""
+    names: dict[str, list[str] | None] = {}
+    for phase in phases:
+        path = Path(out) / phase / "tables" / "runs.csv"
+        try:
+            with open(path, newline="", encoding="utf-8") as handle:
+                names[phase] = [r.get("name", "") for r in csv.DictReader(handle)]
+        except (OSError, csv.Error, UnicodeDecodeError):
+            names[phase] = None
+    return names
+
+
+def read_answer_record(out: Path) -> dict | None:
+    """The last index's record (built, decisions, runs), or None: a first build, or a record that
+    is unreadable (then nothing is said to have changed)."""
+    try:
+        record = json.loads((Path(out) / ANSWER_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(record, dict) and isinstance(record.get("decisions"), list) and isinstance(record.get("runs"), dict)
+    return record if ok else None
+
+
+def write_answer_record(out: Path, record: dict) -> None:
+    """OUT/.build/answer.json, atomically."""
+    target = Path(out) / ANSWER_RECORD
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
+    os.replace(tmp, target)

@@ -43,12 +43,19 @@ print(f"{params['title']}: {len(runs)} runs in the snapshot of {manifest['source
 
 # %% [markdown]
 # ## The runs and their batch sizes
-# `B = n_prompts × n_rollouts` samples per rollout step, taken from the verl config
-# (`data.train_batch_size`, `actor_rollout_ref.rollout.n`) and, where the config lacks them, from
-# the name. Runs that share a name, learning rate and updates per step are replicates (seeds or
-# reruns) and are kept side by side; crashed runs keep their history. `updates` is the number of
-# optimizer updates verl makes per rollout step: train_batch_size / ppo_mini_batch_size ×
-# ppo_epochs (both sizes in prompts).
+# `B = n_prompts × n_rollouts` samples per rollout step: the prompts a step draws times the answers
+# sampled per prompt, both read from each run's verl config and, where the config lacks them, from
+# the run's name. Runs that share a name, learning rate and updates per step are replicates (seeds
+# or reruns) and are kept side by side; crashed runs keep their history. `updates` is the number of
+# optimizer updates verl makes per rollout step: the step's prompts divided by the prompts of one
+# mini-batch, times the passes (epochs) over the step's samples.
+#
+# <details><summary>Where in a verl config</summary>
+# n_prompts is <code>data.train_batch_size</code>, n_rollouts <code>actor_rollout_ref.rollout.n</code>;
+# updates per step are <code>data.train_batch_size / actor_rollout_ref.actor.ppo_mini_batch_size ×
+# actor_rollout_ref.actor.ppo_epochs</code>; a run's GPU count (06, 08) is
+# <code>trainer.n_gpus_per_node × trainer.nnodes</code>.
+# </details>
 
 # %%
 assert (runs["total_batch"] == runs["n_prompts"] * runs["n_rollouts"]).all()

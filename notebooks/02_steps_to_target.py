@@ -23,8 +23,9 @@
 # batch's step would be, S(B_noise) = 2 S_min.
 #
 # **Units.** S is counted in *rollout steps*, verl's `training/global_step`: one step generates
-# B = n_prompts × n_rollouts samples and then makes `updates` optimizer updates on them
-# (train_batch_size / ppo_mini_batch_size × ppo_epochs). B_noise is in samples per rollout step.
+# B = n_prompts × n_rollouts samples and then makes `updates` optimizer updates on them (the
+# step's prompts divided by the prompts of one mini-batch, times the epochs over them; 01 lists
+# each run's). B_noise is in samples per rollout step.
 # Where the updates per step differ between runs, the fit is repeated in optimizer updates below.
 #
 # **Another phase:** its report is in the index beside this one. To explore it in JupyterLab,

@@ -15,7 +15,7 @@
 # and checkpoint saving (`timing_s/save_checkpoint`) are counted apart: they depend on how often
 # a run evaluates and saves, not on its batch size. Recent verl times them outside the step,
 # verl up to 0.5 inside it; which one a run did is read from its data. GPU-hours multiply the time
-# by the GPU count of the run config (`trainer.n_gpus_per_node × trainer.nnodes`) where it is known.
+# by the run's GPU count (its GPUs per node times its nodes, from its config) where the config gives it.
 #
 # **Another phase:** its report is in the index beside this one. To explore it in JupyterLab,
 # `make notebook NB=06 PHASE=p4_math` opens a working copy for that phase in `scratch/`; or

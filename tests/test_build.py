@@ -88,8 +88,10 @@ def test_a_noop_build_runs_nothing_and_rewrites_nothing(one_phase):
 
 @pytest.mark.slow
 def test_runs_copied_in_with_old_timestamps_are_seen_at_once(one_phase):
-    """`cp -p` / `rsync -a` keep file times older than OUT: one build still reflects them."""
+    """`cp -p` / `rsync -a` keep file times older than OUT: one build still reflects them; the
+    index says which runs the build added."""
     new = _run_dirs("p1")[5:7]
+    names_before = set(_runs_table(one_phase["out"], "p1")["name"])
     _copy_runs(new, one_phase["source"], preserve_times=True)
     proc = _build(one_phase)
     assert "ok: p1/01_load_runs" in proc.stdout
@@ -97,7 +99,10 @@ def test_runs_copied_in_with_old_timestamps_are_seen_at_once(one_phase):
     assert len(table) == 7
     manifest = json.loads((one_phase["out"] / "data" / "manifest.json").read_text())
     assert manifest["n_runs"] == 7
-    assert "7 runs" in (one_phase["out"] / "index.html").read_text()
+    index = (one_phase["out"] / "index.html").read_text()
+    assert "7 runs" in index
+    added = sorted(set(table["name"]) - names_before)
+    assert f"<li>p1: 2 runs added ({', '.join(added)}).</li>" in index
 
 
 @pytest.mark.slow

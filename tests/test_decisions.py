@@ -48,6 +48,8 @@ def test_gpu_counts_are_counted_not_assumed():
     assert claim.endswith("GPU-hours only where the count is known")
     assert "no run config gives a GPU count" in gpu_claim([np.nan, np.nan])
     assert gpu_claim([4, 8]) == "the runs used 4 or 8 GPUs"
+    assert "; the others used 1, 4 or 8 GPUs;" in gpu_claim([1, 4, 8, np.nan])  # not '1 or 4 or 8'
+    assert "(their configs give no GPUs per node and nodes)" in gpu_claim([8, np.nan])  # no config key in prose
 
 
 def _plan(n_p=32, t=0.5):

@@ -291,6 +291,23 @@ def test_reports_stand_alone_offline_in_a_browser(report):
     assert offline_problems(pages) == []
 
 
+def test_the_readme_screenshots_show_what_a_fresh_demo_build_shows(report):
+    """docs/index.png and the report beside it come with docs/screenshots.json (`make screenshots`:
+    what they show, and each picture's sha256). This build of the committed demo must show the same
+    answers, B_noise and data (bands aside: it draws 40 bootstrap resamples, the pictures 1000), so
+    pictures left stale by a change fail here: `make report && make screenshots` renews them."""
+    from cbs_rlvr.report.browser import screenshot_differences, screenshot_record
+    from cbs_rlvr.sources.manifest import file_sha256
+
+    shown = json.loads((ROOT / "docs" / "screenshots.json").read_text(encoding="utf-8"))
+    assert set(shown["files"]) == {"index.png", "report_" + shown["section"].replace("/", "_").replace(".html", ".png")}
+    for name, digest in shown["files"].items():  # the pictures are the ones the record was written with
+        assert file_sha256(ROOT / "docs" / name) == digest, f"docs/{name} is not the picture screenshots.json describes"
+    assert "(docs/index.png)" in (ROOT / "README.md").read_text()
+    assert shown["answers"] and shown["b_noise"]
+    assert screenshot_differences(shown, screenshot_record(report["out"], shown["section"])) == []
+
+
 def _papermill(checkout: Path, cwd: Path, notebook: str, output: Path, *params: str):
     """papermill's own command line on a committed .ipynb, as a user types it."""
     env = dict(os.environ, PYTHONPATH=str(checkout))

@@ -18,7 +18,7 @@ from cbs_rlvr.report.html import downloads_html, page_nav, render_index
 from cbs_rlvr.report.style import _plain_label, describe_figure, set_log_axis
 from cbs_rlvr.words import numbers as fmt
 from cbs_rlvr.words.decision import decision_sentences
-from cbs_rlvr.words.sentences import figure_alt, lr_label, step_model_sentence
+from cbs_rlvr.words.sentences import fastest_run_lines, figure_alt, lr_label, step_model_sentence
 
 E_NOTATION = re.compile(r"\d[eE][+-]?\d")
 
@@ -48,6 +48,28 @@ def test_one_share_is_worded_one_way_and_one_card_has_one_unit():
     assert [fmt.percent(x) for x in (0.253, 0.998, 1.0, 0.002, 0.0)] == ["25%", "over 99%", "100%", "under 1%", "0%"]
     assert fmt.duration(0.37) == "22 min" and fmt.duration(0.45, unit="h") == "0.45 h"
     assert fmt.duration(1.2, 1.1, 1.3, unit="min") == "72 min [66, 78]"
+
+
+def test_a_short_time_reads_in_minutes_or_seconds_whatever_its_cards_unit():
+    """'0.0016 h' is not a time a reader reads: under a tenth of an hour a time keeps its own unit."""
+    assert fmt.duration(0.0016, unit="h") == "5.8 s" and fmt.duration(0.007, unit="min") == "25 s"
+    assert fmt.duration(0.05, unit="h") == "3.0 min" and fmt.duration(0.0) == "0 s"
+    assert fmt.duration(0.0054, 0.0016, 0.0085, unit="min") == "19 s [5.8, 31]"
+    assert fmt.duration(0.45, unit="h") == "0.45 h" and fmt.duration(0.2, unit="min") == "12 min"
+    row = decide("p1", 0.5, _plan(), None, None, _fit())
+    row.update(next_action="", regret_now_h=0.0016)
+    assert ("the decision is expected to lose 5.8 s against the truly fastest choice"
+            in " ".join(decision_sentences(row)))
+    row.update(regret_now_h=0.0)  # the fastest in every draw: nothing to lose, not '0 s'
+    assert decision_sentences(row)[-1] == "Next run: none is worth its cost: no run is expected to change the decision."
+    row.update(next_action="new", next_n_prompts=16, next_n_rollouts=8, next_cost=4.0, next_cost_unit="GPU-hours",
+               next_reduction_h=0.0054, next_reduction_lo_h=0.0016, next_reduction_hi_h=0.0085)
+    assert "by 19 s [5.8, 31] (80% band)." in decision_sentences(row)[-1]
+    text = " ".join(fastest_run_lines(pd.DataFrame([{"threshold": 0.3, "n_configs": 1, "undetermined": False,
+                                                     "gpu_hours": 0.5, "n_prompts": 16, "n_rollouts": 8,
+                                                     "total_batch": 128, "time_to_target_h": 0.07, "S_B": 12.0}]),
+                                      pd.DataFrame(), False))
+    assert "(16×8): 4.2 min of training" in text
 
 
 def test_the_step_time_model_reads_without_e_notation():
@@ -125,6 +147,23 @@ def test_figures_say_what_they_show_and_tick_in_decimal_units():
     assert labels == ["16K", "512K", "1.05M", "2.1M"] and not any("1024K" in x for x in labels)
     ticks = [ax2.yaxis.get_major_formatter()(v) for v in ax2.yaxis.get_major_locator()()]
     assert ticks and all(not re.search(r"\d{4}K", t) for t in ticks)
+
+
+def test_the_headline_figure_keeps_its_title_whole_beside_a_long_task_name():
+    """A real sweep's task is its whole metric name: a legend of such names beside the axes squeezed
+    them until the title ran off the figure's left edge ('oise (the batch ...' on the index)."""
+    import matplotlib
+
+    from cbs_rlvr.report.figures import plot_cross_phase
+
+    rows = pd.DataFrame([{"phase": "p2b", "axis": "rollouts", "task": "val-core/openai/gsm8k/reward/mean@1",
+                          "threshold": t, "B_noise": b, "B_noise_lo": 0.8 * b, "B_noise_hi": 1.2 * b, "status": "ok"}
+                         for t, b in ((0.3, 35.0), (0.4, 34.0), (0.5, 31.0))])
+    with matplotlib.rc_context({"figure.constrained_layout.use": True}):
+        fig = plot_cross_phase(rows)
+        fig.draw_without_rendering()
+        title = fig.axes[0].title.get_window_extent()
+    assert 0 <= title.x0 and title.x1 <= fig.bbox.width, (title, fig.bbox)
 
 
 def test_a_section_page_links_its_neighbours_its_phase_and_its_files():

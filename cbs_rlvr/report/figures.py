@@ -205,7 +205,9 @@ def plot_cross_phase(summary_long: pd.DataFrame, title: str = "") -> Figure:
                      label=f"{phase}: {rows['axis'].iloc[0]} axis, {rows['task'].iloc[0]}")
     if len(ok):
         set_log_axis(ax, "y")  # B_noise: a quantity, decimal ticks (1K, 10K, 1M)
-        fig.legend(loc="outside right center", fontsize=8)
+        # long labels (a task named by its full metric) beside the axes would squeeze them until the title is cut
+        long = max(len(t) for t in ax.get_legend_handles_labels()[1]) > 40
+        fig.legend(loc="outside lower center" if long else "outside right center", fontsize=8)
     else:
         _no_data(ax, "no phase has a target with a usable fit")
     return label_axes(ax, "target validation accuracy", "B_noise (samples per step)",

@@ -298,10 +298,21 @@ def _findings_html(out: Path) -> list[str]:
                f"{link}</p>"])
 
 
+def _changes_html(changes: list[str], since: str) -> list[str]:
+    """What changed in the answer since the last build (words.changes.answer_changes), one item a phase."""
+    if not changes:
+        return []
+    e = html.escape
+    when = f" of {e(since)}" if since else ""
+    return [f"<div class='changes'><p><strong>Changed since the build{when}:</strong></p><ul>"
+            + "".join(f"<li>{e(x)}</li>" for x in changes) + "</ul></div>"]
+
+
 def render_index(out: Path, params: dict[str, dict | str], with_runs: dict[str, int],
-                 manifest: dict, created: str) -> str:
-    """The index page: the decision per phase first (OUT/decisions.csv), then the B_noise
-    table, then the reports. params: {phase: validated params, or why the file is invalid}."""
+                 manifest: dict, created: str, changes: list[str] = (), since: str = "") -> str:
+    """The index page: the decision per phase first (OUT/decisions.csv), what changed in it since the
+    last build (`changes`, the build of `since`), then the B_noise table, then the reports.
+    params: {phase: validated params, or why the file is invalid}."""
     e = html.escape
     parts = [
         "<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>", CSP_META,
@@ -318,6 +329,8 @@ def render_index(out: Path, params: dict[str, dict | str], with_runs: dict[str, 
         ".decision{border-left:4px solid #0b5cad;padding:.2em .8em;margin:1em 0;background:#f5f8fc}"
         ".decision p{margin:.4em 0}a{color:#0b5cad}.nodecision{border-left-color:#999;background:#f6f6f6}"
         ".chat{font-size:13px;color:#444}.chat code{white-space:normal;overflow-wrap:anywhere}"
+        ".changes{border-left:4px solid #c77c02;padding:.2em .8em;margin:1em 0;background:#fdf8ef}"
+        ".changes p,.changes ul{margin:.3em 0}"
         "@media (max-width:600px){body{margin:1em auto;padding:0 .6em}table{font-size:12px}"
         "th,td{padding:3px 6px}}</style>",
         "</head><body>", "<h1>Critical batch size in RLVR</h1>",
@@ -325,7 +338,8 @@ def render_index(out: Path, params: dict[str, dict | str], with_runs: dict[str, 
         f"{int(manifest.get('n_runs', 0))} runs analysed, {int(manifest.get('n_excluded', 0))} "
         "left out with their reasons in <a href='data/excluded_runs.csv'>excluded_runs.csv</a> "
         f"&middot; built {e(created)}</p>"]
-    parts += _decisions_html(out, params, with_runs)
+    decisions = _decisions_html(out, params, with_runs)
+    parts += decisions[:1] + _changes_html(list(changes), since) + decisions[1:]
     parts += _findings_html(out)
     summary_csv = out / "summary" / "tables" / "cbs_summary.csv"
     if summary_csv.is_file():
@@ -357,14 +371,28 @@ def render_index(out: Path, params: dict[str, dict | str], with_runs: dict[str, 
 
 def write_index(out: Path, params: dict[str, dict | str],
                 with_runs: dict[str, int], manifest: dict) -> Path:
-    """Write OUT/index.html (atomically)."""
-    from ..contracts import write_decisions
+    """Write OUT/index.html (atomically), saying what changed in the answer since the index the
+    last build wrote (its record, OUT/.build/answer.json, is then replaced by this one's)."""
+    from ..contracts import (
+        phase_run_names,
+        read_answer_record,
+        read_decisions,
+        write_answer_record,
+        write_decisions,
+    )
+    from ..words.changes import answer_changes
 
     created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    write_decisions(out, [p for p in params if not isinstance(params[p], str) and with_runs.get(p)])
-    page = render_index(out, params, with_runs, manifest, created)
+    phases = [p for p in params if not isinstance(params[p], str) and with_runs.get(p)]
+    previous = read_answer_record(out)
+    write_decisions(out, phases)
+    record = {"built": created, "decisions": read_decisions(out), "runs": phase_run_names(out, phases)}
+    changes = (answer_changes(previous["decisions"], record["decisions"], previous["runs"], record["runs"])
+               if previous else [])
+    page = render_index(out, params, with_runs, manifest, created, changes, (previous or {}).get("built", ""))
     target = out / "index.html"
     tmp = target.with_suffix(".html.tmp")
     tmp.write_text(page, encoding="utf-8")
     os.replace(tmp, target)
+    write_answer_record(out, record)
     return target

@@ -1,7 +1,8 @@
 """The words layer: every number format and every sentence a reader sees. Numbers with their units,
 intervals, durations, percentages and column headers (`numbers`); the sentences that state a
 result, built from the same numbers as its table (`sentences`); the claims a heading or title may
-make, computed from the results and never assumed (`claims`).
+make, computed from the results and never assumed (`claims`); what changed in the answer since the
+last build (`changes`).
 
 It imports nothing of the package, so every layer can use it; each function is tested against the
 table it speaks for.

@@ -33,14 +33,14 @@ def gpu_claim(n_gpus) -> str:
     if not values:
         return "no runs: no GPU count"
     if not known:
-        return "no run config gives a GPU count (trainer.n_gpus_per_node × trainer.nnodes): hours only, no GPU-hours"
+        return "no run config gives a GPU count (GPUs per node times nodes): hours only, no GPU-hours"
+    which = ", ".join(str(k) for k in known[:-1]) + (" or " if len(known) > 1 else "") + str(known[-1])
     if unknown:
-        return (f"GPU counts unknown for {unknown} of {len(values)} runs (no trainer.n_gpus_per_node × trainer.nnodes"
-                f" in their configs); the others used {' or '.join(str(k) for k in known)} GPUs; GPU-hours only "
-                "where the count is known")
+        return (f"GPU counts unknown for {unknown} of {len(values)} runs (their configs give no GPUs per node and"
+                f" nodes); the others used {which} GPUs; GPU-hours only where the count is known")
     if len(known) == 1:
         return f"every run used {known[0]} GPUs"
-    return f"the runs used {', '.join(str(k) for k in known[:-1])} or {known[-1]} GPUs"
+    return f"the runs used {which} GPUs"
 
 
 def _split(n_p, n_r, B) -> str:
@@ -126,7 +126,7 @@ def _next_run(row: dict, t: float, unit: str) -> str:
         regret = _f(row.get("regret_now_h"))
         return "Next run: none is worth its cost: " + (
             f"the decision is expected to lose {duration(regret, unit=unit)} against the truly fastest choice, and no "
-            "run is expected to cut that by 1% of its hours." if math.isfinite(regret) else
+            "run is expected to cut that by 1% of its hours." if math.isfinite(regret) and regret > 0 else
             "no run is expected to change the decision.")
     cost = (f"{number(row['next_cost'])} {row['next_cost_unit']}" if _ok(row.get("next_cost")) else "cost unknown")
     p = _f(row.get("next_p_reach"))
@@ -139,12 +139,10 @@ def _next_run(row: dict, t: float, unit: str) -> str:
                  f"{count(row['next_n_rollouts'])} rollouts, B = {count(B)}")
     why = row.get("next_why") if isinstance(row.get("next_why"), str) else ""
     parts = [x for x in (f"about {cost}", chance) if x]
-    gain = duration(row.get("next_reduction_h"), unit=unit)
-    band = (f" [{number(_f(row['next_reduction_lo_h']) * (1 if unit == 'h' else 60))}, "
-            f"{number(_f(row['next_reduction_hi_h']) * (1 if unit == 'h' else 60))}] (80% band)"
-            if _ok(row.get("next_reduction_lo_h")) and _ok(row.get("next_reduction_hi_h")) else "")
+    banded = _ok(row.get("next_reduction_lo_h")) and _ok(row.get("next_reduction_hi_h"))
+    gain = duration(row.get("next_reduction_h"), row.get("next_reduction_lo_h"), row.get("next_reduction_hi_h"), unit)
     reason = ("it tests the split that could prove the recommendation wrong" if why == "worth testing" else
-              f"expected to cut the time lost to a wrong choice by {gain}{band}")
+              f"expected to cut the time lost to a wrong choice by {gain}{' (80% band)' if banded else ''}")
     return f"{first}: {', '.join(parts)}; {reason}."
 
 

@@ -167,19 +167,30 @@ def interval(x, lo, hi, unit: str = "", digits: int = 2, decimals: int | None = 
     return f"{num(x)}{band}" + (f" {unit}" if unit else "")
 
 
+#: Below this many hours a time is said in its own unit (minutes, or seconds below a minute) whatever
+#: its card's unit: '0.0016 h' is '6 s' to a reader.
+SHORT_HOURS = 0.1
+_SCALE = {"h": 1.0, "min": 60.0, "s": 3600.0}
+
+
 def duration_unit(hours) -> str:
-    """The unit a duration is said in: 'h' from an hour up, 'min' below (one unit per card: the
-    card's headline decides, and every duration in it follows)."""
-    return "h" if _finite(hours) and float(hours) >= 1 else "min"
+    """The unit a duration is said in: 'h' from an hour up, 'min' from a minute, 's' below (one unit
+    per card: the card's headline decides, and every duration in it follows)."""
+    if not _finite(hours) or float(hours) >= 1:
+        return "h"
+    return "min" if float(hours) >= 1 / 60 else "s"
 
 
 def duration(hours, lo=None, hi=None, unit: str | None = None) -> str:
-    """'3.1 h [2.8, 3.5]', or in minutes below an hour ('32 min [30, 35]'); `unit` ('h' or 'min')
-    fixes the unit, so that one card says every time in one unit."""
+    """'3.1 h [2.8, 3.5]', in minutes below an hour ('32 min [30, 35]'), in seconds below a minute
+    ('6 s'). `unit` ('h', 'min' or 's') fixes the unit, so that one card says its times in one unit,
+    except a time under SHORT_HOURS (a tenth of an hour), which keeps its own ('6 s', never
+    '0.0016 h'; its band in the same unit)."""
     if not _finite(hours):
         return DASH
-    unit = unit or duration_unit(hours)
-    scale = 1.0 if unit == "h" else 60.0
+    if unit not in _SCALE or abs(float(hours)) < SHORT_HOURS:
+        unit = duration_unit(abs(float(hours)))
+    scale = _SCALE[unit]
     band = (f" [{number(float(lo) * scale)}, {number(float(hi) * scale)}]"
             if _finite(lo) and _finite(hi) else "")
     return f"{number(float(hours) * scale)} {unit}{band}"

@@ -10,8 +10,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from .numbers import SHORT_HOURS, count, duration, interval, number, percent, scientific, small
 from .numbers import as_float as _f
-from .numbers import count, interval, number, percent, scientific, small
 
 #: the data weigh a form at least this much before the words say it holds
 FIRM = 0.8
@@ -210,7 +210,7 @@ def sweep_facts(configs: pd.DataFrame, updates_per_step, dynamic: bool, from_con
              + (f" (B = {', '.join(count(b) for b in swept['total_batch'])})." if len(swept) else ".")]
     lines.append("Optimizer updates per rollout step: "
                  + (f"{known.min()} to {known.max()}" if known.nunique() > 1 else
-                    f"{known.iloc[0]} for every run" if len(known) else "unknown (no ppo_mini_batch_size in the configs)")
+                    f"{known.iloc[0]} for every run" if len(known) else "unknown (the configs give no mini-batch size)")
                  + (f"; unknown for {int(upd.isna().sum())} run(s)." if 0 < len(known) < len(upd) else "."))
     lines.append("Dynamic sampling (train/num_gen_batches) is logged: samples generated and trained differ."
                  if dynamic else "No dynamic sampling logged: every generated sample is trained on.")
@@ -237,13 +237,13 @@ def updates_lines(updates, cbs_fit: pd.DataFrame, cbs_fit_updates: pd.DataFrame 
                          f"optimizer update ({u_row.status}), S_min = {number(u_row.S_min)} updates")
         return lines
     if len(known) and known.iloc[0] == 1:
-        return ["Every run makes one optimizer update per rollout step (ppo_mini_batch_size = train_batch_size, "
-                "ppo_epochs = 1): S in optimizer updates equals S in rollout steps."]
+        return ["Every run makes one optimizer update per rollout step (one mini-batch of the whole step's prompts, "
+                "one epoch): S in optimizer updates equals S in rollout steps."]
     if len(known):
         u = known.iloc[0]
         return [f"Every run makes {u} optimizer updates per rollout step: S in updates is {u} × S, and B_noise "
                 f"per update is B_noise / {u}."]
-    return ["The run configs do not give ppo_mini_batch_size: updates per step unknown, S is in rollout steps only."]
+    return ["The run configs give no mini-batch size: updates per step unknown, S is in rollout steps only."]
 
 
 def generated_samples_line(generated: pd.DataFrame) -> str:
@@ -319,9 +319,15 @@ def overhead_lines(per_run: pd.DataFrame, logged: dict, at_mid: pd.DataFrame, mi
                      f"{percent(extra.max())} to the training time of the runs.")
     if resumed is not None and len(resumed):
         lines.append(f"{len(resumed)} run(s) were resumed after a crash and lost "
-                     f"{number(resumed['resume_lost_time_s'].sum() / 3600)} h of steps trained again after their "
+                     f"{duration(resumed['resume_lost_time_s'].sum() / 3600)} of steps trained again after their "
                      "checkpoint; that time is not counted above.")
     return lines
+
+
+def _hours(x) -> str:
+    """06's times to target: hours to two decimals (runs close in time stay apart), a short time
+    in its own unit ('4.2 min', never '0.07 h')."""
+    return duration(x) if abs(_f(x)) < SHORT_HOURS else f"{number(x, decimals=2)} h"
 
 
 def fastest_run_lines(fastest: pd.DataFrame, with_overhead: pd.DataFrame, any_overhead: bool) -> list[str]:
@@ -340,8 +346,8 @@ def fastest_run_lines(fastest: pd.DataFrame, with_overhead: pd.DataFrame, any_ov
             alt = with_overhead.loc[row.threshold]
             same = (alt["n_prompts"], alt["n_rollouts"]) == (row.n_prompts, row.n_rollouts)
             tail = ("; counting validation and checkpoints, " + ("the same batch size" if same else
-                    f"B = {count(alt['total_batch'])} instead") + f" takes {number(alt['value'], decimals=2)} h.")
+                    f"B = {count(alt['total_batch'])} instead") + f" takes {_hours(alt['value'])}.")
         lines.append(f"acc ≥ {row.threshold:g}: fastest run made is B = {count(row.total_batch)} "
-                     f"({count(row.n_prompts)}×{count(row.n_rollouts)}): {number(row.time_to_target_h, decimals=2)} h of "
+                     f"({count(row.n_prompts)}×{count(row.n_rollouts)}): {_hours(row.time_to_target_h)} of "
                      f"training{gpu}, {count(row.S_B)} steps{caveat}{tail}")
     return lines
