@@ -1,7 +1,7 @@
 """The whole `make report` over two generated sweeps (tests/sweeps/generated.py, with verl's habits), one
 written as real W&B offline runs by the SDK and one as an export directory: the build end to end
 from files, then every page as a reader sees it at phone and laptop width. The offline one also
-holds a small sweep of real policy-gradient training (tests/pg_trainer.py) as a phase of its own,
+holds a small sweep of real policy-gradient training (tests/sweeps/trainer.py) as a phase of its own,
 so a real learner's report is read in the browser too, in the same build. The hunts
 (test_generated_sweeps.py, test_hunt_notebooks.py) run the same analysis and notebooks in-process
 over many more sweeps."""
@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import pg_trainer as pg
 import pytest
 import yaml
 from sweep_analysis import written_table_problems
+from sweeps import trainer as pg
 from sweeps.form import write_export_dir, write_params
 from sweeps.generated import generate_sweep
 from testkit import SWEEPS_CLI, LazyModule, offline_wandb_env
@@ -55,7 +55,7 @@ def _source(seed: int, kind: str, tmp: Path, trained: dict | None) -> Path:
     assert proc.returncode == 0, proc.stderr[-3000:]
     if trained:
         env = {**offline_wandb_env(tmp), "PG_SWEEP_ARGS": json.dumps(trained["kwargs"])}
-        proc = subprocess.run([sys.executable, str(ROOT / "tests" / "pg_trainer.py"), "offline", trained["setting"],
+        proc = subprocess.run([sys.executable, SWEEPS_CLI, "trainer", "offline", trained["setting"],
                                trained["axis"], str(trained["seed"]), str(src)], cwd=tmp, env=env,
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -63,7 +63,7 @@ def _source(seed: int, kind: str, tmp: Path, trained: dict | None) -> Path:
 
 
 def _trained_params(trained: dict, dest: Path) -> str:
-    """The params file of the real-training phase, as pg_trainer.trainer_sweep states it; its phase."""
+    """The params file of the real-training phase, as sweeps.trainer.trainer_sweep states it; its phase."""
     axis = trained["axis"]
     phase = pg.AXES[axis]["phase"]
     params = {"phase": phase, "title": f"Real policy-gradient training, {trained['setting']}, {axis} axis",
