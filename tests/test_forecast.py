@@ -109,6 +109,35 @@ def test_on_a_finished_sweep_the_progress_model_agrees_with_the_crossing_fit_wit
         assert c.S_min_lo <= p.S_min <= c.S_min_hi
 
 
+def _one_run_per_batch(n_runs: int, n_evals: int, seed: int = 0):
+    """benchmarks/run.py's synthetic phase, small: make_demo's gsm8k model, every run its own batch
+    size (n_prompts 4-4,096 x 8 rollouts), an evaluation every 5 steps on 1,319 problems, runs much
+    longer than the large batches need (most evaluations sit on the plateau); and the truth."""
+    from testkit import load_make_demo
+
+    md = load_make_demo("make_demo_forecast")
+    task, rng = md.TASKS["gsm8k"], np.random.default_rng(seed)
+    grid = np.unique(np.round(np.geomspace(4, 4096, 4 * n_runs)).astype(int))
+    n_prompts, steps = np.sort(rng.choice(grid, size=n_runs, replace=False)), np.arange(n_evals) * 5.0
+    series = [(steps, rng.binomial(1319, md.accuracy(task, md.tau_after_steps(
+        task, n, 8, steps, r=float(rng.lognormal(0, md.SPEED_SIGMA))))) / 1319) for n in n_prompts]
+    thr = [0.3, 0.4, 0.5, 0.6, 0.65, 0.7]  # the benchmark's targets
+    truth = [md.mccandlish_truth(task, "prompts", {"n_rollouts": 8}, t)["B_noise"] for t in thr]
+    return series, n_prompts * 8.0, thr, np.array(truth)
+
+
+@pytest.mark.parametrize("n_runs, n_evals", [(30, 1000), (60, 400)])
+def test_long_sweeps_with_one_run_per_batch_size_reach_the_right_optimum(n_runs, n_evals):
+    """Until the start came from the crossings (and the subsample, stopping rule and levels were
+    fixed), these stopped where the speeds stand in for the batch's effect: B_noise 2.3-2.4x and
+    2.2-5x the truth (at 300 runs x 1,000 evaluations up to 10x). 0.3 s and 0.8 s."""
+    series, B, thr, truth = _one_run_per_batch(n_runs, n_evals)
+    pf = fit_progress(series, B, thr, 1319, form="mccandlish", n_draws=0)
+    b_noise = np.array([pf.params(t)["B_noise"] for t in thr])
+    assert np.all(np.abs(b_noise / truth - 1) < 0.06), (b_noise.round(1), truth.round(1))
+    assert pf.converged and pf.phi < 1.5 and pf.sigma_u < 0.06, (pf.phi, pf.sigma_u)
+
+
 def test_without_n_val_the_dispersion_is_estimated_and_the_answer_stays():
     sw = _formula_sweep(2)
     from cbs_rlvr.measure.crossings import eval_series, run_meta
