@@ -245,6 +245,49 @@ def test_same_answer_is_relative_to_the_interval_width():
     assert not same_answer(a, {**a, "total_batch": 256, "n_prompts": 32})
 
 
+def _open_circles(ax) -> np.ndarray:
+    """(x, y) of the white-filled markers of a panel: draw_forecasts' marks, which no measured point has."""
+    pts = [c.get_offsets() for c in ax.collections
+           if len(c.get_facecolors()) and np.allclose(c.get_facecolors()[:, :3], 1.0) and len(c.get_offsets())]
+    return np.concatenate(pts) if pts else np.zeros((0, 2))
+
+
+def test_the_figures_draw_forecasts_as_forecasts_and_say_so(running):
+    """02's S(B) and 08's hours figures while runs run: an open circle at each running run's
+    forecast (steps, samples = steps x B, hours = steps x its step time) with a bar over its 90%
+    interval, a legend entry and alt text that name them; none once every run has ended."""
+    from cbs_rlvr.report.style import describe_figure
+    from cbs_rlvr.words.early import FORECAST_LABEL, forecast_alt
+
+    fit, fc = running["fit"], running["fc"].table
+    cast = fc[~fc["observed"] & fc["step"].notna() & (fc["state"] == "running")]
+    env = fit.sb_eb[fit.sb_eb["in_envelope"]]
+    fig = ch.plot_sb_eb(env, fit.table, forecast=fc)
+    ax_s, ax_e = fig.axes[:2]
+    B = (cast["n_prompts"] * cast["n_rollouts"]).to_numpy(float)
+    np.testing.assert_allclose(np.sort(_open_circles(ax_s)[:, 1]), np.sort(cast["step"]))
+    np.testing.assert_allclose(np.sort(_open_circles(ax_e)[:, 1]), np.sort(cast["step"] * B))
+    bars = np.concatenate([c.get_segments() for c in ax_s.collections if hasattr(c, "get_segments")])
+    np.testing.assert_allclose(np.sort(bars[:, :, 1].max(axis=1)), np.sort(cast["step_hi"]))
+    assert FORECAST_LABEL in [t.get_text() for t in fig.legends[0].get_texts()]
+    assert describe_figure(fig).endswith(forecast_alt(cast["run_id"].nunique(), len(cast)))
+    assert "forecasts" in forecast_alt(2, 3) and "1 running run has" in forecast_alt(1, 1)
+    done = ch.plot_sb_eb(env, fit.table)
+    assert not len(_open_circles(done.axes[0])) and "forecast" not in describe_figure(done)
+    assert ch.with_forecasts(env, None) is env and len(ch.with_forecasts(env, fc)) == len(env) + len(cast)
+    hours = ch.forecast_hours(fc, running["step_times"])
+    per_step = running["step_times"].set_index("run_id")["step_time_s"]
+    np.testing.assert_allclose(hours["hours_hi"], hours["step_hi"] * hours["run_id"].map(per_step) / 3600)
+    t = float(cast["threshold"].iloc[0])
+    grid = pd.DataFrame({"threshold": t, "total_batch": [32.0, 4096.0], "predicted_hours": 1.0,
+                         "predicted_hours_lo": 0.5, "predicted_hours_hi": 2.0, "basis": "on_axis"})
+    plan_fig = ch.plot_plan(grid, pd.DataFrame(columns=["threshold", "total_batch", "time_to_target_h", "censored"]),
+                            pd.DataFrame(), forecast=hours)
+    mine = hours[hours["run_id"].isin(cast["run_id"]) & ~hours["observed"] & (hours["threshold"] == t)]
+    np.testing.assert_allclose(np.sort(_open_circles(plan_fig.axes[0])[:, 1]), np.sort(mine["hours"]))
+    assert "forecasts, not measurements" in describe_figure(plan_fig)
+
+
 def test_the_running_sentence_reads_a_sweep_progress_row():
     row = {"done": 0.5, "spent": 31.2, "left": 30.8, "unit": "GPU-hours", "n_running": 3, "threshold": 0.6,
            "n_prompts": 64, "n_rollouts": 8, "total_batch": 512, "predicted_hours": 3.1, "predicted_hours_lo": 2.8,
