@@ -53,7 +53,7 @@ def plot_sb_eb(sb_eb: pd.DataFrame, cbs_fit: pd.DataFrame, title: str = "",
     sb = _frame(sb_eb, [batch_col, "threshold", "S_B", "E_B", "censored", "run_id"])
     cast = forecasts_to_draw(forecast if batch_col == "total_batch" else None)
     cast = cast[cast["run_id"].astype(str).isin(sb["run_id"].astype(str))]
-    n_cast = 0
+    drawn = []  # the run id of every forecast drawn
     fits = unbounded_as_open(_usable_fits(cbs_fit)).drop_duplicates("threshold").set_index("threshold")
     colors = threshold_colors(sb["threshold"].dropna().unique())
     lo, hi = _batch_limits(sb[batch_col])
@@ -68,7 +68,7 @@ def plot_sb_eb(sb_eb: pd.DataFrame, cbs_fit: pd.DataFrame, title: str = "",
         f = cast[np.isclose(_floats(cast["threshold"]), float(t))]
         xf = _floats(f["n_prompts"]) * _floats(f["n_rollouts"])
         steps = [_floats(f[col]) for col in ("step", "step_lo", "step_hi")]
-        n_cast += draw_forecasts(ax_s, fan_out(xf, k, len(colors)), *steps, c)
+        drawn += list(f["run_id"].to_numpy()[draw_forecasts(ax_s, fan_out(xf, k, len(colors)), *steps, c)])
         draw_forecasts(ax_e, fan_out(xf, k, len(colors)), *(v * xf for v in steps), c)  # samples: steps x B
         label = f"acc ≥ {t:g}"
         if t in fits.index:
@@ -108,10 +108,9 @@ def plot_sb_eb(sb_eb: pd.DataFrame, cbs_fit: pd.DataFrame, title: str = "",
     handles += [matplotlib.lines.Line2D([], [], ls="", marker="^", mfc="none", mec="0.3"),
                 matplotlib.lines.Line2D([], [], ls="", marker="D", mfc="0.6", mec="black")]
     labels += ["never reached (lower bound)", "B = B_noise"]
-    if n_cast:
+    if mark_forecasts(fig, drawn):
         handles.append(forecast_legend_handle())
         labels.append(FORECAST_LABEL)
-        mark_forecasts(fig, cast, n_cast)
     fig.legend(handles, labels, loc="outside lower center", ncol=3)
     if title:
         fig.suptitle(title)

@@ -71,7 +71,7 @@ def plot_plan(predictions: pd.DataFrame, measured: pd.DataFrame, plan: pd.DataFr
     lo, hi = _batch_limits(np.r_[curves["total_batch"].to_numpy(dtype=float) if len(curves) else [],
                                  measured["total_batch"].to_numpy(dtype=float) if len(measured) else []])
     wall_rec = plan[plan["objective"] == "wall_clock"].set_index("threshold") if len(plan) else pd.DataFrame()
-    cast, n_cast = forecasts_to_draw(forecast), 0
+    cast, drawn = forecasts_to_draw(forecast), []  # drawn: the run id of every forecast drawn
     for ax, t in zip(axes, thresholds, strict=False):
         c = colors[t]
         rows = curves[curves["threshold"] == t]
@@ -89,7 +89,8 @@ def plot_plan(predictions: pd.DataFrame, measured: pd.DataFrame, plan: pd.DataFr
                        edgecolors="0.15", s=26, zorder=4)
         f = forecasts_to_draw(cast, t)
         if len(f):
-            n_cast += draw_forecasts(ax, f["total_batch"], f["hours"], f["hours_lo"], f["hours_hi"], "0.15")
+            drawn += list(f["run_id"].to_numpy()[draw_forecasts(ax, f["total_batch"], f["hours"], f["hours_lo"],
+                                                                 f["hours_hi"], "0.15")])
         if t in wall_rec.index:
             r = wall_rec.loc[t]
             ax.scatter([float(r["total_batch"])], [float(r["predicted_hours"])], marker="*", s=170,
@@ -115,10 +116,9 @@ def plot_plan(predictions: pd.DataFrame, measured: pd.DataFrame, plan: pd.DataFr
                matplotlib.lines.Line2D([], [], ls="", marker="*", mfc="0.6", mec="black", ms=11)]
     labels = ["predicted (run, or between runs that reached it)", "predicted (extrapolated)", "95% band", "measured run",
               "run stopped before the target (lower bound)", "fastest: the recommendation"]
-    if n_cast:
+    if mark_forecasts(fig, drawn):
         handles.append(forecast_legend_handle())
         labels.append(FORECAST_LABEL)
-        mark_forecasts(fig, cast, n_cast)
     fig.legend(handles, labels, loc="outside lower center", ncol=3)
     if title:
         fig.suptitle(title)

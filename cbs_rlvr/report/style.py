@@ -104,16 +104,16 @@ def forecasts_to_draw(forecast: pd.DataFrame | None, threshold: float | None = N
     return f if threshold is None else f[np.isclose(_floats(f["threshold"]), float(threshold))]
 
 
-def draw_forecasts(ax, x, y, lo, hi, color) -> int:
+def draw_forecasts(ax, x, y, lo, hi, color) -> np.ndarray:
     """Forecast crossings, never to be taken for measured ones: an open circle at the forecast and
-    a bar over its 90% interval, under the measured points. Returns how many it drew."""
+    a bar over its 90% interval, under the measured points. Returns which it drew (a mask)."""
     x, y, lo, hi = (np.asarray(v, dtype=float) for v in (x, y, lo, hi))
     ok = np.isfinite(x) & np.isfinite(y) & (y > 0)
     if ok.any():
         ax.vlines(x[ok], np.where(np.isfinite(lo[ok]), lo[ok], y[ok]), np.where(np.isfinite(hi[ok]), hi[ok], y[ok]),
                   colors=[color], lw=3.5, alpha=0.45, zorder=2)
         ax.scatter(x[ok], y[ok], marker="o", facecolors="white", edgecolors=[color], linewidths=1.3, s=30, zorder=3)
-    return int(ok.sum())
+    return ok
 
 
 def forecast_legend_handle():
@@ -122,12 +122,15 @@ def forecast_legend_handle():
             matplotlib.lines.Line2D([], [], ls="", marker="o", mfc="white", mec="0.3", mew=1.3, ms=5.5))
 
 
-def mark_forecasts(fig: Figure, forecast: pd.DataFrame, n_drawn: int) -> None:
-    """Name the drawn forecasts in the figure's alt text (describe_figure reads it)."""
+def mark_forecasts(fig: Figure, drawn_run_ids) -> bool:
+    """Name the drawn forecasts (the run id of each) in the figure's alt text (describe_figure reads
+    it); whether there were any."""
     from ..words.early import forecast_alt
 
-    if n_drawn:
-        fig._cbs_alt_notes = [forecast_alt(forecast["run_id"].nunique(), n_drawn)]
+    ids = [str(i) for i in drawn_run_ids]
+    if ids:
+        fig._cbs_alt_notes = [forecast_alt(len(set(ids)), len(ids))]
+    return bool(ids)
 
 
 def fan_out(x, k: int, n: int, step: float = 0.07):
