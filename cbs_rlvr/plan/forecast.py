@@ -44,8 +44,9 @@ BUDGET_KEY = "trainer.total_training_steps"
 #: batch size reached is the polynomial's extrapolation (on the real trainer it put crossings at 1e10 steps)
 MIN_SIZES_REACHED = 3
 #: with n_val known, a progress curve whose evaluations scatter more than this many times the binomial
-#: variance about it does not describe them (the real trainer: 1.0-1.2; benchmarks/run.py's phase at 300
-#: runs x 1,000 evaluations, where the fit lands in a wrong optimum: 22): no forecasts then
+#: variance about it does not describe them (the real trainer: 1.0-1.2; benchmarks/run.py's phase at 1,000
+#: runs x 2,000 evaluations: 1.7; a fit stopped on a wrong ridge, as before its start came from the
+#: crossings: 5-22): no forecasts then
 MAX_DISPERSION = 4.0
 
 
