@@ -52,6 +52,7 @@ from cbs_rlvr.measure.wallclock import WALL_CLOCK_KEYS, fastest_batch, predict_s
 
 # --- Figures: one style, one save function (PDF + PNG + CSV), one builder per plot --------------
 from cbs_rlvr.report.figures import plot_b_noise_vs_target, plot_cross_phase, plot_pareto, plot_sb_eb, training_curves_table
+from cbs_rlvr.report.figures import with_forecasts
 from cbs_rlvr.report.figures_axes import plot_grad_noise, plot_iso_batch, plot_noise_scale_vs_fit, plot_two_axis
 from cbs_rlvr.report.figures_habits import plot_wall_clock
 from cbs_rlvr.report.style import save_figure, setup_style
@@ -77,5 +78,6 @@ from cbs_rlvr.words.decision import decision_sentences, decision_summary, gpu_cl
 from cbs_rlvr.words.numbers import count, duration, header, interval, number, percent, reader_table, sentence
 from cbs_rlvr.report.figures_plan import best_split_per_batch, plot_plan, plot_plan_frontier
 # while runs run: their crossings forecast, the fit and decision with them, the runs that can stop
-from cbs_rlvr.plan.running import EarlyAnswers, early_answers, is_running
+from cbs_rlvr.plan.forecast import forecast_hours
+from cbs_rlvr.plan.running import EarlyAnswers, early_answers, is_running, running_forecasts
 from cbs_rlvr.words.early import running_sentence, targets_sentence

@@ -414,6 +414,54 @@ def _analysis_worker(n_runs: str, n_evals: str, n_bootstrap: str, repeats: str) 
 BASELINE_COMMIT = "e8be31f"
 
 
+def progress_fit_time(n_runs: int, n_evals: int, n_bootstrap: int = 1000, repeats: int = 1) -> dict:
+    """Seconds of fit_phase (n_bootstrap tables) and, in the same process on the same synthetic
+    phase, of the progress model of every evaluation (issue 26: point fit and its bootstrap draws,
+    then the path calibration a forecast needs), each repeat in that order; and both fits' B_noise
+    against the model's truth (make_demo's gsm8k task on the prompts axis)."""
+    import warnings
+
+    import cbs_helpers as ch
+    from cbs_rlvr.fit.allevals import fit_all_evals
+    from cbs_rlvr.fit.runpath import path_noise
+
+    task = _load_make_demo().TASKS["gsm8k"]
+    md = sys.modules["make_demo"]
+    runs, history = synthetic_phase(n_runs, n_evals)
+    out = {"n_runs": n_runs, "n_evals": n_evals, "n_rows": len(history), "n_bootstrap": n_bootstrap,
+           "crossing": [], "all_evals": [], "calibration": []}
+    for _ in range(repeats):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t0 = time.perf_counter()
+            fit = ch.fit_phase(runs, history, VAL, THRESHOLDS, N_VAL, n_bootstrap=n_bootstrap)
+            t1 = time.perf_counter()
+            pf = fit_all_evals(runs, history, VAL, THRESHOLDS, N_VAL,
+                               form="mccandlish" if fit.chosen == "mccandlish" else "general")
+            t2 = time.perf_counter()
+            path_noise(pf)
+            t3 = time.perf_counter()
+        out["crossing"].append(t1 - t0)
+        out["all_evals"].append(t2 - t1)
+        out["calibration"].append(t3 - t2)
+    truth = [md.mccandlish_truth(task, "prompts", {"n_rollouts": 8}, t)["B_noise"] for t in THRESHOLDS]
+    out.update(draws=int(len(pf.draws)), phi=float(pf.phi), sigma_u=float(pf.sigma_u), truth=truth, b_noise={
+        name: t.assign(truth=truth)[["threshold", "B_noise", "B_noise_lo", "B_noise_hi", "truth"]].round(
+            {"B_noise": 1, "B_noise_lo": 1, "B_noise_hi": 1, "truth": 1}).to_dict("records")
+        for name, t in (("crossing", fit.table), ("all_evals", pf.table))})
+    return out
+
+
+def _progress_worker(n_runs: str, n_evals: str, n_bootstrap: str, repeats: str) -> None:
+    print(json.dumps(progress_fit_time(int(n_runs), int(n_evals), int(n_bootstrap), int(repeats))))
+
+
+def bench_progress(args, results: dict) -> None:
+    n_runs, n_evals = args.size("analysis_runs"), args.size("analysis_evals")
+    results["progress"] = _worker("progress", str(n_runs), str(n_evals), str(args.size("analysis_bootstrap")),
+                                  str(args.repeats_analysis))
+
+
 def _baseline_tree() -> str | None:
     """The package as it was at BASELINE_COMMIT, unpacked under benchmarks/_work (None without git)."""
     dest = WORK / f"baseline-{BASELINE_COMMIT}"
@@ -901,6 +949,8 @@ def render(results: dict, info: dict, args) -> str:
             row(case, "peak RSS (MB)", _fmt(r["peak_rss_mb"], 0), 1,
                 f"after imports {r['rss_after_import_mb']:.0f} MB; "
                 f"{1024 * (r['peak_rss_mb'] - r['rss_after_import_mb']) / r['n_runs']:.0f} kB per run above it")
+    if "progress" in results:
+        _render_progress(results["progress"], row, notes)
     if "scale" in results:
         for r in results["scale"]["rows"]:
             case = f"make report PHASES=p1, export sweep of {r['label']} ({r['n_rows']:,} history rows kept)"
@@ -916,11 +966,39 @@ def render(results: dict, info: dict, args) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _render_progress(r: dict, row, notes: list) -> None:
+    """The all-evaluations model's rows: its time against fit_phase's in the same process, and
+    whether both fits' 95% intervals hold the truth."""
+    case = (f"all-evaluations model (issue 26), {r['n_runs']} runs x {r['n_evals']} evals, 6 thresholds, "
+            f"{r['draws']} bootstrap draws")
+    crossing, fit = _median(r["crossing"]), _median(r["all_evals"])
+    n = len(r["crossing"])
+    row(case, "point fit + bootstrap (s)", _fmt(fit, 1), n, f"fit_phase, {r['n_bootstrap']} bootstrap: {crossing:.1f} s",
+        fit / crossing, "<= 2x fit_phase", fit <= 2 * crossing)
+    both = fit + _median(r["calibration"])
+    row(case, "with the path calibration of the forecasts (s)", _fmt(both, 1), n,
+        f"fit_phase {crossing:.1f} s", both / crossing, "<= 2x fit_phase", both <= 2 * crossing)
+    for name, label in (("all_evals", "all-evaluations model"), ("crossing", "fit_phase")):
+        rows_ = r["b_noise"][name]
+        held = sum(x["B_noise_lo"] <= x["truth"] <= x["B_noise_hi"] for x in rows_)
+        row(case, f"targets whose 95% B_noise interval holds the truth, {label}", f"{held} of {len(rows_)}", 1, "",
+            None, "all" if name == "all_evals" else "", held == len(rows_) if name == "all_evals" else None)
+    notes += ["", "### All-evaluations model at scale: B_noise against the truth", "",
+              f"Dispersion {r['phi']:.2f}, speeds' spread {r['sigma_u']:.3f} (the model's truth: 1, 0.03). Seconds "
+              "per repeat (fit_phase, all-evaluations fit, calibration): "
+              + ", ".join(f"({a:.1f}, {b:.1f}, {c:.1f})" for a, b, c in zip(r["crossing"], r["all_evals"],
+                                                                       r["calibration"], strict=True)) + ".", "",
+              "| threshold | truth | all-evaluations model | fit_phase |", "| ---: | ---: | --- | --- |"]
+    for a, c in zip(r["b_noise"]["all_evals"], r["b_noise"]["crossing"], strict=True):
+        notes.append(f"| {a['threshold']:g} | {a['truth']:.1f} | {a['B_noise']:.1f} [{a['B_noise_lo']:.1f}, "
+                     f"{a['B_noise_hi']:.1f}] | {c['B_noise']:.1f} [{c['B_noise_lo']:.1f}, {c['B_noise_hi']:.1f}] |")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (see SIZES)")
-    parser.add_argument("--only", nargs="+", choices=["report", "snapshot", "analysis", "fetch", "memory", "scale"],
-                        default=["report", "snapshot", "analysis", "fetch", "memory", "scale"])
+    cases = ["report", "snapshot", "analysis", "progress", "fetch", "memory", "scale"]
+    parser.add_argument("--only", nargs="+", choices=cases, default=cases)
     parser.add_argument("--memory-runs", nargs="+", type=int, help="sweep sizes of the memory case (200 1000)")
     parser.add_argument("--scale-runs", nargs="+", type=int, help="sweep sizes of the scale case (200 1000 2000)")
     parser.add_argument("--jobs", type=int, default=2, help="JOBS of make report and of the floor")
@@ -934,8 +1012,8 @@ def main(argv=None) -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     info = machine_info()
     results: dict = {}
-    steps = {"report": bench_report, "snapshot": bench_snapshot, "analysis": bench_analysis, "fetch": bench_fetch,
-             "memory": bench_memory, "scale": bench_scale}
+    steps = {"report": bench_report, "snapshot": bench_snapshot, "analysis": bench_analysis,
+             "progress": bench_progress, "fetch": bench_fetch, "memory": bench_memory, "scale": bench_scale}
     t_start = time.perf_counter()
     for name in args.only:
         print(f"[{time.perf_counter() - t_start:6.0f} s] {name}...", flush=True)
@@ -953,7 +1031,7 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1].startswith("_"):
         with contextlib.suppress(BrokenPipeError):
             {"_" + _GENERATE: _generate_offline, "_snapshot": _snapshot_worker,
-             "_analysis": _analysis_worker, "_serve": _serve_worker,
+             "_analysis": _analysis_worker, "_progress": _progress_worker, "_serve": _serve_worker,
              "_fetchmem": _fetch_memory_worker}[sys.argv[1]](*sys.argv[2:])
         sys.exit(0)
     sys.exit(main())

@@ -96,9 +96,17 @@ lr_words = ch.learning_rate_context(ch.lr_policy(tried_once["total_batch"], trie
 display(Markdown("**The shape of S(B).** " + (lr_words + "\n\n" if lr_words else "\n\n")
                  + ("\n".join(shape_lines) if shape_lines else "No target has a fit to describe.")))
 
+# %% [markdown]
+# While runs are running, the figure also draws the crossings they have not made yet, as forecasts:
+# open circles at the step each is forecast to cross at, with a bar over its 90% interval (from one
+# progress curve fitted to every evaluation; the fit above is the runs' own crossings, 08 decides
+# with the forecasts in it). A filled point is a crossing that happened.
+
 # %%
-fig = ch.plot_sb_eb(envelope, cbs_fit, title=params["title"])
-ch.save_figure(fig, envelope, figures, "sb_eb")
+forecast = ch.running_forecasts(runs, history, metric, params["thresholds"], params["n_val"], fit,
+                                n_draws=min(n_bootstrap, 100), seed=seed)  # empty once every run has ended
+fig = ch.plot_sb_eb(envelope, cbs_fit, title=params["title"], forecast=forecast)
+ch.save_figure(fig, ch.with_forecasts(envelope, forecast), figures, "sb_eb")
 fig
 
 # %% [markdown]

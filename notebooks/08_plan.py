@@ -169,13 +169,15 @@ if shown:
 # ## Predicted time to target against B
 # Per target: the prediction with its 95% band (dashed where extrapolated), the measured runs, and the
 # fastest candidate (star). With two axes the curve is the fastest split at each B, and the measured
-# runs are those of every split.
+# runs are those of every split. While runs are running, open circles with a bar are their forecast
+# crossings in hours (90% interval): forecasts, not measurements.
 
 # %%
 curves = ch.best_split_per_batch(predictions)
+forecasts_in_hours = None if early is None else ch.forecast_hours(early.forecast, step_times)  # runs running
 if len(curves):
     fig = ch.plot_plan(predictions, measured[measured["in_envelope"]] if len(measured) else measured, plan,
-                       title=params["title"])
+                       title=params["title"], forecast=forecasts_in_hours)
     ch.save_figure(fig, curves, figures, "plan_time_to_target")
     display(fig)
 else:

@@ -270,36 +270,14 @@ def run(seeds, n_bootstrap: int = 400, classes=pg.SWEEP_CLASSES, processes: int 
 # ------------------------------------------------------------------------------------------
 def fit_time(n_runs: int = 1000, n_evals: int = 2000, n_bootstrap: int = 1000, repeats: int = 1) -> dict:
     """Seconds of fit_phase (n_bootstrap) and of the progress model of every evaluation (point fit
-    and its bootstrap, then the path calibration) on benchmarks/run.py's synthetic phase."""
+    and its bootstrap, then the path calibration) on benchmarks/run.py's synthetic phase: that
+    benchmark's own measure (`run.py --only progress`), in this process."""
     import importlib.util
-
-    from cbs_rlvr.fit.allevals import fit_all_evals
-    from cbs_rlvr.fit.runpath import path_noise
 
     spec = importlib.util.spec_from_file_location("bench_run", ROOT / "benchmarks" / "run.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    runs, history = bench.synthetic_phase(n_runs, n_evals)
-    out = {"n_runs": n_runs, "n_evals": n_evals, "n_rows": len(history), "crossing": [], "all_evals": [],
-           "calibration": []}
-    for _ in range(repeats):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            t0 = time.perf_counter()
-            fit = ch.fit_phase(runs, history, bench.VAL, bench.THRESHOLDS, bench.N_VAL, n_bootstrap=n_bootstrap)
-            t1 = time.perf_counter()
-            pf = fit_all_evals(runs, history, bench.VAL, bench.THRESHOLDS, bench.N_VAL,
-                               form="mccandlish" if fit.chosen == "mccandlish" else "general")
-            t2 = time.perf_counter()
-            path_noise(pf)
-            t3 = time.perf_counter()
-        out["crossing"].append(t1 - t0)
-        out["all_evals"].append(t2 - t1)
-        out["calibration"].append(t3 - t2)
-    out["draws"] = int(len(pf.draws))
-    out["b_noise"] = {"crossing": fit.table[["threshold", "B_noise", "B_noise_lo", "B_noise_hi"]].round(1).to_dict("records"),
-                      "all_evals": pf.table[["threshold", "B_noise", "B_noise_lo", "B_noise_hi"]].round(1).to_dict("records")}
-    return out
+    return bench.progress_fit_time(n_runs, n_evals, n_bootstrap, repeats)
 
 
 # ------------------------------------------------------------------------------------------
@@ -392,7 +370,10 @@ def summary(res: dict, timing: dict | None = None) -> str:
                   f"fit_phase with 1,000 bootstrap tables {np.median(timing['crossing']):.1f} s; the progress model of "
                   f"every evaluation (point fit and {timing['draws']} bootstrap refits) "
                   f"{np.median(timing['all_evals']):.1f} s ({ratio:.2f}x; goal <= 2x); its path calibration "
-                  f"{np.median(timing['calibration']):.1f} s more."]
+                  f"{np.median(timing['calibration']):.1f} s more. Its 95% B_noise intervals hold the truth at "
+                  f"{sum(r['B_noise_lo'] <= r['truth'] <= r['B_noise_hi'] for r in timing['b_noise']['all_evals'])} "
+                  f"of {len(timing['b_noise']['all_evals'])} targets (fit_phase's at "
+                  f"{sum(r['B_noise_lo'] <= r['truth'] <= r['B_noise_hi'] for r in timing['b_noise']['crossing'])})."]
     return "\n".join(lines)
 
 

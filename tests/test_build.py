@@ -284,3 +284,49 @@ def test_plan_runs_the_sections_of_phases_with_runs_in_report_order(tmp_path):
     assert [j.key for j in again] == [j.key for j in jobs]  # keys are deterministic
     other, _ = plan_jobs(params, {"pa": 4}, tmp_path, "sha256:y", "code", 100)
     assert all(a.key != b.key for a, b in zip(jobs, other, strict=True))  # data change: all stale
+
+
+@pytest.mark.slow
+def test_a_live_wandb_sweep_rebuilds_only_what_its_running_runs_changed(wandb_endpoint, tmp_path):
+    """`make report` on a W&B project while p1's runs run, then again once they have logged more,
+    then with nothing new (the real wandb client against the local endpoint; p1's demo runs cut at
+    step 120 and 240, p2b's finished). The second build fetches only the runs that logged, reruns
+    only p1's notebooks (a job's key holds its phase's data, not the whole snapshot's), and its
+    forecasts start where the runs now are; the third fetches no history and runs nothing. 02's
+    figure names its forecasts in its alt text. About 90 s (three builds, two of p1's 02 and 08)."""
+    import re
+
+    from wandb_server import demo_runs
+
+    served = [r for r in demo_runs(DEMO) if r.name.startswith(("cbs_p1_", "cbs_p2b_"))]
+    running = {r.run_id: (r, r.rows) for r in served if r.name.startswith("cbs_p1_")}
+
+    def logged_until(step: int, stamp: str) -> None:
+        for run, rows in running.values():
+            run.rows, run.state, run.heartbeat_at = [x for x in rows if x["_step"] <= step], "running", stamp
+
+    logged_until(120, "2026-01-02T00:00:00Z")
+    server = wandb_endpoint(served)
+    params = _params(tmp_path / "params", {"p1": ["02_steps_to_target", "08_plan"], "p2b": ["01_load_runs"]})
+    out = tmp_path / "out"
+
+    def build() -> tuple[set, dict]:
+        before = {r: server.count("CbsRunHistory", r) for r in server.runs}
+        proc = _make("SOURCE=wandb:ent/proj", f"OUT={out}", f"PARAMS={params}")
+        assert proc.returncode == 0 and "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+        fetched = {r for r in server.runs if server.count("CbsRunHistory", r) > before[r]}
+        return set(re.findall(r"^ok: (\S+)", proc.stdout, re.M)), fetched
+
+    ran, fetched = build()
+    assert {"p1/02_steps_to_target", "p1/08_plan", "p2b/01_load_runs"} <= ran and fetched == set(server.runs)
+    first = pd.read_csv(out / "p1" / "tables" / "forecast.csv")
+    assert first["last_step"].max() <= 120 and (~first["observed"] & first["step"].notna()).any()
+    assert "forecasts, not measurements" in (out / "p1" / "02_steps_to_target.html").read_text()
+    logged_until(240, "2026-01-03T00:00:00Z")
+    ran, fetched = build()
+    # p1's notebooks and the summary (it reads every phase's fit); p2b's data did not change
+    assert fetched == set(running) and ran == {"p1/02_steps_to_target", "p1/08_plan", "summary/07_summary"}, ran
+    second = pd.read_csv(out / "p1" / "tables" / "forecast.csv")
+    assert 120 < second["last_step"].max() <= 240 and second["observed"].sum() > first["observed"].sum()
+    ran, fetched = build()
+    assert ran == set() and fetched == set()

@@ -109,6 +109,35 @@ def test_on_a_finished_sweep_the_progress_model_agrees_with_the_crossing_fit_wit
         assert c.S_min_lo <= p.S_min <= c.S_min_hi
 
 
+def _one_run_per_batch(n_runs: int, n_evals: int, seed: int = 0):
+    """benchmarks/run.py's synthetic phase, small: make_demo's gsm8k model, every run its own batch
+    size (n_prompts 4-4,096 x 8 rollouts), an evaluation every 5 steps on 1,319 problems, runs much
+    longer than the large batches need (most evaluations sit on the plateau); and the truth."""
+    from testkit import load_make_demo
+
+    md = load_make_demo("make_demo_forecast")
+    task, rng = md.TASKS["gsm8k"], np.random.default_rng(seed)
+    grid = np.unique(np.round(np.geomspace(4, 4096, 4 * n_runs)).astype(int))
+    n_prompts, steps = np.sort(rng.choice(grid, size=n_runs, replace=False)), np.arange(n_evals) * 5.0
+    series = [(steps, rng.binomial(1319, md.accuracy(task, md.tau_after_steps(
+        task, n, 8, steps, r=float(rng.lognormal(0, md.SPEED_SIGMA))))) / 1319) for n in n_prompts]
+    thr = [0.3, 0.4, 0.5, 0.6, 0.65, 0.7]  # the benchmark's targets
+    truth = [md.mccandlish_truth(task, "prompts", {"n_rollouts": 8}, t)["B_noise"] for t in thr]
+    return series, n_prompts * 8.0, thr, np.array(truth)
+
+
+@pytest.mark.parametrize("n_runs, n_evals", [(30, 1000), (60, 400)])
+def test_long_sweeps_with_one_run_per_batch_size_reach_the_right_optimum(n_runs, n_evals):
+    """Until the start came from the crossings (and the subsample, stopping rule and levels were
+    fixed), these stopped where the speeds stand in for the batch's effect: B_noise 2.3-2.4x and
+    2.2-5x the truth (at 300 runs x 1,000 evaluations up to 10x). 0.3 s and 0.8 s."""
+    series, B, thr, truth = _one_run_per_batch(n_runs, n_evals)
+    pf = fit_progress(series, B, thr, 1319, form="mccandlish", n_draws=0)
+    b_noise = np.array([pf.params(t)["B_noise"] for t in thr])
+    assert np.all(np.abs(b_noise / truth - 1) < 0.06), (b_noise.round(1), truth.round(1))
+    assert pf.converged and pf.phi < 1.5 and pf.sigma_u < 0.06, (pf.phi, pf.sigma_u)
+
+
 def test_without_n_val_the_dispersion_is_estimated_and_the_answer_stays():
     sw = _formula_sweep(2)
     from cbs_rlvr.measure.crossings import eval_series, run_meta
@@ -214,6 +243,49 @@ def test_same_answer_is_relative_to_the_interval_width():
     far = {**a, "B_noise_lo": 200.0 * math.exp(-0.3 * width)}
     assert same_answer(a, near) and not same_answer(a, far)
     assert not same_answer(a, {**a, "total_batch": 256, "n_prompts": 32})
+
+
+def _open_circles(ax) -> np.ndarray:
+    """(x, y) of the white-filled markers of a panel: draw_forecasts' marks, which no measured point has."""
+    pts = [c.get_offsets() for c in ax.collections
+           if len(c.get_facecolors()) and np.allclose(c.get_facecolors()[:, :3], 1.0) and len(c.get_offsets())]
+    return np.concatenate(pts) if pts else np.zeros((0, 2))
+
+
+def test_the_figures_draw_forecasts_as_forecasts_and_say_so(running):
+    """02's S(B) and 08's hours figures while runs run: an open circle at each running run's
+    forecast (steps, samples = steps x B, hours = steps x its step time) with a bar over its 90%
+    interval, a legend entry and alt text that name them; none once every run has ended."""
+    from cbs_rlvr.report.style import describe_figure
+    from cbs_rlvr.words.early import FORECAST_LABEL, forecast_alt
+
+    fit, fc = running["fit"], running["fc"].table
+    cast = fc[~fc["observed"] & fc["step"].notna() & (fc["state"] == "running")]
+    env = fit.sb_eb[fit.sb_eb["in_envelope"]]
+    fig = ch.plot_sb_eb(env, fit.table, forecast=fc)
+    ax_s, ax_e = fig.axes[:2]
+    B = (cast["n_prompts"] * cast["n_rollouts"]).to_numpy(float)
+    np.testing.assert_allclose(np.sort(_open_circles(ax_s)[:, 1]), np.sort(cast["step"]))
+    np.testing.assert_allclose(np.sort(_open_circles(ax_e)[:, 1]), np.sort(cast["step"] * B))
+    bars = np.concatenate([c.get_segments() for c in ax_s.collections if hasattr(c, "get_segments")])
+    np.testing.assert_allclose(np.sort(bars[:, :, 1].max(axis=1)), np.sort(cast["step_hi"]))
+    assert FORECAST_LABEL in [t.get_text() for t in fig.legends[0].get_texts()]
+    assert describe_figure(fig).endswith(forecast_alt(cast["run_id"].nunique(), len(cast)))
+    assert "forecasts" in forecast_alt(2, 3) and "1 running run has" in forecast_alt(1, 1)
+    done = ch.plot_sb_eb(env, fit.table)
+    assert not len(_open_circles(done.axes[0])) and "forecast" not in describe_figure(done)
+    assert ch.with_forecasts(env, None) is env and len(ch.with_forecasts(env, fc)) == len(env) + len(cast)
+    hours = ch.forecast_hours(fc, running["step_times"])
+    per_step = running["step_times"].set_index("run_id")["step_time_s"]
+    np.testing.assert_allclose(hours["hours_hi"], hours["step_hi"] * hours["run_id"].map(per_step) / 3600)
+    t = float(cast["threshold"].iloc[0])
+    grid = pd.DataFrame({"threshold": t, "total_batch": [32.0, 4096.0], "predicted_hours": 1.0,
+                         "predicted_hours_lo": 0.5, "predicted_hours_hi": 2.0, "basis": "on_axis"})
+    plan_fig = ch.plot_plan(grid, pd.DataFrame(columns=["threshold", "total_batch", "time_to_target_h", "censored"]),
+                            pd.DataFrame(), forecast=hours)
+    mine = hours[hours["run_id"].isin(cast["run_id"]) & ~hours["observed"] & (hours["threshold"] == t)]
+    np.testing.assert_allclose(np.sort(_open_circles(plan_fig.axes[0])[:, 1]), np.sort(mine["hours"]))
+    assert "forecasts, not measurements" in describe_figure(plan_fig)
 
 
 def test_the_running_sentence_reads_a_sweep_progress_row():

@@ -61,6 +61,7 @@ from .state import (
     _file_digest,
     _job_key,
     code_digest,
+    phase_data_hashes,
     read_state,
     source_fingerprint,
     write_state,
@@ -175,7 +176,8 @@ def update_snapshot(source: str, out: Path, state: dict, params_dir: Path, worke
             phases[phase] = phases.get(phase, 0) + 1
     state.update({"source": str(source), "source_fingerprint": fingerprint,
                   "params_fingerprint": selection, "content_hash": manifest["content_hash"],
-                  "phases": phases})
+                  "phases": phases, "phase_hashes": phase_data_hashes(runs, snapshot["history"],
+                                                                      snapshot["excluded"], manifest)})
     return manifest, phases, changed
 
 
@@ -277,8 +279,8 @@ def _report_locked(source: str, out: Path, params_dir: Path, params: dict, param
         print(f"snapshot: {b.manifest['n_runs']} runs, {b.manifest['n_excluded']} excluded, from "
               f"{b.manifest['source']}")
     b.code = code_digest()
-    b.planned, skipped = plan_jobs(params, b.with_runs, params_dir, b.manifest["content_hash"], b.code,
-                                   n_bootstrap)
+    b.planned, skipped = plan_jobs(params, b.with_runs, params_dir,
+                                   b.state.get("phase_hashes") or b.manifest["content_hash"], b.code, n_bootstrap)
     for phase in skipped:
         print(f"skip: phase {phase} has no runs yet")
     removed = _what_to_keep(b, params)

@@ -42,9 +42,11 @@ class Job:
 # 3. Plan
 # ---------------------------------------------------------------------------------------------
 def plan_jobs(params: dict[str, dict], phases_with_runs: dict[str, int], params_dir: Path,
-              content_hash: str, code: str, n_bootstrap: int) -> tuple[list[Job], list[str]]:
+              content_hash: str | dict, code: str, n_bootstrap: int) -> tuple[list[Job], list[str]]:
     """The jobs of the phases that have runs, in report order, and the phases skipped (no runs
-    yet). The summary job is added by the caller: its key depends on the phases' results."""
+    yet). The summary job is added by the caller: its key depends on the phases' results.
+    content_hash: the snapshot's, or per phase (state.phase_data_hashes): a job's key then holds
+    the data of its phase and of the phases its params pool, and no other phase's."""
     jobs, skipped = [], []
     for phase, p in params.items():
         if not phases_with_runs.get(phase):
@@ -52,11 +54,12 @@ def plan_jobs(params: dict[str, dict], phases_with_runs: dict[str, int], params_
             continue
         joint = [q for q in p.get("two_axis_phases") or [] if q != phase]
         params_digest = [_file_digest(params_dir / f"{q}.yaml") for q in [phase, *joint]]
+        data = [content_hash.get(q, "none") for q in [phase, *joint]] if isinstance(content_hash, dict) else content_hash
         for section in SECTIONS:
             if section not in p["sections"]:
                 continue
             nb_digest = _file_digest(NOTEBOOKS_DIR / f"{section}.py")
-            key = _job_key(nb_digest, params_digest, content_hash, code, int(n_bootstrap))
+            key = _job_key(nb_digest, params_digest, data, code, int(n_bootstrap))
             jobs.append(Job(phase, section, key))
     return jobs, skipped
 

@@ -66,6 +66,25 @@ def code_digest() -> str:
     return hasher.hexdigest()
 
 
+def phase_data_hashes(runs, history, excluded, manifest: dict) -> dict[str, str]:
+    """sha256 per phase of what its notebooks read of the snapshot: its runs' rows and their
+    history, with what every phase shows of the whole (the source, the counts, the excluded runs:
+    01_load_runs). A run that logged more changes only its phases' hashes, so a live sweep's
+    build reruns the phases whose runs ran, not every phase (a job's key holds these, not the
+    snapshot's content hash)."""
+    from ..sources.snapshot import snapshot_content_hash
+
+    column = runs["phases"] if "phases" in runs.columns else runs["phase"]
+    members = column.fillna("").astype(str).str.split(";")
+    whole = json.dumps([manifest.get(k) for k in ("source", "n_runs", "n_excluded")], default=str)
+    out = {}
+    for phase in sorted({p for ps in members for p in ps if p}):
+        mine = runs[members.map(lambda ps, p=phase: p in ps)]
+        hist = history[history["run_id"].isin(mine["run_id"])]
+        out[phase] = _job_key(whole, snapshot_content_hash(mine, hist, excluded))
+    return out
+
+
 def _job_key(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -98,6 +117,7 @@ _STATE_FIELDS = {
     "source_fingerprint": lambda v: v is None or isinstance(v, str),
     "params_fingerprint": lambda v: isinstance(v, str),
     "content_hash": lambda v: isinstance(v, str),
+    "phase_hashes": lambda v: _is_map(v, lambda x: isinstance(x, str)),
     "index_sha256": lambda v: isinstance(v, str),
     "index_params": lambda v: isinstance(v, str),
 }

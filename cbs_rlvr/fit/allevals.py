@@ -193,7 +193,7 @@ def choose_levels(smooth, thresholds, n_levels: int = N_LEVELS) -> np.ndarray:
     inside = [float(t) for t in thr if lo < t < hi]
     grid = np.linspace(lo, hi, n_levels + 1)
     spacing = (hi - lo) / n_levels
-    keep = [g for g in grid[1:-1] if all(abs(g - t) > 0.3 * spacing for t in inside)]
+    keep = [g for g in grid[1:-1] if all(abs(g - t) > 0.5 * spacing for t in inside)]
     return np.unique(np.r_[lo, keep, inside, hi])
 
 
@@ -218,15 +218,34 @@ def eval_data(series, B, levels, n_val, thresholds) -> EvalData:
 
 
 def _start(data: EvalData, crossed: np.ndarray) -> np.ndarray:
-    """Starting theta: alpha = 1, b constant at the median batch, and tau at each level the median
-    over the runs that passed it of their (isotonic) crossing step / (1 + b / B)."""
-    b0 = float(np.exp(np.median(data.x)))
+    """Starting theta from the crossings: at each level two batch sizes passed, the McCandlish law
+    S = tau (1 + Bbar / B) fitted in log space to the runs' (isotonic) crossing steps (Bbar on a
+    grid, tau in closed form); log b the polynomial closest to those log Bbar; tau at each level
+    the median over the runs that passed it of their crossing step / (1 + b / B); alpha = 1.
+    A start near the answer matters: from b at the median batch (a 4-4,096 prompt grid puts it 20x
+    above the truth) the ascent follows the ridge where the speeds stand in for the batch's effect
+    and stops on it (B_noise 2-10x the truth on long sweeps with one run per batch size)."""
+    grid = np.linspace(*data.x_bounds, 121)
+    log_bbar = np.full(data.K, np.nan)
+    for k in range(data.K):
+        ok = np.isfinite(crossed[:, k]) & (crossed[:, k] >= 1.0)
+        if len(np.unique(np.round(data.x[ok], 9))) >= 2:
+            resid = np.log(crossed[ok, k])[None, :] - np.logaddexp(0.0, grid[:, None] - data.x[ok][None, :])
+            log_bbar[k] = grid[int(np.argmin(resid.var(axis=1)))]
+    has = np.isfinite(log_bbar)
+    m = min(int(has.sum()), data.Phi.shape[1])
+    beta = np.zeros(data.Phi.shape[1])
+    if m:
+        beta[:m] = np.linalg.lstsq(data.Phi[has][:, :m], log_bbar[has], rcond=None)[0]
+    else:  # no level two batch sizes passed: b at the median batch
+        beta[0] = float(np.median(data.x))
+    b = np.exp(data.Phi @ beta)
     with np.errstate(all="ignore"):
-        tau = np.nanmedian(crossed / (1.0 + b0 / np.exp(data.x))[:, None], axis=0)
+        tau = np.nanmedian(crossed / (1.0 + b[None, :] / np.exp(data.x)[:, None]), axis=0)
     top = np.nanmax(tau) if np.isfinite(tau).any() else 100.0
     tau = np.maximum.accumulate(np.where(np.isfinite(tau), tau, top))
     inc = np.maximum(np.diff(np.r_[0.0, tau]), 1e-3 * max(top, 1.0))
-    return np.r_[np.log(inc), math.log(b0), np.zeros(data.Phi.shape[1] - 1), 1.0]
+    return np.r_[np.log(inc), beta, 1.0]
 
 
 def _free(data: EvalData, form: str) -> np.ndarray:
@@ -236,57 +255,84 @@ def _free(data: EvalData, form: str) -> np.ndarray:
     return free
 
 
-def _coarse(data: EvalData, max_evals: int = 200_000) -> tuple[EvalData, float]:
-    """Every m-th evaluation of each run (all of them below max_evals), each counting m times, and
-    m: the data of the first iterations and of the bootstrap (the curve's uncertainty is the runs',
-    which a tenth of 2,000 evaluations per run still measures)."""
+def thinned(data: EvalData, crossed: np.ndarray, max_evals: int = 200_000) -> EvalData:
+    """A stratified subsample of at most about `max_evals` evaluations (all of them below), each
+    weighted by how many it stands for: the data of the first iterations and of the bootstrap.
+
+    The strata are (run, interval between the levels its isotonic fit crossed), thinned evenly
+    within each to the same cap. Thinning each run's evaluations evenly instead loses the curve: a
+    large batch passes every level within its first few evaluations and then sits on its plateau
+    (in a 300-run x 1,000-evaluation sweep, 2% of the evaluations lie below the top level), so
+    every 15th evaluation leaves no large-batch run below it, S_min unidentified and B_noise 10x."""
     n = len(data.y)
     if n <= max_evals:
-        return data, 1.0
-    m = int(math.ceil(n / max_evals))
-    first = data.starts[:-1]
-    counts = np.diff(data.starts)
-    rank = np.arange(n) - np.repeat(first, counts)
-    return data.take(rank % m == 0).scaled(float(m)), float(m)
+        return data
+    # how many levels each evaluation's run had crossed by its step: one search of every evaluation
+    # in every run's crossings (run index + step as a fraction of the longest, both sorted)
+    scale = 1.0 / ((max(float(data.s.max()), float(np.nanmax(crossed, initial=0.0))) + 1.0) * (1.0 + 1e-9))
+    reached = np.maximum.accumulate(np.where(np.isfinite(crossed), crossed * scale, 1.0 - 1e-12), axis=1)
+    keys = (np.arange(data.R)[:, None] + np.minimum(reached, 1.0 - 1e-12)).ravel()
+    k = np.searchsorted(keys, data.ri + data.s * scale, side="right") - data.ri.astype(np.int64) * data.K
+    cell = data.ri.astype(np.int64) * (data.K + 1) + k  # sorted: by run, then step
+    _, first, size = np.unique(cell, return_index=True, return_counts=True)
+    cap = _cell_cap(size, max_evals)
+    every = -(-size // cap)  # keep every m-th, the middle one of each m
+    rank = np.arange(n) - np.repeat(first, size)
+    m = np.repeat(every, size)
+    keep = rank % m == m // 2
+    kept = np.bincount(np.repeat(np.arange(len(size)), size), weights=keep, minlength=len(size))
+    return data.take(keep).scaled(np.repeat(size / kept, size)[keep])
 
 
-def dispersion(theta, u, data: EvalData, known_n: bool, factor: float = 1.0) -> float:
-    """Pearson's chi-square over its degrees of freedom (at least 1 where n_val is known); `factor`:
-    how many evaluations each one of `data` stands for (its n is scaled by it)."""
+def _cell_cap(size: np.ndarray, max_evals: int) -> int:
+    """The largest per-stratum cap (at least 1) whose sum of min(size, cap) is within max_evals."""
+    srt = np.sort(size)
+    below = np.r_[0, np.cumsum(srt)[:-1]]
+    total = below + srt * (len(srt) - np.arange(len(srt)))  # sum of min(size, cap) at cap = srt[i]
+    i = int(np.searchsorted(total, max_evals, side="right"))
+    if i >= len(srt):
+        return int(srt[-1])
+    base = below[i]
+    return max(int((max_evals - base) // (len(srt) - i)), 1)
+
+
+def dispersion(theta, u, data: EvalData, known_n: bool) -> float:
+    """Pearson's chi-square over its degrees of freedom (at least 1 where n_val is known), a
+    subsample's evaluations each counted as the evaluations it stands for."""
     from ._progress import expected_accuracy
 
     p, k, *_ = expected_accuracy(curve(theta, data), u, data)
     inside = k < data.K  # beyond the top level the curve says nothing (a run past the highest level)
-    chi2 = float((data.n / factor * (data.y - p) ** 2 / (p * (1.0 - p)))[inside].sum())
-    dof = max(int(inside.sum()) - data.P - data.R, 1)
+    chi2 = float((data.n * (data.y - p) ** 2 / (p * (1.0 - p)))[inside].sum())
+    dof = max(float(data.weight[inside].sum()) - data.P - data.R, 1.0)
     phi = chi2 / dof
     return max(phi, 1.0) if known_n else max(phi, 1e-6)
 
 
 def _point(data: EvalData, crossed: np.ndarray, form: str, known_n: bool):
-    """The point fit, coarse to fine: on a subsample of at most 20,000 evaluations from the start
-    values, with the dispersion and the speeds' spread estimated there and the fit repeated
-    (random effects: sigma_u^2 = mean u^2 + mean var u); then on at most 200,000; then polished on
-    every evaluation."""
-    from ._progress import information
+    """The point fit, coarse to fine: on a stratified subsample (`thinned`) of about 20,000
+    evaluations from the start values, with the dispersion and the speeds' spread estimated there
+    and the fit repeated (random effects: sigma_u^2 = mean u^2 + mean var u); then on about
+    200,000; then polished on every evaluation."""
+    from ._progress import speed_information
 
     theta, free = _start(data, crossed), _free(data, form)
     u = np.zeros(data.R)
     # the speeds start tight: with one run per batch size they could otherwise take up the batch's
     # own effect (a speed is independent of the batch: that is what identifies the curve in B)
     sigma_u, phi = SIGMA_U_START, 1.0
-    small, factor = _coarse(data, 20_000)
+    small = thinned(data, crossed, 20_000)
     theta, u, obj, _, conv = solve(small, theta, u, free, sigma_u, phi, n_iter=80, tol=1e-4)
     for _ in range(2):
-        phi = dispersion(theta, u, small, known_n, factor)
-        F_uu = information(theta, u, small, sigma_u, phi)[4]
+        phi = dispersion(theta, u, small, known_n)
+        F_uu = speed_information(theta, u, small, sigma_u, phi)[1]
         sigma_u = float(math.sqrt(max(np.mean(u * u) + np.mean(1.0 / F_uu), 1e-6)))
         theta, u, obj, _, conv = solve(small, theta, u, free, sigma_u, phi, n_iter=40, tol=1e-4)
-    for sub, n_iter in ((_coarse(data)[0], 15), (data, 4)):
+    for sub, n_iter in ((thinned(data, crossed), 15), (data, 10)):
         if sub is not small and len(sub.y) > len(small.y):
             theta, u, obj, _, conv = solve(sub, theta, u, free, sigma_u, phi, n_iter=n_iter, tol=1e-4)
             small = sub
-    u_var = 1.0 / information(theta, u, data, sigma_u, phi)[4]
+    u_var = 1.0 / speed_information(theta, u, data, sigma_u, phi)[1]
     return theta, u, obj, conv, sigma_u, phi, u_var
 
 
@@ -306,11 +352,11 @@ def _weights(fit: ProgressFit, M: int, seed: int) -> np.ndarray:
 
 def _bootstrap(fit: ProgressFit, n_draws: int, seed: int, free: np.ndarray):
     """(M, P) theta and (M, R) speeds under Bayesian-bootstrap weights (on the subsample of
-    _coarse): each a refit from the point fit where the evaluations allow, else (beyond DRAW_BUDGET)
+    thinned): each a refit from the point fit where the evaluations allow, else (beyond DRAW_BUDGET)
     one Newton step from it, every draw at once (each run's share of the score and information)."""
     from ._progress import per_run
 
-    data, _ = _coarse(fit.data)
+    data = thinned(fit.data, fit.crossed)
     M = int(n_draws)
     refits = M * 15 * len(data.y) <= DRAW_BUDGET
     W = _weights(fit, M, seed)
@@ -318,7 +364,7 @@ def _bootstrap(fit: ProgressFit, n_draws: int, seed: int, free: np.ndarray):
     if refits:
         for m in range(M):
             w = W[m]
-            wd = EvalData(data.ri, data.s, data.y, data.n * w[data.ri], data.x, data.a, data.Phi, data.x_bounds)
+            wd = data.scaled(w[data.ri])
             # a run is resampled whole: its evaluations and its speed's prior term, both weighted
             sig_w = fit.sigma_u / np.sqrt(np.maximum(w, 1e-9))
             thetas[m], us[m], *_ = solve(wd, fit.theta, fit.u, free, sig_w, fit.phi, n_iter=15, tol=1e-3)

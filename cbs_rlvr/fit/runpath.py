@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._progress import EvalData, information, solve
+from ._progress import EvalData, solve, speed_information
 from .allevals import ProgressFit
 
 #: the prior of the path variance (c0, c1) and its weight in pseudo-pairs
@@ -50,12 +50,12 @@ def speeds(fit: ProgressFit, theta: np.ndarray, sub: EvalData, n_iter: int = 12)
     d = fit.data
     u = np.zeros(d.R)
     for _ in range(n_iter):
-        _, g_u, _, _, F_uu = information(theta, u, sub, fit.sigma_u, fit.phi)
+        g_u, F_uu = speed_information(theta, u, sub, fit.sigma_u, fit.phi)
         step = np.clip(g_u / F_uu, -1.0, 1.0)
         u += step
         if np.max(np.abs(step), initial=0.0) < 1e-6:
             break
-    F_uu = information(theta, u, sub, fit.sigma_u, fit.phi)[4]
+    F_uu = speed_information(theta, u, sub, fit.sigma_u, fit.phi)[1]
     return u, 1.0 / F_uu
 
 
@@ -103,10 +103,10 @@ def path_noise(fit: ProgressFit, max_folds: int = MAX_FOLDS, crossed: np.ndarray
     """The calibration of a run's path variance (module docstring)."""
     from scipy import optimize
 
-    from .allevals import _coarse
+    from .allevals import thinned
 
     crossed = fit.crossed if crossed is None else crossed
-    coarse, _ = _coarse(fit.data, 100_000)
+    coarse = thinned(fit.data, fit.crossed, 100_000)
     pairs = []
     if len(np.unique(fit.groups)) >= 2:
         for held in _folds(fit, max_folds):

@@ -44,8 +44,9 @@ BUDGET_KEY = "trainer.total_training_steps"
 #: batch size reached is the polynomial's extrapolation (on the real trainer it put crossings at 1e10 steps)
 MIN_SIZES_REACHED = 3
 #: with n_val known, a progress curve whose evaluations scatter more than this many times the binomial
-#: variance about it does not describe them (the real trainer: 1.0-1.2; benchmarks/run.py's phase at 300
-#: runs x 1,000 evaluations, where the fit lands in a wrong optimum: 22): no forecasts then
+#: variance about it does not describe them (the real trainer: 1.0-1.2; benchmarks/run.py's phase at 1,000
+#: runs x 2,000 evaluations: 1.7; a fit stopped on a wrong ridge, as before its start came from the
+#: crossings: 5-22): no forecasts then
 MAX_DISPERSION = 4.0
 
 
@@ -201,6 +202,21 @@ def forecast_table(pf: ProgressFit, noise: PathNoise, runs: pd.DataFrame, thresh
     return table.astype({"n_prompts": "Int64", "n_rollouts": "Int64", "observed": bool}), cells
 
 
+def forecast_hours(forecast: pd.DataFrame, step_times: pd.DataFrame) -> pd.DataFrame:
+    """forecast.csv's rows with total_batch and the training hours to each forecast step (hours,
+    hours_lo, hours_hi): the steps times the run's mean step time (wallclock.step_time_table), the
+    training time the measured time_to_target_h counts too. NaN for a run without step times."""
+    out = forecast.copy()
+    per_step = dict(zip(step_times["run_id"].astype(str), step_times["step_time_s"].astype(float), strict=True)) \
+        if len(step_times) and "run_id" in step_times else {}
+    seconds = out["run_id"].astype(str).map(per_step).astype(float) if len(out) else pd.Series(dtype=float)
+    out["total_batch"] = pd.to_numeric(out["n_prompts"], errors="coerce") * pd.to_numeric(out["n_rollouts"],
+                                                                                          errors="coerce")
+    for col, src in (("hours", "step"), ("hours_lo", "step_lo"), ("hours_hi", "step_hi")):
+        out[col] = pd.to_numeric(out[src], errors="coerce") * seconds / 3600.0
+    return out
+
+
 def empty_forecast() -> pd.DataFrame:
     return pd.DataFrame(columns=FORECAST_COLUMNS + FORECAST_EXTRA_COLUMNS)
 
@@ -226,7 +242,9 @@ def forecast_phase(runs: pd.DataFrame, history: pd.DataFrame, metric: str, thres
                                     "progress curve: it does not describe them, no forecast"])
     noise = path_noise(pf)
     table, cells = forecast_table(pf, noise, runs, thresholds, fit, seed)
-    new_fit = fit_with_forecasts(fit, cells, n_bootstrap, n_imputations, seed) if fit is not None else None
+    # n_imputations = 0: the forecasts alone (02's figure), the fit as it was
+    new_fit = fit_with_forecasts(fit, cells, n_bootstrap, n_imputations, seed) if fit is not None and n_imputations \
+        else fit
     return PhaseForecast(table, new_fit, cells, pf, noise, running, list(pf.notes),
                          frontier_reach(pf, noise, runs, seed, known_targets(fit, thresholds)))
 

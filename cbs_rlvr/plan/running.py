@@ -15,7 +15,7 @@ import pandas as pd
 from ..fit.imputed import N_IMPUTATIONS
 from ..fit.result import PhaseFit
 from ..words.early import PROGRESS_COLUMNS
-from .forecast import PhaseForecast, forecast_phase
+from .forecast import FORECAST_COLUMNS, PhaseForecast, forecast_phase
 from .stop import StopPlan, stop_runs
 
 #: an imputation's share of the bootstrap is at least this many tables (fewer imputations below)
@@ -70,3 +70,13 @@ def early_answers(phase: str, runs: pd.DataFrame, history: pd.DataFrame, metric:
                      n_bootstrap=n_bootstrap, n_imputations=min(n_imp, 4), seed=seed)
     progress = pd.DataFrame([progress_row(plan, runs)], columns=PROGRESS_COLUMNS)
     return EarlyAnswers(fc.table, plan.table, progress, fc.fit if fc.fit is not None else fit, fc, plan)
+
+
+def running_forecasts(runs: pd.DataFrame, history: pd.DataFrame, metric: str, thresholds, n_val, fit: PhaseFit,
+                      n_draws: int = 100, seed: int = 0) -> pd.DataFrame:
+    """forecast.csv's table without the fit it feeds (what 02's figure draws): empty when no run
+    of the phase is running."""
+    if not is_running(runs):
+        return pd.DataFrame(columns=FORECAST_COLUMNS)
+    return forecast_phase(runs, history, metric, thresholds, n_val, fit, n_draws=n_draws, n_imputations=0,
+                          seed=seed).table

@@ -13,6 +13,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ..words.claims import b_noise_trend
+from ..words.early import FORECAST_LABEL
 from ..words.numbers import interval
 from ..words.sentences import trend_title
 from .style import (
@@ -27,8 +28,12 @@ from .style import (
     _no_data,
     _positive,
     _usable_fits,
+    draw_forecasts,
     fan_out,
+    forecast_legend_handle,
+    forecasts_to_draw,
     label_axes,
+    mark_forecasts,
     set_log2_axis,
     set_log_axis,
     threshold_colors,
@@ -37,14 +42,18 @@ from .style import (
 
 
 def plot_sb_eb(sb_eb: pd.DataFrame, cbs_fit: pd.DataFrame, title: str = "",
-               batch_col: str = "total_batch") -> Figure:
+               batch_col: str = "total_batch", forecast: pd.DataFrame | None = None) -> Figure:
     """S(B) and E(B) per threshold: measured points, censored runs as lower bounds (open
     triangles), the chosen fit (McCandlish, or S_min (1 + (B_noise/B)^alpha) where the data
     reject alpha = 1) with its 95% band over B_noise, and B_noise marked (diamond: there
-    S = 2 S_min)."""
+    S = 2 S_min). forecast: forecast.csv while runs run; the crossings its running runs are
+    forecast to make (of the runs in sb_eb) drawn as open circles with their 90% interval."""
     fig = Figure(figsize=(10.5, 4.6))
     ax_s, ax_e = fig.subplots(1, 2)
-    sb = _frame(sb_eb, [batch_col, "threshold", "S_B", "E_B", "censored"])
+    sb = _frame(sb_eb, [batch_col, "threshold", "S_B", "E_B", "censored", "run_id"])
+    cast = forecasts_to_draw(forecast if batch_col == "total_batch" else None)
+    cast = cast[cast["run_id"].astype(str).isin(sb["run_id"].astype(str))]
+    drawn = []  # the run id of every forecast drawn
     fits = unbounded_as_open(_usable_fits(cbs_fit)).drop_duplicates("threshold").set_index("threshold")
     colors = threshold_colors(sb["threshold"].dropna().unique())
     lo, hi = _batch_limits(sb[batch_col])
@@ -56,6 +65,11 @@ def plot_sb_eb(sb_eb: pd.DataFrame, cbs_fit: pd.DataFrame, title: str = "",
             ax.scatter(_floats(rows.loc[~cen, batch_col]), _floats(rows.loc[~cen, col]), color=c, s=22, zorder=3)
             ax.scatter(fan_out(_floats(rows.loc[cen, batch_col]), k, len(colors)), _floats(rows.loc[cen, col]), marker="^",
                        facecolors="none", edgecolors=c, s=30, zorder=3)
+        f = cast[np.isclose(_floats(cast["threshold"]), float(t))]
+        xf = _floats(f["n_prompts"]) * _floats(f["n_rollouts"])
+        steps = [_floats(f[col]) for col in ("step", "step_lo", "step_hi")]
+        drawn += list(f["run_id"].to_numpy()[draw_forecasts(ax_s, fan_out(xf, k, len(colors)), *steps, c)])
+        draw_forecasts(ax_e, fan_out(xf, k, len(colors)), *(v * xf for v in steps), c)  # samples: steps x B
         label = f"acc ≥ {t:g}"
         if t in fits.index:
             f = fits.loc[t]
@@ -94,10 +108,23 @@ def plot_sb_eb(sb_eb: pd.DataFrame, cbs_fit: pd.DataFrame, title: str = "",
     handles += [matplotlib.lines.Line2D([], [], ls="", marker="^", mfc="none", mec="0.3"),
                 matplotlib.lines.Line2D([], [], ls="", marker="D", mfc="0.6", mec="black")]
     labels += ["never reached (lower bound)", "B = B_noise"]
+    if mark_forecasts(fig, drawn):
+        handles.append(forecast_legend_handle())
+        labels.append(FORECAST_LABEL)
     fig.legend(handles, labels, loc="outside lower center", ncol=3)
     if title:
         fig.suptitle(title)
     return fig
+
+
+def with_forecasts(data: pd.DataFrame, forecast: pd.DataFrame | None) -> pd.DataFrame:
+    """A figure's data with the forecasts it draws (forecasts_to_draw's rows, `kind` 'forecast',
+    the data's rows 'measured'); the data as they are where it draws none, so a finished sweep's
+    figure data do not change."""
+    cast = forecasts_to_draw(forecast)
+    if not len(cast):
+        return data
+    return pd.concat([data.assign(kind="measured"), cast.assign(kind="forecast")], ignore_index=True)
 
 
 def plot_b_noise_vs_target(cbs_fit: pd.DataFrame, compare: pd.DataFrame | None = None,

@@ -15,10 +15,15 @@ import pandas as pd
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
+from ..words.early import FORECAST_LABEL
 from .style import (
     PALETTE,
     _batch_limits,
     _plain_label,
+    draw_forecasts,
+    forecast_legend_handle,
+    forecasts_to_draw,
+    mark_forecasts,
     set_log2_axis,
     set_log_axis,
     threshold_colors,
@@ -46,13 +51,15 @@ def best_split_per_batch(predictions: pd.DataFrame, by: str = "predicted_hours")
     return rows.loc[idx].sort_values(["threshold", "total_batch"]).reset_index(drop=True)
 
 
-def plot_plan(predictions: pd.DataFrame, measured: pd.DataFrame, plan: pd.DataFrame, title: str = "") -> Figure:
+def plot_plan(predictions: pd.DataFrame, measured: pd.DataFrame, plan: pd.DataFrame, title: str = "",
+              forecast: pd.DataFrame | None = None) -> Figure:
     """One panel per target: the predicted training time to target against B (solid where measured
     or between the batch sizes that reached the target, dashed where extrapolated) with its 95% band, the measured runs (filled:
     reached the target; open triangles: stopped before it, a lower bound), and the
     recommendation for wall-clock time (star). With two axes the curve is the fastest split at
     each B. measured: wall_clock_table rows (threshold, total_batch, time_to_target_h,
-    censored)."""
+    censored). forecast: plan.forecast.forecast_hours' rows while runs run, the running runs'
+    crossings to come in hours (open circles, 90% interval)."""
     curves = best_split_per_batch(predictions)
     thresholds = sorted(curves["threshold"].unique()) if len(curves) else []
     n = max(len(thresholds), 1)
@@ -64,6 +71,7 @@ def plot_plan(predictions: pd.DataFrame, measured: pd.DataFrame, plan: pd.DataFr
     lo, hi = _batch_limits(np.r_[curves["total_batch"].to_numpy(dtype=float) if len(curves) else [],
                                  measured["total_batch"].to_numpy(dtype=float) if len(measured) else []])
     wall_rec = plan[plan["objective"] == "wall_clock"].set_index("threshold") if len(plan) else pd.DataFrame()
+    cast, drawn = forecasts_to_draw(forecast), []  # drawn: the run id of every forecast drawn
     for ax, t in zip(axes, thresholds, strict=False):
         c = colors[t]
         rows = curves[curves["threshold"] == t]
@@ -79,6 +87,10 @@ def plot_plan(predictions: pd.DataFrame, measured: pd.DataFrame, plan: pd.DataFr
             ax.scatter(ok["total_batch"], ok["time_to_target_h"], color="0.15", s=18, zorder=4)
             ax.scatter(cen["total_batch"], cen["time_to_target_h"], marker="^", facecolors="none",
                        edgecolors="0.15", s=26, zorder=4)
+        f = forecasts_to_draw(cast, t)
+        if len(f):
+            drawn += list(f["run_id"].to_numpy()[draw_forecasts(ax, f["total_batch"], f["hours"], f["hours_lo"],
+                                                                 f["hours_hi"], "0.15")])
         if t in wall_rec.index:
             r = wall_rec.loc[t]
             ax.scatter([float(r["total_batch"])], [float(r["predicted_hours"])], marker="*", s=170,
@@ -104,6 +116,9 @@ def plot_plan(predictions: pd.DataFrame, measured: pd.DataFrame, plan: pd.DataFr
                matplotlib.lines.Line2D([], [], ls="", marker="*", mfc="0.6", mec="black", ms=11)]
     labels = ["predicted (run, or between runs that reached it)", "predicted (extrapolated)", "95% band", "measured run",
               "run stopped before the target (lower bound)", "fastest: the recommendation"]
+    if mark_forecasts(fig, drawn):
+        handles.append(forecast_legend_handle())
+        labels.append(FORECAST_LABEL)
     fig.legend(handles, labels, loc="outside lower center", ncol=3)
     if title:
         fig.suptitle(title)

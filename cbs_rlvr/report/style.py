@@ -89,7 +89,48 @@ def describe_figure(fig: Figure) -> str:
     title = fig._suptitle.get_text() if getattr(fig, "_suptitle", None) is not None else ""
     panels = [(ax.get_title(), ax.get_xlabel(), ax.get_ylabel(), ax.get_xscale() == "log", ax.get_yscale() == "log")
               for ax in fig.axes if ax.get_visible() and ax.axison]
-    return figure_alt(title, panels)
+    return figure_alt(title, panels, getattr(fig, "_cbs_alt_notes", ()))
+
+
+def forecasts_to_draw(forecast: pd.DataFrame | None, threshold: float | None = None) -> pd.DataFrame:
+    """The rows of forecast.csv a figure draws: running runs' crossings to come (not observed, with
+    a forecast step), at one threshold where given."""
+    if forecast is None or not len(forecast):
+        return pd.DataFrame(columns=["run_id", "threshold", "n_prompts", "n_rollouts", "observed", "state", "step",
+                                     "step_lo", "step_hi"])
+    f = forecast[~forecast["observed"].astype(bool) & np.isfinite(_floats(forecast["step"]))]
+    if "state" in f:
+        f = f[f["state"].astype(str) == "running"]
+    return f if threshold is None else f[np.isclose(_floats(f["threshold"]), float(threshold))]
+
+
+def draw_forecasts(ax, x, y, lo, hi, color) -> np.ndarray:
+    """Forecast crossings, never to be taken for measured ones: an open circle at the forecast and
+    a bar over its 90% interval, under the measured points. Returns which it drew (a mask)."""
+    x, y, lo, hi = (np.asarray(v, dtype=float) for v in (x, y, lo, hi))
+    ok = np.isfinite(x) & np.isfinite(y) & (y > 0)
+    if ok.any():
+        ax.vlines(x[ok], np.where(np.isfinite(lo[ok]), lo[ok], y[ok]), np.where(np.isfinite(hi[ok]), hi[ok], y[ok]),
+                  colors=[color], lw=3.5, alpha=0.45, zorder=2)
+        ax.scatter(x[ok], y[ok], marker="o", facecolors="white", edgecolors=[color], linewidths=1.3, s=30, zorder=3)
+    return ok
+
+
+def forecast_legend_handle():
+    """The legend's entry for draw_forecasts' marks (bar and open circle together)."""
+    return (matplotlib.lines.Line2D([], [], ls="", marker="|", ms=11, mew=3.5, color="0.3", alpha=0.45),
+            matplotlib.lines.Line2D([], [], ls="", marker="o", mfc="white", mec="0.3", mew=1.3, ms=5.5))
+
+
+def mark_forecasts(fig: Figure, drawn_run_ids) -> bool:
+    """Name the drawn forecasts (the run id of each) in the figure's alt text (describe_figure reads
+    it); whether there were any."""
+    from ..words.early import forecast_alt
+
+    ids = [str(i) for i in drawn_run_ids]
+    if ids:
+        fig._cbs_alt_notes = [forecast_alt(len(set(ids)), len(ids))]
+    return bool(ids)
 
 
 def fan_out(x, k: int, n: int, step: float = 0.07):

@@ -81,3 +81,18 @@ def targets_sentence(cbs_fit, forecast=None) -> str:
     if later:
         parts.append("not yet at " + _listing(later))
     return "; ".join(parts) + "."
+
+
+#: the legend of a forecast crossing in 02's and 08's figures (open circle, bar over its interval)
+FORECAST_LABEL = "forecast crossing of a running run (90% interval)"
+
+
+def forecast_alt(n_runs: int, n_forecasts: int) -> str:
+    """The alt text's line for a figure that draws forecasts: they are named as forecasts, with how
+    many runs and crossings they are ('' for none)."""
+    if not n_forecasts:
+        return ""
+    runs = "1 running run has" if n_runs == 1 else f"{count(n_runs)} running runs have"
+    what = "1 crossing" if n_forecasts == 1 else f"{count(n_forecasts)} crossings"
+    return (f"Open circles with bars are forecasts, not measurements: {what} that {runs} not made yet, "
+            "each where it is forecast with its 90% interval.")

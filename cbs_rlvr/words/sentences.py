@@ -180,10 +180,11 @@ def step_model_sentence(model: dict) -> str:
             f"B = {count(lo)} to {count(hi)}.{note}")
 
 
-def figure_alt(title: str, panels) -> str:
+def figure_alt(title: str, panels, notes=()) -> str:
     """A figure's alt text, naming what it shows: 'Figure: Phase 1. Left panel: steps to target
     (log scale) against batch size B (log scale). Right panel: ...'. panels: (title, x label, y
-    label, x on a log scale, y on a log scale) per panel."""
+    label, x on a log scale, y on a log scale) per panel; notes: sentences the figure adds (what
+    its forecasts are)."""
     def axis(label, log):
         label = " ".join(str(label or "").split()) or "an unlabelled axis"
         return f"{label} (log scale)" if log else label
@@ -195,7 +196,7 @@ def figure_alt(title: str, panels) -> str:
     for name, (t, xl, yl, xlog, ylog) in zip(names, panels, strict=False):
         head = f"{name}{' (' + ' '.join(str(t).split()) + ')' if str(t or '').strip() else ''}"
         parts.append(f"{head}: {axis(yl, ylog)} against {axis(xl, xlog)}.")
-    return " ".join(parts)
+    return " ".join(parts + [str(n) for n in notes if str(n or "").strip()])
 
 
 def sweep_facts(configs: pd.DataFrame, updates_per_step, dynamic: bool, from_config: int = 0,
