@@ -74,10 +74,10 @@ SLOW_FIXTURES = {
 # The longest files first (measured, `pytest --durations`): with `--dist loadfile` a file runs
 # whole on one worker, so starting the long ones first keeps the two workers busy to the end
 # (the order changes no result; a file missing here only runs later).
-LONGEST_FIRST = ["test_notebooks.py", "test_hardening.py", "test_faults.py", "test_habits.py",
-                 "test_generated_reports.py", "test_hunt_notebooks.py", "test_generated_sweeps.py",
-                 "test_trainer_fits.py", "test_build.py", "test_hostile.py", "test_fit.py",
-                 "test_wandb_api.py", "test_jupyterlab.py"]
+LONGEST_FIRST = ["test_notebooks.py", "test_hardening.py", "test_build.py", "test_faults.py",
+                 "test_generated_reports.py", "test_wandb_api.py", "test_hunt_notebooks.py", "test_jupyterlab.py",
+                 "test_generated_sweeps.py", "test_hostile.py", "test_habits.py", "test_plan.py", "test_fit.py",
+                 "test_demo_accuracy.py"]
 
 
 def pytest_collection_modifyitems(config, items):
