@@ -262,6 +262,8 @@ def test_the_cross_phase_findings_reach_the_index(tmp_path):
     found = cross_phase_findings(long, {"p2b": two})
     assert found["topic"].tolist() == ["B_noise against the target (prompts axis, gsm8k)", "prompts against rollouts"]
     assert "the second rollout of a prompt is worth 0.83 of a new prompt" in found["finding"].iloc[1]
+    # the claim, then its numbers: the subject is said once
+    assert found["finding"].iloc[0].startswith("B_noise grows with the target accuracy: from 200 at 0.3 to 800 at 0.7")
     (tmp_path / "summary" / "tables").mkdir(parents=True)
     found.to_csv(tmp_path / "summary" / "tables" / "findings.csv", index=False)
     page = render_index(tmp_path, {}, {}, {"source": "x", "n_runs": 0}, "now")

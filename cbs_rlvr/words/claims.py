@@ -328,6 +328,13 @@ def noise_scale_lines(comparison: pd.DataFrame, at_target: pd.DataFrame, cbs_fit
     return lines + (["", claim] if claim else [])
 
 
+def _without_subject(evidence: str, claim: str) -> str:
+    """The evidence without the words the claim before it already said ('B_noise grows: B_noise
+    grows from ...' reads 'B_noise grows ...: from ...')."""
+    subject = " ".join(claim.split()[:2]) + " "
+    return evidence[len(subject):] if evidence.startswith(subject) else evidence
+
+
 def cross_phase_findings(summary_long: pd.DataFrame, two_axis: dict | None = None) -> pd.DataFrame:
     """07's findings, one row each (phase, topic, finding), for the page and the index: how B_noise
     moves with the target in each phase (b_noise_trend), and what a rollout is worth against a
@@ -336,8 +343,8 @@ def cross_phase_findings(summary_long: pd.DataFrame, two_axis: dict | None = Non
     for p, part in summary_long.groupby("phase", sort=False):
         trend = b_noise_trend(part)
         where = f"{part['axis'].iloc[0]} axis, {part['task'].iloc[0]}"
-        text = (f"{trend['claim']}: {trend['evidence']}" if trend["n_points"] else
-                "no target has a usable fit (see the status and reason in its cbs_fit.csv)")
+        text = (f"{trend['claim']}: {_without_subject(trend['evidence'], trend['claim'])}" if trend["n_points"]
+                else "no target has a usable fit (see the status and reason in its cbs_fit.csv)")
         rows.append({"phase": p, "topic": f"B_noise against the target ({where})", "finding": text})
     for p, table in (two_axis or {}).items():
         for line in rho_claim(table):
