@@ -95,7 +95,7 @@ CLEAN_NOTEBOOK := cbs_rlvr/build/clean_notebook.py
 help:
 	@echo "First run: make report takes 3-4 min (creating .venv and installing what the reports"
 	@echo "need, about 2 min; then the demo, under 2 min); make test about 1 min more to install"
-	@echo "pytest, ruff and JupyterLab, then about 8 min for the suite on 2 idle cores (longer on"
+	@echo "pytest, ruff and JupyterLab, then about 7½ min for the suite on 2 idle cores (longer on"
 	@echo "a busy machine; make test-quick under 1 min). Later runs skip the install."
 	@echo "Needs Python >= 3.10 with venv (Debian/Ubuntu: apt install python3-venv), make, git;"
 	@echo "Chromium only for the browser tests."
@@ -106,7 +106,7 @@ help:
 	@echo "  make snapshot        only read SOURCE into OUT/data/"
 	@echo "  make test            run the test suite (installs the test extra first)"
 	@echo "  make test-quick      the suite without the tests marked slow (builds, trainers,"
-	@echo "                       browsers, hunts): about 1 min, for the edit loop"
+	@echo "                       browsers, hunts): about 30 s, for the edit loop"
 	@echo "  make lint            ruff over the project (installs ruff first)"
 	@echo "  make bench           benchmarks -> benchmarks/results.md"
 	@echo "  make sync-notebooks  re-pair notebooks/*.py with their .ipynb twins, written as"
