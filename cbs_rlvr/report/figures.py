@@ -13,7 +13,6 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ..words.claims import b_noise_trend
-from ..words.early import FORECAST_LABEL
 from ..words.numbers import interval
 from ..words.sentences import trend_title
 from .style import (
@@ -30,10 +29,9 @@ from .style import (
     _usable_fits,
     draw_forecasts,
     fan_out,
-    forecast_legend_handle,
+    finish_legend,
     forecasts_to_draw,
     label_axes,
-    mark_forecasts,
     set_log2_axis,
     set_log_axis,
     threshold_colors,
@@ -108,13 +106,7 @@ def plot_sb_eb(sb_eb: pd.DataFrame, cbs_fit: pd.DataFrame, title: str = "",
     handles += [matplotlib.lines.Line2D([], [], ls="", marker="^", mfc="none", mec="0.3"),
                 matplotlib.lines.Line2D([], [], ls="", marker="D", mfc="0.6", mec="black")]
     labels += ["never reached (lower bound)", "B = B_noise"]
-    if mark_forecasts(fig, drawn):
-        handles.append(forecast_legend_handle())
-        labels.append(FORECAST_LABEL)
-    fig.legend(handles, labels, loc="outside lower center", ncol=3)
-    if title:
-        fig.suptitle(title)
-    return fig
+    return finish_legend(fig, handles, labels, drawn, title)
 
 
 def with_forecasts(data: pd.DataFrame, forecast: pd.DataFrame | None) -> pd.DataFrame:

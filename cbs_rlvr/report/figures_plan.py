@@ -15,15 +15,13 @@ import pandas as pd
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
-from ..words.early import FORECAST_LABEL
 from .style import (
     PALETTE,
     _batch_limits,
     _plain_label,
     draw_forecasts,
-    forecast_legend_handle,
+    finish_legend,
     forecasts_to_draw,
-    mark_forecasts,
     set_log2_axis,
     set_log_axis,
     threshold_colors,
@@ -116,13 +114,7 @@ def plot_plan(predictions: pd.DataFrame, measured: pd.DataFrame, plan: pd.DataFr
                matplotlib.lines.Line2D([], [], ls="", marker="*", mfc="0.6", mec="black", ms=11)]
     labels = ["predicted (run, or between runs that reached it)", "predicted (extrapolated)", "95% band", "measured run",
               "run stopped before the target (lower bound)", "fastest: the recommendation"]
-    if mark_forecasts(fig, drawn):
-        handles.append(forecast_legend_handle())
-        labels.append(FORECAST_LABEL)
-    fig.legend(handles, labels, loc="outside lower center", ncol=3)
-    if title:
-        fig.suptitle(title)
-    return fig
+    return finish_legend(fig, handles, labels, drawn, title)
 
 
 def pareto_front(x, y) -> np.ndarray:

@@ -133,6 +133,19 @@ def mark_forecasts(fig: Figure, drawn_run_ids) -> bool:
     return bool(ids)
 
 
+def finish_legend(fig: Figure, handles: list, labels: list, drawn_run_ids, title: str | None = None) -> Figure:
+    """The figure's one legend below its axes (three columns), with the forecasts' entry where any
+    was drawn (mark_forecasts), and its title."""
+    from ..words.early import FORECAST_LABEL
+
+    if mark_forecasts(fig, drawn_run_ids):
+        handles, labels = [*handles, forecast_legend_handle()], [*labels, FORECAST_LABEL]
+    fig.legend(handles, labels, loc="outside lower center", ncol=3)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
 def fan_out(x, k: int, n: int, step: float = 0.07):
     """x (on a log axis) moved by a small factor for the k-th of n series, so that markers of a
     run that never reached several targets (one lower bound per target, all at its last step) sit
