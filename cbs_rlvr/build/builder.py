@@ -62,6 +62,7 @@ from .state import (
     _job_key,
     code_digest,
     phase_data_hashes,
+    phase_members,
     read_state,
     source_fingerprint,
     write_state,
@@ -168,11 +169,9 @@ def update_snapshot(source: str, out: Path, state: dict, params_dir: Path, worke
     else:
         manifest = verify_snapshot_files(snapshot_data_dir(out))
     runs = snapshot["runs"]
-    # a run may belong to several phases (params `select`): `phases` lists them, `;`-joined
-    column = runs["phases"] if "phases" in runs.columns else runs["phase"]
     phases: dict[str, int] = {}
-    for value in column.dropna().astype(str):
-        for phase in filter(None, value.split(";")):
+    for member_of in phase_members(runs):
+        for phase in member_of:
             phases[phase] = phases.get(phase, 0) + 1
     state.update({"source": str(source), "source_fingerprint": fingerprint,
                   "params_fingerprint": selection, "content_hash": manifest["content_hash"],

@@ -66,6 +66,13 @@ def code_digest() -> str:
     return hasher.hexdigest()
 
 
+def phase_members(runs):
+    """Per run, the phases it belongs to: a run may be in several (params `select`), listed
+    `;`-joined in the snapshot's `phases` column (`phase` in older snapshots)."""
+    column = runs["phases"] if "phases" in runs.columns else runs["phase"]
+    return column.fillna("").astype(str).str.split(";").map(lambda ps: [p for p in ps if p])
+
+
 def phase_data_hashes(runs, history, excluded, manifest: dict) -> dict[str, str]:
     """sha256 per phase of what its notebooks read of the snapshot: its runs' rows and their
     history, with what every phase shows of the whole (the source, the counts, the excluded runs:
@@ -74,11 +81,10 @@ def phase_data_hashes(runs, history, excluded, manifest: dict) -> dict[str, str]
     snapshot's content hash)."""
     from ..sources.snapshot import snapshot_content_hash
 
-    column = runs["phases"] if "phases" in runs.columns else runs["phase"]
-    members = column.fillna("").astype(str).str.split(";")
+    members = phase_members(runs)
     whole = json.dumps([manifest.get(k) for k in ("source", "n_runs", "n_excluded")], default=str)
     out = {}
-    for phase in sorted({p for ps in members for p in ps if p}):
+    for phase in sorted({p for ps in members for p in ps}):
         mine = runs[members.map(lambda ps, p=phase: p in ps)]
         hist = history[history["run_id"].isin(mine["run_id"])]
         out[phase] = _job_key(whole, snapshot_content_hash(mine, hist, excluded))
