@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import math
 import os
@@ -58,15 +57,6 @@ def _sweeps():
     from sweeps import scale
 
     return scale
-
-
-def _load_make_demo():
-    """data/demo/make_demo.py as a module (its model and its SDK writer are reused)."""
-    spec = importlib.util.spec_from_file_location("make_demo", REPO / "data" / "demo" / "make_demo.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["make_demo"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _make_env() -> dict:
@@ -398,8 +388,8 @@ def progress_fit_time(n_runs: int, n_evals: int, n_bootstrap: int = 1000, repeat
     from cbs_rlvr.fit.allevals import fit_all_evals
     from cbs_rlvr.fit.runpath import path_noise
 
-    task = _load_make_demo().TASKS["gsm8k"]
-    md = sys.modules["make_demo"]
+    md = _sweeps()._model()
+    task = md.TASKS["gsm8k"]
     runs, history = _sweeps().synthetic_phase(n_runs, n_evals)
     out = {"n_runs": n_runs, "n_evals": n_evals, "n_rows": len(history), "n_bootstrap": n_bootstrap,
            "crossing": [], "all_evals": [], "calibration": []}

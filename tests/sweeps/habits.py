@@ -74,9 +74,6 @@ def _digest(text: str) -> bytes:
     return hashlib.sha256(text.encode()).digest()
 
 
-_run_id = form.run_id
-
-
 def good_lr(B: int) -> float:
     return LR_BASE * math.sqrt(B / LR_REF_B)
 
@@ -149,7 +146,7 @@ def habit_sweep(md, seed: int, step_timer: str = "v0.6") -> tuple[list[HabitRun]
     def add(key, name, n_p, n_r, lr, factor, tags, group):
         nonlocal slot
         rows, r, total = simulate(md, f"{seed}/{key}", n_p, n_r, factor, step_timer)
-        run = HabitRun(_run_id(f"{seed}/{key}"), name, verl_config(md, n_p, n_r, lr, name, seed, total),
+        run = HabitRun(form.run_id(f"{seed}/{key}"), name, verl_config(md, n_p, n_r, lr, name, seed, total),
                        rows, START + seed * 86400 * 7 + slot * 3600, tags, group)
         run.truth = {"key": key, "n_prompts": n_p, "n_rollouts": n_r, "lr": lr,
                      "speed_factor": factor, **_truth(md, n_p, n_r, r, rows)}
@@ -179,7 +176,7 @@ def habit_sweep(md, seed: int, step_timer: str = "v0.6") -> tuple[list[HabitRun]
         / task["n_val"]})] + [(s, m) for s, m in full.rows if s > CHECKPOINT]
     seg1 = HabitRun(full.run_id, full.name, full.config, crashed, full.start_time, full.tags, full.group,
                     exit_code=1, truth={**full.truth, "segment": 1})
-    seg2 = HabitRun(_run_id(f"{seed}/h1/{RESUME_PROMPTS}/resumed"), full.name, full.config, restart,
+    seg2 = HabitRun(form.run_id(f"{seed}/h1/{RESUME_PROMPTS}/resumed"), full.name, full.config, restart,
                     full.start_time + 2 * 3600, full.tags, full.group, truth={**full.truth, "segment": 2})
     runs[runs.index(full)] = seg1
     runs.append(seg2)

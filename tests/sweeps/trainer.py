@@ -753,10 +753,8 @@ class PGSweep:
                 f"states {states}")
 
 
-def _run_id(text: str) -> str:
-    from sweeps.form import run_id
-
-    return run_id(text)
+# (imported here, below the learner: code_version hashes the source above its end marker, imports included)
+from sweeps.form import run_id as _run_id  # noqa: E402
 
 
 def sgd_lr(n_prompts: int, n_rollouts: int, truth: dict | None = None) -> float:
