@@ -16,6 +16,12 @@ from collections.abc import Sequence
 
 from .paths import DEFAULT_OUT, DEFAULT_PARAMS, DEFAULT_SOURCE, project_path, project_source
 
+# jsonschema, which nbformat loads, imports rfc3987_syntax when it is installed (JupyterLab's
+# jupyter-events brings it), and that compiles some 35 Earley grammars at import: 1.5-2 s of
+# every build that runs a notebook, for the IRI format no notebook schema uses (jsonschema
+# issue 1428). Marked absent, jsonschema takes its own ImportError path and skips that format.
+sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+
 _SOURCE_HELP = ("wandb:<entity>/<project>, a directory of W&B offline runs, or an export "
                 f"directory with runs.csv (default: {DEFAULT_SOURCE}, the bundled demo)")
 

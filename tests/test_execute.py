@@ -82,3 +82,54 @@ def test_failed_cell_of_an_unreadable_or_clean_notebook(tmp_path):
     broken.write_text("{not json")
     assert execute.failed_cell(broken) == ("", "")
     assert execute.failed_cell(_notebook(tmp_path / "ok.ipynb", "1")) == ("", "")
+
+
+@pytest.mark.slow
+def test_kernels_talk_over_sockets_of_their_own_and_leave_none_behind(tmp_path):
+    """Two job slots start kernels at once: over TCP each is handed a port that was free when
+    picked and binds it later, so one could lose its port to the other (seen in the suite:
+    "ZMQError: Address already in use", then a minute's wait and a failed notebook). Kernels
+    talk over Unix sockets named for themselves in a private directory instead; a build's end
+    removes them, and a killed build's are removed by the next one."""
+    import json
+    import threading
+    from pathlib import Path
+
+    connections = tmp_path / "out" / ".build" / "kernels"
+    execute.kernel_environment(connections)
+    notebooks = [_notebook(tmp_path / f"n{i}.ipynb", "import os; print(os.getpid())") for i in range(2)]
+    errors = [None, None]
+
+    def run(i):
+        errors[i] = execute.execute(notebooks[i], tmp_path / f"n{i}.out.ipynb", {})
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert errors == [None, None]
+        infos = [json.loads(p.read_text()) for p in connections.glob("kernel-*.json")]
+        assert len(infos) == 2 and {i["transport"] for i in infos} == {"ipc"}
+        prefixes = [Path(i["ip"]) for i in infos]
+        assert prefixes[0] != prefixes[1] and prefixes[0].parent == prefixes[1].parent
+        sockets = prefixes[0].parent
+        assert sockets.name.startswith("cbs-kernels-") and len(list(sockets.glob("*-[0-9]*"))) == 10
+        assert len(str(prefixes[0])) + len("-99999") < 100  # a socket path's limit, whatever OUT is
+    finally:
+        execute.shutdown_kernels()
+    assert not sockets.exists() and list(connections.glob("*.json")) == []
+
+    # what a killed build left: its connection file and sockets; a file it names elsewhere stays
+    import tempfile
+
+    left = Path(tempfile.mkdtemp(prefix="cbs-kernels-", dir="/tmp"))
+    for n in (1, 2):
+        (left / f"kernel-abc-{n}").write_text("")
+    (connections / "kernel-old.json").write_text(json.dumps({"transport": "ipc", "ip": str(left / "kernel-abc")}))
+    precious = tmp_path / "data-1"
+    precious.write_text("keep")
+    (connections / "kernel-odd.json").write_text(json.dumps({"transport": "ipc", "ip": str(tmp_path / "data")}))
+    assert len(execute.remove_stale_kernels(connections)) == 2
+    assert not left.exists() and precious.read_text() == "keep"

@@ -60,6 +60,8 @@ _WRITES_EXPR = "__import__('json').dumps(sorted(set(__import__('sys')._cbs_write
 
 _local = threading.local()
 _connection_dir: Path | None = None
+_sockets: Path | None = None  # this build's kernel sockets (ipc transport)
+SOCKETS_ROOT, SOCKETS_PREFIX = "/tmp", "cbs-kernels-"
 _all_kernels: list = []
 _lock = threading.Lock()
 
@@ -109,13 +111,7 @@ def _register_engine() -> None:
             km = getattr(_local, "km", None)
             with _lock:
                 if km is None or km not in _all_kernels:  # none yet, or shut down at a build's end
-                    options = {}
-                    if _connection_dir is not None:  # else jupyter_client's mkstemp in $TMPDIR
-                        import uuid
-
-                        _connection_dir.mkdir(parents=True, exist_ok=True)
-                        options["connection_file"] = str(_connection_dir / f"kernel-{uuid.uuid4()}.json")
-                    km = _local.km = AsyncKernelManager(kernel_name=kernel_name, **options)
+                    km = _local.km = AsyncKernelManager(kernel_name=kernel_name, **_kernel_options())
                     _all_kernels.append(km)
             kwargs = remove_args(["input_path", "timeout", "startup_timeout"], **kwargs)
             final = merge_kwargs(kwargs, timeout=execution_timeout, startup_timeout=start_timeout,
@@ -134,6 +130,58 @@ def _register_engine() -> None:
                     client.kc.stop_channels()
 
     papermill_engines.register(ENGINE, WarmKernelEngine)
+
+
+def _kernel_options() -> dict:
+    """Where a new kernel's connection file and sockets go. On Linux and macOS the kernel talks
+    over Unix sockets (zmq's ipc transport) in a private directory of this build: TCP ports are
+    picked free and bound later by the kernel, so two kernels started at once on one machine (two
+    job slots, two builds) could be handed the same port, and the loser dies at start-up
+    ("Address already in use") while the build waits a minute for it. A socket file named for its
+    kernel cannot be taken by another. (Windows keeps TCP.)"""
+    import uuid
+
+    options: dict = {}
+    name = f"kernel-{uuid.uuid4()}"
+    if _connection_dir is not None:  # else jupyter_client's mkstemp in $TMPDIR
+        _connection_dir.mkdir(parents=True, exist_ok=True)
+        options["connection_file"] = str(_connection_dir / f"{name}.json")
+    if os.name == "posix":
+        # a socket's path holds at most ~100 bytes, which OUT/.build/kernels may not leave: a
+        # short private directory under the system's temporary one
+        options.update(transport="ipc", ip=str(_socket_dir() / name[:15]))
+    return options
+
+
+def _socket_dir() -> Path:
+    """This build's directory for kernel sockets (0700, removed by shutdown_kernels). Under /tmp,
+    not $TMPDIR: macOS's is too long a path for a socket."""
+    global _sockets
+    if _sockets is None or not _sockets.is_dir():
+        import tempfile
+
+        _sockets = Path(tempfile.mkdtemp(prefix=SOCKETS_PREFIX, dir=SOCKETS_ROOT))
+    return _sockets
+
+
+def _remove_sockets(connection_files: list[str]) -> None:
+    """The socket files named in (a killed build's) kernel connection files, and their
+    directory once empty."""
+    for path in connection_files:
+        try:
+            info = json.loads(Path(path).read_text())
+        except (OSError, ValueError):
+            continue
+        prefix = Path(str(info.get("ip", "")))
+        if info.get("transport") != "ipc" or prefix.parent.parent != Path(SOCKETS_ROOT) \
+                or not prefix.parent.name.startswith(SOCKETS_PREFIX):
+            continue  # never a file this module did not make
+        for socket in prefix.parent.glob(f"{prefix.name}-*"):
+            socket.unlink(missing_ok=True)
+        try:
+            prefix.parent.rmdir()
+        except OSError:
+            pass
 
 
 def _parse_writes(reply: dict | None) -> list[str] | None:
@@ -180,6 +228,12 @@ def shutdown_kernels() -> None:
     for km in kernels:
         _shutdown(km)
     remove_connection_files()
+    global _sockets
+    if _sockets is not None:
+        import shutil
+
+        shutil.rmtree(_sockets, ignore_errors=True)
+        _sockets = None
 
 
 def remove_stale_kernels(connection_dir: Path) -> list[str]:
@@ -201,6 +255,7 @@ def remove_stale_kernels(connection_dir: Path) -> list[str]:
                 os.kill(int(proc.name), signal.SIGKILL)
             except OSError:
                 pass
+    _remove_sockets(stale)
     for path in stale:
         Path(path).unlink(missing_ok=True)
     return stale
