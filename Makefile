@@ -149,10 +149,10 @@ snapshot: $(STAMP)
 # the suite's files run in parallel, one file per worker (its module fixtures stay shared);
 # test-quick leaves out the tests marked slow (builds, trainers, browsers, hunts): the edit loop
 test: $(TEST_STAMP)
-	"$(PY)" -m pytest -q -n auto --dist loadfile
+	"$(PY)" -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
 
 test-quick: $(TEST_STAMP)
-	"$(PY)" -m pytest -q -n auto --dist loadfile -m "not slow"
+	"$(PY)" -m pytest -q -n auto --dist loadfile --no-loadscope-reorder -m "not slow"
 
 lint: $(LINT_STAMP)
 	"$(PY)" -m ruff check .

@@ -74,13 +74,16 @@ SLOW_FIXTURES = {
 }
 
 
-# The longest files first (measured, `pytest --durations`): with `--dist loadfile` a file runs
-# whole on one worker, so starting the long ones first keeps the two workers busy to the end
-# (the order changes no result; a file missing here only runs later).
-LONGEST_FIRST = ["test_notebooks.py", "test_hardening.py", "test_build.py", "test_faults.py",
-                 "test_generated_reports.py", "test_wandb_api.py", "test_hunt_notebooks.py", "test_jupyterlab.py",
-                 "test_generated_sweeps.py", "test_hostile.py", "test_habits.py", "test_plan.py", "test_fit.py",
-                 "test_demo_accuracy.py"]
+# The longest files first (measured: wall time of each file on one worker, `make test`, 2 cores):
+# with `--dist loadfile` a file runs whole on one worker, so starting the long ones first keeps
+# the two workers busy to the end. xdist orders files by their number of tests unless told not to
+# (`--no-loadscope-reorder`, in the Makefile). The order changes no result; a file missing here
+# only runs later.
+LONGEST_FIRST = ["test_notebooks.py", "test_hardening.py", "test_build.py", "test_generated_sweeps.py",
+                 "test_generated_reports.py", "test_faults.py", "test_wandb_api.py", "test_hunt_notebooks.py",
+                 "test_jupyterlab.py", "test_plan.py", "test_hostile.py", "test_habits.py", "test_fit.py",
+                 "test_forecast.py", "test_demo_accuracy.py", "test_trainer_fits.py", "test_data_layer.py",
+                 "test_offline_parallel.py", "test_integrity.py", "test_analysis.py"]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -26,7 +26,7 @@ from testkit import in_two_processes
 from cbs_rlvr.fit.phase import FIT_STATUSES
 
 POOL = 200  # the sweeps the generator draws from; the hunts take a covering subset
-N_HUNT = int(os.environ.get("CBS_HUNT_SWEEPS", "8"))
+N_HUNT = int(os.environ.get("CBS_HUNT_SWEEPS", "7"))
 DRAW_EVERY = 2  # every 2nd hunted sweep also builds and renders every figure (checks the log axes)
 
 

@@ -14,7 +14,7 @@ from testkit import in_two_processes
 
 pytestmark = pytest.mark.slow  # every test here runs a build, a trainer or a browser
 
-N_HUNT = int(os.environ.get("CBS_HUNT_SWEEPS", "12"))
+N_HUNT = int(os.environ.get("CBS_HUNT_SWEEPS", "10"))
 DRAW_EVERY = 4  # every 4th sweep renders its figures to PNG (the others skip the draw)
 HABITS = ("habit:lr_sweep", "habit:resumed", "habit:updates_per_step", "habit:dynamic_sampling",
           "habit:timers", "habit:select_by_tag")

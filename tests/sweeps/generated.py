@@ -397,7 +397,8 @@ def covering_seeds(n: int, pool: int = 200, min_count: int = 2, prefix: str = ""
                    habits: bool = True, exclude: tuple[int, ...] | list[int] = ()) -> list[int]:
     """`n` seeds out of range(pool) (less `exclude`), chosen so that every feature drawn in the pool
     (those starting with `prefix`) appears in at least `min_count` of them where the pool has that
-    many (greedy, rarest feature first), the rest filled in seed order: a short hunt that still
+    many (greedy, rarest feature first; every feature once before any twice, so a hunt too short
+    for `min_count` still meets each once), the rest filled in seed order: a short hunt that still
     meets every kind of trouble the generator draws. Deterministic."""
     feats = {seed: {f for f in generate_sweep(seed, habits).features if f.startswith(prefix)}
              for seed in range(pool) if seed not in set(exclude)}
@@ -407,21 +408,22 @@ def covering_seeds(n: int, pool: int = 200, min_count: int = 2, prefix: str = ""
             totals[f] = totals.get(f, 0) + 1
     chosen: list[int] = []
     have = dict.fromkeys(totals, 0)
-    while len(chosen) < n:
-        short = {f for f, c in have.items() if c < min(min_count, totals[f])}
-        if not short:
-            break
-        rarest = min(short, key=lambda f: (totals[f], f))
-        seed = max((s for s in feats if s not in chosen and rarest in feats[s]),
-                   key=lambda s: (len(feats[s] & short), -s))
-        chosen.append(seed)
-        for f in feats[seed]:
-            have[f] += 1
+    for level in range(1, min_count + 1):  # every feature once before any twice
+        while len(chosen) < n:
+            short = {f for f, c in have.items() if c < min(level, totals[f])}
+            if not short:
+                break
+            rarest = min(short, key=lambda f: (totals[f], f))
+            seed = max((s for s in feats if s not in chosen and rarest in feats[s]),
+                       key=lambda s: (len(feats[s] & short), -s))
+            chosen.append(seed)
+            for f in feats[seed]:
+                have[f] += 1
     chosen += [s for s in feats if s not in chosen][: n - len(chosen)]
     return sorted(chosen)
 
 
-def notebook_hunt_seeds(n: int = 12) -> list[int]:
+def notebook_hunt_seeds(n: int = 10) -> list[int]:
     """The sweeps the notebook hunt runs (tests/test_hunt_notebooks.py): every feature of the pool
     at least twice, every verl habit at least three times; the analysis hunt takes others."""
     return covering_seeds(n, 200, min_count=2)
