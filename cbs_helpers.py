@@ -74,7 +74,7 @@ from cbs_rlvr.plan.nextruns import MIN_P_REACH, NEXT_RUNS_COLUMNS, next_runs
 from cbs_rlvr.plan.phase import PhasePlan, plan_phase
 from cbs_rlvr.plan.decide import decide, decision_target
 from cbs_rlvr.contracts import DECISION_COLUMNS
-from cbs_rlvr.words.decision import decision_sentences, decision_summary, gpu_claim, plan_summary, why_fastest_differs
+from cbs_rlvr.words.decision import decision_sentences, decision_summary, gpu_claim, next_runs_line, plan_summary, why_fastest_differs
 from cbs_rlvr.words.numbers import count, duration, header, interval, number, percent, reader_table, sentence
 from cbs_rlvr.report.figures_plan import best_split_per_batch, plot_plan, plot_plan_frontier
 # while runs run: their crossings forecast, the fit and decision with them, the runs that can stop

@@ -224,16 +224,13 @@ else:
 
 # %%
 if len(next_table):
-    print(f"{len(next_table)} suggested run(s) at accuracy {target:g}; the decision is expected to lose "
-          f"{ch.duration(decision['regret_now_h'])} against the truly fastest choice today.")
+    print(ch.next_runs_line(len(next_table), target, decision["regret_now_h"]))
     shown_next = next_table.assign(action=[a if a != "new" else "new run" for a in next_table["action"]])
     display(ch.reader_table(shown_next, ["rank", "action", "n_prompts", "n_rollouts", "total_batch", "to_step",
                                          "p_reach", "expected_reduction_h", "reduction_lo_h", "reduction_hi_h",
                                          "cost", "cost_unit", "why"], index="rank"))
 elif target is not None and decision["total_batch"] == decision["total_batch"]:
-    print(f"No run is worth its cost: the decision is expected to lose {ch.duration(decision['regret_now_h'])} "
-          "against the truly fastest choice, and no run is expected to cut that by 1% of its hours. "
-          "next_runs.csv is written with its header only.")
+    print(ch.next_runs_line(0, target, decision["regret_now_h"]))
 else:
     print("No decision to improve: no target has a usable fit (a fit needs 3 batch sizes that reach the "
           "target). next_runs.csv is written with its header only.")

@@ -50,6 +50,24 @@ def test_one_share_is_worded_one_way_and_one_card_has_one_unit():
     assert fmt.duration(1.2, 1.1, 1.3, unit="min") == "72 min [66, 78]"
 
 
+def test_the_next_runs_line_never_says_a_zero_loss():
+    """08's line over its next-runs table comes from the same words as the decision card: a
+    decision that is the fastest in every draw loses nothing, which reads as such, never '0 s'."""
+    from cbs_rlvr.words.decision import next_runs_line
+
+    assert next_runs_line(2, 0.5, 0.0016) == ("2 suggested run(s) at accuracy 0.5; the decision is expected to "
+                                              "lose 5.8 s against the truly fastest choice today.")
+    assert next_runs_line(1, 0.5, 0.0) == ("1 suggested run(s) at accuracy 0.5; the decision is not expected "
+                                           "to lose time today.")
+    assert next_runs_line(0, 0.5, 1.5) == ("No run is worth its cost: the decision is expected to lose 1.5 h "
+                                           "against the truly fastest choice, and no run is expected to cut "
+                                           "that by 1% of its hours. next_runs.csv is written with its header only.")
+    for regret in (0.0, float("nan"), None):
+        assert next_runs_line(0, 0.5, regret) == ("No run is worth its cost: no run is expected to change the "
+                                                  "decision. next_runs.csv is written with its header only.")
+    assert "0 s" not in next_runs_line(3, 0.3, 0.0)
+
+
 def test_a_short_time_reads_in_minutes_or_seconds_whatever_its_cards_unit():
     """'0.0016 h' is not a time a reader reads: under a tenth of an hour a time keeps its own unit."""
     assert fmt.duration(0.0016, unit="h") == "5.8 s" and fmt.duration(0.007, unit="min") == "25 s"

@@ -119,15 +119,33 @@ def _how_sure(row: dict) -> str:
     return "How sure: " + "; ".join(how) + f"; {_model_words(row)}."
 
 
+def _why_no_run(regret_h, unit: str | None = None) -> str:
+    """Why no run is suggested: what the decision is expected to lose (the fit's draws) and that
+    no run would cut it by 1% of its hours; or, when it loses nothing (never 'lose 0 s'), that no
+    run would change it."""
+    regret = _f(regret_h)
+    if not (math.isfinite(regret) and regret > 0):
+        return "no run is expected to change the decision."
+    return (f"the decision is expected to lose {duration(regret, unit=unit)} against the truly fastest choice, "
+            "and no run is expected to cut that by 1% of its hours.")
+
+
+def next_runs_line(n_suggested: int, target: float, regret_h) -> str:
+    """08's line over its next-runs table: how many runs are suggested and what the decision is
+    expected to lose today, or why none is."""
+    regret = _f(regret_h)
+    if n_suggested:
+        loss = (f"the decision is expected to lose {duration(regret)} against the truly fastest choice today"
+                if math.isfinite(regret) and regret > 0 else "the decision is not expected to lose time today")
+        return f"{count(n_suggested)} suggested run(s) at accuracy {target:g}; {loss}."
+    return f"No run is worth its cost: {_why_no_run(regret)} next_runs.csv is written with its header only."
+
+
 def _next_run(row: dict, t: float, unit: str) -> str:
     act = row.get("next_action")
     act = act if isinstance(act, str) else ""  # NaN when read back by pandas
     if not act:
-        regret = _f(row.get("regret_now_h"))
-        return "Next run: none is worth its cost: " + (
-            f"the decision is expected to lose {duration(regret, unit=unit)} against the truly fastest choice, and no "
-            "run is expected to cut that by 1% of its hours." if math.isfinite(regret) and regret > 0 else
-            "no run is expected to change the decision.")
+        return "Next run: none is worth its cost: " + _why_no_run(row.get("regret_now_h"), unit)
     cost = (f"{number(row['next_cost'])} {row['next_cost_unit']}" if _ok(row.get("next_cost")) else "cost unknown")
     p = _f(row.get("next_p_reach"))
     chance = ("" if not math.isfinite(p) else f"{percent(p)} chance to reach {t:g}")
