@@ -10,7 +10,7 @@ import csv
 
 import pandas as pd
 
-from cbs_rlvr.contracts import ANSWER_RECORD, read_answer_record
+from cbs_rlvr.contracts import ANSWER_RECORD, read_answer_record, read_decisions
 from cbs_rlvr.report.html import write_index
 from cbs_rlvr.words.changes import answer_changes, run_changes
 
@@ -92,3 +92,31 @@ def test_the_index_says_what_changed_since_the_build_before_and_only_then(tmp_pa
     # a damaged record is a first build again, never a traceback
     (tmp_path / ANSWER_RECORD).write_text("{not json")
     assert "Changed since" not in write_index(tmp_path, params, {"p1": 3}, manifest).read_text()
+
+
+def test_a_phase_whose_plan_failed_shows_no_stale_answer_and_loses_none(tmp_path):
+    """08 failed in this build: its decision.csv is the build before's, on older data. The index
+    does not show it as the answer (nor count it in decisions.csv); it says the plan failed and
+    where the earlier answer stays; 'what changed' says the runs, not 'no answer any more'; and
+    once the plan builds again, the change is said against the answer shown before it failed."""
+    params = {"p1": {"title": "Phase 1", "sections": ["01_load_runs", "08_plan"]}}
+    manifest = {"source": "x", "n_runs": 3}
+    _phase_tables(tmp_path, "p1", _row(summary="p1 at accuracy 0.7"), ["a", "b"])
+    write_index(tmp_path, params, {"p1": 2}, manifest)
+    assert [r["phase"] for r in read_decisions(tmp_path)] == ["p1"]
+    # the next build: a run added, and 08 fails (its old decision.csv stays on disk)
+    _phase_tables(tmp_path, "p1", _row(summary="p1 at accuracy 0.7"), ["a", "b", "c"])
+    (tmp_path / "p1" / "08_plan.error.txt").write_text("FAILED: notebooks/08_plan.py [phase p1], cell 3: boom\n")
+    page = write_index(tmp_path, params, {"p1": 3}, manifest).read_text()
+    assert read_decisions(tmp_path) == [] and not (tmp_path / "decisions.csv").exists()
+    assert "To paste in a chat" not in page and "32 × 8" not in page.split("Changed since")[0]
+    assert ("No batch to recommend: its plan notebook failed in this build (see its report below); the answer "
+            "of an earlier build stays in p1/tables/decision.csv, from the data of then.") in page
+    assert "<li>p1: 1 run added (c).</li>" in page and "no answer any more" not in page
+    assert (tmp_path / "p1" / "tables" / "decision.csv").is_file()  # nothing lost
+    # mended: compared with the answer the index showed before the failure
+    (tmp_path / "p1" / "08_plan.error.txt").unlink()
+    _phase_tables(tmp_path, "p1", _row(n_p=64, hours=1.04, summary="p1 at accuracy 0.7"), ["a", "b", "c"])
+    page = write_index(tmp_path, params, {"p1": 3}, manifest).read_text()
+    assert "p1: the batch to train with went from 32 × 8 (B = 256) to 64 × 8 (B = 512)" in page
+    assert "a first answer" not in page

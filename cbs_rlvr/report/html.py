@@ -231,14 +231,21 @@ def _running_lines(out: Path, phase: str) -> list[str]:
     return [x for x in (running_sentence(r) for r in rows) if x]
 
 
+def plan_failed(out: Path, phase: str) -> bool:
+    """The phase's plan notebook failed in the last build (its decision.csv, if any, is older)."""
+    return (out / phase / "08_plan.error.txt").is_file()
+
+
 def _no_answer(out: Path, phase: str, p: dict) -> str:
     """Why a phase with runs has no row in decisions.csv, in one sentence."""
     if "08_plan" not in p.get("sections", ()):
         kept = ", ".join(SHORT_TITLES.get(x, x) for x in SECTIONS if x in p.get("sections", ()))
         return (f"no batch to recommend: this phase has no plan section (its question is answered by its "
                 f"sections: {kept})")
-    if (out / phase / "08_plan.error.txt").is_file():
-        return "no batch to recommend: its plan notebook failed (see its report below)"
+    if plan_failed(out, phase):
+        kept = (f"; the answer of an earlier build stays in {phase}/tables/decision.csv, from the data "
+                "of then" if (out / phase / "tables" / "decision.csv").is_file() else "")
+        return f"no batch to recommend: its plan notebook failed in this build (see its report below){kept}"
     return "no batch to recommend yet: its plan is not built in this output directory"
 
 
@@ -385,10 +392,15 @@ def write_index(out: Path, params: dict[str, dict | str],
     created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     phases = [p for p in params if not isinstance(params[p], str) and with_runs.get(p)]
     previous = read_answer_record(out)
-    write_decisions(out, phases)
-    record = {"built": created, "decisions": read_decisions(out), "runs": phase_run_names(out, phases)}
-    changes = (answer_changes(previous["decisions"], record["decisions"], previous["runs"], record["runs"])
-               if previous else [])
+    # a phase whose plan failed now keeps an older decision.csv: not this build's answer, so not
+    # shown as one; the record keeps the answer it last showed, for the build that mends it
+    failed = {p for p in phases if plan_failed(out, p)}
+    write_decisions(out, [p for p in phases if p not in failed])
+    shown = read_decisions(out)
+    kept = [r for r in (previous or {}).get("decisions", []) if r.get("phase") in failed]
+    record = {"built": created, "decisions": shown + kept, "runs": phase_run_names(out, phases)}
+    changes = (answer_changes([r for r in previous["decisions"] if r.get("phase") not in failed], shown,
+                              previous["runs"], record["runs"]) if previous else [])
     page = render_index(out, params, with_runs, manifest, created, changes, (previous or {}).get("built", ""))
     target = out / "index.html"
     tmp = target.with_suffix(".html.tmp")
