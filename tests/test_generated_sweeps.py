@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 from sweep_analysis import analyse_sweep
 from sweeps.form import snapshot_frames
-from sweeps.generated import covering_seeds, generate_sweep, notebook_hunt_seeds
+from sweeps.generated import covering_seeds, generate_sweep, notebook_hunt_seeds, sweep_features
 from testkit import in_two_processes
 
 from cbs_rlvr.fit.phase import FIT_STATUSES
@@ -76,7 +76,7 @@ def test_the_generator_draws_every_kind_of_trouble():
 def test_the_hunt_meets_every_kind_of_trouble_and_every_outcome(hunted):
     """The hunted subset: every feature of the pool at least once, runs censored at some target
     beside runs reaching it, and every fit status."""
-    pool = Counter(f for seed in range(POOL) for f in set(generate_sweep(seed).features))
+    pool = Counter(f for seed in range(POOL) for f in sweep_features(seed))
     seen = Counter(f for s in hunted["sweeps"] for f in set(s.features))
     assert {f: seen[f] for f in pool if seen[f] < 1} == {}
     fits = [t for r in hunted["results"] for (_, name), t in r.tables.items() if name == "cbs_fit"]

@@ -9,7 +9,7 @@ import os
 from collections import Counter
 
 import pytest
-from sweeps.generated import generate_sweep, notebook_hunt_seeds
+from sweeps.generated import notebook_hunt_seeds, sweep_features
 from testkit import in_two_processes
 
 pytestmark = pytest.mark.slow  # every test here runs a build, a trainer or a browser
@@ -37,5 +37,5 @@ def test_every_notebook_cell_runs_on_generated_sweeps_with_verl_habits():
     jobs = [(seed, i % DRAW_EVERY == 0) for i, seed in enumerate(seeds)]
     problems = [line for lines in in_two_processes(_hunt_notebooks, jobs) for line in lines]
     assert not problems, "\n".join(problems[:20])
-    habits = Counter(f for s in seeds for f in set(generate_sweep(s).features) if f.startswith("habit:"))
+    habits = Counter(f for s in seeds for f in sweep_features(s) if f.startswith("habit:"))
     assert all(habits[h] >= 3 for h in HABITS), habits

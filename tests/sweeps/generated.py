@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -393,6 +394,13 @@ def _verl_habits(rng, runs: list[dict], params: dict, features: list[str]) -> No
 # --------------------------------------------------------------------------------------------
 # Turning a sweep into inputs
 # --------------------------------------------------------------------------------------------
+@cache
+def sweep_features(seed: int, habits: bool = True) -> frozenset[str]:
+    """The features of sweep `seed` (what `generate_sweep(seed, habits).features` holds), kept:
+    the hunts and their checks ask for the whole pool's several times."""
+    return frozenset(generate_sweep(seed, habits).features)
+
+
 def covering_seeds(n: int, pool: int = 200, min_count: int = 2, prefix: str = "",
                    habits: bool = True, exclude: tuple[int, ...] | list[int] = ()) -> list[int]:
     """`n` seeds out of range(pool) (less `exclude`), chosen so that every feature drawn in the pool
@@ -400,7 +408,7 @@ def covering_seeds(n: int, pool: int = 200, min_count: int = 2, prefix: str = ""
     many (greedy, rarest feature first; every feature once before any twice, so a hunt too short
     for `min_count` still meets each once), the rest filled in seed order: a short hunt that still
     meets every kind of trouble the generator draws. Deterministic."""
-    feats = {seed: {f for f in generate_sweep(seed, habits).features if f.startswith(prefix)}
+    feats = {seed: {f for f in sweep_features(seed, habits) if f.startswith(prefix)}
              for seed in range(pool) if seed not in set(exclude)}
     totals: dict[str, int] = {}
     for fs in feats.values():
