@@ -95,7 +95,7 @@ CLEAN_NOTEBOOK := cbs_rlvr/build/clean_notebook.py
 help:
 	@echo "First run: make report takes 3-4 min (creating .venv and installing what the reports"
 	@echo "need, about 2 min; then the demo, under 2 min); make test about 1 min more to install"
-	@echo "pytest, ruff and JupyterLab, then about 7½ min for the suite on 2 idle cores (longer on"
+	@echo "pytest, ruff and JupyterLab, then about 8 min for the suite on 2 idle cores (longer on"
 	@echo "a busy machine; make test-quick under 1 min). Later runs skip the install."
 	@echo "Needs Python >= 3.10 with venv (Debian/Ubuntu: apt install python3-venv), make, git;"
 	@echo "Chromium only for the browser tests."
