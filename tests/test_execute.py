@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from testkit import LazyModule
 
@@ -93,7 +95,6 @@ def test_kernels_talk_over_sockets_of_their_own_and_leave_none_behind(tmp_path):
     removes them, and a killed build's are removed by the next one."""
     import json
     import threading
-    from pathlib import Path
 
     connections = tmp_path / "out" / ".build" / "kernels"
     execute.kernel_environment(connections)
@@ -133,3 +134,20 @@ def test_kernels_talk_over_sockets_of_their_own_and_leave_none_behind(tmp_path):
     (connections / "kernel-odd.json").write_text(json.dumps({"transport": "ipc", "ip": str(tmp_path / "data")}))
     assert len(execute.remove_stale_kernels(connections)) == 2
     assert not left.exists() and precious.read_text() == "keep"
+
+
+def test_where_tmp_cannot_be_written_kernels_fall_back_to_tcp(tmp_path, monkeypatch):
+    """No private socket directory can be made (a read-only or full /tmp): the kernel's options
+    carry no ipc transport, so it starts on TCP as before instead of failing the notebook."""
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    monkeypatch.setattr(execute, "SOCKETS_ROOT", str(locked / "missing"))
+    monkeypatch.setattr(execute, "_sockets", None)
+    options = execute._kernel_options()
+    assert "transport" not in options and "ip" not in options
+    monkeypatch.setattr(execute, "SOCKETS_ROOT", str(tmp_path))
+    options = execute._kernel_options()
+    assert options["transport"] == "ipc" and Path(options["ip"]).parent.parent == tmp_path
+    import shutil
+
+    shutil.rmtree(Path(options["ip"]).parent)

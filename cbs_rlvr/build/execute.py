@@ -148,8 +148,12 @@ def _kernel_options() -> dict:
         options["connection_file"] = str(_connection_dir / f"{name}.json")
     if os.name == "posix":
         # a socket's path holds at most ~100 bytes, which OUT/.build/kernels may not leave: a
-        # short private directory under the system's temporary one
-        options.update(transport="ipc", ip=str(_socket_dir() / name[:15]))
+        # short private directory under the system's temporary one (where /tmp cannot be
+        # written, TCP as before)
+        try:
+            options.update(transport="ipc", ip=str(_socket_dir() / name[:15]))
+        except OSError:
+            pass
     return options
 
 
