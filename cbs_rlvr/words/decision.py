@@ -119,26 +119,30 @@ def _how_sure(row: dict) -> str:
     return "How sure: " + "; ".join(how) + f"; {_model_words(row)}."
 
 
-def _why_no_run(regret_h, unit: str | None = None) -> str:
-    """Why no run is suggested: what the decision is expected to lose (the fit's draws) and that
-    no run would cut it by 1% of its hours; or, when it loses nothing (never 'lose 0 s'), that no
-    run would change it."""
+def _expected_loss(regret_h, unit: str | None = None) -> str | None:
+    """'the decision is expected to lose 32 s against the truly fastest choice' (the fit's draws);
+    None when it loses nothing or the loss is unknown (never 'lose 0 s')."""
     regret = _f(regret_h)
     if not (math.isfinite(regret) and regret > 0):
-        return "no run is expected to change the decision."
-    return (f"the decision is expected to lose {duration(regret, unit=unit)} against the truly fastest choice, "
-            "and no run is expected to cut that by 1% of its hours.")
+        return None
+    return f"the decision is expected to lose {duration(regret, unit=unit)} against the truly fastest choice"
+
+
+def _why_no_run(regret_h, unit: str | None = None) -> str:
+    """Why no run is suggested: what the decision is expected to lose and that no run would cut it
+    by 1% of its hours; or, when it loses nothing, that no run would change it."""
+    loss = _expected_loss(regret_h, unit)
+    return (f"{loss}, and no run is expected to cut that by 1% of its hours." if loss
+            else "no run is expected to change the decision.")
 
 
 def next_runs_line(n_suggested: int, target: float, regret_h) -> str:
     """08's line over its next-runs table: how many runs are suggested and what the decision is
     expected to lose today, or why none is."""
-    regret = _f(regret_h)
     if n_suggested:
-        loss = (f"the decision is expected to lose {duration(regret)} against the truly fastest choice today"
-                if math.isfinite(regret) and regret > 0 else "the decision is not expected to lose time today")
-        return f"{count(n_suggested)} suggested run(s) at accuracy {target:g}; {loss}."
-    return f"No run is worth its cost: {_why_no_run(regret)} next_runs.csv is written with its header only."
+        loss = _expected_loss(regret_h) or "the decision is not expected to lose time"
+        return f"{count(n_suggested)} suggested run(s) at accuracy {target:g}; {loss} today."
+    return f"No run is worth its cost: {_why_no_run(regret_h)} next_runs.csv is written with its header only."
 
 
 def _next_run(row: dict, t: float, unit: str) -> str:
