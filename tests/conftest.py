@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # grammars, 1.5-2 s of each worker's start
 sys.modules.setdefault("rfc3987_syntax", None)
 
+from testkit import build_demo_report, shared_once  # noqa: E402
 from wandb_server import WandbServer  # noqa: E402
 
 # Short bounds for tests: one retry after 1 s, 3 s per attempt, 10 s per run.
@@ -60,11 +61,21 @@ def wandb_endpoint(monkeypatch, wandb_dirs):
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def demo_build(tmp_path_factory) -> dict:
+    """The demo's `make report` in a fresh checkout (testkit.build_demo_report), made once per run for
+    test_notebooks.py and test_notebooks_hand.py, whichever worker runs them: {"checkout", "out"}.
+    The second file's tests run make and papermill in that checkout; the first's only read it."""
+    made = shared_once(tmp_path_factory, "demo_report", build_demo_report)
+    return {key: Path(value) for key, value in made.items()}
+
+
 # Module fixtures that build something costly (a whole `make report`, a trained or generated
 # sweep, a corpus of W&B files): every test that uses one is slow, wherever it sits in its file.
 # Measured with `pytest --durations`; `make test-quick` (-m "not slow") leaves them out.
 SLOW_FIXTURES = {
-    "test_notebooks.py": {"report"},            # the demo's make report (about 60 s)
+    "test_notebooks.py": {"report"},            # the demo's make report (about 70 s), once per run
+    "test_notebooks_hand.py": {"report"},       # the same build
     "test_generated_sweeps.py": {"hunted"},     # the analysis hunt (about 40 s)
     "test_fit.py": {"coverage_runs"},           # many-seed coverage sweeps (about 25 s)
     "test_build.py": {"one_phase"},             # a one-phase build (about 10 s)
@@ -78,10 +89,13 @@ SLOW_FIXTURES = {
 # with `--dist loadfile` a file runs whole on one worker, so starting the long ones first keeps
 # the two workers busy to the end. xdist orders files by their number of tests unless told not to
 # (`--no-loadscope-reorder`, in the Makefile). The order changes no result; a file missing here
-# only runs later.
-LONGEST_FIRST = ["test_notebooks.py", "test_hardening.py", "test_build.py", "test_generated_sweeps.py",
-                 "test_generated_reports.py", "test_faults.py", "test_wandb_api.py", "test_hunt_notebooks.py",
-                 "test_jupyterlab.py", "test_plan.py", "test_hostile.py", "test_habits.py", "test_fit.py",
+# only runs later. test_notebooks_hand.py and test_hardening_snapshot.py wait for the build of
+# test_notebooks.py and test_hardening.py (shared_once): they come late enough that the build is
+# done when a worker takes them.
+LONGEST_FIRST = ["test_notebooks.py", "test_hardening.py", "test_build_sweeps.py", "test_generated_sweeps.py",
+                 "test_generated_reports.py", "test_notebooks_hand.py", "test_hardening_snapshot.py",
+                 "test_faults.py", "test_wandb_api.py", "test_hunt_notebooks.py", "test_jupyterlab.py",
+                 "test_build.py", "test_plan.py", "test_hostile.py", "test_habits.py", "test_fit.py",
                  "test_forecast.py", "test_demo_accuracy.py", "test_trainer_fits.py", "test_data_layer.py",
                  "test_offline_parallel.py", "test_integrity.py", "test_analysis.py"]
 

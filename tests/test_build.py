@@ -1,6 +1,7 @@
 """The report build is always right: one `make report` after any change to the source reflects
 it everywhere (decided on content, not file times), partial sweeps build, leftovers go, and
-every problem that stops the build says so in one line.
+every problem that stops the build says so in one line. (Partial, tiny and live sweeps:
+test_build_sweeps.py.)
 
 These run the real `make report` on small sources cut from the demo sweep (real W&B offline
 files) with a params directory whose phases run only the quick 01_load_runs section.
@@ -17,44 +18,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from testkit import copy_runs, demo_run_dirs, make_here, phase_params
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "data" / "demo"
-RUNS = json.loads((DEMO / "ground_truth.json").read_text())["runs"]
-
-
-def _run_dirs(phase: str) -> list[Path]:
-    return sorted((DEMO / r["path"]).parent for r in RUNS.values() if r["phase"] == phase)
-
-
-def _params(dest: Path, phases: dict[str, list[str]]) -> Path:
-    """A params directory: each phase copied from params/ with only the given sections."""
-    import yaml
-
-    dest.mkdir(parents=True, exist_ok=True)
-    for phase, sections in phases.items():
-        params = yaml.safe_load((ROOT / "params" / f"{phase}.yaml").read_text())
-        params["sections"] = sections
-        params.pop("two_axis_phases", None)
-        (dest / f"{phase}.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    return dest
-
-
-def _make(*args: str, target: str = "report") -> subprocess.CompletedProcess:
-    env = dict(os.environ, VIRTUAL_ENV=sys.prefix)
-    env.pop("CONDA_PREFIX", None)
-    return subprocess.run(["make", "--no-print-directory", target, "N_BOOTSTRAP=20", *args],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
 def _runs_table(out: Path, phase: str) -> pd.DataFrame:
     return pd.read_csv(out / phase / "tables" / "runs.csv")
-
-
-def _copy_runs(dirs: list[Path], dest: Path, preserve_times: bool = True) -> None:
-    dest.mkdir(parents=True, exist_ok=True)
-    for d in dirs:
-        shutil.copytree(d, dest / d.name, copy_function=shutil.copy2 if preserve_times else shutil.copy)
 
 
 @pytest.fixture(scope="module")
@@ -62,17 +32,17 @@ def one_phase(tmp_path_factory):
     """A source with 5 of p1's runs, params with p1 only (01_load_runs), and a first build."""
     base = tmp_path_factory.mktemp("build")
     source = base / "source"
-    _copy_runs(_run_dirs("p1")[:5], source)
-    params = _params(base / "params", {"p1": ["01_load_runs"]})
+    copy_runs(demo_run_dirs("p1")[:5], source)
+    params = phase_params(base / "params", {"p1": ["01_load_runs"]})
     out = base / "out"
-    proc = _make(f"SOURCE={source}", f"OUT={out}", f"PARAMS={params}")
+    proc = make_here(f"SOURCE={source}", f"OUT={out}", f"PARAMS={params}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert len(_runs_table(out, "p1")) == 5
     return {"base": base, "source": source, "params": params, "out": out}
 
 
 def _build(ctx) -> subprocess.CompletedProcess:
-    proc = _make(f"SOURCE={ctx['source']}", f"OUT={ctx['out']}", f"PARAMS={ctx['params']}")
+    proc = make_here(f"SOURCE={ctx['source']}", f"OUT={ctx['out']}", f"PARAMS={ctx['params']}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     return proc
@@ -90,9 +60,9 @@ def test_a_noop_build_runs_nothing_and_rewrites_nothing(one_phase):
 def test_runs_copied_in_with_old_timestamps_are_seen_at_once(one_phase):
     """`cp -p` / `rsync -a` keep file times older than OUT: one build still reflects them; the
     index says which runs the build added."""
-    new = _run_dirs("p1")[5:7]
+    new = demo_run_dirs("p1")[5:7]
     names_before = set(_runs_table(one_phase["out"], "p1")["name"])
-    _copy_runs(new, one_phase["source"], preserve_times=True)
+    copy_runs(new, one_phase["source"], preserve_times=True)
     proc = _build(one_phase)
     assert "ok: p1/01_load_runs" in proc.stdout
     table = _runs_table(one_phase["out"], "p1")
@@ -121,7 +91,7 @@ def test_a_run_changed_in_place_with_its_old_timestamp_is_seen(one_phase):
     runs_now = sorted(one_phase["source"].iterdir())
     target = next(runs_now[0].glob("*.wandb"))
     stat = target.stat()
-    replacement = next(d for d in _run_dirs("p1") if d.name not in {r.name for r in runs_now})
+    replacement = next(d for d in demo_run_dirs("p1") if d.name not in {r.name for r in runs_now})
     shutil.copyfile(next(replacement.glob("*.wandb")), target)
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     before = _runs_table(one_phase["out"], "p1")
@@ -132,43 +102,12 @@ def test_a_run_changed_in_place_with_its_old_timestamp_is_seen(one_phase):
 
 
 @pytest.mark.slow
-def test_a_partial_sweep_builds_what_exists_and_says_no_runs_yet(tmp_path):
-    """Only p1 runs so far, every phase's params: exit 0, one line per phase without runs,
-    'no runs yet' in the index, a summary over the phases that exist."""
-    source = tmp_path / "source"
-    _copy_runs(_run_dirs("p1"), source)
-    params = _params(tmp_path / "params", {"p1": ["01_load_runs", "02_steps_to_target"],
-                                          "p2a": ["01_load_runs"], "p2b": ["01_load_runs"]})
-    out = tmp_path / "out"
-    proc = _make(f"SOURCE={source}", f"OUT={out}", f"PARAMS={params}")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "FAILED" not in proc.stdout + proc.stderr
-    assert "skip: phase p2a has no runs yet" in proc.stdout
-    assert "skip: phase p2b has no runs yet" in proc.stdout
-    index = (out / "index.html").read_text()
-    assert index.count("no runs yet") == 2 and "p1/02_steps_to_target.html" in index
-    summary = pd.read_csv(out / "summary" / "tables" / "cbs_summary.csv")
-    assert set(summary["phase"]) == {"p1"}
-    assert not (out / "p2a").exists()
-
-    # The same OUT reused for another source (p2a's runs only): no leftovers of p1.
-    other = tmp_path / "other"
-    _copy_runs(_run_dirs("p2a"), other)
-    proc = _make(f"SOURCE={other}", f"OUT={out}", f"PARAMS={params}")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert not (out / "p1").exists() and (out / "p2a" / "01_load_runs.html").exists()
-    assert not (out / "summary").exists()  # no phase with a fit in this data
-    index = (out / "index.html").read_text()
-    assert "p1/" not in index and "no phase has a fit yet" in index
-
-
-@pytest.mark.slow
 def test_a_params_error_is_reported_first_naming_the_file_and_the_rest_builds(tmp_path, one_phase):
-    params = _params(tmp_path / "params", {"p1": ["01_load_runs"], "p2a": ["01_load_runs"]})
+    params = phase_params(tmp_path / "params", {"p1": ["01_load_runs"], "p2a": ["01_load_runs"]})
     path = params / "p2a.yaml"
     path.write_text(path.read_text().replace("n_val: 1319", "n_val: many"))
     out = tmp_path / "out"
-    proc = _make(f"SOURCE={one_phase['source']}", f"OUT={out}", f"PARAMS={params}")
+    proc = make_here(f"SOURCE={one_phase['source']}", f"OUT={out}", f"PARAMS={params}")
     assert proc.returncode != 0
     first = proc.stderr.splitlines()[0]
     assert first == f"error: {path}: n_val must be int, got 'many'", proc.stderr
@@ -181,7 +120,7 @@ def test_an_unreadable_source_stops_the_build_in_one_line_and_keeps_the_last_rep
     out = one_phase["out"]
     index_before = (out / "index.html").read_bytes()
     manifest_before = (out / "data" / "manifest.json").read_bytes()
-    proc = _make(f"SOURCE={one_phase['base'] / 'no_such_dir'}", f"OUT={out}",
+    proc = make_here(f"SOURCE={one_phase['base'] / 'no_such_dir'}", f"OUT={out}",
                  f"PARAMS={one_phase['params']}")
     assert proc.returncode != 0
     errors = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("make")]
@@ -191,26 +130,8 @@ def test_an_unreadable_source_stops_the_build_in_one_line_and_keeps_the_last_rep
     assert (out / "data" / "manifest.json").read_bytes() == manifest_before
 
 
-@pytest.mark.slow
-def test_a_phase_with_one_or_two_batch_sizes_builds_without_failures(tmp_path):
-    source = tmp_path / "source"
-    by_batch: dict[int, Path] = {}
-    for r in RUNS.values():
-        if r["phase"] == "p1" and r["n_prompts"] in (8, 16):
-            by_batch.setdefault(r["n_prompts"], (DEMO / r["path"]).parent)
-    _copy_runs(list(by_batch.values()), source)
-    params = _params(tmp_path / "params", {"p1": ["01_load_runs", "02_steps_to_target"]})
-    out = tmp_path / "out"
-    proc = _make(f"SOURCE={source}", f"OUT={out}", f"PARAMS={params}")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    fit = pd.read_csv(out / "p1" / "tables" / "cbs_fit.csv")
-    assert (fit["status"] == "insufficient").all()
-    html = (out / "p1" / "02_steps_to_target.html").read_text()
-    assert "insufficient" in html and "Traceback" not in html
-
-
 def test_make_help_lists_every_target_and_variable():
-    proc = _make(target="help")
+    proc = make_here(target="help")
     assert proc.returncode == 0
     makefile = (ROOT / "Makefile").read_text()
     targets = [t for t in makefile.split(".PHONY:", 1)[1].splitlines()[0].split()]
@@ -284,49 +205,3 @@ def test_plan_runs_the_sections_of_phases_with_runs_in_report_order(tmp_path):
     assert [j.key for j in again] == [j.key for j in jobs]  # keys are deterministic
     other, _ = plan_jobs(params, {"pa": 4}, tmp_path, "sha256:y", "code", 100)
     assert all(a.key != b.key for a, b in zip(jobs, other, strict=True))  # data change: all stale
-
-
-@pytest.mark.slow
-def test_a_live_wandb_sweep_rebuilds_only_what_its_running_runs_changed(wandb_endpoint, tmp_path):
-    """`make report` on a W&B project while p1's runs run, then again once they have logged more,
-    then with nothing new (the real wandb client against the local endpoint; p1's demo runs cut at
-    step 120 and 240, p2b's finished). The second build fetches only the runs that logged, reruns
-    only p1's notebooks (a job's key holds its phase's data, not the whole snapshot's), and its
-    forecasts start where the runs now are; the third fetches no history and runs nothing. 02's
-    figure names its forecasts in its alt text. About 90 s (three builds, two of p1's 02 and 08)."""
-    import re
-
-    from wandb_server import demo_runs
-
-    served = [r for r in demo_runs(DEMO) if r.name.startswith(("cbs_p1_", "cbs_p2b_"))]
-    running = {r.run_id: (r, r.rows) for r in served if r.name.startswith("cbs_p1_")}
-
-    def logged_until(step: int, stamp: str) -> None:
-        for run, rows in running.values():
-            run.rows, run.state, run.heartbeat_at = [x for x in rows if x["_step"] <= step], "running", stamp
-
-    logged_until(120, "2026-01-02T00:00:00Z")
-    server = wandb_endpoint(served)
-    params = _params(tmp_path / "params", {"p1": ["02_steps_to_target", "08_plan"], "p2b": ["01_load_runs"]})
-    out = tmp_path / "out"
-
-    def build() -> tuple[set, dict]:
-        before = {r: server.count("CbsRunHistory", r) for r in server.runs}
-        proc = _make("SOURCE=wandb:ent/proj", f"OUT={out}", f"PARAMS={params}")
-        assert proc.returncode == 0 and "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
-        fetched = {r for r in server.runs if server.count("CbsRunHistory", r) > before[r]}
-        return set(re.findall(r"^ok: (\S+)", proc.stdout, re.M)), fetched
-
-    ran, fetched = build()
-    assert {"p1/02_steps_to_target", "p1/08_plan", "p2b/01_load_runs"} <= ran and fetched == set(server.runs)
-    first = pd.read_csv(out / "p1" / "tables" / "forecast.csv")
-    assert first["last_step"].max() <= 120 and (~first["observed"] & first["step"].notna()).any()
-    assert "forecasts, not measurements" in (out / "p1" / "02_steps_to_target.html").read_text()
-    logged_until(240, "2026-01-03T00:00:00Z")
-    ran, fetched = build()
-    # p1's notebooks and the summary (it reads every phase's fit); p2b's data did not change
-    assert fetched == set(running) and ran == {"p1/02_steps_to_target", "p1/08_plan", "summary/07_summary"}, ran
-    second = pd.read_csv(out / "p1" / "tables" / "forecast.csv")
-    assert 120 < second["last_step"].max() <= 240 and second["observed"].sum() > first["observed"].sum()
-    ran, fetched = build()
-    assert ran == set() and fetched == set()

@@ -4,8 +4,10 @@ The corpus (tests/sweeps/hardening.py) holds real W&B offline runs written by th
 every fault of the data-layer issue, files damaged on purpose, stray files, and 1,000 cloned runs
 of which one is broken. The FULL `make report` runs over it (in a copy of the project whose
 params/ holds the corpus' phases) with a fake HOME and a sentinel WANDB_API_KEY; each case then
-has its own assertion on what the build wrote. Separate tests: a params file with wrong types,
-missing / unreachable sources, a corrupt earlier snapshot, `make snapshot` killed mid-write.
+has its own assertion on what the build wrote. Separate tests: a params file with wrong types;
+the W&B fetch's grouping of keys. The snapshot over the same corpus (missing / unreachable sources,
+a corrupt earlier snapshot, `make snapshot` killed mid-write, the offline reader's grouping):
+test_hardening_snapshot.py. Corpus and build: tests/hardening_kit.py, made once per run.
 """
 
 from __future__ import annotations
@@ -15,10 +17,7 @@ import math
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -29,93 +28,36 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+import hardening_kit as kit  # noqa: E402
 from sweeps import hardening as hc  # noqa: E402
-from testkit import SWEEPS_CLI, offline_wandb_env  # noqa: E402
+from testkit import shared_once  # noqa: E402
 from wandb_server import ServedRun  # noqa: E402
 
-from cbs_rlvr.__main__ import main  # noqa: E402
 from cbs_rlvr.data.runs import REASON_NO_VALIDATION
-from cbs_rlvr.errors import SnapshotError
-from cbs_rlvr.sources.snapshot import build_snapshot, read_snapshot
-from cbs_rlvr.sources.wandb_file import load_offline_runs
+from cbs_rlvr.sources.snapshot import build_snapshot
 
 pytestmark = pytest.mark.slow  # every test here runs a build, a trainer or a browser
 
-SENTINEL = "SENTINEL-wandb-key-0123456789abcdef0123456789abcdef"
-N_BOOTSTRAP = 20
-
-
 # --------------------------------------------------------------------------------------------
 # Fixtures: the corpus, a copy of the project with the corpus' params, the report built over it
+# (tests/hardening_kit.py, made once per run for this file and test_hardening_snapshot.py)
 # --------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> dict:
-    base = tmp_path_factory.mktemp("hardening")
-    home = base / "home"  # a fake HOME: the corpus and OUT live below it, as a user's would
-    root = home / "runs" / "corpus"
-    root.mkdir(parents=True)
-    env = offline_wandb_env(base)
-    sdk = subprocess.run([sys.executable, SWEEPS_CLI, "hardening", "sdk", str(root)], cwd=base, env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert sdk.returncode == 0, sdk.stderr[-3000:]
-    crash = subprocess.run([sys.executable, SWEEPS_CLI, "hardening", "crash", str(root)], cwd=base, env=env,
-                           capture_output=True, text=True, timeout=300)
-    assert crash.returncode == 1, crash.stderr[-3000:]
-    hc.wait_until_stable(hc.run_file(root, "crash1"))  # wandb-core may outlive its parent
-    made = hc.damage(root)
-    return {"base": base, "home": home, "root": root, "made": made}
-
-
-def _project_files() -> list[str]:
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                            cwd=REPO, capture_output=True, text=True, check=True).stdout.split("\n")
-    skip = ("data/", "tests/", "benchmarks/", "docs/", "outputs/", "params/")
-    return [f for f in listed if f and not f.startswith(skip) and (REPO / f).is_file()]
-
-
-def _stamp() -> Path:
-    return Path(sys.prefix) / ".cbs-rlvr-installed"
+    """The corpus, the project's copy and the build over them (hardening_kit.build): only read."""
+    if not kit.stamp().is_file():
+        pytest.skip(f"{kit.stamp()} missing: run `make setup` first (the copy must not reinstall)")
+    return kit.built(shared_once(tmp_path_factory, "hardening", kit.build))
 
 
 @pytest.fixture(scope="module")
 def project(corpus) -> Path:
-    """The project's working tree (code, notebooks, Makefile) with params/ for the corpus'
-    phases. `make report` has no PARAMS_DIR variable, so the build runs in this copy."""
-    if not _stamp().is_file():
-        pytest.skip(f"{_stamp()} missing: run `make setup` first (the copy must not reinstall)")
-    copy = corpus["base"] / "project"
-    for rel in _project_files():
-        (copy / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / rel, copy / rel)
-    # make must not consider the environment out of date (it would `pip install -e` the copy)
-    stamp_time = _stamp().stat().st_mtime - 10
-    os.utime(copy / "pyproject.toml", (stamp_time, stamp_time))
-    (copy / "params").mkdir()
-    for phase in hc.PHASES:
-        (copy / "params" / f"{phase}.yaml").write_text(hc.params_yaml(phase))
-    return copy
-
-
-def _make_env(corpus: dict, **extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.pop("CONDA_PREFIX", None)
-    env.update(VIRTUAL_ENV=sys.prefix, HOME=str(corpus["home"]), WANDB_API_KEY=SENTINEL,
-               MPLCONFIGDIR=str(corpus["base"] / "mplconfig"), **extra)
-    return env
-
-
-def _make(project: Path, corpus: dict, target: str, *args: str, timeout: int = 600):
-    return subprocess.run(["make", "--no-print-directory", target, *args], cwd=project,
-                          env=_make_env(corpus), capture_output=True, text=True, timeout=timeout)
+    return corpus["project"]
 
 
 @pytest.fixture(scope="module")
-def report(corpus, project) -> dict:
-    out = corpus["home"] / "reports" / "out"
-    t0 = time.perf_counter()
-    proc = _make(project, corpus, "report", f"SOURCE={corpus['root']}", f"OUT={out}",
-                 f"N_BOOTSTRAP={N_BOOTSTRAP}", "JOBS=2", timeout=900)
-    seconds = time.perf_counter() - t0
+def report(corpus) -> dict:
+    out = corpus["out"]
     data = out / "data"
     runs = pd.read_parquet(data / "runs.parquet") if (data / "runs.parquet").is_file() else None
     excluded = (pd.read_csv(data / "excluded_runs.csv", dtype=str, keep_default_na=False)
@@ -123,8 +65,7 @@ def report(corpus, project) -> dict:
     history = pd.read_parquet(data / "history.parquet") if (data / "history.parquet").is_file() else None
     html = {p.relative_to(out).as_posix(): p.read_text(encoding="utf-8", errors="replace")
             for p in out.rglob("*.html")}
-    return {"out": out, "proc": proc, "seconds": seconds, "runs": runs, "excluded": excluded,
-            "history": history, "html": html, **corpus}
+    return {"runs": runs, "excluded": excluded, "history": history, "html": html, **corpus}
 
 
 def _run(report: dict, run_id: str) -> dict:
@@ -364,7 +305,7 @@ def case_markup_in_a_config_value(r):
 def case_api_key_never_written(r):
     for path in r["out"].rglob("*"):
         if path.is_file():
-            assert SENTINEL.encode() not in path.read_bytes(), path
+            assert kit.SENTINEL.encode() not in path.read_bytes(), path
 
 
 def case_no_absolute_home_paths_in_reports(r):
@@ -401,14 +342,12 @@ def bad_params_build(report, project, tmp_path_factory) -> dict:
     """The report rebuilt after adding a params file with wrong types (phase hbadtypes)."""
     out = tmp_path_factory.mktemp("bad_params") / "out"
     shutil.copytree(report["out"], out, symlinks=True)
-    bad = project / "params" / "hbadtypes.yaml"
-    bad.write_text(hc.params_yaml("hsingle").replace("phase: hsingle", "phase: hbadtypes")
-                   .replace("n_val: 1319", "n_val: \"many\"").replace("[0.3, 0.5]", "\"0.3\""))
-    try:
-        proc = _make(project, report, "report", f"SOURCE={report['root']}", f"OUT={out}",
-                     f"N_BOOTSTRAP={N_BOOTSTRAP}", "JOBS=2")
-    finally:
-        bad.unlink()
+    params = kit.write_params(out.parent / "params")  # the project's own params/ stay as they are
+    (params / "hbadtypes.yaml").write_text(
+        hc.params_yaml("hsingle").replace("phase: hsingle", "phase: hbadtypes")
+        .replace("n_val: 1319", "n_val: \"many\"").replace("[0.3, 0.5]", "\"0.3\""))
+    proc = kit.run_make(project, report, "report", f"SOURCE={report['root']}", f"OUT={out}",
+                        f"PARAMS={params}", f"N_BOOTSTRAP={kit.N_BOOTSTRAP}", "JOBS=2")
     failed = [line for line in proc.stderr.splitlines() if line.startswith("FAILED")]
     return {"out": out, "proc": proc, "failed": failed}
 
@@ -431,102 +370,6 @@ def test_params_file_with_wrong_types_is_reported_first_and_the_rest_builds(bad_
 
 def test_params_file_with_wrong_types_leaves_the_summary_built(bad_params_build):
     assert (bad_params_build["out"] / "summary" / "07_summary.html").is_file()
-
-
-def test_missing_source_is_one_line_and_keeps_the_snapshot(report, project, tmp_path):
-    out = tmp_path / "out"
-    shutil.copytree(report["out"] / "data", out / "data")
-    before = read_snapshot(out)[2]["content_hash"]
-    proc = _make(project, report, "snapshot", f"SOURCE={tmp_path / 'no_such_dir'}", f"OUT={out}")
-    assert proc.returncode != 0
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "source not found" in errors[0], proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert read_snapshot(out)[2]["content_hash"] == before
-
-
-def test_unreachable_wandb_source_is_one_line_and_keeps_the_snapshot(report, tmp_path, monkeypatch, capsys,
-                                                                     wandb_endpoint):
-    out = tmp_path / "out"
-    shutil.copytree(report["out"] / "data", out / "data")
-    before = read_snapshot(out)[2]["content_hash"]
-    server = wandb_endpoint(api_key=SENTINEL)
-    monkeypatch.setenv("WANDB_API_KEY", SENTINEL)
-    server.stop()  # the real client meets a refused connection
-    assert main(["snapshot", "--source", "wandb:ent/proj", "--out", str(out), "--no-progress"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "unreachable" in err and "connection refused" in err and SENTINEL not in err
-    assert read_snapshot(out)[2]["content_hash"] == before
-
-
-def test_corrupt_earlier_snapshot_is_rebuilt(report, project, tmp_path):
-    out = tmp_path / "out"
-    shutil.copytree(report["out"] / "data", out / "data")
-    expected = read_snapshot(out)[2]["content_hash"]
-    (out / "data" / "runs.parquet").write_bytes(b"PAR1 not really")
-    (out / "data" / "manifest.json").write_text("{truncated")
-    with pytest.raises(SnapshotError):
-        read_snapshot(out)
-    proc = _make(project, report, "snapshot", f"SOURCE={report['root']}", f"OUT={out}")
-    assert proc.returncode == 0, proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert read_snapshot(out)[2]["content_hash"] == expected
-
-
-def _start_snapshot(project: Path, corpus: dict, source: Path, out: Path) -> subprocess.Popen:
-    return subprocess.Popen(["make", "--no-print-directory", "snapshot", f"SOURCE={source}", f"OUT={out}"],
-                            cwd=project, env=_make_env(corpus), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-
-def test_killed_snapshot_leaves_the_previous_one_readable(report, project, tmp_path):
-    """SIGKILL `make snapshot` (make and its python) while it writes, at several moments: the
-    snapshot in OUT stays readable (the old set or the new one, whole), and the next run completes."""
-    small, large = tmp_path / "small", tmp_path / "large"
-    for target, ids in ((small, ("hA008", "hA032")), (large, ("hA008", "hA032", "hA128", "hA512", "dupA",
-                                                              "dupB", "crash1", "nan1", "str1"))):
-        for run_id in ids:
-            src = hc.run_file(report["root"], run_id)
-            (target / src.parent.name).mkdir(parents=True)
-            shutil.copy2(src, target / src.parent.name / src.name)
-    out = tmp_path / "out"
-    hashes = {}
-    for source in (small, large):
-        proc = _make(project, report, "snapshot", f"SOURCE={source}", f"OUT={out}")
-        assert proc.returncode == 0, proc.stderr
-        hashes[source] = read_snapshot(out)[2]["content_hash"]
-    data = out / "data"
-    # kill once a temporary file of the write appears, plus a delay; then at fixed times
-    plans = [("write", 0.0), ("write", 0.003), ("write", 0.01), ("write", 0.03), ("time", 1.0), ("time", 2.0)]
-    current = large
-    killed_in_write = 0
-    for how, delay in plans:
-        other = small if current == large else large
-        proc = _start_snapshot(project, report, other, out)
-        t0 = time.monotonic()
-        if how == "write":
-            while proc.poll() is None and not any(p.name.endswith(".tmp") for p in data.iterdir()):
-                if time.monotonic() - t0 > 120:
-                    break
-            time.sleep(delay)
-        else:
-            time.sleep(delay)
-        still_running = proc.poll() is None
-        if still_running:
-            os.killpg(proc.pid, signal.SIGKILL)
-            killed_in_write += how == "write"
-        proc.communicate(timeout=60)
-        _runs, _history, manifest = read_snapshot(out)
-        assert manifest["content_hash"] in (hashes[current], hashes[other]), (how, delay)
-        if manifest["content_hash"] == hashes[other]:
-            current = other
-        # the next run completes and leaves the other source's snapshot
-        nxt = small if current == large else large
-        done = _make(project, report, "snapshot", f"SOURCE={nxt}", f"OUT={out}")
-        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
-        assert read_snapshot(out)[2]["content_hash"] == hashes[nxt]
-        current = nxt
-    assert killed_in_write >= 2, "the kills never landed during a write"
 
 
 # --------------------------------------------------------------------------------------------
@@ -575,26 +418,3 @@ def test_fetch_loses_no_rows_when_equal_counts_are_logged_at_different_steps(wan
     assert history["perf/time_per_step"].dropna().index.tolist() == list(range(2, 21, 2))
     reference = _fetch(scan_each_key=True)["history"].set_index("step")
     pd.testing.assert_frame_equal(history, reference)
-
-
-# --------------------------------------------------------------------------------------------
-# Offline reader: files are grouped by the run id in their head; a file whose head does not
-# show it (or shows another) is still merged with the rest of its run
-# --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("peek", ["none", "misleading"])
-def test_offline_grouping_does_not_depend_on_the_head_of_the_file(report, monkeypatch, peek):
-    expected = json.loads((report["out"] / "data" / "manifest.json").read_text())["content_hash"]
-    real = load_offline_runs.__globals__["_peek_run_id"]
-
-    def fake(path, *args, **kwargs):
-        if peek == "none":
-            return None
-        run_id = real(path, *args, **kwargs)
-        # the second segment of the resumed run, and every clone, look like another run
-        return "clone0001" if (run_id == "resume1" and "nodeB" in path.parts) or (
-            run_id or "").startswith("clone") else run_id
-
-    monkeypatch.setitem(load_offline_runs.__globals__, "_peek_run_id", fake)
-    snap = build_snapshot(str(report["root"]))
-    assert snap["manifest"]["content_hash"] == expected
-    assert _flags({"runs": snap["runs"]}, "resume1")["segments"] == "2"

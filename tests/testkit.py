@@ -1,14 +1,19 @@
-"""Helpers several test modules share: the demo's simulation module, and the environment of a
-subprocess that writes W&B offline runs with the real SDK."""
+"""Helpers several test modules share: the demo's simulation module, the environment of a
+subprocess that writes W&B offline runs with the real SDK, `make report` in a fresh checkout of
+the project, and a costly fixture made once per run for every xdist worker (`shared_once`)."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
-MAKE_DEMO = Path(__file__).resolve().parents[1] / "data" / "demo" / "make_demo.py"
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_DIR = ROOT / "data" / "demo"
+MAKE_DEMO = DEMO_DIR / "make_demo.py"
 # the generators' command line: [sys.executable, SWEEPS_CLI, KIND, ...] (tests/sweeps/__main__.py)
 SWEEPS_CLI = str(Path(__file__).resolve().parent / "sweeps")
 
@@ -55,3 +60,115 @@ class LazyModule:
         if attr.startswith("_"):
             raise AttributeError(attr)
         return getattr(importlib.import_module(self._name), attr)
+
+
+def shared_once(tmp_path_factory, name: str, make):
+    """make(folder) run once per test run and its JSON answer shared by every xdist worker: the
+    first worker to ask makes it under a file lock in the run's common temporary folder, the
+    others wait for it and read the answer (pytest-xdist's recipe for a session fixture made once).
+    A make that raised fails every later asker with its message, without a second try. Without
+    xdist (or without fcntl) it simply runs make in a folder of its own."""
+    import json
+
+    try:
+        import fcntl
+    except ImportError:  # Windows: one per process
+        fcntl = None
+    if fcntl is None or not os.environ.get("PYTEST_XDIST_WORKER"):
+        return make(tmp_path_factory.mktemp(name))
+    import pytest
+
+    root = tmp_path_factory.getbasetemp().parent  # pytest-N/, the parent of every popen-gwK/
+    answer, failed = root / f"{name}.json", root / f"{name}.failed"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if failed.exists():
+            pytest.fail(f"{name}, made by another worker, failed: {failed.read_text()[-3000:]}")
+        if not answer.exists():
+            folder = root / name
+            folder.mkdir()
+            try:
+                made = make(folder)
+            except BaseException as exc:
+                failed.write_text(f"{type(exc).__name__}: {exc}")
+                raise
+            answer.write_text(json.dumps(made))
+        return json.loads(answer.read_text())
+
+
+# this environment's stamps: make counts it as installed (-o), never reinstalls from a checkout
+STAMPS = [Path(sys.prefix) / f".cbs-rlvr{s}-installed" for s in ("", "-lab", "-lint", "-test")]
+
+
+def make_report(out: Path, *args, cwd: Path = ROOT, env_extra=None) -> subprocess.CompletedProcess:
+    """`make report OUT=out N_BOOTSTRAP=40 *args` in `cwd` (a checkout), on this environment."""
+    env = dict(os.environ, VIRTUAL_ENV=sys.prefix, **(env_extra or {}))
+    env.pop("CONDA_PREFIX", None)
+    return subprocess.run(["make", "--no-print-directory", *[f"-o{s}" for s in STAMPS], "report",
+                           f"OUT={out}", "N_BOOTSTRAP=40", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=1500)
+
+
+def fresh_checkout(dest: Path) -> Path:
+    """The committed files of the project (what a fresh clone holds), without outputs."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                            cwd=ROOT, capture_output=True, text=True,
+                            check=True).stdout.split("\n")
+    for rel in filter(None, listed):
+        if (ROOT / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, dest / rel)
+    return dest
+
+
+def build_demo_report(folder: Path) -> dict:
+    """`make report` of the demo in a fresh checkout under `folder`, into its own outputs/ (a
+    user's first build): {"checkout", "out"} as strings. Fails on a build that does not exit 0."""
+    checkout = fresh_checkout(folder / "checkout")
+    out = checkout / "outputs"
+    proc = make_report(out, cwd=checkout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return {"checkout": str(checkout), "out": str(out)}
+
+
+# ---- small builds of runs cut from the demo sweep (test_build.py, test_build_sweeps.py) ----
+def _demo_runs() -> dict:
+    import json
+
+    return json.loads((DEMO_DIR / "ground_truth.json").read_text())["runs"]
+
+
+DEMO_RUNS = _demo_runs()  # run id -> its phase, batch and path in data/demo
+
+
+def demo_run_dirs(phase: str) -> list[Path]:
+    """The run folders of one phase of the demo sweep."""
+    return sorted((DEMO_DIR / r["path"]).parent for r in DEMO_RUNS.values() if r["phase"] == phase)
+
+
+def copy_runs(dirs: list[Path], dest: Path, preserve_times: bool = True) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    for d in dirs:
+        shutil.copytree(d, dest / d.name, copy_function=shutil.copy2 if preserve_times else shutil.copy)
+
+
+def phase_params(dest: Path, phases: dict[str, list[str]]) -> Path:
+    """A params directory: each phase copied from params/ with only the given sections."""
+    import yaml
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for phase, sections in phases.items():
+        params = yaml.safe_load((ROOT / "params" / f"{phase}.yaml").read_text())
+        params["sections"] = sections
+        params.pop("two_axis_phases", None)
+        (dest / f"{phase}.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return dest
+
+
+def make_here(*args: str, target: str = "report") -> subprocess.CompletedProcess:
+    """`make <target> N_BOOTSTRAP=20 *args` in this checkout, on this environment."""
+    env = dict(os.environ, VIRTUAL_ENV=sys.prefix)
+    env.pop("CONDA_PREFIX", None)
+    return subprocess.run(["make", "--no-print-directory", target, "N_BOOTSTRAP=20", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
