@@ -23,9 +23,10 @@ Per sweep and cut:
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import os
-import pickle
 import sys
 import time
 import warnings
@@ -48,21 +49,37 @@ CACHE = ROOT / "benchmarks" / "_work" / "forecast_sweeps"
 SHARES = (0.3, 0.5, 0.7)
 
 
+def _plain(x):
+    """numpy's scalars and arrays as JSON's numbers and lists (json.dumps' default)."""
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(f"{type(x).__name__} is not JSON data")
+
+
+def _write_json(path: Path, obj) -> None:
+    """obj as JSON (NaN and infinities as Python's json writes them), written whole or not at all."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, default=_plain))
+    os.replace(tmp, path)
+
+
 def sweeps(seeds, classes=pg.SWEEP_CLASSES, processes: int = 2) -> list:
-    """Finished sweeps (no run left running) of every class and seed, cached in CACHE by the
-    trainer's code version."""
+    """Finished sweeps (no run left running) of every class and seed, cached in CACHE as JSON by
+    the trainer's code version."""
     CACHE.mkdir(parents=True, exist_ok=True)
     version = pg.code_version()
 
     def path(seed, s, a):
-        return CACHE / f"{version}_{s}_{a}_{seed}.pkl"
+        return CACHE / f"{version}_{s}_{a}_{seed}.json"
 
     for seed in seeds:
         todo = [(s, a) for s, a in classes if not path(seed, s, a).exists()]
         if todo:
             for sw in pg.trainer_sweeps([seed], classes=todo, processes=processes, n_running=0):
-                path(seed, sw.setting, sw.axis).write_bytes(pickle.dumps(sw))
-    return [pickle.loads(path(seed, s, a).read_bytes()) for seed in seeds for s, a in classes]
+                _write_json(path(seed, sw.setting, sw.axis), dataclasses.asdict(sw))
+    return [pg.PGSweep(**json.loads(path(seed, s, a).read_text())) for seed in seeds for s, a in classes]
 
 
 def gpu_hours(run: dict) -> float:
@@ -234,9 +251,9 @@ def _job(args):
     """One sweep's rows, cached under benchmarks/_work by the code's hash (a rerun after a crash
     redoes only what is missing); a sweep that fails is reported, not fatal."""
     sw, n_bootstrap, code = args
-    cache = CACHE.parent / "forecast_results" / f"{code}_{n_bootstrap}_{sw.setting}_{sw.axis}_{sw.seed}.pkl"
+    cache = CACHE.parent / "forecast_results" / f"{code}_{n_bootstrap}_{sw.setting}_{sw.axis}_{sw.seed}.json"
     if cache.exists():
-        return pickle.loads(cache.read_bytes())
+        return json.loads(cache.read_text())
     try:
         out = evaluate(sw, pg.load_truth(), n_bootstrap)
     except Exception as exc:  # the harness reports every sweep it could not evaluate
@@ -244,8 +261,8 @@ def _job(args):
 
         return {"error": f"{sw.setting} {sw.axis} {sw.seed}: {exc!r}\n{traceback.format_exc()}"}
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_bytes(pickle.dumps(out))
-    return out
+    _write_json(cache, out)
+    return json.loads(cache.read_text())  # what a rerun reads from the cache, so both runs agree
 
 
 def run(seeds, n_bootstrap: int = 400, classes=pg.SWEEP_CLASSES, processes: int = 2) -> dict:
