@@ -70,6 +70,17 @@ def demo_build(tmp_path_factory) -> dict:
     return {key: Path(value) for key, value in made.items()}
 
 
+@pytest.fixture(scope="session")
+def hardening_build(tmp_path_factory) -> dict:
+    """The hardening corpus, the project's copy and `make report` over them (tests/hardening_kit.py),
+    made once per run for test_hardening.py and test_hardening_snapshot.py: only read."""
+    import hardening_kit as kit
+
+    if not kit.stamp().is_file():
+        pytest.skip(f"{kit.stamp()} missing: run `make setup` first (the copy must not reinstall)")
+    return kit.built(shared_once(tmp_path_factory, "hardening", kit.build))
+
+
 # Module fixtures that build something costly (a whole `make report`, a trained or generated
 # sweep, a corpus of W&B files): every test that uses one is slow, wherever it sits in its file.
 # Measured with `pytest --durations`; `make test-quick` (-m "not slow") leaves them out.

@@ -30,7 +30,6 @@ if str(REPO) not in sys.path:
 
 import hardening_kit as kit  # noqa: E402
 from sweeps import hardening as hc  # noqa: E402
-from testkit import shared_once  # noqa: E402
 from wandb_server import ServedRun  # noqa: E402
 
 from cbs_rlvr.data.runs import REASON_NO_VALIDATION
@@ -43,11 +42,8 @@ pytestmark = pytest.mark.slow  # every test here runs a build, a trainer or a br
 # (tests/hardening_kit.py, made once per run for this file and test_hardening_snapshot.py)
 # --------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> dict:
-    """The corpus, the project's copy and the build over them (hardening_kit.build): only read."""
-    if not kit.stamp().is_file():
-        pytest.skip(f"{kit.stamp()} missing: run `make setup` first (the copy must not reinstall)")
-    return kit.built(shared_once(tmp_path_factory, "hardening", kit.build))
+def corpus(hardening_build) -> dict:
+    return hardening_build
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from pathlib import Path
 import hardening_kit as kit
 import pytest
 from sweeps import hardening as hc
-from testkit import shared_once
 
 from cbs_rlvr.__main__ import main
 from cbs_rlvr.errors import SnapshotError
@@ -29,16 +28,13 @@ pytestmark = pytest.mark.slow  # the corpus is written by the wandb SDK; each sn
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory) -> dict:
-    """The corpus, the project's copy and the build over them (hardening_kit.build): only read."""
-    if not kit.stamp().is_file():
-        pytest.skip(f"{kit.stamp()} missing: run `make setup` first (the copy must not reinstall)")
-    return kit.built(shared_once(tmp_path_factory, "hardening", kit.build))
+def report(hardening_build) -> dict:
+    return hardening_build
 
 
 @pytest.fixture(scope="module")
-def corpus(report) -> dict:
-    return report
+def corpus(hardening_build) -> dict:
+    return hardening_build
 
 
 @pytest.fixture(scope="module")
