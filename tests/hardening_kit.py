@@ -10,14 +10,13 @@ and a sentinel WANDB_API_KEY."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from sweeps import hardening as hc
-from testkit import SWEEPS_CLI, offline_wandb_env
+from testkit import SWEEPS_CLI, fresh_checkout, offline_wandb_env, venv_env
 
 REPO = Path(__file__).resolve().parents[1]
 SENTINEL = "SENTINEL-wandb-key-0123456789abcdef0123456789abcdef"
@@ -44,17 +43,8 @@ def _corpus(base: Path) -> dict:
     return {"base": base, "home": home, "root": root, "made": hc.damage(root)}
 
 
-def _project_files() -> list[str]:
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                            cwd=REPO, capture_output=True, text=True, check=True).stdout.split("\n")
-    skip = ("data/", "tests/", "benchmarks/", "docs/", "outputs/", "params/")
-    return [f for f in listed if f and not f.startswith(skip) and (REPO / f).is_file()]
-
-
 def _project(copy: Path) -> Path:
-    for rel in _project_files():
-        (copy / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / rel, copy / rel)
+    fresh_checkout(copy, skip=("data/", "tests/", "benchmarks/", "docs/", "outputs/", "params/"))
     # make must not consider the environment out of date (it would `pip install -e` the copy)
     stamp_time = stamp().stat().st_mtime - 10
     os.utime(copy / "pyproject.toml", (stamp_time, stamp_time))
@@ -71,11 +61,9 @@ def write_params(dest: Path) -> Path:
 
 
 def make_env(corpus: dict, **extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.pop("CONDA_PREFIX", None)
-    env.update(VIRTUAL_ENV=sys.prefix, HOME=str(corpus["home"]), WANDB_API_KEY=SENTINEL,
-               MPLCONFIGDIR=str(corpus["base"] / "mplconfig"), **extra)
-    return env
+    return venv_env({k: v for k, v in os.environ.items() if not k.startswith("WANDB_")},
+                    HOME=str(corpus["home"]), WANDB_API_KEY=SENTINEL,
+                    MPLCONFIGDIR=str(corpus["base"] / "mplconfig"), **extra)
 
 
 def run_make(project: Path, corpus: dict, target: str, *args: str, timeout: int = 600):

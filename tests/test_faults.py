@@ -22,26 +22,19 @@ import time
 from pathlib import Path
 
 import pytest
+from testkit import demo_run_dirs, venv_env
 
 pytestmark = pytest.mark.slow  # every test here runs a build, a trainer or a browser
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "data" / "demo"
-RUNS = json.loads((DEMO / "ground_truth.json").read_text())["runs"]
-P1_DIRS = sorted((DEMO / r["path"]).parent for r in RUNS.values() if r["phase"] == "p1")
+P1_DIRS = demo_run_dirs("p1")
 N_SMALL, N_BIG = 3, 6
-
-
-def _env() -> dict:
-    env = dict(os.environ, VIRTUAL_ENV=sys.prefix)
-    env.pop("CONDA_PREFIX", None)
-    return env
 
 
 def _make(ctx, source: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(["make", "--no-print-directory", "report", "N_BOOTSTRAP=20", f"SOURCE={source}",
                            f"OUT={ctx['out']}", f"PARAMS={ctx['params']}", *extra],
-                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+                          cwd=ROOT, env=venv_env(), capture_output=True, text=True, timeout=600)
 
 
 def _start(ctx, source: Path, out: Path | None = None) -> subprocess.Popen:
@@ -49,7 +42,7 @@ def _start(ctx, source: Path, out: Path | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "cbs_rlvr", "report", "--n-bootstrap", "20",
                              "--source", str(source), "--out", str(out or ctx["out"]),
                              "--params-dir", str(ctx["params"])],
-                            cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=ROOT, env=venv_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
 
 
@@ -146,7 +139,7 @@ def test_two_builds_on_one_out_run_one_after_the_other(ctx):
         time.sleep(0.02)
     second = subprocess.Popen(["make", "--no-print-directory", "report", "N_BOOTSTRAP=20",
                                f"SOURCE={ctx['big']}", f"OUT={ctx['out']}", f"PARAMS={ctx['params']}"],
-                              cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              cwd=ROOT, env=venv_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
     waiting = second.stderr.readline()
     first_out, first_err = first.communicate(timeout=300)

@@ -21,7 +21,7 @@ from sweep_analysis import written_table_problems
 from sweeps import trainer as pg
 from sweeps.form import write_export_dir, write_params
 from sweeps.generated import generate_sweep
-from testkit import SWEEPS_CLI, LazyModule, offline_wandb_env
+from testkit import SWEEPS_CLI, LazyModule, offline_wandb_env, venv_env
 
 pytestmark = pytest.mark.slow  # every test here runs a build, a trainer or a browser
 
@@ -76,8 +76,7 @@ def _trained_params(trained: dict, dest: Path) -> str:
 
 
 def _make_report(src: Path, params: Path, out: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, VIRTUAL_ENV=sys.prefix)
-    env.pop("CONDA_PREFIX", None)
+    env = venv_env()
     return subprocess.run(["make", "--no-print-directory", "report", f"SOURCE={src}", f"OUT={out}",
                            f"PARAMS={params}", "N_BOOTSTRAP=40"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=1200)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
 import subprocess
@@ -23,7 +22,7 @@ if str(REPO) not in sys.path:  # until pytest's pythonpath is set in pyproject.t
     sys.path.insert(0, str(REPO))
 
 from sweeps import habits as hs  # noqa: E402 (tests/ is on sys.path)
-from testkit import SWEEPS_CLI, offline_wandb_env  # noqa: E402
+from testkit import SWEEPS_CLI, offline_wandb_env, venv_env  # noqa: E402
 
 from cbs_rlvr.data.runs import assemble_snapshot_frames
 from cbs_rlvr.data.select import select_runs
@@ -395,8 +394,7 @@ def _text(html: str) -> str:
 @pytest.mark.slow
 def test_the_report_says_what_was_stitched_which_rate_won_and_the_units(sweeps, tmp_path):
     out = tmp_path / "out"
-    env = dict(os.environ, VIRTUAL_ENV=sys.prefix)
-    env.pop("CONDA_PREFIX", None)
+    env = venv_env()
     proc = subprocess.run(["make", "--no-print-directory", "report", f"SOURCE={sweeps / 'seed1'}", f"OUT={out}",
                            f"PARAMS={sweeps / 'params'}", "N_BOOTSTRAP=40"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=1200)

@@ -37,6 +37,7 @@ DEMO = ROOT / "data" / "demo"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from conftest import client_environ  # noqa: E402
+from testkit import venv_env  # noqa: E402
 from wandb_server import API_KEY, ServedRun, WandbServer  # noqa: E402
 
 pytestmark = pytest.mark.slow  # every test here runs a build, a trainer or a browser
@@ -134,8 +135,7 @@ def _params(dest: Path, sections: dict[str, list[str]], **extra) -> Path:
 
 
 def _env(server: WandbServer | None = None, dirs: dict | None = None, **extra: str) -> dict:
-    env = dict(os.environ, VIRTUAL_ENV=sys.prefix)
-    env.pop("CONDA_PREFIX", None)
+    env = venv_env()
     if server is not None:
         env = client_environ(env, server, dirs)
     env.update(extra)

@@ -22,6 +22,7 @@ from urllib.parse import quote, quote_plus
 import numpy as np
 import pytest
 import yaml
+from testkit import venv_env
 
 from cbs_rlvr.build import jobs as build
 from cbs_rlvr.build.outlock import OutputBusyError, OutputLock
@@ -34,12 +35,6 @@ from cbs_rlvr.report.tables import FLAG_MEANINGS, explain_flags
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data" / "demo"
 VAL = "val-core/openai/gsm8k/reward/mean@1"
-
-
-def _env() -> dict:
-    env = dict(os.environ, VIRTUAL_ENV=sys.prefix)
-    env.pop("CONDA_PREFIX", None)
-    return env
 
 
 def _holder(out: Path, seconds: float) -> subprocess.Popen:
@@ -324,7 +319,7 @@ def test_make_passes_paths_with_spaces_quotes_and_dollars_as_data(tmp_path):
     p1["sections"] = ["01_load_runs"]
     (params / "p1.yaml").write_text(yaml.safe_dump(p1, sort_keys=False))
     proc = subprocess.run(["make", "--no-print-directory", "report", "N_BOOTSTRAP=20", f"SOURCE={source}",
-                           f"OUT={out}", f"PARAMS={params}"], cwd=ROOT, env=_env(), capture_output=True,
+                           f"OUT={out}", f"PARAMS={params}"], cwd=ROOT, env=venv_env(), capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
@@ -333,7 +328,7 @@ def test_make_passes_paths_with_spaces_quotes_and_dollars_as_data(tmp_path):
     assert f"Source: {source}" in html.unescape((out / "index.html").read_text())
     missing = tmp_path / 'exp_a"b'
     proc = subprocess.run(["make", "--no-print-directory", "snapshot", f"SOURCE={missing}", f"OUT={out}"],
-                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+                          cwd=ROOT, env=venv_env(), capture_output=True, text=True, timeout=300)
     errors = [ln for ln in proc.stderr.splitlines() if not ln.startswith("make")]
     assert proc.returncode != 0 and errors == [
         f"error: source not found: {missing} (expected an offline-runs directory, an export directory "

@@ -17,7 +17,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -27,7 +26,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from testkit import LazyModule
+from testkit import LazyModule, fresh_checkout
 
 from cbs_rlvr.build.clean_notebook import clean_notebook_text
 from cbs_rlvr.build.lab import (
@@ -103,11 +102,7 @@ def _git(repo: Path, *args: str) -> str:
 
 def _checkout(dest: Path) -> Path:
     """The project's files as a fresh clone holds them, committed in a new repository."""
-    listed = _git(ROOT, "ls-files", "--cached", "--others", "--exclude-standard").splitlines()
-    for rel in listed:
-        if (ROOT / rel).is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, dest / rel)
+    fresh_checkout(dest)
     _git(dest, "init", "-q")
     _git(dest, "add", "-A")
     _git(dest, "commit", "-q", "-m", "checkout")

@@ -5,6 +5,7 @@ the project, and a costly fixture made once per run for every xdist worker (`sha
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -68,8 +69,6 @@ def shared_once(tmp_path_factory, name: str, make):
     others wait for it and read the answer (pytest-xdist's recipe for a session fixture made once).
     A make that raised fails every later asker with its message, without a second try. Without
     xdist (or without fcntl) it simply runs make in a folder of its own."""
-    import json
-
     try:
         import fcntl
     except ImportError:  # Windows: one per process
@@ -96,26 +95,34 @@ def shared_once(tmp_path_factory, name: str, make):
         return json.loads(answer.read_text())
 
 
+def venv_env(environ=None, **extra: str) -> dict:
+    """`environ` (default this process's environment) for a `make` run on this environment:
+    VIRTUAL_ENV names it and conda's prefix, if any, is dropped (the Makefile installs into the
+    first it finds); `extra` on top."""
+    env = dict(os.environ if environ is None else environ, VIRTUAL_ENV=sys.prefix, **extra)
+    env.pop("CONDA_PREFIX", None)
+    return env
+
+
 # this environment's stamps: make counts it as installed (-o), never reinstalls from a checkout
 STAMPS = [Path(sys.prefix) / f".cbs-rlvr{s}-installed" for s in ("", "-lab", "-lint", "-test")]
 
 
 def make_report(out: Path, *args, cwd: Path = ROOT, env_extra=None) -> subprocess.CompletedProcess:
     """`make report OUT=out N_BOOTSTRAP=40 *args` in `cwd` (a checkout), on this environment."""
-    env = dict(os.environ, VIRTUAL_ENV=sys.prefix, **(env_extra or {}))
-    env.pop("CONDA_PREFIX", None)
     return subprocess.run(["make", "--no-print-directory", *[f"-o{s}" for s in STAMPS], "report",
-                           f"OUT={out}", "N_BOOTSTRAP=40", *args], cwd=cwd, env=env,
+                           f"OUT={out}", "N_BOOTSTRAP=40", *args], cwd=cwd, env=venv_env(**(env_extra or {})),
                           capture_output=True, text=True, timeout=1500)
 
 
-def fresh_checkout(dest: Path) -> Path:
-    """The committed files of the project (what a fresh clone holds), without outputs."""
+def fresh_checkout(dest: Path, skip: tuple[str, ...] = ()) -> Path:
+    """The project's files as a fresh clone holds them (tracked, and new ones git does not ignore),
+    without outputs, copied to `dest`; `skip`: path prefixes left out."""
     listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
                             cwd=ROOT, capture_output=True, text=True,
                             check=True).stdout.split("\n")
     for rel in filter(None, listed):
-        if (ROOT / rel).is_file():
+        if not rel.startswith(skip) and (ROOT / rel).is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, dest / rel)
     return dest
@@ -133,8 +140,6 @@ def build_demo_report(folder: Path) -> dict:
 
 # ---- small builds of runs cut from the demo sweep (test_build.py, test_build_sweeps.py) ----
 def _demo_runs() -> dict:
-    import json
-
     return json.loads((DEMO_DIR / "ground_truth.json").read_text())["runs"]
 
 
@@ -167,8 +172,6 @@ def phase_params(dest: Path, phases: dict[str, list[str]]) -> Path:
 
 def make_here(*args: str, target: str = "report") -> subprocess.CompletedProcess:
     """`make <target> N_BOOTSTRAP=20 *args` in this checkout, on this environment."""
-    env = dict(os.environ, VIRTUAL_ENV=sys.prefix)
-    env.pop("CONDA_PREFIX", None)
     return subprocess.run(["make", "--no-print-directory", target, "N_BOOTSTRAP=20", *args],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+                          cwd=ROOT, env=venv_env(), capture_output=True, text=True, timeout=900)
 
